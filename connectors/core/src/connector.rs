@@ -1,0 +1,74 @@
+//! The one seam every provider implements.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{ConnectorError, RowError};
+use crate::line::ChargeLine;
+use crate::period::BillingPeriod;
+
+/// Everything a connector may use at run time. Connectors never see the ledger.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The source name from the config (for messages and logs).
+    pub source: String,
+    /// Upper bound on lines per [`Batch`] (memory stays bounded by batch × channel depth).
+    pub batch_rows: usize,
+    pub cancel: CancellationToken,
+}
+
+impl Context {
+    pub fn new(source: impl Into<String>) -> Self {
+        Self { source: source.into(), batch_rows: 5_000, cancel: CancellationToken::new() }
+    }
+}
+
+/// Billing periods an API connector should pull (inclusive). File connectors may ignore it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodWindow {
+    pub from: BillingPeriod,
+    pub to: BillingPeriod,
+}
+
+/// One unit of loading: what it replaces (`scope`) and which version it is (`delivery_key`).
+/// The ledger keeps exactly one current load per (source, scope); the same key again is a no-op.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// What a newer delivery replaces: e.g. `2026-10`, `2026-10/2026-10-03`, a file name.
+    pub scope: String,
+    /// The version: assemblyId, manifest id, max(export_time), content hash, ETag…
+    pub delivery_key: String,
+    /// The billing period the scope covers, when it is one period.
+    pub billing_period: Option<BillingPeriod>,
+    /// Human description for `loads` and logs.
+    pub description: String,
+    /// Connector-private locators (file paths, object keys) to fetch.
+    pub items: Vec<String>,
+    /// The provider says the periods in this delivery are final (invoiced).
+    pub final_periods: bool,
+}
+
+/// A bounded slice of a delivery: normalised lines plus the rows that failed.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub lines: Vec<ChargeLine>,
+    pub errors: Vec<RowError>,
+    /// Amounts whose digits beyond 28 places (or dust below 1e-28) were rounded.
+    pub rounded_amounts: u64,
+    /// Source records read in this batch (lines + errors; for progress).
+    pub records: u64,
+}
+
+#[async_trait]
+pub trait Connector: Send + Sync {
+    /// The source type, as written in the config (`focus`, `aws_cur`, …).
+    fn kind(&self) -> &'static str;
+    /// Cheap connectivity/readability check; no data is loaded.
+    async fn check(&self, cx: &Context) -> Result<(), ConnectorError>;
+    /// What there is to load in `window`.
+    async fn deliveries(&self, window: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError>;
+    /// Stream one delivery in bounded batches. An `Err` item fails the whole delivery (nothing
+    /// of it becomes visible); row-level problems travel inside the batches.
+    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>>;
+}

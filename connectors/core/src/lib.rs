@@ -1,0 +1,20 @@
+//! The seam between providers and the ledger.
+//!
+//! Everything a connector needs and nothing more: the [`Connector`] trait, the normalised
+//! [`ChargeLine`], exact [`money`] parsing and summing, billing [`period`]s and timestamp
+//! parsing, and the error types. This crate knows nothing of any database (no sqlx) and
+//! nothing of `costledger`'s own modules; every connector crate depends on it alone.
+
+pub mod connector;
+pub mod currency;
+pub mod error;
+pub mod line;
+pub mod money;
+pub mod period;
+pub mod text;
+
+pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow};
+pub use error::{ConnectorError, RowError};
+pub use line::{ChargeCategory, ChargeClass, ChargeLine, Tags};
+pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, parse_amount};
+pub use period::{BillingPeriod, TimeError, format_ts, parse_timestamp};

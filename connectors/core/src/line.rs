@@ -1,0 +1,133 @@
+//! The normalised charge line: FOCUS 1.2 columns (DESIGN §4.2). Absent values are `None`,
+//! never zero or empty text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+/// Tag key → value, sorted (deterministic JSON). A key with no value maps to "".
+pub type Tags = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChargeCategory {
+    Usage,
+    Purchase,
+    Tax,
+    Credit,
+    Adjustment,
+}
+
+impl ChargeCategory {
+    pub const ALL: [ChargeCategory; 5] = [Self::Usage, Self::Purchase, Self::Tax, Self::Credit, Self::Adjustment];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Usage => "Usage",
+            Self::Purchase => "Purchase",
+            Self::Tax => "Tax",
+            Self::Credit => "Credit",
+            Self::Adjustment => "Adjustment",
+        }
+    }
+}
+
+impl fmt::Display for ChargeCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ChargeCategory {
+    type Err = String;
+    /// Case-insensitive; the FOCUS values only.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str().eq_ignore_ascii_case(t))
+            .ok_or_else(|| format!("ChargeCategory '{t}' is not one of Usage, Purchase, Tax, Credit, Adjustment"))
+    }
+}
+
+/// FOCUS `ChargeClass`: null, or `Correction` for a line that corrects an earlier period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChargeClass {
+    Correction,
+}
+
+impl ChargeClass {
+    pub fn as_str(&self) -> &'static str {
+        "Correction"
+    }
+}
+
+impl FromStr for ChargeClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim().eq_ignore_ascii_case("correction") {
+            Ok(Self::Correction)
+        } else {
+            Err(format!("ChargeClass '{}' is not Correction (or empty)", s.trim()))
+        }
+    }
+}
+
+/// One normalised charge. Money is `Decimal`; `billed_cost` (the invoice basis) and the
+/// currency are required, every other amount may be absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeLine {
+    pub billing_account_id: String,
+    pub billing_account_name: Option<String>,
+    pub sub_account_id: Option<String>,
+    pub sub_account_name: Option<String>,
+    pub billing_period_start: DateTime<Utc>,
+    pub billing_period_end: DateTime<Utc>,
+    pub charge_period_start: DateTime<Utc>,
+    pub charge_period_end: DateTime<Utc>,
+    pub charge_category: ChargeCategory,
+    pub charge_class: Option<ChargeClass>,
+    pub charge_description: Option<String>,
+    pub service_name: Option<String>,
+    pub service_category: Option<String>,
+    pub provider_name: Option<String>,
+    pub publisher_name: Option<String>,
+    pub invoice_issuer_name: Option<String>,
+    pub region_id: Option<String>,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub sku_id: Option<String>,
+    pub billed_cost: Decimal,
+    pub effective_cost: Option<Decimal>,
+    pub list_cost: Option<Decimal>,
+    pub contracted_cost: Option<Decimal>,
+    pub billing_currency: String,
+    pub pricing_quantity: Option<Decimal>,
+    pub pricing_unit: Option<String>,
+    pub consumed_quantity: Option<Decimal>,
+    pub consumed_unit: Option<String>,
+    pub commitment_discount_id: Option<String>,
+    pub invoice_id: Option<String>,
+    pub tags: Tags,
+    /// Provider columns worth keeping that FOCUS has no column for.
+    pub x_extra: BTreeMap<String, String>,
+    /// Lineage: where the line came from (`file:line`, `page 3 row 7`).
+    pub source_ref: Option<String>,
+}
+
+impl ChargeLine {
+    /// Tags as deterministic JSON text (`None` when there are none).
+    pub fn tags_json(&self) -> Option<String> {
+        map_json(&self.tags)
+    }
+
+    pub fn x_extra_json(&self) -> Option<String> {
+        map_json(&self.x_extra)
+    }
+}
+
+fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
+    if m.is_empty() { None } else { serde_json::to_string(m).ok() }
+}

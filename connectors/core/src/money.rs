@@ -1,0 +1,488 @@
+//! Exact money: parsing provider text into [`Decimal`] and summing without ever rounding.
+//!
+//! Rules (DESIGN §4.3, formats.md P1/P2/P5/P6):
+//! - Parsing goes from the provider's characters straight to an integer mantissa and a scale;
+//!   no float is involved. Plain (`40.3527508453`) and E-notation (`1.81E-8`) are accepted;
+//!   empty text and the literal `NULL` are *absent* (`None`), never zero.
+//! - A `Decimal` holds 28 decimal places. Digits beyond that are rounded half-to-even and the
+//!   result is flagged [`Amount::rounded`] so the caller can count it; an amount smaller than
+//!   1e-28 becomes zero the same way (explicitly, counted). Nothing is rounded silently.
+//! - Sums use [`ExactSum`]: a 256-bit integer count of 1e-28 units, so a million amounts with
+//!   28 decimal places summing to trillions stay exact (a `Decimal` would run out of its
+//!   28–29 significant digits). Sums are rendered in full; they are rounded only when a caller
+//!   asks for a `Decimal` ([`ExactSum::to_decimal`]: half-to-even to the most decimal places
+//!   that fit, flagged) or for a fixed number of places ([`ExactSum::round_dp`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use ethnum::I256;
+use rust_decimal::Decimal;
+
+/// The scale of [`ExactSum`] and the largest scale of a [`Decimal`].
+pub const MAX_SCALE: u32 = 28;
+/// Longest digit string accepted in one amount (integer plus fraction digits).
+const MAX_DIGITS: usize = 120;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("'{0}' is not a decimal number (expected digits with an optional '.', sign and E-exponent, e.g. 12.34 or 1.81E-8)")]
+    Invalid(String),
+    #[error("'{0}' is too large for an amount (more than 28 integer digits)")]
+    Overflow(String),
+    #[error("sum overflow (more than 10^48): the input is not a bill")]
+    SumOverflow,
+}
+
+/// A parsed amount. `rounded` is true when digits beyond 28 decimal places were rounded away
+/// (including dust below 1e-28 rounded to zero).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Amount {
+    pub value: Decimal,
+    pub rounded: bool,
+}
+
+fn pow10(n: u32) -> I256 {
+    let mut p = I256::ONE;
+    for _ in 0..n {
+        p *= I256::new(10);
+    }
+    p
+}
+
+/// `|v| / 10^n` rounded half-to-even, sign kept. Returns the quotient and whether anything
+/// non-zero was dropped.
+fn div_pow10_half_even(v: I256, n: u32) -> (I256, bool) {
+    if n == 0 {
+        return (v, false);
+    }
+    let neg = v < 0;
+    let a = if neg { -v } else { v };
+    let d = pow10(n);
+    let mut q = a / d;
+    let r = a % d;
+    let half = d / I256::new(2);
+    if r > half || (r == half && q % I256::new(2) == I256::ONE) {
+        q += I256::ONE;
+    }
+    (if neg { -q } else { q }, r != I256::ZERO)
+}
+
+/// The largest mantissa a `Decimal` can hold (2^96 - 1).
+fn decimal_max_mantissa() -> I256 {
+    (I256::ONE << 96u32) - I256::ONE
+}
+
+/// Build a `Decimal` from a wide mantissa and a non-negative scale, rounding half-to-even to
+/// fewer places while it does not fit. `None` when even the integer part does not fit.
+fn fit_decimal(mut m: I256, mut scale: u32) -> Option<(Decimal, bool)> {
+    let mut rounded = false;
+    if scale > MAX_SCALE {
+        let (q, lost) = div_pow10_half_even(m, scale - MAX_SCALE);
+        m = q;
+        rounded |= lost;
+        scale = MAX_SCALE;
+    }
+    let max = decimal_max_mantissa();
+    while (if m < 0 { -m } else { m }) > max {
+        if scale == 0 {
+            return None;
+        }
+        let (q, lost) = div_pow10_half_even(m, 1);
+        m = q;
+        rounded |= lost;
+        scale -= 1;
+    }
+    let d = Decimal::try_from_i128_with_scale(m.as_i128(), scale).ok()?;
+    // Never produce a negative zero.
+    let d = if d.is_zero() { Decimal::ZERO } else { d };
+    Some((d, rounded))
+}
+
+/// Parse an amount from provider text. `Ok(None)` for empty text or literal `NULL`.
+pub fn parse_amount(text: &str) -> Result<Option<Amount>, MoneyError> {
+    let t = text.trim();
+    if t.is_empty() || t.eq_ignore_ascii_case("null") {
+        return Ok(None);
+    }
+    let invalid = || MoneyError::Invalid(truncate_for_message(t));
+    let bytes = t.as_bytes();
+    let (neg, body) = match bytes[0] {
+        b'-' => (true, &t[1..]),
+        b'+' => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let (mantissa, exp) = match body.find(['e', 'E']) {
+        Some(i) => {
+            let e = &body[i + 1..];
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid());
+            }
+            let exp: i64 = e.parse().map_err(|_| invalid())?;
+            (&body[..i], exp)
+        }
+        None => (body, 0),
+    };
+    let (int_part, frac_part) = match mantissa.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (mantissa, ""),
+    };
+    if (int_part.is_empty() && frac_part.is_empty())
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(invalid());
+    }
+    let int_part = int_part.trim_start_matches('0');
+    if int_part.len() + frac_part.len() > MAX_DIGITS {
+        return Err(MoneyError::Overflow(truncate_for_message(t)));
+    }
+    let mut m = I256::ZERO;
+    for b in int_part.bytes().chain(frac_part.bytes()) {
+        m = m * I256::new(10) + I256::from(b - b'0');
+    }
+    // value = m * 10^-(frac_len - exp)
+    let mut scale = frac_part.len() as i64 - exp;
+    if scale < 0 {
+        if m != I256::ZERO {
+            // Positive exponent: scale up, bounded so it cannot overflow the wide integer.
+            if -scale > 40 {
+                return Err(MoneyError::Overflow(truncate_for_message(t)));
+            }
+            m *= pow10((-scale) as u32);
+        }
+        scale = 0;
+    }
+    if scale > (MAX_SCALE as i64) + 60 {
+        // Far below 1e-28: dust. Zero, flagged if it was not already zero.
+        return Ok(Some(Amount { value: Decimal::ZERO, rounded: m != I256::ZERO }));
+    }
+    if neg {
+        m = -m;
+    }
+    match fit_decimal(m, scale as u32) {
+        Some((value, rounded)) => Ok(Some(Amount { value, rounded })),
+        None => Err(MoneyError::Overflow(truncate_for_message(t))),
+    }
+}
+
+fn truncate_for_message(t: &str) -> String {
+    if t.len() <= 64 {
+        t.to_string()
+    } else {
+        let mut end = 64;
+        while !t.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &t[..end])
+    }
+}
+
+/// The canonical text of an amount: no exponent, no trailing zeros, no negative zero.
+/// This is what SQLite stores and what exports print.
+pub fn canonical(d: Decimal) -> String {
+    d.normalize().to_string()
+}
+
+/// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExactSum(I256);
+
+impl ExactSum {
+    pub const ZERO: ExactSum = ExactSum(I256::ZERO);
+
+    pub fn add(&mut self, d: Decimal) -> Result<(), MoneyError> {
+        let wide = I256::from(d.mantissa()) * pow10(MAX_SCALE - d.scale());
+        self.0 = self.0.checked_add(wide).ok_or(MoneyError::SumOverflow)?;
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &ExactSum) -> Result<(), MoneyError> {
+        self.0 = self.0.checked_add(other.0).ok_or(MoneyError::SumOverflow)?;
+        Ok(())
+    }
+
+    pub fn checked_sub(&self, other: &ExactSum) -> Result<ExactSum, MoneyError> {
+        self.0.checked_sub(other.0).map(ExactSum).ok_or(MoneyError::SumOverflow)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.0 == I256::ZERO
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.0 < 0
+    }
+
+    /// The sum as a `Decimal`: exact when it fits; otherwise rounded half-to-even to the most
+    /// decimal places that fit, and `true` says so. `None` if the integer part exceeds a Decimal.
+    pub fn to_decimal(&self) -> Option<(Decimal, bool)> {
+        fit_decimal(self.0, MAX_SCALE)
+    }
+
+    /// The sum rounded half-to-even to `dp` decimal places (for presentation only).
+    pub fn round_dp(&self, dp: u32) -> ExactSum {
+        let dp = dp.min(MAX_SCALE);
+        let (q, _) = div_pow10_half_even(self.0, MAX_SCALE - dp);
+        ExactSum(q * pow10(MAX_SCALE - dp))
+    }
+
+    /// Render with exactly `dp` decimal places (rounding half-to-even first).
+    pub fn to_fixed(&self, dp: u32) -> String {
+        let dp = dp.min(MAX_SCALE);
+        let r = self.round_dp(dp);
+        let s = r.render();
+        if dp == 0 {
+            return s;
+        }
+        let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
+        let mut out = String::with_capacity(int.len() + 1 + dp as usize);
+        out.push_str(int);
+        out.push('.');
+        out.push_str(frac);
+        for _ in frac.len()..dp as usize {
+            out.push('0');
+        }
+        out
+    }
+
+    fn render(&self) -> String {
+        let neg = self.0 < 0;
+        let a = if neg { -self.0 } else { self.0 };
+        let digits = a.to_string();
+        let scale = MAX_SCALE as usize;
+        let (int, frac) = if digits.len() > scale {
+            (digits[..digits.len() - scale].to_string(), digits[digits.len() - scale..].to_string())
+        } else {
+            ("0".to_string(), format!("{}{}", "0".repeat(scale - digits.len()), digits))
+        };
+        let frac = frac.trim_end_matches('0');
+        let mut out = String::new();
+        if neg {
+            out.push('-');
+        }
+        out.push_str(&int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+        out
+    }
+}
+
+impl fmt::Display for ExactSum {
+    /// The exact value: no exponent, no trailing zeros.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl fmt::Debug for ExactSum {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ExactSum({})", self.render())
+    }
+}
+
+impl FromStr for ExactSum {
+    type Err = MoneyError;
+
+    /// Parses plain decimal text (what SQL sums return); up to 28 decimal places, exactly.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let t = s.trim();
+        let invalid = || MoneyError::Invalid(truncate_for_message(t));
+        let (neg, body) = match t.strip_prefix('-') {
+            Some(b) => (true, b),
+            None => (false, t),
+        };
+        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+        if (int.is_empty() && frac.is_empty())
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(invalid());
+        }
+        let frac = frac.trim_end_matches('0');
+        if frac.len() > MAX_SCALE as usize {
+            return Err(invalid());
+        }
+        let int = int.trim_start_matches('0');
+        if int.len() > 48 {
+            return Err(MoneyError::SumOverflow);
+        }
+        let mut m = I256::ZERO;
+        for b in int.bytes().chain(frac.bytes()) {
+            m = m * I256::new(10) + I256::from(b - b'0');
+        }
+        m *= pow10(MAX_SCALE - frac.len() as u32);
+        Ok(ExactSum(if neg { -m } else { m }))
+    }
+}
+
+impl From<Decimal> for ExactSum {
+    fn from(d: Decimal) -> Self {
+        // One Decimal always fits: |mantissa| < 2^96, times at most 10^28.
+        ExactSum(I256::from(d.mantissa()) * pow10(MAX_SCALE - d.scale()))
+    }
+}
+
+/// Exact totals per currency (never added across currencies). Sorted by currency code.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals(pub BTreeMap<String, ExactSum>);
+
+impl Totals {
+    pub fn add(&mut self, currency: &str, d: Decimal) -> Result<(), MoneyError> {
+        match self.0.get_mut(currency) {
+            Some(s) => s.add(d),
+            None => {
+                self.0.insert(currency.to_string(), ExactSum::from(d));
+                Ok(())
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Totals) -> Result<(), MoneyError> {
+        for (c, s) in &other.0 {
+            self.0.entry(c.clone()).or_default().merge(s)?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, currency: &str) -> ExactSum {
+        self.0.get(currency).copied().unwrap_or_default()
+    }
+
+    /// `{"EUR":"1.5","USD":"-2"}`: deterministic JSON with amounts as strings (never numbers).
+    pub fn to_json(&self) -> String {
+        let m: BTreeMap<&str, String> = self.0.iter().map(|(c, s)| (c.as_str(), s.to_string())).collect();
+        serde_json::to_string(&m).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    pub fn from_json(s: &str) -> Result<Totals, MoneyError> {
+        let m: BTreeMap<String, String> =
+            serde_json::from_str(s).map_err(|_| MoneyError::Invalid(truncate_for_message(s)))?;
+        let mut t = Totals::default();
+        for (c, v) in m {
+            t.0.insert(c, v.parse()?);
+        }
+        Ok(t)
+    }
+
+    /// `USD 12.34, EUR -1` for messages.
+    pub fn display(&self) -> String {
+        if self.0.is_empty() {
+            return "none".to_string();
+        }
+        self.0.iter().map(|(c, s)| format!("{c} {s}")).collect::<Vec<_>>().join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Amount {
+        parse_amount(s).expect("parses").expect("present")
+    }
+
+    #[test]
+    fn plain_and_exponent_forms_are_exact() {
+        assert_eq!(p("40.3527508453").value.to_string(), "40.3527508453");
+        assert_eq!(p("1.81E-8").value.to_string(), "0.0000000181");
+        assert_eq!(p("2.323760000E-9").value, Decimal::from_str("0.000000002323760000").expect("d"));
+        assert_eq!(p("5.64902e-05").value.to_string(), "0.0000564902");
+        assert_eq!(p("1.7092512E9").value.to_string(), "1709251200");
+        assert_eq!(p("+3").value.to_string(), "3");
+        assert_eq!(p(".5").value.to_string(), "0.5");
+        assert_eq!(p("-12.50").value.to_string(), "-12.50");
+        assert!(!p("0.1234567890123456789012345678").rounded);
+    }
+
+    #[test]
+    fn absent_is_not_zero() {
+        assert_eq!(parse_amount("").expect("ok"), None);
+        assert_eq!(parse_amount("  ").expect("ok"), None);
+        assert_eq!(parse_amount("NULL").expect("ok"), None);
+        assert_eq!(parse_amount("null").expect("ok"), None);
+        assert_eq!(p("0").value, Decimal::ZERO);
+    }
+
+    #[test]
+    fn negative_zero_is_zero_and_credits_stay_negative() {
+        assert_eq!(p("-0").value.to_string(), "0");
+        assert_eq!(p("-0.00").value, Decimal::ZERO);
+        assert!(p("-0.01").value.is_sign_negative());
+        assert_eq!(canonical(p("-0.000").value), "0");
+    }
+
+    #[test]
+    fn too_many_places_round_half_even_and_are_flagged() {
+        let a = p("0.00000000000000000000000000015"); // 1.5e-28 → 2e-28 (half to even)
+        assert!(a.rounded);
+        assert_eq!(a.value.to_string(), "0.0000000000000000000000000002");
+        let dust = p("1e-30");
+        assert!(dust.rounded);
+        assert_eq!(dust.value, Decimal::ZERO);
+        let dust = p("-4.2E-300");
+        assert!(dust.rounded);
+        assert_eq!(dust.value, Decimal::ZERO);
+    }
+
+    #[test]
+    fn garbage_is_an_error_with_the_text() {
+        for bad in ["abc", "1,234.50", "$5", "NaN", "inf", "1.2.3", "1e", "--1", "1 2", "e5", "."] {
+            let err = parse_amount(bad).expect_err(bad);
+            assert!(err.to_string().contains(bad.trim()), "{err}");
+        }
+        assert!(matches!(parse_amount("1e99"), Err(MoneyError::Overflow(_))));
+        assert!(matches!(parse_amount(&"9".repeat(40)), Err(MoneyError::Overflow(_))));
+    }
+
+    #[test]
+    fn exact_sum_beyond_28_digits() {
+        let mut s = ExactSum::ZERO;
+        let a = Decimal::from_str("1234567.1234567890123456789012").expect("d");
+        for _ in 0..1000 {
+            s.add(a).expect("add");
+        }
+        assert_eq!(s.to_string(), "1234567123.4567890123456789012");
+        // A Decimal cannot hold this sum exactly (34 significant digits).
+        let mut big = ExactSum::ZERO;
+        let x = Decimal::from_str("1.0000000000000000000000000001").expect("d");
+        for _ in 0..999_999 {
+            big.add(x).expect("add");
+        }
+        assert_eq!(big.to_string(), "999999.0000000000000000000000999999");
+        let (d, rounded) = big.to_decimal().expect("fits rounded");
+        assert!(rounded);
+        assert_eq!(d.to_string(), "999999.0000000000000000000001");
+        assert_eq!(big.to_fixed(2), "999999.00");
+        let parsed: ExactSum = big.to_string().parse().expect("parse");
+        assert_eq!(parsed, big);
+    }
+
+    #[test]
+    fn exact_sum_rounding_rule_is_half_even() {
+        let s: ExactSum = "2.345".parse().expect("p");
+        assert_eq!(s.to_fixed(2), "2.34");
+        let s: ExactSum = "2.355".parse().expect("p");
+        assert_eq!(s.to_fixed(2), "2.36");
+        let s: ExactSum = "-2.355".parse().expect("p");
+        assert_eq!(s.to_fixed(2), "-2.36");
+        let s: ExactSum = "-0.004".parse().expect("p");
+        assert_eq!(s.to_fixed(2), "0.00");
+        assert_eq!(ExactSum::ZERO.to_string(), "0");
+    }
+
+    #[test]
+    fn totals_never_mix_currencies_and_round_trip_json() {
+        let mut t = Totals::default();
+        t.add("USD", Decimal::from_str("1.10").expect("d")).expect("add");
+        t.add("EUR", Decimal::from_str("-2").expect("d")).expect("add");
+        t.add("USD", Decimal::from_str("0.9").expect("d")).expect("add");
+        assert_eq!(t.to_json(), r#"{"EUR":"-2","USD":"2"}"#);
+        assert_eq!(Totals::from_json(&t.to_json()).expect("json"), t);
+        assert_eq!(t.display(), "EUR -2, USD 2");
+    }
+}

@@ -1,0 +1,153 @@
+//! Billing periods (calendar months, UTC) and timestamp parsing for every format providers use.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("'{0}' is not a timestamp (expected ISO 8601 like 2026-10-01T00:00:00Z, 2026-10-01 00:00:00 or 2026-10-01)")]
+    Invalid(String),
+    #[error("'{0}' is not a billing period (expected YYYY-MM, e.g. 2026-10)")]
+    Period(String),
+}
+
+/// A billing month, e.g. `2026-10`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BillingPeriod {
+    pub year: i32,
+    pub month: u32,
+}
+
+impl BillingPeriod {
+    pub fn new(year: i32, month: u32) -> Option<Self> {
+        ((1..=12).contains(&month) && (1970..=9999).contains(&year)).then_some(Self { year, month })
+    }
+
+    /// The period containing `t`.
+    pub fn of(t: DateTime<Utc>) -> Self {
+        Self { year: t.year(), month: t.month() }
+    }
+
+    pub fn start(&self) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(self.year, self.month, 1, 0, 0, 0).single().unwrap_or_default()
+    }
+
+    /// Exclusive end: the first instant of the next month.
+    pub fn end(&self) -> DateTime<Utc> {
+        self.next().start()
+    }
+
+    pub fn next(&self) -> Self {
+        if self.month == 12 {
+            Self { year: self.year + 1, month: 1 }
+        } else {
+            Self { year: self.year, month: self.month + 1 }
+        }
+    }
+
+    pub fn prev(&self) -> Self {
+        if self.month == 1 {
+            Self { year: self.year - 1, month: 12 }
+        } else {
+            Self { year: self.year, month: self.month - 1 }
+        }
+    }
+}
+
+impl fmt::Display for BillingPeriod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+impl FromStr for BillingPeriod {
+    type Err = TimeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || TimeError::Period(s.to_string());
+        let (y, m) = s.trim().split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 {
+            return Err(bad());
+        }
+        BillingPeriod::new(y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?).ok_or_else(bad)
+    }
+}
+
+/// Parse a UTC timestamp in any of the shapes billing files use (formats.md P7):
+/// RFC 3339 with `Z` or an offset, with or without fractional seconds; `T` or space separated;
+/// without seconds (`2023-11-13T10:00Z`); naive (taken as UTC); a trailing ` UTC`; a bare date.
+pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimeError> {
+    let t = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    let mut n = t.replacen(' ', "T", 1);
+    if let Some(stripped) = n.strip_suffix("TUTC").or_else(|| n.strip_suffix(" UTC")) {
+        n = stripped.to_string();
+    }
+    if let Ok(d) = DateTime::parse_from_rfc3339(&n) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    // Offsets written +00 or +0000 (PostgreSQL style).
+    for f in ["%Y-%m-%dT%H:%M:%S%.f%#z", "%Y-%m-%dT%H:%M%#z"] {
+        if let Ok(d) = DateTime::parse_from_str(&n, f) {
+            return Ok(d.with_timezone(&Utc));
+        }
+    }
+    let naive = n.strip_suffix('Z').unwrap_or(&n);
+    for f in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(naive, f) {
+            return Ok(Utc.from_utc_datetime(&d));
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(naive, "%Y-%m-%d") {
+        return Ok(Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap_or_default()));
+    }
+    Err(TimeError::Invalid(crate::text::clip(t, 64)))
+}
+
+/// The one text form of a timestamp in the ledger and in exports: `2026-10-01T00:00:00Z`
+/// (fractional seconds only when present). Sorts lexicographically in time order.
+pub fn format_ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_parses_to_the_same_instant() {
+        let want = Utc.with_ymd_and_hms(2023, 11, 13, 10, 0, 0).single().expect("t");
+        for s in [
+            "2023-11-13T10:00:00Z",
+            "2023-11-13T10:00:00.000Z",
+            "2023-11-13T10:00Z",
+            "2023-11-13 10:00:00",
+            "2023-11-13T10:00:00",
+            "2023-11-13 10:00:00 UTC",
+            "2023-11-13T12:00:00+02:00",
+            "2023-11-13 10:00:00+00",
+            " 2023-11-13T10:00 ",
+        ] {
+            assert_eq!(parse_timestamp(s).expect(s), want, "{s}");
+        }
+        assert_eq!(format_ts(parse_timestamp("2024-09-01").expect("d")), "2024-09-01T00:00:00Z");
+        for bad in ["", "9/2/2023", "2023-13-01", "yesterday", "2023-11-31"] {
+            assert!(parse_timestamp(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn periods() {
+        let p: BillingPeriod = "2026-12".parse().expect("p");
+        assert_eq!(p.next().to_string(), "2027-01");
+        assert_eq!(p.prev().to_string(), "2026-11");
+        assert_eq!(format_ts(p.end()), "2027-01-01T00:00:00Z");
+        assert!("2026-13".parse::<BillingPeriod>().is_err());
+        assert!("26-1".parse::<BillingPeriod>().is_err());
+        let t = parse_timestamp("2026-10-31T23:59:59Z").expect("t");
+        assert_eq!(BillingPeriod::of(t).to_string(), "2026-10");
+    }
+}
