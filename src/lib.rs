@@ -1,1 +1,3 @@
+//! costledger: multi-cloud cost ingestion and reconciliation with an exact-decimal ledger.
 
+pub mod ledger;

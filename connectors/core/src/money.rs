@@ -212,6 +212,15 @@ impl ExactSum {
         self.0 == I256::ZERO
     }
 
+    /// The raw 1e-28 unit count as little-endian bytes (for aggregate state in SQLite).
+    pub fn to_le_bytes(&self) -> [u8; 32] {
+        self.0.to_le_bytes()
+    }
+
+    pub fn from_le_bytes(b: [u8; 32]) -> ExactSum {
+        ExactSum(I256::from_le_bytes(b))
+    }
+
     pub fn is_negative(&self) -> bool {
         self.0 < 0
     }

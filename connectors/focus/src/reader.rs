@@ -1,0 +1,158 @@
+//! Reading FOCUS CSV: gzip by magic bytes, records as bytes (UTF-8 checked per field), batches
+//! sent over a bounded channel from a blocking thread so parsing overlaps the database writes.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use costledger_core::{Batch, ConnectorError, RowError};
+use futures::stream::BoxStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record};
+
+/// Batches in flight between the parser thread and the loader.
+const CHANNEL_DEPTH: usize = 2;
+
+pub fn stream_files(
+    paths: Vec<PathBuf>,
+    batch_rows: usize,
+    cancel: CancellationToken,
+) -> BoxStream<'static, Result<Batch, ConnectorError>> {
+    let (tx, rx) = mpsc::channel::<Result<Batch, ConnectorError>>(CHANNEL_DEPTH);
+    tokio::task::spawn_blocking(move || {
+        for p in paths {
+            if let Err(e) = read_file(&p, batch_rows.max(1), &tx, &cancel) {
+                let _ = tx.blocking_send(Err(e));
+                return;
+            }
+        }
+    });
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }))
+}
+
+/// Open a file, transparently gunzipping when it starts with the gzip magic bytes.
+pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, ConnectorError> {
+    let loc = path.display().to_string();
+    let mut f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
+    let mut magic = [0u8; 2];
+    let n = read_up_to(&mut f, &mut magic).map_err(|e| ConnectorError::io(&loc, e))?;
+    let f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f))))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(256 * 1024, f)))
+    }
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn io_error(file: &str, line: u64, e: &csv::Error) -> ConnectorError {
+    let msg = e.to_string();
+    let truncated = msg.contains("unexpected end of file") || msg.contains("corrupt deflate") || msg.contains("invalid gzip");
+    if truncated {
+        ConnectorError::input(
+            format!("{file}:{line}"),
+            format!("the compressed file is truncated or corrupt ({msg})"),
+            "nothing from this file was loaded; fetch the file again from the provider",
+        )
+    } else {
+        ConnectorError::input(
+            format!("{file}:{line}"),
+            format!("cannot read the file ({msg})"),
+            "nothing from this file was loaded; check the file and try again",
+        )
+    }
+}
+
+fn read_file(
+    path: &Path,
+    batch_rows: usize,
+    tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
+    cancel: &CancellationToken,
+) -> Result<(), ConnectorError> {
+    let file = path.display().to_string();
+    let input = open(path)?;
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
+    let mut header = csv::ByteRecord::new();
+    match rdr.read_byte_record(&mut header) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(ConnectorError::input(
+                format!("{file}:1"),
+                "the file is empty (no header line)",
+                "a FOCUS file starts with a header of column names; fetch the file again",
+            ));
+        }
+        Err(e) => return Err(io_error(&file, 1, &e)),
+    }
+    let cols = ColumnMap::from_header(&header).map_err(|m| {
+        ConnectorError::input(format!("{file}:1"), m, "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row")
+    })?;
+    let mut batch = Batch::default();
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(ConnectorError::Cancelled);
+        }
+        let line = rdr.position().line();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(io_error(&file, line, &e)),
+        }
+        let line = rec.position().map(|p| p.line()).unwrap_or(line);
+        let location = format!("{file}:{line}");
+        batch.records += 1;
+        if rec.len() != cols.width() {
+            batch.errors.push(RowError {
+                location,
+                reason: format!("the record has {} fields but the header has {}", rec.len(), cols.width()),
+                raw: raw_record(&rec),
+                raw_amount: cols.raw_amount(&rec),
+                currency: cols.raw_currency(&rec),
+            });
+        } else if let Some((i, f)) = rec.iter().enumerate().find(|(_, f)| f.len() > MAX_FIELD_BYTES) {
+            batch.errors.push(RowError {
+                location,
+                reason: format!(
+                    "column {} is {} bytes, over the {} byte limit for one field",
+                    cols.name(i),
+                    f.len(),
+                    MAX_FIELD_BYTES
+                ),
+                raw: raw_record(&rec),
+                raw_amount: cols.raw_amount(&rec),
+                currency: cols.raw_currency(&rec),
+            });
+        } else {
+            match normalize_record(&cols, &rec, &location) {
+                Ok((l, rounded)) => {
+                    batch.rounded_amounts += rounded;
+                    batch.lines.push(l);
+                }
+                Err(e) => batch.errors.push(e),
+            }
+        }
+        if batch.lines.len() + batch.errors.len() >= batch_rows {
+            let full = std::mem::take(&mut batch);
+            if tx.blocking_send(Ok(full)).is_err() {
+                return Err(ConnectorError::Cancelled);
+            }
+        }
+    }
+    if batch.records > 0 && tx.blocking_send(Ok(batch)).is_err() {
+        return Err(ConnectorError::Cancelled);
+    }
+    Ok(())
+}

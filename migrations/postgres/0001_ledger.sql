@@ -1,0 +1,126 @@
+-- costledger ledger, PostgreSQL dialect. Same version numbers as migrations/sqlite.
+-- Money is NUMERIC (exact, unbounded scale); sums are SUM(numeric)::text, parsed exactly.
+-- Timestamps are TIMESTAMPTZ. Tags and x_extra are TEXT holding canonical (sorted-key) JSON so
+-- exports are byte-identical to SQLite's.
+
+CREATE TABLE sources (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    kind        TEXT NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE loads (
+    id                  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source_id           BIGINT NOT NULL REFERENCES sources(id),
+    scope               TEXT NOT NULL,
+    billing_period      TEXT,
+    delivery_key        TEXT NOT NULL,
+    description         TEXT,
+    state               TEXT NOT NULL CHECK (state IN ('staging', 'current', 'superseded', 'failed')),
+    owner               TEXT NOT NULL,
+    started_at          TIMESTAMPTZ NOT NULL,
+    heartbeat_at        TIMESTAMPTZ NOT NULL,
+    finished_at         TIMESTAMPTZ,
+    row_count           BIGINT NOT NULL DEFAULT 0,
+    quarantined_count   BIGINT NOT NULL DEFAULT 0,
+    rounded_count       BIGINT NOT NULL DEFAULT 0,
+    totals              TEXT,
+    quarantined_totals  TEXT,
+    checksum            TEXT,
+    superseded_by       BIGINT REFERENCES loads(id),
+    superseded_at       TIMESTAMPTZ,
+    error               TEXT
+);
+-- At most one current load per (source, scope): readers see the old bill or the new one.
+CREATE UNIQUE INDEX loads_one_current ON loads (source_id, scope) WHERE state = 'current';
+CREATE INDEX loads_state ON loads (state);
+
+CREATE TABLE charges (
+    id                      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    load_id                 BIGINT NOT NULL REFERENCES loads(id),
+    billing_account_id      TEXT NOT NULL,
+    billing_account_name    TEXT,
+    sub_account_id          TEXT,
+    sub_account_name        TEXT,
+    billing_period_start    TIMESTAMPTZ NOT NULL,
+    billing_period_end      TIMESTAMPTZ NOT NULL,
+    charge_period_start     TIMESTAMPTZ NOT NULL,
+    charge_period_end       TIMESTAMPTZ NOT NULL,
+    charge_category         TEXT NOT NULL,
+    charge_class            TEXT,
+    charge_description      TEXT,
+    service_name            TEXT,
+    service_category        TEXT,
+    provider_name           TEXT,
+    publisher_name          TEXT,
+    invoice_issuer_name     TEXT,
+    region_id               TEXT,
+    resource_id             TEXT,
+    resource_name           TEXT,
+    sku_id                  TEXT,
+    billed_cost             NUMERIC NOT NULL,
+    effective_cost          NUMERIC,
+    list_cost               NUMERIC,
+    contracted_cost         NUMERIC,
+    billing_currency        TEXT NOT NULL,
+    pricing_quantity        NUMERIC,
+    pricing_unit            TEXT,
+    consumed_quantity       NUMERIC,
+    consumed_unit           TEXT,
+    commitment_discount_id  TEXT,
+    invoice_id              TEXT,
+    tags                    TEXT,
+    x_extra                 TEXT,
+    x_source_ref            TEXT
+);
+CREATE INDEX charges_load ON charges (load_id);
+
+CREATE TABLE quarantine (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    load_id     BIGINT NOT NULL REFERENCES loads(id),
+    location    TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    raw         TEXT NOT NULL,
+    raw_amount  TEXT,
+    currency    TEXT
+);
+CREATE INDEX quarantine_load ON quarantine (load_id);
+
+-- What each load contributed to each billing period (small: a few rows per load). Period
+-- totals are recomputed from these at commit, inside the one short transaction.
+CREATE TABLE load_periods (
+    load_id      BIGINT NOT NULL REFERENCES loads(id),
+    period       TEXT NOT NULL,
+    row_count    BIGINT NOT NULL,
+    totals       TEXT NOT NULL,
+    invoice_ids  TEXT,
+    all_invoiced BOOLEAN NOT NULL,
+    PRIMARY KEY (load_id, period)
+);
+
+CREATE TABLE billing_periods (
+    source_id       BIGINT NOT NULL REFERENCES sources(id),
+    period          TEXT NOT NULL,
+    state           TEXT NOT NULL CHECK (state IN ('open', 'final', 'corrected')),
+    invoice_ids     TEXT,
+    current_load_id BIGINT REFERENCES loads(id),
+    totals          TEXT,
+    updated_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source_id, period)
+);
+
+CREATE TABLE runs (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job             TEXT NOT NULL,
+    source          TEXT,
+    started_at      TIMESTAMPTZ NOT NULL,
+    finished_at     TIMESTAMPTZ,
+    status          TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'skipped', 'cancelled')),
+    attempts        INTEGER NOT NULL DEFAULT 1,
+    error           TEXT,
+    rows            BIGINT NOT NULL DEFAULT 0,
+    loads_created   INTEGER NOT NULL DEFAULT 0,
+    loads_skipped   INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_started ON runs (started_at);

@@ -1,0 +1,34 @@
+//! Migrations are embedded in the binary; the two dialects share one numbering (a test checks
+//! that the files on disk and this list agree).
+
+use sqlx::SqlSafeStr;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+
+use super::Backend;
+
+/// (version, description, SQLite SQL, PostgreSQL SQL)
+pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "ledger",
+    include_str!("../../migrations/sqlite/0001_ledger.sql"),
+    include_str!("../../migrations/postgres/0001_ledger.sql"),
+)];
+
+pub fn migrator(backend: Backend) -> Migrator {
+    let list = MIGRATIONS
+        .iter()
+        .map(|(v, d, lite, pg)| {
+            let sql = match backend {
+                Backend::Sqlite => *lite,
+                Backend::Postgres => *pg,
+            };
+            Migration::new(*v, (*d).into(), MigrationType::Simple, sql.into_sql_str(), false)
+        })
+        .collect();
+    Migrator::with_migrations(list)
+}
+
+/// The latest version this binary knows.
+pub fn latest() -> i64 {
+    MIGRATIONS.iter().map(|m| m.0).max().unwrap_or(0)
+}

@@ -1,0 +1,401 @@
+//! The ledger: the only module that contains SQL.
+//!
+//! [`LedgerStore`] is the one seam; [`sqlite::SqliteLedger`] and [`postgres::PgLedger`]
+//! implement it with the same behaviour, proved by one conformance suite
+//! (`tests/ledger_conformance.rs`) run against both. Money goes in as `Decimal` and comes out
+//! as `Decimal` or [`ExactSum`]; no sum is ever computed in floating point (SQLite:
+//! `decimal_sum()`, PostgreSQL: `SUM(numeric)::text`).
+
+pub mod decimal_sum;
+pub mod migrations;
+pub mod postgres;
+pub mod sqlite;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use costledger_core::{ChargeLine, ExactSum, RowError, Totals};
+use futures::stream::BoxStream;
+
+pub type LoadId = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("ledger data is not what costledger wrote ({0}); was the database changed by hand?")]
+    Corrupt(String),
+    #[error("{0}")]
+    State(String),
+    #[error("unsupported database URL scheme '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
+    Url(String),
+}
+
+pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LoadState {
+    Staging,
+    Current,
+    Superseded,
+    Failed,
+}
+
+impl LoadState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Staging => "staging",
+            Self::Current => "current",
+            Self::Superseded => "superseded",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "staging" => Self::Staging,
+            "current" => Self::Current,
+            "superseded" => Self::Superseded,
+            "failed" => Self::Failed,
+            other => return Err(LedgerError::Corrupt(format!("load state '{other}'"))),
+        })
+    }
+}
+
+/// A load about to be staged.
+#[derive(Debug, Clone)]
+pub struct NewLoad {
+    pub source_id: i64,
+    pub scope: String,
+    pub billing_period: Option<String>,
+    pub delivery_key: String,
+    pub description: String,
+    /// `host:pid:nonce` of the process staging it (for sweeping after a crash).
+    pub owner: String,
+}
+
+/// What one load contributed to one billing period.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeriodContribution {
+    pub rows: u64,
+    pub totals: Totals,
+    pub invoice_ids: BTreeSet<String>,
+    /// Every line of the period carried an invoice id (the provider invoiced it).
+    pub all_invoiced: bool,
+}
+
+/// Everything known about a staged load when it is committed.
+#[derive(Debug, Clone, Default)]
+pub struct LoadSummary {
+    pub row_count: u64,
+    pub quarantined_count: u64,
+    pub rounded_count: u64,
+    /// Σ billed_cost per currency of the staged lines.
+    pub totals: Totals,
+    /// Σ of the raw amounts of quarantined rows that parse, per currency.
+    pub quarantined_totals: Totals,
+    pub checksum: String,
+    /// Per billing period (`YYYY-MM` of BillingPeriodStart).
+    pub periods: BTreeMap<String, PeriodContribution>,
+    /// The connector says these periods are final.
+    pub final_periods: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The load is now current; `superseded` is the load it replaced.
+    Current { superseded: Option<LoadId> },
+    /// Another process committed the same delivery first; this load was discarded.
+    Duplicate { existing: LoadId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadRow {
+    pub id: LoadId,
+    pub source: String,
+    pub scope: String,
+    pub billing_period: Option<String>,
+    pub delivery_key: String,
+    pub description: Option<String>,
+    pub state: LoadState,
+    pub owner: String,
+    pub started_at: DateTime<Utc>,
+    pub heartbeat_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub row_count: u64,
+    pub quarantined_count: u64,
+    pub rounded_count: u64,
+    pub totals: Totals,
+    pub quarantined_totals: Totals,
+    pub superseded_by: Option<LoadId>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadFilter {
+    pub source: Option<String>,
+    pub state: Option<LoadState>,
+    pub limit: Option<u32>,
+}
+
+/// Which charges a query reads. Without `load`, only current loads are visible.
+#[derive(Debug, Clone, Default)]
+pub struct ChargeFilter {
+    pub source: Option<String>,
+    /// ChargePeriodStart >= from
+    pub from: Option<DateTime<Utc>>,
+    /// ChargePeriodStart < to
+    pub to: Option<DateTime<Utc>>,
+    /// One specific load, whatever its state.
+    pub load: Option<LoadId>,
+}
+
+/// Dimensions totals can be grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    Source,
+    Provider,
+    BillingAccount,
+    SubAccount,
+    Service,
+    ChargeCategory,
+    BillingPeriod,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalRow {
+    pub keys: Vec<Option<String>>,
+    pub currency: String,
+    pub rows: u64,
+    pub billed_cost: ExactSum,
+    pub effective_cost: ExactSum,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineRow {
+    pub load_id: LoadId,
+    pub location: String,
+    pub reason: String,
+    pub raw: String,
+    pub raw_amount: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// A charge as read back: the line and its lineage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChargeRecord {
+    pub load_id: LoadId,
+    pub source: String,
+    pub line: ChargeLine,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodRow {
+    pub source: String,
+    pub period: String,
+    pub state: String,
+    pub invoice_ids: Vec<String>,
+    pub current_load: Option<LoadId>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub status: String,
+    pub attempts: u32,
+    pub error: Option<String>,
+    pub rows: u64,
+    pub loads_created: u64,
+    pub loads_skipped: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRow {
+    pub id: i64,
+    pub job: String,
+    pub source: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: RunOutcome,
+}
+
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
+    fn backend(&self) -> Backend;
+    /// Apply the embedded migrations (idempotent).
+    async fn migrate(&self) -> Result<()>;
+    /// Versions applied, ascending.
+    async fn applied_migrations(&self) -> Result<Vec<i64>>;
+
+    async fn ensure_source(&self, name: &str, kind: &str) -> Result<i64>;
+    async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
+    async fn begin_load(&self, load: &NewLoad) -> Result<LoadId>;
+    /// Append lines to a staging load (one transaction per call; also refreshes its heartbeat).
+    async fn stage_lines(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()>;
+    async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
+    /// One short transaction: the staging load becomes current for its scope, the previous
+    /// current one superseded, the billing periods updated.
+    async fn commit_load(&self, load: LoadId, summary: &LoadSummary) -> Result<CommitOutcome>;
+    /// A staging load becomes failed and its staged rows are deleted. No-op (false) if the
+    /// load is no longer staging.
+    async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool>;
+    /// Delete the rows of superseded loads superseded before `before`; returns loads removed.
+    async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    async fn loads(&self, filter: &LoadFilter) -> Result<Vec<LoadRow>>;
+    async fn totals(&self, filter: &ChargeFilter, by: &[Dim]) -> Result<Vec<TotalRow>>;
+    async fn count_charges(&self, filter: &ChargeFilter) -> Result<u64>;
+    async fn quarantine_rows(&self, load: LoadId) -> Result<Vec<QuarantineRow>>;
+    async fn billing_periods(&self) -> Result<Vec<PeriodRow>>;
+    /// Current charges (or one load's), in the deterministic export order.
+    fn charges<'a>(&'a self, filter: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>>;
+
+    async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64>;
+    async fn finish_run(&self, run: i64, outcome: &RunOutcome) -> Result<()>;
+    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
+}
+
+/// Open a ledger from a URL: `sqlite://path` (created if missing), `sqlite::memory:`, or
+/// `postgres://…` / `postgresql://…`.
+pub async fn open(url: &str) -> Result<Box<dyn LedgerStore>> {
+    if url.starts_with("sqlite:") {
+        Ok(Box::new(sqlite::SqliteLedger::connect(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Box::new(postgres::PgLedger::connect(url).await?))
+    } else {
+        Err(LedgerError::Url(url.split(':').next().unwrap_or_default().to_string()))
+    }
+}
+
+/// The period state after a commit: a final period whose totals change becomes `corrected`;
+/// an open period becomes `final` when the provider says so or every line is invoiced.
+pub(crate) fn next_period_state(prev: Option<(&str, &Totals)>, new_totals: &Totals, now_final: bool) -> &'static str {
+    match prev {
+        Some(("final" | "corrected", old)) if old != new_totals => "corrected",
+        Some(("corrected", _)) => "corrected",
+        Some(("final", _)) => "final",
+        _ if now_final => "final",
+        _ => "open",
+    }
+}
+
+/// Canonical JSON of a string set (sorted).
+pub(crate) fn set_json(s: &BTreeSet<String>) -> Option<String> {
+    if s.is_empty() { None } else { serde_json::to_string(s).ok() }
+}
+
+pub(crate) fn parse_totals(s: Option<String>) -> Result<Totals> {
+    match s {
+        None => Ok(Totals::default()),
+        Some(s) => Totals::from_json(&s).map_err(|e| LedgerError::Corrupt(format!("totals {s}: {e}"))),
+    }
+}
+
+pub(crate) fn parse_sum(s: Option<String>) -> Result<ExactSum> {
+    match s {
+        None => Ok(ExactSum::ZERO),
+        Some(s) => s.parse().map_err(|e| LedgerError::Corrupt(format!("sum {s}: {e}"))),
+    }
+}
+
+pub(crate) fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+pub(crate) fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The export order, shared by both backends (NULLs first, byte-wise text comparison).
+pub(crate) const ORDER_COLUMNS: [&str; 7] = [
+    "billing_period_start",
+    "provider_name",
+    "billing_account_id",
+    "sub_account_id",
+    "charge_period_start",
+    "service_name",
+    "id",
+];
+
+pub(crate) const CHARGE_COLUMNS: [&str; 35] = [
+    "billing_account_id",
+    "billing_account_name",
+    "sub_account_id",
+    "sub_account_name",
+    "billing_period_start",
+    "billing_period_end",
+    "charge_period_start",
+    "charge_period_end",
+    "charge_category",
+    "charge_class",
+    "charge_description",
+    "service_name",
+    "service_category",
+    "provider_name",
+    "publisher_name",
+    "invoice_issuer_name",
+    "region_id",
+    "resource_id",
+    "resource_name",
+    "sku_id",
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "contracted_cost",
+    "billing_currency",
+    "pricing_quantity",
+    "pricing_unit",
+    "consumed_quantity",
+    "consumed_unit",
+    "commitment_discount_id",
+    "invoice_id",
+    "tags",
+    "x_extra",
+    "x_source_ref",
+    "load_id",
+];
+
+pub(crate) fn dim_column(d: Dim) -> &'static str {
+    match d {
+        Dim::Source => "s.name",
+        Dim::Provider => "c.provider_name",
+        Dim::BillingAccount => "c.billing_account_id",
+        Dim::SubAccount => "c.sub_account_id",
+        Dim::Service => "c.service_name",
+        Dim::ChargeCategory => "c.charge_category",
+        Dim::BillingPeriod => "",
+    }
+}
+
+pub(crate) fn parse_tags(s: Option<String>) -> Result<BTreeMap<String, String>> {
+    match s {
+        None => Ok(BTreeMap::new()),
+        Some(s) => serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("tags {s}: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn period_states() {
+        let a = Totals::from_json(r#"{"USD":"1"}"#).expect("t");
+        let b = Totals::from_json(r#"{"USD":"2"}"#).expect("t");
+        assert_eq!(next_period_state(None, &a, false), "open");
+        assert_eq!(next_period_state(None, &a, true), "final");
+        assert_eq!(next_period_state(Some(("open", &a)), &b, false), "open");
+        assert_eq!(next_period_state(Some(("final", &a)), &a, false), "final");
+        assert_eq!(next_period_state(Some(("final", &a)), &b, true), "corrected");
+        assert_eq!(next_period_state(Some(("corrected", &a)), &a, true), "corrected");
+    }
+}
