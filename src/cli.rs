@@ -1,0 +1,462 @@
+//! The command line (the edge: `anyhow` lives here and in `main.rs`).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp};
+use costledger_focus::FocusConnector;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::config::{Config, DEFAULT_DATABASE, redact_url};
+use crate::export::export_csv;
+use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, sweep_stale};
+use crate::ledger::{self, ChargeFilter, Dim, LedgerStore, LoadFilter, LoadState, RunOutcome};
+use crate::sample::{SampleSpec, write_sample_file};
+
+/// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
+const BUNDLED_FOCUS_SAMPLE: &[u8] = include_bytes!("../tests/fixtures/focus/focus_sample.csv");
+
+#[derive(Debug, Parser)]
+#[command(name = "costledger", version, about = "Multi-cloud cost ingestion and reconciliation with an exact-decimal ledger")]
+pub struct Cli {
+    /// Config file (YAML). Without one, defaults apply and every command still works.
+    #[arg(long, global = true, env = "COSTLEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Ledger database URL (sqlite://PATH or postgres://…); overrides the config.
+    #[arg(long, global = true, env = "COSTLEDGER_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ImportFormat {
+    Focus,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bundled sample bills → SQLite ledger → summary → finance CSV. Needs no cloud and no config.
+    Demo {
+        /// Working directory for the demo's bills, ledger and exports.
+        #[arg(long, default_value = "costledger-demo")]
+        dir: PathBuf,
+        /// Synthetic lines to generate (besides the bundled public FOCUS sample).
+        #[arg(long, default_value_t = 20_000)]
+        rows: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Import bill files by hand.
+    Import {
+        #[arg(long, value_enum)]
+        format: ImportFormat,
+        /// Source name in the ledger (a file replaces the earlier file of the same name in it).
+        #[arg(long)]
+        source: Option<String>,
+        /// Files (.csv or .csv.gz) or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// One-shot pull of the configured sources (all, or one).
+    Ingest {
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Exports.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+    /// List loads (deliveries) in the ledger.
+    Loads {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, value_parser = parse_state)]
+        state: Option<LoadState>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the quarantined rows of a load.
+    Quarantine {
+        #[arg(long)]
+        load: i64,
+    },
+    /// Billing periods per source and their state (open, final, corrected).
+    Periods,
+    /// Recent job runs.
+    Runs {
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Create or upgrade the ledger schema.
+    Migrate,
+    /// Validate the config file and report every problem with its path.
+    CheckConfig,
+    /// Write realistic synthetic FOCUS bills (deterministic for a seed).
+    Sample {
+        #[arg(long)]
+        rows: u64,
+        /// Output file; `.gz` compresses.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Billing period of the bills (YYYY-MM).
+        #[arg(long, default_value = "2026-10")]
+        period: BillingPeriod,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// Finance CSV of the current charges.
+    Csv {
+        /// Charges whose ChargePeriodStart is at or after this date/time (UTC).
+        #[arg(long, value_parser = parse_when)]
+        from: Option<DateTime<Utc>>,
+        /// Charges whose ChargePeriodStart is before this date/time (UTC, exclusive).
+        #[arg(long, value_parser = parse_when)]
+        to: Option<DateTime<Utc>>,
+        #[arg(long)]
+        source: Option<String>,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_state(s: &str) -> Result<LoadState, String> {
+    LoadState::parse(s).map_err(|_| "expected staging, current, superseded or failed".to_string())
+}
+
+fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_timestamp(s).map_err(|e| e.to_string())
+}
+
+struct Env {
+    config: Config,
+    database: String,
+}
+
+fn load_env(cli: &Cli) -> anyhow::Result<Env> {
+    let config = match &cli.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let database = cli.database.clone().or_else(|| config.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    Ok(Env { config, database })
+}
+
+async fn open_ledger(url: &str) -> anyhow::Result<Box<dyn LedgerStore>> {
+    let store = ledger::open(url).await.with_context(|| {
+        format!("cannot open the ledger at {}; check --database / COSTLEDGER_DATABASE_URL", redact_url(url))
+    })?;
+    store.migrate().await.with_context(|| format!("cannot migrate the ledger at {}", redact_url(url)))?;
+    Ok(store)
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::CheckConfig => {
+            let Some(path) = &cli.config else { bail!("no config file given: pass --config PATH or set COSTLEDGER_CONFIG") };
+            let c = Config::load(path)?;
+            println!("{}: OK ({} source(s), database {})", path.display(), c.sources.len(),
+                redact_url(c.database.as_deref().unwrap_or(DEFAULT_DATABASE)));
+            for s in &c.sources {
+                println!("  {} ({}){}", s.name, s.params.kind(), s.schedule.as_ref().map(|x| format!(" schedule \"{x}\"")).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sample { rows, out, seed, period } => {
+            let stats = write_sample_file(out, SampleSpec { rows: *rows, seed: *seed, period: *period })
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!("wrote {} lines to {} (BilledCost: {})", stats.rows, out.display(), stats.totals.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let v = store.applied_migrations().await?;
+            println!("ledger at {} is at schema version {}", redact_url(&env.database), v.last().copied().unwrap_or(0));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Import { format, source, paths } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let source = source.clone().unwrap_or_else(|| format!("import-{}", match format { ImportFormat::Focus => "focus" }));
+            let connector: Box<dyn Connector> = match format {
+                ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
+            };
+            let ok = ingest_and_print(store.as_ref(), &env.config, &source, connector.as_ref(), "import").await?;
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::Ingest { source } => {
+            let env = load_env(&cli)?;
+            if cli.config.is_none() {
+                bail!("ingest pulls the sources of a config file: pass --config PATH (or use `import` for files by hand)");
+            }
+            let selected: Vec<_> = env.config.sources.iter().filter(|s| source.as_ref().is_none_or(|n| &s.name == n)).collect();
+            if selected.is_empty() {
+                bail!("no source named '{}' in the config", source.clone().unwrap_or_default());
+            }
+            let store = open_ledger(&env.database).await?;
+            let mut all_ok = true;
+            for s in selected {
+                let connector = crate::registry::build(&s.params);
+                all_ok &= ingest_and_print(store.as_ref(), &env.config, &s.name, connector.as_ref(), "ingest").await?;
+            }
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Command::Export { what: ExportWhat::Csv { from, to, source, out } } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, load: None };
+            let stats = match out {
+                Some(p) => {
+                    let tmp = p.with_extension("csv.partial");
+                    let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+                    let stats = export_csv(store.as_ref(), &filter, std::io::BufWriter::new(f)).await?;
+                    std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+                    stats
+                }
+                None => export_csv(store.as_ref(), &filter, std::io::BufWriter::new(std::io::stdout().lock())).await?,
+            };
+            eprintln!("exported {} lines (BilledCost: {})", stats.rows, stats.totals.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Loads { source, state, limit } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let rows = store.loads(&LoadFilter { source: source.clone(), state: *state, limit: Some(*limit) }).await?;
+            println!("{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  {}", "load", "state", "source", "scope", "rows", "quar.", "finished", "BilledCost / notes");
+            for l in rows {
+                let mut notes = l.totals.display();
+                if let Some(by) = l.superseded_by {
+                    notes.push_str(&format!("; superseded by load {by}"));
+                }
+                if let Some(e) = &l.error {
+                    notes = e.clone();
+                }
+                println!("{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  {}", l.id, l.state.as_str(), l.source, l.scope,
+                    l.row_count, l.quarantined_count, l.finished_at.map(format_ts).unwrap_or_else(|| "-".into()), notes);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Quarantine { load } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let rows = store.quarantine_rows(*load).await?;
+            if rows.is_empty() {
+                println!("load {load} has no quarantined rows");
+            }
+            for q in rows {
+                println!("{}: {}\n    amount: {} {}\n    raw: {}", q.location, q.reason,
+                    q.raw_amount.as_deref().unwrap_or("-"), q.currency.as_deref().unwrap_or(""), q.raw);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Periods => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            for p in store.billing_periods().await? {
+                println!("{:<20} {}  {:<9}  {}{}", p.source, p.period, p.state, p.totals.display(),
+                    if p.invoice_ids.is_empty() { String::new() } else { format!("  invoices: {}", p.invoice_ids.join(", ")) });
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Runs { limit } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            for r in store.runs(*limit).await? {
+                println!("{:>5}  {:<8} {:<20} {}  {:<9} rows {:>9}  loads +{} ={}{}", r.id, r.job, r.source.unwrap_or_default(),
+                    format_ts(r.started_at), r.outcome.status, r.outcome.rows, r.outcome.loads_created, r.outcome.loads_skipped,
+                    r.outcome.error.map(|e| format!("  error: {e}")).unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { dir, rows, seed } => demo(&cli, dir, *rows, *seed).await,
+    }
+}
+
+fn progress_bar() -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {human_pos} records ({per_sec})").ok()?);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    Some(pb)
+}
+
+/// Ingest one source and print what happened. Returns false when a delivery failed.
+async fn ingest_and_print(
+    store: &dyn LedgerStore,
+    config: &Config,
+    source: &str,
+    connector: &dyn Connector,
+    job: &str,
+) -> anyhow::Result<bool> {
+    let stale = Duration::from_secs(u64::from(config.retention.stale_staging_minutes) * 60);
+    let swept = sweep_stale(store, stale).await?;
+    if !swept.is_empty() {
+        println!("swept {} stale staging load(s) left by an interrupted run: {:?}", swept.len(), swept);
+    }
+    let run = store.start_run(job, Some(source)).await?;
+    let mut cx = Context::new(source);
+    cx.batch_rows = config.batch_rows;
+    let now = BillingPeriod::of(Utc::now());
+    let window = PeriodWindow { from: now.prev(), to: now };
+    let pb = progress_bar();
+    let progress = |d: &Delivery, n: u64| {
+        if let Some(pb) = &pb {
+            pb.set_message(d.scope.clone());
+            pb.set_position(n);
+        }
+    };
+    let result = ingest_source(store, source, connector, window, &cx, Some(&progress)).await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let reports = match result {
+        Ok(r) => r,
+        Err(e) => {
+            store.finish_run(run, &RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() }).await?;
+            return Err(e.into());
+        }
+    };
+    let (outcome, ok) = print_reports(source, &reports);
+    store.finish_run(run, &outcome).await?;
+    Ok(ok)
+}
+
+fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (RunOutcome, bool) {
+    let mut o = RunOutcome { status: "ok".into(), attempts: 1, ..Default::default() };
+    let mut totals = Totals::default();
+    let mut qtotals = Totals::default();
+    let mut quarantined = 0u64;
+    let mut errors = Vec::new();
+    println!("source '{source}': {} deliver{}", reports.len(), if reports.len() == 1 { "y" } else { "ies" });
+    if reports.is_empty() {
+        println!("  nothing to load (no .csv or .csv.gz files found)");
+    }
+    for r in reports {
+        match r {
+            Ok(r) => {
+                let what = match &r.outcome {
+                    LoadOutcome::Created { load, superseded: None } => format!("loaded    {} → load {load}", r.scope),
+                    LoadOutcome::Created { load, superseded: Some(old) } => {
+                        format!("restated  {} → load {load} replaces load {old}", r.scope)
+                    }
+                    LoadOutcome::Skipped { existing } => format!("skipped   {} (already current as load {existing})", r.scope),
+                    LoadOutcome::Duplicate { existing } => format!("skipped   {} (loaded concurrently as load {existing})", r.scope),
+                };
+                println!("  {what}: {} rows, {} quarantined; BilledCost {}", r.rows, r.quarantined, r.totals.display());
+                if r.records == 0 && matches!(r.outcome, LoadOutcome::Created { .. }) {
+                    println!("    warning: {} has a header but no data rows; it now stands as an empty bill for its scope", r.description);
+                }
+                if r.rounded > 0 {
+                    println!("    note: {} amount(s) had more than 28 decimal places and were rounded half-to-even", r.rounded);
+                }
+                if let LoadOutcome::Created { load, .. } = &r.outcome {
+                    o.loads_created += 1;
+                    o.rows += r.rows;
+                    if r.quarantined > 0 {
+                        println!("    see the quarantined rows with: costledger quarantine --load {load}");
+                    }
+                    let _ = totals.merge(&r.totals);
+                    let _ = qtotals.merge(&r.quarantined_totals);
+                    quarantined += r.quarantined;
+                } else {
+                    o.loads_skipped += 1;
+                }
+            }
+            Err(e) => {
+                println!("  FAILED    {e}");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    println!("loaded lines: BilledCost {}", totals.display());
+    if quarantined > 0 {
+        println!("quarantined: {quarantined} rows (parsable amounts: {})", qtotals.display());
+    }
+    let ok = errors.is_empty();
+    if !ok {
+        o.status = "failed".into();
+        o.error = Some(errors.join("; "));
+        println!("{} deliver{} failed; nothing of {} was loaded. Fix the input and run again.", errors.len(),
+            if errors.len() == 1 { "y" } else { "ies" }, if errors.len() == 1 { "it" } else { "them" });
+    }
+    let _ = std::io::stdout().flush();
+    (o, ok)
+}
+
+async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<ExitCode> {
+    let env = load_env(cli)?;
+    let bills = dir.join("bills");
+    std::fs::create_dir_all(&bills).with_context(|| format!("cannot create {}", bills.display()))?;
+    let period: BillingPeriod = "2026-10".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let synthetic = bills.join("synthetic-2026-10.csv");
+    let stats = write_sample_file(&synthetic, SampleSpec { rows, seed, period })?;
+    let public = bills.join("focus-sample-data-1.0.csv");
+    std::fs::write(&public, BUNDLED_FOCUS_SAMPLE).with_context(|| format!("cannot write {}", public.display()))?;
+    println!("1. bills: {} ({} synthetic lines, BilledCost {}) and {} (FOCUS 1.0 public sample, CC BY 4.0)",
+        synthetic.display(), stats.rows, stats.totals.display(), public.display());
+
+    let url = match &cli.database {
+        Some(u) => u.clone(),
+        None => format!("sqlite://{}", dir.join("costledger.db").display()),
+    };
+    let store = open_ledger(&url).await?;
+    println!("2. ledger: {}", redact_url(&url));
+    let connector = FocusConnector::new(vec![bills.clone()]);
+    let ok = ingest_and_print(store.as_ref(), &env.config, "demo", &connector, "demo").await?;
+    if !ok {
+        return Ok(ExitCode::from(2));
+    }
+
+    println!("\n3. summary of current charges (per provider, billing account and currency):");
+    let by = [Dim::Provider, Dim::BillingAccount];
+    let rows = store.totals(&ChargeFilter::default(), &by).await?;
+    println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}", "provider", "billing account", "cur", "lines", "BilledCost", "EffectiveCost");
+    for r in &rows {
+        println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}", r.keys[0].as_deref().unwrap_or("-"), r.keys[1].as_deref().unwrap_or("-"),
+            r.currency, r.rows, r.billed_cost.to_fixed(2), r.effective_cost.to_fixed(2));
+    }
+    let totals = store.totals(&ChargeFilter::default(), &[]).await?;
+    for t in &totals {
+        println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}   (exact: {})", "all", "", t.currency, t.rows,
+            t.billed_cost.to_fixed(2), t.effective_cost.to_fixed(2), t.billed_cost);
+    }
+    println!("   (amounts shown rounded half-to-even to 2 places; the ledger and the CSV keep every digit)");
+    println!("\n   billing periods:");
+    for p in store.billing_periods().await? {
+        println!("   {} {}  {:<9} {}", p.source, p.period, p.state, p.totals.display());
+    }
+
+    let csv = dir.join("finance.csv");
+    let f = std::fs::File::create(&csv).with_context(|| format!("cannot create {}", csv.display()))?;
+    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), std::io::BufWriter::new(f)).await?;
+    println!("\n4. finance CSV: {} ({} lines, BilledCost {})", csv.display(), stats.rows, stats.totals.display());
+    println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
+    println!("Try: costledger --database {} loads", redact_url(&url));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,490 @@
+//! Configuration: YAML text → `${VAR}` interpolation → validated typed [`Config`] (no IO
+//! beyond reading the file and the environment). Every problem is reported at once, each with
+//! its path (`sources[2].schedule: …`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use croner::parser::{CronParser, Seconds};
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+/// Where the ledger lives when neither `--database`, `COSTLEDGER_DATABASE_URL` nor the config
+/// says: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE: &str = "sqlite://costledger.db";
+
+/// Source types the config knows. Those not in [`AVAILABLE_TYPES`] arrive with later connectors.
+pub const KNOWN_TYPES: [&str; 9] = [
+    "focus",
+    "aws_cost_explorer",
+    "aws_cur",
+    "aws_data_exports",
+    "gcp_billing_export",
+    "azure_cost_query",
+    "azure_cost_export",
+    "oci_usage_api",
+    "oci_cost_report",
+];
+pub const AVAILABLE_TYPES: [&str; 1] = ["focus"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{file}: {} problem(s) in the configuration:\n{}", .issues.len(), .issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { file: String, issues: Vec<ConfigIssue> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub superseded_loads_days: u32,
+    pub stale_staging_minutes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub database: Option<String>,
+    pub timezone: chrono_tz::Tz,
+    pub server_bind: SocketAddr,
+    pub retention: Retention,
+    pub batch_rows: usize,
+    pub sources: Vec<SourceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database: None,
+            timezone: chrono_tz::UTC,
+            server_bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            retention: Retention { superseded_loads_days: 90, stale_staging_minutes: 15 },
+            batch_rows: 5_000,
+            sources: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SourceConfig {
+    pub name: String,
+    pub schedule: Option<String>,
+    pub jitter_secs: u64,
+    pub params: SourceParams,
+}
+
+/// The closed set of typed source parameters; matched in one place (`registry::build`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SourceParams {
+    Focus(FocusParams),
+}
+
+impl SourceParams {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceParams::Focus(_) => "focus",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FocusParams {
+    /// A FOCUS CSV file (plain or .gz) or a directory searched recursively.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Several files or directories.
+    #[serde(default)]
+    pub paths: Vec<PathBuf>,
+}
+
+impl FocusParams {
+    pub fn all_paths(&self) -> Vec<PathBuf> {
+        self.path.iter().cloned().chain(self.paths.iter().cloned()).collect()
+    }
+}
+
+impl Config {
+    /// Read, interpolate and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Config::parse(&text, &|k| std::env::var(k).ok())
+            .map_err(|issues| ConfigError::Invalid { file: path.display().to_string(), issues })
+    }
+
+    /// Parse config text; `env` resolves `${VAR}`. Returns every problem found.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, Vec<ConfigIssue>> {
+        let mut issues = Vec::new();
+        let mut root: Value = match serde_yaml::from_str(text) {
+            Ok(Value::Null) => Value::Mapping(Mapping::new()),
+            Ok(v) => v,
+            Err(e) => return Err(vec![ConfigIssue { path: String::new(), message: format!("not valid YAML: {e}") }]),
+        };
+        interpolate(&mut root, "", env, &mut issues);
+        let Value::Mapping(map) = root else {
+            issues.push(ConfigIssue { path: String::new(), message: "the config must be a mapping of keys".into() });
+            return Err(issues);
+        };
+        let mut cfg = Config::default();
+        for (k, v) in map {
+            let key = key_str(&k);
+            match key.as_str() {
+                "database" => match v {
+                    Value::String(s) => {
+                        if !(s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+                            issue(&mut issues, "database", "must start with sqlite:// or postgres://");
+                        }
+                        cfg.database = Some(s);
+                    }
+                    _ => issue(&mut issues, "database", "must be a URL string"),
+                },
+                "timezone" => match v.as_str().map(|s| s.parse::<chrono_tz::Tz>()) {
+                    Some(Ok(tz)) => cfg.timezone = tz,
+                    _ => issue(&mut issues, "timezone", "must be an IANA time zone name such as UTC or Europe/Berlin"),
+                },
+                "server" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Server {
+                        bind: String,
+                    }
+                    if let Some(s) = typed::<Server>(v, "server", &mut issues) {
+                        match s.bind.parse() {
+                            Ok(a) => cfg.server_bind = a,
+                            Err(_) => issue(&mut issues, "server.bind", "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9464"),
+                        }
+                    }
+                }
+                "retention" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Ret {
+                        superseded_loads_days: Option<u32>,
+                        stale_staging_minutes: Option<u32>,
+                    }
+                    if let Some(r) = typed::<Ret>(v, "retention", &mut issues) {
+                        if let Some(d) = r.superseded_loads_days {
+                            cfg.retention.superseded_loads_days = d;
+                        }
+                        if let Some(m) = r.stale_staging_minutes {
+                            if m == 0 {
+                                issue(&mut issues, "retention.stale_staging_minutes", "must be at least 1");
+                            }
+                            cfg.retention.stale_staging_minutes = m;
+                        }
+                    }
+                }
+                "ingest" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Ing {
+                        batch_rows: usize,
+                    }
+                    if let Some(i) = typed::<Ing>(v, "ingest", &mut issues) {
+                        if !(100..=100_000).contains(&i.batch_rows) {
+                            issue(&mut issues, "ingest.batch_rows", "must be between 100 and 100000");
+                        }
+                        cfg.batch_rows = i.batch_rows;
+                    }
+                }
+                "sources" => match v {
+                    Value::Sequence(items) => {
+                        let mut names = BTreeSet::new();
+                        for (i, item) in items.into_iter().enumerate() {
+                            if let Some(n) = item.get("name").and_then(Value::as_str)
+                                && !names.insert(n.to_string())
+                            {
+                                let msg = format!("'{n}' is used by an earlier source; names must be unique");
+                                issue(&mut issues, &format!("sources[{i}].name"), &msg);
+                            }
+                            if let Some(s) = source(item, &format!("sources[{i}]"), &mut issues) {
+                                cfg.sources.push(s);
+                            }
+                        }
+                    }
+                    Value::Null => {}
+                    _ => issue(&mut issues, "sources", "must be a list of sources"),
+                },
+                other => issue(
+                    &mut issues,
+                    other,
+                    "unknown key (known: database, timezone, server, retention, ingest, sources)",
+                ),
+            }
+        }
+        if issues.is_empty() { Ok(cfg) } else { Err(issues) }
+    }
+}
+
+fn issue(issues: &mut Vec<ConfigIssue>, path: &str, message: &str) {
+    issues.push(ConfigIssue { path: path.to_string(), message: message.to_string() });
+}
+
+fn key_str(k: &Value) -> String {
+    match k {
+        Value::String(s) => s.clone(),
+        other => serde_yaml::to_string(other).unwrap_or_default().trim().to_string(),
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(v: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<T> {
+    match serde_yaml::from_value::<T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            issue(issues, path, &e.to_string());
+            None
+        }
+    }
+}
+
+fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<SourceConfig> {
+    let Value::Mapping(mut m) = item else {
+        issue(issues, path, "must be a mapping with at least name and type");
+        return None;
+    };
+    let before = issues.len();
+    let mut take_str = |m: &mut Mapping, key: &str, required: bool| -> Option<String> {
+        match m.remove(key) {
+            Some(Value::String(s)) => Some(s),
+            Some(_) => {
+                issue(issues, &format!("{path}.{key}"), "must be a string");
+                None
+            }
+            None => {
+                if required {
+                    issue(issues, &format!("{path}.{key}"), "is required");
+                }
+                None
+            }
+        }
+    };
+    let name = take_str(&mut m, "name", true);
+    let kind = take_str(&mut m, "type", true);
+    let schedule = take_str(&mut m, "schedule", false);
+    let jitter_secs = match m.remove("jitter_secs") {
+        None => 0,
+        Some(v) => match v.as_u64() {
+            Some(j) if j <= 86_400 => j,
+            _ => {
+                issue(issues, &format!("{path}.jitter_secs"), "must be a whole number of seconds up to 86400");
+                0
+            }
+        },
+    };
+    if let Some(n) = &name
+        && (n.is_empty() || !n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+    {
+        issue(issues, &format!("{path}.name"), "must be non-empty and use only letters, digits, '-', '_' and '.'");
+    }
+    if let Some(s) = &schedule
+        && let Err(msg) = validate_schedule(s)
+    {
+        issue(issues, &format!("{path}.schedule"), &msg);
+    }
+    let params = match kind.as_deref() {
+        Some("focus") => typed::<FocusParams>(Value::Mapping(m), path, issues).and_then(|p| {
+            if p.all_paths().is_empty() {
+                issue(issues, &format!("{path}.path"), "is required: a FOCUS file or directory");
+                None
+            } else {
+                Some(SourceParams::Focus(p))
+            }
+        }),
+        Some(t) if KNOWN_TYPES.contains(&t) => {
+            issue(issues, &format!("{path}.type"), &format!("source type '{t}' is not available in this build yet (available: {})", AVAILABLE_TYPES.join(", ")));
+            None
+        }
+        Some(t) => {
+            issue(issues, &format!("{path}.type"), &format!("unknown source type '{t}' (known: {})", KNOWN_TYPES.join(", ")));
+            None
+        }
+        None => None,
+    };
+    if issues.len() > before {
+        return None;
+    }
+    Some(SourceConfig { name: name?, schedule, jitter_secs, params: params? })
+}
+
+/// A schedule is a 6-field cron expression with seconds first (`0 */30 * * * *`);
+/// day-of-month and day-of-week must both match when both are given.
+pub fn validate_schedule(s: &str) -> Result<(), String> {
+    let fields = s.split_whitespace().count();
+    if fields != 6 {
+        return Err(format!(
+            "'{s}' has {fields} fields; a schedule needs 6 with seconds first, e.g. \"0 */30 * * * *\""
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(s)
+        .map(|_| ())
+        .map_err(|e| format!("'{s}' is not a valid cron expression: {e}"))
+}
+
+/// Replace `${VAR}` in every string scalar (after parsing, so values cannot break the YAML).
+/// `$${` stands for a literal `${`. A variable that is not set is an issue naming it.
+fn interpolate(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, issues: &mut Vec<ConfigIssue>) {
+    match v {
+        Value::String(s) => {
+            if s.contains("${") {
+                match expand(s, env) {
+                    Ok(e) => *s = e,
+                    Err(var) => issues.push(ConfigIssue {
+                        path: path.to_string(),
+                        message: format!("environment variable {var} is not set"),
+                    }),
+                }
+            }
+        }
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                interpolate(item, &format!("{path}[{i}]"), env, issues);
+            }
+        }
+        Value::Mapping(m) => {
+            for (k, item) in m.iter_mut() {
+                let key = key_str(k);
+                let p = if path.is_empty() { key } else { format!("{path}.{key}") };
+                interpolate(item, &p, env, issues);
+            }
+        }
+        Value::Tagged(t) => interpolate(&mut t.value, path, env, issues),
+        _ => {}
+    }
+}
+
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = t;
+        } else if let Some(t) = tail.strip_prefix("${") {
+            let Some(end) = t.find('}') else { return Err(format!("(unterminated '${{' in '{s}')")) };
+            let var = &t[..end];
+            out.push_str(&env(var).ok_or_else(|| var.to_string())?);
+            rest = &t[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// A database URL safe to print: any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((creds, host)) = rest.split_once('@')
+        && let Some((user, _)) = creds.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(k: &str) -> Option<String> {
+        match k {
+            "PGPASS" => Some("s3cr:t#x".to_string()),
+            "DIR" => Some("/data".to_string()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let c = Config::parse(
+            r#"
+database: "postgres://cl:${PGPASS}@db/costledger"
+timezone: Europe/Berlin
+server: { bind: "0.0.0.0:9000" }
+retention: { superseded_loads_days: 30, stale_staging_minutes: 5 }
+ingest: { batch_rows: 2000 }
+sources:
+  - name: focus-drop
+    type: focus
+    path: ${DIR}/focus
+    schedule: "0 */30 * * * *"
+    jitter_secs: 60
+"#,
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.database.as_deref(), Some("postgres://cl:s3cr:t#x@db/costledger"));
+        assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
+        assert_eq!(c.retention.superseded_loads_days, 30);
+        assert_eq!(c.batch_rows, 2000);
+        assert_eq!(c.sources[0].params, SourceParams::Focus(FocusParams { path: Some("/data/focus".into()), paths: vec![] }));
+        assert_eq!(redact_url(c.database.as_deref().unwrap_or_default()), "postgres://cl:***@db/costledger");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let err = Config::parse(
+            r#"
+databse: sqlite://x.db
+timezone: Mars/Olympus
+sources:
+  - name: a
+    type: focus
+    path: /x
+    schedule: "*/5 * * * *"
+  - name: a
+    type: focus
+    path: /y
+  - name: b
+    type: aws_curr
+  - name: c
+    type: focus
+    pth: /z
+  - name: d
+    type: focus
+    path: ${MISSING_VAR}
+"#,
+            &env,
+        )
+        .expect_err("invalid");
+        let text: Vec<String> = err.iter().map(|i| i.to_string()).collect();
+        let has = |needle: &str| assert!(text.iter().any(|t| t.contains(needle)), "missing '{needle}' in {text:#?}");
+        has("databse: unknown key");
+        has("timezone: must be an IANA time zone");
+        has("sources[0].schedule: '*/5 * * * *' has 5 fields");
+        has("sources[1].name: 'a' is used by an earlier source");
+        has("sources[2].type: unknown source type 'aws_curr'");
+        has("sources[3]: unknown field `pth`");
+        has("sources[4].path: environment variable MISSING_VAR is not set");
+        assert_eq!(err.len(), 7, "{text:#?}");
+    }
+
+    #[test]
+    fn literal_dollar_brace_and_empty_config() {
+        assert_eq!(expand("a$${b}c$d", &env).expect("ok"), "a${b}c$d");
+        let c = Config::parse("", &env).expect("empty is fine");
+        assert_eq!(c, Config::default());
+    }
+}

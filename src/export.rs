@@ -1,0 +1,162 @@
+//! Finance CSV (DESIGN §7): RFC 4180, FOCUS column names plus lineage columns, deterministic
+//! order (the ledger's), amounts in canonical fixed notation (no exponent, no locale, no
+//! trailing zeros), text cells neutralised against spreadsheet formula injection, streamed.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use costledger_core::{Totals, canonical, format_ts};
+use futures::StreamExt;
+use rust_decimal::Decimal;
+
+use crate::ledger::{ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
+
+pub const COLUMNS: [&str; 37] = [
+    "BillingAccountId",
+    "BillingAccountName",
+    "SubAccountId",
+    "SubAccountName",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ServiceName",
+    "ServiceCategory",
+    "ProviderName",
+    "PublisherName",
+    "InvoiceIssuerName",
+    "RegionId",
+    "ResourceId",
+    "ResourceName",
+    "SkuId",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingCurrency",
+    "PricingQuantity",
+    "PricingUnit",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "CommitmentDiscountId",
+    "InvoiceId",
+    "Tags",
+    "x_owner",
+    "x_allocation_reason",
+    "x_load_id",
+    "x_source",
+    "x_source_ref",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("writing the CSV failed: {0}")]
+    Write(#[from] csv::Error),
+    #[error("writing the CSV failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Money(#[from] costledger_core::MoneyError),
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ExportStats {
+    pub rows: u64,
+    pub totals: Totals,
+}
+
+/// A text cell beginning with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'` so a
+/// spreadsheet shows it as text instead of evaluating it.
+pub fn neutralise(s: &str) -> Cow<'_, str> {
+    match s.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{s}")),
+        _ => Cow::Borrowed(s),
+    }
+}
+
+fn text(v: &Option<String>) -> Cow<'_, str> {
+    v.as_deref().map(neutralise).unwrap_or(Cow::Borrowed(""))
+}
+
+fn amount(v: Option<Decimal>) -> String {
+    v.map(canonical).unwrap_or_default()
+}
+
+fn record(r: &ChargeRecord) -> Vec<Cow<'_, str>> {
+    let l = &r.line;
+    vec![
+        neutralise(&l.billing_account_id),
+        text(&l.billing_account_name),
+        text(&l.sub_account_id),
+        text(&l.sub_account_name),
+        Cow::Owned(format_ts(l.billing_period_start)),
+        Cow::Owned(format_ts(l.billing_period_end)),
+        Cow::Owned(format_ts(l.charge_period_start)),
+        Cow::Owned(format_ts(l.charge_period_end)),
+        Cow::Borrowed(l.charge_category.as_str()),
+        Cow::Borrowed(l.charge_class.map(|c| c.as_str()).unwrap_or_default()),
+        text(&l.charge_description),
+        text(&l.service_name),
+        text(&l.service_category),
+        text(&l.provider_name),
+        text(&l.publisher_name),
+        text(&l.invoice_issuer_name),
+        text(&l.region_id),
+        text(&l.resource_id),
+        text(&l.resource_name),
+        text(&l.sku_id),
+        Cow::Owned(canonical(l.billed_cost)),
+        Cow::Owned(amount(l.effective_cost)),
+        Cow::Owned(amount(l.list_cost)),
+        Cow::Owned(amount(l.contracted_cost)),
+        neutralise(&l.billing_currency),
+        Cow::Owned(amount(l.pricing_quantity)),
+        text(&l.pricing_unit),
+        Cow::Owned(amount(l.consumed_quantity)),
+        text(&l.consumed_unit),
+        text(&l.commitment_discount_id),
+        text(&l.invoice_id),
+        Cow::Owned(l.tags_json().unwrap_or_default()),
+        // Allocation columns are filled by the reconciler (a later issue); empty until then.
+        Cow::Borrowed(""),
+        Cow::Borrowed(""),
+        Cow::Owned(r.load_id.to_string()),
+        neutralise(&r.source),
+        text(&l.source_ref),
+    ]
+}
+
+/// Stream the filtered current charges to `out` as CSV.
+pub async fn export_csv<W: Write>(store: &dyn LedgerStore, filter: &ChargeFilter, out: W) -> Result<ExportStats, ExportError> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+    w.write_record(COLUMNS)?;
+    let mut stats = ExportStats::default();
+    let mut rows = store.charges(filter);
+    while let Some(r) = rows.next().await {
+        let r = r?;
+        w.write_record(record(&r).iter().map(|c| c.as_bytes()))?;
+        stats.rows += 1;
+        stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
+    }
+    w.flush()?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::neutralise;
+
+    #[test]
+    fn formula_injection_is_neutralised() {
+        for s in ["=HYPERLINK(\"x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(neutralise(s), format!("'{s}"));
+        }
+        for s in ["payments", "arn:aws:ec2", "", "1.5"] {
+            assert_eq!(neutralise(s), s);
+        }
+    }
+}

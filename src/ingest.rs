@@ -1,0 +1,283 @@
+//! The load contract (DESIGN §4.4): for each delivery, skip it if it is already current;
+//! otherwise stage its lines in bounded batches under a new load, then make it current in one
+//! short transaction. Any error fails the load (its staged rows are deleted) and leaves the
+//! ledger exactly as it was. Stale staging loads left by a crash are swept on the next start.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use costledger_core::{
+    BillingPeriod, Connector, ConnectorError, Context, Delivery, MoneyError, PeriodWindow, Totals, canonical,
+    format_ts, parse_amount,
+};
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tracing::{info, info_span, warn};
+use tracing::Instrument as _;
+
+use crate::ledger::{CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadState, LoadSummary, NewLoad};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("source '{source_name}', delivery '{scope}': {error}")]
+    Connector { source_name: String, scope: String, error: ConnectorError },
+    #[error("source '{source_name}', delivery '{scope}': {error}")]
+    Ledger { source_name: String, scope: String, error: LedgerError },
+    #[error("source '{source_name}', delivery '{scope}': {error}")]
+    Money { source_name: String, scope: String, error: MoneyError },
+    #[error("source '{source_name}': cannot list deliveries: {error}")]
+    Listing { source_name: String, error: ConnectorError },
+    #[error("ledger: {0}")]
+    Store(#[from] LedgerError),
+}
+
+impl IngestError {
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            IngestError::Connector { error, .. } | IngestError::Listing { error, .. } => error.is_retriable(),
+            IngestError::Ledger { .. } | IngestError::Store(_) => true,
+            IngestError::Money { .. } => false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadOutcome {
+    /// A new load is current; `superseded` is the load it replaced (a restatement).
+    Created { load: LoadId, superseded: Option<LoadId> },
+    /// The same delivery is already current: nothing changed.
+    Skipped { existing: LoadId },
+    /// Another process committed the same delivery at the same time: nothing changed.
+    Duplicate { existing: LoadId },
+}
+
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    pub scope: String,
+    pub description: String,
+    pub outcome: LoadOutcome,
+    pub records: u64,
+    pub rows: u64,
+    pub quarantined: u64,
+    pub rounded: u64,
+    pub totals: Totals,
+    pub quarantined_totals: Totals,
+}
+
+/// Called after every staged batch with the running record count of the current delivery.
+pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
+
+/// `host:pid:nonce`: identifies the process staging a load.
+pub fn owner_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000_007;
+    format!("{host}:{}:{nonce}", std::process::id())
+}
+
+fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host != this_host || pid == std::process::id().to_string() {
+        return false;
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Fail staging loads whose process died (same host, pid gone) or whose heartbeat is older
+/// than `stale_after` (another host, or a hung process). Returns the loads swept.
+pub async fn sweep_stale(store: &dyn LedgerStore, stale_after: Duration) -> Result<Vec<LoadId>, LedgerError> {
+    let staging = store.loads(&LoadFilter { state: Some(LoadState::Staging), ..Default::default() }).await?;
+    let cutoff = Utc::now() - chrono::Duration::from_std(stale_after).unwrap_or_else(|_| chrono::Duration::minutes(15));
+    let mut swept = Vec::new();
+    for l in staging {
+        let dead = owner_is_dead(&l.owner);
+        if dead || l.heartbeat_at < cutoff {
+            let why = if dead {
+                format!("swept: the process that staged it ({}) is gone", l.owner)
+            } else {
+                format!("swept: no heartbeat since {}", format_ts(l.heartbeat_at))
+            };
+            if store.fail_load(l.id, &why).await? {
+                warn!(load = l.id, source = %l.source, scope = %l.scope, reason = %why, "stale staging load swept");
+                swept.push(l.id);
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Load every delivery the connector offers. Each delivery is independent: one failing does
+/// not stop the others; the results come back in order.
+pub async fn ingest_source(
+    store: &dyn LedgerStore,
+    source: &str,
+    connector: &dyn Connector,
+    window: PeriodWindow,
+    cx: &Context,
+    progress: Option<Progress<'_>>,
+) -> Result<Vec<Result<LoadReport, IngestError>>, IngestError> {
+    let span = info_span!("ingest", source = %source, kind = connector.kind());
+    async move {
+        let source_id = store.ensure_source(source, connector.kind()).await?;
+        let deliveries = connector
+            .deliveries(window, cx)
+            .await
+            .map_err(|error| IngestError::Listing { source_name: source.to_string(), error })?;
+        let owner = owner_id();
+        let mut out = Vec::with_capacity(deliveries.len());
+        for d in &deliveries {
+            out.push(load_delivery(store, source, source_id, connector, d, cx, &owner, progress).await);
+        }
+        Ok(out)
+    }
+    .instrument(span)
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+pub async fn load_delivery(
+    store: &dyn LedgerStore,
+    source: &str,
+    source_id: i64,
+    connector: &dyn Connector,
+    d: &Delivery,
+    cx: &Context,
+    owner: &str,
+    progress: Option<Progress<'_>>,
+) -> Result<LoadReport, IngestError> {
+    let ledger_err = |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
+    if let Some(cur) = store.current_load(source_id, &d.scope).await.map_err(ledger_err)?
+        && cur.delivery_key == d.delivery_key
+    {
+        info!(scope = %d.scope, load = cur.id, "delivery already current; nothing to do");
+        return Ok(LoadReport {
+            scope: d.scope.clone(),
+            description: d.description.clone(),
+            outcome: LoadOutcome::Skipped { existing: cur.id },
+            records: cur.row_count + cur.quarantined_count,
+            rows: cur.row_count,
+            quarantined: cur.quarantined_count,
+            rounded: cur.rounded_count,
+            totals: cur.totals,
+            quarantined_totals: cur.quarantined_totals,
+        });
+    }
+    let load = store
+        .begin_load(&NewLoad {
+            source_id,
+            scope: d.scope.clone(),
+            billing_period: d.billing_period.map(|p| p.to_string()),
+            delivery_key: d.delivery_key.clone(),
+            description: d.description.clone(),
+            owner: owner.to_string(),
+        })
+        .await
+        .map_err(ledger_err)?;
+    info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
+    let staged = stage(store, source, load, connector, d, cx, progress).await;
+    let (summary, records) = match staged {
+        Ok(s) => s,
+        Err(e) => {
+            if let Err(fe) = store.fail_load(load, &e.to_string()).await {
+                warn!(load, error = %fe, "could not mark the load failed; the next start sweeps it");
+            }
+            return Err(e);
+        }
+    };
+    let outcome = match store.commit_load(load, &summary).await {
+        Ok(CommitOutcome::Current { superseded }) => LoadOutcome::Created { load, superseded },
+        Ok(CommitOutcome::Duplicate { existing }) => LoadOutcome::Duplicate { existing },
+        Err(e) => {
+            let _ = store.fail_load(load, &e.to_string()).await;
+            return Err(ledger_err(e));
+        }
+    };
+    info!(scope = %d.scope, load, rows = summary.row_count, quarantined = summary.quarantined_count,
+          totals = %summary.totals.display(), ?outcome, "delivery loaded");
+    Ok(LoadReport {
+        scope: d.scope.clone(),
+        description: d.description.clone(),
+        outcome,
+        records,
+        rows: summary.row_count,
+        quarantined: summary.quarantined_count,
+        rounded: summary.rounded_count,
+        totals: summary.totals,
+        quarantined_totals: summary.quarantined_totals,
+    })
+}
+
+async fn stage(
+    store: &dyn LedgerStore,
+    source: &str,
+    load: LoadId,
+    connector: &dyn Connector,
+    d: &Delivery,
+    cx: &Context,
+    progress: Option<Progress<'_>>,
+) -> Result<(LoadSummary, u64), IngestError> {
+    let money = |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
+    let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
+    let mut hasher = Sha256::new();
+    let mut records = 0u64;
+    let mut stream = connector.fetch(d, cx);
+    while let Some(item) = stream.next().await {
+        if cx.cancel.is_cancelled() {
+            return Err(IngestError::Connector {
+                source_name: source.to_string(),
+                scope: d.scope.clone(),
+                error: ConnectorError::Cancelled,
+            });
+        }
+        let batch =
+            item.map_err(|error| IngestError::Connector { source_name: source.to_string(), scope: d.scope.clone(), error })?;
+        for l in &batch.lines {
+            sm.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
+            let p = sm.periods.entry(BillingPeriod::of(l.billing_period_start).to_string()).or_insert_with(|| {
+                crate::ledger::PeriodContribution { all_invoiced: true, ..Default::default() }
+            });
+            p.rows += 1;
+            p.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
+            match &l.invoice_id {
+                Some(id) => {
+                    if !p.invoice_ids.contains(id) {
+                        p.invoice_ids.insert(id.clone());
+                    }
+                }
+                None => p.all_invoiced = false,
+            }
+            hasher.update(l.billing_account_id.as_bytes());
+            hasher.update([0]);
+            hasher.update(format_ts(l.charge_period_start).as_bytes());
+            hasher.update([0]);
+            hasher.update(canonical(l.billed_cost).as_bytes());
+            hasher.update(l.billing_currency.as_bytes());
+            hasher.update([1]);
+        }
+        for e in &batch.errors {
+            if let (Some(raw), Some(cur)) = (&e.raw_amount, &e.currency)
+                && let Ok(Some(a)) = parse_amount(raw)
+            {
+                sm.quarantined_totals.add(cur, a.value).map_err(money)?;
+            }
+        }
+        sm.row_count += batch.lines.len() as u64;
+        sm.quarantined_count += batch.errors.len() as u64;
+        sm.rounded_count += batch.rounded_amounts;
+        records += batch.records;
+        let ledger_err = |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
+        if !batch.lines.is_empty() {
+            store.stage_lines(load, &batch.lines).await.map_err(ledger_err)?;
+        }
+        store.stage_quarantine(load, &batch.errors).await.map_err(ledger_err)?;
+        if let Some(p) = progress {
+            p(d, records);
+        }
+    }
+    let digest = hasher.finalize();
+    sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    Ok((sm, records))
+}
