@@ -120,7 +120,7 @@ CREATE TABLE runs (
     attempts        INTEGER NOT NULL DEFAULT 1,
     error           TEXT,
     rows            BIGINT NOT NULL DEFAULT 0,
-    loads_created   INTEGER NOT NULL DEFAULT 0,
-    loads_skipped   INTEGER NOT NULL DEFAULT 0
+    loads_created   BIGINT NOT NULL DEFAULT 0,
+    loads_skipped   BIGINT NOT NULL DEFAULT 0
 );
 CREATE INDEX runs_started ON runs (started_at);

@@ -1,0 +1,121 @@
+//! Shared test helpers: ledgers on both backends, charge-line builders, running the binary.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use costledger::ledger::{self, LedgerStore};
+use costledger_core::{ChargeCategory, ChargeLine, parse_timestamp};
+use rust_decimal::Decimal;
+use sqlx::Connection;
+
+/// The PostgreSQL server for the conformance suite. Unset: PostgreSQL tests are skipped.
+/// Set but unreachable: they fail.
+pub const PG_ENV: &str = "COSTLEDGER_TEST_POSTGRES_URL";
+
+pub fn pg_url() -> Option<String> {
+    std::env::var(PG_ENV).ok().filter(|s| !s.is_empty())
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A ledger on a fresh SQLite file (the TempDir must outlive it).
+pub async fn sqlite_store() -> (Box<dyn LedgerStore>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let store = ledger::open(&url).await.expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    (store, dir)
+}
+
+/// A fresh schema in the test database, as a ledger URL (search_path set to it).
+pub async fn pg_schema_url() -> Option<String> {
+    let base = pg_url()?;
+    let schema = format!(
+        "cl_t{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        chrono::Utc::now().timestamp_micros() % 1_000_000_000
+    );
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("create schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options[search_path]={schema}"))
+}
+
+pub async fn pg_store() -> Option<Box<dyn LedgerStore>> {
+    let url = pg_schema_url().await?;
+    let store = ledger::open(&url).await.expect("open postgres");
+    store.migrate().await.expect("migrate postgres");
+    Some(store)
+}
+
+pub fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("decimal")
+}
+
+/// A minimal valid line: October 2026, account A1, the given amount and currency.
+pub fn line(amount: &str, currency: &str) -> ChargeLine {
+    let t = |s: &str| parse_timestamp(s).expect("ts");
+    ChargeLine {
+        billing_account_id: "A1".into(),
+        billing_account_name: Some("Acme".into()),
+        sub_account_id: Some("S1".into()),
+        sub_account_name: None,
+        billing_period_start: t("2026-10-01T00:00:00Z"),
+        billing_period_end: t("2026-11-01T00:00:00Z"),
+        charge_period_start: t("2026-10-05T00:00:00Z"),
+        charge_period_end: t("2026-10-06T00:00:00Z"),
+        charge_category: if amount.starts_with('-') { ChargeCategory::Credit } else { ChargeCategory::Usage },
+        charge_class: None,
+        charge_description: Some("test line".into()),
+        service_name: Some("Compute".into()),
+        service_category: None,
+        provider_name: Some("TestCloud".into()),
+        publisher_name: None,
+        invoice_issuer_name: None,
+        region_id: None,
+        resource_id: None,
+        resource_name: None,
+        sku_id: None,
+        billed_cost: dec(amount),
+        effective_cost: Some(dec(amount)),
+        list_cost: None,
+        contracted_cost: None,
+        billing_currency: currency.into(),
+        pricing_quantity: None,
+        pricing_unit: None,
+        consumed_quantity: None,
+        consumed_unit: None,
+        commitment_discount_id: None,
+        invoice_id: None,
+        tags: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+        x_extra: BTreeMap::new(),
+        source_ref: Some("test:1".into()),
+    }
+}
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_costledger"));
+    c.env_remove("COSTLEDGER_CONFIG").env_remove("COSTLEDGER_DATABASE_URL").env("RUST_LOG", "warn");
+    c
+}
+
+/// Run the binary with `args` against `db`; returns (exit code, stdout, stderr).
+pub fn run(db: &str, args: &[&str]) -> (i32, String, String) {
+    let out: Output = bin().arg("--database").arg(db).args(args).output().expect("run costledger");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+pub fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("ledger.db").display())
+}
+
+pub fn fixture(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+}

@@ -1,0 +1,365 @@
+//! One conformance suite, run against SQLite and PostgreSQL (DESIGN §4; habit 5). PostgreSQL
+//! runs when COSTLEDGER_TEST_POSTGRES_URL is set (CI sets it) and fails if it is unreachable.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::Utc;
+use common::*;
+use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
+use costledger::ledger::{
+    ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, NewLoad, PeriodContribution,
+    RunOutcome,
+};
+use costledger_core::{BillingPeriod, ChargeLine, Context, ExactSum, PeriodWindow, Totals};
+use costledger_focus::FocusConnector;
+use futures::StreamExt;
+
+fn summary_of(lines: &[ChargeLine]) -> LoadSummary {
+    let mut s = LoadSummary { row_count: lines.len() as u64, ..Default::default() };
+    for l in lines {
+        s.totals.add(&l.billing_currency, l.billed_cost).expect("add");
+        let p = s
+            .periods
+            .entry(BillingPeriod::of(l.billing_period_start).to_string())
+            .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
+        p.rows += 1;
+        p.totals.add(&l.billing_currency, l.billed_cost).expect("add");
+        match &l.invoice_id {
+            Some(i) => {
+                p.invoice_ids.insert(i.clone());
+            }
+            None => p.all_invoiced = false,
+        }
+    }
+    s
+}
+
+fn new_load(source_id: i64, scope: &str, key: &str, owner: &str) -> NewLoad {
+    NewLoad {
+        source_id,
+        scope: scope.into(),
+        billing_period: Some("2026-10".into()),
+        delivery_key: key.into(),
+        description: format!("{scope}@{key}"),
+        owner: owner.into(),
+    }
+}
+
+/// Stage `lines` (in batches) under a new load and commit it.
+async fn load_lines(s: &dyn LedgerStore, source_id: i64, scope: &str, key: &str, lines: &[ChargeLine]) -> CommitOutcome {
+    let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
+    for chunk in lines.chunks(5_000) {
+        s.stage_lines(id, chunk).await.expect("stage");
+    }
+    s.commit_load(id, &summary_of(lines)).await.expect("commit")
+}
+
+async fn total(s: &dyn LedgerStore, currency: &str) -> ExactSum {
+    s.totals(&ChargeFilter::default(), &[])
+        .await
+        .expect("totals")
+        .into_iter()
+        .find(|r| r.currency == currency)
+        .map(|r| r.billed_cost)
+        .unwrap_or_default()
+}
+
+async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let one = line("0.0000000001", "USD");
+    let batch: Vec<ChargeLine> = vec![one; 10_000];
+    let id = s.begin_load(&new_load(src, "big", "k1", "test:1:1")).await.expect("begin");
+    for _ in 0..100 {
+        s.stage_lines(id, &batch).await.expect("stage");
+    }
+    let mut sm = summary_of(&batch);
+    sm.row_count = 1_000_000;
+    s.commit_load(id, &sm).await.expect("commit");
+    assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("count"), 1_000_000);
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "0.0001");
+}
+
+async fn large_totals_stay_exact(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let lines: Vec<ChargeLine> = (0..10).map(|_| line("123456789012.3456789012", "USD")).collect();
+    load_lines(s.as_ref(), src, "a", "k", &lines).await;
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1234567890123.456789012");
+}
+
+async fn wide_amounts_sum_beyond_a_decimal(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let lines: Vec<ChargeLine> = (0..1000).map(|_| line("1234567.1234567890123456789012", "EUR")).collect();
+    load_lines(s.as_ref(), src, "a", "k", &lines).await;
+    assert_eq!(total(s.as_ref(), "EUR").await.to_string(), "1234567123.4567890123456789012");
+    // A sum that needs more than 28 significant digits: 999,999 × (1 + 1e-28).
+    let src2 = s.ensure_source("t2", "test").await.expect("source");
+    let batch: Vec<ChargeLine> = vec![line("1.0000000000000000000000000001", "GBP"); 999_999 / 9];
+    let id = s.begin_load(&new_load(src2, "b", "k", "test:1:1")).await.expect("begin");
+    for _ in 0..9 {
+        s.stage_lines(id, &batch).await.expect("stage");
+    }
+    s.commit_load(id, &summary_of(&batch)).await.expect("commit");
+    assert_eq!(total(s.as_ref(), "GBP").await.to_string(), "999999.0000000000000000000000999999");
+}
+
+async fn credits_stay_negative_and_currencies_apart(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let lines = vec![line("10.00", "USD"), line("-3.25", "USD"), line("-0.00000001", "USD"), line("7", "EUR")];
+    load_lines(s.as_ref(), src, "a", "k", &lines).await;
+    let rows = s.totals(&ChargeFilter::default(), &[Dim::ChargeCategory]).await.expect("totals");
+    let got: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r.keys[0].clone().unwrap_or_default(), r.currency.clone(), r.billed_cost.to_string())).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("Credit".into(), "USD".into(), "-3.25000001".into()),
+            ("Usage".into(), "EUR".into(), "7".into()),
+            ("Usage".into(), "USD".into(), "10".into()),
+        ]
+    );
+    let back: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    let negatives = back.iter().filter(|r| r.as_ref().expect("row").line.billed_cost.is_sign_negative()).count();
+    assert_eq!(negatives, 2);
+}
+
+async fn lines_round_trip_exactly(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let mut l = line("0.0000000000000000000000000001", "USD");
+    l.list_cost = Some(dec("79228162514264.337593543950335"));
+    l.pricing_quantity = Some(dec("1.5"));
+    l.charge_class = Some(costledger_core::ChargeClass::Correction);
+    l.tags.insert("Tab\tKey".into(), "line\nbreak \\ back".into());
+    l.charge_description = Some("=HYPERLINK(\"x\")\ttab".into());
+    load_lines(s.as_ref(), src, "a", "k", std::slice::from_ref(&l)).await;
+    let back: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    assert_eq!(back.len(), 1);
+    let got = back.into_iter().next().expect("one").expect("row");
+    assert_eq!(got.source, "t");
+    assert_eq!(got.line, l);
+}
+
+async fn same_delivery_twice_changes_nothing(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("oct.csv");
+    std::fs::copy(fixture("focus/focus_sample.csv"), &f).expect("copy");
+    let c = FocusConnector::new(vec![f.clone()]);
+    let cx = Context::new("drop");
+    let w = PeriodWindow { from: "2026-10".parse().expect("p"), to: "2026-10".parse().expect("p") };
+    let first = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
+    assert!(matches!(first[0].as_ref().expect("ok").outcome, LoadOutcome::Created { superseded: None, .. }));
+    let before = (s.count_charges(&ChargeFilter::default()).await.expect("n"), total(s.as_ref(), "USD").await);
+    let second = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
+    assert!(matches!(second[0].as_ref().expect("ok").outcome, LoadOutcome::Skipped { .. }));
+    let after = (s.count_charges(&ChargeFilter::default()).await.expect("n"), total(s.as_ref(), "USD").await);
+    assert_eq!(before, after);
+    assert_eq!(after.0, 1000);
+    assert_eq!(after.1.to_string(), "20.52022672899");
+    assert_eq!(s.loads(&LoadFilter::default()).await.expect("loads").len(), 1);
+}
+
+async fn restated_file_replaces_the_old_one(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("bill.csv");
+    let v1 = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ServiceName\n\
+              10.50,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,Compute\n\
+              2.25,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,Storage\n";
+    let v2 = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ServiceName\n\
+              10.50,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,Compute\n\
+              2.30,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,Storage\n\
+              -1.00,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Credit,Compute\n";
+    let c = FocusConnector::new(vec![f.clone()]);
+    let cx = Context::new("drop");
+    let w = PeriodWindow { from: "2026-10".parse().expect("p"), to: "2026-10".parse().expect("p") };
+    std::fs::write(&f, v1).expect("write");
+    let r1 = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
+    let LoadOutcome::Created { load: l1, .. } = r1[0].as_ref().expect("ok").outcome else { panic!("not created") };
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "12.75");
+    std::fs::write(&f, v2).expect("write");
+    let r2 = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
+    let LoadOutcome::Created { load: l2, superseded } = r2[0].as_ref().expect("ok").outcome else { panic!("not created") };
+    assert_eq!(superseded, Some(l1));
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "11.8");
+    assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("n"), 3);
+    let loads = s.loads(&LoadFilter::default()).await.expect("loads");
+    let states: Vec<(i64, LoadState, Option<i64>)> = loads.iter().map(|l| (l.id, l.state, l.superseded_by)).collect();
+    assert_eq!(states, vec![(l1, LoadState::Superseded, Some(l2)), (l2, LoadState::Current, None)]);
+    // The superseded load's lines are still there for the restatement report, but not visible.
+    let old = ChargeFilter { load: Some(l1), ..Default::default() };
+    assert_eq!(s.count_charges(&old).await.expect("n"), 2);
+    // Retention: collected once past the cut-off, the current load untouched.
+    assert_eq!(s.gc_superseded(Utc::now() - chrono::Duration::days(1)).await.expect("gc"), 0);
+    assert_eq!(s.gc_superseded(Utc::now() + chrono::Duration::seconds(5)).await.expect("gc"), 1);
+    assert_eq!(s.count_charges(&old).await.expect("n"), 0);
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "11.8");
+}
+
+async fn staging_is_invisible_and_failure_leaves_nothing(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    load_lines(s.as_ref(), src, "a", "k1", &[line("5", "USD")]).await;
+    let id = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
+    s.stage_lines(id, &[line("100", "USD"), line("200", "USD")]).await.expect("stage");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5", "staged lines must be invisible");
+    assert!(s.fail_load(id, "boom").await.expect("fail"));
+    assert!(!s.fail_load(id, "again").await.expect("fail twice is a no-op"));
+    assert_eq!(s.count_charges(&ChargeFilter { load: Some(id), ..Default::default() }).await.expect("n"), 0);
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5");
+    let err = s.commit_load(id, &LoadSummary::default()).await.expect_err("failed load cannot commit");
+    assert!(err.to_string().contains("not staging"), "{err}");
+    let failed = s.loads(&LoadFilter { state: Some(LoadState::Failed), ..Default::default() }).await.expect("loads");
+    assert_eq!(failed[0].error.as_deref(), Some("boom"));
+}
+
+async fn concurrent_same_delivery_commits_once(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let lines = vec![line("1.5", "USD")];
+    let a = s.begin_load(&new_load(src, "a", "same", "test:1:1")).await.expect("begin");
+    let b = s.begin_load(&new_load(src, "a", "same", "test:2:2")).await.expect("begin");
+    s.stage_lines(a, &lines).await.expect("stage");
+    s.stage_lines(b, &lines).await.expect("stage");
+    assert_eq!(s.commit_load(a, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Current { superseded: None });
+    assert_eq!(s.commit_load(b, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Duplicate { existing: a });
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.5");
+    assert_eq!(s.count_charges(&ChargeFilter { load: Some(b), ..Default::default() }).await.expect("n"), 0);
+}
+
+async fn final_period_changed_becomes_corrected(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let mut l = line("40", "USD");
+    l.invoice_id = Some("INV-1".into());
+    load_lines(s.as_ref(), src, "2026-10", "k1", std::slice::from_ref(&l)).await;
+    let p = s.billing_periods().await.expect("periods");
+    assert_eq!((p[0].period.as_str(), p[0].state.as_str()), ("2026-10", "final"));
+    assert_eq!(p[0].invoice_ids, vec!["INV-1".to_string()]);
+    // Re-delivered unchanged: still final.
+    load_lines(s.as_ref(), src, "2026-10", "k2", std::slice::from_ref(&l)).await;
+    assert_eq!(s.billing_periods().await.expect("periods")[0].state, "final");
+    l.billed_cost = dec("41");
+    load_lines(s.as_ref(), src, "2026-10", "k3", std::slice::from_ref(&l)).await;
+    let p = s.billing_periods().await.expect("periods");
+    assert_eq!(p[0].state, "corrected");
+    assert_eq!(p[0].totals, Totals::from_json(r#"{"USD":"41"}"#).expect("t"));
+}
+
+async fn stale_staging_loads_are_swept(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let dead = s.begin_load(&new_load(src, "a", "k1", &format!("{host}:4000000000:1"))).await.expect("begin");
+    let alive = s
+        .begin_load(&new_load(src, "b", "k1", &format!("{host}:{}:1", std::process::id())))
+        .await
+        .expect("begin");
+    let remote = s.begin_load(&new_load(src, "c", "k1", "elsewhere:1:1")).await.expect("begin");
+    s.stage_lines(dead, &[line("9", "USD")]).await.expect("stage");
+    let swept = sweep_stale(s.as_ref(), Duration::from_secs(3600)).await.expect("sweep");
+    assert_eq!(swept, vec![dead]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let swept = sweep_stale(s.as_ref(), Duration::from_secs(1)).await.expect("sweep");
+    assert_eq!(swept, vec![alive, remote]);
+    let failed = s.loads(&LoadFilter { state: Some(LoadState::Failed), ..Default::default() }).await.expect("loads");
+    assert!(failed[0].error.as_deref().unwrap_or_default().contains("is gone"), "{:?}", failed[0].error);
+    assert_eq!(s.count_charges(&ChargeFilter { load: Some(dead), ..Default::default() }).await.expect("n"), 0);
+}
+
+async fn runs_are_recorded(s: Box<dyn LedgerStore>) {
+    let id = s.start_run("import", Some("drop")).await.expect("start");
+    let o = RunOutcome { status: "ok".into(), attempts: 2, error: None, rows: 12, loads_created: 1, loads_skipped: 3 };
+    s.finish_run(id, &o).await.expect("finish");
+    let runs = s.runs(10).await.expect("runs");
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].outcome, o);
+    assert_eq!(runs[0].source.as_deref(), Some("drop"));
+    assert!(runs[0].finished_at.is_some());
+}
+
+async fn filters_by_time_and_source(s: Box<dyn LedgerStore>) {
+    let a = s.ensure_source("a", "test").await.expect("source");
+    let b = s.ensure_source("b", "test").await.expect("source");
+    let mut early = line("1", "USD");
+    early.charge_period_start = costledger_core::parse_timestamp("2026-10-01T00:00:00Z").expect("t");
+    let mut late = line("2", "USD");
+    late.charge_period_start = costledger_core::parse_timestamp("2026-10-20T00:00:00Z").expect("t");
+    load_lines(s.as_ref(), a, "x", "k", &[early.clone(), late.clone()]).await;
+    load_lines(s.as_ref(), b, "x", "k", &[late]).await;
+    let from = costledger_core::parse_timestamp("2026-10-10").ok();
+    let f = ChargeFilter { from, ..Default::default() };
+    assert_eq!(s.count_charges(&f).await.expect("n"), 2);
+    let f = ChargeFilter { to: from, ..Default::default() };
+    assert_eq!(s.count_charges(&f).await.expect("n"), 1);
+    let f = ChargeFilter { source: Some("a".into()), ..Default::default() };
+    assert_eq!(s.count_charges(&f).await.expect("n"), 2);
+    let by_source = s.totals(&ChargeFilter::default(), &[Dim::Source, Dim::BillingPeriod]).await.expect("t");
+    let got: Vec<String> = by_source
+        .iter()
+        .map(|r| format!("{}|{}|{}|{}", r.keys[0].clone().unwrap_or_default(), r.keys[1].clone().unwrap_or_default(), r.currency, r.billed_cost))
+        .collect();
+    assert_eq!(got, vec!["a|2026-10|USD|3", "b|2026-10|USD|2"]);
+    assert!(s.ensure_source("a", "other").await.is_err(), "a source keeps its kind");
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (s, _dir) = super::sqlite_store().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match super::pg_store().await {
+                        Some(s) => super::$name(s).await,
+                        None => eprintln!("skipped: {} is not set", super::PG_ENV),
+                    }
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    million_tiny_amounts_sum_exactly,
+    large_totals_stay_exact,
+    wide_amounts_sum_beyond_a_decimal,
+    credits_stay_negative_and_currencies_apart,
+    lines_round_trip_exactly,
+    same_delivery_twice_changes_nothing,
+    restated_file_replaces_the_old_one,
+    staging_is_invisible_and_failure_leaves_nothing,
+    concurrent_same_delivery_commits_once,
+    final_period_changed_becomes_corrected,
+    stale_staging_loads_are_swept,
+    runs_are_recorded,
+    filters_by_time_and_source,
+);
+
+#[test]
+fn migrations_have_the_same_versions_on_both_backends() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let versions = |dir: &str| -> Vec<(i64, String)> {
+        let mut v: Vec<(i64, String)> = std::fs::read_dir(root.join(dir))
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .map(|n| {
+                let (num, rest) = n.split_once('_').expect("NNNN_name.sql");
+                (num.parse().expect("numeric version"), rest.to_string())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let lite = versions("sqlite");
+    let pg = versions("postgres");
+    assert!(!lite.is_empty());
+    assert_eq!(lite, pg, "migrations/sqlite and migrations/postgres must have the same versions and names");
+    let embedded: Vec<i64> = costledger::ledger::migrations::MIGRATIONS.iter().map(|m| m.0).collect();
+    assert_eq!(embedded, lite.iter().map(|v| v.0).collect::<Vec<_>>(), "embedded list out of date");
+}
