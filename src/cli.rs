@@ -22,7 +22,11 @@ use crate::sample::{SampleSpec, write_sample_file};
 const BUNDLED_FOCUS_SAMPLE: &[u8] = include_bytes!("../tests/fixtures/focus/focus_sample.csv");
 
 #[derive(Debug, Parser)]
-#[command(name = "costledger", version, about = "Multi-cloud cost ingestion and reconciliation with an exact-decimal ledger")]
+#[command(
+    name = "costledger",
+    version,
+    about = "Multi-cloud cost ingestion and reconciliation with an exact-decimal ledger"
+)]
 pub struct Cli {
     /// Config file (YAML). Without one, defaults apply and every command still works.
     #[arg(long, global = true, env = "COSTLEDGER_CONFIG")]
@@ -161,7 +165,8 @@ fn load_env(cli: &Cli) -> anyhow::Result<Env> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let database = cli.database.clone().or_else(|| config.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    let database =
+        cli.database.clone().or_else(|| config.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.to_string());
     Ok(Env { config, database })
 }
 
@@ -176,12 +181,23 @@ async fn open_ledger(url: &str) -> anyhow::Result<Box<dyn LedgerStore>> {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::CheckConfig => {
-            let Some(path) = &cli.config else { bail!("no config file given: pass --config PATH or set COSTLEDGER_CONFIG") };
+            let Some(path) = &cli.config else {
+                bail!("no config file given: pass --config PATH or set COSTLEDGER_CONFIG")
+            };
             let c = Config::load(path)?;
-            println!("{}: OK ({} source(s), database {})", path.display(), c.sources.len(),
-                redact_url(c.database.as_deref().unwrap_or(DEFAULT_DATABASE)));
+            println!(
+                "{}: OK ({} source(s), database {})",
+                path.display(),
+                c.sources.len(),
+                redact_url(c.database.as_deref().unwrap_or(DEFAULT_DATABASE))
+            );
             for s in &c.sources {
-                println!("  {} ({}){}", s.name, s.params.kind(), s.schedule.as_ref().map(|x| format!(" schedule \"{x}\"")).unwrap_or_default());
+                println!(
+                    "  {} ({}){}",
+                    s.name,
+                    s.params.kind(),
+                    s.schedule.as_ref().map(|x| format!(" schedule \"{x}\"")).unwrap_or_default()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -201,7 +217,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import { format, source, paths } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
-            let source = source.clone().unwrap_or_else(|| format!("import-{}", match format { ImportFormat::Focus => "focus" }));
+            let source = source.clone().unwrap_or_else(|| {
+                format!(
+                    "import-{}",
+                    match format {
+                        ImportFormat::Focus => "focus",
+                    }
+                )
+            });
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
             };
@@ -211,9 +234,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest { source } => {
             let env = load_env(&cli)?;
             if cli.config.is_none() {
-                bail!("ingest pulls the sources of a config file: pass --config PATH (or use `import` for files by hand)");
+                bail!(
+                    "ingest pulls the sources of a config file: pass --config PATH (or use `import` for files by hand)"
+                );
             }
-            let selected: Vec<_> = env.config.sources.iter().filter(|s| source.as_ref().is_none_or(|n| &s.name == n)).collect();
+            let selected: Vec<_> =
+                env.config.sources.iter().filter(|s| source.as_ref().is_none_or(|n| &s.name == n)).collect();
             if selected.is_empty() {
                 bail!("no source named '{}' in the config", source.clone().unwrap_or_default());
             }
@@ -246,7 +272,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             let rows = store.loads(&LoadFilter { source: source.clone(), state: *state, limit: Some(*limit) }).await?;
-            println!("{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  {}", "load", "state", "source", "scope", "rows", "quar.", "finished", "BilledCost / notes");
+            println!(
+                "{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  BilledCost / notes",
+                "load", "state", "source", "scope", "rows", "quar.", "finished"
+            );
             for l in rows {
                 let mut notes = l.totals.display();
                 if let Some(by) = l.superseded_by {
@@ -255,8 +284,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(e) = &l.error {
                     notes = e.clone();
                 }
-                println!("{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  {}", l.id, l.state.as_str(), l.source, l.scope,
-                    l.row_count, l.quarantined_count, l.finished_at.map(format_ts).unwrap_or_else(|| "-".into()), notes);
+                println!(
+                    "{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  {}",
+                    l.id,
+                    l.state.as_str(),
+                    l.source,
+                    l.scope,
+                    l.row_count,
+                    l.quarantined_count,
+                    l.finished_at.map(format_ts).unwrap_or_else(|| "-".into()),
+                    notes
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -268,8 +306,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("load {load} has no quarantined rows");
             }
             for q in rows {
-                println!("{}: {}\n    amount: {} {}\n    raw: {}", q.location, q.reason,
-                    q.raw_amount.as_deref().unwrap_or("-"), q.currency.as_deref().unwrap_or(""), q.raw);
+                println!(
+                    "{}: {}\n    amount: {} {}\n    raw: {}",
+                    q.location,
+                    q.reason,
+                    q.raw_amount.as_deref().unwrap_or("-"),
+                    q.currency.as_deref().unwrap_or(""),
+                    q.raw
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -277,8 +321,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             for p in store.billing_periods().await? {
-                println!("{:<20} {}  {:<9}  {}{}", p.source, p.period, p.state, p.totals.display(),
-                    if p.invoice_ids.is_empty() { String::new() } else { format!("  invoices: {}", p.invoice_ids.join(", ")) });
+                println!(
+                    "{:<20} {}  {:<9}  {}{}",
+                    p.source,
+                    p.period,
+                    p.state,
+                    p.totals.display(),
+                    if p.invoice_ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  invoices: {}", p.invoice_ids.join(", "))
+                    }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -286,9 +340,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             for r in store.runs(*limit).await? {
-                println!("{:>5}  {:<8} {:<20} {}  {:<9} rows {:>9}  loads +{} ={}{}", r.id, r.job, r.source.unwrap_or_default(),
-                    format_ts(r.started_at), r.outcome.status, r.outcome.rows, r.outcome.loads_created, r.outcome.loads_skipped,
-                    r.outcome.error.map(|e| format!("  error: {e}")).unwrap_or_default());
+                println!(
+                    "{:>5}  {:<8} {:<20} {}  {:<9} rows {:>9}  loads +{} ={}{}",
+                    r.id,
+                    r.job,
+                    r.source.unwrap_or_default(),
+                    format_ts(r.started_at),
+                    r.outcome.status,
+                    r.outcome.rows,
+                    r.outcome.loads_created,
+                    r.outcome.loads_skipped,
+                    r.outcome.error.map(|e| format!("  error: {e}")).unwrap_or_default()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -338,7 +401,17 @@ async fn ingest_and_print(
     let reports = match result {
         Ok(r) => r,
         Err(e) => {
-            store.finish_run(run, &RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() }).await?;
+            store
+                .finish_run(
+                    run,
+                    &RunOutcome {
+                        status: "failed".into(),
+                        attempts: 1,
+                        error: Some(e.to_string()),
+                        ..Default::default()
+                    },
+                )
+                .await?;
             return Err(e.into());
         }
     };
@@ -365,15 +438,25 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
                     LoadOutcome::Created { load, superseded: Some(old) } => {
                         format!("restated  {} → load {load} replaces load {old}", r.scope)
                     }
-                    LoadOutcome::Skipped { existing } => format!("skipped   {} (already current as load {existing})", r.scope),
-                    LoadOutcome::Duplicate { existing } => format!("skipped   {} (loaded concurrently as load {existing})", r.scope),
+                    LoadOutcome::Skipped { existing } => {
+                        format!("skipped   {} (already current as load {existing})", r.scope)
+                    }
+                    LoadOutcome::Duplicate { existing } => {
+                        format!("skipped   {} (loaded concurrently as load {existing})", r.scope)
+                    }
                 };
                 println!("  {what}: {} rows, {} quarantined; BilledCost {}", r.rows, r.quarantined, r.totals.display());
                 if r.records == 0 && matches!(r.outcome, LoadOutcome::Created { .. }) {
-                    println!("    warning: {} has a header but no data rows; it now stands as an empty bill for its scope", r.description);
+                    println!(
+                        "    warning: {} has a header but no data rows; it now stands as an empty bill for its scope",
+                        r.description
+                    );
                 }
                 if r.rounded > 0 {
-                    println!("    note: {} amount(s) had more than 28 decimal places and were rounded half-to-even", r.rounded);
+                    println!(
+                        "    note: {} amount(s) had more than 28 decimal places and were rounded half-to-even",
+                        r.rounded
+                    );
                 }
                 if let LoadOutcome::Created { load, .. } = &r.outcome {
                     o.loads_created += 1;
@@ -402,8 +485,12 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
     if !ok {
         o.status = "failed".into();
         o.error = Some(errors.join("; "));
-        println!("{} deliver{} failed; nothing of {} was loaded. Fix the input and run again.", errors.len(),
-            if errors.len() == 1 { "y" } else { "ies" }, if errors.len() == 1 { "it" } else { "them" });
+        println!(
+            "{} deliver{} failed; nothing of {} was loaded. Fix the input and run again.",
+            errors.len(),
+            if errors.len() == 1 { "y" } else { "ies" },
+            if errors.len() == 1 { "it" } else { "them" }
+        );
     }
     let _ = std::io::stdout().flush();
     (o, ok)
@@ -418,8 +505,13 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     let stats = write_sample_file(&synthetic, SampleSpec { rows, seed, period })?;
     let public = bills.join("focus-sample-data-1.0.csv");
     std::fs::write(&public, BUNDLED_FOCUS_SAMPLE).with_context(|| format!("cannot write {}", public.display()))?;
-    println!("1. bills: {} ({} synthetic lines, BilledCost {}) and {} (FOCUS 1.0 public sample, CC BY 4.0)",
-        synthetic.display(), stats.rows, stats.totals.display(), public.display());
+    println!(
+        "1. bills: {} ({} synthetic lines, BilledCost {}) and {} (FOCUS 1.0 public sample, CC BY 4.0)",
+        synthetic.display(),
+        stats.rows,
+        stats.totals.display(),
+        public.display()
+    );
 
     let url = match &cli.database {
         Some(u) => u.clone(),
@@ -436,15 +528,33 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     println!("\n3. summary of current charges (per provider, billing account and currency):");
     let by = [Dim::Provider, Dim::BillingAccount];
     let rows = store.totals(&ChargeFilter::default(), &by).await?;
-    println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}", "provider", "billing account", "cur", "lines", "BilledCost", "EffectiveCost");
+    println!(
+        "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}",
+        "provider", "billing account", "cur", "lines", "BilledCost", "EffectiveCost"
+    );
     for r in &rows {
-        println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}", r.keys[0].as_deref().unwrap_or("-"), r.keys[1].as_deref().unwrap_or("-"),
-            r.currency, r.rows, r.billed_cost.to_fixed(2), r.effective_cost.to_fixed(2));
+        println!(
+            "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}",
+            r.keys[0].as_deref().unwrap_or("-"),
+            r.keys[1].as_deref().unwrap_or("-"),
+            r.currency,
+            r.rows,
+            r.billed_cost.to_fixed(2),
+            r.effective_cost.to_fixed(2)
+        );
     }
     let totals = store.totals(&ChargeFilter::default(), &[]).await?;
     for t in &totals {
-        println!("   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}   (exact: {})", "all", "", t.currency, t.rows,
-            t.billed_cost.to_fixed(2), t.effective_cost.to_fixed(2), t.billed_cost);
+        println!(
+            "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}   (exact: {})",
+            "all",
+            "",
+            t.currency,
+            t.rows,
+            t.billed_cost.to_fixed(2),
+            t.effective_cost.to_fixed(2),
+            t.billed_cost
+        );
     }
     println!("   (amounts shown rounded half-to-even to 2 places; the ledger and the CSV keep every digit)");
     println!("\n   billing periods:");

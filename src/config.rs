@@ -145,7 +145,8 @@ impl Config {
             match key.as_str() {
                 "database" => match v {
                     Value::String(s) => {
-                        if !(s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://")) {
+                        if !(s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://"))
+                        {
                             issue(&mut issues, "database", "must start with sqlite:// or postgres://");
                         }
                         cfg.database = Some(s);
@@ -165,7 +166,11 @@ impl Config {
                     if let Some(s) = typed::<Server>(v, "server", &mut issues) {
                         match s.bind.parse() {
                             Ok(a) => cfg.server_bind = a,
-                            Err(_) => issue(&mut issues, "server.bind", "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9464"),
+                            Err(_) => issue(
+                                &mut issues,
+                                "server.bind",
+                                "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
+                            ),
                         }
                     }
                 }
@@ -305,11 +310,22 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
             }
         }),
         Some(t) if KNOWN_TYPES.contains(&t) => {
-            issue(issues, &format!("{path}.type"), &format!("source type '{t}' is not available in this build yet (available: {})", AVAILABLE_TYPES.join(", ")));
+            issue(
+                issues,
+                &format!("{path}.type"),
+                &format!(
+                    "source type '{t}' is not available in this build yet (available: {})",
+                    AVAILABLE_TYPES.join(", ")
+                ),
+            );
             None
         }
         Some(t) => {
-            issue(issues, &format!("{path}.type"), &format!("unknown source type '{t}' (known: {})", KNOWN_TYPES.join(", ")));
+            issue(
+                issues,
+                &format!("{path}.type"),
+                &format!("unknown source type '{t}' (known: {})", KNOWN_TYPES.join(", ")),
+            );
             None
         }
         None => None,
@@ -342,17 +358,13 @@ pub fn validate_schedule(s: &str) -> Result<(), String> {
 /// `$${` stands for a literal `${`. A variable that is not set is an issue naming it.
 fn interpolate(v: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>, issues: &mut Vec<ConfigIssue>) {
     match v {
-        Value::String(s) => {
-            if s.contains("${") {
-                match expand(s, env) {
-                    Ok(e) => *s = e,
-                    Err(var) => issues.push(ConfigIssue {
-                        path: path.to_string(),
-                        message: format!("environment variable {var} is not set"),
-                    }),
-                }
-            }
-        }
+        Value::String(s) if s.contains("${") => match expand(s, env) {
+            Ok(e) => *s = e,
+            Err(var) => issues.push(ConfigIssue {
+                path: path.to_string(),
+                message: format!("environment variable {var} is not set"),
+            }),
+        },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 interpolate(item, &format!("{path}[{i}]"), env, issues);
@@ -439,7 +451,10 @@ sources:
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.retention.superseded_loads_days, 30);
         assert_eq!(c.batch_rows, 2000);
-        assert_eq!(c.sources[0].params, SourceParams::Focus(FocusParams { path: Some("/data/focus".into()), paths: vec![] }));
+        assert_eq!(
+            c.sources[0].params,
+            SourceParams::Focus(FocusParams { path: Some("/data/focus".into()), paths: vec![] })
+        );
         assert_eq!(redact_url(c.database.as_deref().unwrap_or_default()), "postgres://cl:***@db/costledger");
     }
 

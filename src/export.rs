@@ -131,7 +131,11 @@ fn record(r: &ChargeRecord) -> Vec<Cow<'_, str>> {
 }
 
 /// Stream the filtered current charges to `out` as CSV.
-pub async fn export_csv<W: Write>(store: &dyn LedgerStore, filter: &ChargeFilter, out: W) -> Result<ExportStats, ExportError> {
+pub async fn export_csv<W: Write>(
+    store: &dyn LedgerStore,
+    filter: &ChargeFilter,
+    out: W,
+) -> Result<ExportStats, ExportError> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
     w.write_record(COLUMNS)?;
     let mut stats = ExportStats::default();

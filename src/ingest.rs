@@ -12,8 +12,8 @@ use costledger_core::{
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tracing::{info, info_span, warn};
 use tracing::Instrument as _;
+use tracing::{info, info_span, warn};
 
 use crate::ledger::{CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadState, LoadSummary, NewLoad};
 
@@ -79,7 +79,8 @@ pub fn owner_id() -> String {
 fn owner_is_dead(owner: &str) -> bool {
     let mut parts = owner.split(':');
     let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
-    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    let this_host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     if host != this_host || pid == std::process::id().to_string() {
         return false;
     }
@@ -148,7 +149,8 @@ pub async fn load_delivery(
     owner: &str,
     progress: Option<Progress<'_>>,
 ) -> Result<LoadReport, IngestError> {
-    let ledger_err = |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
+    let ledger_err =
+        |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
     if let Some(cur) = store.current_load(source_id, &d.scope).await.map_err(ledger_err)?
         && cur.delivery_key == d.delivery_key
     {
@@ -219,7 +221,8 @@ async fn stage(
     cx: &Context,
     progress: Option<Progress<'_>>,
 ) -> Result<(LoadSummary, u64), IngestError> {
-    let money = |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
+    let money =
+        |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
     let mut hasher = Sha256::new();
     let mut records = 0u64;
@@ -232,13 +235,17 @@ async fn stage(
                 error: ConnectorError::Cancelled,
             });
         }
-        let batch =
-            item.map_err(|error| IngestError::Connector { source_name: source.to_string(), scope: d.scope.clone(), error })?;
+        let batch = item.map_err(|error| IngestError::Connector {
+            source_name: source.to_string(),
+            scope: d.scope.clone(),
+            error,
+        })?;
         for l in &batch.lines {
             sm.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
-            let p = sm.periods.entry(BillingPeriod::of(l.billing_period_start).to_string()).or_insert_with(|| {
-                crate::ledger::PeriodContribution { all_invoiced: true, ..Default::default() }
-            });
+            let p = sm
+                .periods
+                .entry(BillingPeriod::of(l.billing_period_start).to_string())
+                .or_insert_with(|| crate::ledger::PeriodContribution { all_invoiced: true, ..Default::default() });
             p.rows += 1;
             p.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
             match &l.invoice_id {
@@ -268,7 +275,8 @@ async fn stage(
         sm.quarantined_count += batch.errors.len() as u64;
         sm.rounded_count += batch.rounded_amounts;
         records += batch.records;
-        let ledger_err = |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
+        let ledger_err =
+            |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
         if !batch.lines.is_empty() {
             store.stage_lines(load, &batch.lines).await.map_err(ledger_err)?;
         }

@@ -1,9 +1,9 @@
 //! costledger: multi-cloud cost ingestion and reconciliation with an exact-decimal ledger.
 
-pub mod ledger;
+pub mod cli;
 pub mod config;
+pub mod export;
 pub mod ingest;
+pub mod ledger;
 pub mod registry;
 pub mod sample;
-pub mod export;
-pub mod cli;

@@ -231,7 +231,9 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         let qty = amount(rng.below(1_000_000) as i64 + 1, 3);
         let resource = match acct.provider {
             "AWS" => format!("arn:aws:ec2:{region}:{sub_id}:instance/i-{:016x}", rng.below(500)),
-            "Microsoft" => format!("/subscriptions/{sub_id}/resourceGroups/rg-{}/providers/vm-{}", rng.below(8), rng.below(200)),
+            "Microsoft" => {
+                format!("/subscriptions/{sub_id}/resourceGroups/rg-{}/providers/vm-{}", rng.below(8), rng.below(200))
+            }
             _ => format!("//compute.googleapis.com/projects/{sub_id}/instances/vm-{}", rng.below(300)),
         };
         let mut tags: Vec<(String, String)> = Vec::new();
@@ -255,7 +257,8 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         let tags_json = if tags.is_empty() {
             String::new()
         } else {
-            serde_json::to_string(&tags.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()).unwrap_or_default()
+            serde_json::to_string(&tags.iter().cloned().collect::<std::collections::BTreeMap<_, _>>())
+                .unwrap_or_default()
         };
         let sku = format!("SKU-{}-{:04}", &acct.provider[..2].to_ascii_uppercase(), rng.below(40));
         let is_usage = kind == "Usage";
@@ -296,10 +299,7 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         ];
         w.write_record(row)?;
         stats.rows += 1;
-        stats
-            .totals
-            .add(acct.currency, billed)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        stats.totals.add(acct.currency, billed).map_err(|e| std::io::Error::other(e.to_string()))?;
     }
     w.flush()?;
     Ok(stats)

@@ -49,7 +49,13 @@ fn new_load(source_id: i64, scope: &str, key: &str, owner: &str) -> NewLoad {
 }
 
 /// Stage `lines` (in batches) under a new load and commit it.
-async fn load_lines(s: &dyn LedgerStore, source_id: i64, scope: &str, key: &str, lines: &[ChargeLine]) -> CommitOutcome {
+async fn load_lines(
+    s: &dyn LedgerStore,
+    source_id: i64,
+    scope: &str,
+    key: &str,
+    lines: &[ChargeLine],
+) -> CommitOutcome {
     let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
     for chunk in lines.chunks(5_000) {
         s.stage_lines(id, chunk).await.expect("stage");
@@ -110,8 +116,10 @@ async fn credits_stay_negative_and_currencies_apart(s: Box<dyn LedgerStore>) {
     let lines = vec![line("10.00", "USD"), line("-3.25", "USD"), line("-0.00000001", "USD"), line("7", "EUR")];
     load_lines(s.as_ref(), src, "a", "k", &lines).await;
     let rows = s.totals(&ChargeFilter::default(), &[Dim::ChargeCategory]).await.expect("totals");
-    let got: Vec<(String, String, String)> =
-        rows.iter().map(|r| (r.keys[0].clone().unwrap_or_default(), r.currency.clone(), r.billed_cost.to_string())).collect();
+    let got: Vec<(String, String, String)> = rows
+        .iter()
+        .map(|r| (r.keys[0].clone().unwrap_or_default(), r.currency.clone(), r.billed_cost.to_string()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -179,7 +187,9 @@ async fn restated_file_replaces_the_old_one(s: Box<dyn LedgerStore>) {
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "12.75");
     std::fs::write(&f, v2).expect("write");
     let r2 = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
-    let LoadOutcome::Created { load: l2, superseded } = r2[0].as_ref().expect("ok").outcome else { panic!("not created") };
+    let LoadOutcome::Created { load: l2, superseded } = r2[0].as_ref().expect("ok").outcome else {
+        panic!("not created")
+    };
     assert_eq!(superseded, Some(l1));
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "11.8");
     assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("n"), 3);
@@ -219,7 +229,10 @@ async fn concurrent_same_delivery_commits_once(s: Box<dyn LedgerStore>) {
     let b = s.begin_load(&new_load(src, "a", "same", "test:2:2")).await.expect("begin");
     s.stage_lines(a, &lines).await.expect("stage");
     s.stage_lines(b, &lines).await.expect("stage");
-    assert_eq!(s.commit_load(a, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Current { superseded: None });
+    assert_eq!(
+        s.commit_load(a, &summary_of(&lines)).await.expect("commit"),
+        CommitOutcome::Current { superseded: None }
+    );
     assert_eq!(s.commit_load(b, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Duplicate { existing: a });
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.5");
     assert_eq!(s.count_charges(&ChargeFilter { load: Some(b), ..Default::default() }).await.expect("n"), 0);
@@ -247,10 +260,8 @@ async fn stale_staging_loads_are_swept(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
     let dead = s.begin_load(&new_load(src, "a", "k1", &format!("{host}:4000000000:1"))).await.expect("begin");
-    let alive = s
-        .begin_load(&new_load(src, "b", "k1", &format!("{host}:{}:1", std::process::id())))
-        .await
-        .expect("begin");
+    let alive =
+        s.begin_load(&new_load(src, "b", "k1", &format!("{host}:{}:1", std::process::id()))).await.expect("begin");
     let remote = s.begin_load(&new_load(src, "c", "k1", "elsewhere:1:1")).await.expect("begin");
     s.stage_lines(dead, &[line("9", "USD")]).await.expect("stage");
     let swept = sweep_stale(s.as_ref(), Duration::from_secs(3600)).await.expect("sweep");
@@ -293,7 +304,15 @@ async fn filters_by_time_and_source(s: Box<dyn LedgerStore>) {
     let by_source = s.totals(&ChargeFilter::default(), &[Dim::Source, Dim::BillingPeriod]).await.expect("t");
     let got: Vec<String> = by_source
         .iter()
-        .map(|r| format!("{}|{}|{}|{}", r.keys[0].clone().unwrap_or_default(), r.keys[1].clone().unwrap_or_default(), r.currency, r.billed_cost))
+        .map(|r| {
+            format!(
+                "{}|{}|{}|{}",
+                r.keys[0].clone().unwrap_or_default(),
+                r.keys[1].clone().unwrap_or_default(),
+                r.currency,
+                r.billed_cost
+            )
+        })
         .collect();
     assert_eq!(got, vec!["a|2026-10|USD|3", "b|2026-10|USD|2"]);
     assert!(s.ensure_source("a", "other").await.is_err(), "a source keeps its kind");

@@ -244,15 +244,15 @@ impl LedgerStore for PgLedger {
     }
 
     async fn ensure_source(&self, name: &str, kind: &str) -> Result<i64> {
-        sqlx::query("INSERT INTO sources (name, kind, created_at) VALUES ($1, $2, now()) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(kind)
-            .execute(&self.pool)
-            .await?;
-        let (id, existing): (i64, String) = sqlx::query_as("SELECT id, kind FROM sources WHERE name = $1")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO sources (name, kind, created_at) VALUES ($1, $2, now()) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(kind)
+        .execute(&self.pool)
+        .await?;
+        let (id, existing): (i64, String) =
+            sqlx::query_as("SELECT id, kind FROM sources WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
         if existing != kind {
             return Err(LedgerError::State(format!(
                 "source '{name}' already holds '{existing}' data in this ledger, not '{kind}'; use another source name"
@@ -361,11 +361,13 @@ impl LedgerStore for PgLedger {
         }
         let old = cur.map(|c| c.0);
         if let Some(old) = old {
-            sqlx::query("UPDATE loads SET state = 'superseded', superseded_by = $1, superseded_at = now() WHERE id = $2")
-                .bind(load)
-                .bind(old)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE loads SET state = 'superseded', superseded_by = $1, superseded_at = now() WHERE id = $2",
+            )
+            .bind(load)
+            .bind(old)
+            .execute(&mut *tx)
+            .await?;
         }
         sqlx::query(
             "UPDATE loads SET state = 'current', finished_at = now(), heartbeat_at = now(), row_count = $1, \
@@ -442,12 +444,14 @@ impl LedgerStore for PgLedger {
 
     async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE loads SET state = 'failed', finished_at = now(), error = $1 WHERE id = $2 AND state = 'staging'")
-            .bind(error)
-            .bind(load)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE loads SET state = 'failed', finished_at = now(), error = $1 WHERE id = $2 AND state = 'staging'",
+        )
+        .bind(error)
+        .bind(load)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if n > 0 {
             sqlx::query("DELETE FROM charges WHERE load_id = $1").bind(load).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM quarantine WHERE load_id = $1").bind(load).execute(&mut *tx).await?;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, Totals, canonical, format_ts, parse_timestamp};
+use costledger_core::{
+    ChargeCategory, ChargeClass, ChargeLine, RowError, Totals, canonical, format_ts, parse_timestamp,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -33,8 +35,7 @@ fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
 }
 
 fn dec(s: Option<String>) -> Result<Option<Decimal>> {
-    s.map(|s| Decimal::from_str_exact(&s).map_err(|e| LedgerError::Corrupt(format!("amount '{s}': {e}"))))
-        .transpose()
+    s.map(|s| Decimal::from_str_exact(&s).map_err(|e| LedgerError::Corrupt(format!("amount '{s}': {e}")))).transpose()
 }
 
 fn now() -> String {
@@ -212,10 +213,8 @@ impl LedgerStore for SqliteLedger {
             .bind(now())
             .execute(&self.pool)
             .await?;
-        let (id, existing): (i64, String) = sqlx::query_as("SELECT id, kind FROM sources WHERE name = ?")
-            .bind(name)
-            .fetch_one(&self.pool)
-            .await?;
+        let (id, existing): (i64, String) =
+            sqlx::query_as("SELECT id, kind FROM sources WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
         if existing != kind {
             return Err(LedgerError::State(format!(
                 "source '{name}' already holds '{existing}' data in this ledger, not '{kind}'; use another source name"
@@ -444,13 +443,15 @@ impl LedgerStore for SqliteLedger {
 
     async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let n = sqlx::query("UPDATE loads SET state = 'failed', finished_at = ?, error = ? WHERE id = ? AND state = 'staging'")
-            .bind(now())
-            .bind(error)
-            .bind(load)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE loads SET state = 'failed', finished_at = ?, error = ? WHERE id = ? AND state = 'staging'",
+        )
+        .bind(now())
+        .bind(error)
+        .bind(load)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
         if n > 0 {
             sqlx::query("DELETE FROM charges WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
@@ -701,9 +702,7 @@ pub(crate) fn merge_parts(parts: &[(String, Option<String>, bool)]) -> Result<Me
     let mut totals = Totals::default();
     let mut invoice_ids = BTreeSet::new();
     for (t, inv, _) in parts {
-        totals
-            .merge(&parse_totals(Some(t.clone()))?)
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        totals.merge(&parse_totals(Some(t.clone()))?).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         if let Some(inv) = inv {
             let ids: Vec<String> = serde_json::from_str(inv).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
             invoice_ids.extend(ids);

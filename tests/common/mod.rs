@@ -43,7 +43,10 @@ pub async fn pg_schema_url() -> Option<String> {
     let mut conn = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| panic!("{PG_ENV} is set but PostgreSQL is unreachable: {e}"));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(&mut conn).await.expect("create schema");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
     let sep = if base.contains('?') { '&' } else { '?' };
     Some(format!("{base}{sep}options[search_path]={schema}"))
 }
@@ -109,7 +112,11 @@ pub fn bin() -> Command {
 /// Run the binary with `args` against `db`; returns (exit code, stdout, stderr).
 pub fn run(db: &str, args: &[&str]) -> (i32, String, String) {
     let out: Output = bin().arg("--database").arg(db).args(args).output().expect("run costledger");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 pub fn sqlite_url(dir: &Path) -> String {

@@ -27,7 +27,9 @@ const MAX_DIGITS: usize = 120;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MoneyError {
-    #[error("'{0}' is not a decimal number (expected digits with an optional '.', sign and E-exponent, e.g. 12.34 or 1.81E-8)")]
+    #[error(
+        "'{0}' is not a decimal number (expected digits with an optional '.', sign and E-exponent, e.g. 12.34 or 1.81E-8)"
+    )]
     Invalid(String),
     #[error("'{0}' is too large for an amount (more than 28 integer digits)")]
     Overflow(String),

@@ -7,7 +7,9 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZo
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
-    #[error("'{0}' is not a timestamp (expected ISO 8601 like 2026-10-01T00:00:00Z, 2026-10-01 00:00:00 or 2026-10-01)")]
+    #[error(
+        "'{0}' is not a timestamp (expected ISO 8601 like 2026-10-01T00:00:00Z, 2026-10-01 00:00:00 or 2026-10-01)"
+    )]
     Invalid(String),
     #[error("'{0}' is not a billing period (expected YYYY-MM, e.g. 2026-10)")]
     Period(String),

@@ -18,8 +18,7 @@ pub fn opt_string(cell: &str) -> Option<String> {
 /// value" and are kept as an empty string. Nested objects/arrays are an error.
 pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(t) = opt(cell) else { return Ok(BTreeMap::new()) };
-    let v: serde_json::Value =
-        serde_json::from_str(t).map_err(|e| format!("Tags is not a JSON object: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(t).map_err(|e| format!("Tags is not a JSON object: {e}"))?;
     let serde_json::Value::Object(map) = v else {
         return Err("Tags is not a JSON object".to_string());
     };

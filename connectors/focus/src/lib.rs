@@ -51,7 +51,11 @@ impl FocusConnector {
             if w[0].0 == w[1].0 {
                 return Err(ConnectorError::input(
                     w[1].1.display().to_string(),
-                    format!("this file and {} both map to scope '{}', so one would replace the other", w[0].1.display(), w[0].0),
+                    format!(
+                        "this file and {} both map to scope '{}', so one would replace the other",
+                        w[0].1.display(),
+                        w[0].0
+                    ),
                     "import them under different --source names or rename one of them",
                 ));
             }

@@ -138,15 +138,12 @@ impl ColumnMap {
         let mut idx = [None; 32];
         let mut extra = Vec::new();
         for (i, n) in names.iter().enumerate() {
-            let known = COLS
-                .iter()
-                .position(|(_, name)| name.eq_ignore_ascii_case(n))
-                .or_else(|| {
-                    ALIASES
-                        .iter()
-                        .find(|(a, _)| a.eq_ignore_ascii_case(n))
-                        .and_then(|(_, c)| COLS.iter().position(|(k, _)| k == c))
-                });
+            let known = COLS.iter().position(|(_, name)| name.eq_ignore_ascii_case(n)).or_else(|| {
+                ALIASES
+                    .iter()
+                    .find(|(a, _)| a.eq_ignore_ascii_case(n))
+                    .and_then(|(_, c)| COLS.iter().position(|(k, _)| k == c))
+            });
             match known {
                 Some(k) if idx[k].is_none() => idx[k] = Some(i),
                 _ => extra.push(i),

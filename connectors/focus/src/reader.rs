@@ -34,15 +34,20 @@ pub fn stream_files(
 
 /// Open a file, transparently gunzipping when it starts with the gzip magic bytes.
 pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, ConnectorError> {
+    Ok(open_detect(path)?.0)
+}
+
+/// Like [`open`], also saying whether the file is gzip.
+pub fn open_detect(path: &Path) -> Result<(Box<dyn Read + Send>, bool), ConnectorError> {
     let loc = path.display().to_string();
     let mut f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
     let mut magic = [0u8; 2];
     let n = read_up_to(&mut f, &mut magic).map_err(|e| ConnectorError::io(&loc, e))?;
     let f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
     if n == 2 && magic == [0x1f, 0x8b] {
-        Ok(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f))))
+        Ok((Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f))), true))
     } else {
-        Ok(Box::new(BufReader::with_capacity(256 * 1024, f)))
+        Ok((Box::new(BufReader::with_capacity(256 * 1024, f)), false))
     }
 }
 
@@ -57,10 +62,9 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn io_error(file: &str, line: u64, e: &csv::Error) -> ConnectorError {
+fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
     let msg = e.to_string();
-    let truncated = msg.contains("unexpected end of file") || msg.contains("corrupt deflate") || msg.contains("invalid gzip");
-    if truncated {
+    if gz && matches!(e.kind(), csv::ErrorKind::Io(_)) {
         ConnectorError::input(
             format!("{file}:{line}"),
             format!("the compressed file is truncated or corrupt ({msg})"),
@@ -82,7 +86,7 @@ fn read_file(
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
     let file = path.display().to_string();
-    let input = open(path)?;
+    let (input, gz) = open_detect(path)?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut header = csv::ByteRecord::new();
     match rdr.read_byte_record(&mut header) {
@@ -94,7 +98,7 @@ fn read_file(
                 "a FOCUS file starts with a header of column names; fetch the file again",
             ));
         }
-        Err(e) => return Err(io_error(&file, 1, &e)),
+        Err(e) => return Err(io_error(&file, 1, &e, gz)),
     }
     let cols = ColumnMap::from_header(&header).map_err(|m| {
         ConnectorError::input(format!("{file}:1"), m, "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row")
@@ -109,7 +113,7 @@ fn read_file(
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(io_error(&file, line, &e)),
+            Err(e) => return Err(io_error(&file, line, &e, gz)),
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
         let location = format!("{file}:{line}");
