@@ -28,7 +28,8 @@ fn render(batches: &[Batch]) -> String {
     let mut rows: Vec<(u64, String)> = Vec::new();
     for b in batches {
         for l in &b.lines {
-            let line_no = l.source_ref.as_deref().and_then(|r| r.rsplit(':').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
+            let line_no =
+                l.source_ref.as_deref().and_then(|r| r.rsplit(':').next()).and_then(|n| n.parse().ok()).unwrap_or(0);
             rows.push((
                 line_no,
                 format!(
@@ -131,7 +132,8 @@ async fn multi_line_quoted_fields_keep_their_line_numbers() {
 
 #[tokio::test]
 async fn too_many_decimal_places_are_rounded_and_counted() {
-    let input = format!("{HEAD}\n0.00000000000000000000000000015,USD,A1,2024-09-01,2024-10-01,2024-09-02,2024-09-03,Usage\n");
+    let input =
+        format!("{HEAD}\n0.00000000000000000000000000015,USD,A1,2024-09-01,2024-10-01,2024-09-02,2024-09-03,Usage\n");
     let b = read(input.as_bytes(), "x.csv").await.expect("ok");
     assert_eq!(b.iter().map(|b| b.rounded_amounts).sum::<u64>(), 1);
     assert_eq!(canonical(b[0].lines[0].billed_cost), "0.0000000000000000000000000002");
@@ -180,7 +182,16 @@ async fn whole_file_problems_are_clear_errors() {
     // A truncated gzip: the complete file compressed, then cut in half.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     for i in 0..2000 {
-        writeln!(gz, "{}", if i == 0 { HEAD.to_string() } else { format!("{i}.5,USD,A1,2024-09-01,2024-10-01,2024-09-02,2024-09-03,Usage") }).expect("w");
+        writeln!(
+            gz,
+            "{}",
+            if i == 0 {
+                HEAD.to_string()
+            } else {
+                format!("{i}.5,USD,A1,2024-09-01,2024-10-01,2024-09-02,2024-09-03,Usage")
+            }
+        )
+        .expect("w");
     }
     let full = gz.finish().expect("gz");
     let e = error_of(&full[..full.len() / 2], "cut.csv.gz").await;

@@ -1,0 +1,358 @@
+//! End-to-end tests of the `costledger` binary on real SQLite (and PostgreSQL when
+//! COSTLEDGER_TEST_POSTGRES_URL is set).
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::str::FromStr;
+
+use common::*;
+use costledger::ledger::{self, LoadFilter, LoadState};
+use costledger_core::Totals;
+use rust_decimal::Decimal;
+
+const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription";
+
+fn row(amount: &str, currency: &str, desc: &str) -> String {
+    format!("{amount},{currency},A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,{desc}\n")
+}
+
+fn export(db: &str) -> String {
+    let (code, out, err) = run(db, &["export", "csv"]);
+    assert_eq!(code, 0, "export failed: {err}");
+    out
+}
+
+async fn loads(db: &str) -> Vec<costledger::ledger::LoadRow> {
+    let s = ledger::open(db).await.expect("open");
+    s.loads(&LoadFilter::default()).await.expect("loads")
+}
+
+#[test]
+fn example_config_parses_and_validates() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/costledger.example.yaml");
+    let c = costledger::config::Config::load(&p).expect("example config is valid");
+    assert_eq!(c.sources.len(), 1);
+    assert_eq!(c.retention.superseded_loads_days, 90);
+    let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 source(s)"));
+}
+
+#[test]
+fn check_config_reports_every_problem_and_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("bad.yaml");
+    std::fs::write(&p, "sources:\n  - name: x\n    type: focus\n  - name: y\n    type: nope\n    path: /a\nretention: { superseded_loads_days: -1 }\n")
+        .expect("write");
+    let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err.contains("3 problem(s)"), "{err}");
+    assert!(err.contains("sources[0].path: is required"), "{err}");
+    assert!(err.contains("sources[1].type: unknown source type 'nope'"), "{err}");
+    assert!(err.contains("retention: invalid value"), "{err}");
+}
+
+#[test]
+fn importing_the_same_file_twice_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = fixture("focus/focus_sample.csv");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", f.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("loaded    focus_sample.csv → load 1: 1000 rows, 0 quarantined; BilledCost USD 20.52022672899"),
+        "{out}"
+    );
+    let first = export(&db);
+    let (code, out, _) = run(&db, &["import", "--format", "focus", f.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("skipped   focus_sample.csv (already current as load 1)"), "{out}");
+    assert_eq!(export(&db), first, "a re-delivered file must change nothing");
+    assert_eq!(first.lines().count(), 1001);
+    let (_, out, _) = run(&db, &["loads"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (_, out, _) = run(&db, &["runs"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+}
+
+#[test]
+fn a_restated_file_replaces_the_old_one_and_loads_lists_both() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("bill.csv");
+    std::fs::write(&f, format!("{HEAD}\n{}{}", row("10", "USD", "a"), row("5.5", "USD", "b"))).expect("w");
+    assert_eq!(run(&db, &["import", "--format", "focus", f.to_str().expect("p")]).0, 0);
+    std::fs::write(&f, format!("{HEAD}\n{}{}", row("10", "USD", "a"), row("6.25", "USD", "b"))).expect("w");
+    let (code, out, _) = run(&db, &["import", "--format", "focus", f.to_str().expect("p")]);
+    assert_eq!(code, 0);
+    assert!(out.contains("restated  bill.csv → load 2 replaces load 1"), "{out}");
+    let (_, out, _) = run(&db, &["loads"]);
+    assert!(out.contains("superseded") && out.contains("superseded by load 2"), "{out}");
+    assert!(out.lines().any(|l| l.contains("current") && l.contains("USD 16.25")), "{out}");
+    let csv = export(&db);
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.contains(",6.25,") && !csv.contains(",5.5,"));
+}
+
+#[tokio::test]
+async fn bad_input_gives_a_clear_message_or_quarantine_never_a_partial_load() {
+    struct Case {
+        name: &'static str,
+        file: &'static str,
+        bytes: Vec<u8>,
+        exit: i32,
+        says: &'static str,
+        quarantined: u64,
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(HEAD.as_bytes()).expect("w");
+    gz.write_all(b"\n").expect("w");
+    for i in 0..5000 {
+        gz.write_all(row(&format!("{i}.25"), "USD", "line").as_bytes()).expect("w");
+    }
+    let full = gz.finish().expect("gz");
+    let mut utf8 = format!("{HEAD}\n").into_bytes();
+    utf8.extend_from_slice(b"1,USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,caf\xe9\n");
+    utf8.extend_from_slice(row("2", "USD", "ok").as_bytes());
+    let cases = vec![
+        Case {
+            name: "truncated gzip",
+            file: "t.csv.gz",
+            bytes: full[..full.len() / 2].to_vec(),
+            exit: 2,
+            says: "truncated or corrupt",
+            quarantined: 0,
+        },
+        Case {
+            name: "non-numeric amount",
+            file: "n.csv",
+            bytes: format!("{HEAD}\n{}{}", row("1,0", "USD", "x").replacen("1,0", "\"1,0\"", 1), row("2", "USD", "ok"))
+                .into_bytes(),
+            exit: 0,
+            says: "1 quarantined",
+            quarantined: 1,
+        },
+        Case {
+            name: "missing required column",
+            file: "m.csv",
+            bytes: b"BillingCurrency,ChargeCategory\nUSD,Usage\n".to_vec(),
+            exit: 2,
+            says: "missing required FOCUS column(s): BilledCost, BillingAccountId",
+            quarantined: 0,
+        },
+        Case { name: "invalid UTF-8", file: "u.csv", bytes: utf8, exit: 0, says: "1 quarantined", quarantined: 1 },
+        Case {
+            name: "empty file",
+            file: "e.csv",
+            bytes: Vec::new(),
+            exit: 2,
+            says: "the file is empty (no header line)",
+            quarantined: 0,
+        },
+        Case {
+            name: "10 MB field",
+            file: "b.csv",
+            bytes: format!("{HEAD}\n{}{}", row("1", "USD", &"y".repeat(10 << 20)), row("2", "USD", "ok")).into_bytes(),
+            exit: 0,
+            says: "1 quarantined",
+            quarantined: 1,
+        },
+        Case {
+            name: "header only",
+            file: "h.csv",
+            bytes: format!("{HEAD}\n").into_bytes(),
+            exit: 0,
+            says: "has a header but no data rows",
+            quarantined: 0,
+        },
+        Case {
+            name: "duplicate headers",
+            file: "d.csv",
+            bytes: format!("{HEAD},BillingCurrency\n").into_bytes(),
+            exit: 2,
+            says: "duplicate column 'BillingCurrency' (columns 2 and 10)",
+            quarantined: 0,
+        },
+        Case {
+            name: "unknown currency",
+            file: "c.csv",
+            bytes: format!("{HEAD}\n{}{}", row("1", "XYZ", "x"), row("2", "USD", "ok")).into_bytes(),
+            exit: 0,
+            says: "1 quarantined",
+            quarantined: 1,
+        },
+    ];
+    for c in cases {
+        let dir = tempfile::tempdir().expect("tmp");
+        let db = sqlite_url(dir.path());
+        // A good bill first, so "unchanged" means something.
+        let good = dir.path().join("good.csv");
+        std::fs::write(&good, format!("{HEAD}\n{}", row("100", "USD", "good"))).expect("w");
+        assert_eq!(run(&db, &["import", "--format", "focus", good.to_str().expect("p")]).0, 0);
+        let before = export(&db);
+        let p = dir.path().join(c.file);
+        std::fs::write(&p, &c.bytes).expect("w");
+        let (code, out, err) = run(&db, &["import", "--format", "focus", p.to_str().expect("p")]);
+        let all = format!("{out}{err}");
+        assert_eq!(code, c.exit, "{}: exit code\n{all}", c.name);
+        assert!(all.contains(c.says), "{}: expected '{}' in\n{all}", c.name, c.says);
+        assert!(!all.contains("panicked"), "{}: panicked\n{all}", c.name);
+        let after = export(&db);
+        if c.exit == 2 {
+            assert!(all.contains(c.file), "{}: the message names the file\n{all}", c.name);
+            assert_eq!(after, before, "{}: a failed file must leave the ledger unchanged", c.name);
+            let l = loads(&db).await;
+            assert!(l.iter().all(|l| l.state != LoadState::Staging), "{}: no staging load left", c.name);
+        } else {
+            let l = loads(&db).await;
+            let last = l.last().expect("load");
+            assert_eq!(last.quarantined_count, c.quarantined, "{}", c.name);
+            if c.quarantined > 0 {
+                let (_, q, _) = run(&db, &["quarantine", "--load", &last.id.to_string()]);
+                assert!(q.contains(&format!("{}:2: ", p.display())), "{}: quarantine names file:line\n{q}", c.name);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn source_total_equals_ledger_plus_quarantine() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("mixed.csv");
+    let mut text = format!("{HEAD}\n");
+    let mut source = Totals::default();
+    for i in 0..300u32 {
+        let amount = format!("{}.{:04}", i * 7, i);
+        // Every 17th row is bad (unknown category), every 23rd has a bad currency, but their
+        // amounts still count in the source total.
+        let line = row(&amount, if i % 23 == 0 { "EURO" } else { "EUR" }, "x");
+        let line = if i % 17 == 0 { line.replace(",Usage,", ",Support,") } else { line };
+        source.add(if i % 23 == 0 { "EURO" } else { "EUR" }, Decimal::from_str(&amount).expect("d")).expect("add");
+        text.push_str(&line);
+    }
+    std::fs::write(&f, text).expect("w");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", f.to_str().expect("p")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let l = loads(&db).await;
+    let load = &l[0];
+    assert_eq!(load.row_count + load.quarantined_count, 300);
+    assert!(load.quarantined_count > 20);
+    let mut ledger_plus_quarantine = load.totals.clone();
+    ledger_plus_quarantine.merge(&load.quarantined_totals).expect("merge");
+    assert_eq!(ledger_plus_quarantine, source, "source total = charges + quarantine");
+    // And the ledger's own aggregation agrees with the load's totals.
+    let s = ledger::open(&db).await.expect("open");
+    let t = s.totals(&Default::default(), &[]).await.expect("t");
+    assert_eq!(t[0].billed_cost, load.totals.get("EUR"));
+}
+
+#[test]
+fn export_is_deterministic_neutralised_and_filtered() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("x.csv");
+    std::fs::write(
+        &f,
+        format!(
+            "{HEAD}\n{}{}{}",
+            row("-1.50", "USD", "=HYPERLINK(\"http://evil\")"),
+            row("2", "USD", "@SUM(A1)"),
+            row("3.0E-3", "USD", "plain")
+        ),
+    )
+    .expect("w");
+    assert_eq!(run(&db, &["import", "--format", "focus", f.to_str().expect("p")]).0, 0);
+    let out_file = dir.path().join("finance.csv");
+    let (code, _, err) = run(&db, &["export", "csv", "--out", out_file.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("exported 3 lines (BilledCost: USD 0.503)"), "{err}");
+    let a = std::fs::read_to_string(&out_file).expect("read");
+    assert_eq!(a, export(&db), "file and stdout exports are the same bytes");
+    assert!(a.contains(",-1.5,"), "amounts stay numeric: {a}");
+    assert!(a.contains(",0.003,"), "no exponent in output: {a}");
+    assert!(a.contains("\"'=HYPERLINK(\"\"http://evil\"\")\""), "{a}");
+    assert!(a.contains(",'@SUM(A1),"), "{a}");
+    assert!(a.contains("\r\n"), "RFC 4180 line ends");
+    let (_, none, _) = run(&db, &["export", "csv", "--from", "2026-11-01"]);
+    assert_eq!(none.lines().count(), 1, "only the header: {none}");
+    let (_, oct, _) = run(&db, &["export", "csv", "--from", "2026-10-01", "--to", "2026-11-01"]);
+    assert_eq!(oct.lines().count(), 4);
+}
+
+#[test]
+fn sample_is_deterministic_and_its_totals_match_the_ledger() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = dir.path().join("a.csv.gz");
+    let b = dir.path().join("b.csv.gz");
+    let (code, out_a, _) =
+        run("sqlite::memory:", &["sample", "--rows", "3000", "--seed", "9", "--out", a.to_str().expect("p")]);
+    assert_eq!(code, 0);
+    run("sqlite::memory:", &["sample", "--rows", "3000", "--seed", "9", "--out", b.to_str().expect("p")]);
+    assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+    let totals = out_a.split("BilledCost: ").nth(1).expect("totals printed").trim().trim_end_matches(')').to_string();
+    let db = sqlite_url(dir.path());
+    let (code, out, _) = run(&db, &["import", "--format", "focus", a.to_str().expect("p")]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("3000 rows, 0 quarantined; BilledCost {totals}")), "{out}\n{totals}");
+}
+
+#[test]
+fn demo_runs_and_is_idempotent() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path().join("demo");
+    let out = bin().args(["demo", "--rows", "2000", "--dir", d.to_str().expect("p")]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("loaded    focus-sample-data-1.0.csv"), "{text}");
+    assert!(text.contains("4. finance CSV"), "{text}");
+    let csv1 = std::fs::read(d.join("finance.csv")).expect("csv");
+    let out = bin().args(["demo", "--rows", "2000", "--dir", d.to_str().expect("p")]).output().expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("skipped   synthetic-2026-10.csv"), "{text}");
+    assert_eq!(std::fs::read(d.join("finance.csv")).expect("csv"), csv1);
+}
+
+#[test]
+fn export_is_byte_identical_on_sqlite_and_postgres() {
+    let Some(_) = pg_url() else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let pg = rt.block_on(pg_schema_url()).expect("pg");
+    let dir = tempfile::tempdir().expect("tmp");
+    let lite = sqlite_url(dir.path());
+    let sample = dir.path().join("synthetic.csv");
+    run(&lite, &["sample", "--rows", "5000", "--seed", "3", "--out", sample.to_str().expect("p")]);
+    let focus = fixture("focus/focus_sample.csv");
+    for db in [&lite, &pg] {
+        for f in [&focus, &sample] {
+            let (code, out, err) = run(db, &["import", "--format", "focus", "--source", "s", f.to_str().expect("p")]);
+            assert_eq!(code, 0, "{out}{err}");
+        }
+    }
+    let a = export(&lite);
+    let b = export(&pg);
+    assert_eq!(a.lines().count(), 6001);
+    assert!(a == b, "SQLite and PostgreSQL exports differ");
+}
+
+#[test]
+fn errors_name_what_and_where_and_exit_2() {
+    let (code, _, err) = run("mysql://x", &["loads"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unsupported database URL scheme 'mysql'"), "{err}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let (code, _, err) = run(&db, &["import", "--format", "focus", "/nonexistent/bill.csv"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/bill.csv"), "{err}");
+    let (code, _, err) = run("postgres://nobody:sekret@127.0.0.1:1/x", &["loads"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("postgres://nobody:***@127.0.0.1:1/x"), "{err}");
+    assert!(!err.contains("sekret"), "passwords are never printed: {err}");
+}
