@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp};
 use costledger_focus::FocusConnector;
@@ -292,7 +292,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     l.scope,
                     l.row_count,
                     l.quarantined_count,
-                    l.finished_at.map(format_ts).unwrap_or_else(|| "-".into()),
+                    l.finished_at.map(|t| format_ts(t.trunc_subsecs(0))).unwrap_or_else(|| "-".into()),
                     notes
                 );
             }
@@ -345,7 +345,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     r.id,
                     r.job,
                     r.source.unwrap_or_default(),
-                    format_ts(r.started_at),
+                    format_ts(r.started_at.trunc_subsecs(0)),
                     r.outcome.status,
                     r.outcome.rows,
                     r.outcome.loads_created,
@@ -417,6 +417,13 @@ async fn ingest_and_print(
     };
     let (outcome, ok) = print_reports(source, &reports);
     store.finish_run(run, &outcome).await?;
+    // Retention: lines of loads superseded longer ago than configured are deleted (the load
+    // rows stay, for history).
+    let keep = chrono::Duration::days(i64::from(config.retention.superseded_loads_days));
+    let removed = store.gc_superseded(Utc::now() - keep).await?;
+    if removed > 0 {
+        println!("retention: deleted the lines of {removed} load(s) superseded more than {} days ago", config.retention.superseded_loads_days);
+    }
     Ok(ok)
 }
 
@@ -477,7 +484,11 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
             }
         }
     }
-    println!("loaded lines: BilledCost {}", totals.display());
+    if o.loads_created > 0 {
+        println!("loaded lines: BilledCost {}", totals.display());
+    } else if errors.is_empty() {
+        println!("nothing new to load: every delivery is already current");
+    }
     if quarantined > 0 {
         println!("quarantined: {quarantined} rows (parsable amounts: {})", qtotals.display());
     }

@@ -5,51 +5,14 @@
 use std::borrow::Cow;
 use std::io::Write;
 
-use costledger_core::{Totals, canonical, format_ts};
+use costledger_core::{FOCUS_COLUMNS, Totals, canonical, format_ts};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
 use crate::ledger::{ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
 
-pub const COLUMNS: [&str; 37] = [
-    "BillingAccountId",
-    "BillingAccountName",
-    "SubAccountId",
-    "SubAccountName",
-    "BillingPeriodStart",
-    "BillingPeriodEnd",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ServiceName",
-    "ServiceCategory",
-    "ProviderName",
-    "PublisherName",
-    "InvoiceIssuerName",
-    "RegionId",
-    "ResourceId",
-    "ResourceName",
-    "SkuId",
-    "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ContractedCost",
-    "BillingCurrency",
-    "PricingQuantity",
-    "PricingUnit",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "CommitmentDiscountId",
-    "InvoiceId",
-    "Tags",
-    "x_owner",
-    "x_allocation_reason",
-    "x_load_id",
-    "x_source",
-    "x_source_ref",
-];
+/// Lineage columns written after the FOCUS columns.
+pub const LINEAGE_COLUMNS: [&str; 5] = ["x_owner", "x_allocation_reason", "x_load_id", "x_source", "x_source_ref"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -137,7 +100,7 @@ pub async fn export_csv<W: Write>(
     out: W,
 ) -> Result<ExportStats, ExportError> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(COLUMNS)?;
+    w.write_record(FOCUS_COLUMNS.iter().chain(LINEAGE_COLUMNS.iter()))?;
     let mut stats = ExportStats::default();
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {

@@ -4,6 +4,11 @@ use clap::Parser;
 use costledger::cli::{Cli, LogFormat, run};
 use tracing_subscriber::EnvFilter;
 
+/// Import moves millions of small allocations between the parser thread and the loader;
+/// mimalloc handles cross-thread frees far better than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default = match cli.verbose {

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use chrono::Duration;
-use costledger_core::{BillingPeriod, Totals, format_ts};
+use costledger_core::{BillingPeriod, FOCUS_COLUMNS, Totals, format_ts};
 use rust_decimal::Decimal;
 
 /// SplitMix64: tiny, fast, deterministic; not for secrets.
@@ -104,41 +104,6 @@ const ACCOUNTS: [Account; 3] = [
     },
 ];
 
-pub const HEADER: [&str; 33] = [
-    "BillingAccountId",
-    "BillingAccountName",
-    "SubAccountId",
-    "SubAccountName",
-    "BillingPeriodStart",
-    "BillingPeriodEnd",
-    "ChargePeriodStart",
-    "ChargePeriodEnd",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ServiceName",
-    "ServiceCategory",
-    "ProviderName",
-    "PublisherName",
-    "InvoiceIssuerName",
-    "RegionId",
-    "ResourceId",
-    "ResourceName",
-    "SkuId",
-    "BilledCost",
-    "EffectiveCost",
-    "ListCost",
-    "ContractedCost",
-    "BillingCurrency",
-    "PricingQuantity",
-    "PricingUnit",
-    "ConsumedQuantity",
-    "ConsumedUnit",
-    "CommitmentDiscountId",
-    "InvoiceId",
-    "Tags",
-    "x_SampleRow",
-];
 
 const TEAMS: [&str; 4] = ["payments", "search", "platform", "data"];
 const APPS: [&str; 6] = ["checkout-api", "checkout-web", "search-indexer", "ledger", "etl", "grafana"];
@@ -164,7 +129,7 @@ fn amount(m: i64, scale: u32) -> Decimal {
 /// Write `spec.rows` data lines (plus the header) as FOCUS CSV.
 pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<SampleStats> {
     let mut w = csv::WriterBuilder::new().from_writer(out);
-    w.write_record(HEADER)?;
+    w.write_record(FOCUS_COLUMNS.iter().chain(["x_SampleRow"].iter()))?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C057_1ED6_E400);
     let start = spec.period.start();
     let end = spec.period.end();

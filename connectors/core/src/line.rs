@@ -8,6 +8,42 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+/// The FOCUS columns a [`ChargeLine`] carries, in the order exports write them.
+pub const FOCUS_COLUMNS: [&str; 32] = [
+    "BillingAccountId",
+    "BillingAccountName",
+    "SubAccountId",
+    "SubAccountName",
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ServiceName",
+    "ServiceCategory",
+    "ProviderName",
+    "PublisherName",
+    "InvoiceIssuerName",
+    "RegionId",
+    "ResourceId",
+    "ResourceName",
+    "SkuId",
+    "BilledCost",
+    "EffectiveCost",
+    "ListCost",
+    "ContractedCost",
+    "BillingCurrency",
+    "PricingQuantity",
+    "PricingUnit",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "CommitmentDiscountId",
+    "InvoiceId",
+    "Tags",
+];
+
 /// Tag key → value, sorted (deterministic JSON). A key with no value maps to "".
 pub type Tags = BTreeMap<String, String>;
 

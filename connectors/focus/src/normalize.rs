@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::{clip, opt, parse_tags_json};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp};
+use costledger_core::{
+    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, RowError, parse_amount, parse_timestamp,
+};
 use rust_decimal::Decimal;
 
 /// Longest field accepted in one cell; a longer one quarantines its row.
@@ -14,7 +16,8 @@ pub const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// Longest raw record kept in quarantine.
 pub const MAX_RAW_BYTES: usize = 4 * 1024;
 
-/// The FOCUS columns the ledger keeps, in one order used everywhere.
+/// The FOCUS columns the ledger keeps, declared in `FOCUS_COLUMNS` order (the discriminant is
+/// the index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Col {
     BillingAccountId,
@@ -51,40 +54,6 @@ pub enum Col {
     Tags,
 }
 
-const COLS: [(Col, &str); 32] = [
-    (Col::BillingAccountId, "BillingAccountId"),
-    (Col::BillingAccountName, "BillingAccountName"),
-    (Col::SubAccountId, "SubAccountId"),
-    (Col::SubAccountName, "SubAccountName"),
-    (Col::BillingPeriodStart, "BillingPeriodStart"),
-    (Col::BillingPeriodEnd, "BillingPeriodEnd"),
-    (Col::ChargePeriodStart, "ChargePeriodStart"),
-    (Col::ChargePeriodEnd, "ChargePeriodEnd"),
-    (Col::ChargeCategory, "ChargeCategory"),
-    (Col::ChargeClass, "ChargeClass"),
-    (Col::ChargeDescription, "ChargeDescription"),
-    (Col::ServiceName, "ServiceName"),
-    (Col::ServiceCategory, "ServiceCategory"),
-    (Col::ProviderName, "ProviderName"),
-    (Col::PublisherName, "PublisherName"),
-    (Col::InvoiceIssuerName, "InvoiceIssuerName"),
-    (Col::RegionId, "RegionId"),
-    (Col::ResourceId, "ResourceId"),
-    (Col::ResourceName, "ResourceName"),
-    (Col::SkuId, "SkuId"),
-    (Col::BilledCost, "BilledCost"),
-    (Col::EffectiveCost, "EffectiveCost"),
-    (Col::ListCost, "ListCost"),
-    (Col::ContractedCost, "ContractedCost"),
-    (Col::BillingCurrency, "BillingCurrency"),
-    (Col::PricingQuantity, "PricingQuantity"),
-    (Col::PricingUnit, "PricingUnit"),
-    (Col::ConsumedQuantity, "ConsumedQuantity"),
-    (Col::ConsumedUnit, "ConsumedUnit"),
-    (Col::CommitmentDiscountId, "CommitmentDiscountId"),
-    (Col::InvoiceId, "InvoiceId"),
-    (Col::Tags, "Tags"),
-];
 
 /// Pre-1.0 names some exporters still write.
 const ALIASES: [(&str, Col); 4] = [
@@ -106,8 +75,9 @@ pub const REQUIRED: [Col; 8] = [
     Col::ChargeCategory,
 ];
 
+/// The FOCUS name of a column (`Col` is declared in `FOCUS_COLUMNS` order).
 pub fn col_name(c: Col) -> &'static str {
-    COLS.iter().find(|(k, _)| *k == c).map(|(_, n)| *n).unwrap_or("?")
+    FOCUS_COLUMNS[c as usize]
 }
 
 /// Header → column positions (by name, case-insensitively; BOM stripped).
@@ -138,12 +108,10 @@ impl ColumnMap {
         let mut idx = [None; 32];
         let mut extra = Vec::new();
         for (i, n) in names.iter().enumerate() {
-            let known = COLS.iter().position(|(_, name)| name.eq_ignore_ascii_case(n)).or_else(|| {
-                ALIASES
-                    .iter()
-                    .find(|(a, _)| a.eq_ignore_ascii_case(n))
-                    .and_then(|(_, c)| COLS.iter().position(|(k, _)| k == c))
-            });
+            let known = FOCUS_COLUMNS
+                .iter()
+                .position(|name| name.eq_ignore_ascii_case(n))
+                .or_else(|| ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(n)).map(|(_, c)| *c as usize));
             match known {
                 Some(k) if idx[k].is_none() => idx[k] = Some(i),
                 _ => extra.push(i),
@@ -151,7 +119,7 @@ impl ColumnMap {
         }
         let missing: Vec<&str> = REQUIRED
             .iter()
-            .filter(|c| idx[COLS.iter().position(|(k, _)| k == *c).unwrap_or(0)].is_none())
+            .filter(|c| idx[**c as usize].is_none())
             .map(|c| col_name(*c))
             .collect();
         if !missing.is_empty() {
