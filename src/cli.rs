@@ -422,7 +422,10 @@ async fn ingest_and_print(
     let keep = chrono::Duration::days(i64::from(config.retention.superseded_loads_days));
     let removed = store.gc_superseded(Utc::now() - keep).await?;
     if removed > 0 {
-        println!("retention: deleted the lines of {removed} load(s) superseded more than {} days ago", config.retention.superseded_loads_days);
+        println!(
+            "retention: deleted the lines of {removed} load(s) superseded more than {} days ago",
+            config.retention.superseded_loads_days
+        );
     }
     Ok(ok)
 }

@@ -3,19 +3,22 @@
 //! short transaction. Any error fails the load (its staged rows are deleted) and leaves the
 //! ledger exactly as it was. Stale staging loads left by a crash are swept on the next start.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use costledger_core::{
-    BillingPeriod, Connector, ConnectorError, Context, Delivery, MoneyError, PeriodWindow, Totals, canonical,
-    format_ts, parse_amount,
+    BillingPeriod, Connector, ConnectorError, Context, Delivery, MoneyError, PeriodWindow, Totals, format_ts,
+    parse_amount,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 use tracing::{info, info_span, warn};
 
-use crate::ledger::{CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadState, LoadSummary, NewLoad};
+use crate::ledger::{
+    CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadState, LoadSummary, NewLoad, PeriodContribution,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -224,6 +227,7 @@ async fn stage(
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
+    let mut periods: BTreeMap<BillingPeriod, PeriodContribution> = BTreeMap::new();
     let mut hasher = Sha256::new();
     let mut records = 0u64;
     let mut stream = connector.fetch(d, cx);
@@ -242,10 +246,9 @@ async fn stage(
         })?;
         for l in &batch.lines {
             sm.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
-            let p = sm
-                .periods
-                .entry(BillingPeriod::of(l.billing_period_start).to_string())
-                .or_insert_with(|| crate::ledger::PeriodContribution { all_invoiced: true, ..Default::default() });
+            let p = periods
+                .entry(BillingPeriod::of(l.billing_period_start))
+                .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
             p.rows += 1;
             p.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
             match &l.invoice_id {
@@ -256,11 +259,11 @@ async fn stage(
                 }
                 None => p.all_invoiced = false,
             }
+            // Content checksum over what the ledger keeps of each line's money and identity.
             hasher.update(l.billing_account_id.as_bytes());
             hasher.update([0]);
-            hasher.update(format_ts(l.charge_period_start).as_bytes());
-            hasher.update([0]);
-            hasher.update(canonical(l.billed_cost).as_bytes());
+            hasher.update(l.charge_period_start.timestamp().to_le_bytes());
+            hasher.update(l.billed_cost.normalize().serialize());
             hasher.update(l.billing_currency.as_bytes());
             hasher.update([1]);
         }
@@ -278,13 +281,14 @@ async fn stage(
         let ledger_err =
             |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
         if !batch.lines.is_empty() {
-            store.stage_lines(load, &batch.lines).await.map_err(ledger_err)?;
+            store.stage_lines(load, batch.lines).await.map_err(ledger_err)?;
         }
         store.stage_quarantine(load, &batch.errors).await.map_err(ledger_err)?;
         if let Some(p) = progress {
             p(d, records);
         }
     }
+    sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records))

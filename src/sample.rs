@@ -104,7 +104,6 @@ const ACCOUNTS: [Account; 3] = [
     },
 ];
 
-
 const TEAMS: [&str; 4] = ["payments", "search", "platform", "data"];
 const APPS: [&str; 6] = ["checkout-api", "checkout-web", "search-indexer", "ledger", "etl", "grafana"];
 
@@ -129,7 +128,7 @@ fn amount(m: i64, scale: u32) -> Decimal {
 /// Write `spec.rows` data lines (plus the header) as FOCUS CSV.
 pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<SampleStats> {
     let mut w = csv::WriterBuilder::new().from_writer(out);
-    w.write_record(FOCUS_COLUMNS.iter().chain(["x_SampleRow"].iter()))?;
+    w.write_record(FOCUS_COLUMNS)?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C057_1ED6_E400);
     let start = spec.period.start();
     let end = spec.period.end();
@@ -227,7 +226,7 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         };
         let sku = format!("SKU-{}-{:04}", &acct.provider[..2].to_ascii_uppercase(), rng.below(40));
         let is_usage = kind == "Usage";
-        let row: [&str; 33] = [
+        let row: [&str; 32] = [
             acct.billing_id,
             acct.billing_name,
             sub_id,
@@ -260,7 +259,6 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             &commitment,
             acct.invoice.unwrap_or_default(),
             &tags_json,
-            &i.to_string(),
         ];
         w.write_record(row)?;
         stats.rows += 1;

@@ -38,7 +38,9 @@ CREATE INDEX loads_state ON loads (state);
 
 CREATE TABLE charges (
     id                      INTEGER PRIMARY KEY,
-    load_id                 INTEGER NOT NULL REFERENCES loads(id),
+    -- No FOREIGN KEY: a per-row check (a trigger per row on PostgreSQL) would halve bulk
+    -- staging speed; the loader is the only writer and always stages under an existing load.
+    load_id                 INTEGER NOT NULL,
     billing_account_id      TEXT NOT NULL,
     billing_account_name    TEXT,
     sub_account_id          TEXT,

@@ -10,6 +10,7 @@ pub mod decimal_sum;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_bulk;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,6 +31,8 @@ pub enum LedgerError {
     Corrupt(String),
     #[error("{0}")]
     State(String),
+    #[error("SQLite bulk staging failed: {0}")]
+    Bulk(String),
     #[error("unsupported database URL scheme '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
     Url(String),
 }
@@ -240,7 +243,8 @@ pub trait LedgerStore: Send + Sync {
     async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
     async fn begin_load(&self, load: &NewLoad) -> Result<LoadId>;
     /// Append lines to a staging load (one transaction per call; also refreshes its heartbeat).
-    async fn stage_lines(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()>;
+    /// The batch is taken by value so a backend may hand it to a blocking writer thread.
+    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()>;
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
     /// One short transaction: the staging load becomes current for its scope, the previous
     /// current one superseded, the billing periods updated.

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, canonical, format_ts};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, write_ts};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -119,51 +119,63 @@ fn copy_field(out: &mut String, v: Option<&str>) {
     }
 }
 
-fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId) {
-    let amt = |d: Option<Decimal>| d.map(canonical);
-    let fields: [Option<String>; 35] = [
-        Some(l.billing_account_id.clone()),
-        l.billing_account_name.clone(),
-        l.sub_account_id.clone(),
-        l.sub_account_name.clone(),
-        Some(format_ts(l.billing_period_start)),
-        Some(format_ts(l.billing_period_end)),
-        Some(format_ts(l.charge_period_start)),
-        Some(format_ts(l.charge_period_end)),
-        Some(l.charge_category.as_str().to_string()),
-        l.charge_class.map(|c| c.as_str().to_string()),
-        l.charge_description.clone(),
-        l.service_name.clone(),
-        l.service_category.clone(),
-        l.provider_name.clone(),
-        l.publisher_name.clone(),
-        l.invoice_issuer_name.clone(),
-        l.region_id.clone(),
-        l.resource_id.clone(),
-        l.resource_name.clone(),
-        l.sku_id.clone(),
-        Some(canonical(l.billed_cost)),
-        amt(l.effective_cost),
-        amt(l.list_cost),
-        amt(l.contracted_cost),
-        Some(l.billing_currency.clone()),
-        amt(l.pricing_quantity),
-        l.pricing_unit.clone(),
-        amt(l.consumed_quantity),
-        l.consumed_unit.clone(),
-        l.commitment_discount_id.clone(),
-        l.invoice_id.clone(),
-        l.tags_json(),
-        l.x_extra_json(),
-        l.source_ref.clone(),
-        Some(load.to_string()),
-    ];
-    for (i, f) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push('\t');
+fn put(out: &mut String, v: Option<&str>) {
+    copy_field(out, v);
+    out.push('\t');
+}
+
+fn put_ts(out: &mut String, t: DateTime<Utc>) {
+    write_ts(out, t);
+    out.push('\t');
+}
+
+fn put_dec(out: &mut String, d: Option<Decimal>) {
+    match d {
+        Some(d) => {
+            let _ = write!(out, "{}", d.normalize());
         }
-        copy_field(out, f.as_deref());
+        None => out.push_str("\\N"),
     }
+    out.push('\t');
+}
+
+/// One COPY text-format line, fields in `CHARGE_COLUMNS` order, written without temporaries.
+fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId) {
+    put(out, Some(&l.billing_account_id));
+    put(out, l.billing_account_name.as_deref());
+    put(out, l.sub_account_id.as_deref());
+    put(out, l.sub_account_name.as_deref());
+    put_ts(out, l.billing_period_start);
+    put_ts(out, l.billing_period_end);
+    put_ts(out, l.charge_period_start);
+    put_ts(out, l.charge_period_end);
+    put(out, Some(l.charge_category.as_str()));
+    put(out, l.charge_class.map(|c| c.as_str()));
+    put(out, l.charge_description.as_deref());
+    put(out, l.service_name.as_deref());
+    put(out, l.service_category.as_deref());
+    put(out, l.provider_name.as_deref());
+    put(out, l.publisher_name.as_deref());
+    put(out, l.invoice_issuer_name.as_deref());
+    put(out, l.region_id.as_deref());
+    put(out, l.resource_id.as_deref());
+    put(out, l.resource_name.as_deref());
+    put(out, l.sku_id.as_deref());
+    put_dec(out, Some(l.billed_cost));
+    put_dec(out, l.effective_cost);
+    put_dec(out, l.list_cost);
+    put_dec(out, l.contracted_cost);
+    put(out, Some(&l.billing_currency));
+    put_dec(out, l.pricing_quantity);
+    put(out, l.pricing_unit.as_deref());
+    put_dec(out, l.consumed_quantity);
+    put(out, l.consumed_unit.as_deref());
+    put(out, l.commitment_discount_id.as_deref());
+    put(out, l.invoice_id.as_deref());
+    put(out, l.tags_json().as_deref());
+    put(out, l.x_extra_json().as_deref());
+    put(out, l.source_ref.as_deref());
+    let _ = write!(out, "{load}");
     out.push('\n');
 }
 
@@ -282,9 +294,9 @@ impl LedgerStore for PgLedger {
         .await?)
     }
 
-    async fn stage_lines(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()> {
+    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()> {
         let mut buf = String::with_capacity(lines.len() * 400);
-        for l in lines {
+        for l in &lines {
             copy_line(&mut buf, l, load);
         }
         let mut tx = self.pool.begin().await?;

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +17,7 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
+use super::sqlite_bulk::{BulkConn, Staged};
 use super::*;
 
 /// Rows per multi-row INSERT (35 values each; well under SQLite's bind-variable limit).
@@ -24,6 +25,8 @@ const ROWS_PER_INSERT: usize = 500;
 
 pub struct SqliteLedger {
     pool: SqlitePool,
+    /// The raw bulk-staging connection (file databases only; opened at the first batch).
+    bulk: Option<(std::path::PathBuf, Arc<Mutex<Option<BulkConn>>>)>,
 }
 
 fn ts(s: &str) -> Result<DateTime<Utc>> {
@@ -172,13 +175,71 @@ impl SqliteLedger {
             // An in-memory database exists per connection: keep exactly one.
             .max_connections(if memory { 1 } else { 4 })
             .after_connect(|conn, _| Box::pin(async move { super::decimal_sum::register(conn).await }))
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
-        Ok(Self { pool })
+        let bulk = (!memory).then(|| (opts.get_filename().to_path_buf(), Arc::new(Mutex::new(None))));
+        Ok(Self { pool, bulk })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// The sqlx path (multi-row VALUES), used for in-memory databases.
+    async fn stage_lines_sqlx(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in lines.chunks(ROWS_PER_INSERT) {
+            let owned;
+            let sql: &str = if chunk.len() == ROWS_PER_INSERT {
+                full_insert_sql()
+            } else {
+                owned = insert_sql(chunk.len());
+                &owned
+            };
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for l in chunk {
+                q = q
+                    .bind(&l.billing_account_id)
+                    .bind(&l.billing_account_name)
+                    .bind(&l.sub_account_id)
+                    .bind(&l.sub_account_name)
+                    .bind(format_ts(l.billing_period_start))
+                    .bind(format_ts(l.billing_period_end))
+                    .bind(format_ts(l.charge_period_start))
+                    .bind(format_ts(l.charge_period_end))
+                    .bind(l.charge_category.as_str())
+                    .bind(l.charge_class.map(|c| c.as_str()))
+                    .bind(&l.charge_description)
+                    .bind(&l.service_name)
+                    .bind(&l.service_category)
+                    .bind(&l.provider_name)
+                    .bind(&l.publisher_name)
+                    .bind(&l.invoice_issuer_name)
+                    .bind(&l.region_id)
+                    .bind(&l.resource_id)
+                    .bind(&l.resource_name)
+                    .bind(&l.sku_id)
+                    .bind(canonical(l.billed_cost))
+                    .bind(l.effective_cost.map(canonical))
+                    .bind(l.list_cost.map(canonical))
+                    .bind(l.contracted_cost.map(canonical))
+                    .bind(&l.billing_currency)
+                    .bind(l.pricing_quantity.map(canonical))
+                    .bind(&l.pricing_unit)
+                    .bind(l.consumed_quantity.map(canonical))
+                    .bind(&l.consumed_unit)
+                    .bind(&l.commitment_discount_id)
+                    .bind(&l.invoice_id)
+                    .bind(l.tags_json())
+                    .bind(l.x_extra_json())
+                    .bind(&l.source_ref)
+                    .bind(load);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        heartbeat(&mut tx, load).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -248,60 +309,28 @@ impl LedgerStore for SqliteLedger {
         Ok(id)
     }
 
-    async fn stage_lines(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in lines.chunks(ROWS_PER_INSERT) {
-            let owned;
-            let sql: &str = if chunk.len() == ROWS_PER_INSERT {
-                full_insert_sql()
-            } else {
-                owned = insert_sql(chunk.len());
-                &owned
+    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()> {
+        if let Some((path, conn)) = &self.bulk {
+            let (path, conn) = (path.clone(), conn.clone());
+            let staged = tokio::task::spawn_blocking(move || {
+                let mut guard = conn.lock().map_err(|_| "bulk connection lock poisoned".to_string())?;
+                if guard.is_none() {
+                    *guard = Some(BulkConn::open(&path)?);
+                }
+                match guard.as_mut() {
+                    Some(c) => c.stage(load, &lines, &now()),
+                    None => Err("bulk connection missing".to_string()),
+                }
+            })
+            .await
+            .map_err(|e| LedgerError::Bulk(e.to_string()))?
+            .map_err(LedgerError::Bulk)?;
+            return match staged {
+                Staged::Done => Ok(()),
+                Staged::NotStaging => Err(not_staging(load)),
             };
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for l in chunk {
-                q = q
-                    .bind(&l.billing_account_id)
-                    .bind(&l.billing_account_name)
-                    .bind(&l.sub_account_id)
-                    .bind(&l.sub_account_name)
-                    .bind(format_ts(l.billing_period_start))
-                    .bind(format_ts(l.billing_period_end))
-                    .bind(format_ts(l.charge_period_start))
-                    .bind(format_ts(l.charge_period_end))
-                    .bind(l.charge_category.as_str())
-                    .bind(l.charge_class.map(|c| c.as_str()))
-                    .bind(&l.charge_description)
-                    .bind(&l.service_name)
-                    .bind(&l.service_category)
-                    .bind(&l.provider_name)
-                    .bind(&l.publisher_name)
-                    .bind(&l.invoice_issuer_name)
-                    .bind(&l.region_id)
-                    .bind(&l.resource_id)
-                    .bind(&l.resource_name)
-                    .bind(&l.sku_id)
-                    .bind(canonical(l.billed_cost))
-                    .bind(l.effective_cost.map(canonical))
-                    .bind(l.list_cost.map(canonical))
-                    .bind(l.contracted_cost.map(canonical))
-                    .bind(&l.billing_currency)
-                    .bind(l.pricing_quantity.map(canonical))
-                    .bind(&l.pricing_unit)
-                    .bind(l.consumed_quantity.map(canonical))
-                    .bind(&l.consumed_unit)
-                    .bind(&l.commitment_discount_id)
-                    .bind(&l.invoice_id)
-                    .bind(l.tags_json())
-                    .bind(l.x_extra_json())
-                    .bind(&l.source_ref)
-                    .bind(load);
-            }
-            q.execute(&mut *tx).await?;
         }
-        heartbeat(&mut tx, load).await?;
-        tx.commit().await?;
-        Ok(())
+        self.stage_lines_sqlx(load, &lines).await
     }
 
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()> {
@@ -684,11 +713,15 @@ async fn heartbeat(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, load: LoadId) -
         .await?
         .rows_affected();
     if n == 0 {
-        return Err(LedgerError::State(format!(
-            "load {load} is no longer staging (swept as stale by another process?); nothing of it was committed"
-        )));
+        return Err(not_staging(load));
     }
     Ok(())
+}
+
+fn not_staging(load: LoadId) -> LedgerError {
+    LedgerError::State(format!(
+        "load {load} is no longer staging (swept as stale by another process?); nothing of it was committed"
+    ))
 }
 
 pub(crate) struct Merged {

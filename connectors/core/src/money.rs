@@ -46,8 +46,12 @@ pub struct Amount {
 }
 
 fn pow10(n: u32) -> I256 {
-    let mut p = I256::ONE;
-    for _ in 0..n {
+    if n <= 38 {
+        // 10^38 < 2^127: one u128 power, no wide multiplications.
+        return I256::from(10u128.pow(n));
+    }
+    let mut p = I256::from(10u128.pow(38));
+    for _ in 38..n {
         p *= I256::new(10);
     }
     p

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, SecondsFormat, TimeZone, Timelike, Utc};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
@@ -112,7 +112,28 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimeError> {
 /// The one text form of a timestamp in the ledger and in exports: `2026-10-01T00:00:00Z`
 /// (fractional seconds only when present). Sorts lexicographically in time order.
 pub fn format_ts(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    let mut s = String::with_capacity(20);
+    write_ts(&mut s, t);
+    s
+}
+
+/// Append [`format_ts`]'s text to `out` without allocating (hot path of bulk loading).
+pub fn write_ts(out: &mut String, t: DateTime<Utc>) {
+    use std::fmt::Write as _;
+    if t.timestamp_subsec_nanos() != 0 || !(0..=9999).contains(&t.year()) {
+        out.push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        return;
+    }
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
 }
 
 #[cfg(test)]
@@ -136,6 +157,8 @@ mod tests {
             assert_eq!(parse_timestamp(s).expect(s), want, "{s}");
         }
         assert_eq!(format_ts(parse_timestamp("2024-09-01").expect("d")), "2024-09-01T00:00:00Z");
+        assert_eq!(format_ts(parse_timestamp("2024-09-01T10:11:12.5Z").expect("d")), "2024-09-01T10:11:12.500Z");
+        assert_eq!(format_ts(parse_timestamp("2024-12-31T23:59:59Z").expect("d")), "2024-12-31T23:59:59Z");
         for bad in ["", "9/2/2023", "2023-13-01", "yesterday", "2023-11-31"] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }

@@ -54,7 +54,6 @@ pub enum Col {
     Tags,
 }
 
-
 /// Pre-1.0 names some exporters still write.
 const ALIASES: [(&str, Col); 4] = [
     ("Provider", Col::ProviderName),
@@ -117,11 +116,8 @@ impl ColumnMap {
                 _ => extra.push(i),
             }
         }
-        let missing: Vec<&str> = REQUIRED
-            .iter()
-            .filter(|c| idx[**c as usize].is_none())
-            .map(|c| col_name(*c))
-            .collect();
+        let missing: Vec<&str> =
+            REQUIRED.iter().filter(|c| idx[**c as usize].is_none()).map(|c| col_name(*c)).collect();
         if !missing.is_empty() {
             return Err(format!("missing required FOCUS column(s): {}", missing.join(", ")));
         }
