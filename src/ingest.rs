@@ -12,6 +12,8 @@ use costledger_core::{
     parse_amount,
 };
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 use tracing::{info, info_span, warn};
@@ -69,6 +71,9 @@ pub struct LoadReport {
 
 /// Called after every staged batch with the running record count of the current delivery.
 pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
+
+/// Batches being written at once by one load (bounded: memory stays at a few batches).
+const STAGES_IN_FLIGHT: usize = 2;
 
 /// `host:pid:nonce`: identifies the process staging a load.
 pub fn owner_id() -> String {
@@ -230,27 +235,68 @@ async fn stage(
     let mut periods: BTreeMap<BillingPeriod, PeriodContribution> = BTreeMap::new();
     let mut hasher = Sha256::new();
     let mut records = 0u64;
+    let ledger_err =
+        |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut stream = connector.fetch(d, cx);
-    while let Some(item) = stream.next().await {
+    // Up to STAGES_IN_FLIGHT batches are being written while the next one is read and
+    // summarised, so encoding one batch overlaps the database working on the previous one.
+    let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<(), LedgerError>>> = FuturesUnordered::new();
+    let mut failure: Option<IngestError> = None;
+    loop {
+        while in_flight.len() >= STAGES_IN_FLIGHT {
+            if let Some(Err(e)) = in_flight.next().await {
+                failure = Some(ledger_err(e));
+                break;
+            }
+        }
+        if failure.is_some() {
+            break;
+        }
+        let item = if in_flight.is_empty() {
+            stream.next().await
+        } else {
+            tokio::select! {
+                biased;
+                r = in_flight.next() => {
+                    if let Some(Err(e)) = r {
+                        failure = Some(ledger_err(e));
+                        break;
+                    }
+                    continue;
+                }
+                item = stream.next() => item,
+            }
+        };
+        let Some(item) = item else { break };
         if cx.cancel.is_cancelled() {
-            return Err(IngestError::Connector {
+            failure = Some(IngestError::Connector {
                 source_name: source.to_string(),
                 scope: d.scope.clone(),
                 error: ConnectorError::Cancelled,
             });
+            break;
         }
-        let batch = item.map_err(|error| IngestError::Connector {
-            source_name: source.to_string(),
-            scope: d.scope.clone(),
-            error,
-        })?;
+        let batch = match item {
+            Ok(b) => b,
+            Err(error) => {
+                failure =
+                    Some(IngestError::Connector { source_name: source.to_string(), scope: d.scope.clone(), error });
+                break;
+            }
+        };
         for l in &batch.lines {
-            sm.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
+            if let Err(e) = sm.totals.add(&l.billing_currency, l.billed_cost) {
+                failure = Some(money(e));
+                break;
+            }
             let p = periods
                 .entry(BillingPeriod::of(l.billing_period_start))
                 .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
             p.rows += 1;
-            p.totals.add(&l.billing_currency, l.billed_cost).map_err(money)?;
+            if let Err(e) = p.totals.add(&l.billing_currency, l.billed_cost) {
+                failure = Some(money(e));
+                break;
+            }
             match &l.invoice_id {
                 Some(id) => {
                     if !p.invoice_ids.contains(id) {
@@ -270,23 +316,40 @@ async fn stage(
         for e in &batch.errors {
             if let (Some(raw), Some(cur)) = (&e.raw_amount, &e.currency)
                 && let Ok(Some(a)) = parse_amount(raw)
+                && let Err(e) = sm.quarantined_totals.add(cur, a.value)
             {
-                sm.quarantined_totals.add(cur, a.value).map_err(money)?;
+                failure = Some(money(e));
+                break;
             }
         }
+        let first_row = sm.row_count;
         sm.row_count += batch.lines.len() as u64;
         sm.quarantined_count += batch.errors.len() as u64;
         sm.rounded_count += batch.rounded_amounts;
         records += batch.records;
-        let ledger_err =
-            |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
-        if !batch.lines.is_empty() {
-            store.stage_lines(load, batch.lines).await.map_err(ledger_err)?;
+        if failure.is_some() {
+            break;
         }
-        store.stage_quarantine(load, &batch.errors).await.map_err(ledger_err)?;
+        let (lines, errors) = (batch.lines, batch.errors);
+        in_flight.push(Box::pin(async move {
+            if !lines.is_empty() {
+                store.stage_lines(load, first_row, lines).await?;
+            }
+            store.stage_quarantine(load, &errors).await
+        }));
         if let Some(p) = progress {
             p(d, records);
         }
+    }
+    // Let every write in flight finish (even after a failure, so no connection is left
+    // mid-COPY), then report the first problem.
+    while let Some(r) = in_flight.next().await {
+        if let (Err(e), None) = (r, &failure) {
+            failure = Some(ledger_err(e));
+        }
+    }
+    if let Some(f) = failure {
+        return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
     let digest = hasher.finalize();

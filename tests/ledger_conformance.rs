@@ -57,8 +57,8 @@ async fn load_lines(
     lines: &[ChargeLine],
 ) -> CommitOutcome {
     let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
-    for chunk in lines.chunks(5_000) {
-        s.stage_lines(id, chunk.to_vec()).await.expect("stage");
+    for (i, chunk) in lines.chunks(5_000).enumerate() {
+        s.stage_lines(id, i as u64 * 5_000, chunk.to_vec()).await.expect("stage");
     }
     s.commit_load(id, &summary_of(lines)).await.expect("commit")
 }
@@ -78,8 +78,8 @@ async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
     let one = line("0.0000000001", "USD");
     let batch: Vec<ChargeLine> = vec![one; 10_000];
     let id = s.begin_load(&new_load(src, "big", "k1", "test:1:1")).await.expect("begin");
-    for _ in 0..100 {
-        s.stage_lines(id, batch.clone()).await.expect("stage");
+    for i in 0..100 {
+        s.stage_lines(id, i * 10_000, batch.clone()).await.expect("stage");
     }
     let mut sm = summary_of(&batch);
     sm.row_count = 1_000_000;
@@ -104,8 +104,8 @@ async fn wide_amounts_sum_beyond_a_decimal(s: Box<dyn LedgerStore>) {
     let src2 = s.ensure_source("t2", "test").await.expect("source");
     let batch: Vec<ChargeLine> = vec![line("1.0000000000000000000000000001", "GBP"); 999_999 / 9];
     let id = s.begin_load(&new_load(src2, "b", "k", "test:1:1")).await.expect("begin");
-    for _ in 0..9 {
-        s.stage_lines(id, batch.clone()).await.expect("stage");
+    for i in 0..9 {
+        s.stage_lines(id, i * (999_999 / 9), batch.clone()).await.expect("stage");
     }
     s.commit_load(id, &summary_of(&batch)).await.expect("commit");
     assert_eq!(total(s.as_ref(), "GBP").await.to_string(), "999999.0000000000000000000000999999");
@@ -210,7 +210,7 @@ async fn staging_is_invisible_and_failure_leaves_nothing(s: Box<dyn LedgerStore>
     let src = s.ensure_source("t", "test").await.expect("source");
     load_lines(s.as_ref(), src, "a", "k1", &[line("5", "USD")]).await;
     let id = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
-    s.stage_lines(id, vec![line("100", "USD"), line("200", "USD")]).await.expect("stage");
+    s.stage_lines(id, 0, vec![line("100", "USD"), line("200", "USD")]).await.expect("stage");
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5", "staged lines must be invisible");
     assert!(s.fail_load(id, "boom").await.expect("fail"));
     assert!(!s.fail_load(id, "again").await.expect("fail twice is a no-op"));
@@ -227,8 +227,8 @@ async fn concurrent_same_delivery_commits_once(s: Box<dyn LedgerStore>) {
     let lines = vec![line("1.5", "USD")];
     let a = s.begin_load(&new_load(src, "a", "same", "test:1:1")).await.expect("begin");
     let b = s.begin_load(&new_load(src, "a", "same", "test:2:2")).await.expect("begin");
-    s.stage_lines(a, lines.clone()).await.expect("stage");
-    s.stage_lines(b, lines.clone()).await.expect("stage");
+    s.stage_lines(a, 0, lines.clone()).await.expect("stage");
+    s.stage_lines(b, 0, lines.clone()).await.expect("stage");
     assert_eq!(
         s.commit_load(a, &summary_of(&lines)).await.expect("commit"),
         CommitOutcome::Current { superseded: None }
@@ -263,7 +263,7 @@ async fn stale_staging_loads_are_swept(s: Box<dyn LedgerStore>) {
     let alive =
         s.begin_load(&new_load(src, "b", "k1", &format!("{host}:{}:1", std::process::id()))).await.expect("begin");
     let remote = s.begin_load(&new_load(src, "c", "k1", "elsewhere:1:1")).await.expect("begin");
-    s.stage_lines(dead, vec![line("9", "USD")]).await.expect("stage");
+    s.stage_lines(dead, 0, vec![line("9", "USD")]).await.expect("stage");
     let swept = sweep_stale(s.as_ref(), Duration::from_secs(3600)).await.expect("sweep");
     assert_eq!(swept, vec![dead]);
     tokio::time::sleep(Duration::from_millis(1100)).await;

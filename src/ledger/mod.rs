@@ -197,6 +197,8 @@ pub struct QuarantineRow {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChargeRecord {
     pub load_id: LoadId,
+    /// Position of the line in its load.
+    pub row_no: i64,
     pub source: String,
     pub line: ChargeLine,
 }
@@ -243,8 +245,10 @@ pub trait LedgerStore: Send + Sync {
     async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
     async fn begin_load(&self, load: &NewLoad) -> Result<LoadId>;
     /// Append lines to a staging load (one transaction per call; also refreshes its heartbeat).
-    /// The batch is taken by value so a backend may hand it to a blocking writer thread.
-    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()>;
+    /// `first_row` is the load-wide position of the first line (the loader numbers lines
+    /// 0, 1, 2, … across batches). The batch is taken by value so a backend may hand it to a
+    /// blocking writer thread.
+    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()>;
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
     /// One short transaction: the staging load becomes current for its scope, the previous
     /// current one superseded, the billing periods updated.
@@ -320,17 +324,18 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 }
 
 /// The export order, shared by both backends (NULLs first, byte-wise text comparison).
-pub(crate) const ORDER_COLUMNS: [&str; 7] = [
+pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "billing_period_start",
     "provider_name",
     "billing_account_id",
     "sub_account_id",
     "charge_period_start",
     "service_name",
-    "id",
+    "load_id",
+    "row_no",
 ];
 
-pub(crate) const CHARGE_COLUMNS: [&str; 35] = [
+pub(crate) const CHARGE_COLUMNS: [&str; 36] = [
     "billing_account_id",
     "billing_account_name",
     "sub_account_id",
@@ -366,6 +371,7 @@ pub(crate) const CHARGE_COLUMNS: [&str; 35] = [
     "x_extra",
     "x_source_ref",
     "load_id",
+    "row_no",
 ];
 
 pub(crate) fn dim_column(d: Dim) -> &'static str {

@@ -140,7 +140,7 @@ fn put_dec(out: &mut String, d: Option<Decimal>) {
 }
 
 /// One COPY text-format line, fields in `CHARGE_COLUMNS` order, written without temporaries.
-fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId) {
+fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId, row_no: u64) {
     put(out, Some(&l.billing_account_id));
     put(out, l.billing_account_name.as_deref());
     put(out, l.sub_account_id.as_deref());
@@ -175,7 +175,7 @@ fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId) {
     put(out, l.tags_json().as_deref());
     put(out, l.x_extra_json().as_deref());
     put(out, l.source_ref.as_deref());
-    let _ = write!(out, "{load}");
+    let _ = write!(out, "{load}\t{row_no}");
     out.push('\n');
 }
 
@@ -218,7 +218,7 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
         x_extra: parse_tags(s(32)?)?,
         source_ref: s(33)?,
     };
-    Ok(ChargeRecord { load_id: r.try_get(34)?, source: r.try_get(35)?, line })
+    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(36)?, line })
 }
 
 impl PgLedger {
@@ -294,12 +294,15 @@ impl LedgerStore for PgLedger {
         .await?)
     }
 
-    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()> {
+    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
         let mut buf = String::with_capacity(lines.len() * 400);
-        for l in &lines {
-            copy_line(&mut buf, l, load);
+        for (n, l) in lines.iter().enumerate() {
+            copy_line(&mut buf, l, load, first_row + n as u64);
         }
         let mut tx = self.pool.begin().await?;
+        // Staged rows need no flush of their own: the load only becomes visible through the
+        // (synchronous) commit_load transaction, whose WAL flush covers every earlier record.
+        sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
         let stmt = format!("COPY charges ({}) FROM STDIN", CHARGE_COLUMNS.join(", "));
         let mut copy = tx.copy_in_raw(&stmt).await?;
         if let Err(e) = copy.send(buf.as_bytes()).await {
@@ -596,7 +599,7 @@ impl LedgerStore for PgLedger {
         let order: Vec<String> = ORDER_COLUMNS
             .iter()
             .map(|c| match *c {
-                "billing_period_start" | "charge_period_start" | "id" => format!("c.{c} NULLS FIRST"),
+                "billing_period_start" | "charge_period_start" | "load_id" | "row_no" => format!("c.{c} NULLS FIRST"),
                 _ => format!("c.{c} COLLATE \"C\" NULLS FIRST"),
             })
             .collect();

@@ -159,7 +159,7 @@ fn charge_record(r: &SqliteRow) -> Result<ChargeRecord> {
         x_extra: parse_tags(s(32)?)?,
         source_ref: s(33)?,
     };
-    Ok(ChargeRecord { load_id: r.try_get(34)?, source: r.try_get(35)?, line })
+    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(36)?, line })
 }
 
 impl SqliteLedger {
@@ -186,7 +186,8 @@ impl SqliteLedger {
     }
 
     /// The sqlx path (multi-row VALUES), used for in-memory databases.
-    async fn stage_lines_sqlx(&self, load: LoadId, lines: &[ChargeLine]) -> Result<()> {
+    async fn stage_lines_sqlx(&self, load: LoadId, first_row: u64, lines: &[ChargeLine]) -> Result<()> {
+        let mut row_no = to_i64(first_row);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for chunk in lines.chunks(ROWS_PER_INSERT) {
             let owned;
@@ -233,7 +234,9 @@ impl SqliteLedger {
                     .bind(l.tags_json())
                     .bind(l.x_extra_json())
                     .bind(&l.source_ref)
-                    .bind(load);
+                    .bind(load)
+                    .bind(row_no);
+                row_no += 1;
             }
             q.execute(&mut *tx).await?;
         }
@@ -309,7 +312,7 @@ impl LedgerStore for SqliteLedger {
         Ok(id)
     }
 
-    async fn stage_lines(&self, load: LoadId, lines: Vec<ChargeLine>) -> Result<()> {
+    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
         if let Some((path, conn)) = &self.bulk {
             let (path, conn) = (path.clone(), conn.clone());
             let staged = tokio::task::spawn_blocking(move || {
@@ -318,7 +321,7 @@ impl LedgerStore for SqliteLedger {
                     *guard = Some(BulkConn::open(&path)?);
                 }
                 match guard.as_mut() {
-                    Some(c) => c.stage(load, &lines, &now()),
+                    Some(c) => c.stage(load, to_i64(first_row), &lines, &now()),
                     None => Err("bulk connection missing".to_string()),
                 }
             })
@@ -330,7 +333,7 @@ impl LedgerStore for SqliteLedger {
                 Staged::NotStaging => Err(not_staging(load)),
             };
         }
-        self.stage_lines_sqlx(load, &lines).await
+        self.stage_lines_sqlx(load, first_row, &lines).await
     }
 
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()> {

@@ -91,9 +91,15 @@ impl BulkConn {
     }
 
     /// Insert `lines` under `load` and refresh its heartbeat, in one transaction.
-    pub(crate) fn stage(&mut self, load: LoadId, lines: &[ChargeLine], now: &str) -> Result<Staged, String> {
+    pub(crate) fn stage(
+        &mut self,
+        load: LoadId,
+        first_row: i64,
+        lines: &[ChargeLine],
+        now: &str,
+    ) -> Result<Staged, String> {
         self.exec("BEGIN IMMEDIATE")?;
-        let r = self.stage_in_tx(load, lines, now);
+        let r = self.stage_in_tx(load, first_row, lines, now);
         // SAFETY: the statements are valid; clearing drops every pointer bound to scratch text.
         unsafe {
             ffi::sqlite3_reset(self.insert);
@@ -113,12 +119,12 @@ impl BulkConn {
         }
     }
 
-    fn stage_in_tx(&mut self, load: LoadId, lines: &[ChargeLine], now: &str) -> Result<Staged, String> {
+    fn stage_in_tx(&mut self, load: LoadId, first_row: i64, lines: &[ChargeLine], now: &str) -> Result<Staged, String> {
         // Per-row scratch for formatted values; bound with SQLITE_STATIC, so they must outlive
         // the step (they do: they are only rewritten before the next row's binds).
         let mut scratch: [String; 12] = Default::default();
         let s = self.insert;
-        for l in lines {
+        for (n, l) in lines.iter().enumerate() {
             for b in scratch.iter_mut() {
                 b.clear();
             }
@@ -177,7 +183,7 @@ impl BulkConn {
                 x.as_ref().map(|_| extra.as_str()),
                 l.source_ref.as_deref(),
             ];
-            // SAFETY: `s` is a valid prepared statement with 35 parameters; every text pointer
+            // SAFETY: `s` is a valid prepared statement with 36 parameters; every text pointer
             // stays valid until the step below (see `scratch`), and lengths are exact.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
@@ -196,6 +202,7 @@ impl BulkConn {
                     }
                 }
                 ffi::sqlite3_bind_int64(s, 35, load);
+                ffi::sqlite3_bind_int64(s, 36, first_row + n as i64);
                 let rc = ffi::sqlite3_step(s);
                 if rc != ffi::SQLITE_DONE {
                     return Err(format!("inserting a charge: {}", self.errmsg()));
