@@ -382,3 +382,21 @@ fn migrations_have_the_same_versions_on_both_backends() {
     let embedded: Vec<i64> = costledger::ledger::migrations::MIGRATIONS.iter().map(|m| m.0).collect();
     assert_eq!(embedded, lite.iter().map(|v| v.0).collect::<Vec<_>>(), "embedded list out of date");
 }
+
+/// `sqlite::memory:` stages through sqlx (multi-row VALUES) instead of the C-API bulk path; the
+/// same contract must hold there too.
+#[tokio::test]
+async fn in_memory_sqlite_stages_through_sqlx_with_the_same_results() {
+    let s = costledger::ledger::open("sqlite::memory:").await.expect("open");
+    s.migrate().await.expect("migrate");
+    let src = s.ensure_source("m", "test").await.expect("source");
+    // 1,201 lines: more than two full 500-row statements plus a partial one.
+    let lines: Vec<ChargeLine> = (0..1201).map(|_| line("0.0000000001", "USD")).collect();
+    load_lines(s.as_ref(), src, "a", "k1", &lines).await;
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "0.0000001201");
+    let rows: Vec<i64> = s.charges(&ChargeFilter::default()).map(|r| r.expect("row").row_no).collect().await;
+    assert_eq!(rows, (0..1201).collect::<Vec<i64>>(), "row numbers follow the load's order");
+    let out = load_lines(s.as_ref(), src, "a", "k2", &[line("-2.5", "USD")]).await;
+    assert!(matches!(out, CommitOutcome::Current { superseded: Some(_) }));
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "-2.5");
+}

@@ -301,6 +301,32 @@ pub(crate) fn set_json(s: &BTreeSet<String>) -> Option<String> {
     if s.is_empty() { None } else { serde_json::to_string(s).ok() }
 }
 
+pub(crate) struct Merged {
+    pub totals: Totals,
+    pub invoice_ids: BTreeSet<String>,
+    pub all_invoiced: bool,
+}
+
+/// Merge the per-load contributions of one period (shared by both backends).
+pub(crate) fn merge_parts(parts: &[(String, Option<String>, bool)]) -> Result<Merged> {
+    let mut totals = Totals::default();
+    let mut invoice_ids = BTreeSet::new();
+    for (t, inv, _) in parts {
+        totals.merge(&parse_totals(Some(t.clone()))?).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        invoice_ids.extend(parse_ids(inv.clone())?);
+    }
+    let all_invoiced = !parts.is_empty() && parts.iter().all(|p| p.2);
+    Ok(Merged { totals, invoice_ids, all_invoiced })
+}
+
+/// Invoice ids stored as a JSON array of strings.
+pub(crate) fn parse_ids(s: Option<String>) -> Result<Vec<String>> {
+    match s {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("invoice ids {s}: {e}"))),
+    }
+}
+
 pub(crate) fn parse_totals(s: Option<String>) -> Result<Totals> {
     match s {
         None => Ok(Totals::default()),

@@ -8,14 +8,13 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, write_ts};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, write_canonical, write_ts};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use super::sqlite::merge_parts;
 use super::*;
 
 pub struct PgLedger {
@@ -131,9 +130,7 @@ fn put_ts(out: &mut String, t: DateTime<Utc>) {
 
 fn put_dec(out: &mut String, d: Option<Decimal>) {
     match d {
-        Some(d) => {
-            let _ = write!(out, "{}", d.normalize());
-        }
+        Some(d) => write_canonical(out, d),
         None => out.push_str("\\N"),
     }
     out.push('\t');
@@ -585,7 +582,7 @@ impl LedgerStore for PgLedger {
                     source,
                     period,
                     state,
-                    invoice_ids: inv.map(|s| serde_json::from_str(&s).unwrap_or_default()).unwrap_or_default(),
+                    invoice_ids: parse_ids(inv)?,
                     current_load,
                     totals: parse_totals(totals)?,
                 })

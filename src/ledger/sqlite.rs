@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{
-    ChargeCategory, ChargeClass, ChargeLine, RowError, Totals, canonical, format_ts, parse_timestamp,
-};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, canonical, format_ts, parse_timestamp};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -613,7 +611,7 @@ impl LedgerStore for SqliteLedger {
                     source,
                     period,
                     state,
-                    invoice_ids: inv.map(|s| serde_json::from_str(&s).unwrap_or_default()).unwrap_or_default(),
+                    invoice_ids: parse_ids(inv)?,
                     current_load,
                     totals: parse_totals(totals)?,
                 })
@@ -725,25 +723,4 @@ fn not_staging(load: LoadId) -> LedgerError {
     LedgerError::State(format!(
         "load {load} is no longer staging (swept as stale by another process?); nothing of it was committed"
     ))
-}
-
-pub(crate) struct Merged {
-    pub totals: Totals,
-    pub invoice_ids: BTreeSet<String>,
-    pub all_invoiced: bool,
-}
-
-/// Merge the per-load contributions of one period (shared by both backends).
-pub(crate) fn merge_parts(parts: &[(String, Option<String>, bool)]) -> Result<Merged> {
-    let mut totals = Totals::default();
-    let mut invoice_ids = BTreeSet::new();
-    for (t, inv, _) in parts {
-        totals.merge(&parse_totals(Some(t.clone()))?).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-        if let Some(inv) = inv {
-            let ids: Vec<String> = serde_json::from_str(inv).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
-            invoice_ids.extend(ids);
-        }
-    }
-    let all_invoiced = !parts.is_empty() && parts.iter().all(|p| p.2);
-    Ok(Merged { totals, invoice_ids, all_invoiced })
 }

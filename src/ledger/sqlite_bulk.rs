@@ -9,7 +9,7 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::Path;
 use std::ptr;
 
-use costledger_core::{ChargeLine, write_ts};
+use costledger_core::{ChargeLine, write_canonical, write_ts};
 use libsqlite3_sys as ffi;
 use rust_decimal::Decimal;
 
@@ -227,9 +227,8 @@ impl BulkConn {
 }
 
 fn dec(out: &mut String, d: Option<Decimal>) {
-    use std::fmt::Write as _;
     if let Some(d) = d {
-        let _ = write!(out, "{}", d.normalize());
+        write_canonical(out, d);
     }
 }
 

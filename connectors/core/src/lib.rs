@@ -16,5 +16,5 @@ pub mod text;
 pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow};
 pub use error::{ConnectorError, RowError};
 pub use line::{ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, Tags};
-pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, parse_amount};
+pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, parse_amount, write_canonical};
 pub use period::{BillingPeriod, TimeError, format_ts, parse_timestamp, write_ts};

@@ -189,7 +189,15 @@ fn truncate_for_message(t: &str) -> String {
 /// The canonical text of an amount: no exponent, no trailing zeros, no negative zero.
 /// This is what SQLite stores and what exports print.
 pub fn canonical(d: Decimal) -> String {
-    d.normalize().to_string()
+    let mut s = String::new();
+    write_canonical(&mut s, d);
+    s
+}
+
+/// Append [`canonical`]'s text to `out` without allocating (hot path of bulk loading).
+pub fn write_canonical(out: &mut String, d: Decimal) {
+    use std::fmt::Write as _;
+    let _ = write!(out, "{}", d.normalize());
 }
 
 /// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
