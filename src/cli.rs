@@ -254,7 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Export { what: ExportWhat::Csv { from, to, source, out } } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
-            let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, load: None };
+            let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, ..Default::default() };
             let stats = match out {
                 Some(p) => {
                     let tmp = p.with_extension("csv.partial");

@@ -9,6 +9,7 @@
 pub mod decimal_sum;
 pub mod migrations;
 pub mod postgres;
+mod reconcile_sql;
 pub mod sqlite;
 mod sqlite_bulk;
 
@@ -160,6 +161,8 @@ pub struct ChargeFilter {
     pub to: Option<DateTime<Utc>>,
     /// One specific load, whatever its state.
     pub load: Option<LoadId>,
+    /// Billing period (of BillingPeriodStart).
+    pub period: Option<costledger_core::BillingPeriod>,
 }
 
 /// Dimensions totals can be grouped by.
@@ -172,6 +175,7 @@ pub enum Dim {
     Service,
     ChargeCategory,
     BillingPeriod,
+    InvoiceId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,8 +237,122 @@ pub struct RunRow {
     pub outcome: RunOutcome,
 }
 
+/// The reconciler's allocation of current charges, aggregated (see migrations 0002).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AllocationRow {
+    pub period: String,
+    /// Monday of the ISO week (`YYYY-MM-DD`) of ChargePeriodStart in the configured time zone.
+    pub week: String,
+    pub provider_name: Option<String>,
+    pub billing_account_id: String,
+    pub sub_account_id: Option<String>,
+    pub service_name: Option<String>,
+    pub charge_category: String,
+    pub currency: String,
+    /// The owner; `None` when unallocated.
+    pub owner: Option<String>,
+    /// How the owner was decided (`tag:team`, `rule:NAME`, `shared:…`) or `unallocated`.
+    pub basis: String,
+    /// The unallocated reason code.
+    pub reason: Option<String>,
+    /// Kept for unallocated rows only.
+    pub resource_id: Option<String>,
+    /// `tagged` / `untagged` for Usage charges (tag coverage), `None` otherwise.
+    pub coverage: Option<String>,
+    pub rows: u64,
+    pub amount: ExactSum,
+}
+
+/// The inputs a period's allocation was computed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileState {
+    pub period: String,
+    pub fingerprint: String,
+    /// Latest ChargePeriodEnd seen in the period (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub data_end: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    pub check: String,
+    pub period: String,
+    pub billing_account_id: Option<String>,
+    pub currency: Option<String>,
+    pub amount: Option<ExactSum>,
+    /// What the finding is about (an invoice id, a source pair, an owner, a week…).
+    pub subject: Option<String>,
+    pub message: String,
+    /// Canonical JSON.
+    pub evidence: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceRow {
+    /// Empty when finance gives one total per billing account and period.
+    pub invoice_id: String,
+    pub billing_account_id: String,
+    pub period: String,
+    pub currency: String,
+    pub amount: rust_decimal::Decimal,
+    pub provenance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FxRate {
+    pub month: String,
+    pub from: String,
+    pub to: String,
+    pub rate: rust_decimal::Decimal,
+    pub provenance: String,
+}
+
+/// One load's contribution to one billing period, with the load's state (restatement history).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeriodLoad {
+    pub source: String,
+    pub period: String,
+    pub period_state: String,
+    pub load_id: LoadId,
+    pub state: LoadState,
+    pub delivery_key: String,
+    pub superseded_by: Option<LoadId>,
+    pub rows: u64,
+    pub totals: Totals,
+    /// Whether the load's lines are still in the ledger (retention deletes superseded lines).
+    pub lines_kept: bool,
+}
+
+/// The reconciler's tables (migration 0002): the same SQL on both backends
+/// (`reconcile_sql.rs`). A supertrait of [`LedgerStore`].
 #[async_trait]
-pub trait LedgerStore: Send + Sync {
+pub trait ReconcileStore: Send + Sync {
+    /// Ids of the current loads, ascending.
+    async fn current_load_ids(&self) -> Result<Vec<LoadId>>;
+    /// Every (load, period) contribution of current and superseded loads, by source, period, load.
+    async fn period_history(&self) -> Result<Vec<PeriodLoad>>;
+
+    /// Replace one period's allocation in one transaction.
+    async fn replace_allocations(&self, state: &ReconcileState, rows: &[AllocationRow]) -> Result<()>;
+    /// Allocation rows whose week is in `[from_week, to_week]` (all when `None`), sorted.
+    async fn allocations(&self, weeks: Option<(&str, &str)>) -> Result<Vec<AllocationRow>>;
+    async fn reconcile_states(&self) -> Result<Vec<ReconcileState>>;
+    /// Replace the findings of these periods in one transaction.
+    async fn replace_findings(&self, periods: &[String], findings: &[Finding]) -> Result<()>;
+    /// Findings, sorted (all periods when `None`).
+    async fn findings(&self, period: Option<&str>) -> Result<Vec<Finding>>;
+    /// Insert or replace invoice totals; returns rows written.
+    async fn upsert_invoices(&self, rows: &[InvoiceRow]) -> Result<u64>;
+    async fn invoices(&self) -> Result<Vec<InvoiceRow>>;
+    async fn upsert_fx_rates(&self, rows: &[FxRate]) -> Result<u64>;
+    async fn fx_rates(&self) -> Result<Vec<FxRate>>;
+    /// Remember what a weekly report said about its week.
+    async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()>;
+    async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>>;
+
+}
+
+#[async_trait]
+pub trait LedgerStore: ReconcileStore {
     fn backend(&self) -> Backend;
     /// Apply the embedded migrations (idempotent).
     async fn migrate(&self) -> Result<()>;
@@ -266,6 +384,10 @@ pub trait LedgerStore: Send + Sync {
     async fn billing_periods(&self) -> Result<Vec<PeriodRow>>;
     /// Current charges (or one load's), in the deterministic export order.
     fn charges<'a>(&'a self, filter: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>>;
+
+    /// Per provider and account (sub account, else billing account): the earliest
+    /// ChargePeriodStart among current charges.
+    async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>>;
 
     async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64>;
     async fn finish_run(&self, run: i64, outcome: &RunOutcome) -> Result<()>;
@@ -408,6 +530,7 @@ pub(crate) fn dim_column(d: Dim) -> &'static str {
         Dim::SubAccount => "c.sub_account_id",
         Dim::Service => "c.service_name",
         Dim::ChargeCategory => "c.charge_category",
+        Dim::InvoiceId => "c.invoice_id",
         Dim::BillingPeriod => "",
     }
 }

@@ -76,6 +76,11 @@ fn filter_sql(f: &ChargeFilter) -> (String, Vec<Bind>) {
         binds.push(Bind::T(t));
         w.push(format!("c.charge_period_start < ${}", binds.len()));
     }
+    if let Some(p) = f.period {
+        binds.push(Bind::T(p.start()));
+        binds.push(Bind::T(p.end()));
+        w.push(format!("c.billing_period_start >= ${} AND c.billing_period_start < ${}", binds.len() - 1, binds.len()));
+    }
     (w.join(" AND "), binds)
 }
 
@@ -230,8 +235,29 @@ impl PgLedger {
     }
 }
 
+mod rec {
+    use super::*;
+    super::super::reconcile_sql::reconcile_sql!(sqlx::Postgres, PgPool, super::super::reconcile_sql::dollar);
+}
+
+super::reconcile_sql::reconcile_impl!(PgLedger);
+
 #[async_trait]
 impl LedgerStore for PgLedger {
+
+    async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>> {
+        sqlx::query(
+            "SELECT c.provider_name, COALESCE(c.sub_account_id, c.billing_account_id), MIN(c.charge_period_start) \
+             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2 \
+             ORDER BY 1 COLLATE \"C\", 2 COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

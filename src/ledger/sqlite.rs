@@ -106,6 +106,11 @@ fn filter_sql(f: &ChargeFilter) -> (String, Vec<String>) {
         w.push("c.charge_period_start < ?".to_string());
         binds.push(format_ts(t));
     }
+    if let Some(p) = f.period {
+        w.push("c.billing_period_start >= ? AND c.billing_period_start < ?".to_string());
+        binds.push(format_ts(p.start()));
+        binds.push(format_ts(p.end()));
+    }
     (w.join(" AND "), binds)
 }
 
@@ -244,8 +249,28 @@ impl SqliteLedger {
     }
 }
 
+mod rec {
+    use super::*;
+    super::super::reconcile_sql::reconcile_sql!(sqlx::Sqlite, SqlitePool, super::super::reconcile_sql::same);
+}
+
+super::reconcile_sql::reconcile_impl!(SqliteLedger);
+
 #[async_trait]
 impl LedgerStore for SqliteLedger {
+
+    async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>> {
+        sqlx::query(
+            "SELECT c.provider_name, COALESCE(c.sub_account_id, c.billing_account_id), MIN(c.charge_period_start) \
+             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, ts(&r.try_get::<String, _>(2)?)?)))
+        .collect()
+    }
+
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
