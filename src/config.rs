@@ -8,8 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use croner::parser::{CronParser, Seconds};
+use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
+
+use crate::allocation::{AllocationConfig, parse_allocation};
 
 /// Where the ledger lives when neither `--database`, `COSTLEDGER_DATABASE_URL` nor the config
 /// says: a SQLite file in the working directory.
@@ -55,6 +58,72 @@ pub struct Retention {
     pub stale_staging_minutes: u32,
 }
 
+/// Thresholds of the reconciler's checks (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksConfig {
+    /// |ledger − invoice| above this is a finding (default 0: exact).
+    pub invoice_tolerance: Decimal,
+    /// |source A − source B| above this is a finding (default 0).
+    pub cross_source_tolerance: Decimal,
+    /// Tag coverage (percent of Usage cost carrying every required tag) below this is a finding.
+    pub tag_coverage_target_percent: Decimal,
+    /// Week-over-week change per owner or service above this percentage…
+    pub anomaly_percent: Decimal,
+    /// …and above this absolute amount (in the charge currency) is a finding.
+    pub anomaly_min_amount: Decimal,
+}
+
+impl Default for ChecksConfig {
+    fn default() -> Self {
+        ChecksConfig {
+            invoice_tolerance: Decimal::ZERO,
+            cross_source_tolerance: Decimal::ZERO,
+            tag_coverage_target_percent: Decimal::from(80),
+            anomaly_percent: Decimal::from(50),
+            anomaly_min_amount: Decimal::from(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ReportFormat {
+    Md,
+    Html,
+    Csv,
+}
+
+impl ReportFormat {
+    pub fn parse(s: &str) -> Option<ReportFormat> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "md" | "markdown" => Some(ReportFormat::Md),
+            "html" => Some(ReportFormat::Html),
+            "csv" => Some(ReportFormat::Csv),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportConfig {
+    /// When the daemon writes the weekly report (6-field cron, default Monday 06:00).
+    pub schedule: String,
+    pub out_dir: PathBuf,
+    pub formats: Vec<ReportFormat>,
+    /// Also show totals converted to this currency (needs `fx_rates`).
+    pub currency: Option<String>,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        ReportConfig {
+            schedule: "0 0 6 * * Mon".into(),
+            out_dir: PathBuf::from("reports"),
+            formats: vec![ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv],
+            currency: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub database: Option<String>,
@@ -63,6 +132,9 @@ pub struct Config {
     pub retention: Retention,
     pub batch_rows: usize,
     pub sources: Vec<SourceConfig>,
+    pub allocation: AllocationConfig,
+    pub checks: ChecksConfig,
+    pub report: ReportConfig,
 }
 
 impl Default for Config {
@@ -74,6 +146,9 @@ impl Default for Config {
             retention: Retention { superseded_loads_days: 90, stale_staging_minutes: 15 },
             batch_rows: 5_000,
             sources: Vec::new(),
+            allocation: AllocationConfig::default(),
+            checks: ChecksConfig::default(),
+            report: ReportConfig::default(),
         }
     }
 }
@@ -224,15 +299,107 @@ impl Config {
                     Value::Null => {}
                     _ => issue(&mut issues, "sources", "must be a list of sources"),
                 },
+                "allocation" => cfg.allocation = parse_allocation(v, &mut issues),
+                "checks" => cfg.checks = parse_checks(v, &mut issues),
+                "report" => cfg.report = parse_report(v, &mut issues),
                 other => issue(
                     &mut issues,
                     other,
-                    "unknown key (known: database, timezone, server, retention, ingest, sources)",
+                    "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, report)",
                 ),
             }
         }
         if issues.is_empty() { Ok(cfg) } else { Err(issues) }
     }
+}
+
+/// A decimal from YAML: a number (read from its text, never through a float) or a string.
+fn yaml_decimal(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Number(n) => n.to_string().parse().ok(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
+    let mut c = ChecksConfig::default();
+    let Value::Mapping(m) = v else {
+        issue(issues, "checks", "must be a mapping");
+        return c;
+    };
+    for (k, v) in m {
+        let key = key_str(&k);
+        let path = format!("checks.{key}");
+        let slot = match key.as_str() {
+            "invoice_tolerance" => &mut c.invoice_tolerance,
+            "cross_source_tolerance" => &mut c.cross_source_tolerance,
+            "tag_coverage_target_percent" => &mut c.tag_coverage_target_percent,
+            "anomaly_percent" => &mut c.anomaly_percent,
+            "anomaly_min_amount" => &mut c.anomaly_min_amount,
+            _ => {
+                issue(
+                    issues,
+                    &path,
+                    "unknown key (known: invoice_tolerance, cross_source_tolerance, tag_coverage_target_percent, \
+                     anomaly_percent, anomaly_min_amount)",
+                );
+                continue;
+            }
+        };
+        match yaml_decimal(&v) {
+            Some(d) if d >= Decimal::ZERO => *slot = d,
+            _ => issue(issues, &path, "must be a number at least 0 (write amounts as text, e.g. \"0.01\")"),
+        }
+    }
+    if c.tag_coverage_target_percent > Decimal::ONE_HUNDRED {
+        issue(issues, "checks.tag_coverage_target_percent", "must be at most 100");
+    }
+    c
+}
+
+fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        schedule: Option<String>,
+        out_dir: Option<PathBuf>,
+        formats: Option<Vec<String>>,
+        currency: Option<String>,
+    }
+    let mut r = ReportConfig::default();
+    let Some(raw) = typed::<Raw>(v, "report", issues) else { return r };
+    if let Some(s) = raw.schedule {
+        if let Err(msg) = validate_schedule(&s) {
+            issue(issues, "report.schedule", &msg);
+        }
+        r.schedule = s;
+    }
+    if let Some(d) = raw.out_dir {
+        r.out_dir = d;
+    }
+    if let Some(f) = raw.formats {
+        r.formats.clear();
+        for (i, x) in f.iter().enumerate() {
+            match ReportFormat::parse(x) {
+                Some(f) if !r.formats.contains(&f) => r.formats.push(f),
+                Some(_) => {}
+                None => issue(issues, &format!("report.formats[{i}]"), &format!("'{x}' is not md, html or csv")),
+            }
+        }
+        if r.formats.is_empty() && !f.is_empty() {
+            // already reported
+        } else if r.formats.is_empty() {
+            issue(issues, "report.formats", "must list at least one of md, html, csv");
+        }
+    }
+    if let Some(c) = raw.currency {
+        if !costledger_core::currency::is_iso4217(&c) {
+            issue(issues, "report.currency", &format!("'{c}' is not an ISO 4217 currency code"));
+        }
+        r.currency = Some(c);
+    }
+    r
 }
 
 fn issue(issues: &mut Vec<ConfigIssue>, path: &str, message: &str) {

@@ -1,5 +1,6 @@
 //! costledger: multi-cloud cost ingestion and reconciliation with an exact-decimal ledger.
 
+pub mod allocation;
 pub mod cli;
 pub mod config;
 pub mod export;
