@@ -1,10 +1,13 @@
 //! costledger: multi-cloud cost ingestion and reconciliation with an exact-decimal ledger.
 
 pub mod allocation;
+pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod export;
+pub mod finance_files;
 pub mod ingest;
 pub mod ledger;
+pub mod reconcile;
 pub mod registry;
 pub mod sample;

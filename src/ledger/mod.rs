@@ -318,6 +318,8 @@ pub struct PeriodLoad {
     pub superseded_by: Option<LoadId>,
     pub rows: u64,
     pub totals: Totals,
+    /// Every line the load had in this period carried an invoice id (the load made it final).
+    pub all_invoiced: bool,
     /// Whether the load's lines are still in the ledger (retention deletes superseded lines).
     pub lines_kept: bool,
 }
@@ -388,6 +390,10 @@ pub trait LedgerStore: ReconcileStore {
     /// Per provider and account (sub account, else billing account): the earliest
     /// ChargePeriodStart among current charges.
     async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>>;
+
+    /// Per source and billing period: the latest ChargePeriodEnd among current charges
+    /// ("data as of"), sorted by source and period.
+    async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>>;
 
     async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64>;
     async fn finish_run(&self, run: i64, outcome: &RunOutcome) -> Result<()>;

@@ -313,7 +313,7 @@ macro_rules! reconcile_sql {
 
         pub(crate) async fn rec_period_history(pool: &$pool) -> Result<Vec<super::PeriodLoad>> {
             sqlx::query(q("SELECT s.name, lp.period, COALESCE(bp.state, 'open'), l.id, l.state, l.delivery_key, \
-                 l.superseded_by, lp.row_count, lp.totals, \
+                 l.superseded_by, lp.row_count, lp.totals, CASE WHEN lp.all_invoiced THEN 1 ELSE 0 END, \
                  CASE WHEN EXISTS (SELECT 1 FROM charges c WHERE c.load_id = l.id) THEN 1 ELSE 0 END \
                  FROM load_periods lp JOIN loads l ON l.id = lp.load_id JOIN sources s ON s.id = l.source_id \
                  LEFT JOIN billing_periods bp ON bp.source_id = l.source_id AND bp.period = lp.period \
@@ -332,7 +332,8 @@ macro_rules! reconcile_sql {
                     superseded_by: r.try_get(6)?,
                     rows: to_u64(r.try_get(7)?),
                     totals: parse_totals(r.try_get(8)?)?,
-                    lines_kept: r.try_get::<i32, _>(9)? == 1,
+                    all_invoiced: r.try_get::<i32, _>(9)? == 1,
+                    lines_kept: r.try_get::<i32, _>(10)? == 1,
                 })
             })
             .collect()

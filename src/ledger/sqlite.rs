@@ -259,6 +259,19 @@ super::reconcile_sql::reconcile_impl!(SqliteLedger);
 #[async_trait]
 impl LedgerStore for SqliteLedger {
 
+    async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
+        sqlx::query(
+            "SELECT s.name, substr(c.billing_period_start, 1, 7), MAX(c.charge_period_end) \
+             FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+             WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, ts(&r.try_get::<String, _>(2)?)?)))
+        .collect()
+    }
+
     async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>> {
         sqlx::query(
             "SELECT c.provider_name, COALESCE(c.sub_account_id, c.billing_account_id), MIN(c.charge_period_start) \

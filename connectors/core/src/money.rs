@@ -239,6 +239,34 @@ impl ExactSum {
         self.0 < 0
     }
 
+    pub fn abs(&self) -> ExactSum {
+        ExactSum(self.0.abs())
+    }
+
+    /// `self / whole × 100`, rounded half-to-even to 2 decimal places; `None` when `whole` is
+    /// zero or the ratio does not fit.
+    pub fn percent_of(&self, whole: &ExactSum) -> Option<Decimal> {
+        if whole.0 == 0 {
+            return None;
+        }
+        // ratio × 10^4 (percent with 2 decimals) then half-to-even on the last step.
+        let num = self.0.checked_mul(I256::from(100_000i32))?;
+        let q = num / whole.0; // percent × 1000, truncated
+        let r = num % whole.0;
+        let (mut hundredths, last) = (q / 10, q % 10);
+        let exact_tail = r == 0;
+        let up = match last.abs().as_i32() {
+            d if d > 5 => true,
+            5 => !exact_tail || hundredths % 2 != 0,
+            _ => false,
+        };
+        let neg = (self.0 < 0) != (whole.0 < 0);
+        if up {
+            hundredths += if neg { I256::from(-1i32) } else { I256::ONE };
+        }
+        Decimal::try_from_i128_with_scale(i128::try_from(hundredths).ok()?, 2).ok()
+    }
+
     /// The sum as a `Decimal`: exact when it fits; otherwise rounded half-to-even to the most
     /// decimal places that fit, and `true` says so. `None` if the integer part exceeds a Decimal.
     pub fn to_decimal(&self) -> Option<(Decimal, bool)> {

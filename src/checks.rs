@@ -1,0 +1,395 @@
+//! The reconciler's checks besides conservation (DESIGN §6): invoice, cross-source,
+//! restatement, tag coverage and anomaly. Each returns findings; none changes the ledger.
+//! Percentages are computed exactly and rounded half-to-even to 0.01.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{Duration, NaiveDate};
+use costledger_core::{BillingPeriod, ExactSum, Totals};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerStore, LoadState};
+use crate::reconcile::{ReconcileError, checks, iso_week_label};
+
+pub async fn run_checks(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    periods: &[String],
+    rows: &[AllocationRow],
+) -> Result<Vec<Finding>, ReconcileError> {
+    let mut out = Vec::new();
+    for p in periods {
+        let bp: BillingPeriod = match p.parse() {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        out.extend(invoice(store, cfg, p, bp).await?);
+        out.extend(cross_source(store, cfg, p, bp).await?);
+        out.extend(tag_coverage(cfg, p, rows)?);
+    }
+    out.extend(restatements(store, periods).await?);
+    out.extend(reported_weeks(store, periods, rows).await?);
+    let data_end = store.reconcile_states().await?.into_iter().filter_map(|s| s.data_end).max();
+    out.extend(anomalies(cfg, periods, rows, data_end.as_deref())?);
+    Ok(out)
+}
+
+fn exceeds(delta: &ExactSum, tolerance: Decimal) -> bool {
+    delta.abs() > ExactSum::from(tolerance)
+}
+
+async fn invoice(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    p: &str,
+    bp: BillingPeriod,
+) -> Result<Vec<Finding>, ReconcileError> {
+    let invoices: Vec<_> = store.invoices().await?.into_iter().filter(|i| i.period == p).collect();
+    if invoices.is_empty() {
+        return Ok(Vec::new());
+    }
+    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+    let mut by_invoice: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+    for t in store.totals(&filter, &[Dim::InvoiceId]).await? {
+        if let Some(id) = &t.keys[0] {
+            by_invoice.insert((id.clone(), t.currency), t.billed_cost);
+        }
+    }
+    let mut by_account: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+    for t in store.totals(&filter, &[Dim::BillingAccount]).await? {
+        by_account.insert((t.keys[0].clone().unwrap_or_default(), t.currency), t.billed_cost);
+    }
+    let mut out = Vec::new();
+    for inv in invoices {
+        let (actual, what) = if inv.invoice_id.is_empty() {
+            let k = (inv.billing_account_id.clone(), inv.currency.clone());
+            (by_account.get(&k).copied().unwrap_or_default(), format!("billing account {}", inv.billing_account_id))
+        } else {
+            let k = (inv.invoice_id.clone(), inv.currency.clone());
+            (by_invoice.get(&k).copied().unwrap_or_default(), format!("invoice {}", inv.invoice_id))
+        };
+        let expected = ExactSum::from(inv.amount);
+        let delta = actual.checked_sub(&expected)?;
+        if exceeds(&delta, cfg.checks.invoice_tolerance) {
+            out.push(Finding {
+                check: checks::INVOICE.into(),
+                period: p.to_string(),
+                billing_account_id: Some(inv.billing_account_id.clone()),
+                currency: Some(inv.currency.clone()),
+                amount: Some(delta),
+                subject: Some(if inv.invoice_id.is_empty() { inv.billing_account_id.clone() } else { inv.invoice_id.clone() }),
+                message: format!(
+                    "{what}: the ledger has {actual} {cur}, the invoice says {expected} {cur} (difference {delta}, tolerance {tol})",
+                    cur = inv.currency,
+                    tol = cfg.checks.invoice_tolerance
+                ),
+                evidence: json!({
+                    "invoice_id": inv.invoice_id,
+                    "ledger": actual.to_string(),
+                    "invoice": expected.to_string(),
+                    "provenance": inv.provenance,
+                })
+                .to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn cross_source(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    p: &str,
+    bp: BillingPeriod,
+) -> Result<Vec<Finding>, ReconcileError> {
+    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+    let mut groups: BTreeMap<(String, String), BTreeMap<String, ExactSum>> = BTreeMap::new();
+    for t in store.totals(&filter, &[Dim::BillingAccount, Dim::Source]).await? {
+        let acct = t.keys[0].clone().unwrap_or_default();
+        let src = t.keys[1].clone().unwrap_or_default();
+        groups.entry((acct, t.currency)).or_default().insert(src, t.billed_cost);
+    }
+    let mut out = Vec::new();
+    for ((acct, cur), sources) in groups {
+        let mut it = sources.iter();
+        let Some((first, base)) = it.next() else { continue };
+        for (other, amt) in it {
+            let delta = amt.checked_sub(base)?;
+            if exceeds(&delta, cfg.checks.cross_source_tolerance) {
+                out.push(Finding {
+                    check: checks::CROSS_SOURCE.into(),
+                    period: p.to_string(),
+                    billing_account_id: Some(acct.clone()),
+                    currency: Some(cur.clone()),
+                    amount: Some(delta),
+                    subject: Some(format!("{other} vs {first}")),
+                    message: format!(
+                        "sources disagree on billing account {acct} in {p}: {other} has {amt} {cur}, {first} has {base} {cur} (difference {delta})"
+                    ),
+                    evidence: json!({ "sources": { first.clone(): base.to_string(), other.clone(): amt.to_string() } })
+                        .to_string(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A load that made its period final (every line invoiced) was superseded by one with other
+/// totals: the invoiced bill was restated.
+async fn restatements(store: &dyn LedgerStore, periods: &[String]) -> Result<Vec<Finding>, ReconcileError> {
+    let history = store.period_history().await?;
+    let mut out = Vec::new();
+    for old in history.iter().filter(|h| h.state == LoadState::Superseded && h.all_invoiced) {
+        if !periods.contains(&old.period) {
+            continue;
+        }
+        let Some(new_id) = old.superseded_by else { continue };
+        let new = history.iter().find(|h| h.load_id == new_id && h.period == old.period);
+        let empty = Totals::default();
+        let new_totals = new.map(|n| &n.totals).unwrap_or(&empty);
+        let currencies: BTreeSet<&String> = old.totals.0.keys().chain(new_totals.0.keys()).collect();
+        for cur in currencies {
+            let before = old.totals.get(cur);
+            let after = new_totals.get(cur);
+            let delta = after.checked_sub(&before)?;
+            if delta.is_zero() {
+                continue;
+            }
+            let changes = if old.lines_kept && new.is_some_and(|n| n.lines_kept) {
+                what_changed(store, old.load_id, new_id, &old.period, cur).await?
+            } else {
+                json!("the lines of the superseded load were removed by retention")
+            };
+            out.push(Finding {
+                check: checks::RESTATEMENT.into(),
+                period: old.period.clone(),
+                billing_account_id: None,
+                currency: Some(cur.clone()),
+                amount: Some(delta),
+                subject: Some(format!("{} load {} -> {}", old.source, old.load_id, new_id)),
+                message: format!(
+                    "final period {} of source {} was restated: {before} {cur} -> {after} {cur} (change {delta}); load {} (delivery {}) replaced load {} (delivery {})",
+                    old.period,
+                    old.source,
+                    new_id,
+                    new.map(|n| n.delivery_key.as_str()).unwrap_or("?"),
+                    old.load_id,
+                    old.delivery_key
+                ),
+                evidence: json!({
+                    "source": old.source,
+                    "old_load": old.load_id,
+                    "new_load": new_id,
+                    "old_total": before.to_string(),
+                    "new_total": after.to_string(),
+                    "old_rows": old.rows,
+                    "new_rows": new.map(|n| n.rows),
+                    "changes": changes,
+                })
+                .to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The (billing account, service) totals that differ between two loads, largest first (top 10).
+async fn what_changed(
+    store: &dyn LedgerStore,
+    old: i64,
+    new: i64,
+    period: &str,
+    cur: &str,
+) -> Result<serde_json::Value, ReconcileError> {
+    let bp: Option<BillingPeriod> = period.parse().ok();
+    let by = [Dim::BillingAccount, Dim::Service];
+    let mut diff: BTreeMap<(String, String), (ExactSum, ExactSum)> = BTreeMap::new();
+    for (load, is_new) in [(old, false), (new, true)] {
+        let f = ChargeFilter { load: Some(load), period: bp, ..Default::default() };
+        for t in store.totals(&f, &by).await? {
+            if t.currency != cur {
+                continue;
+            }
+            let k = (t.keys[0].clone().unwrap_or_default(), t.keys[1].clone().unwrap_or_default());
+            let e = diff.entry(k).or_default();
+            if is_new {
+                e.1 = t.billed_cost;
+            } else {
+                e.0 = t.billed_cost;
+            }
+        }
+    }
+    let mut changed: Vec<(ExactSum, String, String, ExactSum, ExactSum)> = Vec::new();
+    for ((acct, svc), (a, b)) in diff {
+        let d = b.checked_sub(&a)?;
+        if !d.is_zero() {
+            changed.push((d, acct, svc, a, b));
+        }
+    }
+    changed.sort_by(|x, y| y.0.abs().cmp(&x.0.abs()).then(x.1.cmp(&y.1)).then(x.2.cmp(&y.2)));
+    Ok(serde_json::Value::Array(
+        changed
+            .into_iter()
+            .take(10)
+            .map(|(d, acct, svc, a, b)| {
+                json!({"billing_account_id": acct, "service": svc, "before": a.to_string(), "after": b.to_string(), "change": d.to_string()})
+            })
+            .collect(),
+    ))
+}
+
+fn week_totals(rows: &[AllocationRow], week: &str) -> Result<Totals, ReconcileError> {
+    let mut t = Totals::default();
+    for r in rows.iter().filter(|r| r.week == week) {
+        t.0.entry(r.currency.clone()).or_default().merge(&r.amount)?;
+    }
+    Ok(t)
+}
+
+fn month_of(monday: &str) -> String {
+    monday.get(..7).unwrap_or(monday).to_string()
+}
+
+/// A week a weekly report already described has changed since.
+async fn reported_weeks(
+    store: &dyn LedgerStore,
+    periods: &[String],
+    rows: &[AllocationRow],
+) -> Result<Vec<Finding>, ReconcileError> {
+    let mut out = Vec::new();
+    for (week, reported) in store.reported_weeks().await? {
+        let period = month_of(&week);
+        if !periods.contains(&period) {
+            continue;
+        }
+        let now = week_totals(rows, &week)?;
+        let currencies: BTreeSet<&String> = reported.0.keys().chain(now.0.keys()).collect();
+        let label = NaiveDate::parse_from_str(&week, "%Y-%m-%d").map(iso_week_label).unwrap_or(week.clone());
+        for cur in currencies {
+            let delta = now.get(cur).checked_sub(&reported.get(cur))?;
+            if delta.is_zero() {
+                continue;
+            }
+            out.push(Finding {
+                check: checks::RESTATEMENT.into(),
+                period: period.clone(),
+                billing_account_id: None,
+                currency: Some(cur.clone()),
+                amount: Some(delta),
+                subject: Some(format!("week {label}")),
+                message: format!(
+                    "week {label} changed after it was reported: {} {cur} reported, {} {cur} now (change {delta})",
+                    reported.get(cur),
+                    now.get(cur)
+                ),
+                evidence: json!({"week": week, "reported": reported.get(cur).to_string(), "now": now.get(cur).to_string()})
+                    .to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Tag coverage per billing account and currency: the share of Usage cost carrying every
+/// required tag.
+fn tag_coverage(cfg: &Config, p: &str, rows: &[AllocationRow]) -> Result<Vec<Finding>, ReconcileError> {
+    let mut acc: BTreeMap<(String, String), (ExactSum, ExactSum)> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.period == p) {
+        let Some(c) = &r.coverage else { continue };
+        let e = acc.entry((r.billing_account_id.clone(), r.currency.clone())).or_default();
+        e.1.merge(&r.amount)?;
+        if c == "tagged" {
+            e.0.merge(&r.amount)?;
+        }
+    }
+    let target = cfg.checks.tag_coverage_target_percent;
+    let mut out = Vec::new();
+    for ((acct, cur), (tagged, total)) in acc {
+        if total.is_negative() || total.is_zero() {
+            continue;
+        }
+        let Some(pct) = tagged.percent_of(&total) else { continue };
+        if pct < target {
+            let untagged = total.checked_sub(&tagged)?;
+            out.push(Finding {
+                check: checks::TAG_COVERAGE.into(),
+                period: p.to_string(),
+                billing_account_id: Some(acct.clone()),
+                currency: Some(cur.clone()),
+                amount: Some(untagged),
+                subject: Some(format!("{pct}%")),
+                message: format!(
+                    "tag coverage of billing account {acct} is {pct}% of Usage cost (target {target}%): {untagged} {cur} lacks a required tag ({})",
+                    cfg.allocation.required_tags.join(", ")
+                ),
+                evidence: json!({"tagged": tagged.to_string(), "usage_total": total.to_string(), "required_tags": cfg.allocation.required_tags})
+                    .to_string(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Week-over-week change per owner and per service beyond the thresholds, for complete weeks
+/// starting in the reconciled periods.
+fn anomalies(
+    cfg: &Config,
+    periods: &[String],
+    rows: &[AllocationRow],
+    data_end: Option<&str>,
+) -> Result<Vec<Finding>, ReconcileError> {
+    let Some(end) = data_end.and_then(|e| NaiveDate::parse_from_str(e.get(..10)?, "%Y-%m-%d").ok()) else {
+        return Ok(Vec::new());
+    };
+    // (kind, name, currency, week) → amount
+    let mut m: BTreeMap<(&str, String, String, String), ExactSum> = BTreeMap::new();
+    let mut weeks = BTreeSet::new();
+    for r in rows {
+        weeks.insert(r.week.clone());
+        let owner = r.owner.clone().unwrap_or_else(|| "(unallocated)".into());
+        m.entry(("owner", owner, r.currency.clone(), r.week.clone())).or_default().merge(&r.amount)?;
+        let svc = r.service_name.clone().unwrap_or_else(|| "(none)".into());
+        m.entry(("service", svc, r.currency.clone(), r.week.clone())).or_default().merge(&r.amount)?;
+    }
+    let subjects: BTreeSet<(&str, String, String)> = m.keys().map(|(k, n, c, _)| (*k, n.clone(), c.clone())).collect();
+    let mut out = Vec::new();
+    for week in &weeks {
+        let Ok(monday) = NaiveDate::parse_from_str(week, "%Y-%m-%d") else { continue };
+        if !periods.contains(&month_of(week)) || monday + Duration::days(7) > end {
+            continue;
+        }
+        let prev = (monday - Duration::days(7)).to_string();
+        if !weeks.contains(&prev) {
+            continue;
+        }
+        for (kind, name, cur) in &subjects {
+            let this = m.get(&(*kind, name.clone(), cur.clone(), week.clone())).copied().unwrap_or_default();
+            let before = m.get(&(*kind, name.clone(), cur.clone(), prev.clone())).copied().unwrap_or_default();
+            let delta = this.checked_sub(&before)?;
+            if delta.abs() < ExactSum::from(cfg.checks.anomaly_min_amount) || delta.is_zero() {
+                continue;
+            }
+            let pct = delta.percent_of(&before.abs());
+            if pct.is_some_and(|p| p.abs() < cfg.checks.anomaly_percent) {
+                continue;
+            }
+            let label = iso_week_label(monday);
+            let change = pct.map(|p| format!("{p}%")).unwrap_or_else(|| "new spend".into());
+            out.push(Finding {
+                check: checks::ANOMALY.into(),
+                period: month_of(week),
+                billing_account_id: None,
+                currency: Some(cur.clone()),
+                amount: Some(delta),
+                subject: Some(format!("{kind} {name} {label}")),
+                message: format!("{kind} {name}: {before} -> {this} {cur} in week {label} ({change} week over week)"),
+                evidence: json!({"kind": kind, "name": name, "week": week, "previous": before.to_string(), "this": this.to_string()})
+                    .to_string(),
+            });
+        }
+    }
+    Ok(out)
+}

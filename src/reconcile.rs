@@ -1,0 +1,342 @@
+//! Reconcile (DESIGN §6): allocate every current charge of each billing period, store the
+//! allocation (aggregated), then run the checks and store their findings.
+//!
+//! A period's allocation is recomputed only when its inputs changed: the fingerprint is the
+//! allocation config, the time zone and the set of current loads. Findings are recomputed on
+//! every run (they read the stored allocation and a few SQL totals).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use costledger_core::{BillingPeriod, ChargeCategory, ExactSum, MoneyError, Totals, format_ts};
+use futures::StreamExt;
+use rust_decimal::Decimal;
+use sha2::{Digest, Sha256};
+
+use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
+use crate::config::Config;
+use crate::ledger::{
+    AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, ReconcileState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Money(#[from] MoneyError),
+    #[error("period {period}: splitting shared charges of rule '{rule}' failed: {msg}")]
+    Split { period: String, rule: String, msg: String },
+    #[error(
+        "conservation check failed (allocated + unallocated ≠ billed cost): {0}. This is a bug in costledger: \
+         please report it with the output of `costledger findings`"
+    )]
+    Conservation(String),
+}
+
+/// Check names, as stored in `findings.check_name`.
+pub mod checks {
+    pub const CONSERVATION: &str = "conservation";
+    pub const INVOICE: &str = "invoice";
+    pub const CROSS_SOURCE: &str = "cross_source";
+    pub const RESTATEMENT: &str = "restatement";
+    pub const TAG_COVERAGE: &str = "tag_coverage";
+    pub const ANOMALY: &str = "anomaly";
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PeriodSummary {
+    pub period: String,
+    pub recomputed: bool,
+    pub billed: Totals,
+    pub allocated: Totals,
+    pub shared: Totals,
+    pub unallocated: Totals,
+    /// (reason, currency) → amount
+    pub by_reason: BTreeMap<(String, String), ExactSum>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileSummary {
+    pub periods: Vec<PeriodSummary>,
+    pub findings: Vec<Finding>,
+}
+
+/// The Monday (in `tz`) of the ISO week containing `t`.
+pub fn week_of(t: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
+    let d = t.with_timezone(&tz).date_naive();
+    d - Duration::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+/// `2026-W47` for a Monday.
+pub fn iso_week_label(monday: NaiveDate) -> String {
+    let w = monday.iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}
+
+/// The fingerprint of everything a period's allocation depends on.
+pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
+    let mut h = Sha256::new();
+    h.update(cfg.allocation.canonical.as_bytes());
+    h.update(b"\0");
+    h.update(cfg.timezone.name().as_bytes());
+    h.update(b"\0");
+    for id in current_loads {
+        h.update(id.to_le_bytes());
+    }
+    let d = h.finalize();
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GroupKey {
+    week: String,
+    provider: Option<String>,
+    billing_account: String,
+    sub_account: Option<String>,
+    service: Option<String>,
+    category: ChargeCategory,
+    currency: String,
+}
+
+/// Allocate one billing period's current charges. Pure given the store's charges and config.
+pub async fn allocate_period(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    alloc: &Allocator,
+    period: BillingPeriod,
+) -> Result<(Vec<AllocationRow>, Option<DateTime<Utc>>), ReconcileError> {
+    let p = period.to_string();
+    // (group, owner, basis, reason, resource, coverage) → (rows, amount)
+    type Key = (GroupKey, Option<String>, String, Option<Reason>, Option<String>, Option<bool>);
+    let mut direct: BTreeMap<Key, (u64, ExactSum)> = BTreeMap::new();
+    // (group, rule) → (rows, amount, coverage-tagged amount / untagged)
+    let mut shared: BTreeMap<(GroupKey, usize, Option<bool>), (u64, ExactSum)> = BTreeMap::new();
+    let mut data_end: Option<DateTime<Utc>> = None;
+    let filter = ChargeFilter { period: Some(period), ..Default::default() };
+    let mut stream = store.charges(&filter);
+    while let Some(rec) = stream.next().await {
+        let rec = rec?;
+        let l = &rec.line;
+        data_end = Some(data_end.map_or(l.charge_period_end, |d| d.max(l.charge_period_end)));
+        let tags = alloc.tags(l);
+        let coverage = (l.charge_category == ChargeCategory::Usage).then(|| alloc.is_tagged(&tags));
+        let g = GroupKey {
+            week: week_of(l.charge_period_start, cfg.timezone).to_string(),
+            provider: l.provider_name.clone(),
+            billing_account: l.billing_account_id.clone(),
+            sub_account: l.sub_account_id.clone(),
+            service: l.service_name.clone(),
+            category: l.charge_category,
+            currency: l.billing_currency.clone(),
+        };
+        let (key, slot) = match alloc.decide(l, &tags) {
+            Decision::Owner { owner, basis } => ((g, Some(owner), alloc.basis_text(basis), None, None, coverage), None),
+            Decision::Unallocated(r) => {
+                ((g, None, "unallocated".to_string(), Some(r), l.resource_id.clone(), coverage), None)
+            }
+            Decision::Shared(rule) => ((g.clone(), None, String::new(), None, None, None), Some((g, rule, coverage))),
+        };
+        match slot {
+            Some(k) => {
+                let e = shared.entry(k).or_default();
+                e.0 += 1;
+                e.1.add(l.billed_cost)?;
+            }
+            None => {
+                let e = direct.entry(key).or_default();
+                e.0 += 1;
+                e.1.add(l.billed_cost)?;
+            }
+        }
+    }
+    drop(stream);
+
+    // Owners' direct spend per currency (the weights of proportional splits).
+    let mut direct_spend: BTreeMap<String, BTreeMap<String, ExactSum>> = BTreeMap::new();
+    for ((g, owner, ..), (_, amt)) in &direct {
+        if let Some(o) = owner {
+            direct_spend.entry(g.currency.clone()).or_default().entry(o.clone()).or_default().merge(amt)?;
+        }
+    }
+    let mut out: Vec<AllocationRow> = Vec::with_capacity(direct.len() + shared.len() * 4);
+    let row = |g: &GroupKey,
+               owner: Option<String>,
+               basis: String,
+               reason: Option<Reason>,
+               res: Option<String>,
+               cov: Option<bool>,
+               rows: u64,
+               amount: ExactSum| {
+        AllocationRow {
+            period: p.clone(),
+            week: g.week.clone(),
+            provider_name: g.provider.clone(),
+            billing_account_id: g.billing_account.clone(),
+            sub_account_id: g.sub_account.clone(),
+            service_name: g.service.clone(),
+            charge_category: g.category.as_str().to_string(),
+            currency: g.currency.clone(),
+            owner,
+            basis,
+            reason: reason.map(|r| r.as_str().to_string()),
+            resource_id: res,
+            coverage: cov.map(|t: bool| if t { "tagged".to_string() } else { "untagged".to_string() }),
+            rows,
+            amount,
+        }
+    };
+    for ((g, owner, basis, reason, res, cov), (rows, amt)) in direct {
+        out.push(row(&g, owner, basis, reason, res, cov, rows, amt));
+    }
+    for ((g, rule, cov), (rows, amt)) in shared {
+        let r = &alloc.cfg.rules[rule];
+        let RuleAction::Shared(how) = &r.action else { continue };
+        let even: Vec<(String, ExactSum)> = if alloc.cfg.owners.is_empty() {
+            direct_spend.values().flat_map(|m| m.keys()).collect::<BTreeSet<_>>().into_iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
+        } else {
+            alloc.cfg.owners.iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
+        };
+        let (weights, mode) = match how {
+            SharedSplit::Fixed(parts) => (parts.iter().map(|(o, p)| (o.clone(), ExactSum::from(*p))).collect(), "fixed"),
+            SharedSplit::Even => (even, "even"),
+            SharedSplit::Proportional => {
+                let w: Vec<(String, ExactSum)> = direct_spend
+                    .get(&g.currency)
+                    .map(|m| m.iter().filter(|(_, v)| !v.is_negative() && !v.is_zero()).map(|(o, v)| (o.clone(), *v)).collect())
+                    .unwrap_or_default();
+                // No owner has direct spend in this period and currency: split evenly instead.
+                if w.is_empty() { (even, "even-fallback") } else { (w, "proportional") }
+            }
+        };
+        if weights.is_empty() {
+            out.push(row(&g, None, "unallocated".into(), Some(Reason::SharedNoRule), None, cov, rows, amt));
+            continue;
+        }
+        let shares = split_exact(amt, &weights).map_err(|msg| ReconcileError::Split {
+            period: p.clone(),
+            rule: r.name.clone(),
+            msg,
+        })?;
+        let basis = format!("shared:{mode}:rule:{}", r.name);
+        for (owner, share) in shares {
+            out.push(row(&g, Some(owner), basis.clone(), None, None, cov, rows, share));
+        }
+    }
+    out.sort();
+    Ok((out, data_end))
+}
+
+/// Which periods exist in the ledger (any source), ascending.
+pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<String>, ReconcileError> {
+    let set: BTreeSet<String> = store.billing_periods().await?.into_iter().map(|p| p.period).collect();
+    Ok(set.into_iter().collect())
+}
+
+/// Recompute the allocation of every selected period whose inputs changed (or all with
+/// `force`). Returns the periods recomputed.
+pub async fn ensure_allocated(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    periods: &[String],
+    force: bool,
+) -> Result<Vec<String>, ReconcileError> {
+    let loads = store.current_load_ids().await?;
+    let fp = fingerprint(cfg, &loads);
+    let states: BTreeMap<String, ReconcileState> =
+        store.reconcile_states().await?.into_iter().map(|s| (s.period.clone(), s)).collect();
+    let stale: Vec<&String> =
+        periods.iter().filter(|p| force || states.get(*p).is_none_or(|s| s.fingerprint != fp)).collect();
+    if stale.is_empty() {
+        return Ok(Vec::new());
+    }
+    let alloc = Allocator::new(cfg.allocation.clone(), store.account_first_seen().await?);
+    let mut done = Vec::new();
+    for p in stale {
+        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
+        let span = tracing::info_span!("allocate", period = %p);
+        let _g = span.enter();
+        let (rows, data_end) = allocate_period(store, cfg, &alloc, bp).await?;
+        tracing::info!(rows = rows.len(), "allocation computed");
+        let state = ReconcileState { period: p.clone(), fingerprint: fp.clone(), data_end: data_end.map(format_ts) };
+        store.replace_allocations(&state, &rows).await?;
+        done.push(p.clone());
+    }
+    Ok(done)
+}
+
+/// Allocate (where needed), check, store findings. A conservation failure is an error.
+pub async fn reconcile(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+) -> Result<ReconcileSummary, ReconcileError> {
+    let all = ledger_periods(store).await?;
+    let periods: Vec<String> = match selected {
+        Some(sel) => all.iter().filter(|p| sel.contains(p)).cloned().collect(),
+        None => all.clone(),
+    };
+    let recomputed = ensure_allocated(store, cfg, &periods, force).await?;
+    let rows = store.allocations(None).await?;
+    let mut summary = ReconcileSummary::default();
+    let mut findings = Vec::new();
+    let mut broken = Vec::new();
+    for p in &periods {
+        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
+        let mut ps = PeriodSummary { period: p.clone(), recomputed: recomputed.contains(p), ..Default::default() };
+        // Conservation, per billing account and currency: the stored allocation against an
+        // independent SQL sum of the charges.
+        let mut alloc_sum: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+        for r in rows.iter().filter(|r| &r.period == p) {
+            alloc_sum.entry((r.billing_account_id.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
+            let t = match (&r.owner, r.basis.starts_with("shared:")) {
+                (None, _) => &mut ps.unallocated,
+                (Some(_), true) => &mut ps.shared,
+                (Some(_), false) => &mut ps.allocated,
+            };
+            t.0.entry(r.currency.clone()).or_default().merge(&r.amount)?;
+            if let Some(reason) = &r.reason {
+                ps.by_reason.entry((reason.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
+            }
+        }
+        let billed = store
+            .totals(&ChargeFilter { period: Some(bp), ..Default::default() }, &[Dim::BillingAccount])
+            .await?;
+        let mut billed_map: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+        for t in billed {
+            let acct = t.keys[0].clone().unwrap_or_default();
+            ps.billed.0.entry(t.currency.clone()).or_default().merge(&t.billed_cost)?;
+            billed_map.insert((acct, t.currency), t.billed_cost);
+        }
+        let keys: BTreeSet<&(String, String)> = alloc_sum.keys().chain(billed_map.keys()).collect();
+        for k in keys {
+            let a = alloc_sum.get(k).copied().unwrap_or_default();
+            let b = billed_map.get(k).copied().unwrap_or_default();
+            if a != b {
+                let delta = a.checked_sub(&b)?;
+                broken.push(format!("{p} account {} {}: allocated+unallocated {a} vs billed {b}", k.0, k.1));
+                findings.push(Finding {
+                    check: checks::CONSERVATION.into(),
+                    period: p.clone(),
+                    billing_account_id: Some(k.0.clone()),
+                    currency: Some(k.1.clone()),
+                    amount: Some(delta),
+                    subject: None,
+                    message: format!("allocated + unallocated is {a} but the billed cost is {b}"),
+                    evidence: serde_json::json!({"allocated_plus_unallocated": a.to_string(), "billed": b.to_string()})
+                        .to_string(),
+                });
+            }
+        }
+        summary.periods.push(ps);
+    }
+    findings.extend(crate::checks::run_checks(store, cfg, &periods, &rows).await?);
+    findings.sort();
+    store.replace_findings(&periods, &findings).await?;
+    summary.findings = findings;
+    if !broken.is_empty() {
+        return Err(ReconcileError::Conservation(broken.join("; ")));
+    }
+    Ok(summary)
+}
