@@ -10,4 +10,5 @@ pub mod ingest;
 pub mod ledger;
 pub mod reconcile;
 pub mod registry;
+pub mod report;
 pub mod sample;

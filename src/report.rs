@@ -1,0 +1,720 @@
+//! The weekly governance report (DESIGN §7): one data model ([`Report`]: tables and chart
+//! series) rendered three ways — Markdown, one self-contained HTML page with SVG charts, and a
+//! CSV per table. Deterministic: the same ledger gives the same bytes (no clock inside; weeks
+//! are passed in). Markdown and HTML show amounts rounded half-to-even to 2 places; the CSVs
+//! carry the exact amounts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, NaiveDate};
+use costledger_core::{ExactSum, MoneyError, format_ts};
+use rust_decimal::Decimal;
+
+use crate::allocation::Reason;
+use crate::config::{Config, ReportFormat};
+use crate::ledger::{AllocationRow, Finding, FxRate, LedgerError, LedgerStore};
+use crate::reconcile::{checks, iso_week_label};
+
+mod chart;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Money(#[from] MoneyError),
+    #[error(
+        "no exchange rate from {from} to {to} for {month}: import one with `costledger fx import FILE` \
+         (columns month,from,to,rate)"
+    )]
+    MissingRate { from: String, to: String, month: String },
+    #[error("cannot write {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("drawing a chart failed: {0}")]
+    Chart(String),
+    #[error("'{0}' is not an ISO week such as 2026-W47")]
+    Week(String),
+}
+
+/// Parse `2026-W47` to the Monday of that ISO week.
+pub fn parse_week(s: &str) -> Result<NaiveDate, ReportError> {
+    let bad = || ReportError::Week(s.to_string());
+    let (y, w) = s.trim().split_once("-W").ok_or_else(bad)?;
+    let y: i32 = y.parse().map_err(|_| bad())?;
+    let w: u32 = w.parse().map_err(|_| bad())?;
+    NaiveDate::from_isoywd_opt(y, w, chrono::Weekday::Mon).ok_or_else(bad)
+}
+
+/// The last complete ISO week before `today`.
+pub fn last_complete_week(today: NaiveDate) -> NaiveDate {
+    use chrono::Datelike;
+    today - Duration::days(i64::from(today.weekday().num_days_from_monday()) + 7)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cell {
+    Text(String),
+    Money(ExactSum),
+    /// A percentage (2 places); `None` shows as n/a.
+    Pct(Option<Decimal>),
+    Int(u64),
+}
+
+impl Cell {
+    fn text(s: impl Into<String>) -> Cell {
+        Cell::Text(s.into())
+    }
+    fn display(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Money(m) => m.to_fixed(2),
+            Cell::Pct(Some(p)) => format!("{p}%"),
+            Cell::Pct(None) => "n/a".into(),
+            Cell::Int(i) => i.to_string(),
+        }
+    }
+    fn exact(&self) -> String {
+        match self {
+            Cell::Text(s) => s.clone(),
+            Cell::Money(m) => m.to_string(),
+            Cell::Pct(Some(p)) => p.to_string(),
+            Cell::Pct(None) => String::new(),
+            Cell::Int(i) => i.to_string(),
+        }
+    }
+    fn numeric(&self) -> bool {
+        !matches!(self, Cell::Text(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// File stem of its CSV.
+    pub name: &'static str,
+    pub title: String,
+    pub note: Option<String>,
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// One line of a chart: a name and a value per point.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub values: Vec<ExactSum>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub currency: String,
+    /// X labels (weeks) for line charts; bar labels for bar charts.
+    pub labels: Vec<String>,
+    pub series: Vec<Series>,
+    pub bars: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub week: NaiveDate,
+    pub label: String,
+    pub tables: Vec<Table>,
+    pub charts: Vec<Chart>,
+}
+
+fn pct_change(this: &ExactSum, prev: &ExactSum) -> Result<Option<Decimal>, MoneyError> {
+    Ok(this.checked_sub(prev)?.percent_of(&prev.abs()))
+}
+
+fn add(m: &mut BTreeMap<Vec<String>, ExactSum>, k: Vec<String>, v: &ExactSum) -> Result<(), MoneyError> {
+    m.entry(k).or_default().merge(v)
+}
+
+fn top(mut v: Vec<(Vec<String>, ExactSum)>, n: usize) -> Vec<(Vec<String>, ExactSum)> {
+    v.sort_by(|a, b| b.1.abs().cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+    v.truncate(n);
+    v
+}
+
+/// Build the report of the ISO week starting `monday` from the stored allocation and findings.
+pub async fn build_weekly(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    monday: NaiveDate,
+    convert_to: Option<&str>,
+) -> Result<Report, ReportError> {
+    let week = monday.to_string();
+    let prev = (monday - Duration::days(7)).to_string();
+    let first = (monday - Duration::days(49)).to_string();
+    let rows = store.allocations(Some((&first, &week))).await?;
+    let this: Vec<&AllocationRow> = rows.iter().filter(|r| r.week == week).collect();
+    let before: Vec<&AllocationRow> = rows.iter().filter(|r| r.week == prev).collect();
+    let label = iso_week_label(monday);
+    let sunday = monday + Duration::days(6);
+    let mut tables = Vec::new();
+
+    // --- Summary per currency ---------------------------------------------------------------
+    let mut cur_this: BTreeMap<String, [ExactSum; 4]> = BTreeMap::new(); // total, allocated, shared, unallocated
+    for r in &this {
+        let e = cur_this.entry(r.currency.clone()).or_default();
+        e[0].merge(&r.amount)?;
+        let i = match (&r.owner, r.basis.starts_with("shared:")) {
+            (None, _) => 3,
+            (Some(_), true) => 2,
+            (Some(_), false) => 1,
+        };
+        e[i].merge(&r.amount)?;
+    }
+    let mut cur_prev: BTreeMap<String, ExactSum> = BTreeMap::new();
+    for r in &before {
+        cur_prev.entry(r.currency.clone()).or_default().merge(&r.amount)?;
+    }
+    let currencies: BTreeSet<String> = cur_this.keys().chain(cur_prev.keys()).cloned().collect();
+    let mut summary = Vec::new();
+    for c in &currencies {
+        let t = cur_this.get(c).copied().unwrap_or_default();
+        let p = cur_prev.get(c).copied().unwrap_or_default();
+        summary.push(vec![
+            Cell::text(c),
+            Cell::Money(t[0]),
+            Cell::Money(p),
+            Cell::Money(t[0].checked_sub(&p)?),
+            Cell::Pct(pct_change(&t[0], &p)?),
+            Cell::Money(t[1]),
+            Cell::Money(t[2]),
+            Cell::Money(t[3]),
+            Cell::Pct(t[3].percent_of(&t[0])),
+        ]);
+    }
+    tables.push(Table {
+        name: "summary",
+        title: "Spend this week".into(),
+        note: Some(
+            "Allocated + shared + unallocated = total, exactly (the conservation check proves it per billing \
+             account). Currencies are never added together."
+                .into(),
+        ),
+        headers: vec![
+            "currency",
+            "this week",
+            "previous week",
+            "change",
+            "change %",
+            "allocated",
+            "shared",
+            "unallocated",
+            "unallocated %",
+        ],
+        rows: summary,
+    });
+
+    if let Some(target) = convert_to {
+        let rates = store.fx_rates().await?;
+        let mut total = [ExactSum::ZERO; 2];
+        let mut used = BTreeSet::new();
+        for (i, set) in [&this, &before].into_iter().enumerate() {
+            for r in set {
+                let converted = convert(&rates, &r.amount, &r.currency, target, &r.period, &mut used)?;
+                total[i].merge(&converted)?;
+            }
+        }
+        tables.push(Table {
+            name: "converted_total",
+            title: format!("Total converted to {target}"),
+            note: Some(format!(
+                "Each billing period's amounts converted at that month's rate: {}.",
+                if used.is_empty() { "no conversion needed".to_string() } else { used.into_iter().collect::<Vec<_>>().join("; ") }
+            )),
+            headers: vec!["currency", "this week", "previous week", "change", "change %"],
+            rows: vec![vec![
+                Cell::text(target),
+                Cell::Money(total[0]),
+                Cell::Money(total[1]),
+                Cell::Money(total[0].checked_sub(&total[1])?),
+                Cell::Pct(pct_change(&total[0], &total[1])?),
+            ]],
+        });
+    }
+
+    // --- By provider and by owner, week over week ---------------------------------------------
+    let wow = |key: &dyn Fn(&AllocationRow) -> Vec<String>| -> Result<Vec<Vec<Cell>>, MoneyError> {
+        let mut a = BTreeMap::new();
+        let mut b = BTreeMap::new();
+        for r in &this {
+            add(&mut a, key(r), &r.amount)?;
+        }
+        for r in &before {
+            add(&mut b, key(r), &r.amount)?;
+        }
+        let keys: BTreeSet<&Vec<String>> = a.keys().chain(b.keys()).collect();
+        let mut out = Vec::new();
+        for k in keys {
+            let t = a.get(k).copied().unwrap_or_default();
+            let p = b.get(k).copied().unwrap_or_default();
+            let mut row: Vec<Cell> = k.iter().map(Cell::text).collect();
+            row.extend([Cell::Money(t), Cell::Money(p), Cell::Money(t.checked_sub(&p)?), Cell::Pct(pct_change(&t, &p)?)]);
+            out.push(row);
+        }
+        Ok(out)
+    };
+    tables.push(Table {
+        name: "spend_by_provider",
+        title: "Spend by provider".into(),
+        note: None,
+        headers: vec!["provider", "currency", "this week", "previous week", "change", "change %"],
+        rows: wow(&|r| vec![r.provider_name.clone().unwrap_or_else(|| "(none)".into()), r.currency.clone()])?,
+    });
+    let owner_of = |r: &AllocationRow| r.owner.clone().unwrap_or_else(|| "(unallocated)".into());
+    let mut by_owner = wow(&|r| vec![owner_of(r), r.currency.clone()])?;
+    // "(unallocated)" last, then by owner name.
+    by_owner.sort_by_key(|row| (row[0] == Cell::text("(unallocated)"), row[0].exact(), row[1].exact()));
+    // direct / shared split of this week
+    let mut split: BTreeMap<(String, String), [ExactSum; 2]> = BTreeMap::new();
+    for r in &this {
+        if let Some(o) = &r.owner {
+            let e = split.entry((o.clone(), r.currency.clone())).or_default();
+            e[usize::from(r.basis.starts_with("shared:"))].merge(&r.amount)?;
+        }
+    }
+    for row in by_owner.iter_mut() {
+        let k = (row[0].exact(), row[1].exact());
+        let s = split.get(&k).copied().unwrap_or_default();
+        row.insert(2, Cell::Money(s[0]));
+        row.insert(3, Cell::Money(s[1]));
+    }
+    tables.push(Table {
+        name: "spend_by_owner",
+        title: "Spend by owner".into(),
+        note: Some("Shared costs are split by the allocation rules (see README, Allocation).".into()),
+        headers: vec!["owner", "currency", "direct", "shared", "this week", "previous week", "change", "change %"],
+        rows: by_owner,
+    });
+
+    // --- Unallocated ---------------------------------------------------------------------------
+    let unalloc: Vec<&&AllocationRow> = this.iter().filter(|r| r.owner.is_none()).collect();
+    let mut by_reason: BTreeMap<(String, String), (ExactSum, u64)> = BTreeMap::new();
+    for r in &unalloc {
+        let e = by_reason.entry((r.reason.clone().unwrap_or_default(), r.currency.clone())).or_default();
+        e.0.merge(&r.amount)?;
+        e.1 += r.rows;
+    }
+    let mut reason_rows = Vec::new();
+    for ((reason, cur), (amt, n)) in &by_reason {
+        let total = cur_this.get(cur).map(|t| t[0]).unwrap_or_default();
+        let advice = Reason::ALL.iter().find(|x| x.as_str() == reason).map(|x| x.advice()).unwrap_or("");
+        reason_rows.push(vec![
+            Cell::text(reason),
+            Cell::text(cur),
+            Cell::Money(*amt),
+            Cell::Int(*n),
+            Cell::Pct(amt.percent_of(&total)),
+            Cell::text(advice),
+        ]);
+    }
+    tables.push(Table {
+        name: "unallocated_by_reason",
+        title: "Unallocated spend by reason".into(),
+        note: None,
+        headers: vec!["reason", "currency", "amount", "charges", "% of spend", "what to do"],
+        rows: reason_rows,
+    });
+    let top_table = |name: &'static str,
+                     title: &str,
+                     headers: Vec<&'static str>,
+                     key: &dyn Fn(&AllocationRow) -> Vec<String>|
+     -> Result<Table, MoneyError> {
+        let mut m = BTreeMap::new();
+        for r in &unalloc {
+            add(&mut m, key(r), &r.amount)?;
+        }
+        let rows = top(m.into_iter().collect(), 10)
+            .into_iter()
+            .map(|(k, v)| {
+                let mut row: Vec<Cell> = k.into_iter().map(Cell::Text).collect();
+                row.push(Cell::Money(v));
+                row
+            })
+            .collect();
+        Ok(Table { name, title: title.into(), note: None, headers, rows })
+    };
+    let none = |s: &Option<String>| s.clone().unwrap_or_else(|| "(none)".into());
+    tables.push(top_table(
+        "unallocated_top_accounts",
+        "Top unallocated accounts",
+        vec!["provider", "billing account", "sub account", "currency", "amount"],
+        &|r| vec![none(&r.provider_name), r.billing_account_id.clone(), none(&r.sub_account_id), r.currency.clone()],
+    )?);
+    tables.push(top_table(
+        "unallocated_top_services",
+        "Top unallocated services",
+        vec!["service", "currency", "amount"],
+        &|r| vec![none(&r.service_name), r.currency.clone()],
+    )?);
+    tables.push(top_table(
+        "unallocated_top_resources",
+        "Top unallocated resources",
+        vec!["resource", "reason", "currency", "amount"],
+        &|r| vec![none(&r.resource_id), r.reason.clone().unwrap_or_default(), r.currency.clone()],
+    )?);
+
+    // --- Tag coverage ----------------------------------------------------------------------------
+    let mut cov: BTreeMap<(String, String), [ExactSum; 2]> = BTreeMap::new();
+    for r in &this {
+        if let Some(c) = &r.coverage {
+            let e = cov.entry((r.billing_account_id.clone(), r.currency.clone())).or_default();
+            e[1].merge(&r.amount)?;
+            if c == "tagged" {
+                e[0].merge(&r.amount)?;
+            }
+        }
+    }
+    let target = cfg.checks.tag_coverage_target_percent;
+    let cov_rows = cov
+        .into_iter()
+        .map(|((acct, cur), [tagged, total])| {
+            let pct = tagged.percent_of(&total);
+            let status = match pct {
+                Some(p) if p >= target => "ok",
+                Some(_) => "below target",
+                None => "n/a",
+            };
+            vec![
+                Cell::Text(acct),
+                Cell::Text(cur),
+                Cell::Money(total),
+                Cell::Money(tagged),
+                Cell::Pct(pct),
+                Cell::Pct(Some(target)),
+                Cell::text(status),
+            ]
+        })
+        .collect();
+    tables.push(Table {
+        name: "tag_coverage",
+        title: "Tag coverage".into(),
+        note: Some(format!(
+            "Share of Usage cost carrying every required tag ({}).",
+            cfg.allocation.required_tags.join(", ")
+        )),
+        headers: vec!["billing account", "currency", "usage cost", "tagged cost", "coverage", "target", "status"],
+        rows: cov_rows,
+    });
+
+    // --- Findings and restatements -----------------------------------------------------------------
+    let months: BTreeSet<String> =
+        [monday, sunday, monday - Duration::days(49)].iter().map(|d| d.format("%Y-%m").to_string()).collect();
+    let (lo, hi) = (months.iter().next().cloned().unwrap_or_default(), months.iter().last().cloned().unwrap_or_default());
+    let findings: Vec<Finding> = store.findings(None).await?;
+    let finding_row = |f: &Finding| {
+        vec![
+            Cell::text(&f.check),
+            Cell::text(&f.period),
+            Cell::text(f.billing_account_id.clone().unwrap_or_default()),
+            Cell::text(f.currency.clone().unwrap_or_default()),
+            f.amount.map(Cell::Money).unwrap_or(Cell::text("")),
+            Cell::text(&f.message),
+        ]
+    };
+    let this_months = [monday.format("%Y-%m").to_string(), sunday.format("%Y-%m").to_string()];
+    tables.push(Table {
+        name: "findings",
+        title: "Findings".into(),
+        note: Some("Checks of the billing periods this week falls in (restatements are listed below).".into()),
+        headers: vec!["check", "period", "billing account", "currency", "amount", "detail"],
+        rows: findings
+            .iter()
+            .filter(|f| f.check != checks::RESTATEMENT && this_months.contains(&f.period))
+            .map(finding_row)
+            .collect(),
+    });
+    tables.push(Table {
+        name: "restatements",
+        title: "Restatements".into(),
+        note: Some("Final billing periods or reported weeks that changed afterwards, in the last 8 weeks' periods.".into()),
+        headers: vec!["check", "period", "billing account", "currency", "change", "detail"],
+        rows: findings
+            .iter()
+            .filter(|f| f.check == checks::RESTATEMENT && f.period >= lo && f.period <= hi)
+            .map(finding_row)
+            .collect(),
+    });
+
+    // --- Data as of ------------------------------------------------------------------------------------
+    let ends = store.source_data_end().await?;
+    let mut asof = Vec::new();
+    for p in store.billing_periods().await? {
+        if p.period < lo || p.period > hi {
+            continue;
+        }
+        let end = ends.iter().find(|(s, per, _)| *s == p.source && *per == p.period).map(|e| format_ts(e.2));
+        asof.push(vec![
+            Cell::text(&p.source),
+            Cell::text(&p.period),
+            Cell::text(&p.state),
+            Cell::text(end.unwrap_or_else(|| "-".into())),
+            Cell::text(p.current_load.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
+        ]);
+    }
+    tables.push(Table {
+        name: "data_as_of",
+        title: "Data as of".into(),
+        note: Some("Per source and billing period: state (open, final, corrected) and the latest charge end.".into()),
+        headers: vec!["source", "period", "state", "data through", "current load"],
+        rows: asof,
+    });
+
+    // --- Charts and their table ------------------------------------------------------------------------
+    let weeks: Vec<NaiveDate> = (0..8).rev().map(|i| monday - Duration::days(7 * i)).collect();
+    let mut trend: BTreeMap<(String, String), Vec<ExactSum>> = BTreeMap::new();
+    for r in &rows {
+        let Some(i) = weeks.iter().position(|w| w.to_string() == r.week) else { continue };
+        let e = trend.entry((r.currency.clone(), owner_of(r))).or_insert_with(|| vec![ExactSum::ZERO; 8]);
+        e[i].merge(&r.amount)?;
+    }
+    let mut trend_rows = Vec::new();
+    for ((cur, owner), vals) in &trend {
+        for (i, v) in vals.iter().enumerate() {
+            trend_rows.push(vec![Cell::text(iso_week_label(weeks[i])), Cell::text(owner), Cell::text(cur), Cell::Money(*v)]);
+        }
+    }
+    tables.push(Table {
+        name: "owner_trend",
+        title: "Spend by owner, last 8 weeks".into(),
+        note: None,
+        headers: vec!["week", "owner", "currency", "amount"],
+        rows: trend_rows,
+    });
+    let labels: Vec<String> = weeks.iter().map(|w| iso_week_label(*w)).collect();
+    let mut charts = Vec::new();
+    let trend_currencies: BTreeSet<&String> = trend.keys().map(|k| &k.0).collect();
+    for cur in trend_currencies {
+        let series = trend
+            .iter()
+            .filter(|((c, _), _)| c == cur)
+            .map(|((_, o), v)| Series { name: o.clone(), values: v.clone() })
+            .collect();
+        charts.push(Chart {
+            title: format!("Spend by owner over the last 8 weeks ({cur})"),
+            currency: cur.clone(),
+            labels: labels.clone(),
+            series,
+            bars: false,
+        });
+    }
+    let reason_currencies: BTreeSet<&String> = by_reason.keys().map(|k| &k.1).collect();
+    for cur in reason_currencies {
+        let items: Vec<(&String, ExactSum)> =
+            by_reason.iter().filter(|((_, c), _)| c == cur).map(|((r, _), (a, _))| (r, *a)).collect();
+        charts.push(Chart {
+            title: format!("Unallocated by reason, {label} ({cur})"),
+            currency: cur.clone(),
+            labels: items.iter().map(|(r, _)| (*r).clone()).collect(),
+            series: vec![Series { name: "unallocated".into(), values: items.iter().map(|(_, a)| *a).collect() }],
+            bars: true,
+        });
+    }
+    Ok(Report { week: monday, label, tables, charts })
+}
+
+fn convert(
+    rates: &[FxRate],
+    amount: &ExactSum,
+    from: &str,
+    to: &str,
+    month: &str,
+    used: &mut BTreeSet<String>,
+) -> Result<ExactSum, ReportError> {
+    if from == to {
+        return Ok(*amount);
+    }
+    let r = rates
+        .iter()
+        .find(|r| r.month == month && r.from == from && r.to == to)
+        .ok_or_else(|| ReportError::MissingRate { from: from.into(), to: to.into(), month: month.into() })?;
+    used.insert(format!("{month} 1 {from} = {} {to} ({})", r.rate, r.provenance));
+    let (d, _) = amount.to_decimal().ok_or(MoneyError::SumOverflow)?;
+    let product = d.checked_mul(r.rate).ok_or(MoneyError::SumOverflow)?;
+    Ok(ExactSum::from(product))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Renderers
+// ---------------------------------------------------------------------------------------------
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+pub fn render_markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let sunday = r.week + Duration::days(6);
+    let _ = writeln!(s, "# Weekly cost governance report — {}\n", r.label);
+    let _ = writeln!(s, "Week {} to {} (charges by ChargePeriodStart). Amounts rounded to 2 places; the CSV files carry every digit.\n", r.week, sunday);
+    for t in &r.tables {
+        let _ = writeln!(s, "## {}\n", t.title);
+        if let Some(n) = &t.note {
+            let _ = writeln!(s, "{n}\n");
+        }
+        if t.rows.is_empty() {
+            let _ = writeln!(s, "_None._\n");
+            continue;
+        }
+        let _ = writeln!(s, "| {} |", t.headers.join(" | "));
+        let align: Vec<&str> = t
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(i, _)| if t.rows[0].get(i).is_some_and(Cell::numeric) { "---:" } else { "---" })
+            .collect();
+        let _ = writeln!(s, "| {} |", align.join(" | "));
+        for row in &t.rows {
+            let cells: Vec<String> = row.iter().map(|c| md_escape(&c.display())).collect();
+            let _ = writeln!(s, "| {} |", cells.join(" | "));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// One CSV per table: (file name, bytes). Exact amounts, CRLF, RFC 4180.
+pub fn render_csvs(r: &Report) -> Result<Vec<(String, Vec<u8>)>, csv::Error> {
+    let mut out = Vec::new();
+    for t in &r.tables {
+        let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
+        w.write_record(&t.headers)?;
+        for row in &t.rows {
+            w.write_record(row.iter().map(|c| crate::export::neutralise(&c.exact()).into_owned()))?;
+        }
+        let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
+        out.push((format!("{}.csv", t.name), bytes));
+    }
+    Ok(out)
+}
+
+pub fn xml_escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2em auto;max-width:1100px;\
+color:#1d2433;padding:0 1em}h1{font-size:1.6em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #d0d5dd}\
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #d0d5dd;padding:.25em .6em}\
+th{background:#f2f4f7;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}\
+p.note{color:#475467;font-size:.9em}figure{margin:1em 0}figcaption{font-weight:600;margin-bottom:.3em}\
+@media print{body{margin:0;max-width:none}h2{page-break-after:avoid}table,figure{page-break-inside:avoid}}";
+
+pub fn render_html(r: &Report) -> Result<String, ReportError> {
+    let mut s = String::new();
+    let title = format!("Weekly cost governance report — {}", r.label);
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>{}</title>\n<style>{CSS}</style>\n</head>\n<body>\n",
+        xml_escape(&title)
+    );
+    let _ = writeln!(s, "<h1>{}</h1>", xml_escape(&title));
+    let _ = writeln!(
+        s,
+        "<p class=\"note\">Week {} to {} (charges by ChargePeriodStart). Amounts rounded to 2 places; the CSV files carry every digit.</p>",
+        r.week,
+        r.week + Duration::days(6)
+    );
+    if !r.charts.is_empty() {
+        let _ = writeln!(s, "<h2>Charts</h2>");
+        for c in &r.charts {
+            let svg = chart::render_svg(c).map_err(ReportError::Chart)?;
+            let _ = writeln!(s, "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>", xml_escape(&c.title), svg);
+        }
+    }
+    for t in &r.tables {
+        let _ = writeln!(s, "<h2>{}</h2>", xml_escape(&t.title));
+        if let Some(n) = &t.note {
+            let _ = writeln!(s, "<p class=\"note\">{}</p>", xml_escape(n));
+        }
+        if t.rows.is_empty() {
+            let _ = writeln!(s, "<p><em>None.</em></p>");
+            continue;
+        }
+        s.push_str("<table>\n<thead><tr>");
+        for h in &t.headers {
+            let _ = write!(s, "<th>{}</th>", xml_escape(h));
+        }
+        s.push_str("</tr></thead>\n<tbody>\n");
+        for row in &t.rows {
+            s.push_str("<tr>");
+            for c in row {
+                let class = if c.numeric() { " class=\"n\"" } else { "" };
+                let _ = write!(s, "<td{class}>{}</td>", xml_escape(&c.display()));
+            }
+            s.push_str("</tr>\n");
+        }
+        s.push_str("</tbody>\n</table>\n");
+    }
+    s.push_str("</body>\n</html>\n");
+    Ok(s)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|source| ReportError::Write { path: path.display().to_string(), source })
+}
+
+/// Write the report in the given formats into `dir`; returns the paths written.
+pub fn write_report(r: &Report, dir: &Path, formats: &[ReportFormat]) -> Result<Vec<PathBuf>, ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write { path: dir.display().to_string(), source })?;
+    let stem = format!("weekly-{}", r.label);
+    let mut out = Vec::new();
+    for f in formats {
+        match f {
+            ReportFormat::Md => {
+                let p = dir.join(format!("{stem}.md"));
+                write_atomic(&p, render_markdown(r).as_bytes())?;
+                out.push(p);
+            }
+            ReportFormat::Html => {
+                let p = dir.join(format!("{stem}.html"));
+                write_atomic(&p, render_html(r)?.as_bytes())?;
+                out.push(p);
+            }
+            ReportFormat::Csv => {
+                let d = dir.join(format!("{stem}-csv"));
+                std::fs::create_dir_all(&d)
+                    .map_err(|source| ReportError::Write { path: d.display().to_string(), source })?;
+                for (name, bytes) in render_csvs(r).map_err(|e| ReportError::Write {
+                    path: d.display().to_string(),
+                    source: std::io::Error::other(e.to_string()),
+                })? {
+                    write_atomic(&d.join(name), &bytes)?;
+                }
+                out.push(d);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The week's total per currency (what the report said; a later change is a restatement).
+pub fn week_totals(r: &Report) -> costledger_core::Totals {
+    let mut t = costledger_core::Totals::default();
+    if let Some(summary) = r.tables.iter().find(|t| t.name == "summary") {
+        for row in &summary.rows {
+            if let (Cell::Text(c), Cell::Money(m)) = (&row[0], &row[1]) {
+                t.0.insert(c.clone(), *m);
+            }
+        }
+    }
+    t
+}
