@@ -14,8 +14,9 @@
 //!    - `untaggable_charge`: a charge the provider cannot tag: Tax, Credit, Adjustment, a
 //!      support plan (service name containing "Support"), or a marketplace charge (publisher
 //!      differs from provider) with no rule;
-//!    - `new_account`: the account (sub account, else billing account) was first seen less than
-//!      `new_account_days` (default 30) before the charge: tagging and rules usually lag;
+//!    - `new_account`: the sub account first appeared at least a day after its billing
+//!      account's data in the ledger begins, less than `new_account_days`
+//!      (default 30) before the charge: tagging and rules usually lag behind a new account;
 //!    - `shared_no_rule`: a charge with no resource id (account-level, e.g. data transfer or
 //!      a flat fee): shared by nature, but no rule says how to split it;
 //!    - `no_owner_tag`: a resource charge without any owner tag.
@@ -30,6 +31,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::config::ConfigIssue;
+use crate::ledger::FirstSeen;
 
 /// Why a charge is unallocated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -577,14 +579,22 @@ pub enum Decision {
 
 pub struct Allocator {
     pub cfg: AllocationConfig,
-    first_seen: HashMap<(Option<String>, String), DateTime<Utc>>,
+    /// (provider, billing account, account) → first appearance.
+    first_seen: HashMap<(Option<String>, String, String), DateTime<Utc>>,
+    /// (provider, billing account) → when the billing account's data begins.
+    billing_start: HashMap<(Option<String>, String), DateTime<Utc>>,
 }
 
 impl Allocator {
-    /// `first_seen`: per (provider, account) the first ChargePeriodStart in the ledger.
-    pub fn new(cfg: AllocationConfig, first_seen: Vec<(Option<String>, String, DateTime<Utc>)>) -> Allocator {
-        let first_seen = first_seen.into_iter().map(|(p, a, t)| ((p, a), t)).collect();
-        Allocator { cfg, first_seen }
+    /// `first_seen`: when each account first appears in the ledger.
+    pub fn new(cfg: AllocationConfig, first_seen: Vec<FirstSeen>) -> Allocator {
+        let mut billing_start: HashMap<(Option<String>, String), DateTime<Utc>> = HashMap::new();
+        for f in &first_seen {
+            let e = billing_start.entry((f.provider.clone(), f.billing_account_id.clone())).or_insert(f.at);
+            *e = (*e).min(f.at);
+        }
+        let first_seen = first_seen.into_iter().map(|f| ((f.provider, f.billing_account_id, f.account), f.at)).collect();
+        Allocator { cfg, first_seen, billing_start }
     }
 
     pub fn basis_text(&self, b: Basis) -> String {
@@ -655,7 +665,11 @@ impl Allocator {
             return Reason::UntaggableCharge;
         }
         let account = line.sub_account_id.clone().unwrap_or_else(|| line.billing_account_id.clone());
-        if let Some(first) = self.first_seen.get(&(line.provider_name.clone(), account))
+        // New: the account appeared after its billing account's data began (accounts present
+        // from the start are not new), and the charge is within new_account_days of that.
+        let ba = (line.provider_name.clone(), line.billing_account_id.clone());
+        if let Some(first) = self.first_seen.get(&(ba.0.clone(), ba.1.clone(), account))
+            && self.billing_start.get(&ba).is_some_and(|s| *first - *s >= Duration::days(1))
             && line.charge_period_start - *first < Duration::days(i64::from(self.cfg.new_account_days))
         {
             return Reason::NewAccount;

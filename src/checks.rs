@@ -31,8 +31,14 @@ pub async fn run_checks(
     }
     out.extend(restatements(store, periods).await?);
     out.extend(reported_weeks(store, periods, rows).await?);
-    let data_end = store.reconcile_states().await?.into_iter().filter_map(|s| s.data_end).max();
-    out.extend(anomalies(cfg, periods, rows, data_end.as_deref())?);
+    let day = |e: &Option<String>| e.as_deref().and_then(|e| NaiveDate::parse_from_str(e.get(..10)?, "%Y-%m-%d").ok());
+    let spans: Vec<(NaiveDate, NaiveDate)> = store
+        .reconcile_states()
+        .await?
+        .iter()
+        .filter_map(|s| Some((day(&s.data_start)?, day(&s.data_end)?)))
+        .collect();
+    out.extend(anomalies(cfg, periods, rows, &spans)?);
     Ok(out)
 }
 
@@ -333,16 +339,21 @@ fn tag_coverage(cfg: &Config, p: &str, rows: &[AllocationRow]) -> Result<Vec<Fin
     Ok(out)
 }
 
-/// Week-over-week change per owner and per service beyond the thresholds, for complete weeks
-/// starting in the reconciled periods.
+/// Week-over-week change per owner and per service beyond the thresholds, for weeks starting
+/// in the reconciled periods, when both weeks lie wholly inside the ledger's data (a partial
+/// first or last week is not an anomaly).
 fn anomalies(
     cfg: &Config,
     periods: &[String],
     rows: &[AllocationRow],
-    data_end: Option<&str>,
+    spans: &[(NaiveDate, NaiveDate)],
 ) -> Result<Vec<Finding>, ReconcileError> {
-    let Some(end) = data_end.and_then(|e| NaiveDate::parse_from_str(e.get(..10)?, "%Y-%m-%d").ok()) else {
-        return Ok(Vec::new());
+    // Every day of the week lies inside the data of some billing period ([start, end)).
+    let covered = |monday: NaiveDate| {
+        (0..7).all(|i| {
+            let d = monday + Duration::days(i);
+            spans.iter().any(|(s, e)| *s <= d && d < *e)
+        })
     };
     // (kind, name, currency, week) → amount
     let mut m: BTreeMap<(&str, String, String, String), ExactSum> = BTreeMap::new();
@@ -358,7 +369,7 @@ fn anomalies(
     let mut out = Vec::new();
     for week in &weeks {
         let Ok(monday) = NaiveDate::parse_from_str(week, "%Y-%m-%d") else { continue };
-        if !periods.contains(&month_of(week)) || monday + Duration::days(7) > end {
+        if !periods.contains(&month_of(week)) || !covered(monday) || !covered(monday - Duration::days(7)) {
             continue;
         }
         let prev = (monday - Duration::days(7)).to_string();

@@ -12,10 +12,14 @@ use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow,
 use costledger_focus::FocusConnector;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, DEFAULT_DATABASE, redact_url};
+use crate::allocation::Allocator;
+use crate::config::{Config, DEFAULT_DATABASE, ReportFormat, redact_url};
+use crate::finance_files::{read_fx, read_invoices};
+use crate::reconcile::{ReconcileError, reconcile};
+use crate::report::{build_weekly, last_complete_week, parse_week, week_totals, write_report};
 use crate::export::export_csv;
 use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, sweep_stale};
-use crate::ledger::{self, ChargeFilter, Dim, LedgerStore, LoadFilter, LoadState, RunOutcome};
+use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome};
 use crate::sample::{SampleSpec, write_sample_file};
 
 /// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
@@ -110,6 +114,42 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// Allocate every current charge to an owner or an unallocated reason, run the checks
+    /// (conservation, invoice, cross-source, restatement, tag coverage, anomaly) and store the
+    /// findings. Exit code 1 when there are findings, 2 on error.
+    Reconcile {
+        /// One billing period (YYYY-MM); default: every period in the ledger.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        period: Option<BillingPeriod>,
+        /// First billing period (YYYY-MM), inclusive.
+        #[arg(long)]
+        from: Option<BillingPeriod>,
+        /// Last billing period (YYYY-MM), inclusive.
+        #[arg(long)]
+        to: Option<BillingPeriod>,
+        /// Invoice totals from finance (CSV: invoice_id,billing_account_id,billing_period,currency,amount),
+        /// stored in the ledger and checked from now on.
+        #[arg(long)]
+        invoices: Option<PathBuf>,
+        /// Recompute the allocation even where its inputs did not change.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Findings stored by the last reconcile.
+    Findings {
+        #[arg(long)]
+        period: Option<BillingPeriod>,
+    },
+    /// Exchange rates for converted report totals.
+    Fx {
+        #[command(subcommand)]
+        what: FxWhat,
+    },
+    /// Reports.
+    Report {
+        #[command(subcommand)]
+        what: ReportWhat,
+    },
     /// Create or upgrade the ledger schema.
     Migrate,
     /// Validate the config file and report every problem with its path.
@@ -126,6 +166,33 @@ pub enum Command {
         /// Billing period of the bills (YYYY-MM).
         #[arg(long, default_value = "2026-10")]
         period: BillingPeriod,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FxWhat {
+    /// Import rates from a CSV: month,from,to,rate[,source] (1 FROM = RATE TO in that month).
+    Import { file: PathBuf },
+    /// List the stored rates.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportWhat {
+    /// The weekly governance report (reconciles first where loads or rules changed).
+    Weekly {
+        /// ISO week, e.g. 2026-W47; default: the last complete week in the configured time zone.
+        #[arg(long)]
+        week: Option<String>,
+        /// Output directory; default: report.out_dir from the config (`reports`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Comma-separated: md,html,csv; default: report.formats from the config (all three).
+        #[arg(long, value_delimiter = ',')]
+        format: Vec<String>,
+        /// Also show totals converted to this currency (rates from `fx import`).
+        #[arg(long)]
+        currency: Option<String>,
     },
 }
 
@@ -255,15 +322,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, ..Default::default() };
+            let alloc = allocator(store.as_ref(), &env.config).await?;
+            let alloc = Some(&alloc);
             let stats = match out {
                 Some(p) => {
                     let tmp = p.with_extension("csv.partial");
                     let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                    let stats = export_csv(store.as_ref(), &filter, std::io::BufWriter::new(f)).await?;
+                    let stats = export_csv(store.as_ref(), &filter, alloc, std::io::BufWriter::new(f)).await?;
                     std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
                     stats
                 }
-                None => export_csv(store.as_ref(), &filter, std::io::BufWriter::new(std::io::stdout().lock())).await?,
+                None => {
+                    export_csv(store.as_ref(), &filter, alloc, std::io::BufWriter::new(std::io::stdout().lock())).await?
+                }
             };
             eprintln!("exported {} lines (BilledCost: {})", stats.rows, stats.totals.display());
             Ok(ExitCode::SUCCESS)
@@ -356,7 +427,171 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir, rows, seed } => demo(&cli, dir, *rows, *seed).await,
+        Command::Reconcile { period, from, to, invoices, force } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            if let Some(f) = invoices {
+                let rows = read_invoices(f)?;
+                let n = store.upsert_invoices(&rows).await?;
+                println!("stored {n} invoice total(s) from {}", f.display());
+            }
+            let selected: Option<Vec<String>> = match (period, from, to) {
+                (Some(p), _, _) => Some(vec![p.to_string()]),
+                (None, None, None) => None,
+                (None, f, t) => {
+                    let all = crate::reconcile::ledger_periods(store.as_ref()).await?;
+                    let lo = f.map(|p| p.to_string()).unwrap_or_default();
+                    let hi = t.map(|p| p.to_string()).unwrap_or_else(|| "9999-12".into());
+                    Some(all.into_iter().filter(|p| *p >= lo && *p <= hi).collect())
+                }
+            };
+            reconcile_and_print(store.as_ref(), &env.config, selected.as_deref(), *force).await
+        }
+        Command::Findings { period } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let p = period.map(|p| p.to_string());
+            let f = store.findings(p.as_deref()).await?;
+            print_findings(&f);
+            Ok(if f.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Fx { what } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            match what {
+                FxWhat::Import { file } => {
+                    let rows = read_fx(file)?;
+                    let n = store.upsert_fx_rates(&rows).await?;
+                    println!("stored {n} exchange rate(s) from {}", file.display());
+                }
+                FxWhat::List => {
+                    for r in store.fx_rates().await? {
+                        println!("{}  1 {} = {} {}  ({})", r.month, r.from, r.rate, r.to, r.provenance);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { what: ReportWhat::Weekly { week, out, format, currency } } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let monday = match week {
+                Some(w) => parse_week(w)?,
+                None => last_complete_week(Utc::now().with_timezone(&env.config.timezone).date_naive()),
+            };
+            let formats = if format.is_empty() {
+                env.config.report.formats.clone()
+            } else {
+                format
+                    .iter()
+                    .map(|f| ReportFormat::parse(f).ok_or_else(|| anyhow::anyhow!("--format: '{f}' is not md, html or csv")))
+                    .collect::<anyhow::Result<Vec<_>>>()?
+            };
+            let dir = out.clone().unwrap_or_else(|| env.config.report.out_dir.clone());
+            let currency = currency.clone().or_else(|| env.config.report.currency.clone());
+            let paths = weekly_report(store.as_ref(), &env.config, monday, &dir, &formats, currency.as_deref()).await?;
+            for p in paths {
+                println!("wrote {}", p.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Build the allocator the reconciler uses (config rules + accounts' first appearance).
+pub async fn allocator(store: &dyn LedgerStore, config: &Config) -> anyhow::Result<Allocator> {
+    Ok(Allocator::new(config.allocation.clone(), store.account_first_seen().await?))
+}
+
+fn print_findings(findings: &[Finding]) {
+    if findings.is_empty() {
+        println!("no findings");
+    }
+    for f in findings {
+        println!(
+            "  [{}] {} {}{}: {}",
+            f.check,
+            f.period,
+            f.billing_account_id.as_deref().map(|a| format!("account {a} ")).unwrap_or_default(),
+            f.currency.as_deref().unwrap_or(""),
+            f.message
+        );
+    }
+}
+
+async fn reconcile_and_print(
+    store: &dyn LedgerStore,
+    config: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let run = store.start_run("reconcile", None).await?;
+    let result = reconcile(store, config, selected, force).await;
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let outcome = RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() };
+            store.finish_run(run, &outcome).await?;
+            if let ReconcileError::Conservation(_) = &e {
+                print_findings(&store.findings(None).await?);
+            }
+            return Err(e.into());
+        }
+    };
+    if summary.periods.is_empty() {
+        println!("nothing to reconcile: the ledger has no billing periods{}", if selected.is_some() { " in that range" } else { "" });
+    }
+    for p in &summary.periods {
+        println!(
+            "period {}{}: billed {}",
+            p.period,
+            if p.recomputed { " (allocation recomputed)" } else { " (allocation unchanged)" },
+            p.billed.display()
+        );
+        println!("  allocated   {}", p.allocated.display());
+        println!("  shared      {}", p.shared.display());
+        println!("  unallocated {}", p.unallocated.display());
+        for ((reason, cur), amt) in &p.by_reason {
+            println!("    {reason:<20} {amt} {cur}");
+        }
+        println!("  conservation: allocated + shared + unallocated = billed, exactly");
+    }
+    println!("findings: {}", summary.findings.len());
+    print_findings(&summary.findings);
+    let outcome = RunOutcome {
+        status: "ok".into(),
+        attempts: 1,
+        rows: summary.findings.len() as u64,
+        ..Default::default()
+    };
+    store.finish_run(run, &outcome).await?;
+    Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Reconcile where needed, build the weekly report, write it, remember what it said.
+pub async fn weekly_report(
+    store: &dyn LedgerStore,
+    config: &Config,
+    monday: chrono::NaiveDate,
+    dir: &Path,
+    formats: &[ReportFormat],
+    currency: Option<&str>,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let run = store.start_run("report", None).await?;
+    let result: anyhow::Result<Vec<PathBuf>> = async {
+        reconcile(store, config, None, false).await?;
+        let report = build_weekly(store, config, monday, currency).await?;
+        let paths = write_report(&report, dir, formats)?;
+        store.record_reported_week(&monday.to_string(), &week_totals(&report)).await?;
+        Ok(paths)
+    }
+    .await;
+    let outcome = match &result {
+        Ok(_) => RunOutcome { status: "ok".into(), attempts: 1, ..Default::default() },
+        Err(e) => RunOutcome { status: "failed".into(), attempts: 1, error: Some(format!("{e:#}")), ..Default::default() },
+    };
+    store.finish_run(run, &outcome).await?;
+    result
 }
 
 fn progress_bar() -> Option<ProgressBar> {
@@ -510,8 +745,32 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
     (o, ok)
 }
 
+/// Allocation rules the demo uses when no config gives any (the sample bills' teams).
+pub const DEMO_ALLOCATION: &str = r#"
+allocation:
+  owners: [payments, search, platform, data]
+  owner_tags: [team, owner]
+  tag_aliases: { Team: team }
+  required_tags: [team, env]
+  rules:
+    - name: checkout-apps
+      match: { tags: { app: "checkout-*" } }
+      owner: payments
+    - name: staging-account
+      match: { provider: AWS, sub_account_id: "333333333333" }
+      owner: platform
+    - name: tax-shared
+      match: { charge_category: Tax }
+      shared: proportional
+"#;
+
 async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<ExitCode> {
-    let env = load_env(cli)?;
+    let mut env = load_env(cli)?;
+    if env.config.allocation == crate::allocation::AllocationConfig::default() {
+        let demo = Config::parse(DEMO_ALLOCATION, &|_| None)
+            .map_err(|e| anyhow::anyhow!("built-in demo allocation rules are invalid: {e:?}"))?;
+        env.config.allocation = demo.allocation;
+    }
     let bills = dir.join("bills");
     std::fs::create_dir_all(&bills).with_context(|| format!("cannot create {}", bills.display()))?;
     let period: BillingPeriod = "2026-10".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -576,10 +835,34 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
         println!("   {} {}  {:<9} {}", p.source, p.period, p.state, p.totals.display());
     }
 
+    println!("\n4. reconcile (allocation rules: the config's, or the demo's built-in ones):");
+    let code = reconcile_and_print(store.as_ref(), &env.config, None, false).await?;
+
+    let data_end = store.reconcile_states().await?.into_iter().filter_map(|s| s.data_end).max();
+    let last_day = data_end.as_deref().and_then(|e| parse_timestamp(e).ok()).map(|t| t.date_naive());
+    let reports = dir.join("reports");
+    if let Some(day) = last_day {
+        let monday = last_complete_week(day);
+        println!("\n5. weekly governance report for {} (the last complete week of data):", crate::reconcile::iso_week_label(monday));
+        let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
+        for p in weekly_report(store.as_ref(), &env.config, monday, &reports, &formats, None).await? {
+            println!("   wrote {}", p.display());
+        }
+        let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));
+        println!("   open the HTML report in a browser: {}", html.display());
+    }
+
     let csv = dir.join("finance.csv");
     let f = std::fs::File::create(&csv).with_context(|| format!("cannot create {}", csv.display()))?;
-    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), std::io::BufWriter::new(f)).await?;
-    println!("\n4. finance CSV: {} ({} lines, BilledCost {})", csv.display(), stats.rows, stats.totals.display());
+    let alloc = allocator(store.as_ref(), &env.config).await?;
+    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), Some(&alloc), std::io::BufWriter::new(f)).await?;
+    println!(
+        "\n6. finance CSV with x_owner and x_allocation_reason: {} ({} lines, BilledCost {})",
+        csv.display(),
+        stats.rows,
+        stats.totals.display()
+    );
+    let _ = code;
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
     println!("Try: costledger --database {} loads", redact_url(&url));
     Ok(ExitCode::SUCCESS)

@@ -9,6 +9,7 @@ use costledger_core::{FOCUS_COLUMNS, Totals, canonical, format_ts};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
+use crate::allocation::{Allocator, Decision};
 use crate::ledger::{ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
 
 /// Lineage columns written after the FOCUS columns.
@@ -49,7 +50,20 @@ fn amount(v: Option<Decimal>) -> String {
     v.map(canonical).unwrap_or_default()
 }
 
-fn record(r: &ChargeRecord) -> Vec<Cow<'_, str>> {
+/// `x_owner` and `x_allocation_reason` of one charge (DESIGN §6): an owner and how it was
+/// decided (`tag:team`, `rule:NAME`); `shared` and the split rule; or no owner and the reason
+/// code.
+pub fn allocation_columns(alloc: &Allocator, line: &costledger_core::ChargeLine) -> (String, String) {
+    let tags = alloc.tags(line);
+    match alloc.decide(line, &tags) {
+        Decision::Owner { owner, basis } => (owner, alloc.basis_text(basis)),
+        Decision::Shared(rule) => ("shared".to_string(), alloc.shared_text(rule)),
+        Decision::Unallocated(r) => (String::new(), r.as_str().to_string()),
+    }
+}
+
+fn record<'a>(r: &'a ChargeRecord, alloc: Option<&Allocator>) -> Vec<Cow<'a, str>> {
+    let (owner, reason) = alloc.map(|a| allocation_columns(a, &r.line)).unwrap_or_default();
     let l = &r.line;
     vec![
         neutralise(&l.billing_account_id),
@@ -84,19 +98,20 @@ fn record(r: &ChargeRecord) -> Vec<Cow<'_, str>> {
         text(&l.commitment_discount_id),
         text(&l.invoice_id),
         Cow::Owned(l.tags_json().unwrap_or_default()),
-        // Allocation columns are filled by the reconciler (a later issue); empty until then.
-        Cow::Borrowed(""),
-        Cow::Borrowed(""),
+        Cow::Owned(neutralise(&owner).into_owned()),
+        Cow::Owned(reason),
         Cow::Owned(r.load_id.to_string()),
         neutralise(&r.source),
         text(&l.source_ref),
     ]
 }
 
-/// Stream the filtered current charges to `out` as CSV.
+/// Stream the filtered current charges to `out` as CSV. With an allocator, `x_owner` and
+/// `x_allocation_reason` are filled (the same decision the reconciler stores).
 pub async fn export_csv<W: Write>(
     store: &dyn LedgerStore,
     filter: &ChargeFilter,
+    alloc: Option<&Allocator>,
     out: W,
 ) -> Result<ExportStats, ExportError> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
@@ -105,7 +120,7 @@ pub async fn export_csv<W: Write>(
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
         let r = r?;
-        w.write_record(record(&r).iter().map(|c| c.as_bytes()))?;
+        w.write_record(record(&r, alloc).iter().map(|c| c.as_bytes()))?;
         stats.rows += 1;
         stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
     }

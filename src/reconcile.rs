@@ -105,20 +105,22 @@ pub async fn allocate_period(
     cfg: &Config,
     alloc: &Allocator,
     period: BillingPeriod,
-) -> Result<(Vec<AllocationRow>, Option<DateTime<Utc>>), ReconcileError> {
+) -> Result<(Vec<AllocationRow>, Option<(DateTime<Utc>, DateTime<Utc>)>), ReconcileError> {
     let p = period.to_string();
     // (group, owner, basis, reason, resource, coverage) → (rows, amount)
     type Key = (GroupKey, Option<String>, String, Option<Reason>, Option<String>, Option<bool>);
     let mut direct: BTreeMap<Key, (u64, ExactSum)> = BTreeMap::new();
     // (group, rule) → (rows, amount, coverage-tagged amount / untagged)
     let mut shared: BTreeMap<(GroupKey, usize, Option<bool>), (u64, ExactSum)> = BTreeMap::new();
-    let mut data_end: Option<DateTime<Utc>> = None;
+    let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
     let filter = ChargeFilter { period: Some(period), ..Default::default() };
     let mut stream = store.charges(&filter);
     while let Some(rec) = stream.next().await {
         let rec = rec?;
         let l = &rec.line;
-        data_end = Some(data_end.map_or(l.charge_period_end, |d| d.max(l.charge_period_end)));
+        span = Some(span.map_or((l.charge_period_start, l.charge_period_end), |(a, b)| {
+            (a.min(l.charge_period_start), b.max(l.charge_period_end))
+        }));
         let tags = alloc.tags(l);
         let coverage = (l.charge_category == ChargeCategory::Usage).then(|| alloc.is_tagged(&tags));
         let g = GroupKey {
@@ -224,7 +226,7 @@ pub async fn allocate_period(
         }
     }
     out.sort();
-    Ok((out, data_end))
+    Ok((out, span))
 }
 
 /// Which periods exist in the ledger (any source), ascending.
@@ -256,9 +258,14 @@ pub async fn ensure_allocated(
         let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
         let span = tracing::info_span!("allocate", period = %p);
         let _g = span.enter();
-        let (rows, data_end) = allocate_period(store, cfg, &alloc, bp).await?;
+        let (rows, span) = allocate_period(store, cfg, &alloc, bp).await?;
         tracing::info!(rows = rows.len(), "allocation computed");
-        let state = ReconcileState { period: p.clone(), fingerprint: fp.clone(), data_end: data_end.map(format_ts) };
+        let state = ReconcileState {
+            period: p.clone(),
+            fingerprint: fp.clone(),
+            data_start: span.map(|s| format_ts(s.0)),
+            data_end: span.map(|s| format_ts(s.1)),
+        };
         store.replace_allocations(&state, &rows).await?;
         done.push(p.clone());
     }

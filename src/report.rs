@@ -280,6 +280,11 @@ pub async fn build_weekly(
     }
     for row in by_owner.iter_mut() {
         let k = (row[0].exact(), row[1].exact());
+        if k.0 == "(unallocated)" {
+            row.insert(2, Cell::text(""));
+            row.insert(3, Cell::text(""));
+            continue;
+        }
         let s = split.get(&k).copied().unwrap_or_default();
         row.insert(2, Cell::Money(s[0]));
         row.insert(3, Cell::Money(s[1]));
@@ -426,6 +431,8 @@ pub async fn build_weekly(
         rows: findings
             .iter()
             .filter(|f| f.check != checks::RESTATEMENT && this_months.contains(&f.period))
+            // Anomalies of other weeks belong to those weeks' reports.
+            .filter(|f| f.check != checks::ANOMALY || f.subject.as_deref().is_some_and(|s| s.ends_with(&label)))
             .map(finding_row)
             .collect(),
     });

@@ -28,6 +28,7 @@ CREATE INDEX allocations_week ON allocations (week);
 CREATE TABLE reconcile_state (
     period       TEXT PRIMARY KEY,
     fingerprint  TEXT NOT NULL,
+    data_start   TEXT,
     data_end     TEXT,
     updated_at   TEXT NOT NULL
 );

@@ -263,11 +263,23 @@ pub struct AllocationRow {
     pub amount: ExactSum,
 }
 
+/// When an account first appears in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FirstSeen {
+    pub provider: Option<String>,
+    pub billing_account_id: String,
+    /// The sub account, or the billing account when the line has none.
+    pub account: String,
+    pub at: DateTime<Utc>,
+}
+
 /// The inputs a period's allocation was computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReconcileState {
     pub period: String,
     pub fingerprint: String,
+    /// Earliest ChargePeriodStart seen in the period (`YYYY-MM-DDTHH:MM:SSZ`).
+    pub data_start: Option<String>,
     /// Latest ChargePeriodEnd seen in the period (`YYYY-MM-DDTHH:MM:SSZ`).
     pub data_end: Option<String>,
 }
@@ -387,9 +399,9 @@ pub trait LedgerStore: ReconcileStore {
     /// Current charges (or one load's), in the deterministic export order.
     fn charges<'a>(&'a self, filter: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>>;
 
-    /// Per provider and account (sub account, else billing account): the earliest
-    /// ChargePeriodStart among current charges.
-    async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>>;
+    /// Per provider, billing account and account (sub account, else the billing account): the
+    /// earliest ChargePeriodStart among current charges.
+    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>>;
 
     /// Per source and billing period: the latest ChargePeriodEnd among current charges
     /// ("data as of"), sorted by source and period.

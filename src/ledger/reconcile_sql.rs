@@ -84,10 +84,11 @@ macro_rules! reconcile_sql {
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(q(
-                "INSERT INTO reconcile_state (period, fingerprint, data_end, updated_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO reconcile_state (period, fingerprint, data_start, data_end, updated_at) VALUES (?, ?, ?, ?, ?)",
             ))
             .bind(&state.period)
             .bind(&state.fingerprint)
+            .bind(&state.data_start)
             .bind(&state.data_end)
             .bind(now_text())
             .execute(&mut *tx)
@@ -137,11 +138,18 @@ macro_rules! reconcile_sql {
         }
 
         pub(crate) async fn rec_states(pool: &$pool) -> Result<Vec<ReconcileState>> {
-            sqlx::query(q("SELECT period, fingerprint, data_end FROM reconcile_state ORDER BY period"))
+            sqlx::query(q("SELECT period, fingerprint, data_start, data_end FROM reconcile_state ORDER BY period"))
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(|r| Ok(ReconcileState { period: r.try_get(0)?, fingerprint: r.try_get(1)?, data_end: r.try_get(2)? }))
+                .map(|r| {
+                    Ok(ReconcileState {
+                        period: r.try_get(0)?,
+                        fingerprint: r.try_get(1)?,
+                        data_start: r.try_get(2)?,
+                        data_end: r.try_get(3)?,
+                    })
+                })
                 .collect()
         }
 

@@ -272,16 +272,26 @@ impl LedgerStore for SqliteLedger {
         .collect()
     }
 
-    async fn account_first_seen(&self) -> Result<Vec<(Option<String>, String, DateTime<Utc>)>> {
-        sqlx::query(
-            "SELECT c.provider_name, COALESCE(c.sub_account_id, c.billing_account_id), MIN(c.charge_period_start) \
-             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
+    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
+        let mut v = sqlx::query(
+            "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
+             MIN(c.charge_period_start) \
+             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2, 3",
         )
         .fetch_all(&self.pool)
         .await?
         .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, ts(&r.try_get::<String, _>(2)?)?)))
-        .collect()
+        .map(|r| {
+            Ok(FirstSeen {
+                provider: r.try_get(0)?,
+                billing_account_id: r.try_get(1)?,
+                account: r.try_get(2)?,
+                at: ts(&r.try_get::<String, _>(3)?)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+        v.sort();
+        Ok(v)
     }
 
     fn backend(&self) -> Backend {
