@@ -388,7 +388,7 @@ fn anomalies(
                 continue;
             }
             let label = iso_week_label(monday);
-            let change = pct.map(|p| format!("{p}%")).unwrap_or_else(|| "new spend".into());
+            let change = pct.map(|p| format!("{p}% week over week")).unwrap_or_else(|| "new this week".into());
             out.push(Finding {
                 check: checks::ANOMALY.into(),
                 period: month_of(week),
@@ -396,7 +396,7 @@ fn anomalies(
                 currency: Some(cur.clone()),
                 amount: Some(delta),
                 subject: Some(format!("{kind} {name} {label}")),
-                message: format!("{kind} {name}: {before} -> {this} {cur} in week {label} ({change} week over week)"),
+                message: format!("{kind} {name}: {before} -> {this} {cur} in week {label} ({change})"),
                 evidence: json!({"kind": kind, "name": name, "week": week, "previous": before.to_string(), "this": this.to_string()})
                     .to_string(),
             });

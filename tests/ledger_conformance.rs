@@ -1,6 +1,7 @@
 //! One conformance suite, run against SQLite and PostgreSQL (DESIGN §4; habit 5). PostgreSQL
 //! runs when COSTLEDGER_TEST_POSTGRES_URL is set (CI sets it) and fails if it is unreachable.
 
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -16,62 +17,6 @@ use costledger::ledger::{
 use costledger_core::{BillingPeriod, ChargeLine, Context, ExactSum, PeriodWindow, Totals};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
-
-fn summary_of(lines: &[ChargeLine]) -> LoadSummary {
-    let mut s = LoadSummary { row_count: lines.len() as u64, ..Default::default() };
-    for l in lines {
-        s.totals.add(&l.billing_currency, l.billed_cost).expect("add");
-        let p = s
-            .periods
-            .entry(BillingPeriod::of(l.billing_period_start).to_string())
-            .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
-        p.rows += 1;
-        p.totals.add(&l.billing_currency, l.billed_cost).expect("add");
-        match &l.invoice_id {
-            Some(i) => {
-                p.invoice_ids.insert(i.clone());
-            }
-            None => p.all_invoiced = false,
-        }
-    }
-    s
-}
-
-fn new_load(source_id: i64, scope: &str, key: &str, owner: &str) -> NewLoad {
-    NewLoad {
-        source_id,
-        scope: scope.into(),
-        billing_period: Some("2026-10".into()),
-        delivery_key: key.into(),
-        description: format!("{scope}@{key}"),
-        owner: owner.into(),
-    }
-}
-
-/// Stage `lines` (in batches) under a new load and commit it.
-async fn load_lines(
-    s: &dyn LedgerStore,
-    source_id: i64,
-    scope: &str,
-    key: &str,
-    lines: &[ChargeLine],
-) -> CommitOutcome {
-    let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
-    for (i, chunk) in lines.chunks(5_000).enumerate() {
-        s.stage_lines(id, i as u64 * 5_000, chunk.to_vec()).await.expect("stage");
-    }
-    s.commit_load(id, &summary_of(lines)).await.expect("commit")
-}
-
-async fn total(s: &dyn LedgerStore, currency: &str) -> ExactSum {
-    s.totals(&ChargeFilter::default(), &[])
-        .await
-        .expect("totals")
-        .into_iter()
-        .find(|r| r.currency == currency)
-        .map(|r| r.billed_cost)
-        .unwrap_or_default()
-}
 
 async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
@@ -316,31 +261,6 @@ async fn filters_by_time_and_source(s: Box<dyn LedgerStore>) {
         .collect();
     assert_eq!(got, vec!["a|2026-10|USD|3", "b|2026-10|USD|2"]);
     assert!(s.ensure_source("a", "other").await.is_err(), "a source keeps its kind");
-}
-
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (s, _dir) = super::sqlite_store().await;
-                    super::$name(s).await;
-                }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    match super::pg_store().await {
-                        Some(s) => super::$name(s).await,
-                        None => eprintln!("skipped: {} is not set", super::PG_ENV),
-                    }
-                }
-            )*
-        }
-    };
 }
 
 conformance!(

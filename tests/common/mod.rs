@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use costledger::ledger::{self, LedgerStore};
-use costledger_core::{ChargeCategory, ChargeLine, parse_timestamp};
+use costledger::ledger::{self, ChargeFilter, CommitOutcome, LedgerStore, LoadSummary, NewLoad, PeriodContribution};
+use costledger_core::{BillingPeriod, ChargeCategory, ChargeLine, ExactSum, parse_timestamp};
 use rust_decimal::Decimal;
 use sqlx::Connection;
 
@@ -126,3 +126,87 @@ pub fn sqlite_url(dir: &Path) -> String {
 pub fn fixture(rel: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
 }
+
+pub fn summary_of(lines: &[ChargeLine]) -> LoadSummary {
+    let mut s = LoadSummary { row_count: lines.len() as u64, ..Default::default() };
+    for l in lines {
+        s.totals.add(&l.billing_currency, l.billed_cost).expect("add");
+        let p = s
+            .periods
+            .entry(BillingPeriod::of(l.billing_period_start).to_string())
+            .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
+        p.rows += 1;
+        p.totals.add(&l.billing_currency, l.billed_cost).expect("add");
+        match &l.invoice_id {
+            Some(i) => {
+                p.invoice_ids.insert(i.clone());
+            }
+            None => p.all_invoiced = false,
+        }
+    }
+    s
+}
+
+pub fn new_load(source_id: i64, scope: &str, key: &str, owner: &str) -> NewLoad {
+    NewLoad {
+        source_id,
+        scope: scope.into(),
+        billing_period: Some("2026-10".into()),
+        delivery_key: key.into(),
+        description: format!("{scope}@{key}"),
+        owner: owner.into(),
+    }
+}
+
+/// Stage `lines` (in batches) under a new load and commit it.
+pub async fn load_lines(
+    s: &dyn LedgerStore,
+    source_id: i64,
+    scope: &str,
+    key: &str,
+    lines: &[ChargeLine],
+) -> CommitOutcome {
+    let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
+    for (i, chunk) in lines.chunks(5_000).enumerate() {
+        s.stage_lines(id, i as u64 * 5_000, chunk.to_vec()).await.expect("stage");
+    }
+    s.commit_load(id, &summary_of(lines)).await.expect("commit")
+}
+
+pub async fn total(s: &dyn LedgerStore, currency: &str) -> ExactSum {
+    s.totals(&ChargeFilter::default(), &[])
+        .await
+        .expect("totals")
+        .into_iter()
+        .find(|r| r.currency == currency)
+        .map(|r| r.billed_cost)
+        .unwrap_or_default()
+}
+
+
+/// Run each `async fn NAME(store: Box<dyn LedgerStore>)` against SQLite and PostgreSQL.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let (s, _dir) = crate::common::sqlite_store().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    match crate::common::pg_store().await {
+                        Some(s) => super::$name(s).await,
+                        None => eprintln!("skipped: {} is not set", crate::common::PG_ENV),
+                    }
+                }
+            )*
+        }
+    };
+}
+

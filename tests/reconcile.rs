@@ -1,0 +1,339 @@
+//! The reconciler and the weekly report, on SQLite and PostgreSQL (one suite, both backends).
+
+#[macro_use]
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use costledger::config::Config;
+use costledger::ingest::ingest_source;
+use costledger::ledger::{AllocationRow, Finding, FxRate, InvoiceRow, LedgerStore};
+use costledger::reconcile::reconcile;
+use costledger::report::{build_weekly, parse_week, render_csvs, render_html, render_markdown, week_totals};
+use costledger_core::{ChargeCategory, Context, ExactSum, PeriodWindow, Totals};
+use costledger_focus::FocusConnector;
+
+fn config() -> Config {
+    let text = std::fs::read_to_string(fixture("reconcile/costledger.yaml")).expect("config");
+    Config::parse(&text, &|_| None).expect("valid config")
+}
+
+fn bill() -> PathBuf {
+    fixture("reconcile/bill-2026-10.csv")
+}
+
+async fn import(s: &dyn LedgerStore, source: &str, path: &Path) {
+    let c = FocusConnector::new(vec![path.to_path_buf()]);
+    let w = PeriodWindow { from: "2026-10".parse().expect("p"), to: "2026-10".parse().expect("p") };
+    let r = ingest_source(s, source, &c, w, &Context::new(source), None).await.expect("ingest");
+    for x in r {
+        x.expect("delivery loads");
+    }
+}
+
+fn sum_rows(rows: &[AllocationRow], pred: impl Fn(&AllocationRow) -> bool) -> BTreeMap<String, ExactSum> {
+    let mut m: BTreeMap<String, ExactSum> = BTreeMap::new();
+    for r in rows.iter().filter(|r| pred(r)) {
+        m.entry(r.currency.clone()).or_default().merge(&r.amount).expect("sum");
+    }
+    m
+}
+
+fn of_check<'a>(f: &'a [Finding], check: &str) -> Vec<&'a Finding> {
+    f.iter().filter(|x| x.check == check).collect()
+}
+
+/// Allocated + shared + unallocated equals the billed cost per currency, exactly, and every
+/// unallocated amount has a reason.
+async fn conservation_and_reasons_on_the_fixture(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let cfg = config();
+    let sum = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    assert_eq!(sum.periods.len(), 1);
+    let p = &sum.periods[0];
+    let mut all = p.allocated.clone();
+    all.merge(&p.shared).expect("m");
+    all.merge(&p.unallocated).expect("m");
+    assert_eq!(all, p.billed, "allocated + shared + unallocated = billed");
+    let rows = s.allocations(None).await.expect("rows");
+    assert!(rows.iter().filter(|r| r.owner.is_none()).all(|r| r.reason.is_some()), "every unallocated row has a reason");
+    let reasons: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r.reason.as_deref()).collect();
+    assert_eq!(
+        reasons.into_iter().collect::<Vec<_>>(),
+        vec!["commitment_purchase", "no_owner_tag", "shared_no_rule", "unknown_owner", "untaggable_charge"]
+    );
+    // The alias and case rules: "Team", "TEAM"/"Data" and cost_center all reach their owner.
+    let owners = |o: &str| sum_rows(&rows, |r| r.owner.as_deref() == Some(o) && !r.basis.starts_with("shared"));
+    assert_eq!(owners("data")["USD"].to_string(), "107.1", "21 days × 5.10 (TEAM=Data)");
+    assert_eq!(owners("search")["EUR"].to_string(), "91", "cost_center alias → cost-center");
+    assert_eq!(owners("platform")["USD"].to_string(), "147", "the staging rule wins over tags");
+    // Untaggable: the marketplace fee. (The credits carry team=payments: they reduce payments.)
+    let untaggable = sum_rows(&rows, |r| r.reason.as_deref() == Some("untaggable_charge"));
+    assert_eq!(untaggable["USD"].to_string(), "42", "the 42.00 Datadog marketplace fee");
+    let pay_tag = sum_rows(&rows, |r| r.owner.as_deref() == Some("payments") && r.basis == "tag:team");
+    assert_eq!(pay_tag["USD"].to_string(), "417.75", "EC2 7 × (10.25 + 20.25 + 30.25) less 3 credits of 2.50");
+    // Support (fixed 50/25/25) and tax (proportional) are shared in full.
+    let shared = sum_rows(&rows, |r| r.basis.starts_with("shared:"));
+    assert_eq!(shared["USD"].to_string(), "65.97", "3 × 12.00 tax + 3 × 9.99 support");
+    // 9.99 at 50/25/25 is 4.995/2.4975/2.4975: rounded down 4.99/2.49/2.49 and the two cents
+    // left go to the largest dropped fractions (0.75 each: data, search), not to payments (0.5).
+    let support = |o: &str| sum_rows(&rows, |r| r.basis == "shared:fixed:rule:support" && r.owner.as_deref() == Some(o));
+    assert_eq!(support("payments")["USD"].to_string(), "14.97", "3 × 4.99");
+    assert_eq!(support("data")["USD"].to_string(), "7.5", "3 × 2.50");
+    assert_eq!(support("search")["USD"].to_string(), "7.5", "3 × 2.50");
+    // Nothing changed: the allocation is not recomputed.
+    let again = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    assert!(!again.periods[0].recomputed);
+    assert_eq!(s.allocations(None).await.expect("rows"), rows);
+    // The rules change: recomputed.
+    let mut cfg2 = cfg.clone();
+    cfg2.allocation.rules.remove(0);
+    cfg2.allocation.canonical.push_str("changed");
+    let third = reconcile(s.as_ref(), &cfg2, None, false).await.expect("reconcile");
+    assert!(third.periods[0].recomputed);
+    assert_ne!(s.allocations(None).await.expect("rows"), rows);
+}
+
+/// A proportional split of 100.00 across three owners with equal direct spend gives 33.34 to
+/// the alphabetically first owner and 33.33 to the others: exactly 100.00 in all.
+async fn proportional_thirds_sum_back_exactly(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let mut lines = Vec::new();
+    for team in ["search", "payments", "data"] {
+        let mut l = line("10.00", "USD");
+        l.tags = BTreeMap::from([("team".into(), team.into())]);
+        l.resource_id = Some(format!("r-{team}"));
+        lines.push(l);
+    }
+    let mut tax = line("100.00", "USD");
+    tax.charge_category = ChargeCategory::Tax;
+    tax.tags.clear();
+    lines.push(tax);
+    load_lines(s.as_ref(), src, "x", "k", &lines).await;
+    let cfg = Config::parse(
+        "allocation:\n  owners: [payments, search, data]\n  rules:\n    - match: { charge_category: Tax }\n      shared: proportional\n",
+        &|_| None,
+    )
+    .expect("config");
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let rows = s.allocations(None).await.expect("rows");
+    let shares: Vec<(String, String)> = rows
+        .iter()
+        .filter(|r| r.basis.starts_with("shared:"))
+        .map(|r| (r.owner.clone().unwrap_or_default(), r.amount.to_string()))
+        .collect();
+    assert_eq!(
+        shares,
+        vec![("data".into(), "33.34".into()), ("payments".into(), "33.33".into()), ("search".into(), "33.33".into())]
+    );
+}
+
+async fn invoice_check_finds_exactly_the_cent(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let cfg = config();
+    // The fixture's USD lines all carry INV-2026-10-A; EUR lines EA-INV-10.
+    let totals = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").periods[0].billed.clone();
+    let usd = totals.get("USD").to_decimal().expect("fits").0;
+    let eur = totals.get("EUR").to_decimal().expect("fits").0;
+    let inv = |id: &str, acct: &str, cur: &str, amount| InvoiceRow {
+        invoice_id: id.into(),
+        billing_account_id: acct.into(),
+        period: "2026-10".into(),
+        currency: cur.into(),
+        amount,
+        provenance: "test".into(),
+    };
+    s.upsert_invoices(&[inv("INV-2026-10-A", "111111111111", "USD", usd), inv("", "ea-1", "EUR", eur)])
+        .await
+        .expect("invoices");
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    assert!(of_check(&f, "invoice").is_empty(), "matching invoices: no finding: {f:#?}");
+    s.upsert_invoices(&[inv("INV-2026-10-A", "111111111111", "USD", usd + dec("0.01"))]).await.expect("invoices");
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let inv = of_check(&f, "invoice");
+    assert_eq!(inv.len(), 1, "{f:#?}");
+    assert_eq!(inv[0].amount.map(|a| a.to_string()).as_deref(), Some("-0.01"));
+    assert_eq!(inv[0].subject.as_deref(), Some("INV-2026-10-A"));
+    // With a tolerance of 0.01 the cent is accepted.
+    let mut tolerant = cfg.clone();
+    tolerant.checks.invoice_tolerance = dec("0.01");
+    let f = reconcile(s.as_ref(), &tolerant, None, false).await.expect("reconcile").findings;
+    assert!(of_check(&f, "invoice").is_empty());
+}
+
+async fn restated_final_period_is_a_finding_with_the_exact_delta(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("bill.csv");
+    std::fs::copy(bill(), &f).expect("copy");
+    import(s.as_ref(), "aws", &f).await;
+    let cfg = config();
+    let first = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    assert!(of_check(&first.findings, "restatement").is_empty());
+    // The provider restates: one EC2 line 10.25 → 10.26 and a new 0.000001 line.
+    let text = std::fs::read_to_string(&f).expect("read");
+    let changed = text.replacen(",10.25,10.25,", ",10.26,10.26,", 1);
+    let extra = text.lines().nth(4).expect("a line").replace(",0.0000012,0.0000012,", ",0.000001,0.000001,");
+    std::fs::write(&f, format!("{changed}{extra}\n")).expect("write");
+    import(s.as_ref(), "aws", &f).await;
+    let second = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    assert!(second.periods[0].recomputed);
+    let r = of_check(&second.findings, "restatement");
+    assert_eq!(r.len(), 1, "{:#?}", second.findings);
+    assert_eq!(r[0].currency.as_deref(), Some("USD"));
+    assert_eq!(r[0].amount.map(|a| a.to_string()).as_deref(), Some("0.010001"));
+    // What changed, largest first: EC2 +0.01, then Lambda +0.000001.
+    let ec2 = r[0].evidence.find("\"change\":\"0.01\",\"service\":\"Amazon Elastic Compute Cloud\"");
+    let lambda = r[0].evidence.find("\"change\":\"0.000001\",\"service\":\"AWS Lambda\"");
+    assert!(ec2.is_some() && lambda.is_some() && ec2 < lambda, "{}", r[0].evidence);
+}
+
+async fn cross_source_disagreement_is_a_finding(s: Box<dyn LedgerStore>) {
+    let a = s.ensure_source("cur", "test").await.expect("source");
+    let b = s.ensure_source("cost-explorer", "test").await.expect("source");
+    load_lines(s.as_ref(), a, "x", "k", &[line("100.00", "USD")]).await;
+    load_lines(s.as_ref(), b, "x", "k", &[line("99.98", "USD")]).await;
+    let cfg = Config::default();
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let x = of_check(&f, "cross_source");
+    assert_eq!(x.len(), 1, "{f:#?}");
+    assert_eq!(x[0].amount.map(|a| a.to_string()).as_deref(), Some("0.02"));
+    assert_eq!(x[0].subject.as_deref(), Some("cur vs cost-explorer"));
+}
+
+/// The same ledger gives the same bytes, on both backends: golden Markdown and CSV files.
+async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let cfg = config();
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let monday = parse_week("2026-W43").expect("week");
+    let r = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut files = vec![("weekly-2026-W43.md".to_string(), render_markdown(&r).into_bytes())];
+    for (name, bytes) in render_csvs(&r).expect("csv") {
+        files.push((format!("weekly-2026-W43-csv/{name}"), bytes));
+    }
+    for (name, bytes) in files {
+        let p = golden.join(&name);
+        if std::env::var("UPDATE_GOLDEN").is_ok() {
+            std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+            std::fs::write(&p, &bytes).expect("write golden");
+        }
+        let want = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", p.display()));
+        assert!(
+            want == bytes,
+            "{name} differs from the golden file:\n{}",
+            String::from_utf8_lossy(&bytes)
+        );
+    }
+    // Same ledger, same bytes.
+    let again = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
+    assert_eq!(render_markdown(&again), render_markdown(&r));
+    assert_eq!(render_html(&again).expect("html"), render_html(&r).expect("html"));
+}
+
+/// The HTML is well-formed XML and its SVG charts carry the owners' names and values.
+async fn html_report_is_well_formed_with_charts(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let cfg = config();
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let r = build_weekly(s.as_ref(), &cfg, parse_week("2026-W43").expect("w"), None).await.expect("report");
+    let html = render_html(&r).expect("html");
+    let mut reader = quick_xml::Reader::from_str(&html);
+    let mut depth = 0i32;
+    let mut svgs = 0;
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Start(e)) => {
+                depth += 1;
+                if e.name().as_ref() == b"svg" {
+                    svgs += 1;
+                }
+            }
+            Ok(quick_xml::events::Event::End(_)) => depth -= 1,
+            Ok(_) => {}
+            Err(e) => panic!("HTML not well-formed at {}: {e}", reader.buffer_position()),
+        }
+    }
+    assert_eq!(depth, 0, "every element closed");
+    assert_eq!(svgs, 3, "owner trend USD and EUR, unallocated by reason USD (EUR has none)");
+    let usd_owner = &html[html.find("Spend by owner over the last 8 weeks (USD)").expect("usd chart")..];
+    let usd_svg = &usd_owner[..usd_owner.find("</svg>").expect("end")];
+    for owner in ["payments", "search", "platform", "data", "(unallocated)"] {
+        assert!(usd_svg.contains(owner), "owner chart names {owner}");
+    }
+    let pay = r.tables.iter().find(|t| t.name == "owner_trend").expect("trend");
+    let pay_w43 = pay
+        .rows
+        .iter()
+        .find(|row| {
+            matches!((&row[0], &row[1], &row[2]), (costledger::report::Cell::Text(w), costledger::report::Cell::Text(o), costledger::report::Cell::Text(c)) if w == "2026-W43" && o == "payments" && c == "USD")
+        })
+        .expect("row");
+    let costledger::report::Cell::Money(v) = &pay_w43[3] else { panic!("money") };
+    assert!(usd_svg.contains(&format!("payments: {}", v.to_fixed(2))), "value {} in the SVG legend", v.to_fixed(2));
+    assert!(html.contains("no_owner_tag"), "unallocated reasons are named");
+}
+
+async fn reported_week_that_changes_is_a_restatement(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("bill.csv");
+    // Without invoice ids the period stays open: only the reported-week check can fire.
+    let text = std::fs::read_to_string(bill()).expect("read").replace("INV-2026-10-A", "").replace("EA-INV-10", "");
+    std::fs::write(&f, &text).expect("write");
+    import(s.as_ref(), "aws", &f).await;
+    let cfg = config();
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let monday = parse_week("2026-W42").expect("w");
+    let r = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
+    s.record_reported_week(&monday.to_string(), &week_totals(&r)).await.expect("record");
+    assert!(of_check(&reconcile(s.as_ref(), &cfg, None, false).await.expect("r").findings, "restatement").is_empty());
+    // A late line for 2026-10-14 (week 42) arrives.
+    let late = text.lines().nth(1).expect("line").replace("2026-10-05T", "2026-10-14T").replace("2026-10-06T", "2026-10-15T");
+    std::fs::write(&f, format!("{text}{late}\n")).expect("write");
+    import(s.as_ref(), "aws", &f).await;
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let r = of_check(&f, "restatement");
+    assert_eq!(r.len(), 1, "{f:#?}");
+    assert_eq!(r[0].subject.as_deref(), Some("week 2026-W42"));
+    assert_eq!(r[0].amount.map(|a| a.to_string()).as_deref(), Some("10.25"));
+}
+
+async fn converted_totals_need_a_rate_per_month(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let cfg = config();
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let monday = parse_week("2026-W43").expect("w");
+    let e = build_weekly(s.as_ref(), &cfg, monday, Some("USD")).await.expect_err("no rate");
+    assert_eq!(
+        e.to_string(),
+        "no exchange rate from EUR to USD for 2026-10: import one with `costledger fx import FILE` (columns month,from,to,rate)"
+    );
+    let rate = FxRate { month: "2026-10".into(), from: "EUR".into(), to: "USD".into(), rate: dec("1.1"), provenance: "t".into() };
+    s.upsert_fx_rates(&[rate]).await.expect("fx");
+    let r = build_weekly(s.as_ref(), &cfg, monday, Some("USD")).await.expect("report");
+    let t = r.tables.iter().find(|t| t.name == "converted_total").expect("table");
+    let summary = r.tables.iter().find(|t| t.name == "summary").expect("summary");
+    let (costledger::report::Cell::Money(eur), costledger::report::Cell::Money(usd)) = (&summary.rows[0][1], &summary.rows[1][1])
+    else {
+        panic!("money")
+    };
+    let mut want = Totals::default();
+    want.add("USD", usd.to_decimal().expect("d").0).expect("a");
+    want.add("USD", eur.to_decimal().expect("d").0 * dec("1.1")).expect("a");
+    assert_eq!(t.rows[0][1], costledger::report::Cell::Money(want.get("USD")));
+}
+
+conformance!(
+    conservation_and_reasons_on_the_fixture,
+    proportional_thirds_sum_back_exactly,
+    invoice_check_finds_exactly_the_cent,
+    restated_final_period_is_a_finding_with_the_exact_delta,
+    cross_source_disagreement_is_a_finding,
+    weekly_report_matches_the_golden_files,
+    html_report_is_well_formed_with_charts,
+    reported_week_that_changes_is_a_restatement,
+    converted_totals_need_a_rate_per_month,
+);
