@@ -637,14 +637,15 @@ pub fn render_html(r: &Report) -> Result<String, ReportError> {
         r.week,
         r.week + Duration::days(6)
     );
-    if !r.charts.is_empty() {
-        let _ = writeln!(s, "<h2>Charts</h2>");
-        for c in &r.charts {
-            let svg = chart::render_svg(c).map_err(ReportError::Chart)?;
-            let _ = writeln!(s, "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>", xml_escape(&c.title), svg);
+    for (i, t) in r.tables.iter().enumerate() {
+        // The charts follow the summary: the first thing a manager reads.
+        if i == 1 && !r.charts.is_empty() {
+            let _ = writeln!(s, "<h2>Charts</h2>");
+            for c in &r.charts {
+                let svg = chart::render_svg(c).map_err(ReportError::Chart)?;
+                let _ = writeln!(s, "<figure>\n<figcaption>{}</figcaption>\n{}\n</figure>", xml_escape(&c.title), svg);
+            }
         }
-    }
-    for t in &r.tables {
         let _ = writeln!(s, "<h2>{}</h2>", xml_escape(&t.title));
         if let Some(n) = &t.note {
             let _ = writeln!(s, "<p class=\"note\">{}</p>", xml_escape(n));

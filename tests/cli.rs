@@ -308,12 +308,22 @@ fn demo_runs_and_is_idempotent() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("loaded    focus-sample-data-1.0.csv"), "{text}");
-    assert!(text.contains("4. finance CSV"), "{text}");
+    assert!(text.contains("4. reconcile"), "{text}");
+    assert!(text.contains("conservation: allocated + shared + unallocated = billed, exactly"), "{text}");
+    assert!(text.contains("5. weekly governance report for 2026-W43"), "{text}");
+    assert!(text.contains("6. finance CSV with x_owner and x_allocation_reason"), "{text}");
+    let html = d.join("reports/weekly-2026-W43.html");
+    assert!(text.contains(&format!("open the HTML report in a browser: {}", html.display())), "{text}");
     let csv1 = std::fs::read(d.join("finance.csv")).expect("csv");
+    let md1 = std::fs::read(d.join("reports/weekly-2026-W43.md")).expect("md");
+    let html1 = std::fs::read(&html).expect("html");
     let out = bin().args(["demo", "--rows", "2000", "--dir", d.to_str().expect("p")]).output().expect("run");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("skipped   synthetic-2026-10.csv"), "{text}");
+    assert!(text.contains("(allocation unchanged)"), "{text}");
     assert_eq!(std::fs::read(d.join("finance.csv")).expect("csv"), csv1);
+    assert_eq!(std::fs::read(d.join("reports/weekly-2026-W43.md")).expect("md"), md1, "same ledger, same bytes");
+    assert_eq!(std::fs::read(&html).expect("html"), html1, "same ledger, same bytes");
 }
 
 #[test]
@@ -355,4 +365,160 @@ fn errors_name_what_and_where_and_exit_2() {
     assert_eq!(code, 2);
     assert!(err.contains("postgres://nobody:***@127.0.0.1:1/x"), "{err}");
     assert!(!err.contains("sekret"), "passwords are never printed: {err}");
+}
+
+// --- Reconcile, findings, report, export with allocation (issue 8) ---------------------------
+
+fn reconcile_fixture(db: &str) -> std::path::PathBuf {
+    let bill = fixture("reconcile/bill-2026-10.csv");
+    let (code, _, err) = run(db, &["import", "--format", "focus", "--source", "aws", bill.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    fixture("reconcile/costledger.yaml")
+}
+
+#[test]
+fn reconcile_exits_1_with_findings_and_stores_them() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = reconcile_fixture(&db);
+    let cfg = cfg.to_str().expect("utf8");
+    let (code, out, err) = run(&db, &["--config", cfg, "reconcile"]);
+    assert_eq!(code, 1, "findings need attention: {out}{err}");
+    assert!(out.contains("period 2026-10 (allocation recomputed): billed EUR 91, USD 1176.0700251999999999993"), "{out}");
+    assert!(out.contains("conservation: allocated + shared + unallocated = billed, exactly"), "{out}");
+    assert!(out.contains("[tag_coverage] 2026-10 account ea-1 EUR"), "{out}");
+    let (code, again, _) = run(&db, &["--config", cfg, "reconcile"]);
+    assert_eq!(code, 1);
+    assert!(again.contains("(allocation unchanged)"), "{again}");
+    let (code, listed, _) = run(&db, &["findings", "--period", "2026-10"]);
+    assert_eq!(code, 1);
+    assert!(listed.contains("[tag_coverage] 2026-10 account ea-1 EUR"), "{listed}");
+    // A config with no findings to make: lower target, high anomaly thresholds.
+    let quiet = dir.path().join("quiet.yaml");
+    let text = std::fs::read_to_string(cfg).expect("read").replace(
+        "checks:\n  anomaly_percent: 50\n  anomaly_min_amount: \"20\"",
+        "checks:\n  anomaly_min_amount: 1000000\n  tag_coverage_target_percent: 0",
+    );
+    std::fs::write(&quiet, text).expect("write");
+    let (code, out, err) = run(&db, &["--config", quiet.to_str().expect("utf8"), "reconcile"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("findings: 0"), "{out}");
+}
+
+#[test]
+fn reconcile_with_an_invoice_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = reconcile_fixture(&db);
+    let inv = dir.path().join("invoices.csv");
+    std::fs::write(
+        &inv,
+        "invoice_id,billing_account_id,billing_period,currency,amount\r\n\
+         INV-2026-10-A,111111111111,2026-10,USD,1176.0700251999999999993\r\n\
+         EA-INV-10,ea-1,2026-10,EUR,91.01\r\n",
+    )
+    .expect("write");
+    let (_, out, err) =
+        run(&db, &["--config", cfg.to_str().expect("utf8"), "reconcile", "--invoices", inv.to_str().expect("utf8")]);
+    assert!(out.contains("stored 2 invoice total(s)"), "{out}{err}");
+    let invoice_findings: Vec<&str> = out.lines().filter(|l| l.contains("[invoice]")).collect();
+    assert_eq!(invoice_findings.len(), 1, "{out}");
+    assert!(
+        invoice_findings[0].contains(
+            "invoice EA-INV-10: the ledger has 91 EUR, the invoice says 91.01 EUR (difference -0.01, tolerance 0)"
+        ),
+        "{out}"
+    );
+    // A bad file: every problem, nothing stored, exit 2.
+    std::fs::write(&inv, "invoice_id,billing_account_id,billing_period,currency,amount\nX,1,2026-1,USD,abc\n").expect("w");
+    let (code, _, err) =
+        run(&db, &["--config", cfg.to_str().expect("utf8"), "reconcile", "--invoices", inv.to_str().expect("utf8")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("2 problem(s); nothing was stored"), "{err}");
+    assert!(err.contains("line 2: billing_period '2026-1' is not YYYY-MM"), "{err}");
+    assert!(err.contains("line 2: amount 'abc' is not a decimal number"), "{err}");
+}
+
+#[test]
+fn export_carries_owner_and_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = reconcile_fixture(&db);
+    let (code, out, err) = run(&db, &["--config", cfg.to_str().expect("utf8"), "export", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let mut rdr = csv::Reader::from_reader(out.as_bytes());
+    let h = rdr.headers().expect("h").clone();
+    let col = |n: &str| h.iter().position(|x| x == n).expect("column");
+    let (owner, reason, res, cat) = (col("x_owner"), col("x_allocation_reason"), col("ResourceId"), col("ChargeCategory"));
+    let mut seen = std::collections::BTreeMap::new();
+    for r in rdr.records() {
+        let r = r.expect("row");
+        seen.insert((r[res].to_string(), r[cat].to_string()), (r[owner].to_string(), r[reason].to_string()));
+    }
+    let get = |res: &str, cat: &str| seen.get(&(res.to_string(), cat.to_string())).cloned().expect("row");
+    assert_eq!(get("db-data", "Usage"), ("data".into(), "tag:team".into()));
+    assert_eq!(get("i-stage-0", "Usage"), ("platform".into(), "rule:staging".into()));
+    assert_eq!(get("", "Tax"), ("shared".into(), "shared:proportional:rule:tax".into()));
+    assert_eq!(get("log-group-x", "Usage"), ("".into(), "unknown_owner".into()));
+    assert_eq!(get("dd-1", "Usage"), ("".into(), "untaggable_charge".into()));
+}
+
+#[test]
+fn report_weekly_writes_markdown_html_and_csv() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = reconcile_fixture(&db);
+    let out_dir = dir.path().join("reports");
+    let (code, out, err) = run(
+        &db,
+        &["--config", cfg.to_str().expect("utf8"), "report", "weekly", "--week", "2026-W43", "--out", out_dir.to_str().expect("utf8")],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let md = std::fs::read(out_dir.join("weekly-2026-W43.md")).expect("md");
+    assert_eq!(md, std::fs::read(fixture("../golden/weekly-2026-W43.md")).expect("golden"), "CLI output = golden");
+    let html = std::fs::read_to_string(out_dir.join("weekly-2026-W43.html")).expect("html");
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<svg"));
+    assert!(out_dir.join("weekly-2026-W43-csv/unallocated_by_reason.csv").exists());
+    let (code, _, err) = run(&db, &["report", "weekly", "--week", "2026-W99"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("'2026-W99' is not an ISO week such as 2026-W47"), "{err}");
+    // The report remembered week 43; reconcile sees no change.
+    let (_, out, _) = run(&db, &["--config", cfg.to_str().expect("utf8"), "reconcile"]);
+    assert!(!out.contains("[restatement]"), "{out}");
+}
+
+/// Render the HTML report headless in Chromium (Debian's package) and check the PNG. CI sets
+/// COSTLEDGER_TEST_CHROMIUM=1 after installing it; elsewhere the test is skipped when Chromium
+/// is missing.
+#[test]
+fn html_report_renders_in_chromium() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    let required = std::env::var("COSTLEDGER_TEST_CHROMIUM").is_ok_and(|v| v == "1");
+    let Some(chromium) = chromium else {
+        assert!(!required, "COSTLEDGER_TEST_CHROMIUM=1 but Chromium is not installed");
+        eprintln!("skipped: Chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = reconcile_fixture(&db);
+    let out_dir = dir.path().join("reports");
+    let (code, _, err) = run(
+        &db,
+        &["--config", cfg.to_str().expect("utf8"), "report", "weekly", "--week", "2026-W43", "--out", out_dir.to_str().expect("utf8"), "--format", "html"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let png = dir.path().join("report.png");
+    let status = std::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("file://{}", out_dir.join("weekly-2026-W43.html").display()))
+        .env("HOME", dir.path())
+        .output()
+        .expect("run chromium");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let bytes = std::fs::read(&png).expect("png written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "a PNG");
+    // A blank 1200×1600 page compresses to a few KB; tables and charts make it much larger.
+    assert!(bytes.len() > 40_000, "the page has content ({} bytes)", bytes.len());
 }

@@ -40,7 +40,8 @@ fn color(i: usize) -> RGBColor {
 pub fn render_svg(c: &Chart) -> Result<String, String> {
     let mut buf = String::new();
     {
-        let root = SVGBackend::with_string(&mut buf, (W, H)).into_drawing_area();
+        let h = if c.bars { bar_height(c) } else { H };
+        let root = SVGBackend::with_string(&mut buf, (W, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         if c.bars {
             bars(&root, c)?;
@@ -87,7 +88,8 @@ fn lines(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, c: &Chart) -> R
     }
     // Legend: owner and this week's (last point's) amount.
     let style = TextStyle::from(("sans-serif", 13).into_font()).color(&BLACK);
-    legend.draw(&Text::new(format!("{} (last week)", c.currency), (10, 16), style.clone())).map_err(err)?;
+    let last = c.labels.last().cloned().unwrap_or_default();
+    legend.draw(&Text::new(format!("{} in {last}", c.currency), (10, 16), style.clone())).map_err(err)?;
     for (i, s) in c.series.iter().enumerate() {
         let y = 40 + 22 * i as i32;
         legend.draw(&Rectangle::new([(10, y - 6), (24, y + 6)], color(i).filled())).map_err(err)?;
@@ -97,13 +99,20 @@ fn lines(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, c: &Chart) -> R
     Ok(())
 }
 
+const ROW_H: u32 = 40;
+
+fn bar_height(c: &Chart) -> u32 {
+    let n = c.series.first().map(|s| s.values.len()).unwrap_or(0).max(1);
+    20 + ROW_H * u32::try_from(n).unwrap_or(1)
+}
+
 fn bars(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, c: &Chart) -> Result<(), String> {
     let values: Vec<f64> = c.series.first().map(|s| s.values.iter().map(f).collect()).unwrap_or_default();
     let max = values.iter().map(|v| v.abs()).fold(0.0_f64, f64::max);
     let label_w = 190;
     let value_w = 140;
     let bar_max = (W as i32 - label_w - value_w - 20) as f64;
-    let row_h = ((H as i32 - 20) / (values.len().max(1) as i32)).min(44);
+    let row_h = ROW_H as i32;
     let style = TextStyle::from(("sans-serif", 13).into_font()).color(&BLACK);
     for (i, v) in values.iter().enumerate() {
         let y = 10 + row_h * i as i32;

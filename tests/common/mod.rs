@@ -185,6 +185,7 @@ pub async fn total(s: &dyn LedgerStore, currency: &str) -> ExactSum {
 
 
 /// Run each `async fn NAME(store: Box<dyn LedgerStore>)` against SQLite and PostgreSQL.
+#[allow(unused_macros)]
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite_backend {
