@@ -69,7 +69,9 @@ impl Reason {
     pub fn advice(&self) -> &'static str {
         match self {
             Reason::NoOwnerTag => "resources without an owner tag: tag them, or add a rule",
-            Reason::UnknownOwner => "owner tag values that are not a known owner (typos?): fix the tags or add an alias",
+            Reason::UnknownOwner => {
+                "owner tag values that are not a known owner (typos?): fix the tags or add an alias"
+            }
             Reason::UntaggableCharge => "tax, credits, support and marketplace fees: add a shared or owner rule",
             Reason::SharedNoRule => "account-level charges with no resource: add a shared rule",
             Reason::NewAccount => "accounts first seen recently: add a rule for the account",
@@ -309,7 +311,11 @@ pub fn parse_allocation(v: Value, issues: &mut Vec<ConfigIssue>) -> AllocationCo
                 None
             }
             (None, None) => {
-                push(issues, path.clone(), "needs an owner (owner: NAME) or a split (shared: proportional|even|{OWNER: PERCENT…})".into());
+                push(
+                    issues,
+                    path.clone(),
+                    "needs an owner (owner: NAME) or a split (shared: proportional|even|{OWNER: PERCENT…})".into(),
+                );
                 None
             }
         };
@@ -354,12 +360,7 @@ fn globs(v: Option<OneOrMany>, path: &str, issues: &mut Vec<ConfigIssue>) -> Opt
     Some(AnyGlob(out))
 }
 
-fn parse_match(
-    m: RawMatch,
-    aliases: &BTreeMap<String, String>,
-    path: &str,
-    issues: &mut Vec<ConfigIssue>,
-) -> Match {
+fn parse_match(m: RawMatch, aliases: &BTreeMap<String, String>, path: &str, issues: &mut Vec<ConfigIssue>) -> Match {
     let charge_category = m.charge_category.map(|c| {
         c.list()
             .iter()
@@ -571,7 +572,10 @@ pub enum Basis {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Owner { owner: String, basis: Basis },
+    Owner {
+        owner: String,
+        basis: Basis,
+    },
     /// Index of the shared rule.
     Shared(usize),
     Unallocated(Reason),
@@ -593,7 +597,8 @@ impl Allocator {
             let e = billing_start.entry((f.provider.clone(), f.billing_account_id.clone())).or_insert(f.at);
             *e = (*e).min(f.at);
         }
-        let first_seen = first_seen.into_iter().map(|f| ((f.provider, f.billing_account_id, f.account), f.at)).collect();
+        let first_seen =
+            first_seen.into_iter().map(|f| ((f.provider, f.billing_account_id, f.account), f.at)).collect();
         Allocator { cfg, first_seen, billing_start }
     }
 

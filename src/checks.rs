@@ -32,12 +32,8 @@ pub async fn run_checks(
     out.extend(restatements(store, periods).await?);
     out.extend(reported_weeks(store, periods, rows).await?);
     let day = |e: &Option<String>| e.as_deref().and_then(|e| NaiveDate::parse_from_str(e.get(..10)?, "%Y-%m-%d").ok());
-    let spans: Vec<(NaiveDate, NaiveDate)> = store
-        .reconcile_states()
-        .await?
-        .iter()
-        .filter_map(|s| Some((day(&s.data_start)?, day(&s.data_end)?)))
-        .collect();
+    let spans: Vec<(NaiveDate, NaiveDate)> =
+        store.reconcile_states().await?.iter().filter_map(|s| Some((day(&s.data_start)?, day(&s.data_end)?))).collect();
     out.extend(anomalies(cfg, periods, rows, &spans)?);
     Ok(out)
 }
@@ -291,8 +287,9 @@ async fn reported_weeks(
                     reported.get(cur),
                     now.get(cur)
                 ),
-                evidence: json!({"week": week, "reported": reported.get(cur).to_string(), "now": now.get(cur).to_string()})
-                    .to_string(),
+                evidence:
+                    json!({"week": week, "reported": reported.get(cur).to_string(), "now": now.get(cur).to_string()})
+                        .to_string(),
             });
         }
     }

@@ -14,12 +14,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocation::Allocator;
 use crate::config::{Config, DEFAULT_DATABASE, ReportFormat, redact_url};
-use crate::finance_files::{read_fx, read_invoices};
-use crate::reconcile::{ReconcileError, reconcile};
-use crate::report::{build_weekly, last_complete_week, parse_week, week_totals, write_report};
 use crate::export::export_csv;
+use crate::finance_files::{read_fx, read_invoices};
 use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, sweep_stale};
 use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome};
+use crate::reconcile::{ReconcileError, reconcile};
+use crate::report::{build_weekly, last_complete_week, parse_week, week_totals, write_report};
 use crate::sample::{SampleSpec, write_sample_file};
 
 /// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
@@ -333,7 +333,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     stats
                 }
                 None => {
-                    export_csv(store.as_ref(), &filter, alloc, std::io::BufWriter::new(std::io::stdout().lock())).await?
+                    export_csv(store.as_ref(), &filter, alloc, std::io::BufWriter::new(std::io::stdout().lock()))
+                        .await?
                 }
             };
             eprintln!("exported {} lines (BilledCost: {})", stats.rows, stats.totals.display());
@@ -484,7 +485,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 format
                     .iter()
-                    .map(|f| ReportFormat::parse(f).ok_or_else(|| anyhow::anyhow!("--format: '{f}' is not md, html or csv")))
+                    .map(|f| {
+                        ReportFormat::parse(f).ok_or_else(|| anyhow::anyhow!("--format: '{f}' is not md, html or csv"))
+                    })
                     .collect::<anyhow::Result<Vec<_>>>()?
             };
             let dir = out.clone().unwrap_or_else(|| env.config.report.out_dir.clone());
@@ -530,7 +533,8 @@ async fn reconcile_and_print(
     let summary = match result {
         Ok(s) => s,
         Err(e) => {
-            let outcome = RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() };
+            let outcome =
+                RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() };
             store.finish_run(run, &outcome).await?;
             if let ReconcileError::Conservation(_) = &e {
                 print_findings(&store.findings(None).await?);
@@ -539,7 +543,10 @@ async fn reconcile_and_print(
         }
     };
     if summary.periods.is_empty() {
-        println!("nothing to reconcile: the ledger has no billing periods{}", if selected.is_some() { " in that range" } else { "" });
+        println!(
+            "nothing to reconcile: the ledger has no billing periods{}",
+            if selected.is_some() { " in that range" } else { "" }
+        );
     }
     for p in &summary.periods {
         println!(
@@ -558,12 +565,8 @@ async fn reconcile_and_print(
     }
     println!("findings: {}", summary.findings.len());
     print_findings(&summary.findings);
-    let outcome = RunOutcome {
-        status: "ok".into(),
-        attempts: 1,
-        rows: summary.findings.len() as u64,
-        ..Default::default()
-    };
+    let outcome =
+        RunOutcome { status: "ok".into(), attempts: 1, rows: summary.findings.len() as u64, ..Default::default() };
     store.finish_run(run, &outcome).await?;
     Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -588,7 +591,9 @@ pub async fn weekly_report(
     .await;
     let outcome = match &result {
         Ok(_) => RunOutcome { status: "ok".into(), attempts: 1, ..Default::default() },
-        Err(e) => RunOutcome { status: "failed".into(), attempts: 1, error: Some(format!("{e:#}")), ..Default::default() },
+        Err(e) => {
+            RunOutcome { status: "failed".into(), attempts: 1, error: Some(format!("{e:#}")), ..Default::default() }
+        }
     };
     store.finish_run(run, &outcome).await?;
     result
@@ -843,7 +848,10 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     let reports = dir.join("reports");
     if let Some(day) = last_day {
         let monday = last_complete_week(day);
-        println!("\n5. weekly governance report for {} (the last complete week of data):", crate::reconcile::iso_week_label(monday));
+        println!(
+            "\n5. weekly governance report for {} (the last complete week of data):",
+            crate::reconcile::iso_week_label(monday)
+        );
         let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
         for p in weekly_report(store.as_ref(), &env.config, monday, &reports, &formats, None).await? {
             println!("   wrote {}", p.display());

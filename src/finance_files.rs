@@ -101,7 +101,8 @@ pub fn read_invoices(path: &Path) -> Result<Vec<InvoiceRow>, FileError> {
         }
         let value = decimal(amount);
         if value.is_none() {
-            problems.push(format!("{at}: amount '{amount}' is not a decimal number (use '.' and no thousands separators)"));
+            problems
+                .push(format!("{at}: amount '{amount}' is not a decimal number (use '.' and no thousands separators)"));
         }
         if problems.len() > before {
             continue;
@@ -156,7 +157,11 @@ pub fn read_fx(path: &Path) -> Result<Vec<FxRate>, FileError> {
             from: from.to_string(),
             to: to.to_string(),
             rate: r.unwrap_or_default(),
-            provenance: if src.is_empty() { format!("{}:{line}", t.path) } else { format!("{src} ({}:{line})", t.path) },
+            provenance: if src.is_empty() {
+                format!("{}:{line}", t.path)
+            } else {
+                format!("{src} ({}:{line})", t.path)
+            },
         });
     }
     if problems.is_empty() { Ok(out) } else { Err(FileError::Invalid { path: t.path, problems }) }

@@ -15,9 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
 use crate::config::Config;
-use crate::ledger::{
-    AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, ReconcileState,
-};
+use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -195,17 +193,30 @@ pub async fn allocate_period(
         let r = &alloc.cfg.rules[rule];
         let RuleAction::Shared(how) = &r.action else { continue };
         let even: Vec<(String, ExactSum)> = if alloc.cfg.owners.is_empty() {
-            direct_spend.values().flat_map(|m| m.keys()).collect::<BTreeSet<_>>().into_iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
+            direct_spend
+                .values()
+                .flat_map(|m| m.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|o| (o.clone(), ExactSum::from(Decimal::ONE)))
+                .collect()
         } else {
             alloc.cfg.owners.iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
         };
         let (weights, mode) = match how {
-            SharedSplit::Fixed(parts) => (parts.iter().map(|(o, p)| (o.clone(), ExactSum::from(*p))).collect(), "fixed"),
+            SharedSplit::Fixed(parts) => {
+                (parts.iter().map(|(o, p)| (o.clone(), ExactSum::from(*p))).collect(), "fixed")
+            }
             SharedSplit::Even => (even, "even"),
             SharedSplit::Proportional => {
                 let w: Vec<(String, ExactSum)> = direct_spend
                     .get(&g.currency)
-                    .map(|m| m.iter().filter(|(_, v)| !v.is_negative() && !v.is_zero()).map(|(o, v)| (o.clone(), *v)).collect())
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(_, v)| !v.is_negative() && !v.is_zero())
+                            .map(|(o, v)| (o.clone(), *v))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 // No owner has direct spend in this period and currency: split evenly instead.
                 if w.is_empty() { (even, "even-fallback") } else { (w, "proportional") }
@@ -307,9 +318,8 @@ pub async fn reconcile(
                 ps.by_reason.entry((reason.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
             }
         }
-        let billed = store
-            .totals(&ChargeFilter { period: Some(bp), ..Default::default() }, &[Dim::BillingAccount])
-            .await?;
+        let billed =
+            store.totals(&ChargeFilter { period: Some(bp), ..Default::default() }, &[Dim::BillingAccount]).await?;
         let mut billed_map: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
         for t in billed {
             let acct = t.keys[0].clone().unwrap_or_default();

@@ -225,7 +225,11 @@ pub async fn build_weekly(
             title: format!("Total converted to {target}"),
             note: Some(format!(
                 "Each billing period's amounts converted at that month's rate: {}.",
-                if used.is_empty() { "no conversion needed".to_string() } else { used.into_iter().collect::<Vec<_>>().join("; ") }
+                if used.is_empty() {
+                    "no conversion needed".to_string()
+                } else {
+                    used.into_iter().collect::<Vec<_>>().join("; ")
+                }
             )),
             headers: vec!["currency", "this week", "previous week", "change", "change %"],
             rows: vec![vec![
@@ -254,7 +258,12 @@ pub async fn build_weekly(
             let t = a.get(k).copied().unwrap_or_default();
             let p = b.get(k).copied().unwrap_or_default();
             let mut row: Vec<Cell> = k.iter().map(Cell::text).collect();
-            row.extend([Cell::Money(t), Cell::Money(p), Cell::Money(t.checked_sub(&p)?), Cell::Pct(pct_change(&t, &p)?)]);
+            row.extend([
+                Cell::Money(t),
+                Cell::Money(p),
+                Cell::Money(t.checked_sub(&p)?),
+                Cell::Pct(pct_change(&t, &p)?),
+            ]);
             out.push(row);
         }
         Ok(out)
@@ -410,7 +419,8 @@ pub async fn build_weekly(
     // --- Findings and restatements -----------------------------------------------------------------
     let months: BTreeSet<String> =
         [monday, sunday, monday - Duration::days(49)].iter().map(|d| d.format("%Y-%m").to_string()).collect();
-    let (lo, hi) = (months.iter().next().cloned().unwrap_or_default(), months.iter().last().cloned().unwrap_or_default());
+    let (lo, hi) =
+        (months.iter().next().cloned().unwrap_or_default(), months.iter().last().cloned().unwrap_or_default());
     let findings: Vec<Finding> = store.findings(None).await?;
     let finding_row = |f: &Finding| {
         vec![
@@ -439,7 +449,9 @@ pub async fn build_weekly(
     tables.push(Table {
         name: "restatements",
         title: "Restatements".into(),
-        note: Some("Final billing periods or reported weeks that changed afterwards, in the last 8 weeks' periods.".into()),
+        note: Some(
+            "Final billing periods or reported weeks that changed afterwards, in the last 8 weeks' periods.".into(),
+        ),
         headers: vec!["check", "period", "billing account", "currency", "change", "detail"],
         rows: findings
             .iter()
@@ -483,7 +495,12 @@ pub async fn build_weekly(
     let mut trend_rows = Vec::new();
     for ((cur, owner), vals) in &trend {
         for (i, v) in vals.iter().enumerate() {
-            trend_rows.push(vec![Cell::text(iso_week_label(weeks[i])), Cell::text(owner), Cell::text(cur), Cell::Money(*v)]);
+            trend_rows.push(vec![
+                Cell::text(iso_week_label(weeks[i])),
+                Cell::text(owner),
+                Cell::text(cur),
+                Cell::Money(*v),
+            ]);
         }
     }
     tables.push(Table {
@@ -558,7 +575,11 @@ pub fn render_markdown(r: &Report) -> String {
     let mut s = String::new();
     let sunday = r.week + Duration::days(6);
     let _ = writeln!(s, "# Weekly cost governance report — {}\n", r.label);
-    let _ = writeln!(s, "Week {} to {} (charges by ChargePeriodStart). Amounts rounded to 2 places; the CSV files carry every digit.\n", r.week, sunday);
+    let _ = writeln!(
+        s,
+        "Week {} to {} (charges by ChargePeriodStart). Amounts rounded to 2 places; the CSV files carry every digit.\n",
+        r.week, sunday
+    );
     for t in &r.tables {
         let _ = writeln!(s, "## {}\n", t.title);
         if let Some(n) = &t.note {

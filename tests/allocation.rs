@@ -226,7 +226,9 @@ allocation:
     has("allocation.owners[2]: 'payments' is listed twice");
     has("allocation.rules[0].match.tags.app: bad pattern 'checkout-[': '[' has no closing ']'");
     has("allocation.rules[1].owner: unknown owner 'marketing' (allocation.owners: payments, search)");
-    has("allocation.rules[2].match.charge_category: ChargeCategory 'Support' is not one of Usage, Purchase, Tax, Credit, Adjustment");
+    has(
+        "allocation.rules[2].match.charge_category: ChargeCategory 'Support' is not one of Usage, Purchase, Tax, Credit, Adjustment",
+    );
     has("allocation.rules[3].shared: percentages sum to 90, not 100");
     has("allocation.rules[4]: give either owner or shared, not both");
     has("allocation.rules[5]: needs an owner");

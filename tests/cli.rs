@@ -35,6 +35,11 @@ fn example_config_parses_and_validates() {
     let c = costledger::config::Config::load(&p).expect("example config is valid");
     assert_eq!(c.sources.len(), 1);
     assert_eq!(c.retention.superseded_loads_days, 90);
+    assert_eq!(c.allocation.owners, ["payments", "search", "platform", "data"]);
+    assert_eq!(c.allocation.rules.len(), 4);
+    assert_eq!(c.allocation.owner_tags, ["team", "cost-center", "owner"]);
+    assert_eq!(c.checks.cross_source_tolerance, Decimal::from_str("0.01").expect("d"));
+    assert_eq!(c.report.schedule, "0 0 6 * * Mon");
     let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 source(s)"));
@@ -384,7 +389,10 @@ fn reconcile_exits_1_with_findings_and_stores_them() {
     let cfg = cfg.to_str().expect("utf8");
     let (code, out, err) = run(&db, &["--config", cfg, "reconcile"]);
     assert_eq!(code, 1, "findings need attention: {out}{err}");
-    assert!(out.contains("period 2026-10 (allocation recomputed): billed EUR 91, USD 1176.0700251999999999993"), "{out}");
+    assert!(
+        out.contains("period 2026-10 (allocation recomputed): billed EUR 91, USD 1176.0700251999999999993"),
+        "{out}"
+    );
     assert!(out.contains("conservation: allocated + shared + unallocated = billed, exactly"), "{out}");
     assert!(out.contains("[tag_coverage] 2026-10 account ea-1 EUR"), "{out}");
     let (code, again, _) = run(&db, &["--config", cfg, "reconcile"]);
@@ -430,7 +438,8 @@ fn reconcile_with_an_invoice_file() {
         "{out}"
     );
     // A bad file: every problem, nothing stored, exit 2.
-    std::fs::write(&inv, "invoice_id,billing_account_id,billing_period,currency,amount\nX,1,2026-1,USD,abc\n").expect("w");
+    std::fs::write(&inv, "invoice_id,billing_account_id,billing_period,currency,amount\nX,1,2026-1,USD,abc\n")
+        .expect("w");
     let (code, _, err) =
         run(&db, &["--config", cfg.to_str().expect("utf8"), "reconcile", "--invoices", inv.to_str().expect("utf8")]);
     assert_eq!(code, 2);
@@ -449,7 +458,8 @@ fn export_carries_owner_and_reason() {
     let mut rdr = csv::Reader::from_reader(out.as_bytes());
     let h = rdr.headers().expect("h").clone();
     let col = |n: &str| h.iter().position(|x| x == n).expect("column");
-    let (owner, reason, res, cat) = (col("x_owner"), col("x_allocation_reason"), col("ResourceId"), col("ChargeCategory"));
+    let (owner, reason, res, cat) =
+        (col("x_owner"), col("x_allocation_reason"), col("ResourceId"), col("ChargeCategory"));
     let mut seen = std::collections::BTreeMap::new();
     for r in rdr.records() {
         let r = r.expect("row");
@@ -471,7 +481,16 @@ fn report_weekly_writes_markdown_html_and_csv() {
     let out_dir = dir.path().join("reports");
     let (code, out, err) = run(
         &db,
-        &["--config", cfg.to_str().expect("utf8"), "report", "weekly", "--week", "2026-W43", "--out", out_dir.to_str().expect("utf8")],
+        &[
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "report",
+            "weekly",
+            "--week",
+            "2026-W43",
+            "--out",
+            out_dir.to_str().expect("utf8"),
+        ],
     );
     assert_eq!(code, 0, "{out}{err}");
     let md = std::fs::read(out_dir.join("weekly-2026-W43.md")).expect("md");
@@ -505,7 +524,18 @@ fn html_report_renders_in_chromium() {
     let out_dir = dir.path().join("reports");
     let (code, _, err) = run(
         &db,
-        &["--config", cfg.to_str().expect("utf8"), "report", "weekly", "--week", "2026-W43", "--out", out_dir.to_str().expect("utf8"), "--format", "html"],
+        &[
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "report",
+            "weekly",
+            "--week",
+            "2026-W43",
+            "--out",
+            out_dir.to_str().expect("utf8"),
+            "--format",
+            "html",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     let png = dir.path().join("report.png");

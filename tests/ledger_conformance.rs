@@ -11,10 +11,9 @@ use chrono::Utc;
 use common::*;
 use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
-    ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, NewLoad, PeriodContribution,
-    RunOutcome,
+    ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome,
 };
-use costledger_core::{BillingPeriod, ChargeLine, Context, ExactSum, PeriodWindow, Totals};
+use costledger_core::{ChargeLine, Context, PeriodWindow, Totals};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
 

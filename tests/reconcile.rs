@@ -58,7 +58,10 @@ async fn conservation_and_reasons_on_the_fixture(s: Box<dyn LedgerStore>) {
     all.merge(&p.unallocated).expect("m");
     assert_eq!(all, p.billed, "allocated + shared + unallocated = billed");
     let rows = s.allocations(None).await.expect("rows");
-    assert!(rows.iter().filter(|r| r.owner.is_none()).all(|r| r.reason.is_some()), "every unallocated row has a reason");
+    assert!(
+        rows.iter().filter(|r| r.owner.is_none()).all(|r| r.reason.is_some()),
+        "every unallocated row has a reason"
+    );
     let reasons: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r.reason.as_deref()).collect();
     assert_eq!(
         reasons.into_iter().collect::<Vec<_>>(),
@@ -79,7 +82,8 @@ async fn conservation_and_reasons_on_the_fixture(s: Box<dyn LedgerStore>) {
     assert_eq!(shared["USD"].to_string(), "65.97", "3 × 12.00 tax + 3 × 9.99 support");
     // 9.99 at 50/25/25 is 4.995/2.4975/2.4975: rounded down 4.99/2.49/2.49 and the two cents
     // left go to the largest dropped fractions (0.75 each: data, search), not to payments (0.5).
-    let support = |o: &str| sum_rows(&rows, |r| r.basis == "shared:fixed:rule:support" && r.owner.as_deref() == Some(o));
+    let support =
+        |o: &str| sum_rows(&rows, |r| r.basis == "shared:fixed:rule:support" && r.owner.as_deref() == Some(o));
     assert_eq!(support("payments")["USD"].to_string(), "14.97", "3 × 4.99");
     assert_eq!(support("data")["USD"].to_string(), "7.5", "3 × 2.50");
     assert_eq!(support("search")["USD"].to_string(), "7.5", "3 × 2.50");
@@ -221,11 +225,7 @@ async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
             std::fs::write(&p, &bytes).expect("write golden");
         }
         let want = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", p.display()));
-        assert!(
-            want == bytes,
-            "{name} differs from the golden file:\n{}",
-            String::from_utf8_lossy(&bytes)
-        );
+        assert!(want == bytes, "{name} differs from the golden file:\n{}", String::from_utf8_lossy(&bytes));
     }
     // Same ledger, same bytes.
     let again = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
@@ -291,7 +291,8 @@ async fn reported_week_that_changes_is_a_restatement(s: Box<dyn LedgerStore>) {
     s.record_reported_week(&monday.to_string(), &week_totals(&r)).await.expect("record");
     assert!(of_check(&reconcile(s.as_ref(), &cfg, None, false).await.expect("r").findings, "restatement").is_empty());
     // A late line for 2026-10-14 (week 42) arrives.
-    let late = text.lines().nth(1).expect("line").replace("2026-10-05T", "2026-10-14T").replace("2026-10-06T", "2026-10-15T");
+    let late =
+        text.lines().nth(1).expect("line").replace("2026-10-05T", "2026-10-14T").replace("2026-10-06T", "2026-10-15T");
     std::fs::write(&f, format!("{text}{late}\n")).expect("write");
     import(s.as_ref(), "aws", &f).await;
     let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
@@ -311,12 +312,19 @@ async fn converted_totals_need_a_rate_per_month(s: Box<dyn LedgerStore>) {
         e.to_string(),
         "no exchange rate from EUR to USD for 2026-10: import one with `costledger fx import FILE` (columns month,from,to,rate)"
     );
-    let rate = FxRate { month: "2026-10".into(), from: "EUR".into(), to: "USD".into(), rate: dec("1.1"), provenance: "t".into() };
+    let rate = FxRate {
+        month: "2026-10".into(),
+        from: "EUR".into(),
+        to: "USD".into(),
+        rate: dec("1.1"),
+        provenance: "t".into(),
+    };
     s.upsert_fx_rates(&[rate]).await.expect("fx");
     let r = build_weekly(s.as_ref(), &cfg, monday, Some("USD")).await.expect("report");
     let t = r.tables.iter().find(|t| t.name == "converted_total").expect("table");
     let summary = r.tables.iter().find(|t| t.name == "summary").expect("summary");
-    let (costledger::report::Cell::Money(eur), costledger::report::Cell::Money(usd)) = (&summary.rows[0][1], &summary.rows[1][1])
+    let (costledger::report::Cell::Money(eur), costledger::report::Cell::Money(usd)) =
+        (&summary.rows[0][1], &summary.rows[1][1])
     else {
         panic!("money")
     };

@@ -362,7 +362,6 @@ pub trait ReconcileStore: Send + Sync {
     /// Remember what a weekly report said about its week.
     async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()>;
     async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>>;
-
 }
 
 #[async_trait]

@@ -244,7 +244,6 @@ super::reconcile_sql::reconcile_impl!(PgLedger);
 
 #[async_trait]
 impl LedgerStore for PgLedger {
-
     async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
         let mut rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query(
             "SELECT s.name, to_char(c.billing_period_start AT TIME ZONE 'UTC', 'YYYY-MM'), MAX(c.charge_period_end) \

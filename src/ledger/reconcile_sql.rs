@@ -355,45 +355,45 @@ macro_rules! reconcile_impl {
     ($ty:ty) => {
         #[async_trait]
         impl ReconcileStore for $ty {
-        async fn current_load_ids(&self) -> Result<Vec<LoadId>> {
-            rec::rec_current_load_ids(&self.pool).await
-        }
-        async fn period_history(&self) -> Result<Vec<PeriodLoad>> {
-            rec::rec_period_history(&self.pool).await
-        }
-        async fn replace_allocations(&self, state: &ReconcileState, rows: &[AllocationRow]) -> Result<()> {
-            rec::rec_replace_allocations(&self.pool, state, rows).await
-        }
-        async fn allocations(&self, weeks: Option<(&str, &str)>) -> Result<Vec<AllocationRow>> {
-            rec::rec_allocations(&self.pool, weeks).await
-        }
-        async fn reconcile_states(&self) -> Result<Vec<ReconcileState>> {
-            rec::rec_states(&self.pool).await
-        }
-        async fn replace_findings(&self, periods: &[String], findings: &[Finding]) -> Result<()> {
-            rec::rec_replace_findings(&self.pool, periods, findings).await
-        }
-        async fn findings(&self, period: Option<&str>) -> Result<Vec<Finding>> {
-            rec::rec_findings(&self.pool, period).await
-        }
-        async fn upsert_invoices(&self, rows: &[InvoiceRow]) -> Result<u64> {
-            rec::rec_upsert_invoices(&self.pool, rows).await
-        }
-        async fn invoices(&self) -> Result<Vec<InvoiceRow>> {
-            rec::rec_invoices(&self.pool).await
-        }
-        async fn upsert_fx_rates(&self, rows: &[FxRate]) -> Result<u64> {
-            rec::rec_upsert_fx(&self.pool, rows).await
-        }
-        async fn fx_rates(&self) -> Result<Vec<FxRate>> {
-            rec::rec_fx(&self.pool).await
-        }
-        async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()> {
-            rec::rec_record_week(&self.pool, week, totals).await
-        }
-        async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>> {
-            rec::rec_reported_weeks(&self.pool).await
-        }
+            async fn current_load_ids(&self) -> Result<Vec<LoadId>> {
+                rec::rec_current_load_ids(&self.pool).await
+            }
+            async fn period_history(&self) -> Result<Vec<PeriodLoad>> {
+                rec::rec_period_history(&self.pool).await
+            }
+            async fn replace_allocations(&self, state: &ReconcileState, rows: &[AllocationRow]) -> Result<()> {
+                rec::rec_replace_allocations(&self.pool, state, rows).await
+            }
+            async fn allocations(&self, weeks: Option<(&str, &str)>) -> Result<Vec<AllocationRow>> {
+                rec::rec_allocations(&self.pool, weeks).await
+            }
+            async fn reconcile_states(&self) -> Result<Vec<ReconcileState>> {
+                rec::rec_states(&self.pool).await
+            }
+            async fn replace_findings(&self, periods: &[String], findings: &[Finding]) -> Result<()> {
+                rec::rec_replace_findings(&self.pool, periods, findings).await
+            }
+            async fn findings(&self, period: Option<&str>) -> Result<Vec<Finding>> {
+                rec::rec_findings(&self.pool, period).await
+            }
+            async fn upsert_invoices(&self, rows: &[InvoiceRow]) -> Result<u64> {
+                rec::rec_upsert_invoices(&self.pool, rows).await
+            }
+            async fn invoices(&self) -> Result<Vec<InvoiceRow>> {
+                rec::rec_invoices(&self.pool).await
+            }
+            async fn upsert_fx_rates(&self, rows: &[FxRate]) -> Result<u64> {
+                rec::rec_upsert_fx(&self.pool, rows).await
+            }
+            async fn fx_rates(&self) -> Result<Vec<FxRate>> {
+                rec::rec_fx(&self.pool).await
+            }
+            async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()> {
+                rec::rec_record_week(&self.pool, week, totals).await
+            }
+            async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>> {
+                rec::rec_reported_weeks(&self.pool).await
+            }
         }
     };
 }

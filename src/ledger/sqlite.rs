@@ -258,7 +258,6 @@ super::reconcile_sql::reconcile_impl!(SqliteLedger);
 
 #[async_trait]
 impl LedgerStore for SqliteLedger {
-
     async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
         sqlx::query(
             "SELECT s.name, substr(c.billing_period_start, 1, 7), MAX(c.charge_period_end) \

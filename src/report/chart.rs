@@ -80,7 +80,10 @@ fn lines(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, c: &Chart) -> R
     for (i, s) in c.series.iter().enumerate() {
         let col = color(i);
         chart
-            .draw_series(LineSeries::new(s.values.iter().enumerate().map(|(x, v)| (x as f64, f(v))), col.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.values.iter().enumerate().map(|(x, v)| (x as f64, f(v))),
+                col.stroke_width(2),
+            ))
             .map_err(err)?;
         chart
             .draw_series(s.values.iter().enumerate().map(|(x, v)| Circle::new((x as f64, f(v)), 3, col.filled())))
@@ -121,7 +124,8 @@ fn bars(root: &DrawingArea<SVGBackend, plotters::coord::Shift>, c: &Chart) -> Re
         let label = c.labels.get(i).cloned().unwrap_or_default();
         root.draw(&Text::new(label, (label_w - 8, y + row_h / 2), style.pos(Pos::new(HPos::Right, VPos::Center))))
             .map_err(err)?;
-        root.draw(&Rectangle::new([(label_w, y + 4), (label_w + w.max(1), y + row_h - 4)], col.filled())).map_err(err)?;
+        root.draw(&Rectangle::new([(label_w, y + 4), (label_w + w.max(1), y + row_h - 4)], col.filled()))
+            .map_err(err)?;
         let shown = c.series[0].values[i].to_fixed(2);
         root.draw(&Text::new(
             format!("{shown} {}", c.currency),

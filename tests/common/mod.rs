@@ -183,7 +183,6 @@ pub async fn total(s: &dyn LedgerStore, currency: &str) -> ExactSum {
         .unwrap_or_default()
 }
 
-
 /// Run each `async fn NAME(store: Box<dyn LedgerStore>)` against SQLite and PostgreSQL.
 #[allow(unused_macros)]
 macro_rules! conformance {
@@ -210,4 +209,3 @@ macro_rules! conformance {
         }
     };
 }
-
