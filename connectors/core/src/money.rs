@@ -460,6 +460,20 @@ mod tests {
     }
 
     #[test]
+    fn percent_of_rounds_half_to_even_to_two_places() {
+        let e = |s: &str| s.parse::<ExactSum>().expect("sum");
+        let p = |a: &str, b: &str| e(a).percent_of(&e(b)).map(|d| d.to_string());
+        assert_eq!(p("1", "3").as_deref(), Some("33.33"));
+        assert_eq!(p("2", "3").as_deref(), Some("66.67"));
+        assert_eq!(p("1", "8").as_deref(), Some("12.50"));
+        assert_eq!(p("0.00125", "1").as_deref(), Some("0.12"), "0.125 → half to even → 0.12");
+        assert_eq!(p("0.00135", "1").as_deref(), Some("0.14"), "0.135 → half to even → 0.14");
+        assert_eq!(p("-1", "3").as_deref(), Some("-33.33"));
+        assert_eq!(p("-2", "3").as_deref(), Some("-66.67"));
+        assert_eq!(p("1", "0"), None);
+    }
+
+    #[test]
     fn negative_zero_is_zero_and_credits_stay_negative() {
         assert_eq!(p("-0").value.to_string(), "0");
         assert_eq!(p("-0.00").value, Decimal::ZERO);
