@@ -106,8 +106,7 @@ pub async fn allocate_period(
 ) -> Result<(Vec<AllocationRow>, Option<(DateTime<Utc>, DateTime<Utc>)>), ReconcileError> {
     let p = period.to_string();
     // (group, owner, basis, reason, resource, coverage) → (rows, amount)
-    type Key = (GroupKey, Option<String>, String, Option<Reason>, Option<String>, Option<bool>);
-    let mut direct: BTreeMap<Key, (u64, ExactSum)> = BTreeMap::new();
+    let mut direct: BTreeMap<DirectKey, (u64, ExactSum)> = BTreeMap::new();
     // (group, rule) → (rows, amount, coverage-tagged amount / untagged)
     let mut shared: BTreeMap<(GroupKey, usize, Option<bool>), (u64, ExactSum)> = BTreeMap::new();
     let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
@@ -186,6 +185,7 @@ pub async fn allocate_period(
             amount,
         }
     };
+    let direct = cap_resources(direct)?;
     for ((g, owner, basis, reason, res, cov), (rows, amt)) in direct {
         out.push(row(&g, owner, basis, reason, res, cov, rows, amt));
     }
@@ -238,6 +238,52 @@ pub async fn allocate_period(
     }
     out.sort();
     Ok((out, span))
+}
+
+/// Unallocated resources kept by name per ISO week and currency (the report lists the top 10).
+pub const TOP_RESOURCES: usize = 100;
+
+type DirectKey = (GroupKey, Option<String>, String, Option<Reason>, Option<String>, Option<bool>);
+
+/// Keep resource ids only for the `TOP_RESOURCES` unallocated resources with the largest
+/// absolute amount per week and currency; the others are merged into rows without a resource
+/// id. Bounds the allocation table whatever the number of resources; amounts are unchanged and
+/// the kept resources' totals stay exact (all of their rows are kept).
+fn cap_resources(
+    direct: BTreeMap<DirectKey, (u64, ExactSum)>,
+) -> Result<BTreeMap<DirectKey, (u64, ExactSum)>, ReconcileError> {
+    let mut per_res: BTreeMap<(&str, &str, &str), ExactSum> = BTreeMap::new();
+    for (k, (_, amt)) in &direct {
+        if let Some(r) = &k.4 {
+            per_res.entry((k.0.week.as_str(), k.0.currency.as_str(), r.as_str())).or_default().merge(amt)?;
+        }
+    }
+    let mut groups: BTreeMap<(&str, &str), Vec<(ExactSum, &str)>> = BTreeMap::new();
+    for ((w, c, r), amt) in &per_res {
+        groups.entry((w, c)).or_default().push((amt.abs(), r));
+    }
+    if groups.values().all(|v| v.len() <= TOP_RESOURCES) {
+        return Ok(direct);
+    }
+    let mut keep: std::collections::HashSet<(String, String, String)> = std::collections::HashSet::new();
+    for ((w, c), mut v) in groups {
+        v.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        for (_, r) in v.into_iter().take(TOP_RESOURCES) {
+            keep.insert((w.to_string(), c.to_string(), r.to_string()));
+        }
+    }
+    let mut out: BTreeMap<DirectKey, (u64, ExactSum)> = BTreeMap::new();
+    for (mut k, (n, amt)) in direct {
+        if let Some(r) = &k.4
+            && !keep.contains(&(k.0.week.clone(), k.0.currency.clone(), r.clone()))
+        {
+            k.4 = None;
+        }
+        let e = out.entry(k).or_default();
+        e.0 += n;
+        e.1.merge(&amt)?;
+    }
+    Ok(out)
 }
 
 /// Which periods exist in the ledger (any source), ascending.
