@@ -403,3 +403,45 @@ pub async fn reconcile(
     }
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(resource: String) -> DirectKey {
+        let g = GroupKey {
+            week: "2026-10-19".into(),
+            provider: Some("AWS".into()),
+            billing_account: "1".into(),
+            sub_account: None,
+            service: Some("EC2".into()),
+            category: ChargeCategory::Usage,
+            currency: "USD".into(),
+        };
+        (g, None, "unallocated".into(), Some(Reason::NoOwnerTag), Some(resource), Some(false))
+    }
+
+    #[test]
+    fn only_the_top_resources_keep_their_id_and_amounts_are_unchanged() {
+        let mut direct = BTreeMap::new();
+        let mut total = ExactSum::ZERO;
+        for i in 0..250u32 {
+            let amt = ExactSum::from(Decimal::new(i64::from(i) * 3 + 1, 2));
+            total.merge(&amt).expect("sum");
+            direct.insert(key(format!("r-{i:03}")), (2, amt));
+        }
+        let capped = cap_resources(direct).expect("cap");
+        let named: Vec<&String> = capped.keys().filter_map(|k| k.4.as_ref()).collect();
+        assert_eq!(named.len(), TOP_RESOURCES);
+        assert_eq!(named.first().map(|s| s.as_str()), Some("r-150"), "the 100 largest: r-150 … r-249");
+        let mut after = ExactSum::ZERO;
+        let mut rows = 0;
+        for (n, a) in capped.values() {
+            after.merge(a).expect("sum");
+            rows += n;
+        }
+        assert_eq!(after, total);
+        assert_eq!(rows, 500);
+        assert_eq!(capped.len(), TOP_RESOURCES + 1, "the rest merged into one row without a resource id");
+    }
+}
