@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use costledger_core::{Batch, ConnectorError, RowError};
+use costledger_core::{Batch, ChargeLine, ConnectorError, RowError};
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +15,57 @@ use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record}
 /// Batches in flight between the parser thread and the loader.
 const CHANNEL_DEPTH: usize = 2;
 
+/// A CSV bill format: its header becomes a column map that turns records into lines. The
+/// reader (gzip detection, record limits, batching, the bounded channel) is shared by every
+/// CSV format (FOCUS here; OCI cost reports in `costledger-oci`).
+pub trait RecordFormat: Sized + Send + 'static {
+    /// What to do when the header is unusable, e.g. "export the data as FOCUS … CSV".
+    const HEADER_HINT: &'static str;
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String>;
+    /// Number of header columns.
+    fn width(&self) -> usize;
+    /// Name of column `i` (for messages).
+    fn column_name(&self, i: usize) -> &str;
+    /// The raw invoice-basis amount and currency of a record (kept with a quarantined row).
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String>;
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String>;
+    /// A line and the number of amounts rounded beyond 28 places, or a row error.
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError>;
+}
+
+impl RecordFormat for ColumnMap {
+    const HEADER_HINT: &'static str = "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row";
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
+        ColumnMap::from_header(header)
+    }
+    fn width(&self) -> usize {
+        ColumnMap::width(self)
+    }
+    fn column_name(&self, i: usize) -> &str {
+        self.name(i)
+    }
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
+        ColumnMap::raw_amount(self, rec)
+    }
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
+        ColumnMap::raw_currency(self, rec)
+    }
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
+        normalize_record(self, rec, location)
+    }
+}
+
+/// FOCUS files, in order, as batches.
 pub fn stream_files(
+    paths: Vec<PathBuf>,
+    batch_rows: usize,
+    cancel: CancellationToken,
+) -> BoxStream<'static, Result<Batch, ConnectorError>> {
+    stream_files_as::<ColumnMap>(paths, batch_rows, cancel)
+}
+
+/// Files of format `F`, in order, as batches parsed on a blocking thread.
+pub fn stream_files_as<F: RecordFormat>(
     paths: Vec<PathBuf>,
     batch_rows: usize,
     cancel: CancellationToken,
@@ -23,7 +73,7 @@ pub fn stream_files(
     let (tx, rx) = mpsc::channel::<Result<Batch, ConnectorError>>(CHANNEL_DEPTH);
     tokio::task::spawn_blocking(move || {
         for p in paths {
-            if let Err(e) = read_file(&p, batch_rows.max(1), &tx, &cancel) {
+            if let Err(e) = read_file::<F>(&p, batch_rows.max(1), &tx, &cancel) {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
@@ -79,7 +129,7 @@ fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
     }
 }
 
-fn read_file(
+fn read_file<F: RecordFormat>(
     path: &Path,
     batch_rows: usize,
     tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
@@ -95,14 +145,12 @@ fn read_file(
             return Err(ConnectorError::input(
                 format!("{file}:1"),
                 "the file is empty (no header line)",
-                "a FOCUS file starts with a header of column names; fetch the file again",
+                "a bill file starts with a header of column names; fetch the file again",
             ));
         }
         Err(e) => return Err(io_error(&file, 1, &e, gz)),
     }
-    let cols = ColumnMap::from_header(&header).map_err(|m| {
-        ConnectorError::input(format!("{file}:1"), m, "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row")
-    })?;
+    let cols = F::from_header(&header).map_err(|m| ConnectorError::input(format!("{file}:1"), m, F::HEADER_HINT))?;
     let mut batch = Batch::default();
     let mut rec = csv::ByteRecord::new();
     loop {
@@ -131,7 +179,7 @@ fn read_file(
                 location,
                 reason: format!(
                     "column {} is {} bytes, over the {} byte limit for one field",
-                    cols.name(i),
+                    cols.column_name(i),
                     f.len(),
                     MAX_FIELD_BYTES
                 ),
@@ -140,7 +188,7 @@ fn read_file(
                 currency: cols.raw_currency(&rec),
             });
         } else {
-            match normalize_record(&cols, &rec, &location) {
+            match cols.normalize(&rec, &location) {
                 Ok((l, rounded)) => {
                     batch.rounded_amounts += rounded;
                     batch.lines.push(l);
