@@ -227,13 +227,8 @@ impl OciClient {
                 .body(b.to_vec());
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() || e.is_connect() || e.is_request() {
-                ConnectorError::Transient(format!("{}: {e}", url.as_str()))
-            } else {
-                ConnectorError::Transient(format!("{}: {e}", url.as_str()))
-            }
-        })?;
+        // Connection failures and timeouts are worth retrying.
+        let resp = req.send().await.map_err(|e| ConnectorError::Transient(format!("{}: {e}", url.as_str())))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

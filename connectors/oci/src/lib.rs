@@ -353,12 +353,12 @@ pub fn build_reports(p: &ReportParams) -> Result<OciReportConnector, ConnectorEr
                 "oci_cost_report",
             )?;
             let client = OciClient::new(&base, auth.signer()?, p.retry.policy())?;
-            ReportSource::ObjectStorage(ObjectStore {
+            ReportSource::ObjectStorage(Box::new(ObjectStore {
                 client,
                 namespace: o.namespace.clone().unwrap_or_else(|| "bling".into()),
                 bucket: o.bucket.clone().unwrap_or(auth.tenancy),
                 prefix: o.prefix.clone().unwrap_or_else(|| kind.default_prefix().to_string()),
-            })
+            }))
         }
         (None, None) => {
             return Err(ConnectorError::input("oci_cost_report", "no path and no object_storage", "configure one"));

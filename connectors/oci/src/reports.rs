@@ -48,7 +48,7 @@ pub struct ObjectStore {
 
 pub enum ReportSource {
     Directory(Vec<PathBuf>),
-    ObjectStorage(ObjectStore),
+    ObjectStorage(Box<ObjectStore>),
 }
 
 pub struct OciReportConnector {
