@@ -10,6 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp};
 use costledger_focus::FocusConnector;
+use costledger_oci::reports::{OciReportConnector, ReportKind, ReportSource};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocation::Allocator;
@@ -56,7 +57,12 @@ pub enum LogFormat {
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ImportFormat {
+    /// FOCUS 1.0–1.2 CSV.
     Focus,
+    /// OCI cost reports (reports/cost-csv/*.csv.gz).
+    OciCost,
+    /// OCI FOCUS reports (FOCUS Reports/…/*.csv.gz).
+    OciFocus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -289,11 +295,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "import-{}",
                     match format {
                         ImportFormat::Focus => "focus",
+                        ImportFormat::OciCost => "oci-cost",
+                        ImportFormat::OciFocus => "oci-focus",
                     }
                 )
             });
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
+                ImportFormat::OciCost | ImportFormat::OciFocus => {
+                    let kind = if *format == ImportFormat::OciCost { ReportKind::Cost } else { ReportKind::Focus };
+                    Box::new(OciReportConnector::new(kind, ReportSource::Directory(paths.clone())))
+                }
             };
             let ok = ingest_and_print(store.as_ref(), &env.config, &source, connector.as_ref(), "import").await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
@@ -313,7 +325,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_ledger(&env.database).await?;
             let mut all_ok = true;
             for s in selected {
-                let connector = crate::registry::build(&s.params);
+                let connector = crate::registry::build(&s.params)
+                    .with_context(|| format!("source '{}' cannot be set up", s.name))?;
                 all_ok &= ingest_and_print(store.as_ref(), &env.config, &s.name, connector.as_ref(), "ingest").await?;
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })

@@ -30,7 +30,7 @@ pub const KNOWN_TYPES: [&str; 9] = [
     "oci_usage_api",
     "oci_cost_report",
 ];
-pub const AVAILABLE_TYPES: [&str; 1] = ["focus"];
+pub const AVAILABLE_TYPES: [&str; 3] = ["focus", "oci_usage_api", "oci_cost_report"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -165,12 +165,16 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceParams {
     Focus(FocusParams),
+    OciUsage(costledger_oci::UsageParams),
+    OciCostReport(costledger_oci::ReportParams),
 }
 
 impl SourceParams {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceParams::Focus(_) => "focus",
+            SourceParams::OciUsage(_) => "oci_usage_api",
+            SourceParams::OciCostReport(_) => "oci_cost_report",
         }
     }
 }
@@ -475,6 +479,20 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
             } else {
                 Some(SourceParams::Focus(p))
             }
+        }),
+        Some("oci_usage_api") => typed::<costledger_oci::UsageParams>(Value::Mapping(m), path, issues).and_then(|p| {
+            let found = p.validate();
+            for (k, msg) in &found {
+                issue(issues, &format!("{path}.{k}"), msg);
+            }
+            found.is_empty().then_some(SourceParams::OciUsage(p))
+        }),
+        Some("oci_cost_report") => typed::<costledger_oci::ReportParams>(Value::Mapping(m), path, issues).and_then(|p| {
+            let found = p.validate();
+            for (k, msg) in &found {
+                issue(issues, &format!("{path}.{k}"), msg);
+            }
+            found.is_empty().then_some(SourceParams::OciCostReport(p))
         }),
         Some(t) if KNOWN_TYPES.contains(&t) => {
             issue(

@@ -1,12 +1,15 @@
 //! Config → running connector: the one place the closed set of source types is matched.
+//! Building may read files (an OCI key) but opens no connection; `Connector::check` does.
 
-use costledger_core::Connector;
+use costledger_core::{Connector, ConnectorError};
 use costledger_focus::FocusConnector;
 
 use crate::config::SourceParams;
 
-pub fn build(params: &SourceParams) -> Box<dyn Connector> {
-    match params {
+pub fn build(params: &SourceParams) -> Result<Box<dyn Connector>, ConnectorError> {
+    Ok(match params {
         SourceParams::Focus(p) => Box::new(FocusConnector::new(p.all_paths())),
-    }
+        SourceParams::OciUsage(p) => Box::new(costledger_oci::build_usage(p)?),
+        SourceParams::OciCostReport(p) => Box::new(costledger_oci::build_reports(p)?),
+    })
 }
