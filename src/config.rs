@@ -487,13 +487,15 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
             }
             found.is_empty().then_some(SourceParams::OciUsage(p))
         }),
-        Some("oci_cost_report") => typed::<costledger_oci::ReportParams>(Value::Mapping(m), path, issues).and_then(|p| {
-            let found = p.validate();
-            for (k, msg) in &found {
-                issue(issues, &format!("{path}.{k}"), msg);
-            }
-            found.is_empty().then_some(SourceParams::OciCostReport(p))
-        }),
+        Some("oci_cost_report") => {
+            typed::<costledger_oci::ReportParams>(Value::Mapping(m), path, issues).and_then(|p| {
+                let found = p.validate();
+                for (k, msg) in &found {
+                    issue(issues, &format!("{path}.{k}"), msg);
+                }
+                found.is_empty().then_some(SourceParams::OciCostReport(p))
+            })
+        }
         Some(t) if KNOWN_TYPES.contains(&t) => {
             issue(
                 issues,

@@ -5,11 +5,12 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use rsa::RsaPrivateKey;
+pub use rsa::RsaPublicKey;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs1v15::{Signature, SigningKey, VerifyingKey};
 use rsa::pkcs8::DecodePrivateKey;
 use rsa::signature::{SignatureEncoding, Signer as _, Verifier as _};
-use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]

@@ -71,14 +71,18 @@ async fn the_public_oci_cost_report_totals_exactly() {
     assert_eq!(first.charge_period_start.to_rfc3339(), "2023-11-13T10:00:00+00:00", "start without seconds");
     assert_eq!(first.billing_period_start.to_rfc3339(), "2023-11-01T00:00:00+00:00");
     assert!(first.billing_account_id.starts_with("ocid1.organizationssubscription."), "subscription = billing account");
-    assert_eq!(first.sub_account_id.as_deref(), Some("ocid1.tenancy.oc1..aaaaaaaadsyhydp66mjpsohqocfcgzaabtrit47ex2igzu2j6lhuadrrglca"));
+    assert_eq!(
+        first.sub_account_id.as_deref(),
+        Some("ocid1.tenancy.oc1..aaaaaaaadsyhydp66mjpsohqocfcgzaabtrit47ex2igzu2j6lhuadrrglca")
+    );
     assert_eq!(first.tags.get("Oracle-Tags.CreatedBy").map(String::as_str), Some("default/user.two@example.com"));
     assert_eq!(first.x_extra.get("oci_CompartmentName").map(String::as_str), Some("platformpm2022"));
     // E-notation amounts parse exactly (row 2: 2.323760000E-9).
     let second = &batches[0].lines[1];
     assert_eq!(second.billed_cost.to_string(), "0.000000002323760000");
     // A tag key with a backslash survives.
-    let keys: std::collections::BTreeSet<&String> = batches.iter().flat_map(|b| b.lines.iter()).flat_map(|l| l.tags.keys()).collect();
+    let keys: std::collections::BTreeSet<&String> =
+        batches.iter().flat_map(|b| b.lines.iter()).flat_map(|l| l.tags.keys()).collect();
     assert!(keys.iter().any(|k| k.contains('\\')), "{keys:?}");
 }
 
