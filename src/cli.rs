@@ -691,7 +691,7 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
     let mut errors = Vec::new();
     println!("source '{source}': {} deliver{}", reports.len(), if reports.len() == 1 { "y" } else { "ies" });
     if reports.is_empty() {
-        println!("  nothing to load (no .csv or .csv.gz files found)");
+        println!("  nothing to load (no deliveries found: no .csv or .csv.gz files, or no objects or months)");
     }
     for r in reports {
         match r {
