@@ -33,7 +33,10 @@ async fn loads(db: &str) -> Vec<costledger::ledger::LoadRow> {
 fn example_config_parses_and_validates() {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/costledger.example.yaml");
     let c = costledger::config::Config::load(&p).expect("example config is valid");
-    assert_eq!(c.sources.iter().map(|s| s.params.kind()).collect::<Vec<_>>(), ["focus", "oci_usage_api", "oci_cost_report"]);
+    assert_eq!(
+        c.sources.iter().map(|s| s.params.kind()).collect::<Vec<_>>(),
+        ["focus", "oci_usage_api", "oci_cost_report"]
+    );
     assert_eq!(c.retention.superseded_loads_days, 90);
     assert_eq!(c.allocation.owners, ["payments", "search", "platform", "data"]);
     assert_eq!(c.allocation.rules.len(), 4);
