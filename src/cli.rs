@@ -78,6 +78,9 @@ pub enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// The daemon: scheduled ingests, reconcile after each, the weekly report, retention; HTTP
+    /// /healthz, /readyz, /metrics. SIGTERM/SIGINT stop it, SIGHUP reloads the config.
+    Run,
     /// Import bill files by hand.
     Import {
         #[arg(long, value_enum)]
@@ -441,6 +444,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { dir, rows, seed } => demo(&cli, dir, *rows, *seed).await,
+        Command::Run => {
+            let env = load_env(&cli)?;
+            if cli.config.is_none() {
+                tracing::warn!("no config file: no sources are scheduled (pass --config PATH)");
+            }
+            crate::daemon::run(cli.config.clone(), env.config, env.database).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reconcile { period, from, to, invoices, force } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

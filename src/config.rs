@@ -124,6 +124,32 @@ impl Default for ReportConfig {
     }
 }
 
+/// How `costledger run` behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonConfig {
+    /// On SIGTERM/SIGINT, running jobs get this long to finish before they are cancelled.
+    pub shutdown_grace_secs: u64,
+    /// Retriable failures (throttling, outages) are retried this many times in all…
+    pub retry_attempts: u32,
+    /// …waiting base × 2^n (with jitter, or the provider's Retry-After), at most `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// When superseded loads past retention and stale staging loads are cleaned up.
+    pub retention_schedule: String,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            shutdown_grace_secs: 30,
+            retry_attempts: 5,
+            retry_base_secs: 30,
+            retry_max_secs: 900,
+            retention_schedule: "0 17 * * * *".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub database: Option<String>,
@@ -135,6 +161,7 @@ pub struct Config {
     pub allocation: AllocationConfig,
     pub checks: ChecksConfig,
     pub report: ReportConfig,
+    pub daemon: DaemonConfig,
 }
 
 impl Default for Config {
@@ -149,6 +176,7 @@ impl Default for Config {
             allocation: AllocationConfig::default(),
             checks: ChecksConfig::default(),
             report: ReportConfig::default(),
+            daemon: DaemonConfig::default(),
         }
     }
 }
@@ -306,10 +334,11 @@ impl Config {
                 "allocation" => cfg.allocation = parse_allocation(v, &mut issues),
                 "checks" => cfg.checks = parse_checks(v, &mut issues),
                 "report" => cfg.report = parse_report(v, &mut issues),
+                "daemon" => cfg.daemon = parse_daemon(v, &mut issues),
                 other => issue(
                     &mut issues,
                     other,
-                    "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, report)",
+                    "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, report, daemon)",
                 ),
             }
         }
@@ -360,6 +389,51 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
         issue(issues, "checks.tag_coverage_target_percent", "must be at most 100");
     }
     c
+}
+
+fn parse_daemon(v: Value, issues: &mut Vec<ConfigIssue>) -> DaemonConfig {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Retry {
+        attempts: Option<u32>,
+        base_delay_secs: Option<u64>,
+        max_delay_secs: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        shutdown_grace_secs: Option<u64>,
+        retry: Option<Retry>,
+        retention_schedule: Option<String>,
+    }
+    let mut d = DaemonConfig::default();
+    let Some(raw) = typed::<Raw>(v, "daemon", issues) else { return d };
+    if let Some(g) = raw.shutdown_grace_secs {
+        if g > 3600 {
+            issue(issues, "daemon.shutdown_grace_secs", "must be at most 3600");
+        }
+        d.shutdown_grace_secs = g;
+    }
+    if let Some(r) = raw.retry {
+        if let Some(a) = r.attempts {
+            if a == 0 || a > 100 {
+                issue(issues, "daemon.retry.attempts", "must be between 1 and 100");
+            }
+            d.retry_attempts = a;
+        }
+        d.retry_base_secs = r.base_delay_secs.unwrap_or(d.retry_base_secs);
+        d.retry_max_secs = r.max_delay_secs.unwrap_or(d.retry_max_secs);
+        if d.retry_base_secs > d.retry_max_secs {
+            issue(issues, "daemon.retry", "base_delay_secs must not exceed max_delay_secs");
+        }
+    }
+    if let Some(s) = raw.retention_schedule {
+        if let Err(msg) = validate_schedule(&s) {
+            issue(issues, "daemon.retention_schedule", &msg);
+        }
+        d.retention_schedule = s;
+    }
+    d
 }
 
 fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {

@@ -44,6 +44,14 @@ impl IngestError {
             IngestError::Money { .. } => false,
         }
     }
+
+    /// How long the provider asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            IngestError::Connector { error, .. } | IngestError::Listing { error, .. } => error.retry_after(),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@ pub mod allocation;
 pub mod checks;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod export;
 pub mod finance_files;
 pub mod ingest;

@@ -11,7 +11,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon = matches!(cli.command, costledger::cli::Command::Run);
     let default = match cli.verbose {
+        // The daemon logs its runs at info; one-shot commands print their own output.
+        0 if daemon => "info",
         0 => "warn",
         1 => "info",
         _ => "debug",

@@ -20,6 +20,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0002_reconcile.sql"),
         include_str!("../../migrations/postgres/0002_reconcile.sql"),
     ),
+    (
+        3,
+        "run_ticks",
+        include_str!("../../migrations/sqlite/0003_run_ticks.sql"),
+        include_str!("../../migrations/postgres/0003_run_ticks.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

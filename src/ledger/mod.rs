@@ -364,6 +364,24 @@ pub trait ReconcileStore: Send + Sync {
     async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>>;
 }
 
+/// A job lock held by this process. Released by [`JobLock::release`], or when dropped (the
+/// session holding it ends), so it cannot outlive a panicked or cancelled run.
+#[async_trait]
+pub trait JobLock: Send {
+    async fn release(self: Box<Self>) -> Result<()>;
+}
+
+/// The lock of a backend where one process owns the ledger (SQLite: the daemon holds a file
+/// lock for its whole life).
+pub struct ProcessLock;
+
+#[async_trait]
+impl JobLock for ProcessLock {
+    async fn release(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
 #[async_trait]
 pub trait LedgerStore: ReconcileStore {
     fn backend(&self) -> Backend;
@@ -407,6 +425,16 @@ pub trait LedgerStore: ReconcileStore {
     async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>>;
 
     async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64>;
+    /// Claim the scheduled `tick` of a job: its run row, unique per (job, source, tick). `None`
+    /// when another process claimed it first (it runs there, not here).
+    async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>>;
+    /// Take the cross-process lock of a job (PostgreSQL: a session advisory lock on a
+    /// connection of its own). `None`: another process holds it.
+    async fn try_job_lock(&self, key: &str) -> Result<Option<Box<dyn JobLock>>>;
+    /// The database answers and every migration this binary knows is applied.
+    async fn ready(&self) -> Result<bool> {
+        Ok(self.applied_migrations().await?.last().copied() == Some(migrations::latest()))
+    }
     async fn finish_run(&self, run: i64, outcome: &RunOutcome) -> Result<()>;
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
 }

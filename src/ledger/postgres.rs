@@ -19,6 +19,26 @@ use super::*;
 
 pub struct PgLedger {
     pool: PgPool,
+    opts: PgConnectOptions,
+}
+
+/// A session advisory lock on a connection of its own: closing the connection (release, drop,
+/// a crashed process) releases it on the server.
+struct PgJobLock {
+    conn: Option<sqlx::PgConnection>,
+    key: String,
+}
+
+#[async_trait]
+impl JobLock for PgJobLock {
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        if let Some(mut c) = self.conn.take() {
+            sqlx::query("SELECT pg_advisory_unlock(hashtext($1))").bind(&self.key).execute(&mut c).await?;
+            use sqlx::Connection;
+            c.close().await?;
+        }
+        Ok(())
+    }
 }
 
 const LOAD_SELECT: &str = "SELECT l.id, s.name, l.scope, l.billing_period, l.delivery_key, l.description, l.state, \
@@ -226,8 +246,8 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
 impl PgLedger {
     pub async fn connect(url: &str) -> Result<Self> {
         let opts = PgConnectOptions::from_str(url)?.application_name("costledger");
-        let pool = PgPoolOptions::new().max_connections(4).connect_with(opts).await?;
-        Ok(Self { pool })
+        let pool = PgPoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
+        Ok(Self { pool, opts })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -674,6 +694,31 @@ impl LedgerStore for PgLedger {
         .bind(source)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO runs (job, source, started_at, status, tick) VALUES ($1, $2, now(), 'running', $3) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(source)
+        .bind(costledger_core::format_ts(tick))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn try_job_lock(&self, key: &str) -> Result<Option<Box<dyn JobLock>>> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect_with(&self.opts).await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))").bind(key).fetch_one(&mut conn).await?;
+        if got {
+            Ok(Some(Box::new(PgJobLock { conn: Some(conn), key: key.to_string() })))
+        } else {
+            conn.close().await?;
+            Ok(None)
+        }
     }
 
     async fn finish_run(&self, run: i64, o: &RunOutcome) -> Result<()> {

@@ -690,6 +690,24 @@ impl LedgerStore for SqliteLedger {
         .await?)
     }
 
+    async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO runs (job, source, started_at, status, tick) VALUES (?, ?, ?, 'running', ?) \
+             ON CONFLICT DO NOTHING RETURNING id",
+        )
+        .bind(job)
+        .bind(source)
+        .bind(now())
+        .bind(format_ts(tick))
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn try_job_lock(&self, _key: &str) -> Result<Option<Box<dyn JobLock>>> {
+        // One daemon owns a SQLite ledger (it holds the file lock): in-process exclusion suffices.
+        Ok(Some(Box::new(ProcessLock)))
+    }
+
     async fn finish_run(&self, run: i64, o: &RunOutcome) -> Result<()> {
         sqlx::query(
             "UPDATE runs SET finished_at = ?, status = ?, attempts = ?, error = ?, rows = ?, loads_created = ?, loads_skipped = ? WHERE id = ?",

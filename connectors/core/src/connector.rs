@@ -71,4 +71,8 @@ pub trait Connector: Send + Sync {
     /// Stream one delivery in bounded batches. An `Err` item fails the whole delivery (nothing
     /// of it becomes visible); row-level problems travel inside the batches.
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>>;
+    /// Provider API calls made so far (they can cost money; the daemon reports them).
+    fn api_calls(&self) -> u64 {
+        0
+    }
 }

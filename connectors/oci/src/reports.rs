@@ -169,6 +169,13 @@ impl costledger_core::Connector for OciReportConnector {
         "oci_cost_report"
     }
 
+    fn api_calls(&self) -> u64 {
+        match &self.source {
+            ReportSource::Directory(_) => 0,
+            ReportSource::ObjectStorage(s) => s.client.calls(),
+        }
+    }
+
     async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
         match &self.source {
             ReportSource::Directory(paths) => FocusConnector::new(paths.clone()).check(cx).await,

@@ -323,6 +323,10 @@ impl costledger_core::Connector for OciUsageConnector {
         "oci_usage_api"
     }
 
+    fn api_calls(&self) -> u64 {
+        self.client.calls()
+    }
+
     async fn check(&self, _cx: &Context) -> Result<(), ConnectorError> {
         // One small signed query: yesterday, one page of one item.
         let now = (self.now)();

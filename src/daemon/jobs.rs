@@ -1,0 +1,353 @@
+//! One scheduled run: claim the tick (exactly once across replicas), take the job's lock
+//! (never two at once), wait the jitter, execute with retries, record the run and metrics.
+//! The lock is released on every path: the work runs in its own task, so a panic is caught
+//! and reported, and a cancelled run still releases (or its connection closes).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use costledger_core::{BillingPeriod, Context, PeriodWindow};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::schedule::{Backoff, Schedule, jitter};
+use crate::config::{Config, SourceConfig};
+use crate::ingest::{LoadOutcome, ingest_source, sweep_stale};
+use crate::ledger::{LedgerStore, RunOutcome};
+
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    Ingest(Box<SourceConfig>),
+    Report,
+    Retention,
+}
+
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    /// `ingest`, `report`, `retention` (the `runs.job` column).
+    pub name: &'static str,
+    pub source: Option<String>,
+    pub schedule: Schedule,
+    pub jitter_secs: u64,
+    pub kind: JobKind,
+}
+
+impl JobSpec {
+    /// The job's identity for locks and overlap: `ingest:aws-payer`, `report`.
+    pub fn key(&self) -> String {
+        match &self.source {
+            Some(s) => format!("{}:{s}", self.name),
+            None => self.name.to_string(),
+        }
+    }
+}
+
+/// State every run shares.
+pub struct Shared {
+    pub store: Arc<dyn LedgerStore>,
+    pub config: RwLock<Arc<Config>>,
+    /// Jobs running in this process (a tick that finds its job here is skipped).
+    pub running: Mutex<HashSet<String>>,
+    /// Cancelled at shutdown: no new run starts, jitter and backoff waits end.
+    pub stopping: CancellationToken,
+    /// Cancelled when the grace period is over: running loads abort (atomically).
+    pub abort: CancellationToken,
+    pub tracker: TaskTracker,
+}
+
+impl Shared {
+    pub fn config(&self) -> Arc<Config> {
+        self.config.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+    }
+}
+
+/// Removes a job from `running` when the run ends, however it ends.
+struct Running<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.key);
+        }
+    }
+}
+
+fn outcome(status: &str, error: Option<String>) -> RunOutcome {
+    RunOutcome { status: status.into(), attempts: 1, error, ..Default::default() }
+}
+
+/// Called by the scheduler at each firing.
+pub async fn on_tick(shared: Arc<Shared>, spec: Arc<JobSpec>) {
+    if shared.stopping.is_cancelled() {
+        return;
+    }
+    // Ticks are whole seconds; the firing arrives a little after its tick.
+    let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
+    let tick = spec.schedule.tick_at_or_before(now).unwrap_or(now);
+    let span = info_span!("job", job = spec.name, source = spec.source.as_deref().unwrap_or("-"), tick = %tick);
+    run_tick(shared, spec, tick).instrument(span).await
+}
+
+pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Utc>) {
+    let key = spec.key();
+    let store = shared.store.clone();
+    let source = spec.source.as_deref();
+    let fresh = shared.running.lock().map(|mut s| s.insert(key.clone())).unwrap_or(false);
+    if !fresh {
+        warn!("skipped: the previous run of this job is still going");
+        metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "skipped").increment(1);
+        if let Ok(Some(id)) = store.claim_run(spec.name, source, tick).await {
+            let _ = store.finish_run(id, &outcome("skipped", Some("the previous run was still going".into()))).await;
+        }
+        return;
+    }
+    let _running = Running { set: &shared.running, key: key.clone() };
+    let run_id = match store.claim_run(spec.name, source, tick).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            info!("tick already claimed by another replica");
+            return;
+        }
+        Err(e) => {
+            error!(error = %e, "cannot record the run (database unreachable?); skipping this tick");
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "failed").increment(1);
+            return;
+        }
+    };
+    let lock = match store.try_job_lock(&key).await {
+        Ok(Some(l)) => l,
+        Ok(None) => {
+            warn!("skipped: this job is still running on another replica");
+            let _ =
+                store.finish_run(run_id, &outcome("skipped", Some("still running on another replica".into()))).await;
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "skipped").increment(1);
+            return;
+        }
+        Err(e) => {
+            let _ = store.finish_run(run_id, &outcome("failed", Some(format!("cannot take the job lock: {e}")))).await;
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "failed").increment(1);
+            return;
+        }
+    };
+    let wait = jitter(&key, tick, spec.jitter_secs);
+    let cancelled = tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = shared.stopping.cancelled() => true,
+    };
+    let started = Instant::now();
+    let result = if cancelled {
+        outcome("cancelled", Some("shutdown before the run started".into()))
+    } else {
+        let (sh, sp) = (shared.clone(), spec.clone());
+        let span = tracing::Span::current();
+        match tokio::spawn(async move { execute(sh, sp).await }.instrument(span)).await {
+            Ok(o) => o,
+            Err(e) => outcome("failed", Some(format!("the job panicked: {e}"))),
+        }
+    };
+    if let Err(e) = lock.release().await {
+        warn!(error = %e, "releasing the job lock failed (it is released when its connection closes)");
+    }
+    let elapsed = started.elapsed();
+    metrics::histogram!("costledger_run_duration_seconds", "job" => spec.name).record(elapsed.as_secs_f64());
+    metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => result.status.clone()).increment(1);
+    if let Some(s) = &spec.source {
+        let ok = if result.status == "ok" { 1.0 } else { 0.0 };
+        metrics::gauge!("costledger_source_last_run_ok", "source" => s.clone()).set(ok);
+        if result.status == "ok" {
+            let ts = Utc::now().timestamp();
+            metrics::gauge!("costledger_source_last_success_timestamp_seconds", "source" => s.clone()).set(ts as f64);
+        }
+    }
+    match result.status.as_str() {
+        "ok" => info!(
+            rows = result.rows,
+            loads_created = result.loads_created,
+            loads_skipped = result.loads_skipped,
+            attempts = result.attempts,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "run finished"
+        ),
+        other => warn!(
+            status = other,
+            error = result.error.as_deref().unwrap_or(""),
+            attempts = result.attempts,
+            "run did not succeed"
+        ),
+    }
+    if let Err(e) = store.finish_run(run_id, &result).await {
+        error!(error = %e, "cannot record the run's outcome");
+    }
+}
+
+fn backoff(cfg: &Config) -> Backoff {
+    Backoff {
+        attempts: cfg.daemon.retry_attempts.max(1),
+        base: Duration::from_secs(cfg.daemon.retry_base_secs),
+        max: Duration::from_secs(cfg.daemon.retry_max_secs),
+    }
+}
+
+async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
+    let cfg = shared.config();
+    match &spec.kind {
+        JobKind::Ingest(source) => ingest_job(&shared, &cfg, source).await,
+        JobKind::Report => {
+            let monday = crate::report::last_complete_week(Utc::now().with_timezone(&cfg.timezone).date_naive());
+            let r = crate::cli::weekly_report(
+                shared.store.as_ref(),
+                &cfg,
+                monday,
+                &cfg.report.out_dir,
+                &cfg.report.formats,
+                cfg.report.currency.as_deref(),
+            )
+            .await;
+            match r {
+                Ok(paths) => {
+                    info!(week = %crate::reconcile::iso_week_label(monday), files = paths.len(), "weekly report written");
+                    outcome("ok", None)
+                }
+                Err(e) => outcome("failed", Some(format!("{e:#}"))),
+            }
+        }
+        JobKind::Retention => {
+            let stale = Duration::from_secs(u64::from(cfg.retention.stale_staging_minutes) * 60);
+            let swept = sweep_stale(shared.store.as_ref(), stale).await;
+            let keep = chrono::Duration::days(i64::from(cfg.retention.superseded_loads_days));
+            let gc = shared.store.gc_superseded(Utc::now() - keep).await;
+            match (swept, gc) {
+                (Ok(s), Ok(g)) => {
+                    info!(swept = s.len(), superseded_removed = g, "retention done");
+                    outcome("ok", None)
+                }
+                (Err(e), _) => outcome("failed", Some(e.to_string())),
+                (_, Err(e)) => outcome("failed", Some(e.to_string())),
+            }
+        }
+    }
+}
+
+async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -> RunOutcome {
+    let connector = match crate::registry::build(&source.params) {
+        Ok(c) => c,
+        Err(e) => return outcome("failed", Some(format!("source '{}' cannot be set up: {e}", source.name))),
+    };
+    let now = BillingPeriod::of(Utc::now());
+    let window = PeriodWindow { from: now.prev(), to: now };
+    let mut cx = Context::new(source.name.clone());
+    cx.batch_rows = cfg.batch_rows;
+    cx.cancel = shared.abort.child_token();
+    let policy = backoff(cfg);
+    let mut attempt = 0u32;
+    let calls_before = connector.api_calls();
+    let result = loop {
+        attempt += 1;
+        let r = ingest_source(shared.store.as_ref(), &source.name, connector.as_ref(), window, &cx, None)
+            .instrument(info_span!("ingest", period = %window.to, attempt))
+            .await;
+        // Retry when the source as a whole, or one of its deliveries, failed retriably.
+        let retry = match &r {
+            Err(e) if e.is_retriable() => Some(e.retry_after()),
+            Ok(reports) => {
+                reports.iter().find_map(|x| x.as_ref().err().filter(|e| e.is_retriable()).map(|e| e.retry_after()))
+            }
+            _ => None,
+        };
+        match retry {
+            Some(after) if attempt < policy.attempts && !shared.stopping.is_cancelled() => {
+                let wait = policy.delay(attempt, after, u64::from(attempt) ^ source.name.len() as u64);
+                warn!(attempt, wait_ms = wait.as_millis() as u64, "retriable failure; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shared.stopping.cancelled() => break r,
+                }
+            }
+            _ => break r,
+        }
+    };
+    let calls = connector.api_calls() - calls_before;
+    metrics::counter!("costledger_api_calls_total", "source" => source.name.clone()).increment(calls);
+    if calls > 0 {
+        info!(api_calls = calls, "provider API calls this run");
+    }
+    let mut o = RunOutcome { status: "ok".into(), attempts: attempt, ..Default::default() };
+    match result {
+        Err(e) => {
+            o.status = if matches!(
+                &e,
+                crate::ingest::IngestError::Connector { error: costledger_core::ConnectorError::Cancelled, .. }
+            ) {
+                "cancelled".into()
+            } else {
+                "failed".into()
+            };
+            o.error = Some(e.to_string());
+        }
+        Ok(reports) => {
+            let mut errors = Vec::new();
+            let mut quarantined = 0;
+            for r in &reports {
+                match r {
+                    Ok(r) => match r.outcome {
+                        LoadOutcome::Created { .. } => {
+                            o.loads_created += 1;
+                            o.rows += r.rows;
+                            quarantined += r.quarantined;
+                        }
+                        _ => o.loads_skipped += 1,
+                    },
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+            metrics::counter!("costledger_rows_ingested_total", "source" => source.name.clone()).increment(o.rows);
+            metrics::counter!("costledger_rows_quarantined_total", "source" => source.name.clone())
+                .increment(quarantined);
+            if !errors.is_empty() {
+                o.status = if cx.cancel.is_cancelled() { "cancelled".into() } else { "failed".into() };
+                o.error = Some(errors.join("; "));
+            }
+        }
+    }
+    if o.loads_created > 0 {
+        reconcile_after_ingest(shared, cfg).await;
+    }
+    o
+}
+
+/// A reconcile job after each ingest that changed the ledger; its findings become metrics.
+async fn reconcile_after_ingest(shared: &Arc<Shared>, cfg: &Config) {
+    let store = shared.store.as_ref();
+    let Ok(run) = store.start_run("reconcile", None).await else { return };
+    let started = Instant::now();
+    let r = crate::reconcile::reconcile(store, cfg, None, false).instrument(info_span!("reconcile")).await;
+    metrics::histogram!("costledger_run_duration_seconds", "job" => "reconcile")
+        .record(started.elapsed().as_secs_f64());
+    let o = match r {
+        Ok(sum) => {
+            let mut unallocated = costledger_core::Totals::default();
+            for p in &sum.periods {
+                let _ = unallocated.merge(&p.unallocated);
+            }
+            for (cur, amt) in &unallocated.0 {
+                let v: f64 = amt.to_fixed(2).parse().unwrap_or(0.0);
+                metrics::gauge!("costledger_unallocated_amount", "currency" => cur.clone()).set(v);
+            }
+            metrics::gauge!("costledger_findings").set(sum.findings.len() as f64);
+            info!(findings = sum.findings.len(), "reconciled");
+            RunOutcome { status: "ok".into(), attempts: 1, rows: sum.findings.len() as u64, ..Default::default() }
+        }
+        Err(e) => {
+            error!(error = %e, "reconcile failed");
+            outcome("failed", Some(e.to_string()))
+        }
+    };
+    metrics::counter!("costledger_runs_total", "job" => "reconcile", "status" => o.status.clone()).increment(1);
+    let _ = store.finish_run(run, &o).await;
+}
