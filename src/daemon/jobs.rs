@@ -87,7 +87,6 @@ pub async fn on_tick(shared: Arc<Shared>, spec: Arc<JobSpec>) {
     if shared.stopping.is_cancelled() {
         return;
     }
-    // Ticks are whole seconds; the firing arrives a little after its tick.
     let now = chrono::SubsecRound::trunc_subsecs(Utc::now(), 0);
     let tick = spec.schedule.tick_at_or_before(now).unwrap_or(now);
     let span = info_span!("job", job = spec.name, source = spec.source.as_deref().unwrap_or("-"), tick = %tick);
@@ -245,33 +244,26 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
     cx.batch_rows = cfg.batch_rows;
     cx.cancel = shared.abort.child_token();
     let policy = backoff(cfg);
-    let mut attempt = 0u32;
     let calls_before = connector.api_calls();
-    let result = loop {
-        attempt += 1;
-        let r = ingest_source(shared.store.as_ref(), &source.name, connector.as_ref(), window, &cx, None)
-            .instrument(info_span!("ingest", period = %window.to, attempt))
-            .await;
-        // Retry when the source as a whole, or one of its deliveries, failed retriably.
-        let retry = match &r {
-            Err(e) if e.is_retriable() => Some(e.retry_after()),
-            Ok(reports) => {
-                reports.iter().find_map(|x| x.as_ref().err().filter(|e| e.is_retriable()).map(|e| e.retry_after()))
-            }
-            _ => None,
-        };
-        match retry {
-            Some(after) if attempt < policy.attempts && !shared.stopping.is_cancelled() => {
-                let wait = policy.delay(attempt, after, u64::from(attempt) ^ source.name.len() as u64);
-                warn!(attempt, wait_ms = wait.as_millis() as u64, "retriable failure; backing off");
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shared.stopping.cancelled() => break r,
+    let seed = source.name.bytes().map(u64::from).sum::<u64>();
+    let (result, attempt) = super::schedule::retrying(policy, seed, &shared.stopping, |n| {
+        let (store, connector, cx) = (shared.store.clone(), connector.as_ref(), &cx);
+        async move {
+            let r = ingest_source(store.as_ref(), &source.name, connector, window, cx, None)
+                .instrument(info_span!("ingest", period = %window.to, attempt = n))
+                .await;
+            // Retry when the source as a whole, or one of its deliveries, failed retriably.
+            let retry = match &r {
+                Err(e) if e.is_retriable() => Some(e.retry_after()),
+                Ok(reports) => {
+                    reports.iter().find_map(|x| x.as_ref().err().filter(|e| e.is_retriable()).map(|e| e.retry_after()))
                 }
-            }
-            _ => break r,
+                _ => None,
+            };
+            (r, retry)
         }
-    };
+    })
+    .await;
     let calls = connector.api_calls() - calls_before;
     metrics::counter!("costledger_api_calls_total", "source" => source.name.clone()).increment(calls);
     if calls > 0 {

@@ -31,6 +31,8 @@ impl Schedule {
     /// The scheduled tick a firing at `now` belongs to: the latest occurrence at or before
     /// `now`, computed in the zone (so 06:00 Europe/Berlin is 06:00 local in summer and winter).
     pub fn tick_at_or_before(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        // Ticks are whole seconds; a firing arrives a little after its tick.
+        let now = chrono::SubsecRound::trunc_subsecs(now, 0);
         self.cron.find_previous_occurrence(&now.with_timezone(&self.tz), true).ok().map(|t| t.with_timezone(&Utc))
     }
 
@@ -89,6 +91,37 @@ impl Backoff {
     }
 }
 
+/// Run `attempt(n)` (n = 1, 2, …) until it succeeds, fails for good, the attempts are used
+/// up or `stop` is cancelled. `attempt` returns its result and, for a retriable failure,
+/// `Some(retry_after)`. Waits are `policy.delay` (tokio time: tests pause it). Returns the last
+/// result and the number of attempts made.
+pub async fn retrying<R, Fut>(
+    policy: Backoff,
+    seed: u64,
+    stop: &tokio_util::sync::CancellationToken,
+    mut attempt: impl FnMut(u32) -> Fut,
+) -> (R, u32)
+where
+    Fut: std::future::Future<Output = (R, Option<Option<Duration>>)>,
+{
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let (r, retry) = attempt(n).await;
+        match retry {
+            Some(after) if n < policy.attempts && !stop.is_cancelled() => {
+                let wait = policy.delay(n, after, seed);
+                tracing::warn!(attempt = n, wait_ms = wait.as_millis() as u64, "retriable failure; backing off");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.cancelled() => return (r, n),
+                }
+            }
+            _ => return (r, n),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,6 +155,37 @@ mod tests {
         }
         assert_ne!(jitter("ingest:a", t, 300), jitter("ingest:b", t, 300));
         assert_eq!(jitter("x", t, 0), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_with_tokio_time_and_honour_retry_after() {
+        let b = Backoff { attempts: 5, base: Duration::from_secs(10), max: Duration::from_secs(60) };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let t0 = tokio::time::Instant::now();
+        let (r, n) = retrying(b, 3, &stop, |n| async move {
+            match n {
+                1 => ("throttled", Some(Some(Duration::from_secs(7)))),
+                2 => ("server error", Some(None)),
+                _ => ("ok", None),
+            }
+        })
+        .await;
+        assert_eq!((r, n), ("ok", 3));
+        // Retry-After, then the backoff (tokio's timer rounds each sleep up to the millisecond).
+        let want = Duration::from_secs(7) + b.delay(2, None, 3);
+        assert!(
+            t0.elapsed() >= want && t0.elapsed() <= want + Duration::from_millis(2),
+            "{:?} vs {want:?}",
+            t0.elapsed()
+        );
+        // A permanent failure is not retried; the budget bounds the attempts.
+        let (_, n) = retrying(b, 3, &stop, |_| async { ("bad input", None::<Option<Duration>>) }).await;
+        assert_eq!(n, 1);
+        let (_, n) = retrying(b, 3, &stop, |_| async { ("down", Some(None)) }).await;
+        assert_eq!(n, 5);
+        stop.cancel();
+        let (_, n) = retrying(b, 3, &stop, |_| async { ("down", Some(None)) }).await;
+        assert_eq!(n, 1, "no retry once stopping");
     }
 
     #[test]

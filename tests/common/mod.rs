@@ -1,6 +1,8 @@
 //! Shared test helpers: ledgers on both backends, charge-line builders, running the binary.
 #![allow(dead_code)]
 
+pub mod ocimock;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
