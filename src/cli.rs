@@ -59,6 +59,8 @@ pub enum LogFormat {
 pub enum ImportFormat {
     /// FOCUS 1.0–1.2 CSV.
     Focus,
+    /// GCP billing export rows extracted from BigQuery (JSON lines, or CSV of the flattened query).
+    GcpExport,
     /// OCI cost reports (reports/cost-csv/*.csv.gz).
     OciCost,
     /// OCI FOCUS reports (FOCUS Reports/…/*.csv.gz).
@@ -298,6 +300,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "import-{}",
                     match format {
                         ImportFormat::Focus => "focus",
+                        ImportFormat::GcpExport => "gcp-export",
                         ImportFormat::OciCost => "oci-cost",
                         ImportFormat::OciFocus => "oci-focus",
                     }
@@ -305,6 +308,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
+                ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::new(paths.clone())),
                 ImportFormat::OciCost | ImportFormat::OciFocus => {
                     let kind = if *format == ImportFormat::OciCost { ReportKind::Cost } else { ReportKind::Focus };
                     Box::new(OciReportConnector::new(kind, ReportSource::Directory(paths.clone())))
@@ -329,6 +333,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut all_ok = true;
             for s in selected {
                 let connector = crate::registry::build(&s.params)
+                    .await
                     .with_context(|| format!("source '{}' cannot be set up", s.name))?;
                 all_ok &= ingest_and_print(store.as_ref(), &env.config, &s.name, connector.as_ref(), "ingest").await?;
             }

@@ -30,7 +30,7 @@ pub const KNOWN_TYPES: [&str; 9] = [
     "oci_usage_api",
     "oci_cost_report",
 ];
-pub const AVAILABLE_TYPES: [&str; 3] = ["focus", "oci_usage_api", "oci_cost_report"];
+pub const AVAILABLE_TYPES: [&str; 4] = ["focus", "gcp_billing_export", "oci_usage_api", "oci_cost_report"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -193,6 +193,7 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceParams {
     Focus(FocusParams),
+    Gcp(costledger_gcp::GcpParams),
     OciUsage(costledger_oci::UsageParams),
     OciCostReport(costledger_oci::ReportParams),
 }
@@ -201,6 +202,7 @@ impl SourceParams {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceParams::Focus(_) => "focus",
+            SourceParams::Gcp(_) => "gcp_billing_export",
             SourceParams::OciUsage(_) => "oci_usage_api",
             SourceParams::OciCostReport(_) => "oci_cost_report",
         }
@@ -553,6 +555,13 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
             } else {
                 Some(SourceParams::Focus(p))
             }
+        }),
+        Some("gcp_billing_export") => typed::<costledger_gcp::GcpParams>(Value::Mapping(m), path, issues).and_then(|p| {
+            let found = p.validate();
+            for (k, msg) in &found {
+                issue(issues, &format!("{path}.{k}"), msg);
+            }
+            found.is_empty().then_some(SourceParams::Gcp(p))
         }),
         Some("oci_usage_api") => typed::<costledger_oci::UsageParams>(Value::Mapping(m), path, issues).and_then(|p| {
             let found = p.validate();

@@ -6,9 +6,10 @@ use costledger_focus::FocusConnector;
 
 use crate::config::SourceParams;
 
-pub fn build(params: &SourceParams) -> Result<Box<dyn Connector>, ConnectorError> {
+pub async fn build(params: &SourceParams) -> Result<Box<dyn Connector>, ConnectorError> {
     Ok(match params {
         SourceParams::Focus(p) => Box::new(FocusConnector::new(p.all_paths())),
+        SourceParams::Gcp(p) => Box::new(costledger_gcp::build(p).await?),
         SourceParams::OciUsage(p) => Box::new(costledger_oci::build_usage(p)?),
         SourceParams::OciCostReport(p) => Box::new(costledger_oci::build_reports(p)?),
     })

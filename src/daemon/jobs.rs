@@ -234,7 +234,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
 }
 
 async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -> RunOutcome {
-    let connector = match crate::registry::build(&source.params) {
+    let connector = match crate::registry::build(&source.params).await {
         Ok(c) => c,
         Err(e) => return outcome("failed", Some(format!("source '{}' cannot be set up: {e}", source.name))),
     };

@@ -1,6 +1,7 @@
 //! Shared test helpers: ledgers on both backends, charge-line builders, running the binary.
 #![allow(dead_code)]
 
+pub mod bqmock;
 pub mod ocimock;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,218 @@
+//! Google Cloud: the Cloud Billing export in BigQuery (`gcp_billing_export`, through the
+//! `google-cloud-bigquery` crate) and the same rows from extract files
+//! (`import --format gcp-export`). Normalisation is pure ([`normalize`]).
+
+pub mod bigquery;
+pub mod files;
+pub mod normalize;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
+use costledger_focus::{FocusConnector, file_sha256};
+use futures::stream::BoxStream;
+use serde::Deserialize;
+
+use crate::bigquery::BigQueryExport;
+
+/// `type: gcp_billing_export`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GcpParams {
+    /// Project the queries run (and are billed) in.
+    pub project: String,
+    /// `project.dataset.gcp_billing_export_v1_XXXXXX_XXXXXX_XXXXXX` (or the `_resource_v1_`
+    /// detailed table).
+    pub table: String,
+    /// A service account key file; without it, application default credentials are used.
+    pub credentials_file: Option<PathBuf>,
+    /// No credentials at all (emulators and tests).
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Endpoint override (default https://bigquery.googleapis.com).
+    pub endpoint: Option<String>,
+    /// Dataset location, e.g. `US` or `EU`.
+    pub location: Option<String>,
+    /// Refuse queries that would bill more bytes than this.
+    pub max_bytes_billed: Option<i64>,
+    /// Only list partitions of the last N days (default: the whole window of months).
+    pub lookback_days: Option<u32>,
+    /// Retries of a query answered 429 or 5xx.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_base_ms")]
+    pub base_delay_ms: u64,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+fn default_base_ms() -> u64 {
+    1000
+}
+
+fn valid_ident(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_-:".contains(c))
+}
+
+impl GcpParams {
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if !valid_ident(&self.project) {
+            out.push(("project".into(), format!("'{}' is not a GCP project id", self.project)));
+        }
+        let parts: Vec<&str> = self.table.split('.').collect();
+        if parts.len() != 3 || !parts.iter().all(|p| valid_ident(p)) {
+            out.push((
+                "table".into(),
+                format!("'{}' must be project.dataset.table (e.g. acme.billing.gcp_billing_export_v1_0123AB_CDEF45_6789AB)", self.table),
+            ));
+        }
+        if let Some(e) = &self.endpoint
+            && !(e.starts_with("http://") || e.starts_with("https://"))
+        {
+            out.push(("endpoint".into(), format!("'{e}' must be an http(s)://HOST[:PORT] URL")));
+        }
+        if self.anonymous && self.credentials_file.is_some() {
+            out.push(("anonymous".into(), "give either anonymous or credentials_file, not both".into()));
+        }
+        if self.max_bytes_billed.is_some_and(|b| b <= 0) {
+            out.push(("max_bytes_billed".into(), "must be a positive number of bytes".into()));
+        }
+        out
+    }
+}
+
+pub struct GcpExportConnector {
+    inner: BigQueryExport,
+}
+
+impl GcpExportConnector {
+    /// Pin "now" (tests).
+    pub fn with_clock(mut self, now: fn() -> chrono::DateTime<chrono::Utc>) -> Self {
+        self.inner.now = now;
+        self
+    }
+}
+
+pub async fn build(p: &GcpParams) -> Result<GcpExportConnector, ConnectorError> {
+    use google_cloud_bigquery::client::BigQuery;
+    let mut b = BigQuery::builder().with_project_id(p.project.clone());
+    if let Some(e) = &p.endpoint {
+        b = b.with_endpoint(e.clone());
+    }
+    if p.anonymous {
+        b = b.with_credentials(google_cloud_auth::credentials::anonymous::Builder::new().build());
+    } else if let Some(f) = &p.credentials_file {
+        let loc = f.display().to_string();
+        let text = std::fs::read_to_string(f).map_err(|e| ConnectorError::io(&loc, e))?;
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| ConnectorError::input(&loc, format!("not a service account key (JSON): {e}"), "download a key"))?;
+        let creds = google_cloud_auth::credentials::service_account::Builder::new(json)
+            .build()
+            .map_err(|e| ConnectorError::Auth(format!("{loc}: {e}")))?;
+        b = b.with_credentials(creds);
+    }
+    let client = b.build().await.map_err(|e| {
+        ConnectorError::Auth(format!(
+            "cannot set up the BigQuery client: {e}. Give credentials_file, or set up application default credentials"
+        ))
+    })?;
+    Ok(GcpExportConnector {
+        inner: BigQueryExport {
+            client,
+            project: p.project.clone(),
+            table: p.table.clone(),
+            location: p.location.clone(),
+            max_bytes_billed: p.max_bytes_billed,
+            lookback_days: p.lookback_days,
+            attempts: p.attempts.max(1),
+            base_delay: Duration::from_millis(p.base_delay_ms),
+            now: chrono::Utc::now,
+            calls: Default::default(),
+        },
+    })
+}
+
+#[async_trait]
+impl Connector for GcpExportConnector {
+    fn kind(&self) -> &'static str {
+        "gcp_billing_export"
+    }
+
+    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
+        let now = costledger_core::BillingPeriod::of(chrono::Utc::now());
+        self.inner.deliveries(PeriodWindow { from: now, to: now }, cx).await.map(|_| ())
+    }
+
+    async fn deliveries(&self, window: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
+        self.inner.deliveries(window, cx).await
+    }
+
+    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
+        self.inner.fetch(d, cx)
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.inner.api_calls()
+    }
+}
+
+/// Extract files (JSON lines or CSV) from a directory or by hand.
+pub struct GcpFileConnector {
+    paths: Vec<PathBuf>,
+}
+
+impl GcpFileConnector {
+    pub fn new(paths: Vec<PathBuf>) -> Self {
+        GcpFileConnector { paths }
+    }
+}
+
+#[async_trait]
+impl Connector for GcpFileConnector {
+    fn kind(&self) -> &'static str {
+        "gcp_export_files"
+    }
+
+    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
+        FocusConnector::new(self.paths.clone()).check(cx).await
+    }
+
+    async fn deliveries(&self, _window: PeriodWindow, _cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
+        let mut out = Vec::new();
+        for p in &self.paths {
+            let files: Vec<(String, PathBuf)> = if p.is_dir() {
+                let mut v = Vec::new();
+                for e in std::fs::read_dir(p).map_err(|e| ConnectorError::io(p.display().to_string(), e))? {
+                    let e = e.map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
+                    let n = e.file_name().to_string_lossy().to_ascii_lowercase();
+                    if [".json", ".jsonl", ".ndjson", ".csv", ".gz"].iter().any(|x| n.ends_with(x)) {
+                        v.push((e.file_name().to_string_lossy().into_owned(), e.path()));
+                    }
+                }
+                v.sort();
+                v
+            } else {
+                vec![(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p.clone())]
+            };
+            for (scope, f) in files {
+                out.push(Delivery {
+                    scope,
+                    delivery_key: file_sha256(&f)?,
+                    billing_period: None,
+                    description: f.display().to_string(),
+                    items: vec![f.display().to_string()],
+                    final_periods: false,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
+        files::stream_files(d.items.iter().map(PathBuf::from).collect(), cx.batch_rows, cx.cancel.clone())
+    }
+}

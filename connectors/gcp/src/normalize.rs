@@ -1,0 +1,272 @@
+//! GCP billing export rows → ledger lines (pure). One [`ExportRow`] shape is filled from three
+//! inputs: BigQuery query results, JSON-lines extracts (nested, as the table is) and CSV
+//! extracts of the flattened query.
+//!
+//! Mapping: BillingAccountId = `billing_account_id`; SubAccount = the project (id, name);
+//! ServiceName = `service.description`; SkuId/ChargeDescription = `sku.id`/`sku.description`;
+//! RegionId = `location.region` else `location.location`; ResourceId = `resource.global_name`
+//! else `resource.name` (detailed table); Tags = project labels overlaid by resource labels;
+//! BilledCost = EffectiveCost = `cost` (before credits); **each credit becomes its own Credit
+//! line** (negative, with its type and name), so Σ BilledCost = the console's "cost after
+//! credits"; `cost_type` regular → Usage, tax → Tax, adjustment and rounding_error →
+//! Adjustment (any other value → Adjustment, kept in x_extra); billing period = `invoice.month`
+//! in US Pacific time (the invoice month, not the UTC month of usage).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use costledger_core::currency::is_iso4217;
+use costledger_core::{ChargeCategory, ChargeLine, RowError, parse_amount, parse_timestamp};
+use rust_decimal::Decimal;
+
+pub const PROVIDER: &str = "Google Cloud";
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credit {
+    pub name: Option<String>,
+    pub full_name: Option<String>,
+    pub id: Option<String>,
+    pub kind: Option<String>,
+    /// Decimal text as the source wrote it.
+    pub amount: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportRow {
+    pub invoice_month: Option<String>,
+    pub cost_type: Option<String>,
+    pub billing_account_id: Option<String>,
+    pub service_id: Option<String>,
+    pub service_description: Option<String>,
+    pub sku_id: Option<String>,
+    pub sku_description: Option<String>,
+    pub project_id: Option<String>,
+    pub project_name: Option<String>,
+    pub region: Option<String>,
+    pub location: Option<String>,
+    pub resource_name: Option<String>,
+    pub resource_global_name: Option<String>,
+    /// Timestamps: microseconds since the epoch, RFC 3339, or `2024-03-01 00:00:00 UTC`.
+    pub usage_start_time: Option<String>,
+    pub usage_end_time: Option<String>,
+    pub export_time: Option<String>,
+    pub currency: Option<String>,
+    pub currency_conversion_rate: Option<String>,
+    pub cost: Option<String>,
+    pub usage_amount: Option<String>,
+    pub usage_unit: Option<String>,
+    pub usage_pricing_amount: Option<String>,
+    pub usage_pricing_unit: Option<String>,
+    pub labels: Vec<(String, String)>,
+    pub project_labels: Vec<(String, String)>,
+    pub credits: Vec<Credit>,
+}
+
+/// A timestamp as BigQuery writes it: integer microseconds, float seconds, or text.
+pub fn parse_bq_time(s: &str) -> Option<DateTime<Utc>> {
+    let t = s.trim();
+    if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        let micros: i64 = t.parse().ok()?;
+        return Utc.timestamp_micros(micros).single();
+    }
+    parse_timestamp(t).ok()
+}
+
+/// `invoice.month` (`YYYYMM`) → the billing period: that month in US Pacific time.
+pub fn invoice_period(month: &str) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    let m = month.trim();
+    if m.len() != 6 || !m.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let y: i32 = m[..4].parse().ok()?;
+    let mo: u32 = m[4..].parse().ok()?;
+    let (ny, nm) = if mo == 12 { (y + 1, 1) } else { (y, mo + 1) };
+    let pt = chrono_tz::America::Los_Angeles;
+    let start = pt.with_ymd_and_hms(y, mo, 1, 0, 0, 0).single()?.with_timezone(&Utc);
+    let end = pt.with_ymd_and_hms(ny, nm, 1, 0, 0, 0).single()?.with_timezone(&Utc);
+    Some((start, end))
+}
+
+fn amount(text: &Option<String>, what: &str, rounded: &mut u64) -> Result<Option<Decimal>, String> {
+    match text.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(t) => match parse_amount(t) {
+            Ok(Some(a)) => {
+                *rounded += u64::from(a.rounded);
+                Ok(Some(a.value))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(format!("{what}: {e}")),
+        },
+    }
+}
+
+fn some(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+/// One export row → its lines: the charge, then one Credit line per credit. `raw` is kept for
+/// quarantine.
+pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<ChargeLine>, u64), RowError> {
+    let fail = |reason: String| RowError {
+        location: location.to_string(),
+        reason,
+        raw: costledger_core::text::clip(raw, 4096),
+        raw_amount: r.cost.clone(),
+        currency: r.currency.clone(),
+    };
+    let month = some(&r.invoice_month).ok_or_else(|| fail("invoice.month is empty".into()))?;
+    let (bp_start, bp_end) =
+        invoice_period(&month).ok_or_else(|| fail(format!("invoice.month '{month}' is not YYYYMM")))?;
+    let time = |v: &Option<String>, what: &str| -> Result<DateTime<Utc>, RowError> {
+        let s = some(v).ok_or_else(|| fail(format!("{what} is empty")))?;
+        parse_bq_time(&s).ok_or_else(|| fail(format!("{what} '{s}' is not a timestamp")))
+    };
+    let start = time(&r.usage_start_time, "usage_start_time")?;
+    let end = time(&r.usage_end_time, "usage_end_time")?;
+    let currency = some(&r.currency).unwrap_or_default();
+    if !is_iso4217(&currency) {
+        return Err(fail(format!("currency '{currency}' is not an ISO 4217 currency code")));
+    }
+    let account = some(&r.billing_account_id).ok_or_else(|| fail("billing_account_id is empty".into()))?;
+    let mut rounded = 0u64;
+    let cost = amount(&r.cost, "cost", &mut rounded).map_err(fail)?.ok_or_else(|| fail("cost is empty".into()))?;
+    let usage = amount(&r.usage_amount, "usage.amount", &mut rounded).map_err(fail)?;
+    let pricing = amount(&r.usage_pricing_amount, "usage.amount_in_pricing_units", &mut rounded).map_err(fail)?;
+    let cost_type = some(&r.cost_type).unwrap_or_else(|| "regular".into());
+    let category = match cost_type.as_str() {
+        "regular" => ChargeCategory::Usage,
+        "tax" => ChargeCategory::Tax,
+        _ => ChargeCategory::Adjustment,
+    };
+    let mut tags: BTreeMap<String, String> = r.project_labels.iter().cloned().collect();
+    tags.extend(r.labels.iter().cloned());
+    let mut x_extra = BTreeMap::new();
+    for (k, v) in [
+        ("gcp_cost_type", Some(cost_type.clone())),
+        ("gcp_invoice_month", Some(month.clone())),
+        ("gcp_service_id", some(&r.service_id)),
+        ("gcp_currency_conversion_rate", some(&r.currency_conversion_rate)),
+        ("gcp_export_time", some(&r.export_time)),
+        ("gcp_location", some(&r.location)),
+    ] {
+        if let Some(v) = v {
+            x_extra.insert(k.to_string(), v);
+        }
+    }
+    let base = ChargeLine {
+        billing_account_id: account,
+        billing_account_name: None,
+        sub_account_id: some(&r.project_id),
+        sub_account_name: some(&r.project_name),
+        billing_period_start: bp_start,
+        billing_period_end: bp_end,
+        charge_period_start: start,
+        charge_period_end: end,
+        charge_category: category,
+        charge_class: None,
+        charge_description: some(&r.sku_description),
+        service_name: some(&r.service_description),
+        service_category: None,
+        provider_name: Some(PROVIDER.into()),
+        publisher_name: Some(PROVIDER.into()),
+        invoice_issuer_name: Some("Google".into()),
+        region_id: some(&r.region).or_else(|| some(&r.location)),
+        resource_id: some(&r.resource_global_name).or_else(|| some(&r.resource_name)),
+        resource_name: some(&r.resource_name),
+        sku_id: some(&r.sku_id),
+        billed_cost: cost,
+        effective_cost: Some(cost),
+        list_cost: None,
+        contracted_cost: None,
+        billing_currency: currency,
+        pricing_quantity: pricing,
+        pricing_unit: some(&r.usage_pricing_unit),
+        consumed_quantity: usage,
+        consumed_unit: some(&r.usage_unit),
+        commitment_discount_id: None,
+        invoice_id: None,
+        tags,
+        x_extra,
+        source_ref: Some(location.to_string()),
+    };
+    let mut out = Vec::with_capacity(1 + r.credits.len());
+    for (i, c) in r.credits.iter().enumerate() {
+        let a = amount(&c.amount, &format!("credits[{i}].amount"), &mut rounded)
+            .map_err(fail)?
+            .ok_or_else(|| fail(format!("credits[{i}].amount is empty")))?;
+        let mut l = base.clone();
+        l.charge_category = ChargeCategory::Credit;
+        l.billed_cost = a;
+        l.effective_cost = Some(a);
+        l.pricing_quantity = None;
+        l.consumed_quantity = None;
+        l.charge_description = some(&c.full_name).or_else(|| some(&c.name)).or_else(|| some(&c.kind));
+        for (k, v) in [("gcp_credit_type", &c.kind), ("gcp_credit_id", &c.id), ("gcp_credit_name", &c.name)] {
+            if let Some(v) = some(v) {
+                l.x_extra.insert(k.to_string(), v);
+            }
+        }
+        l.source_ref = Some(format!("{location} credit {}", i + 1));
+        out.push(l);
+    }
+    out.insert(0, base);
+    Ok((out, rounded))
+}
+
+/// `[{"key":"team","value":"payments"}, …]` (as `TO_JSON_STRING` writes it).
+pub fn parse_kv_json(s: &str) -> Result<Vec<(String, String)>, String> {
+    let t = s.trim();
+    if t.is_empty() || t == "null" {
+        return Ok(Vec::new());
+    }
+    let v: Vec<BTreeMap<String, serde_json::Value>> = serde_json::from_str(t).map_err(|e| format!("labels: {e}"))?;
+    Ok(v.into_iter()
+        .filter_map(|m| {
+            let k = m.get("key")?.as_str()?.to_string();
+            let val = m.get("value").and_then(|v| v.as_str()).unwrap_or("").to_string();
+            Some((k, val))
+        })
+        .collect())
+}
+
+/// `[{"name":…,"amount":-0.2,"type":…}, …]`; amounts kept as their JSON text (number or string).
+pub fn parse_credits_json(s: &str) -> Result<Vec<Credit>, String> {
+    let t = s.trim();
+    if t.is_empty() || t == "null" {
+        return Ok(Vec::new());
+    }
+    let v: Vec<BTreeMap<String, Box<serde_json::value::RawValue>>> =
+        serde_json::from_str(t).map_err(|e| format!("credits: {e}"))?;
+    let text = |m: &BTreeMap<String, Box<serde_json::value::RawValue>>, k: &str| -> Option<String> {
+        let raw = m.get(k)?.get().trim();
+        if raw == "null" {
+            return None;
+        }
+        Some(serde_json::from_str::<String>(raw).unwrap_or_else(|_| raw.to_string()))
+    };
+    Ok(v.iter()
+        .map(|m| Credit {
+            name: text(m, "name"),
+            full_name: text(m, "full_name"),
+            id: text(m, "id"),
+            kind: text(m, "type"),
+            amount: text(m, "amount"),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_month_is_pacific() {
+        let (s, e) = invoice_period("202403").expect("month");
+        assert_eq!(s.to_rfc3339(), "2024-03-01T08:00:00+00:00");
+        assert_eq!(e.to_rfc3339(), "2024-04-01T07:00:00+00:00", "DST starts in March");
+        assert!(invoice_period("2024-03").is_none());
+        assert_eq!(parse_bq_time("1709251200000000").map(|t| t.to_rfc3339()).as_deref(), Some("2024-03-01T00:00:00+00:00"));
+        assert_eq!(parse_bq_time("2024-03-01 00:00:00 UTC").map(|t| t.to_rfc3339()).as_deref(), Some("2024-03-01T00:00:00+00:00"));
+    }
+}
