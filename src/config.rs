@@ -556,13 +556,15 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
                 Some(SourceParams::Focus(p))
             }
         }),
-        Some("gcp_billing_export") => typed::<costledger_gcp::GcpParams>(Value::Mapping(m), path, issues).and_then(|p| {
-            let found = p.validate();
-            for (k, msg) in &found {
-                issue(issues, &format!("{path}.{k}"), msg);
-            }
-            found.is_empty().then_some(SourceParams::Gcp(p))
-        }),
+        Some("gcp_billing_export") => {
+            typed::<costledger_gcp::GcpParams>(Value::Mapping(m), path, issues).and_then(|p| {
+                let found = p.validate();
+                for (k, msg) in &found {
+                    issue(issues, &format!("{path}.{k}"), msg);
+                }
+                found.is_empty().then_some(SourceParams::Gcp(p))
+            })
+        }
         Some("oci_usage_api") => typed::<costledger_oci::UsageParams>(Value::Mapping(m), path, issues).and_then(|p| {
             let found = p.validate();
             for (k, msg) in &found {

@@ -35,7 +35,7 @@ fn example_config_parses_and_validates() {
     let c = costledger::config::Config::load(&p).expect("example config is valid");
     assert_eq!(
         c.sources.iter().map(|s| s.params.kind()).collect::<Vec<_>>(),
-        ["focus", "oci_usage_api", "oci_cost_report"]
+        ["focus", "gcp_billing_export", "oci_usage_api", "oci_cost_report"]
     );
     assert_eq!(c.retention.superseded_loads_days, 90);
     assert_eq!(c.allocation.owners, ["payments", "search", "platform", "data"]);
@@ -45,7 +45,7 @@ fn example_config_parses_and_validates() {
     assert_eq!(c.report.schedule, "0 0 6 * * Mon");
     let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (3 source(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 source(s)"));
 }
 
 #[test]

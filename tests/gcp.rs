@@ -31,10 +31,8 @@ fn april_3() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 4, 3, 12, 0, 0).single().expect("t")
 }
 
-const WINDOW: PeriodWindow = PeriodWindow {
-    from: BillingPeriod { year: 2024, month: 3 },
-    to: BillingPeriod { year: 2024, month: 4 },
-};
+const WINDOW: PeriodWindow =
+    PeriodWindow { from: BillingPeriod { year: 2024, month: 3 }, to: BillingPeriod { year: 2024, month: 4 } };
 
 async fn connector(url: &str) -> GcpExportConnector {
     build(&params(url)).await.expect("client").with_clock(april_3)
@@ -54,7 +52,15 @@ async fn period_totals(s: &dyn LedgerStore) -> Vec<String> {
         .await
         .expect("totals")
         .into_iter()
-        .map(|r| format!("{} {} {} {}", r.keys[0].clone().unwrap_or_default(), r.keys[1].clone().unwrap_or_default(), r.currency, r.billed_cost))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r.keys[0].clone().unwrap_or_default(),
+                r.keys[1].clone().unwrap_or_default(),
+                r.currency,
+                r.billed_cost
+            )
+        })
         .collect()
 }
 
@@ -65,13 +71,34 @@ fn seed(bq: &Bq) {
         ("2024-03-01".into(), "202403".into()),
         vec![
             bq_row("2024-03-01", 0, "Compute Engine", "0.731234", 1_709_262_000_123_456, &[("credits_json", credits)]),
-            bq_row("2024-03-01", 1, "Cloud Storage", "0.000004", 1_709_262_000_123_456, &[(
-                "labels_json",
-                r#"[{"key":"team","value":"payments"},{"key":"cost-center/π","value":"ünïcode, \"quoted\""}]"#,
-            )]),
-            bq_row("2024-03-01", 2, "Invoice", "1.52", 1_709_262_000_123_456, &[("cost_type", "tax"), ("project_id", "")]),
+            bq_row(
+                "2024-03-01",
+                1,
+                "Cloud Storage",
+                "0.000004",
+                1_709_262_000_123_456,
+                &[(
+                    "labels_json",
+                    r#"[{"key":"team","value":"payments"},{"key":"cost-center/π","value":"ünïcode, \"quoted\""}]"#,
+                )],
+            ),
+            bq_row(
+                "2024-03-01",
+                2,
+                "Invoice",
+                "1.52",
+                1_709_262_000_123_456,
+                &[("cost_type", "tax"), ("project_id", "")],
+            ),
             bq_row("2024-03-01", 3, "Compute Engine", "-0.05", 1_709_262_000_123_456, &[("cost_type", "adjustment")]),
-            bq_row("2024-03-01", 4, "Compute Engine", "0.000000001", 1_709_262_000_123_456, &[("cost_type", "rounding_error")]),
+            bq_row(
+                "2024-03-01",
+                4,
+                "Compute Engine",
+                "0.000000001",
+                1_709_262_000_123_456,
+                &[("cost_type", "rounding_error")],
+            ),
         ],
     );
     // Usage on the last UTC hours of March, invoiced in April (Pacific time).
@@ -161,7 +188,10 @@ async fn polls_throttling_and_server_errors_then_success() {
     let out = ingest(s.as_ref(), &c).await;
     assert_eq!(out.len(), 3);
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "4.481858001", "nothing lost or doubled by the retries");
-    assert!(c.api_calls() >= 6, "retried queries are counted: {}", c.api_calls());
+    assert!(bq.faults.lock().expect("lock").is_empty(), "the 429 and the 503 were served and survived");
+    // 4 queries + 2 faulted attempts + 2 polls per query before completion.
+    assert!(bq.calls.load(Ordering::SeqCst) >= 4 + 2 + 8, "{}", bq.calls.load(Ordering::SeqCst));
+    assert!(c.api_calls() >= 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +201,8 @@ async fn an_auth_error_says_what_to_check() {
     bq.faults.lock().expect("lock").push_back((401, "unauthorized"));
     let (s, _d) = sqlite_store().await;
     let c = connector(&url).await;
-    let e = ingest_source(s.as_ref(), "gcp", &c, WINDOW, &Context::new("gcp"), None).await.expect_err("401").to_string();
+    let e =
+        ingest_source(s.as_ref(), "gcp", &c, WINDOW, &Context::new("gcp"), None).await.expect_err("401").to_string();
     assert!(e.contains("authentication failed: BigQuery refused the query"), "{e}");
     assert!(e.contains("Check the credentials"), "{e}");
 }
@@ -186,7 +217,8 @@ fn import_gcp_export_files_json_lines_and_csv() {
     // 0.731234 − 0.21937 (credit) + 1.52 (tax) + 0.000004; the non-USD row separately.
     assert!(out.contains("5 rows, 0 quarantined; BilledCost EUR 7.25, USD 2.031868"), "{out}");
     let csv = fixture("gcp/export-2024-03.csv");
-    let (code, out, err) = run(&db, &["import", "--format", "gcp-export", "--source", "csv", csv.to_str().expect("utf8")]);
+    let (code, out, err) =
+        run(&db, &["import", "--format", "gcp-export", "--source", "csv", csv.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("5 rows, 1 quarantined; BilledCost EUR 7.25, USD 2.031868"), "{out}");
     assert!(out.contains("see the quarantined rows"), "{out}");

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::http::{Request, Response};
 
-/// Row columns of the connector's flattened query, in order.
+/// Scalar columns of the connector's row query, in order (then `labels`, `project_labels`,
+/// `credits` as REPEATED RECORDs, rendered from the row's `*_json` values).
 pub const ROW_COLUMNS: [&str; 26] = [
     "invoice_month",
     "cost_type",
@@ -46,8 +47,33 @@ pub type Row = BTreeMap<&'static str, Option<String>>;
 
 struct Job {
     columns: Vec<&'static str>,
-    rows: Vec<Vec<Option<String>>>,
+    /// Pre-rendered f/v cells per row.
+    rows: Vec<Vec<String>>,
     polls_left: u32,
+    nested: bool,
+}
+
+const SCALARS: usize = 23;
+
+/// `[{"key":"team","value":"x"}]` JSON → a REPEATED RECORD cell in f/v form.
+fn repeated(json_text: &Option<String>, fields: &[&str]) -> String {
+    let items: Vec<serde_json::Map<String, serde_json::Value>> =
+        json_text.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or_default();
+    let elems: Vec<String> = items
+        .iter()
+        .map(|m| {
+            let f: Vec<String> = fields
+                .iter()
+                .map(|k| match m.get(*k) {
+                    None | Some(serde_json::Value::Null) => "{\"v\":null}".to_string(),
+                    Some(serde_json::Value::String(s)) => format!("{{\"v\":{}}}", serde_json::to_string(s).expect("j")),
+                    Some(other) => format!("{{\"v\":{}}}", serde_json::to_string(&other.to_string()).expect("j")),
+                })
+                .collect();
+            format!("{{\"v\":{{\"f\":[{}]}}}}", f.join(","))
+        })
+        .collect();
+    format!("{{\"v\":[{}]}}", elems.join(","))
 }
 
 #[derive(Default)]
@@ -94,11 +120,18 @@ fn cell(v: &Option<String>) -> String {
 }
 
 fn page(job_id: &str, job: &Job, start: usize, size: usize, kind: &str, with_rows: bool) -> String {
-    let fields: Vec<String> =
+    let mut fields: Vec<String> =
         job.columns.iter().map(|c| format!("{{\"name\":\"{c}\",\"type\":\"STRING\",\"mode\":\"NULLABLE\"}}")).collect();
+    if job.nested {
+        let kv = "[{\"name\":\"key\",\"type\":\"STRING\",\"mode\":\"NULLABLE\"},{\"name\":\"value\",\"type\":\"STRING\",\"mode\":\"NULLABLE\"}]";
+        fields.push(format!("{{\"name\":\"labels\",\"type\":\"RECORD\",\"mode\":\"REPEATED\",\"fields\":{kv}}}"));
+        fields
+            .push(format!("{{\"name\":\"project_labels\",\"type\":\"RECORD\",\"mode\":\"REPEATED\",\"fields\":{kv}}}"));
+        fields.push("{\"name\":\"credits\",\"type\":\"RECORD\",\"mode\":\"REPEATED\",\"fields\":[{\"name\":\"name\",\"type\":\"STRING\"},{\"name\":\"full_name\",\"type\":\"STRING\"},{\"name\":\"id\",\"type\":\"STRING\"},{\"name\":\"type\",\"type\":\"STRING\"},{\"name\":\"amount\",\"type\":\"NUMERIC\"}]}".to_string());
+    }
     let end = (start + size).min(job.rows.len());
     let rows: Vec<String> = if with_rows {
-        job.rows[start..end].iter().map(|r| format!("{{\"f\":[{}]}}", r.iter().map(cell).collect::<Vec<_>>().join(","))).collect()
+        job.rows[start..end].iter().map(|r| format!("{{\"f\":[{}]}}", r.join(","))).collect()
     } else {
         Vec::new()
     };
@@ -129,18 +162,42 @@ fn answer(s: &BqState, sql: &str) -> Job {
             if *day < from || *day > to || !months.contains(&format!("'{month}'")) {
                 continue;
             }
-            let max = rs.iter().filter_map(|r| r.get("export_time").cloned().flatten()).max_by_key(|t| t.parse::<i64>().unwrap_or(0));
-            rows.push(vec![Some(day.clone()), Some(month.clone()), max, Some(rs.len().to_string())]);
+            let max = rs
+                .iter()
+                .filter_map(|r| r.get("export_time").cloned().flatten())
+                .max_by_key(|t| t.parse::<i64>().unwrap_or(0));
+            rows.push(
+                [Some(day.clone()), Some(month.clone()), max, Some(rs.len().to_string())].iter().map(cell).collect(),
+            );
         }
-        Job { columns: vec!["day", "invoice_month", "max_export_time", "row_count"], rows, polls_left: 0 }
+        Job {
+            columns: vec!["day", "invoice_month", "max_export_time", "row_count"],
+            rows,
+            polls_left: 0,
+            nested: false,
+        }
     } else {
         let day = between(sql, "DATE(_PARTITIONTIME) = '", "'").unwrap_or("").to_string();
         let month = between(sql, "invoice.month = '", "'").unwrap_or("").to_string();
         let rows = parts
             .get(&(day, month))
-            .map(|rs| rs.iter().map(|r| ROW_COLUMNS.iter().map(|c| r.get(c).cloned().flatten()).collect()).collect())
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        let mut cells: Vec<String> =
+                            ROW_COLUMNS[..SCALARS].iter().map(|c| cell(&r.get(c).cloned().flatten())).collect();
+                        cells.push(repeated(&r.get("labels_json").cloned().flatten(), &["key", "value"]));
+                        cells.push(repeated(&r.get("project_labels_json").cloned().flatten(), &["key", "value"]));
+                        cells.push(repeated(
+                            &r.get("credits_json").cloned().flatten(),
+                            &["name", "full_name", "id", "type", "amount"],
+                        ));
+                        cells
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        Job { columns: ROW_COLUMNS.to_vec(), rows, polls_left: 0 }
+        Job { columns: ROW_COLUMNS[..SCALARS].to_vec(), rows, polls_left: 0, nested: true }
     }
 }
 
@@ -182,7 +239,12 @@ async fn handle(s: Bq, req: Request<Body>) -> Response<Body> {
                 job.polls_left -= 1;
             }
             if job.polls_left > 0 {
-                return json(200, format!("{{\"kind\":\"bigquery#getQueryResultsResponse\",\"jobReference\":{{\"projectId\":\"acme-billing\",\"jobId\":\"{id}\",\"location\":\"US\"}},\"jobComplete\":false}}"));
+                return json(
+                    200,
+                    format!(
+                        "{{\"kind\":\"bigquery#getQueryResultsResponse\",\"jobReference\":{{\"projectId\":\"acme-billing\",\"jobId\":\"{id}\",\"location\":\"US\"}},\"jobComplete\":false}}"
+                    ),
+                );
             }
             // Complete: no rows in the poll answer, a page token for the first page.
             return json(200, page(&id, job, 0, size, "getQueryResultsResponse", false));
@@ -207,8 +269,16 @@ pub async fn serve_bq() -> (Bq, String) {
 }
 
 /// A row of the export (strings as BigQuery sends them).
-pub fn bq_row(day: &str, hour: u32, service: &str, cost: &str, export_micros: i64, extra: &[(&'static str, &str)]) -> Row {
-    let start = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("day").and_hms_opt(hour, 0, 0).expect("h").and_utc();
+pub fn bq_row(
+    day: &str,
+    hour: u32,
+    service: &str,
+    cost: &str,
+    export_micros: i64,
+    extra: &[(&'static str, &str)],
+) -> Row {
+    let start =
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("day").and_hms_opt(hour, 0, 0).expect("h").and_utc();
     let mut r: Row = ROW_COLUMNS.iter().map(|c| (*c, None)).collect();
     let set = |r: &mut Row, k: &'static str, v: &str| {
         r.insert(k, Some(v.to_string()));

@@ -11,7 +11,36 @@ use google_cloud_bigquery::error::QueryError;
 use tracing::info;
 
 use crate::files::flat_row;
-use crate::normalize::row_lines;
+use crate::normalize::{Credit, row_lines};
+
+fn scalar(v: Option<&serde_json::Value>) -> Option<String> {
+    match v? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+/// A REPEATED RECORD<key, value> cell.
+fn nested_kv(v: Option<serde_json::Value>) -> Vec<(String, String)> {
+    let Some(serde_json::Value::Array(items)) = v else { return Vec::new() };
+    items.iter().filter_map(|i| Some((scalar(i.get("key"))?, scalar(i.get("value")).unwrap_or_default()))).collect()
+}
+
+/// The credits REPEATED RECORD cell.
+fn nested_credits(v: Option<serde_json::Value>) -> Vec<Credit> {
+    let Some(serde_json::Value::Array(items)) = v else { return Vec::new() };
+    items
+        .iter()
+        .map(|i| Credit {
+            name: scalar(i.get("name")),
+            full_name: scalar(i.get("full_name")),
+            id: scalar(i.get("id")),
+            kind: scalar(i.get("type")),
+            amount: scalar(i.get("amount")),
+        })
+        .collect()
+}
 
 pub struct BigQueryExport {
     pub(crate) client: BigQuery,
@@ -55,22 +84,28 @@ fn map_err(e: QueryError, table: &str) -> ConnectorError {
     match &e {
         QueryError::Rpc { source, .. } => map_rpc(source, &e.to_string(), table),
         QueryError::JobFailed { errors, .. } => {
-
             let reasons: Vec<String> = errors.iter().map(|x| format!("{}: {}", x.reason, x.message)).collect();
             let retriable = !errors.is_empty()
-                && errors.iter().all(|x| matches!(x.reason.as_str(), "backendError" | "internalError" | "rateLimitExceeded"));
+                && errors
+                    .iter()
+                    .all(|x| matches!(x.reason.as_str(), "backendError" | "internalError" | "rateLimitExceeded"));
             if retriable {
                 ConnectorError::Transient(format!("BigQuery job failed: {}", reasons.join("; ")))
             } else {
-                ConnectorError::input(table, format!("the query failed: {}", reasons.join("; ")), "check the table's schema")
+                ConnectorError::input(
+                    table,
+                    format!("the query failed: {}", reasons.join("; ")),
+                    "check the table's schema",
+                )
             }
         }
         _ => ConnectorError::input(table, e.to_string(), "check the source's configuration"),
     }
 }
 
-/// The flattened columns (§3.4 of the formats reference): money as NUMERIC text, timestamps as
-/// microseconds, labels and credits as JSON text.
+/// The row query: scalars flattened (money as NUMERIC text, timestamps as microseconds);
+/// labels, project labels and credits stay REPEATED RECORDs (credit amounts cast to NUMERIC,
+/// so they arrive as exact decimal text).
 pub fn rows_sql(table: &str, detailed: bool, day: NaiveDate, invoice_month: &str) -> String {
     let resource = if detailed {
         "resource.name AS resource_name, resource.global_name AS resource_global_name,"
@@ -88,10 +123,9 @@ pub fn rows_sql(table: &str, detailed: bool, day: NaiveDate, invoice_month: &str
          CAST(currency_conversion_rate AS STRING) AS currency_conversion_rate, \
          CAST(CAST(cost AS NUMERIC) AS STRING) AS cost, CAST(usage.amount AS STRING) AS usage_amount, \
          usage.unit AS usage_unit, CAST(usage.amount_in_pricing_units AS STRING) AS usage_pricing_amount, \
-         usage.pricing_unit AS usage_pricing_unit, TO_JSON_STRING(labels) AS labels_json, \
-         TO_JSON_STRING(project.labels) AS project_labels_json, \
-         TO_JSON_STRING(ARRAY(SELECT AS STRUCT c.name, c.full_name, c.id, c.type, \
-         CAST(CAST(c.amount AS NUMERIC) AS STRING) AS amount FROM UNNEST(credits) c)) AS credits_json \
+         usage.pricing_unit AS usage_pricing_unit, labels, project.labels AS project_labels, \
+         ARRAY(SELECT AS STRUCT c.name, c.full_name, c.id, c.type, CAST(c.amount AS NUMERIC) AS amount \
+         FROM UNNEST(credits) c) AS credits \
          FROM `{table}` WHERE DATE(_PARTITIONTIME) = '{day}' AND invoice.month = '{invoice_month}'"
     )
 }
@@ -227,7 +261,10 @@ fn async_stream<'a>(
             let month = st.d.items.get(1).cloned().unwrap_or_default();
             let Ok(date) = NaiveDate::parse_from_str(&day, "%Y-%m-%d") else {
                 st.done = true;
-                return Some((Err(ConnectorError::input(&st.d.scope, "bad partition day", "report this as a bug")), st));
+                return Some((
+                    Err(ConnectorError::input(&st.d.scope, "bad partition day", "report this as a bug")),
+                    st,
+                ));
             };
             match st.src.run(rows_sql(&st.src.table, st.src.detailed(), date, &month)).await {
                 Ok(r) => st.rows = Some(r),
@@ -258,10 +295,17 @@ fn async_stream<'a>(
                 Some(Ok(r)) => {
                     st.n += 1;
                     let get = |c: &str| r.get::<Option<String>>(c).ok().flatten();
+                    let nested = |c: &str| r.get::<Option<serde_json::Value>>(c).ok().flatten();
                     let location = format!("{table} {scope} row {}", st.n);
                     batch.records += 1;
                     let raw = get("cost").unwrap_or_default();
-                    match flat_row(&get).and_then(|x| row_lines(&x, &location, &raw).map_err(|e| e.reason)) {
+                    let row = flat_row(&get).map(|mut x| {
+                        x.labels = nested_kv(nested("labels"));
+                        x.project_labels = nested_kv(nested("project_labels"));
+                        x.credits = nested_credits(nested("credits"));
+                        x
+                    });
+                    match row.and_then(|x| row_lines(&x, &location, &raw).map_err(|e| e.reason)) {
                         Ok((lines, rounded)) => {
                             batch.rounded_amounts += rounded;
                             batch.lines.extend(lines);

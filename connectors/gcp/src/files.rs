@@ -61,7 +61,10 @@ fn kv_list(o: &Obj, path: &[&str]) -> Vec<(String, String)> {
         .iter()
         .filter_map(|i| {
             let m = obj(i)?;
-            Some((text(m.get("key").map(|b| b.as_ref()))?, text(m.get("value").map(|b| b.as_ref())).unwrap_or_default()))
+            Some((
+                text(m.get("key").map(|b| b.as_ref()))?,
+                text(m.get("value").map(|b| b.as_ref())).unwrap_or_default(),
+            ))
         })
         .collect()
 }
@@ -193,7 +196,7 @@ fn push_row(batch: &mut Batch, row: Result<ExportRow, String>, location: &str, r
 }
 
 fn read_file(
-    path: &PathBuf,
+    path: &std::path::Path,
     batch_rows: usize,
     tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
     cancel: &CancellationToken,
@@ -202,14 +205,9 @@ fn read_file(
     let (input, _) = costledger_focus::reader::open_detect(path)?;
     let mut buf = std::io::BufReader::new(input);
     // JSON lines or CSV: look at the first non-blank byte.
-    let first = loop {
-        let b = buf.fill_buf().map_err(|e| ConnectorError::io(&file, e))?;
-        match b.first() {
-            None => {
-                return Err(ConnectorError::input(format!("{file}:1"), "the file is empty", "export the table again"));
-            }
-            Some(c) => break *c,
-        }
+    let first = match buf.fill_buf().map_err(|e| ConnectorError::io(&file, e))?.first() {
+        None => return Err(ConnectorError::input(format!("{file}:1"), "the file is empty", "export the table again")),
+        Some(c) => *c,
     };
     let mut batch = Batch::default();
     let flush = |batch: &mut Batch, force: bool| -> Result<(), ConnectorError> {
@@ -223,7 +221,8 @@ fn read_file(
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
-            let line = line.map_err(|e| ConnectorError::input(format!("{file}:{}", i + 1), e.to_string(), "check the file"))?;
+            let line =
+                line.map_err(|e| ConnectorError::input(format!("{file}:{}", i + 1), e.to_string(), "check the file"))?;
             if line.trim().is_empty() {
                 continue;
             }

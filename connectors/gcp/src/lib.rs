@@ -67,7 +67,10 @@ impl GcpParams {
         if parts.len() != 3 || !parts.iter().all(|p| valid_ident(p)) {
             out.push((
                 "table".into(),
-                format!("'{}' must be project.dataset.table (e.g. acme.billing.gcp_billing_export_v1_0123AB_CDEF45_6789AB)", self.table),
+                format!(
+                    "'{}' must be project.dataset.table (e.g. acme.billing.gcp_billing_export_v1_0123AB_CDEF45_6789AB)",
+                    self.table
+                ),
             ));
         }
         if let Some(e) = &self.endpoint
@@ -108,8 +111,9 @@ pub async fn build(p: &GcpParams) -> Result<GcpExportConnector, ConnectorError> 
     } else if let Some(f) = &p.credentials_file {
         let loc = f.display().to_string();
         let text = std::fs::read_to_string(f).map_err(|e| ConnectorError::io(&loc, e))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| ConnectorError::input(&loc, format!("not a service account key (JSON): {e}"), "download a key"))?;
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            ConnectorError::input(&loc, format!("not a service account key (JSON): {e}"), "download a key")
+        })?;
         let creds = google_cloud_auth::credentials::service_account::Builder::new(json)
             .build()
             .map_err(|e| ConnectorError::Auth(format!("{loc}: {e}")))?;

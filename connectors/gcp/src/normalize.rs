@@ -261,12 +261,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_credit_type_is_its_own_credit_line() {
+        let types = [
+            "COMMITTED_USAGE_DISCOUNT",
+            "COMMITTED_USAGE_DISCOUNT_DOLLAR_BASE",
+            "DISCOUNT",
+            "FREE_TIER",
+            "PROMOTION",
+            "RESELLER_MARGIN",
+            "SUBSCRIPTION_BENEFIT",
+            "SUSTAINED_USAGE_DISCOUNT",
+            "FEE_UTILIZATION_OFFSET",
+        ];
+        let row = ExportRow {
+            invoice_month: Some("202403".into()),
+            cost_type: Some("regular".into()),
+            billing_account_id: Some("0123AB-CDEF45-6789AB".into()),
+            usage_start_time: Some("1709251200000000".into()),
+            usage_end_time: Some("1709254800000000".into()),
+            currency: Some("JPY".into()),
+            cost: Some("1000".into()),
+            credits: types
+                .iter()
+                .map(|t| Credit { kind: Some(t.to_string()), amount: Some("-1.5".into()), ..Default::default() })
+                .collect(),
+            ..Default::default()
+        };
+        let (lines, _) = row_lines(&row, "t:1", "").expect("lines");
+        assert_eq!(lines.len(), 10);
+        assert_eq!(lines[0].charge_category, ChargeCategory::Usage);
+        let credits: Decimal = lines[1..].iter().map(|l| l.billed_cost).sum();
+        assert_eq!(credits, Decimal::new(-135, 1));
+        assert!(lines[1..].iter().all(|l| l.charge_category == ChargeCategory::Credit && l.billing_currency == "JPY"));
+        let kinds: Vec<&str> =
+            lines[1..].iter().filter_map(|l| l.x_extra.get("gcp_credit_type").map(String::as_str)).collect();
+        assert_eq!(kinds, types);
+        let bad = ExportRow { cost: Some("1e".into()), ..row.clone() };
+        assert!(row_lines(&bad, "t:2", "").expect_err("bad").reason.starts_with("cost:"));
+        let unknown = ExportRow { cost_type: Some("marketplace_fee".into()), credits: vec![], ..row };
+        let (l, _) = row_lines(&unknown, "t:3", "").expect("kept");
+        assert_eq!(l[0].charge_category, ChargeCategory::Adjustment, "unknown cost types are kept, not dropped");
+        assert_eq!(l[0].x_extra.get("gcp_cost_type").map(String::as_str), Some("marketplace_fee"));
+    }
+
+    #[test]
     fn invoice_month_is_pacific() {
         let (s, e) = invoice_period("202403").expect("month");
         assert_eq!(s.to_rfc3339(), "2024-03-01T08:00:00+00:00");
         assert_eq!(e.to_rfc3339(), "2024-04-01T07:00:00+00:00", "DST starts in March");
         assert!(invoice_period("2024-03").is_none());
-        assert_eq!(parse_bq_time("1709251200000000").map(|t| t.to_rfc3339()).as_deref(), Some("2024-03-01T00:00:00+00:00"));
-        assert_eq!(parse_bq_time("2024-03-01 00:00:00 UTC").map(|t| t.to_rfc3339()).as_deref(), Some("2024-03-01T00:00:00+00:00"));
+        assert_eq!(
+            parse_bq_time("1709251200000000").map(|t| t.to_rfc3339()).as_deref(),
+            Some("2024-03-01T00:00:00+00:00")
+        );
+        assert_eq!(
+            parse_bq_time("2024-03-01 00:00:00 UTC").map(|t| t.to_rfc3339()).as_deref(),
+            Some("2024-03-01T00:00:00+00:00")
+        );
     }
 }
