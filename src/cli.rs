@@ -59,6 +59,12 @@ pub enum LogFormat {
 pub enum ImportFormat {
     /// FOCUS 1.0–1.2 CSV.
     Focus,
+    /// AWS legacy Cost and Usage Report files (by manifest, or loose CSV).
+    AwsCur,
+    /// AWS CUR 2.0 Data Exports (BILLING_PERIOD=YYYY-MM folders, or loose CSV).
+    AwsCur2,
+    /// AWS FOCUS 1.0/1.2 Data Exports.
+    AwsFocus,
     /// GCP billing export rows extracted from BigQuery (JSON lines, or CSV of the flattened query).
     GcpExport,
     /// OCI cost reports (reports/cost-csv/*.csv.gz).
@@ -300,6 +306,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "import-{}",
                     match format {
                         ImportFormat::Focus => "focus",
+                        ImportFormat::AwsCur => "aws-cur",
+                        ImportFormat::AwsCur2 => "aws-cur2",
+                        ImportFormat::AwsFocus => "aws-focus",
                         ImportFormat::GcpExport => "gcp-export",
                         ImportFormat::OciCost => "oci-cost",
                         ImportFormat::OciFocus => "oci-focus",
@@ -309,6 +318,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
                 ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::new(paths.clone())),
+                ImportFormat::AwsCur | ImportFormat::AwsCur2 | ImportFormat::AwsFocus => {
+                    use costledger_aws::{AwsFileConnector, AwsFormat};
+                    let f = match format {
+                        ImportFormat::AwsCur => AwsFormat::Cur,
+                        ImportFormat::AwsCur2 => AwsFormat::Cur2,
+                        _ => AwsFormat::Focus,
+                    };
+                    Box::new(AwsFileConnector::new(f, paths.clone()))
+                }
                 ImportFormat::OciCost | ImportFormat::OciFocus => {
                     let kind = if *format == ImportFormat::OciCost { ReportKind::Cost } else { ReportKind::Focus };
                     Box::new(OciReportConnector::new(kind, ReportSource::Directory(paths.clone())))

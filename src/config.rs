@@ -30,7 +30,15 @@ pub const KNOWN_TYPES: [&str; 9] = [
     "oci_usage_api",
     "oci_cost_report",
 ];
-pub const AVAILABLE_TYPES: [&str; 4] = ["focus", "gcp_billing_export", "oci_usage_api", "oci_cost_report"];
+pub const AVAILABLE_TYPES: [&str; 7] = [
+    "focus",
+    "aws_cost_explorer",
+    "aws_cur",
+    "aws_data_exports",
+    "gcp_billing_export",
+    "oci_usage_api",
+    "oci_cost_report",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
@@ -193,6 +201,9 @@ pub struct SourceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum SourceParams {
     Focus(FocusParams),
+    AwsCostExplorer(costledger_aws::CostExplorerParams),
+    AwsCur(costledger_aws::FileParams),
+    AwsDataExports(costledger_aws::FileParams),
     Gcp(costledger_gcp::GcpParams),
     OciUsage(costledger_oci::UsageParams),
     OciCostReport(costledger_oci::ReportParams),
@@ -202,6 +213,9 @@ impl SourceParams {
     pub fn kind(&self) -> &'static str {
         match self {
             SourceParams::Focus(_) => "focus",
+            SourceParams::AwsCostExplorer(_) => "aws_cost_explorer",
+            SourceParams::AwsCur(_) => "aws_cur",
+            SourceParams::AwsDataExports(_) => "aws_data_exports",
             SourceParams::Gcp(_) => "gcp_billing_export",
             SourceParams::OciUsage(_) => "oci_usage_api",
             SourceParams::OciCostReport(_) => "oci_cost_report",
@@ -556,6 +570,28 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
                 Some(SourceParams::Focus(p))
             }
         }),
+        Some("aws_cost_explorer") => typed::<costledger_aws::CostExplorerParams>(Value::Mapping(m), path, issues)
+            .and_then(|p| {
+                let found = p.validate();
+                for (k, msg) in &found {
+                    issue(issues, &format!("{path}.{k}"), msg);
+                }
+                found.is_empty().then_some(SourceParams::AwsCostExplorer(p))
+            }),
+        Some(t @ ("aws_cur" | "aws_data_exports")) => {
+            let data_exports = t == "aws_data_exports";
+            typed::<costledger_aws::FileParams>(Value::Mapping(m), path, issues).and_then(|p| {
+                let found = p.validate(data_exports);
+                for (k, msg) in &found {
+                    issue(issues, &format!("{path}.{k}"), msg);
+                }
+                found.is_empty().then_some(if data_exports {
+                    SourceParams::AwsDataExports(p)
+                } else {
+                    SourceParams::AwsCur(p)
+                })
+            })
+        }
         Some("gcp_billing_export") => {
             typed::<costledger_gcp::GcpParams>(Value::Mapping(m), path, issues).and_then(|p| {
                 let found = p.validate();

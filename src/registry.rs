@@ -9,6 +9,9 @@ use crate::config::SourceParams;
 pub async fn build(params: &SourceParams) -> Result<Box<dyn Connector>, ConnectorError> {
     Ok(match params {
         SourceParams::Focus(p) => Box::new(FocusConnector::new(p.all_paths())),
+        SourceParams::AwsCostExplorer(p) => Box::new(costledger_aws::build_cost_explorer(p).await),
+        SourceParams::AwsCur(p) => Box::new(costledger_aws::build_files(p, false).await?),
+        SourceParams::AwsDataExports(p) => Box::new(costledger_aws::build_files(p, true).await?),
         SourceParams::Gcp(p) => Box::new(costledger_gcp::build(p).await?),
         SourceParams::OciUsage(p) => Box::new(costledger_oci::build_usage(p)?),
         SourceParams::OciCostReport(p) => Box::new(costledger_oci::build_reports(p)?),

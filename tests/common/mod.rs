@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod bqmock;
+pub mod cur;
+pub mod moto;
 pub mod ocimock;
 
 use std::collections::BTreeMap;

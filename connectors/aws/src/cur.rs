@@ -1,0 +1,364 @@
+//! AWS Cost and Usage Report rows → ledger lines (pure). Legacy CUR (`lineItem/UnblendedCost`,
+//! dynamic columns) and CUR 2.0 (`line_item_unblended_cost`, map columns as JSON text) are read
+//! by header name, case-insensitively; CUR 2.0 names are translated to the legacy ones.
+//!
+//! BilledCost = `lineItem/UnblendedCost` (its sum over a month is the invoice). EffectiveCost is
+//! the amortised cost (AWS's amortisation guidance): `reservation/EffectiveCost` for
+//! DiscountedUsage, `savingsPlan/SavingsPlanEffectiveCost` for SavingsPlanCoveredUsage, 0 for
+//! SavingsPlanNegation, SavingsPlanUpfrontFee and RI upfront Fees (their cost is spread over the
+//! covered usage), the unused part for RIFee (`reservation/UnusedAmortizedUpfrontFeeForBillingPeriod`
+//! + `reservation/UnusedRecurringFee`) and SavingsPlanRecurringFee
+//! (`savingsPlan/TotalCommitmentToDate` − `savingsPlan/UsedCommitment`), else UnblendedCost.
+//! ChargeCategory: Usage, DiscountedUsage, SavingsPlanCoveredUsage, SavingsPlanNegation → Usage;
+//! Tax → Tax; Credit and the discount types → Credit; Refund → Credit with ChargeClass
+//! Correction; Fee, RIFee, SavingsPlanUpfrontFee, SavingsPlanRecurringFee → Purchase; any other
+//! type → Adjustment (kept, never dropped).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use costledger_core::currency::is_iso4217;
+use costledger_core::text::clip;
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp};
+use costledger_focus::reader::RecordFormat;
+use rust_decimal::Decimal;
+
+/// The legacy columns the ledger reads.
+const COLS: [&str; 37] = [
+    "identity/LineItemId",
+    "bill/InvoiceId",
+    "bill/InvoicingEntity",
+    "bill/BillingEntity",
+    "bill/BillType",
+    "bill/PayerAccountId",
+    "bill/PayerAccountName",
+    "bill/BillingPeriodStartDate",
+    "bill/BillingPeriodEndDate",
+    "lineItem/UsageAccountId",
+    "lineItem/UsageAccountName",
+    "lineItem/LineItemType",
+    "lineItem/UsageStartDate",
+    "lineItem/UsageEndDate",
+    "lineItem/ProductCode",
+    "lineItem/UsageType",
+    "lineItem/Operation",
+    "lineItem/ResourceId",
+    "lineItem/UsageAmount",
+    "lineItem/CurrencyCode",
+    "lineItem/UnblendedCost",
+    "lineItem/LineItemDescription",
+    "product/ProductName",
+    "product/region",
+    "product/regionCode",
+    "product/sku",
+    "pricing/publicOnDemandCost",
+    "pricing/unit",
+    "reservation/EffectiveCost",
+    "reservation/UnusedAmortizedUpfrontFeeForBillingPeriod",
+    "reservation/UnusedRecurringFee",
+    "reservation/ReservationARN",
+    "savingsPlan/SavingsPlanEffectiveCost",
+    "savingsPlan/TotalCommitmentToDate",
+    "savingsPlan/UsedCommitment",
+    "savingsPlan/SavingsPlanARN",
+    "product/productFamily",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum C {
+    LineItemId,
+    InvoiceId,
+    InvoicingEntity,
+    BillingEntity,
+    BillType,
+    Payer,
+    PayerName,
+    BpStart,
+    BpEnd,
+    Account,
+    AccountName,
+    Type,
+    Start,
+    End,
+    ProductCode,
+    UsageType,
+    Operation,
+    ResourceId,
+    UsageAmount,
+    Currency,
+    Unblended,
+    Description,
+    ProductName,
+    Region,
+    RegionCode,
+    Sku,
+    PublicCost,
+    PricingUnit,
+    RiEffective,
+    RiUnusedUpfront,
+    RiUnusedRecurring,
+    RiArn,
+    SpEffective,
+    SpCommitment,
+    SpUsed,
+    SpArn,
+    ProductFamily,
+}
+
+const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
+
+/// `lineItem/UnblendedCost` → `line_item_unblended_cost` (CUR 2.0 naming; `ARN` → `a_r_n`).
+pub fn snake(legacy: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in legacy.replace('/', "_").chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 && !out.ends_with('_') {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+pub struct CurColumns {
+    names: Vec<String>,
+    idx: [Option<usize>; 37],
+    /// (column, tag key)
+    tags: Vec<(usize, String)>,
+    /// CUR 2.0 `resource_tags` map column (JSON text).
+    tag_map: Option<usize>,
+}
+
+impl CurColumns {
+    fn get<'r>(&self, rec: &'r csv::ByteRecord, c: C) -> Option<&'r str> {
+        let v = std::str::from_utf8(rec.get(self.idx[c as usize]?)?).ok()?.trim();
+        if v.is_empty() { None } else { Some(v) }
+    }
+}
+
+fn ts(v: &str) -> Option<DateTime<Utc>> {
+    parse_timestamp(v).ok()
+}
+
+impl RecordFormat for CurColumns {
+    const HEADER_HINT: &'static str = "this is not an AWS Cost and Usage Report (legacy CUR or CUR 2.0); for an AWS FOCUS export use --format aws-focus";
+
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
+        let mut names = Vec::with_capacity(header.len());
+        for (i, raw) in header.iter().enumerate() {
+            let s = std::str::from_utf8(raw).map_err(|_| format!("header column {} is not valid UTF-8", i + 1))?;
+            let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { s };
+            names.push(s.trim().to_string());
+        }
+        let mut seen = BTreeMap::new();
+        for (i, n) in names.iter().enumerate() {
+            if let Some(j) = seen.insert(n.to_ascii_lowercase(), i) {
+                return Err(format!("duplicate column '{n}' (columns {} and {})", j + 1, i + 1));
+            }
+        }
+        let mut idx = [None; 37];
+        let mut tags = Vec::new();
+        let mut tag_map = None;
+        for (i, n) in names.iter().enumerate() {
+            let lower = n.to_ascii_lowercase();
+            if let Some(k) = COLS.iter().position(|c| c.eq_ignore_ascii_case(n) || snake(c) == lower) {
+                if idx[k].is_none() {
+                    idx[k] = Some(i);
+                }
+            } else if lower.starts_with("resourcetags/") {
+                tags.push((i, n["resourceTags/".len()..].to_string()));
+            } else if lower == "resource_tags" {
+                tag_map = Some(i);
+            }
+        }
+        let missing: Vec<&str> =
+            REQUIRED.iter().filter(|c| idx[**c as usize].is_none()).map(|c| COLS[*c as usize]).collect();
+        if !missing.is_empty() {
+            return Err(format!("missing required column(s): {}", missing.join(", ")));
+        }
+        Ok(CurColumns { names, idx, tags, tag_map })
+    }
+
+    fn width(&self) -> usize {
+        self.names.len()
+    }
+
+    fn column_name(&self, i: usize) -> &str {
+        self.names.get(i).map(String::as_str).unwrap_or("?")
+    }
+
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
+        self.get(rec, C::Unblended).map(str::to_string)
+    }
+
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
+        self.get(rec, C::Currency).map(str::to_string)
+    }
+
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
+        let fail = |reason: String| RowError {
+            location: location.to_string(),
+            reason,
+            raw: clip(&String::from_utf8_lossy(rec.as_slice()), 4096),
+            raw_amount: self.raw_amount(rec),
+            currency: self.raw_currency(rec),
+        };
+        for (i, f) in rec.iter().enumerate() {
+            if std::str::from_utf8(f).is_err() {
+                return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
+            }
+        }
+        let s = |c: C| self.get(rec, c).map(str::to_string);
+        let time = |c: C| -> Result<DateTime<Utc>, RowError> {
+            let v = self.get(rec, c).ok_or_else(|| fail(format!("{} is empty", COLS[c as usize])))?;
+            ts(v).ok_or_else(|| fail(format!("{}: '{v}' is not a timestamp", COLS[c as usize])))
+        };
+        let bp_start = time(C::BpStart)?;
+        let bp_end = time(C::BpEnd)?;
+        let start = time(C::Start)?;
+        let end = if self.get(rec, C::End).is_some() { time(C::End)? } else { start };
+        let mut rounded = 0u64;
+        let mut amt = |c: C| -> Result<Option<Decimal>, RowError> {
+            match self.get(rec, c) {
+                None => Ok(None),
+                Some(v) => match parse_amount(v) {
+                    Ok(a) => Ok(a.map(|a| {
+                        rounded += u64::from(a.rounded);
+                        a.value
+                    })),
+                    Err(e) => Err(fail(format!("{}: {e}", COLS[c as usize]))),
+                },
+            }
+        };
+        let cost = amt(C::Unblended)?.ok_or_else(|| fail("lineItem/UnblendedCost is empty".into()))?;
+        let kind = s(C::Type).unwrap_or_default();
+        let zero = Decimal::ZERO;
+        let effective = match kind.as_str() {
+            "DiscountedUsage" => amt(C::RiEffective)?.unwrap_or(cost),
+            "SavingsPlanCoveredUsage" => amt(C::SpEffective)?.unwrap_or(cost),
+            "SavingsPlanNegation" | "SavingsPlanUpfrontFee" => zero,
+            "Fee" if s(C::RiArn).is_some() || s(C::BillType).as_deref() == Some("Purchase") => zero,
+            "RIFee" => amt(C::RiUnusedUpfront)?.unwrap_or(zero) + amt(C::RiUnusedRecurring)?.unwrap_or(zero),
+            "SavingsPlanRecurringFee" => match (amt(C::SpCommitment)?, amt(C::SpUsed)?) {
+                (Some(t), Some(u)) => t - u,
+                _ => cost,
+            },
+            _ => cost,
+        };
+        let list = amt(C::PublicCost)?;
+        let quantity = amt(C::UsageAmount)?;
+        let (category, class) = match kind.as_str() {
+            "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" | "SavingsPlanNegation" => {
+                (ChargeCategory::Usage, None)
+            }
+            "Tax" => (ChargeCategory::Tax, None),
+            "Credit" | "BundledDiscount" | "EdpDiscount" | "PrivateRateDiscount" | "DistributorDiscount" => {
+                (ChargeCategory::Credit, None)
+            }
+            "Refund" => (ChargeCategory::Credit, Some(ChargeClass::Correction)),
+            "Fee" | "RIFee" | "SavingsPlanUpfrontFee" | "SavingsPlanRecurringFee" => (ChargeCategory::Purchase, None),
+            _ => (ChargeCategory::Adjustment, None),
+        };
+        let currency = s(C::Currency).unwrap_or_default();
+        if !is_iso4217(&currency) {
+            return Err(fail(format!("lineItem/CurrencyCode '{currency}' is not an ISO 4217 currency code")));
+        }
+        let mut tags = BTreeMap::new();
+        for (i, key) in &self.tags {
+            let v = rec.get(*i).and_then(|v| std::str::from_utf8(v).ok()).map(str::trim).unwrap_or("");
+            if !v.is_empty() {
+                let k = key.strip_prefix("user:").unwrap_or(key);
+                tags.insert(k.to_string(), v.to_string());
+            }
+        }
+        if let Some(i) = self.tag_map {
+            let text = rec.get(i).and_then(|v| std::str::from_utf8(v).ok()).unwrap_or("").trim();
+            if !text.is_empty() {
+                let m: BTreeMap<String, Option<String>> =
+                    serde_json::from_str(text).map_err(|e| fail(format!("resource_tags is not a JSON object: {e}")))?;
+                for (k, v) in m {
+                    if let Some(v) = v.filter(|v| !v.is_empty()) {
+                        let key = k
+                            .strip_prefix("user_")
+                            .map(str::to_string)
+                            .unwrap_or_else(|| k.strip_prefix("aws_").map(|r| format!("aws:{r}")).unwrap_or(k.clone()));
+                        tags.insert(key, v);
+                    }
+                }
+            }
+        }
+        let mut x_extra = BTreeMap::new();
+        for (c, key) in [
+            (C::Type, "aws_LineItemType"),
+            (C::UsageType, "aws_UsageType"),
+            (C::Operation, "aws_Operation"),
+            (C::BillType, "aws_BillType"),
+            (C::ProductCode, "aws_ProductCode"),
+            (C::LineItemId, "aws_LineItemId"),
+            (C::ProductFamily, "aws_ProductFamily"),
+        ] {
+            if let Some(v) = s(c) {
+                x_extra.insert(key.to_string(), v);
+            }
+        }
+        let marketplace = s(C::BillingEntity).is_some_and(|e| e.contains("Marketplace"));
+        let line = ChargeLine {
+            billing_account_id: s(C::Payer).unwrap_or_default(),
+            billing_account_name: s(C::PayerName),
+            sub_account_id: s(C::Account),
+            sub_account_name: s(C::AccountName),
+            billing_period_start: bp_start,
+            billing_period_end: bp_end,
+            charge_period_start: start,
+            charge_period_end: end,
+            charge_category: category,
+            charge_class: class,
+            charge_description: s(C::Description),
+            service_name: s(C::ProductName).or_else(|| s(C::ProductCode)),
+            service_category: None,
+            provider_name: Some("AWS".into()),
+            publisher_name: Some(if marketplace {
+                "AWS Marketplace".into()
+            } else {
+                "Amazon Web Services, Inc.".into()
+            }),
+            invoice_issuer_name: s(C::InvoicingEntity).or_else(|| Some("Amazon Web Services, Inc.".into())),
+            region_id: s(C::RegionCode).or_else(|| s(C::Region)),
+            resource_id: s(C::ResourceId),
+            resource_name: None,
+            sku_id: s(C::Sku),
+            billed_cost: cost,
+            effective_cost: Some(effective),
+            list_cost: list,
+            contracted_cost: None,
+            billing_currency: currency,
+            pricing_quantity: quantity,
+            pricing_unit: s(C::PricingUnit),
+            consumed_quantity: None,
+            consumed_unit: None,
+            commitment_discount_id: s(C::RiArn).or_else(|| s(C::SpArn)),
+            invoice_id: s(C::InvoiceId),
+            tags,
+            x_extra,
+            source_ref: Some(location.to_string()),
+        };
+        Ok((line, rounded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snake;
+
+    #[test]
+    fn cur2_names() {
+        assert_eq!(snake("lineItem/UnblendedCost"), "line_item_unblended_cost");
+        assert_eq!(snake("bill/BillingPeriodStartDate"), "bill_billing_period_start_date");
+        assert_eq!(snake("savingsPlan/SavingsPlanARN"), "savings_plan_savings_plan_a_r_n");
+        assert_eq!(snake("pricing/publicOnDemandCost"), "pricing_public_on_demand_cost");
+    }
+}
