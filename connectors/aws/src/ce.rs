@@ -327,7 +327,6 @@ impl CostExplorerConnector {
                 }
             }
         }
-        drop(write);
         if duplicates > 0 {
             tracing::warn!(source = %cx.source, month = %month, duplicates, "Cost Explorer repeated groups across pages; kept the first");
         }

@@ -7,7 +7,7 @@
 //! DiscountedUsage, `savingsPlan/SavingsPlanEffectiveCost` for SavingsPlanCoveredUsage, 0 for
 //! SavingsPlanNegation, SavingsPlanUpfrontFee and RI upfront Fees (their cost is spread over the
 //! covered usage), the unused part for RIFee (`reservation/UnusedAmortizedUpfrontFeeForBillingPeriod`
-//! + `reservation/UnusedRecurringFee`) and SavingsPlanRecurringFee
+//! plus `reservation/UnusedRecurringFee`) and SavingsPlanRecurringFee
 //! (`savingsPlan/TotalCommitmentToDate` − `savingsPlan/UsedCommitment`), else UnblendedCost.
 //! ChargeCategory: Usage, DiscountedUsage, SavingsPlanCoveredUsage, SavingsPlanNegation → Usage;
 //! Tax → Tax; Credit and the discount types → Credit; Refund → Credit with ChargeClass
