@@ -35,7 +35,15 @@ fn example_config_parses_and_validates() {
     let c = costledger::config::Config::load(&p).expect("example config is valid");
     assert_eq!(
         c.sources.iter().map(|s| s.params.kind()).collect::<Vec<_>>(),
-        ["focus", "gcp_billing_export", "oci_usage_api", "oci_cost_report"]
+        [
+            "focus",
+            "aws_cost_explorer",
+            "aws_cur",
+            "aws_data_exports",
+            "gcp_billing_export",
+            "oci_usage_api",
+            "oci_cost_report"
+        ]
     );
     assert_eq!(c.retention.superseded_loads_days, 90);
     assert_eq!(c.allocation.owners, ["payments", "search", "platform", "data"]);
