@@ -53,7 +53,7 @@ fn example_config_parses_and_validates() {
     assert_eq!(c.report.schedule, "0 0 6 * * Mon");
     let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (4 source(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (7 source(s)"));
 }
 
 #[test]
