@@ -1,0 +1,420 @@
+//! Azure cost export rows → ledger lines (pure). One reader for the EA, MCA and pay-as-you-go
+//! column sets: columns are found by header name, case-insensitively, among the alternates each
+//! agreement uses (formats.md §4.2), the UTF-8 BOM is stripped, dates are read in every shape
+//! the exports write (`9/2/2023`, `09/01/2023`, `2019-07-29 00:00:00`, ISO 8601) and tags as
+//! JSON or the brace-less EA form (`"a": "b","c": "d"`). A FOCUS export (`FocusCost`) is read by
+//! the FOCUS normaliser ([`AzureAuto`] picks by header).
+//!
+//! Cost: an **ActualCost** export is the invoice basis: BilledCost = EffectiveCost = the cost
+//! column. An **AmortizedCost** export spreads commitment purchases over usage: EffectiveCost =
+//! the cost column; BilledCost = the cost on on-demand rows and 0 on commitment-covered usage and
+//! unused-commitment rows (the purchase itself is billed in the ActualCost export). Load the
+//! ActualCost export for invoice totals.
+//!
+//! ChargeType: Usage, UnusedReservation, UnusedSavingsPlan → Usage; Purchase → Purchase; Refund
+//! → Credit with ChargeClass Correction; Tax → Tax; Credit → Credit; RoundingAdjustment and
+//! anything else → Adjustment (kept, never dropped).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use costledger_core::currency::is_iso4217;
+use costledger_core::text::clip;
+use costledger_core::{
+    BillingPeriod, ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp,
+};
+use costledger_focus::normalize::ColumnMap;
+use costledger_focus::reader::RecordFormat;
+use rust_decimal::Decimal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum C {
+    Date,
+    Cost,
+    Currency,
+    BillingAccount,
+    BillingAccountName,
+    Subscription,
+    SubscriptionName,
+    ResourceGroup,
+    ResourceId,
+    ResourceName,
+    Location,
+    MeterCategory,
+    ServiceName,
+    ConsumedService,
+    MeterId,
+    Product,
+    Quantity,
+    Unit,
+    ChargeType,
+    PricingModel,
+    PublisherType,
+    PublisherName,
+    Tags,
+    InvoiceId,
+    BpStart,
+    BpEnd,
+    PayGPrice,
+    ReservationId,
+    ServiceFamily,
+}
+
+const N: usize = 29;
+
+/// Each concept's header names (lower case), in order of preference.
+const ALTERNATES: [(C, &[&str]); N] = [
+    (C::Date, &["date", "usagedatetime", "usagedate"]),
+    (C::Cost, &["costinbillingcurrency", "cost", "pretaxcost"]),
+    (C::Currency, &["billingcurrencycode", "billingcurrency", "currency"]),
+    (C::BillingAccount, &["billingaccountid"]),
+    (C::BillingAccountName, &["billingaccountname"]),
+    (C::Subscription, &["subscriptionid", "subscriptionguid"]),
+    (C::SubscriptionName, &["subscriptionname"]),
+    (C::ResourceGroup, &["resourcegroup", "resourcegroupname"]),
+    (C::ResourceId, &["resourceid", "instancename", "instanceid"]),
+    (C::ResourceName, &["resourcename"]),
+    (C::Location, &["resourcelocation", "location", "meterregion"]),
+    (C::MeterCategory, &["metercategory"]),
+    (C::ServiceName, &["servicename"]),
+    (C::ConsumedService, &["consumedservice"]),
+    (C::MeterId, &["meterid"]),
+    (C::Product, &["productname", "product", "metername"]),
+    (C::Quantity, &["quantity", "usagequantity"]),
+    (C::Unit, &["unitofmeasure"]),
+    (C::ChargeType, &["chargetype"]),
+    (C::PricingModel, &["pricingmodel"]),
+    (C::PublisherType, &["publishertype"]),
+    (C::PublisherName, &["publishername"]),
+    (C::Tags, &["tags"]),
+    (C::InvoiceId, &["invoiceid"]),
+    (C::BpStart, &["billingperiodstartdate"]),
+    (C::BpEnd, &["billingperiodenddate"]),
+    (C::PayGPrice, &["paygprice"]),
+    (C::ReservationId, &["reservationid", "benefitid"]),
+    (C::ServiceFamily, &["servicefamily"]),
+];
+
+/// A date in any shape the exports use: `M/D/YYYY` (EA), `MM/DD/YYYY` (MCA), ISO 8601 with or
+/// without a time (`2019-07-29 00:00:00`, `2024-03-01T00:00:00.0000000Z`).
+pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
+    let t = s.trim();
+    if t.contains('/') {
+        let mut it = t.split(|c| c == '/' || c == ' ');
+        let m: u32 = it.next()?.parse().ok()?;
+        let d: u32 = it.next()?.parse().ok()?;
+        let y: i32 = it.next()?.parse().ok()?;
+        return NaiveDate::from_ymd_opt(y, m, d)?.and_hms_opt(0, 0, 0).map(|x| x.and_utc());
+    }
+    parse_timestamp(t).ok()
+}
+
+/// Tags as a JSON object, or the brace-less EA form `"a": "b","c": "d"` (wrapped in braces and
+/// parsed as JSON, so a value containing `","` survives). Non-string values keep their JSON text.
+pub fn parse_tags(cell: &str) -> Result<BTreeMap<String, String>, String> {
+    let t = cell.trim();
+    if t.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let text = if t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
+    let v: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))?;
+    Ok(v.into_iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone)]
+pub struct AzureColumns<const AMORTIZED: bool> {
+    names: Vec<String>,
+    idx: [Option<usize>; N],
+}
+
+pub type ActualColumns = AzureColumns<false>;
+pub type AmortizedColumns = AzureColumns<true>;
+
+impl<const A: bool> AzureColumns<A> {
+    fn get<'r>(&self, rec: &'r csv::ByteRecord, c: C) -> Option<&'r str> {
+        let v = std::str::from_utf8(rec.get(self.idx[c as usize]?)?).ok()?.trim();
+        if v.is_empty() || v.eq_ignore_ascii_case("null") { None } else { Some(v) }
+    }
+
+    fn name(&self, c: C) -> &str {
+        self.idx[c as usize].and_then(|i| self.names.get(i)).map(String::as_str).unwrap_or(ALTERNATES[c as usize].1[0])
+    }
+}
+
+fn header_names(header: &csv::ByteRecord) -> Result<Vec<String>, String> {
+    let mut names = Vec::with_capacity(header.len());
+    for (i, raw) in header.iter().enumerate() {
+        let s = std::str::from_utf8(raw).map_err(|_| format!("header column {} is not valid UTF-8", i + 1))?;
+        let s = if i == 0 { s.trim_start_matches('\u{feff}') } else { s };
+        names.push(s.trim().to_string());
+    }
+    Ok(names)
+}
+
+impl<const A: bool> RecordFormat for AzureColumns<A> {
+    const HEADER_HINT: &'static str =
+        "this is not an Azure cost export (EA, MCA or pay-as-you-go cost details, or a FOCUS export)";
+
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
+        let names = header_names(header)?;
+        let lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut seen = BTreeMap::new();
+        for (i, n) in lower.iter().enumerate() {
+            if let Some(j) = seen.insert(n.clone(), i) {
+                return Err(format!("duplicate column '{}' (columns {} and {})", names[i], j + 1, i + 1));
+            }
+        }
+        let mut idx = [None; N];
+        for (c, alts) in ALTERNATES {
+            idx[c as usize] = alts.iter().find_map(|a| lower.iter().position(|n| n == a));
+        }
+        let missing: Vec<String> = [C::Date, C::Cost, C::Currency]
+            .iter()
+            .filter(|c| idx[**c as usize].is_none())
+            .map(|c| ALTERNATES[*c as usize].1.join(" or "))
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!("missing required column(s): {}", missing.join("; ")));
+        }
+        if idx[C::BillingAccount as usize].is_none() && idx[C::Subscription as usize].is_none() {
+            return Err("missing required column: BillingAccountId or SubscriptionId".into());
+        }
+        Ok(AzureColumns { names, idx })
+    }
+
+    fn width(&self) -> usize {
+        self.names.len()
+    }
+
+    fn column_name(&self, i: usize) -> &str {
+        self.names.get(i).map(String::as_str).unwrap_or("?")
+    }
+
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
+        self.get(rec, C::Cost).map(str::to_string)
+    }
+
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
+        self.get(rec, C::Currency).map(str::to_string)
+    }
+
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
+        let fail = |reason: String| RowError {
+            location: location.to_string(),
+            reason,
+            raw: clip(&String::from_utf8_lossy(rec.as_slice()), 4096),
+            raw_amount: self.raw_amount(rec),
+            currency: self.raw_currency(rec),
+        };
+        for (i, f) in rec.iter().enumerate() {
+            if std::str::from_utf8(f).is_err() {
+                return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
+            }
+        }
+        let s = |c: C| self.get(rec, c).map(str::to_string);
+        let date_of = |c: C| -> Result<Option<DateTime<Utc>>, RowError> {
+            match self.get(rec, c) {
+                None => Ok(None),
+                Some(v) => parse_date(v).map(Some).ok_or_else(|| fail(format!("{}: '{v}' is not a date", self.name(c)))),
+            }
+        };
+        let day = date_of(C::Date)?.ok_or_else(|| fail(format!("{} is empty", self.name(C::Date))))?;
+        let (bp_start, bp_end) = match (date_of(C::BpStart)?, date_of(C::BpEnd)?) {
+            // The export's end date is the last day, inclusive.
+            (Some(s), Some(e)) => (s, e + Duration::days(1)),
+            _ => {
+                let p = BillingPeriod::of(day);
+                (p.start(), p.end())
+            }
+        };
+        let mut rounded = 0u64;
+        let mut amt = |c: C| -> Result<Option<Decimal>, RowError> {
+            match self.get(rec, c) {
+                None => Ok(None),
+                Some(v) => match parse_amount(v) {
+                    Ok(a) => Ok(a.map(|a| {
+                        rounded += u64::from(a.rounded);
+                        a.value
+                    })),
+                    Err(e) => Err(fail(format!("{}: {e}", self.name(c)))),
+                },
+            }
+        };
+        let cost = amt(C::Cost)?.ok_or_else(|| fail(format!("{} is empty", self.name(C::Cost))))?;
+        let quantity = amt(C::Quantity)?;
+        let payg = amt(C::PayGPrice)?;
+        let currency = s(C::Currency).unwrap_or_default().to_ascii_uppercase();
+        if !is_iso4217(&currency) {
+            return Err(fail(format!("{} '{currency}' is not an ISO 4217 currency code", self.name(C::Currency))));
+        }
+        let charge_type = s(C::ChargeType).unwrap_or_else(|| "Usage".into());
+        let pricing = s(C::PricingModel).unwrap_or_default();
+        let (category, class) = match charge_type.to_ascii_lowercase().as_str() {
+            "usage" | "unusedreservation" | "unusedsavingsplan" => (ChargeCategory::Usage, None),
+            "purchase" => (ChargeCategory::Purchase, None),
+            "refund" => (ChargeCategory::Credit, Some(ChargeClass::Correction)),
+            "tax" => (ChargeCategory::Tax, None),
+            "credit" => (ChargeCategory::Credit, None),
+            _ => (ChargeCategory::Adjustment, None),
+        };
+        let commitment_row = matches!(pricing.to_ascii_lowercase().as_str(), "reservation" | "savingsplan")
+            || charge_type.to_ascii_lowercase().starts_with("unused");
+        let billed = if A && commitment_row && category == ChargeCategory::Usage { Decimal::ZERO } else { cost };
+        let tags = match self.get(rec, C::Tags) {
+            None => BTreeMap::new(),
+            Some(t) => parse_tags(t).map_err(|e| fail(e))?,
+        };
+        let list = match (payg, quantity) {
+            (Some(p), Some(q)) => p.checked_mul(q),
+            _ => None,
+        };
+        let marketplace = s(C::PublisherType).is_some_and(|p| p.eq_ignore_ascii_case("marketplace"));
+        let mut x_extra = BTreeMap::new();
+        x_extra.insert("azure_cost_type".to_string(), if A { "AmortizedCost" } else { "ActualCost" }.to_string());
+        for (c, key) in [
+            (C::ChargeType, "azure_ChargeType"),
+            (C::PricingModel, "azure_PricingModel"),
+            (C::ResourceGroup, "azure_ResourceGroup"),
+            (C::ConsumedService, "azure_ConsumedService"),
+            (C::ServiceFamily, "azure_ServiceFamily"),
+        ] {
+            if let Some(v) = s(c) {
+                x_extra.insert(key.to_string(), v);
+            }
+        }
+        let subscription = s(C::Subscription);
+        let line = ChargeLine {
+            billing_account_id: s(C::BillingAccount).or_else(|| subscription.clone()).unwrap_or_default(),
+            billing_account_name: s(C::BillingAccountName),
+            sub_account_id: subscription,
+            sub_account_name: s(C::SubscriptionName),
+            billing_period_start: bp_start,
+            billing_period_end: bp_end,
+            charge_period_start: day,
+            charge_period_end: day + Duration::days(1),
+            charge_category: category,
+            charge_class: class,
+            charge_description: s(C::Product),
+            service_name: s(C::MeterCategory).or_else(|| s(C::ServiceName)).or_else(|| s(C::ConsumedService)),
+            service_category: None,
+            provider_name: Some("Microsoft".into()),
+            publisher_name: Some(if marketplace {
+                s(C::PublisherName).unwrap_or_else(|| "Marketplace".into())
+            } else {
+                "Microsoft".into()
+            }),
+            invoice_issuer_name: Some("Microsoft".into()),
+            region_id: s(C::Location),
+            resource_id: s(C::ResourceId),
+            resource_name: s(C::ResourceName),
+            sku_id: s(C::MeterId),
+            billed_cost: billed,
+            effective_cost: Some(cost),
+            list_cost: list,
+            contracted_cost: None,
+            billing_currency: currency,
+            pricing_quantity: quantity,
+            pricing_unit: s(C::Unit),
+            consumed_quantity: quantity,
+            consumed_unit: s(C::Unit),
+            commitment_discount_id: s(C::ReservationId),
+            invoice_id: s(C::InvoiceId),
+            tags,
+            x_extra,
+            source_ref: Some(location.to_string()),
+        };
+        Ok((line, rounded))
+    }
+}
+
+/// An Azure export file: FOCUS columns (a `FocusCost` export) go to the FOCUS normaliser,
+/// anything else to [`AzureColumns`].
+#[derive(Debug, Clone)]
+pub enum AzureAuto<const AMORTIZED: bool> {
+    Cost(AzureColumns<AMORTIZED>),
+    Focus(ColumnMap),
+}
+
+impl<const A: bool> RecordFormat for AzureAuto<A> {
+    const HEADER_HINT: &'static str = AzureColumns::<A>::HEADER_HINT;
+
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
+        let names = header_names(header)?;
+        let focus = ["billedcost", "chargeperiodstart"].iter().all(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)));
+        if focus {
+            ColumnMap::from_header(header).map(AzureAuto::Focus)
+        } else {
+            AzureColumns::from_header(header).map(AzureAuto::Cost)
+        }
+    }
+
+    fn width(&self) -> usize {
+        match self {
+            AzureAuto::Cost(c) => c.width(),
+            AzureAuto::Focus(f) => RecordFormat::width(f),
+        }
+    }
+
+    fn column_name(&self, i: usize) -> &str {
+        match self {
+            AzureAuto::Cost(c) => c.column_name(i),
+            AzureAuto::Focus(f) => RecordFormat::column_name(f, i),
+        }
+    }
+
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
+        match self {
+            AzureAuto::Cost(c) => c.raw_amount(rec),
+            AzureAuto::Focus(f) => RecordFormat::raw_amount(f, rec),
+        }
+    }
+
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
+        match self {
+            AzureAuto::Cost(c) => c.raw_currency(rec),
+            AzureAuto::Focus(f) => RecordFormat::raw_currency(f, rec),
+        }
+    }
+
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
+        match self {
+            AzureAuto::Cost(c) => c.normalize(rec, location),
+            AzureAuto::Focus(f) => RecordFormat::normalize(f, rec, location),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_in_every_shape() {
+        let d = |s: &str| parse_date(s).map(|d| d.format("%Y-%m-%d").to_string());
+        assert_eq!(d("9/2/2023").as_deref(), Some("2023-09-02"));
+        assert_eq!(d("09/01/2023").as_deref(), Some("2023-09-01"));
+        assert_eq!(d("2019-07-29 00:00:00").as_deref(), Some("2019-07-29"));
+        assert_eq!(d("2019-07-29").as_deref(), Some("2019-07-29"));
+        assert_eq!(d("2024-03-01T00:00:00.0000000Z").as_deref(), Some("2024-03-01"));
+        assert_eq!(d("13/45/2023"), None);
+        assert_eq!(d("yesterday"), None);
+    }
+
+    #[test]
+    fn tags_json_and_braceless() {
+        let t = parse_tags(r#""tagA": "valueA","tagB": "val,""ue""#);
+        assert!(t.is_err(), "a broken brace-less list is an error, not a guess");
+        let t = parse_tags(r#""tagA": "valueA","tagB": "a\",\"b""#).expect("brace-less");
+        assert_eq!(t.get("tagA").map(String::as_str), Some("valueA"));
+        assert_eq!(t.get("tagB").map(String::as_str), Some("a\",\"b"), "a value containing \",\" survives");
+        let t = parse_tags(r#"{"project":"p1","n":3}"#).expect("json");
+        assert_eq!(t.get("n").map(String::as_str), Some("3"));
+        assert!(parse_tags("").expect("empty").is_empty());
+    }
+}
