@@ -65,6 +65,8 @@ pub enum ImportFormat {
     AwsCur2,
     /// AWS FOCUS 1.0/1.2 Data Exports.
     AwsFocus,
+    /// Azure cost exports (EA, MCA, pay-as-you-go or FOCUS CSV; manifest runs, old-style files).
+    AzureExport,
     /// GCP billing export rows extracted from BigQuery (JSON lines, or CSV of the flattened query).
     GcpExport,
     /// OCI cost reports (reports/cost-csv/*.csv.gz).
@@ -309,6 +311,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ImportFormat::AwsCur => "aws-cur",
                         ImportFormat::AwsCur2 => "aws-cur2",
                         ImportFormat::AwsFocus => "aws-focus",
+                        ImportFormat::AzureExport => "azure-export",
                         ImportFormat::GcpExport => "gcp-export",
                         ImportFormat::OciCost => "oci-cost",
                         ImportFormat::OciFocus => "oci-focus",
@@ -318,6 +321,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
                 ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::new(paths.clone())),
+                ImportFormat::AzureExport => Box::new(costledger_azure::AzureExportConnector::new(paths.clone(), None)),
                 ImportFormat::AwsCur | ImportFormat::AwsCur2 | ImportFormat::AwsFocus => {
                     use costledger_aws::{AwsFileConnector, AwsFormat};
                     let f = match format {

@@ -12,6 +12,8 @@ pub async fn build(params: &SourceParams) -> Result<Box<dyn Connector>, Connecto
         SourceParams::AwsCostExplorer(p) => Box::new(costledger_aws::build_cost_explorer(p).await),
         SourceParams::AwsCur(p) => Box::new(costledger_aws::build_files(p, false).await?),
         SourceParams::AwsDataExports(p) => Box::new(costledger_aws::build_files(p, true).await?),
+        SourceParams::AzureCostQuery(p) => Box::new(costledger_azure::build_query(p)?),
+        SourceParams::AzureCostExport(p) => Box::new(costledger_azure::build_export(p)?),
         SourceParams::Gcp(p) => Box::new(costledger_gcp::build(p).await?),
         SourceParams::OciUsage(p) => Box::new(costledger_oci::build_usage(p)?),
         SourceParams::OciCostReport(p) => Box::new(costledger_oci::build_reports(p)?),

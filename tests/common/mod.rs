@@ -1,6 +1,7 @@
 //! Shared test helpers: ledgers on both backends, charge-line builders, running the binary.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod bqmock;
 pub mod cur;
 pub mod moto;

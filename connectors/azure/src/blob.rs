@@ -153,7 +153,8 @@ fn parse_list(xml: &str) -> Result<(Vec<BlobInfo>, Option<String>), String> {
             }
             Event::Text(t) => {
                 let v = t.decode().map_err(|e| format!("bad text in the listing: {e}"))?;
-                let v = quick_xml::escape::unescape(&v).map_err(|e| format!("bad text in the listing: {e}"))?.into_owned();
+                let v =
+                    quick_xml::escape::unescape(&v).map_err(|e| format!("bad text in the listing: {e}"))?.into_owned();
                 match (path.last().map(String::as_str), cur.as_mut()) {
                     (Some("Name"), Some(b)) => b.name.push_str(&v),
                     (Some("Etag"), Some(b)) => b.etag = Some(v.trim_matches('"').to_string()),
@@ -188,8 +189,9 @@ fn parse_list(xml: &str) -> Result<(Vec<BlobInfo>, Option<String>), String> {
 
 impl BlobContainer {
     fn url(&self, rel: &str, query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
-        let mut u = Url::parse(&format!("{}{rel}", self.container_url.trim_end_matches('/')))
-            .map_err(|e| ConnectorError::input(&self.container_url, format!("not a URL: {e}"), "check blob.endpoint"))?;
+        let mut u = Url::parse(&format!("{}{rel}", self.container_url.trim_end_matches('/'))).map_err(|e| {
+            ConnectorError::input(&self.container_url, format!("not a URL: {e}"), "check blob.endpoint")
+        })?;
         {
             let mut q = u.query_pairs_mut();
             for (k, v) in query {
@@ -272,7 +274,8 @@ impl BlobContainer {
         let mut file = tokio::fs::File::from_std(file);
         let mut body = resp.into_body();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| ConnectorError::Transient(format!("downloading {}: {e}", self.display(name))))?;
+            let chunk =
+                chunk.map_err(|e| ConnectorError::Transient(format!("downloading {}: {e}", self.display(name))))?;
             file.write_all(&chunk).await.map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
         }
         file.flush().await.map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
@@ -282,12 +285,8 @@ impl BlobContainer {
 
 /// Percent-encode a blob name for a URL path (keeping `/`).
 fn encode_path(name: &str) -> String {
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-        .remove(b'/')
-        .remove(b'-')
-        .remove(b'_')
-        .remove(b'.')
-        .remove(b'~');
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'/').remove(b'-').remove(b'_').remove(b'.').remove(b'~');
     percent_encoding::utf8_percent_encode(name, SET).to_string()
 }
 
@@ -309,11 +308,15 @@ mod tests {
     #[test]
     fn shared_key_string_to_sign() {
         let p = SharedKeyPolicy::new("devstoreaccount1", "a2V5").expect("key");
-        let url = Url::parse("http://127.0.0.1:10000/devstoreaccount1/exports?restype=container&comp=list&prefix=").expect("u");
+        let url = Url::parse("http://127.0.0.1:10000/devstoreaccount1/exports?restype=container&comp=list&prefix=")
+            .expect("u");
         let sts = p.string_to_sign(
             "GET",
             &url,
-            &[("x-ms-version".into(), STORAGE_VERSION.into()), ("x-ms-date".into(), "Tue, 05 Mar 2024 04:11:09 GMT".into())],
+            &[
+                ("x-ms-version".into(), STORAGE_VERSION.into()),
+                ("x-ms-date".into(), "Tue, 05 Mar 2024 04:11:09 GMT".into()),
+            ],
         );
         assert_eq!(
             sts,

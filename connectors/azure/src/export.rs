@@ -117,8 +117,8 @@ pub fn parse_tags(cell: &str) -> Result<BTreeMap<String, String>, String> {
         return Ok(BTreeMap::new());
     }
     let text = if t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
-    let v: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&text).map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))?;
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+        .map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))?;
     Ok(v.into_iter()
         .map(|(k, v)| match v {
             serde_json::Value::String(s) => (k, s),
@@ -221,7 +221,9 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
         let date_of = |c: C| -> Result<Option<DateTime<Utc>>, RowError> {
             match self.get(rec, c) {
                 None => Ok(None),
-                Some(v) => parse_date(v).map(Some).ok_or_else(|| fail(format!("{}: '{v}' is not a date", self.name(c)))),
+                Some(v) => {
+                    parse_date(v).map(Some).ok_or_else(|| fail(format!("{}: '{v}' is not a date", self.name(c))))
+                }
             }
         };
         let day = date_of(C::Date)?.ok_or_else(|| fail(format!("{} is empty", self.name(C::Date))))?;

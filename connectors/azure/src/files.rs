@@ -137,7 +137,10 @@ pub struct Plan<'a> {
 }
 
 /// The deliveries of one root. `version` gives a key's content version for old-style files.
-pub fn plan(p: &Plan<'_>, version: &mut dyn FnMut(&Object) -> Result<String, ConnectorError>) -> Result<Vec<Delivery>, ConnectorError> {
+pub fn plan(
+    p: &Plan<'_>,
+    version: &mut dyn FnMut(&Object) -> Result<String, ConnectorError>,
+) -> Result<Vec<Delivery>, ConnectorError> {
     let listed: BTreeSet<&str> = p.objects.iter().map(|o| o.key.as_str()).collect();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
     let mut out = Vec::new();
@@ -166,7 +169,9 @@ pub fn plan(p: &Plan<'_>, version: &mut dyn FnMut(&Object) -> Result<String, Con
                 "check the export's layout",
             ));
         };
-        let prefix = folder.map(|f| f.0).unwrap_or_else(|| key.rsplit_once('/').map(|x| format!("{}/", x.0)).unwrap_or_default());
+        let prefix = folder
+            .map(|f| f.0)
+            .unwrap_or_else(|| key.rsplit_once('/').map(|x| format!("{}/", x.0)).unwrap_or_default());
         let scope = format!("{export}/{month}");
         let submitted = m.run_info.submitted_time.clone().unwrap_or_default();
         let newer = runs.get(&scope).is_none_or(|(s, k, ..)| (submitted.as_str(), key.as_str()) > (s.as_str(), *k));
@@ -271,8 +276,14 @@ mod tests {
             obj("loose/amortized-march.csv", "2024-03-01T00:00:00Z"),
         ];
         let mut manifests = BTreeMap::new();
-        manifests.insert(format!("{m}/r1/manifest.json"), manifest("r1", "2024-03-04T04:11:09Z", &[&format!("{m}/r1/part_0_0001.csv.gz")]));
-        manifests.insert(format!("{m}/r2/manifest.json"), manifest("r2", "2024-03-05T04:11:09Z", &[&format!("{m}/r2/part_0_0001.csv.gz")]));
+        manifests.insert(
+            format!("{m}/r1/manifest.json"),
+            manifest("r1", "2024-03-04T04:11:09Z", &[&format!("{m}/r1/part_0_0001.csv.gz")]),
+        );
+        manifests.insert(
+            format!("{m}/r2/manifest.json"),
+            manifest("r2", "2024-03-05T04:11:09Z", &[&format!("{m}/r2/part_0_0001.csv.gz")]),
+        );
         let display = |k: &str| k.to_string();
         let plan_in = Plan { root: 0, objects: &objects, manifests: &manifests, cost_type: None, display: &display };
         let d = plan(&plan_in, &mut |o: &Object| Ok(o.etag.clone().unwrap_or_default())).expect("plan");
@@ -287,7 +298,11 @@ mod tests {
                     "e-old/ea-actual/20240201-20240229/ea-actual_bbb.csv".into(),
                     vec!["0\tc\told/ea-actual/20240201-20240229/ea-actual_bbb.csv".into()]
                 ),
-                ("loose/amortized-march.csv".into(), "e-loose/amortized-march.csv".into(), vec!["0\ta\tloose/amortized-march.csv".into()]),
+                (
+                    "loose/amortized-march.csv".into(),
+                    "e-loose/amortized-march.csv".into(),
+                    vec!["0\ta\tloose/amortized-march.csv".into()]
+                ),
             ]
         );
     }

@@ -43,7 +43,9 @@ pub fn http_error(what: &str, e: azure_core::Error) -> ConnectorError {
                 401 | 403 => ConnectorError::Auth(format!(
                     "{what}: {detail}; check the source's credentials (key, SAS token or service principal) and its role assignment"
                 )),
-                404 => ConnectorError::input(what, detail, "check the account, container and scope in the source's config"),
+                404 => {
+                    ConnectorError::input(what, detail, "check the account, container and scope in the source's config")
+                }
                 429 => ConnectorError::RateLimited { retry_after: None },
                 c if c >= 500 => ConnectorError::Transient(format!("{what}: {detail}")),
                 _ => ConnectorError::input(what, detail, "check the source's config"),
@@ -107,15 +109,23 @@ impl ExportParams {
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         match (&self.blob, self.all_paths().is_empty()) {
-            (None, true) => out.push(("path".into(), "is required: a directory (or file), unless blob is given".into())),
+            (None, true) => {
+                out.push(("path".into(), "is required: a directory (or file), unless blob is given".into()))
+            }
             (Some(_), false) => out.push(("blob".into(), "give either path(s) or blob, not both".into())),
             _ => {}
         }
         if let Some(b) = &self.blob {
             match &b.account {
                 None => out.push(("blob.account".into(), "is required".into())),
-                Some(a) if !(3..=24).contains(&a.len()) || !a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) => {
-                    out.push(("blob.account".into(), format!("'{a}' is not a storage account name (3-24 lower-case letters and digits)")))
+                Some(a)
+                    if !(3..=24).contains(&a.len())
+                        || !a.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) =>
+                {
+                    out.push((
+                        "blob.account".into(),
+                        format!("'{a}' is not a storage account name (3-24 lower-case letters and digits)"),
+                    ))
                 }
                 _ => {}
             }
@@ -130,9 +140,10 @@ impl ExportParams {
             match (&b.account_key, &b.sas_token) {
                 (None, None) => out.push(("blob".into(), "give account_key or sas_token".into())),
                 (Some(_), Some(_)) => out.push(("blob".into(), "give account_key or sas_token, not both".into())),
-                (Some(k), None) if SharedKeyPolicy::new("a", k).is_err() => {
-                    out.push(("blob.account_key".into(), "is not base64 (copy it from the storage account's Access keys)".into()))
-                }
+                (Some(k), None) if SharedKeyPolicy::new("a", k).is_err() => out.push((
+                    "blob.account_key".into(),
+                    "is not base64 (copy it from the storage account's Access keys)".into(),
+                )),
                 _ => {}
             }
         }
@@ -274,7 +285,8 @@ impl AzureExportConnector {
             manifests.insert(o.key.clone(), m);
         }
         let display = |k: &str| root.display(k);
-        let p = Plan { root: ri, objects: &objects, manifests: &manifests, cost_type: self.cost_type, display: &display };
+        let p =
+            Plan { root: ri, objects: &objects, manifests: &manifests, cost_type: self.cost_type, display: &display };
         plan(&p, &mut |o| root.version(o))
     }
 }
@@ -332,8 +344,10 @@ impl Connector for AzureExportConnector {
         Box::pin(futures::stream::iter(d.items.iter()).flat_map(move |it| {
             let (ri, cost, key) = parse_item(it);
             let Some(root) = self.roots.get(ri) else {
-                return futures::stream::once(async move { Err(ConnectorError::input(it.clone(), "unknown root", "report this bug")) })
-                    .boxed();
+                return futures::stream::once(async move {
+                    Err(ConnectorError::input(it.clone(), "unknown root", "report this bug"))
+                })
+                .boxed();
             };
             let label = root.display(key);
             futures::stream::once(async move {
@@ -348,8 +362,12 @@ impl Connector for AzureExportConnector {
                     let label = label.clone();
                     let path = local.path().to_path_buf();
                     let s = match cost {
-                        CostType::Actual => stream_files_as::<AzureAuto<false>>(vec![path], cx.batch_rows, cx.cancel.clone()),
-                        CostType::Amortized => stream_files_as::<AzureAuto<true>>(vec![path], cx.batch_rows, cx.cancel.clone()),
+                        CostType::Actual => {
+                            stream_files_as::<AzureAuto<false>>(vec![path], cx.batch_rows, cx.cancel.clone())
+                        }
+                        CostType::Amortized => {
+                            stream_files_as::<AzureAuto<true>>(vec![path], cx.batch_rows, cx.cancel.clone())
+                        }
                     };
                     s.map(move |b| {
                         let _keep = &local;
@@ -374,8 +392,9 @@ pub fn build_export(p: &ExportParams) -> Result<AzureExportConnector, ConnectorE
     let container_url = format!("{}/{}", endpoint.trim_end_matches('/'), b.container.clone().unwrap_or_default());
     let mut per_try: Vec<Arc<dyn azure_core::http::policies::Policy>> = Vec::new();
     if let Some(k) = &b.account_key {
-        let policy = SharedKeyPolicy::new(&account, k)
-            .map_err(|m| ConnectorError::input("blob.account_key", m, "copy the key from the storage account's Access keys"))?;
+        let policy = SharedKeyPolicy::new(&account, k).map_err(|m| {
+            ConnectorError::input("blob.account_key", m, "copy the key from the storage account's Access keys")
+        })?;
         per_try.push(Arc::new(policy));
     }
     let pipeline = Pipeline::new(
@@ -470,8 +489,16 @@ impl QueryParams {
             None => out.push(("scope".into(), "is required (e.g. subscriptions/<id>)".into())),
             Some(s) => {
                 let l = s.trim_matches('/').to_ascii_lowercase();
-                if !(l.starts_with("subscriptions/") || l.starts_with("providers/microsoft.billing/") || l.starts_with("providers/microsoft.management/managementgroups/")) {
-                    out.push(("scope".into(), format!("'{s}' is not a subscription, resource group, billing account or management group scope")));
+                if !(l.starts_with("subscriptions/")
+                    || l.starts_with("providers/microsoft.billing/")
+                    || l.starts_with("providers/microsoft.management/managementgroups/"))
+                {
+                    out.push((
+                        "scope".into(),
+                        format!(
+                            "'{s}' is not a subscription, resource group, billing account or management group scope"
+                        ),
+                    ));
                 }
             }
         }
@@ -497,14 +524,18 @@ impl QueryParams {
         }
         let c = &self.credentials;
         let sp = [c.tenant_id.is_some(), c.client_id.is_some(), c.client_secret.is_some()];
-        let modes = [sp.iter().any(|x| *x), c.managed_identity, c.workload_identity, c.azure_cli].iter().filter(|x| **x).count();
+        let modes = [sp.iter().any(|x| *x), c.managed_identity, c.workload_identity, c.azure_cli]
+            .iter()
+            .filter(|x| **x)
+            .count();
         if sp.iter().any(|x| *x) && !sp.iter().all(|x| *x) {
             out.push(("credentials".into(), "a service principal needs tenant_id, client_id and client_secret".into()));
         }
         if modes != 1 {
             out.push((
                 "credentials".into(),
-                "choose one: tenant_id/client_id/client_secret, managed_identity, workload_identity or azure_cli".into(),
+                "choose one: tenant_id/client_id/client_secret, managed_identity, workload_identity or azure_cli"
+                    .into(),
             ));
         }
         if self.attempts == 0 {
@@ -541,22 +572,26 @@ pub fn build_query(p: &QueryParams) -> Result<query::AzureQueryConnector, Connec
         options.cloud = Some(Arc::new(azure_core::cloud::CloudConfiguration::Custom(custom)));
     }
     let cred_err = |e: azure_core::Error| ConnectorError::Auth(format!("cannot set up the Azure credential: {e}"));
-    let credential: Arc<dyn TokenCredential> = if let (Some(t), Some(id), Some(s)) = (&c.tenant_id, &c.client_id, &c.client_secret) {
-        let o = azure_identity::ClientSecretCredentialOptions { client_options: options.clone() };
-        azure_identity::ClientSecretCredential::new(t, id.clone(), s.clone().into(), Some(o)).map_err(cred_err)?
-    } else if c.managed_identity {
-        azure_identity::ManagedIdentityCredential::new(None).map_err(cred_err)?
-    } else if c.workload_identity {
-        azure_identity::WorkloadIdentityCredential::new(None).map_err(cred_err)?
-    } else {
-        azure_identity::AzureCliCredential::new(None).map_err(cred_err)?
-    };
-    let auth: Arc<dyn azure_core::http::policies::Policy> = Arc::new(
-        azure_core::http::policies::auth::BearerTokenAuthorizationPolicy::new(credential, ["https://management.azure.com/.default"]),
-    );
+    let credential: Arc<dyn TokenCredential> =
+        if let (Some(t), Some(id), Some(s)) = (&c.tenant_id, &c.client_id, &c.client_secret) {
+            let o = azure_identity::ClientSecretCredentialOptions { client_options: options.clone() };
+            azure_identity::ClientSecretCredential::new(t, id.clone(), s.clone().into(), Some(o)).map_err(cred_err)?
+        } else if c.managed_identity {
+            azure_identity::ManagedIdentityCredential::new(None).map_err(cred_err)?
+        } else if c.workload_identity {
+            azure_identity::WorkloadIdentityCredential::new(None).map_err(cred_err)?
+        } else {
+            azure_identity::AzureCliCredential::new(None).map_err(cred_err)?
+        };
+    let auth: Arc<dyn azure_core::http::policies::Policy> =
+        Arc::new(azure_core::http::policies::auth::BearerTokenAuthorizationPolicy::new(
+            credential,
+            ["https://management.azure.com/.default"],
+        ));
     let mut opts = ClientOptions::default();
     opts.retry = azure_core::http::RetryOptions::none();
-    let pipeline = Pipeline::new(Some("costledger"), Some(env!("CARGO_PKG_VERSION")), opts, vec![auth], Vec::new(), None);
+    let pipeline =
+        Pipeline::new(Some("costledger"), Some(env!("CARGO_PKG_VERSION")), opts, vec![auth], Vec::new(), None);
     let endpoint = p.endpoint.clone().unwrap_or_else(|| "https://management.azure.com".into());
     Ok(query::AzureQueryConnector::new(pipeline, endpoint, p.spec()))
 }

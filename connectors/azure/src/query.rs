@@ -157,7 +157,8 @@ impl AzureQueryConnector {
 
     /// POST with our own 429/5xx handling; the answer's body on success.
     async fn post(&self, url: &str, body: &[u8], cx: &Context) -> Result<Vec<u8>, ConnectorError> {
-        let parsed = Url::parse(url).map_err(|e| ConnectorError::input(url, format!("not a URL: {e}"), "check endpoint"))?;
+        let parsed =
+            Url::parse(url).map_err(|e| ConnectorError::input(url, format!("not a URL: {e}"), "check endpoint"))?;
         let mut attempt = 0u32;
         let mut backoff = Duration::from_secs(1);
         loop {
@@ -175,7 +176,11 @@ impl AzureQueryConnector {
             let what = url.split('?').next().unwrap_or(url);
             let resp = self
                 .pipeline
-                .send(&AzContext::new(), &mut req, Some(azure_core::http::PipelineSendOptions { skip_checks: true, ..Default::default() }))
+                .send(
+                    &AzContext::new(),
+                    &mut req,
+                    Some(azure_core::http::PipelineSendOptions { skip_checks: true, ..Default::default() }),
+                )
                 .await;
             let resp = match resp {
                 Ok(r) => r,
@@ -252,16 +257,25 @@ impl AzureQueryConnector {
                 break; // 204 No Content: no rows
             }
             let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
-                ConnectorError::input(format!("{url} page {pages}"), format!("not a query result: {e}"), "check endpoint")
+                ConnectorError::input(
+                    format!("{url} page {pages}"),
+                    format!("not a query result: {e}"),
+                    "check endpoint",
+                )
             })?;
             let Some(props) = env.properties else { break };
             let names: Vec<String> = props.columns.iter().map(|c| c.name.to_ascii_lowercase()).collect();
             let col = |n: &str| names.iter().position(|x| x == n);
-            let cost_i = col(&self.spec.cost_column.to_ascii_lowercase()).or_else(|| col("cost")).or_else(|| col("pretaxcost"));
+            let cost_i =
+                col(&self.spec.cost_column.to_ascii_lowercase()).or_else(|| col("cost")).or_else(|| col("pretaxcost"));
             let (Some(cost_i), Some(date_i)) = (cost_i, col("usagedate")) else {
                 return Err(ConnectorError::input(
                     format!("{url} page {pages}"),
-                    format!("the answer has no {} or UsageDate column (columns: {})", self.spec.cost_column, names.join(", ")),
+                    format!(
+                        "the answer has no {} or UsageDate column (columns: {})",
+                        self.spec.cost_column,
+                        names.join(", ")
+                    ),
                     "check cost_column",
                 ));
             };
@@ -384,11 +398,10 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
     };
     let actual = amount(&r.actual, "ActualCost")?;
     let amortized = amount(&r.amortized, "AmortizedCost")?;
-    let billed = match (actual, spec.actual) {
-        (Some(a), _) => a,
-        // Only in the amortised answer: nothing was billed for it on this day.
-        (None, _) => rust_decimal::Decimal::ZERO,
-    };
+    // A row only in the amortised answer was not billed that day (a share of an earlier
+    // purchase); a row only in the actual answer (the purchase itself) is no amortised cost.
+    let billed = actual.unwrap_or(rust_decimal::Decimal::ZERO);
+    let effective = if spec.amortized { amortized.unwrap_or(rust_decimal::Decimal::ZERO) } else { billed };
     let currency = r.currency.to_ascii_uppercase();
     if !is_iso4217(&currency) {
         return Err(fail(format!("Currency '{}' is not an ISO 4217 currency code", r.currency)));
@@ -445,7 +458,7 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
             resource_name: None,
             sku_id: None,
             billed_cost: billed,
-            effective_cost: amortized.or(actual),
+            effective_cost: Some(effective),
             list_cost: None,
             contracted_cost: None,
             billing_currency: currency,
@@ -476,7 +489,11 @@ impl Connector for AzureQueryConnector {
     async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
         let today = (self.now)().date_naive();
         let d = today.format("%Y-%m-%d");
-        let body = self.body(if self.spec.actual { "ActualCost" } else { "AmortizedCost" }, &format!("{d}T00:00:00+00:00"), &format!("{d}T23:59:59+00:00"));
+        let body = self.body(
+            if self.spec.actual { "ActualCost" } else { "AmortizedCost" },
+            &format!("{d}T00:00:00+00:00"),
+            &format!("{d}T23:59:59+00:00"),
+        );
         let url = format!(
             "{}/{}/providers/Microsoft.CostManagement/query?api-version={API_VERSION}&$top=1",
             self.endpoint.trim_end_matches('/'),
@@ -541,7 +558,11 @@ impl Connector for AzureQueryConnector {
                         Err(e) => batch.errors.push(e),
                     },
                     Err(e) => {
-                        send(Err(ConnectorError::input(&path, format!("spool line {}: {e}", i + 1), "report this bug")));
+                        send(Err(ConnectorError::input(
+                            &path,
+                            format!("spool line {}: {e}", i + 1),
+                            "report this bug",
+                        )));
                         return;
                     }
                 }
@@ -576,9 +597,13 @@ mod tests {
 
     #[test]
     fn raw_json_numbers_stay_exact() {
-        let v: Vec<Box<RawValue>> = serde_json::from_str(r#"[19.545363672276512, 1.5E-7, 20240301, "Virtual Machines", null]"#).expect("json");
+        let v: Vec<Box<RawValue>> =
+            serde_json::from_str(r#"[19.545363672276512, 1.5E-7, 20240301, "Virtual Machines", null]"#).expect("json");
         let texts: Vec<String> = v.iter().map(|x| raw_text(x)).collect();
         assert_eq!(texts, ["19.545363672276512", "1.5E-7", "20240301", "Virtual Machines", ""]);
-        assert_eq!(parse_amount(&texts[0]).expect("ok").map(|a| a.value.to_string()).as_deref(), Some("19.545363672276512"));
+        assert_eq!(
+            parse_amount(&texts[0]).expect("ok").map(|a| a.value.to_string()).as_deref(),
+            Some("19.545363672276512")
+        );
     }
 }
