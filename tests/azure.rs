@@ -303,8 +303,7 @@ fn spec(attempts: u32) -> QuerySpec {
 }
 
 fn connector(url: &str, attempts: u32) -> AzureQueryConnector {
-    let mut opts = ClientOptions::default();
-    opts.retry = RetryOptions::none();
+    let opts = ClientOptions { retry: RetryOptions::none(), ..Default::default() };
     let pipeline =
         Pipeline::new(Some("costledger-test"), Some("0"), opts, vec![Arc::new(StaticBearer)], Vec::new(), None);
     AzureQueryConnector::new(pipeline, url.into(), spec(attempts))

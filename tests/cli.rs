@@ -40,6 +40,8 @@ fn example_config_parses_and_validates() {
             "aws_cost_explorer",
             "aws_cur",
             "aws_data_exports",
+            "azure_cost_query",
+            "azure_cost_export",
             "gcp_billing_export",
             "oci_usage_api",
             "oci_cost_report"
@@ -53,7 +55,7 @@ fn example_config_parses_and_validates() {
     assert_eq!(c.report.schedule, "0 0 6 * * Mon");
     let out = bin().arg("--config").arg(&p).arg("check-config").output().expect("run");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (7 source(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (9 source(s)"));
 }
 
 #[test]

@@ -100,7 +100,7 @@ const ALTERNATES: [(C, &[&str]); N] = [
 pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
     let t = s.trim();
     if t.contains('/') {
-        let mut it = t.split(|c| c == '/' || c == ' ');
+        let mut it = t.split(['/', ' ']);
         let m: u32 = it.next()?.parse().ok()?;
         let d: u32 = it.next()?.parse().ok()?;
         let y: i32 = it.next()?.parse().ok()?;
@@ -270,7 +270,7 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
         let billed = if A && commitment_row && category == ChargeCategory::Usage { Decimal::ZERO } else { cost };
         let tags = match self.get(rec, C::Tags) {
             None => BTreeMap::new(),
-            Some(t) => parse_tags(t).map_err(|e| fail(e))?,
+            Some(t) => parse_tags(t).map_err(fail)?,
         };
         let list = match (payg, quantity) {
             (Some(p), Some(q)) => p.checked_mul(q),

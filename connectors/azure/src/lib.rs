@@ -588,8 +588,7 @@ pub fn build_query(p: &QueryParams) -> Result<query::AzureQueryConnector, Connec
             credential,
             ["https://management.azure.com/.default"],
         ));
-    let mut opts = ClientOptions::default();
-    opts.retry = azure_core::http::RetryOptions::none();
+    let opts = ClientOptions { retry: azure_core::http::RetryOptions::none(), ..Default::default() };
     let pipeline =
         Pipeline::new(Some("costledger"), Some(env!("CARGO_PKG_VERSION")), opts, vec![auth], Vec::new(), None);
     let endpoint = p.endpoint.clone().unwrap_or_else(|| "https://management.azure.com".into());
