@@ -42,6 +42,7 @@ pub fn start() -> Option<Azurite> {
             &port.to_string(),
             "--silent",
             "--skipApiVersionCheck",
+            "--disableTelemetry",
             "--location",
         ])
         .arg(dir.path())
@@ -58,11 +59,27 @@ pub fn start() -> Option<Azurite> {
     };
     let a = Azurite { child, _dir: dir, endpoint: format!("http://127.0.0.1:{port}/{ACCOUNT}") };
     let deadline = Instant::now() + Duration::from_secs(60);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    // Ready when it answers HTTP (a listening socket alone is not enough).
+    while !answers_http(port) {
         assert!(Instant::now() < deadline, "azurite did not start on port {port} within 60 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     Some(a)
+}
+
+fn answers_http(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    if c.write_all(
+        format!("GET /{ACCOUNT}?comp=list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(c.read(&mut buf), Ok(n) if n >= 8 && buf.starts_with(b"HTTP/1.1"))
 }
 
 impl Azurite {

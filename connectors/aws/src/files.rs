@@ -69,7 +69,7 @@ fn is_range_dir(name: &str) -> bool {
 
 pub fn is_data_file(key: &str) -> bool {
     let n = base(key).to_ascii_lowercase();
-    n.ends_with(".csv") || n.ends_with(".csv.gz")
+    n.ends_with(".csv") || n.ends_with(".csv.gz") || n.ends_with(".parquet")
 }
 
 /// `20240301T000000.000Z` or `20240301-20240401` → 2024-03.

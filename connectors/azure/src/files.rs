@@ -78,7 +78,7 @@ pub fn is_manifest(key: &str) -> bool {
 
 pub fn is_data_file(key: &str) -> bool {
     let n = base(key).to_ascii_lowercase();
-    n.ends_with(".csv") || n.ends_with(".csv.gz")
+    n.ends_with(".csv") || n.ends_with(".csv.gz") || n.ends_with(".parquet")
 }
 
 fn is_range_dir(name: &str) -> bool {

@@ -5,6 +5,7 @@
 //! error) and tested from fixtures.
 
 pub mod normalize;
+pub mod parquet;
 pub mod reader;
 
 use std::path::{Path, PathBuf};
@@ -66,7 +67,7 @@ impl FocusConnector {
 
 fn is_bill_file(p: &Path) -> bool {
     let n = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    n.ends_with(".csv") || n.ends_with(".csv.gz")
+    n.ends_with(".csv") || n.ends_with(".csv.gz") || n.ends_with(".parquet")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConnectorError> {

@@ -101,6 +101,14 @@ pub fn open_detect(path: &Path) -> Result<(Box<dyn Read + Send>, bool), Connecto
     }
 }
 
+/// Parquet files start with `PAR1` (whatever their name).
+fn is_parquet(path: &Path) -> Result<bool, ConnectorError> {
+    let mut f = File::open(path).map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
+    let mut magic = [0u8; 4];
+    let n = read_up_to(&mut f, &mut magic).map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
+    Ok(n == 4 && magic == crate::parquet::MAGIC)
+}
+
 fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -136,6 +144,9 @@ fn read_file<F: RecordFormat>(
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
     let file = path.display().to_string();
+    if is_parquet(path)? {
+        return crate::parquet::read_parquet::<F>(path, batch_rows, tx, cancel);
+    }
     let (input, gz) = open_detect(path)?;
     let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
     let mut header = csv::ByteRecord::new();

@@ -49,6 +49,8 @@ pub struct BigQueryExport {
     pub(crate) location: Option<String>,
     pub(crate) max_bytes_billed: Option<i64>,
     pub(crate) lookback_days: Option<u32>,
+    /// The FOCUS view (deliveries by charge day and content fingerprint) instead of the export table.
+    pub(crate) focus: bool,
     pub(crate) attempts: u32,
     pub(crate) base_delay: std::time::Duration,
     pub(crate) now: fn() -> DateTime<Utc>,
@@ -199,20 +201,29 @@ impl BigQueryExport {
         if let Some(n) = self.lookback_days {
             from = from.max(today - Duration::days(i64::from(n)));
         }
-        let sql = partitions_sql(&self.table, from, today, &months);
+        let sql = if self.focus {
+            crate::focus::partitions_sql(&self.table, from, today, &months)
+        } else {
+            partitions_sql(&self.table, from, today, &months)
+        };
         let mut rows = self.run(sql).await?;
         let mut out = Vec::new();
         while let Some(r) = rows.next().await {
             let r = r.map_err(|e| map_row_err(e, &self.table))?;
             let get = |c: &str| r.get::<Option<String>>(c).ok().flatten();
-            let (Some(day), Some(month), Some(key)) = (get("day"), get("invoice_month"), get("max_export_time")) else {
+            let key = if self.focus {
+                get("fingerprint").map(|f| format!("fingerprint:{f}:{}", get("row_count").unwrap_or_default()))
+            } else {
+                get("max_export_time").map(|k| format!("export_time:{k}"))
+            };
+            let (Some(day), Some(month), Some(key)) = (get("day"), get("invoice_month"), key) else {
                 continue;
             };
             let period: Option<BillingPeriod> =
                 format!("{}-{}", month.get(..4).unwrap_or(""), month.get(4..).unwrap_or("")).parse().ok();
             out.push(Delivery {
                 scope: format!("{}/{day}", period.map(|p| p.to_string()).unwrap_or_else(|| month.clone())),
-                delivery_key: format!("export_time:{key}"),
+                delivery_key: key,
                 billing_period: period,
                 description: format!(
                     "{} invoice month {month}, partition {day} ({} rows)",
@@ -243,6 +254,7 @@ struct FetchState<'a> {
     done: bool,
     batch_rows: usize,
     cancel: tokio_util::sync::CancellationToken,
+    focus_rows: crate::focus::FocusRows,
 }
 
 fn async_stream<'a>(
@@ -251,7 +263,7 @@ fn async_stream<'a>(
     batch_rows: usize,
     cancel: tokio_util::sync::CancellationToken,
 ) -> impl futures::Stream<Item = Result<Batch, ConnectorError>> + Send + 'a {
-    let st = FetchState { src, d, rows: None, n: 0, done: false, batch_rows, cancel };
+    let st = FetchState { src, d, rows: None, n: 0, done: false, batch_rows, cancel, focus_rows: Default::default() };
     futures::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
@@ -266,7 +278,12 @@ fn async_stream<'a>(
                     st,
                 ));
             };
-            match st.src.run(rows_sql(&st.src.table, st.src.detailed(), date, &month)).await {
+            let sql = if st.src.focus {
+                crate::focus::rows_sql(&st.src.table, date, &month)
+            } else {
+                rows_sql(&st.src.table, st.src.detailed(), date, &month)
+            };
+            match st.src.run(sql).await {
                 Ok(r) => st.rows = Some(r),
                 Err(e) => {
                     st.done = true;
@@ -298,6 +315,17 @@ fn async_stream<'a>(
                     let nested = |c: &str| r.get::<Option<serde_json::Value>>(c).ok().flatten();
                     let location = format!("{table} {scope} row {}", st.n);
                     batch.records += 1;
+                    if st.src.focus {
+                        let json = get("row").unwrap_or_default();
+                        match st.focus_rows.line(&json, &location) {
+                            Ok((l, rounded)) => {
+                                batch.rounded_amounts += rounded;
+                                batch.lines.push(l);
+                            }
+                            Err(e) => batch.errors.push(e),
+                        }
+                        continue;
+                    }
                     let raw = get("cost").unwrap_or_default();
                     let row = flat_row(&get).map(|mut x| {
                         x.labels = nested_kv(nested("labels"));

@@ -4,6 +4,7 @@
 
 pub mod bigquery;
 pub mod files;
+pub mod focus;
 pub mod normalize;
 
 use std::path::PathBuf;
@@ -39,11 +40,30 @@ pub struct GcpParams {
     pub max_bytes_billed: Option<i64>,
     /// Only list partitions of the last N days (default: the whole window of months).
     pub lookback_days: Option<u32>,
+    /// `standard` (the export table, standard or detailed) or `focus` (the FOCUS view). Default:
+    /// `focus` when the table name contains "focus", else `standard`.
+    pub schema: Option<GcpSchema>,
     /// Retries of a query answered 429 or 5xx.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
     #[serde(default = "default_base_ms")]
     pub base_delay_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GcpSchema {
+    Standard,
+    Focus,
+}
+
+impl GcpParams {
+    pub fn is_focus(&self) -> bool {
+        match self.schema {
+            Some(s) => s == GcpSchema::Focus,
+            None => self.table.to_ascii_lowercase().contains("focus"),
+        }
+    }
 }
 
 fn default_attempts() -> u32 {
@@ -132,6 +152,7 @@ pub async fn build(p: &GcpParams) -> Result<GcpExportConnector, ConnectorError> 
             location: p.location.clone(),
             max_bytes_billed: p.max_bytes_billed,
             lookback_days: p.lookback_days,
+            focus: p.is_focus(),
             attempts: p.attempts.max(1),
             base_delay: Duration::from_millis(p.base_delay_ms),
             now: chrono::Utc::now,
