@@ -233,3 +233,51 @@ fn gcp_config_is_validated() {
     assert!(t.iter().any(|x| x.contains("sources[0].table: 'billing.export' must be project.dataset.table")), "{t:?}");
     assert!(t.iter().any(|x| x.contains("sources[0].endpoint: 'ftp://x' must be an http(s)")), "{t:?}");
 }
+
+fn focus_row(day: &str, hour: u32, service: &str, cost: &str, tags: &str) -> String {
+    let start = chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").expect("day").and_hms_opt(hour, 0, 0).expect("h");
+    // Raw JSON numbers: exact digits must survive (TO_JSON_STRING writes NUMERIC as numbers).
+    let v = format!(
+        r#"{{"BilledCost":{cost},"EffectiveCost":{cost},"BillingAccountId":"0123AB-CDEF45-6789AB","BillingCurrency":"USD",
+        "BillingPeriodStart":"2024-03-01T08:00:00Z","BillingPeriodEnd":"2024-04-01T07:00:00Z","ChargeCategory":"Usage",
+        "ChargePeriodStart":"{}Z","ChargePeriodEnd":"{}Z","ProviderName":"Google Cloud","ServiceName":"{service}",
+        "SubAccountId":"payments-prod","Tags":{tags},"x_ServiceId":"6F81-5844-456A"}}"#,
+        start.format("%Y-%m-%dT%H:%M:%S"),
+        (start + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%S")
+    );
+    v.replace('\n', " ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_focus_view_loads_by_charge_day_and_restates_a_changed_day() {
+    let (bq, url) = serve_bq().await;
+    *bq.focus_rows.lock().expect("lock") = vec![
+        focus_row("2024-03-01", 0, "Compute Engine", "0.7312340000000000001", r#"[{"key":"team","value":"payments"}]"#),
+        focus_row("2024-03-01", 1, "Cloud Storage", "4E-6", "[]"),
+        focus_row("2024-03-02", 0, "Compute Engine", "1.25", r#"[{"key":"team","value":"search"}]"#),
+    ];
+    let (s, _d) = sqlite_store().await;
+    let mut p = params(&url);
+    p.table = "acme-billing.billing_focus.gcp_billing_export_focus_0123AB_CDEF45_6789AB".into();
+    assert!(p.is_focus(), "a FOCUS table by its name");
+    let c = build(&p).await.expect("client").with_clock(april_3);
+    let out = ingest(s.as_ref(), &c).await;
+    assert_eq!(out.len(), 2, "one delivery per charge day: {out:?}");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.9812380000000000001");
+    let queries = bq.queries.lock().expect("lock").clone();
+    assert!(queries.iter().all(|q| q.contains("ChargePeriodStart") && !q.contains("_PARTITIONTIME")), "{queries:?}");
+    let recs: Vec<_> = {
+        use futures::StreamExt;
+        s.charges(&ChargeFilter::default()).map(|r| r.expect("row")).collect::<Vec<_>>().await
+    };
+    assert!(recs.iter().any(|r| r.line.tags.get("team").map(String::as_str) == Some("search")), "Tags → tags");
+    // Unchanged: skipped. A late row on 2024-03-02: only that day is restated.
+    let again = ingest(s.as_ref(), &c).await;
+    assert!(again.iter().all(|o| matches!(o, LoadOutcome::Skipped { .. })), "{again:?}");
+    bq.focus_rows.lock().expect("lock").push(focus_row("2024-03-02", 5, "Cloud Storage", "-0.25", "[]"));
+    let out = ingest(s.as_ref(), &c).await;
+    let created = out.iter().filter(|o| matches!(o, LoadOutcome::Created { superseded: Some(_), .. })).count();
+    let skipped = out.iter().filter(|o| matches!(o, LoadOutcome::Skipped { .. })).count();
+    assert_eq!((created, skipped), (1, 1), "{out:?}");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.7312380000000000001");
+}
