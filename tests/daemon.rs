@@ -127,8 +127,20 @@ fn a_daemon_schedules_serves_health_and_metrics_and_stops_cleanly() {
     let port = free_port();
     let cfg = write_config(dir.path(), &db, port, &bills(dir.path()), "* * * * * *", "");
     let d = Daemon::start(&cfg, dir.path(), "a", port);
-    wait_until("the first ingest run", Duration::from_secs(30), || {
-        get(port, "/metrics").is_some_and(|(_, m)| m.contains("costledger_rows_ingested_total{source=\"drop\"} 172"))
+    let series = [
+        "costledger_rows_ingested_total{source=\"drop\"} 172",
+        "costledger_source_last_success_timestamp_seconds{source=\"drop\"}",
+        "costledger_source_last_run_ok{source=\"drop\"} 1",
+        "costledger_runs_total{job=\"ingest\",status=\"ok\"}",
+        "costledger_rows_quarantined_total{source=\"drop\"} 0",
+        "costledger_run_duration_seconds_bucket{job=\"ingest\",le=\"0.5\"}",
+        "costledger_api_calls_total{source=\"drop\"} 0",
+        "costledger_unallocated_amount{currency=\"USD\"}",
+    ];
+    // The rows counter moves during the run, the other series when it (and the reconcile after
+    // it) end: wait for all of them, not just the first.
+    wait_until("the first ingest run and its reconcile", Duration::from_secs(30), || {
+        get(port, "/metrics").is_some_and(|(_, m)| series.iter().all(|s| m.contains(s)))
     });
     assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
     let (status, metrics) = get(port, "/metrics").expect("metrics");
@@ -143,15 +155,7 @@ fn a_daemon_schedules_serves_health_and_metrics_and_stops_cleanly() {
             assert!(labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')), "bad labels in {line}");
         }
     }
-    for series in [
-        "costledger_source_last_success_timestamp_seconds{source=\"drop\"}",
-        "costledger_source_last_run_ok{source=\"drop\"} 1",
-        "costledger_runs_total{job=\"ingest\",status=\"ok\"}",
-        "costledger_rows_quarantined_total{source=\"drop\"} 0",
-        "costledger_run_duration_seconds_bucket{job=\"ingest\",le=\"0.5\"}",
-        "costledger_api_calls_total{source=\"drop\"} 0",
-        "costledger_unallocated_amount{currency=\"USD\"}",
-    ] {
+    for series in series {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
     wait_until("a second ingest run (every second)", Duration::from_secs(30), || {

@@ -374,26 +374,6 @@ impl AwsFileConnector {
     }
 }
 
-/// Replace a temporary file's path by the object's name in locations and lineage.
-fn relabel(mut b: Batch, tmp: &str, label: &str) -> Batch {
-    if tmp == label {
-        return b;
-    }
-    for l in &mut b.lines {
-        if let Some(r) = &mut l.source_ref
-            && let Some(rest) = r.strip_prefix(tmp)
-        {
-            *r = format!("{label}{rest}");
-        }
-    }
-    for e in &mut b.errors {
-        if let Some(rest) = e.location.strip_prefix(tmp) {
-            e.location = format!("{label}{rest}");
-        }
-    }
-    b
-}
-
 #[async_trait]
 impl Connector for AwsFileConnector {
     fn kind(&self) -> &'static str {
@@ -445,7 +425,7 @@ impl Connector for AwsFileConnector {
                             .map(move |b| {
                                 // The temporary copy lives as long as its batches are read.
                                 let _keep = &local;
-                                b.map(|b| relabel(b, &tmp, &label))
+                                b.map(|b| costledger_focus::spool::relabel(b, &tmp, &label))
                             })
                             .boxed()
                     }

@@ -14,7 +14,7 @@
 //! longest of those headers (or `Retry-After`) is waited, capped by `max_wait_secs`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +26,7 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeCategory, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow,
     RowError, parse_amount,
 };
+use costledger_focus::spool::stream_lines;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -522,59 +523,13 @@ impl Connector for AzureQueryConnector {
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let path = d.items.first().cloned().unwrap_or_default();
         let spec = self.spec.clone();
-        let batch_rows = cx.batch_rows.max(1);
-        let cancel = cx.cancel.clone();
         let label = d.scope.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Batch, ConnectorError>>(2);
-        tokio::task::spawn_blocking(move || {
-            let send = |b: Result<Batch, ConnectorError>| tx.blocking_send(b).is_ok();
-            let f = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) => {
-                    send(Err(ConnectorError::io(&path, e)));
-                    return;
-                }
-            };
-            let mut batch = Batch::default();
-            for (i, line) in BufReader::new(f).lines().enumerate() {
-                if cancel.is_cancelled() {
-                    send(Err(ConnectorError::Cancelled));
-                    return;
-                }
-                let line = match line {
-                    Ok(l) => l,
-                    Err(e) => {
-                        send(Err(ConnectorError::io(&path, e)));
-                        return;
-                    }
-                };
-                batch.records += 1;
-                match serde_json::from_str::<Row>(&line) {
-                    Ok(row) => match normalize(&row, &format!("{label} row {}", i + 1), &spec) {
-                        Ok((l, r)) => {
-                            batch.rounded_amounts += r;
-                            batch.lines.push(l);
-                        }
-                        Err(e) => batch.errors.push(e),
-                    },
-                    Err(e) => {
-                        send(Err(ConnectorError::input(
-                            &path,
-                            format!("spool line {}: {e}", i + 1),
-                            "report this bug",
-                        )));
-                        return;
-                    }
-                }
-                if batch.lines.len() + batch.errors.len() >= batch_rows && !send(Ok(std::mem::take(&mut batch))) {
-                    return;
-                }
-            }
-            if batch.records > 0 {
-                send(Ok(batch));
-            }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|b| (b, rx)) }))
+        let spool = path.clone();
+        stream_lines(path, cx.batch_rows, cx.cancel.clone(), move |line, n| {
+            let row: Row = serde_json::from_str(line)
+                .map_err(|e| ConnectorError::input(&spool, format!("spool line {n}: {e}"), "report this bug"))?;
+            Ok(Some(normalize(&row, &format!("{label} row {n}"), &spec)))
+        })
     }
 }
 

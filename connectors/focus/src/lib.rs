@@ -7,6 +7,7 @@
 pub mod normalize;
 pub mod parquet;
 pub mod reader;
+pub mod spool;
 
 use std::path::{Path, PathBuf};
 

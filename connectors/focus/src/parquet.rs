@@ -15,14 +15,13 @@ use std::fs::File;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate};
-use costledger_core::{Batch, ConnectorError, RowError};
+use costledger_core::{Batch, ConnectorError};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::normalize::raw_record;
-use crate::reader::RecordFormat;
+use crate::reader::{RecordFormat, push_record};
 
 /// `PAR1` at the start of a file.
 pub const MAGIC: [u8; 4] = *b"PAR1";
@@ -114,25 +113,7 @@ pub fn read_parquet<F: RecordFormat>(
         for (_, v) in row.get_column_iter() {
             rec.push_field(text(v).as_bytes());
         }
-        let location = format!("{file}:row {}", n + 1);
-        batch.records += 1;
-        if rec.len() != cols.width() {
-            batch.errors.push(RowError {
-                location,
-                reason: format!("the row has {} fields but the schema has {}", rec.len(), cols.width()),
-                raw: raw_record(&rec),
-                raw_amount: cols.raw_amount(&rec),
-                currency: cols.raw_currency(&rec),
-            });
-        } else {
-            match cols.normalize(&rec, &location) {
-                Ok((l, rounded)) => {
-                    batch.rounded_amounts += rounded;
-                    batch.lines.push(l);
-                }
-                Err(e) => batch.errors.push(e),
-            }
-        }
+        push_record(&cols, &rec, format!("{file}:row {}", n + 1), &mut batch);
         if batch.lines.len() + batch.errors.len() >= batch_rows {
             let full = std::mem::take(&mut batch);
             if tx.blocking_send(Ok(full)).is_err() {

@@ -137,6 +137,37 @@ fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
     }
 }
 
+/// One record into the batch: a line, or a row error (wrong width, an oversized field, or
+/// what the format's normaliser says).
+pub(crate) fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: String, batch: &mut Batch) {
+    batch.records += 1;
+    let error = |reason: String| RowError {
+        location: location.clone(),
+        reason,
+        raw: raw_record(rec),
+        raw_amount: cols.raw_amount(rec),
+        currency: cols.raw_currency(rec),
+    };
+    if rec.len() != cols.width() {
+        batch.errors.push(error(format!("the record has {} fields but the header has {}", rec.len(), cols.width())));
+    } else if let Some((i, f)) = rec.iter().enumerate().find(|(_, f)| f.len() > MAX_FIELD_BYTES) {
+        batch.errors.push(error(format!(
+            "column {} is {} bytes, over the {} byte limit for one field",
+            cols.column_name(i),
+            f.len(),
+            MAX_FIELD_BYTES
+        )));
+    } else {
+        match cols.normalize(rec, &location) {
+            Ok((l, rounded)) => {
+                batch.rounded_amounts += rounded;
+                batch.lines.push(l);
+            }
+            Err(e) => batch.errors.push(e),
+        }
+    }
+}
+
 fn read_file<F: RecordFormat>(
     path: &Path,
     batch_rows: usize,
@@ -175,38 +206,7 @@ fn read_file<F: RecordFormat>(
             Err(e) => return Err(io_error(&file, line, &e, gz)),
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
-        let location = format!("{file}:{line}");
-        batch.records += 1;
-        if rec.len() != cols.width() {
-            batch.errors.push(RowError {
-                location,
-                reason: format!("the record has {} fields but the header has {}", rec.len(), cols.width()),
-                raw: raw_record(&rec),
-                raw_amount: cols.raw_amount(&rec),
-                currency: cols.raw_currency(&rec),
-            });
-        } else if let Some((i, f)) = rec.iter().enumerate().find(|(_, f)| f.len() > MAX_FIELD_BYTES) {
-            batch.errors.push(RowError {
-                location,
-                reason: format!(
-                    "column {} is {} bytes, over the {} byte limit for one field",
-                    cols.column_name(i),
-                    f.len(),
-                    MAX_FIELD_BYTES
-                ),
-                raw: raw_record(&rec),
-                raw_amount: cols.raw_amount(&rec),
-                currency: cols.raw_currency(&rec),
-            });
-        } else {
-            match cols.normalize(&rec, &location) {
-                Ok((l, rounded)) => {
-                    batch.rounded_amounts += rounded;
-                    batch.lines.push(l);
-                }
-                Err(e) => batch.errors.push(e),
-            }
-        }
+        push_record(&cols, &rec, format!("{file}:{line}"), &mut batch);
         if batch.lines.len() + batch.errors.len() >= batch_rows {
             let full = std::mem::take(&mut batch);
             if tx.blocking_send(Ok(full)).is_err() {

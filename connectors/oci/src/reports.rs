@@ -146,23 +146,6 @@ impl OciReportConnector {
     }
 }
 
-/// Replace a temporary file's path by the object's name in locations and lineage.
-fn relabel(mut b: Batch, tmp: &str, label: &str) -> Batch {
-    for l in &mut b.lines {
-        if let Some(r) = &mut l.source_ref
-            && let Some(rest) = r.strip_prefix(tmp)
-        {
-            *r = format!("{label}{rest}");
-        }
-    }
-    for e in &mut b.errors {
-        if let Some(rest) = e.location.strip_prefix(tmp) {
-            e.location = format!("{label}{rest}");
-        }
-    }
-    b
-}
-
 #[async_trait::async_trait]
 impl costledger_core::Connector for OciReportConnector {
     fn kind(&self) -> &'static str {
@@ -239,7 +222,7 @@ impl costledger_core::Connector for OciReportConnector {
                         stream
                             .map(move |b| {
                                 let _keep = &tmp;
-                                b.map(|b| relabel(b, &tmp_str, &label))
+                                b.map(|b| costledger_focus::spool::relabel(b, &tmp_str, &label))
                             })
                             .boxed()
                     }

@@ -7,7 +7,7 @@
 //! never through a float.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
@@ -352,49 +352,9 @@ impl costledger_core::Connector for OciUsageConnector {
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let path = d.items.first().cloned().unwrap_or_default();
         let q = self.query.clone();
-        let batch_rows = cx.batch_rows.max(1);
-        let cancel = cx.cancel.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Batch, ConnectorError>>(2);
-        tokio::task::spawn_blocking(move || {
-            let send = |b: Result<Batch, ConnectorError>| tx.blocking_send(b).is_ok();
-            let f = match std::fs::File::open(&path) {
-                Ok(f) => f,
-                Err(e) => {
-                    send(Err(ConnectorError::io(&path, e)));
-                    return;
-                }
-            };
-            let mut batch = Batch::default();
-            for line in BufReader::new(f).lines() {
-                if cancel.is_cancelled() {
-                    send(Err(ConnectorError::Cancelled));
-                    return;
-                }
-                let line = match line {
-                    Ok(l) => l,
-                    Err(e) => {
-                        send(Err(ConnectorError::io(&path, e)));
-                        return;
-                    }
-                };
-                let (loc, raw) = line.split_once('\t').unwrap_or(("?", &line));
-                batch.records += 1;
-                match item_line(&q, raw, &format!("usage API {loc}")) {
-                    Ok(Some((l, r))) => {
-                        batch.rounded_amounts += r;
-                        batch.lines.push(l);
-                    }
-                    Ok(None) => {}
-                    Err(e) => batch.errors.push(e),
-                }
-                if batch.lines.len() + batch.errors.len() >= batch_rows && !send(Ok(std::mem::take(&mut batch))) {
-                    return;
-                }
-            }
-            if batch.records > 0 {
-                send(Ok(batch));
-            }
-        });
-        Box::pin(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|i| (i, rx)) }))
+        costledger_focus::spool::stream_lines(path, cx.batch_rows, cx.cancel.clone(), move |line, _| {
+            let (loc, raw) = line.split_once('\t').unwrap_or(("?", line));
+            Ok(item_line(&q, raw, &format!("usage API {loc}")).transpose())
+        })
     }
 }
