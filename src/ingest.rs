@@ -139,6 +139,16 @@ pub async fn ingest_source(
     let span = info_span!("ingest", source = %source, kind = connector.kind());
     async move {
         let source_id = store.ensure_source(source, connector.kind()).await?;
+        // What the ledger already holds as final lets API connectors skip paid calls.
+        let mut cx = cx.clone();
+        cx.final_periods = store
+            .billing_periods()
+            .await?
+            .into_iter()
+            .filter(|p| p.source == source && p.state == "final")
+            .filter_map(|p| p.period.parse::<BillingPeriod>().ok())
+            .collect();
+        let cx = &cx;
         let deliveries = connector
             .deliveries(window, cx)
             .await

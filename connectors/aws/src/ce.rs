@@ -9,9 +9,9 @@
 //!
 //! Pages are followed by hand on `NextPageToken` (the SDK has no paginator for this call) and
 //! spooled to a temporary file as normalised JSON lines; amounts are the API's strings, parsed
-//! as decimals. The month-to-date and the previous month are pulled; the previous month is no
-//! longer asked once an answer had no `Estimated` period (remembered while the process runs).
-//! `Estimated = false` on every day of a closed month makes the period final.
+//! as decimals. The month-to-date and the previous month are pulled. `Estimated = false` on
+//! every day of a closed month makes the period final; a month the ledger holds as final
+//! (`Context::final_periods`) is not asked again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
@@ -53,8 +53,6 @@ pub struct CostExplorerConnector {
     query: CeQuery,
     now: Clock,
     calls: Arc<AtomicU64>,
-    /// Months whose answer had no estimated day: not asked again by this process.
-    settled: Mutex<BTreeSet<BillingPeriod>>,
     /// Spool files of the deliveries listed by the last `deliveries` call.
     spools: Mutex<Vec<tempfile::TempPath>>,
 }
@@ -146,14 +144,7 @@ fn day(d: NaiveDate) -> String {
 
 impl CostExplorerConnector {
     pub fn new(client: Client, query: CeQuery, calls: Arc<AtomicU64>, now: Clock) -> Self {
-        CostExplorerConnector {
-            client,
-            query,
-            now,
-            calls,
-            settled: Mutex::new(BTreeSet::new()),
-            spools: Mutex::new(Vec::new()),
-        }
+        CostExplorerConnector { client, query, now, calls, spools: Mutex::new(Vec::new()) }
     }
 
     /// Tests pin "now" (the month-to-date end and which months are closed).
@@ -334,9 +325,6 @@ impl CostExplorerConnector {
         spool.flush().map_err(|e| ConnectorError::io(spool_name.clone(), e))?;
         let closed = month.end().date_naive() <= now.date_naive();
         let settled = closed && !any_estimated && !days.is_empty();
-        if settled && let Ok(mut s) = self.settled.lock() {
-            s.insert(month);
-        }
         let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let path = spool.into_temp_path();
         let item = path.display().to_string();
@@ -492,8 +480,7 @@ impl Connector for CostExplorerConnector {
         let mut out = Vec::new();
         let mut m = window.from;
         while m <= window.to {
-            let settled = self.settled.lock().map(|s| s.contains(&m)).unwrap_or(false);
-            if settled && m < current {
+            if cx.final_periods.contains(&m) && m < current {
                 tracing::info!(source = %cx.source, month = %m, "Cost Explorer month is final; not asked again");
             } else if let Some(d) = self.month(m, cx).await? {
                 out.push(d);

@@ -197,28 +197,6 @@ pub fn valid_region(r: &str) -> bool {
         && parts.last().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// `http(s)://host[:port][/path]` with a non-empty host.
-pub fn valid_endpoint(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("https://")
-        .or_else(|| u.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{u}' must start with http:// or https://"))?;
-    let authority = rest.split('/').next().unwrap_or("");
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h, Some(p)),
-        _ => (authority, None),
-    };
-    if host.is_empty() || u.chars().any(|c| c.is_whitespace()) {
-        return Err(format!("'{u}' has no host"));
-    }
-    if let Some(p) = port
-        && p.parse::<u16>().is_err()
-    {
-        return Err(format!("'{u}' has an invalid port '{p}'"));
-    }
-    Ok(())
-}
-
 /// S3 bucket naming rules: 3–63 characters of a-z, 0-9, '.', '-', starting and ending with a
 /// letter or digit.
 pub fn valid_bucket(b: &str) -> bool {
@@ -256,7 +234,7 @@ impl FileParams {
                 out.push(("s3.region".into(), format!("'{r}' is not an AWS region (like us-east-1)")));
             }
             if let Some(u) = &s3.endpoint_url
-                && let Err(m) = valid_endpoint(u)
+                && let Err(m) = costledger_core::text::valid_endpoint(u)
             {
                 out.push(("s3.endpoint_url".into(), m));
             }
@@ -280,7 +258,7 @@ impl CostExplorerParams {
             out.push(("region".into(), format!("'{}' is not an AWS region (like us-east-1)", self.region)));
         }
         if let Some(u) = &self.endpoint_url
-            && let Err(m) = valid_endpoint(u)
+            && let Err(m) = costledger_core::text::valid_endpoint(u)
         {
             out.push(("endpoint_url".into(), m));
         }
@@ -490,10 +468,10 @@ mod tests {
             assert!(!valid_region(r), "{r}");
         }
         assert!(valid_bucket("acme-cur.2024") && !valid_bucket("Acme") && !valid_bucket("ab") && !valid_bucket("-ab"));
-        assert!(valid_endpoint("http://127.0.0.1:5000").is_ok());
-        assert!(valid_endpoint("https://s3.eu-central-1.amazonaws.com").is_ok());
-        assert!(valid_endpoint("127.0.0.1:5000").is_err());
-        assert!(valid_endpoint("http://:5000").is_err());
-        assert!(valid_endpoint("http://localhost:port").is_err());
+        assert!(costledger_core::text::valid_endpoint("http://127.0.0.1:5000").is_ok());
+        assert!(costledger_core::text::valid_endpoint("https://s3.eu-central-1.amazonaws.com").is_ok());
+        assert!(costledger_core::text::valid_endpoint("127.0.0.1:5000").is_err());
+        assert!(costledger_core::text::valid_endpoint("http://:5000").is_err());
+        assert!(costledger_core::text::valid_endpoint("http://localhost:port").is_err());
     }
 }

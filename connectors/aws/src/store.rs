@@ -89,22 +89,6 @@ where
     }
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> Result<(), ConnectorError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-    for e in rd {
-        let e = e.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-        let p = e.path();
-        if p.is_dir() {
-            walk(root, &p, out)?;
-        } else {
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            out.push(ObjectInfo { key, etag: None });
-        }
-    }
-    Ok(())
-}
-
 impl Root {
     /// Every object under the root, sorted by key.
     pub async fn list(&self) -> Result<Vec<ObjectInfo>, ConnectorError> {
@@ -112,8 +96,8 @@ impl Root {
             Root::Dir(d) => {
                 let d = d.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::new();
-                    walk(&d, &d, &mut out).map(|_| out)
+                    costledger_focus::walk_keys(&d)
+                        .map(|v| v.into_iter().map(|(key, _)| ObjectInfo { key, etag: None }).collect::<Vec<_>>())
                 })
                 .await
                 .map_err(|e| ConnectorError::Transient(format!("listing task failed: {e}")))??

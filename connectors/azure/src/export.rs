@@ -110,21 +110,12 @@ pub fn parse_date(s: &str) -> Option<DateTime<Utc>> {
 }
 
 /// Tags as a JSON object, or the brace-less EA form `"a": "b","c": "d"` (wrapped in braces and
-/// parsed as JSON, so a value containing `","` survives). Non-string values keep their JSON text.
+/// parsed by the shared FOCUS tag parser, so a value containing `","` survives).
 pub fn parse_tags(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let t = cell.trim();
-    if t.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let text = if t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
-    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
-        .map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))?;
-    Ok(v.into_iter()
-        .map(|(k, v)| match v {
-            serde_json::Value::String(s) => (k, s),
-            other => (k, other.to_string()),
-        })
-        .collect())
+    let text = if t.is_empty() || t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
+    costledger_core::text::parse_tags_json(&text)
+        .map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))
 }
 
 #[derive(Debug, Clone)]

@@ -86,21 +86,6 @@ pub struct ExportParams {
     pub cost_type: Option<CostType>,
 }
 
-pub fn valid_endpoint(u: &str) -> Result<(), String> {
-    let rest = u
-        .strip_prefix("https://")
-        .or_else(|| u.strip_prefix("http://"))
-        .ok_or_else(|| format!("'{u}' must start with http:// or https://"))?;
-    let host = rest.split('/').next().unwrap_or("");
-    let host = host.rsplit_once(':').map(|(h, p)| if p.parse::<u16>().is_ok() { Ok(h) } else { Err(p) });
-    match host {
-        Some(Err(p)) => Err(format!("'{u}' has an invalid port '{p}'")),
-        Some(Ok("")) => Err(format!("'{u}' has no host")),
-        None if rest.split('/').next().unwrap_or("").is_empty() => Err(format!("'{u}' has no host")),
-        _ => Ok(()),
-    }
-}
-
 impl ExportParams {
     pub fn all_paths(&self) -> Vec<PathBuf> {
         self.path.iter().cloned().chain(self.paths.iter().cloned()).collect()
@@ -133,7 +118,7 @@ impl ExportParams {
                 out.push(("blob.container".into(), "is required".into()));
             }
             if let Some(e) = &b.endpoint
-                && let Err(m) = valid_endpoint(e)
+                && let Err(m) = costledger_core::text::valid_endpoint(e)
             {
                 out.push(("blob.endpoint".into(), m));
             }
@@ -155,27 +140,6 @@ pub enum Root {
     Dir(PathBuf),
     File(PathBuf),
     Blob(Box<BlobContainer>),
-}
-
-fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<Object>) -> Result<(), ConnectorError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-    for e in rd {
-        let e = e.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-        let p = e.path();
-        if p.is_dir() {
-            walk(root, &p, out)?;
-        } else {
-            let rel = p.strip_prefix(root).unwrap_or(&p);
-            let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-            let modified = e
-                .metadata()
-                .ok()
-                .and_then(|m| m.modified().ok())
-                .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
-            out.push(Object { key, etag: None, modified });
-        }
-    }
-    Ok(())
 }
 
 impl Root {
@@ -200,8 +164,17 @@ impl Root {
             Root::Dir(d) => {
                 let d = d.clone();
                 tokio::task::spawn_blocking(move || {
-                    let mut out = Vec::new();
-                    walk(&d, &d, &mut out).map(|_| out)
+                    costledger_focus::walk_keys(&d).map(|v| {
+                        v.into_iter()
+                            .map(|(key, p)| {
+                                let modified = std::fs::metadata(&p)
+                                    .and_then(|m| m.modified())
+                                    .ok()
+                                    .map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339());
+                                Object { key, etag: None, modified }
+                            })
+                            .collect::<Vec<_>>()
+                    })
                 })
                 .await
                 .map_err(|e| ConnectorError::Transient(format!("listing task failed: {e}")))??
@@ -492,7 +465,7 @@ impl QueryParams {
         }
         for (k, v) in [("endpoint", &self.endpoint), ("authority_host", &self.authority_host)] {
             if let Some(u) = v
-                && let Err(m) = valid_endpoint(u)
+                && let Err(m) = costledger_core::text::valid_endpoint(u)
             {
                 out.push((k.into(), m));
             }

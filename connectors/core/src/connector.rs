@@ -16,11 +16,19 @@ pub struct Context {
     /// Upper bound on lines per [`Batch`] (memory stays bounded by batch × channel depth).
     pub batch_rows: usize,
     pub cancel: CancellationToken,
+    /// Billing periods the ledger already holds as `final` for this source (filled by the
+    /// loader before `deliveries`). An API connector need not ask the provider for them again.
+    pub final_periods: std::collections::BTreeSet<BillingPeriod>,
 }
 
 impl Context {
     pub fn new(source: impl Into<String>) -> Self {
-        Self { source: source.into(), batch_rows: 5_000, cancel: CancellationToken::new() }
+        Self {
+            source: source.into(),
+            batch_rows: 5_000,
+            cancel: CancellationToken::new(),
+            final_periods: Default::default(),
+        }
     }
 }
 

@@ -48,6 +48,29 @@ pub fn clip(s: &str, max: usize) -> String {
     format!("{}… [{} more bytes]", &s[..end], s.len() - end)
 }
 
+/// A configured endpoint URL: `http(s)://host[:port][/path]` with a non-empty host and a
+/// numeric port (config validation, no IO).
+pub fn valid_endpoint(u: &str) -> Result<(), String> {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+        .ok_or_else(|| format!("'{u}' must start with http:// or https://"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h, Some(p)),
+        _ => (authority, None),
+    };
+    if host.is_empty() || u.chars().any(|c| c.is_whitespace()) {
+        return Err(format!("'{u}' has no host"));
+    }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return Err(format!("'{u}' has an invalid port '{p}'"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -86,6 +86,30 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConnectorError> {
     Ok(())
 }
 
+/// Every file below `root` (recursively) with its `/`-separated key relative to `root`, sorted
+/// by key: how the object-store connectors see a directory synced from a bucket.
+pub fn walk_keys(root: &Path) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
+    fn go(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ConnectorError> {
+        let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
+        for e in rd {
+            let e = e.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
+            let p = e.path();
+            if p.is_dir() {
+                go(root, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                out.push((key, p));
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    go(root, root, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// `sha256:<hex>` of a file's bytes, streamed.
 pub fn file_sha256(path: &Path) -> Result<String, ConnectorError> {
     let mut f = std::fs::File::open(path).map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
