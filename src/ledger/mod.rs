@@ -8,6 +8,7 @@
 
 pub mod decimal_sum;
 pub mod migrations;
+mod pg_binary;
 pub mod postgres;
 mod reconcile_sql;
 pub mod sqlite;

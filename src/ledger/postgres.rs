@@ -8,13 +8,14 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, write_canonical, write_ts};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
+use super::pg_binary::CopyBuf;
 use super::*;
 
 pub struct PgLedger {
@@ -123,82 +124,6 @@ fn dim_sql(d: Dim) -> &'static str {
         Dim::BillingPeriod => "to_char(c.billing_period_start AT TIME ZONE 'UTC', 'YYYY-MM')",
         other => dim_column(other),
     }
-}
-
-/// COPY text format: escape backslash, tab, newline and carriage return; NULL is `\N`.
-fn copy_field(out: &mut String, v: Option<&str>) {
-    match v {
-        None => out.push_str("\\N"),
-        Some(s) => {
-            for ch in s.chars() {
-                match ch {
-                    '\\' => out.push_str("\\\\"),
-                    '\t' => out.push_str("\\t"),
-                    '\n' => out.push_str("\\n"),
-                    '\r' => out.push_str("\\r"),
-                    c => out.push(c),
-                }
-            }
-        }
-    }
-}
-
-fn put(out: &mut String, v: Option<&str>) {
-    copy_field(out, v);
-    out.push('\t');
-}
-
-fn put_ts(out: &mut String, t: DateTime<Utc>) {
-    write_ts(out, t);
-    out.push('\t');
-}
-
-fn put_dec(out: &mut String, d: Option<Decimal>) {
-    match d {
-        Some(d) => write_canonical(out, d),
-        None => out.push_str("\\N"),
-    }
-    out.push('\t');
-}
-
-/// One COPY text-format line, fields in `CHARGE_COLUMNS` order, written without temporaries.
-fn copy_line(out: &mut String, l: &ChargeLine, load: LoadId, row_no: u64) {
-    put(out, Some(&l.billing_account_id));
-    put(out, l.billing_account_name.as_deref());
-    put(out, l.sub_account_id.as_deref());
-    put(out, l.sub_account_name.as_deref());
-    put_ts(out, l.billing_period_start);
-    put_ts(out, l.billing_period_end);
-    put_ts(out, l.charge_period_start);
-    put_ts(out, l.charge_period_end);
-    put(out, Some(l.charge_category.as_str()));
-    put(out, l.charge_class.map(|c| c.as_str()));
-    put(out, l.charge_description.as_deref());
-    put(out, l.service_name.as_deref());
-    put(out, l.service_category.as_deref());
-    put(out, l.provider_name.as_deref());
-    put(out, l.publisher_name.as_deref());
-    put(out, l.invoice_issuer_name.as_deref());
-    put(out, l.region_id.as_deref());
-    put(out, l.resource_id.as_deref());
-    put(out, l.resource_name.as_deref());
-    put(out, l.sku_id.as_deref());
-    put_dec(out, Some(l.billed_cost));
-    put_dec(out, l.effective_cost);
-    put_dec(out, l.list_cost);
-    put_dec(out, l.contracted_cost);
-    put(out, Some(&l.billing_currency));
-    put_dec(out, l.pricing_quantity);
-    put(out, l.pricing_unit.as_deref());
-    put_dec(out, l.consumed_quantity);
-    put(out, l.consumed_unit.as_deref());
-    put(out, l.commitment_discount_id.as_deref());
-    put(out, l.invoice_id.as_deref());
-    put(out, l.tags_json().as_deref());
-    put(out, l.x_extra_json().as_deref());
-    put(out, l.source_ref.as_deref());
-    let _ = write!(out, "{load}\t{row_no}");
-    out.push('\n');
 }
 
 fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
@@ -361,17 +286,19 @@ impl LedgerStore for PgLedger {
     }
 
     async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
-        let mut buf = String::with_capacity(lines.len() * 400);
+        let mut buf = CopyBuf::with_capacity(lines.len());
         for (n, l) in lines.iter().enumerate() {
-            copy_line(&mut buf, l, load, first_row + n as u64);
+            buf.line(l, l.tags_json().as_deref(), l.x_extra_json().as_deref(), load, first_row + n as u64);
         }
+        drop(lines);
+        let buf = buf.finish();
         let mut tx = self.pool.begin().await?;
         // Staged rows need no flush of their own: the load only becomes visible through the
         // (synchronous) commit_load transaction, whose WAL flush covers every earlier record.
         sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        let stmt = format!("COPY charges ({}) FROM STDIN", CHARGE_COLUMNS.join(", "));
+        let stmt = format!("COPY charges ({}) FROM STDIN (FORMAT binary)", CHARGE_COLUMNS.join(", "));
         let mut copy = tx.copy_in_raw(&stmt).await?;
-        if let Err(e) = copy.send(buf.as_bytes()).await {
+        if let Err(e) = copy.send(buf.as_slice()).await {
             let _ = copy.abort(e.to_string()).await;
             return Err(e.into());
         }

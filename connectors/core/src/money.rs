@@ -108,7 +108,7 @@ fn fit_decimal(mut m: I256, mut scale: u32) -> Option<(Decimal, bool)> {
 
 /// Parse an amount from provider text. `Ok(None)` for empty text or literal `NULL`.
 pub fn parse_amount(text: &str) -> Result<Option<Amount>, MoneyError> {
-    let t = text.trim();
+    let t = crate::text::trim(text);
     if t.is_empty() || t.eq_ignore_ascii_case("null") {
         return Ok(None);
     }
@@ -142,6 +142,18 @@ pub fn parse_amount(text: &str) -> Result<Option<Amount>, MoneyError> {
         return Err(invalid());
     }
     let int_part = int_part.trim_start_matches('0');
+    // Fast path: up to 28 digits at a scale Decimal holds as is (almost every amount in a
+    // bill) — no wide arithmetic, no rounding.
+    let scale = frac_part.len() as i64 - exp;
+    if int_part.len() + frac_part.len() <= 28 && (0..=MAX_SCALE as i64).contains(&scale) {
+        let mut m: u128 = 0;
+        for b in int_part.bytes().chain(frac_part.bytes()) {
+            m = m * 10 + u128::from(b - b'0');
+        }
+        let m = if neg { -(m as i128) } else { m as i128 };
+        let value = if m == 0 { Decimal::ZERO } else { Decimal::from_i128_with_scale(m, scale as u32) };
+        return Ok(Some(Amount { value, rounded: false }));
+    }
     if int_part.len() + frac_part.len() > MAX_DIGITS {
         return Err(MoneyError::Overflow(truncate_for_message(t)));
     }
@@ -196,8 +208,43 @@ pub fn canonical(d: Decimal) -> String {
 
 /// Append [`canonical`]'s text to `out` without allocating (hot path of bulk loading).
 pub fn write_canonical(out: &mut String, d: Decimal) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{}", d.normalize());
+    let d = d.normalize();
+    let mut m = d.mantissa().unsigned_abs();
+    if m == 0 {
+        out.push('0');
+        return;
+    }
+    if d.is_sign_negative() {
+        out.push('-');
+    }
+    // Digits of |mantissa| (< 2^96, at most 29 digits), least significant first.
+    let mut buf = [0u8; 40];
+    let mut n = 0;
+    while m > u128::from(u64::MAX) {
+        buf[n] = b'0' + (m % 10) as u8;
+        m /= 10;
+        n += 1;
+    }
+    let mut small = m as u64;
+    while small != 0 {
+        buf[n] = b'0' + (small % 10) as u8;
+        small /= 10;
+        n += 1;
+    }
+    let scale = d.scale() as usize;
+    let digits = buf[..n].iter().rev().map(|b| *b as char);
+    if scale >= n {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', scale - n));
+        out.extend(digits);
+    } else {
+        for (i, c) in digits.enumerate() {
+            if i == n - scale {
+                out.push('.');
+            }
+            out.push(c);
+        }
+    }
 }
 
 /// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
@@ -549,5 +596,49 @@ mod tests {
         assert_eq!(t.to_json(), r#"{"EUR":"-2","USD":"2"}"#);
         assert_eq!(Totals::from_json(&t.to_json()).expect("json"), t);
         assert_eq!(t.display(), "EUR -2, USD 2");
+    }
+
+    #[test]
+    fn canonical_text_matches_decimal_display_of_the_normalised_value() {
+        let samples = [
+            "0",
+            "-0",
+            "0.000",
+            "1",
+            "-1",
+            "10",
+            "100.00",
+            "0.5",
+            "-0.5",
+            "0.0000000001",
+            "123.456000",
+            "-987654321.123456789",
+            "79228162514264337593543950335",
+            "-79228162514264337593543950335",
+            "7.9228162514264337593543950335",
+            "0.0000000000000000000000000001",
+            "18446744073709551615",
+            "18446744073709551616",
+            "184467440737095516.17",
+            "1234567.1234567890123456789012",
+            "1e-5",
+        ];
+        for t in samples {
+            let d = Decimal::from_scientific(t).or_else(|_| Decimal::from_str(t)).expect(t);
+            let want = format!("{}", d.normalize());
+            let want = if want == "-0" { "0".to_string() } else { want };
+            assert_eq!(canonical(d), want, "{t}");
+        }
+        // Every mantissa size and scale.
+        let mut m: i128 = 7;
+        while m.unsigned_abs() < (1u128 << 96) {
+            for scale in [0u32, 1, 5, 17, 28] {
+                for v in [m, -m] {
+                    let d = Decimal::from_i128_with_scale(v, scale);
+                    assert_eq!(canonical(d), format!("{}", d.normalize()), "{v} e-{scale}");
+                }
+            }
+            m = m * 13 + 1;
+        }
     }
 }

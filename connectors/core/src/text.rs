@@ -4,8 +4,24 @@ use std::collections::BTreeMap;
 
 /// A cell that is empty (after trimming) or the literal `NULL` is absent.
 pub fn opt(cell: &str) -> Option<&str> {
-    let t = cell.trim();
+    let t = trim(cell);
     if t.is_empty() || t.eq_ignore_ascii_case("null") { None } else { Some(t) }
+}
+
+/// `str::trim`, with a fast answer for the usual cell that starts and ends with a visible
+/// ASCII character.
+#[inline]
+pub fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) if visible(*f) && visible(*l) => s,
+        _ => s.trim(),
+    }
+}
+
+#[inline]
+fn visible(b: u8) -> bool {
+    b > b' ' && b < 0x7f
 }
 
 /// Like [`opt`] but owned.
@@ -18,22 +34,108 @@ pub fn opt_string(cell: &str) -> Option<String> {
 /// value" and are kept as an empty string. Nested objects/arrays are an error.
 pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(t) = opt(cell) else { return Ok(BTreeMap::new()) };
-    let v: serde_json::Value = serde_json::from_str(t).map_err(|e| format!("Tags is not a JSON object: {e}"))?;
-    let serde_json::Value::Object(map) = v else {
-        return Err("Tags is not a JSON object".to_string());
-    };
-    let mut out = BTreeMap::new();
-    for (k, v) in map {
-        let s = match v {
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Null => String::new(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Number(n) => n.to_string(),
-            _ => return Err(format!("Tags value of key '{k}' is a nested object or array")),
-        };
-        out.insert(k, s);
+    // Straight into the map (no intermediate `serde_json::Value`): this runs for every line.
+    let tags: TagMap = serde_json::from_str(t).map_err(|e| {
+        if e.is_data() && e.to_string().starts_with(NESTED) {
+            e.to_string().split(" at line").next().unwrap_or(NESTED).to_string()
+        } else if e.is_data() {
+            "Tags is not a JSON object".to_string()
+        } else {
+            format!("Tags is not a JSON object: {e}")
+        }
+    })?;
+    Ok(tags.0)
+}
+
+const NESTED: &str = "Tags value of key";
+
+/// A JSON object of scalar values: strings as they are, null as "", booleans and numbers as
+/// their JSON text.
+struct TagMap(BTreeMap<String, String>);
+
+impl<'de> serde::Deserialize<'de> for TagMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TagMapVisitor)
     }
-    Ok(out)
+}
+
+struct TagMapVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TagMapVisitor {
+    type Value = TagMap;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TagMap, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some(k) = map.next_key::<String>()? {
+            match map.next_value::<TagValue>()? {
+                TagValue::Text(v) => {
+                    out.insert(k, v);
+                }
+                TagValue::Nested => {
+                    return Err(serde::de::Error::custom(format!("{NESTED} '{k}' is a nested object or array")));
+                }
+            }
+        }
+        Ok(TagMap(out))
+    }
+}
+
+enum TagValue {
+    Text(String),
+    Nested,
+}
+
+impl<'de> serde::Deserialize<'de> for TagValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TagValueVisitor)
+    }
+}
+
+struct TagValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TagValueVisitor {
+    type Value = TagValue;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a tag value")
+    }
+    fn visit_str<E>(self, v: &str) -> Result<TagValue, E> {
+        Ok(TagValue::Text(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<TagValue, E> {
+        Ok(TagValue::Text(v))
+    }
+    fn visit_unit<E>(self) -> Result<TagValue, E> {
+        Ok(TagValue::Text(String::new()))
+    }
+    fn visit_none<E>(self) -> Result<TagValue, E> {
+        Ok(TagValue::Text(String::new()))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<TagValue, E> {
+        Ok(TagValue::Text(v.to_string()))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<TagValue, E> {
+        Ok(TagValue::Text(v.to_string()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<TagValue, E> {
+        Ok(TagValue::Text(v.to_string()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<TagValue, E> {
+        // The same text serde_json gives the number (tags are labels, not money).
+        Ok(TagValue::Text(serde_json::Number::from_f64(v).map(|n| n.to_string()).unwrap_or_default()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TagValue, A::Error> {
+        while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+        Ok(TagValue::Nested)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TagValue, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(TagValue::Nested)
+    }
 }
 
 /// Shorten text for an error message or a quarantine record (UTF-8 safe), saying how much was cut.

@@ -165,16 +165,31 @@ pub fn raw_record(rec: &csv::ByteRecord) -> String {
 struct Row<'r> {
     cols: &'r ColumnMap,
     rec: &'r csv::ByteRecord,
+    /// The whole record as text when it is valid UTF-8 (checked once, not per field).
+    all: Option<&'r str>,
     rounded: u64,
 }
 
 impl<'r> Row<'r> {
+    fn new(cols: &'r ColumnMap, rec: &'r csv::ByteRecord) -> Row<'r> {
+        Row { cols, rec, all: std::str::from_utf8(rec.as_slice()).ok(), rounded: 0 }
+    }
+
+    /// Field `i` as text, or which column is not UTF-8.
+    fn field(&self, i: usize, name: &str) -> Result<Option<&'r str>, String> {
+        if let Some(all) = self.all {
+            // Fields start and end at ASCII delimiters, so they are char boundaries.
+            return Ok(self.rec.range(i).and_then(|r| all.get(r)));
+        }
+        let Some(raw) = self.rec.get(i) else { return Ok(None) };
+        std::str::from_utf8(raw)
+            .map(Some)
+            .map_err(|e| format!("column {name} is not valid UTF-8 (at byte {})", e.valid_up_to()))
+    }
+
     fn text(&self, c: Col) -> Result<Option<&'r str>, String> {
         let Some(i) = self.cols.pos(c) else { return Ok(None) };
-        let Some(raw) = self.rec.get(i) else { return Ok(None) };
-        let s = std::str::from_utf8(raw)
-            .map_err(|e| format!("column {} is not valid UTF-8 (at byte {})", col_name(c), e.valid_up_to()))?;
-        Ok(opt(s))
+        Ok(self.field(i, col_name(c))?.and_then(opt))
     }
 
     fn string(&self, c: Col) -> Result<Option<String>, String> {
@@ -208,7 +223,7 @@ pub fn normalize_record(
     rec: &csv::ByteRecord,
     location: &str,
 ) -> Result<(ChargeLine, u64), RowError> {
-    let mut row = Row { cols, rec, rounded: 0 };
+    let mut row = Row::new(cols, rec);
     match build(&mut row) {
         Ok(line) => {
             let mut line = line;
@@ -242,9 +257,7 @@ fn build(row: &mut Row<'_>) -> Result<ChargeLine, String> {
     };
     let mut x_extra = BTreeMap::new();
     for &i in &row.cols.extra {
-        let Some(raw) = row.rec.get(i) else { continue };
-        let s = std::str::from_utf8(raw)
-            .map_err(|e| format!("column {} is not valid UTF-8 (at byte {})", row.cols.name(i), e.valid_up_to()))?;
+        let Some(s) = row.field(i, row.cols.name(i))? else { continue };
         if let Some(v) = opt(s) {
             x_extra.insert(row.cols.name(i).to_string(), v.to_string());
         }
