@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
-use super::sqlite_bulk::{BulkConn, Staged};
+use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
 /// Rows per multi-row INSERT (35 values each; well under SQLite's bind-variable limit).
@@ -360,13 +360,15 @@ impl LedgerStore for SqliteLedger {
     async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
         if let Some((path, conn)) = &self.bulk {
             let (path, conn) = (path.clone(), conn.clone());
+            // Formatting happens on this thread, binding and stepping on the staging thread.
+            let rendered = Rendered::new(&lines).map_err(LedgerError::Bulk)?;
             let staged = tokio::task::spawn_blocking(move || {
                 let mut guard = conn.lock().map_err(|_| "bulk connection lock poisoned".to_string())?;
                 if guard.is_none() {
                     *guard = Some(BulkConn::open(&path)?);
                 }
                 match guard.as_mut() {
-                    Some(c) => c.stage(load, to_i64(first_row), &lines, &now()),
+                    Some(c) => c.stage(load, to_i64(first_row), &lines, &rendered, &now()),
                     None => Err("bulk connection missing".to_string()),
                 }
             })

@@ -11,7 +11,6 @@ use std::ptr;
 
 use costledger_core::{ChargeLine, write_canonical, write_ts};
 use libsqlite3_sys as ffi;
-use rust_decimal::Decimal;
 
 use super::{CHARGE_COLUMNS, LoadId};
 
@@ -60,7 +59,11 @@ impl BulkConn {
         if rc != ffi::SQLITE_OK {
             return Err(format!("cannot open {} for bulk staging: {}", path.display(), conn.errmsg()));
         }
-        conn.exec("PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON")?;
+        // A page cache that holds a whole batch (the default 2 MB spills mid-transaction).
+        conn.exec(
+            "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+             PRAGMA cache_size = -4096",
+        )?;
         let cols = CHARGE_COLUMNS.join(", ");
         let marks = vec!["?"; CHARGE_COLUMNS.len()].join(", ");
         conn.insert = conn.prepare(&format!("INSERT INTO charges ({cols}) VALUES ({marks})"))?;
@@ -96,10 +99,11 @@ impl BulkConn {
         load: LoadId,
         first_row: i64,
         lines: &[ChargeLine],
+        rendered: &Rendered,
         now: &str,
     ) -> Result<Staged, String> {
         self.exec("BEGIN IMMEDIATE")?;
-        let r = self.stage_in_tx(load, first_row, lines, now);
+        let r = self.stage_in_tx(load, first_row, lines, rendered, now);
         // SAFETY: the statements are valid; clearing drops every pointer bound to scratch text.
         unsafe {
             ffi::sqlite3_reset(self.insert);
@@ -119,43 +123,27 @@ impl BulkConn {
         }
     }
 
-    fn stage_in_tx(&mut self, load: LoadId, first_row: i64, lines: &[ChargeLine], now: &str) -> Result<Staged, String> {
-        // Per-row scratch for formatted values; bound with SQLITE_STATIC, so they must outlive
-        // the step (they do: they are only rewritten before the next row's binds).
-        let mut scratch: [String; 12] = Default::default();
+    fn stage_in_tx(
+        &mut self,
+        load: LoadId,
+        first_row: i64,
+        lines: &[ChargeLine],
+        r: &Rendered,
+        now: &str,
+    ) -> Result<Staged, String> {
         let s = self.insert;
         for (n, l) in lines.iter().enumerate() {
-            for b in scratch.iter_mut() {
-                b.clear();
-            }
-            let [ts0, ts1, ts2, ts3, d0, d1, d2, d3, d4, d5, tags, extra] = &mut scratch;
-            write_ts(ts0, l.billing_period_start);
-            write_ts(ts1, l.billing_period_end);
-            write_ts(ts2, l.charge_period_start);
-            write_ts(ts3, l.charge_period_end);
-            dec(d0, Some(l.billed_cost));
-            dec(d1, l.effective_cost);
-            dec(d2, l.list_cost);
-            dec(d3, l.contracted_cost);
-            dec(d4, l.pricing_quantity);
-            dec(d5, l.consumed_quantity);
-            let t = l.tags_json();
-            let x = l.x_extra_json();
-            if let Some(t) = &t {
-                tags.push_str(t);
-            }
-            if let Some(x) = &x {
-                extra.push_str(x);
-            }
+            let f = |k: usize| r.field(n, k);
+            let [ts0, ts1, ts2, ts3, d0, d1, d2, d3, d4, d5, tags, extra] = std::array::from_fn(f);
             let vals: [Option<&str>; 34] = [
                 Some(&l.billing_account_id),
                 l.billing_account_name.as_deref(),
                 l.sub_account_id.as_deref(),
                 l.sub_account_name.as_deref(),
-                Some(ts0),
-                Some(ts1),
-                Some(ts2),
-                Some(ts3),
+                ts0,
+                ts1,
+                ts2,
+                ts3,
                 Some(l.charge_category.as_str()),
                 l.charge_class.map(|c| c.as_str()),
                 l.charge_description.as_deref(),
@@ -168,23 +156,24 @@ impl BulkConn {
                 l.resource_id.as_deref(),
                 l.resource_name.as_deref(),
                 l.sku_id.as_deref(),
-                Some(d0),
-                nonempty(d1),
-                nonempty(d2),
-                nonempty(d3),
+                d0,
+                d1,
+                d2,
+                d3,
                 Some(&l.billing_currency),
-                nonempty(d4),
+                d4,
                 l.pricing_unit.as_deref(),
-                nonempty(d5),
+                d5,
                 l.consumed_unit.as_deref(),
                 l.commitment_discount_id.as_deref(),
                 l.invoice_id.as_deref(),
-                t.as_ref().map(|_| tags.as_str()),
-                x.as_ref().map(|_| extra.as_str()),
+                tags,
+                extra,
                 l.source_ref.as_deref(),
             ];
             // SAFETY: `s` is a valid prepared statement with 36 parameters; every text pointer
-            // stays valid until the step below (see `scratch`), and lengths are exact.
+            // (into `lines` and `r`, borrowed for the whole call) outlives the step below, and
+            // lengths are exact.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
                     let rc = match v {
@@ -226,12 +215,63 @@ impl BulkConn {
     }
 }
 
-fn dec(out: &mut String, d: Option<Decimal>) {
-    if let Some(d) = d {
-        write_canonical(out, d);
-    }
+/// The formatted values of a batch (timestamps, amounts, tags and extra columns as the
+/// ledger's text), built on the caller's thread so the staging thread only binds and steps.
+pub(crate) struct Rendered {
+    text: String,
+    /// End offset of each field, `FIELDS` per line; an empty field is NULL.
+    ends: Vec<u32>,
 }
 
-fn nonempty(s: &str) -> Option<&str> {
-    if s.is_empty() { None } else { Some(s) }
+/// Rendered fields per line: 4 timestamps, 6 amounts, tags, extra.
+const FIELDS: usize = 12;
+
+impl Rendered {
+    pub(crate) fn new(lines: &[ChargeLine]) -> Result<Rendered, String> {
+        let mut r =
+            Rendered { text: String::with_capacity(lines.len() * 160), ends: Vec::with_capacity(lines.len() * FIELDS) };
+        for l in lines {
+            for t in [l.billing_period_start, l.billing_period_end, l.charge_period_start, l.charge_period_end] {
+                write_ts(&mut r.text, t);
+                r.end()?;
+            }
+            for d in [
+                Some(l.billed_cost),
+                l.effective_cost,
+                l.list_cost,
+                l.contracted_cost,
+                l.pricing_quantity,
+                l.consumed_quantity,
+            ] {
+                if let Some(d) = d {
+                    write_canonical(&mut r.text, d);
+                }
+                r.end()?;
+            }
+            if let Some(t) = l.tags_json() {
+                r.text.push_str(&t);
+            }
+            r.end()?;
+            if let Some(x) = l.x_extra_json() {
+                r.text.push_str(&x);
+            }
+            r.end()?;
+        }
+        Ok(r)
+    }
+
+    fn end(&mut self) -> Result<(), String> {
+        let end = u32::try_from(self.text.len()).map_err(|_| "a batch's formatted values exceed 4 GB".to_string())?;
+        self.ends.push(end);
+        Ok(())
+    }
+
+    /// Field `k` of line `n`; `None` when empty (an absent value; timestamps and BilledCost
+    /// are never empty).
+    fn field(&self, n: usize, k: usize) -> Option<&str> {
+        let i = n * FIELDS + k;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let end = self.ends[i] as usize;
+        if start == end { None } else { self.text.get(start..end) }
+    }
 }

@@ -196,7 +196,8 @@ fn read_file<F: RecordFormat>(
     let mut batch = Batch::default();
     let mut rec = csv::ByteRecord::new();
     loop {
-        if cancel.is_cancelled() {
+        // Checked every 1024 records (the token is a lock, not a plain flag).
+        if batch.records % 1024 == 0 && cancel.is_cancelled() {
             return Err(ConnectorError::Cancelled);
         }
         let line = rdr.position().line();
