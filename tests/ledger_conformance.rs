@@ -13,7 +13,7 @@ use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
     ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome,
 };
-use costledger_core::{ChargeLine, Context, PeriodWindow, Totals};
+use costledger_core::{ChargeLine, Context, PeriodWindow, Totals, parse_timestamp};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
 
@@ -85,12 +85,28 @@ async fn lines_round_trip_exactly(s: Box<dyn LedgerStore>) {
     l.charge_class = Some(costledger_core::ChargeClass::Correction);
     l.tags.insert("Tab\tKey".into(), "line\nbreak \\ back".into());
     l.charge_description = Some("=HYPERLINK(\"x\")\ttab".into());
-    load_lines(s.as_ref(), src, "a", "k", std::slice::from_ref(&l)).await;
+    // Amounts at every edge of the binary NUMERIC encoding (PostgreSQL) and of the canonical
+    // text (SQLite): negative with 22 places, zero, whole base-10000 groups, the largest
+    // mantissa, and a timestamp with microseconds.
+    let mut m = line("-1234567.1234567890123456789012", "EUR");
+    m.effective_cost = Some(dec("0.000"));
+    m.contracted_cost = Some(dec("100000000"));
+    m.list_cost = Some(dec("-0.0001"));
+    m.consumed_quantity = Some(dec("79228162514264337593543950335"));
+    m.pricing_quantity = Some(dec("-7.9228162514264337593543950335"));
+    m.charge_period_end = parse_timestamp("2026-10-06T00:00:00.123456Z").expect("ts");
+    m.source_ref = Some("test:2".into());
+    load_lines(s.as_ref(), src, "a", "k", &[l.clone(), m.clone()]).await;
     let back: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
-    assert_eq!(back.len(), 1);
-    let got = back.into_iter().next().expect("one").expect("row");
+    assert_eq!(back.len(), 2);
+    let mut back = back.into_iter().map(|r| r.expect("row"));
+    let got = back.next().expect("first");
     assert_eq!(got.source, "t");
     assert_eq!(got.line, l);
+    let got = back.next().expect("second");
+    assert_eq!(got.line, m);
+    assert_eq!(got.line.billed_cost.to_string(), "-1234567.1234567890123456789012");
+    assert_eq!(got.line.list_cost.map(|d| d.normalize().to_string()).as_deref(), Some("-0.0001"));
 }
 
 async fn same_delivery_twice_changes_nothing(s: Box<dyn LedgerStore>) {

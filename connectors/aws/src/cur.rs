@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::clip;
 use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp};
+use costledger_focus::normalize::first_non_utf8_field;
 use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
@@ -207,10 +208,8 @@ impl RecordFormat for CurColumns {
             raw_amount: self.raw_amount(rec),
             currency: self.raw_currency(rec),
         };
-        for (i, f) in rec.iter().enumerate() {
-            if std::str::from_utf8(f).is_err() {
-                return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
-            }
+        if let Some(i) = first_non_utf8_field(rec) {
+            return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
         }
         let s = |c: C| self.get(rec, c).map(str::to_string);
         let time = |c: C| -> Result<DateTime<Utc>, RowError> {

@@ -23,7 +23,7 @@ use costledger_core::text::clip;
 use costledger_core::{
     BillingPeriod, ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp,
 };
-use costledger_focus::normalize::ColumnMap;
+use costledger_focus::normalize::{ColumnMap, first_non_utf8_field};
 use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
@@ -203,10 +203,8 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             raw_amount: self.raw_amount(rec),
             currency: self.raw_currency(rec),
         };
-        for (i, f) in rec.iter().enumerate() {
-            if std::str::from_utf8(f).is_err() {
-                return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
-            }
+        if let Some(i) = first_non_utf8_field(rec) {
+            return Err(fail(format!("column {} is not valid UTF-8", self.column_name(i))));
         }
         let s = |c: C| self.get(rec, c).map(str::to_string);
         let date_of = |c: C| -> Result<Option<DateTime<Utc>>, RowError> {

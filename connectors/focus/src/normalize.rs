@@ -151,6 +151,15 @@ impl ColumnMap {
     }
 }
 
+/// The first field of a record that is not valid UTF-8 (one check of the whole record in the
+/// usual case, field by field only when it fails).
+pub fn first_non_utf8_field(rec: &csv::ByteRecord) -> Option<usize> {
+    if std::str::from_utf8(rec.as_slice()).is_ok() {
+        return None;
+    }
+    rec.iter().position(|f| std::str::from_utf8(f).is_err())
+}
+
 /// The record as one CSV line (lossy UTF-8), clipped for quarantine.
 pub fn raw_record(rec: &csv::ByteRecord) -> String {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b' ')).from_writer(Vec::new());

@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record};
 
 /// Batches in flight between the parser thread and the loader.
-const CHANNEL_DEPTH: usize = 2;
+const CHANNEL_DEPTH: usize = 1;
+
+/// A batch is also closed at this much record text, so wide files (a 195-column CUR) keep
+/// batches, and so peak memory, about as small as narrow ones.
+pub const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// A CSV bill format: its header becomes a column map that turns records into lines. The
 /// reader (gzip detection, record limits, batching, the bounded channel) is shared by every
@@ -194,6 +198,7 @@ fn read_file<F: RecordFormat>(
     }
     let cols = F::from_header(&header).map_err(|m| ConnectorError::input(format!("{file}:1"), m, F::HEADER_HINT))?;
     let mut batch = Batch::default();
+    let mut batch_bytes = 0usize;
     let mut rec = csv::ByteRecord::new();
     loop {
         // Checked every 1024 records (the token is a lock, not a plain flag).
@@ -208,7 +213,9 @@ fn read_file<F: RecordFormat>(
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
         push_record(&cols, &rec, format!("{file}:{line}"), &mut batch);
-        if batch.lines.len() + batch.errors.len() >= batch_rows {
+        batch_bytes += rec.as_slice().len();
+        if batch.lines.len() + batch.errors.len() >= batch_rows || batch_bytes >= MAX_BATCH_BYTES {
+            batch_bytes = 0;
             let full = std::mem::take(&mut batch);
             if tx.blocking_send(Ok(full)).is_err() {
                 return Err(ConnectorError::Cancelled);

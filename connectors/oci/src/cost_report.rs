@@ -15,6 +15,7 @@ use chrono::{DateTime, Datelike, TimeZone, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::clip;
 use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp};
+use costledger_focus::normalize::first_non_utf8_field;
 use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
@@ -97,10 +98,8 @@ impl CostReportColumns {
 }
 
 fn utf8_check(rec: &csv::ByteRecord, names: &[String]) -> Result<(), String> {
-    for (i, f) in rec.iter().enumerate() {
-        if std::str::from_utf8(f).is_err() {
-            return Err(format!("column {} is not valid UTF-8", names.get(i).map(String::as_str).unwrap_or("?")));
-        }
+    if let Some(i) = first_non_utf8_field(rec) {
+        return Err(format!("column {} is not valid UTF-8", names.get(i).map(String::as_str).unwrap_or("?")));
     }
     Ok(())
 }
