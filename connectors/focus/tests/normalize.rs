@@ -228,3 +228,31 @@ async fn public_focus_sample_loads_every_row() {
     assert!(lines.iter().all(|l| l.charge_class.is_none() && l.resource_name.as_deref() != Some("NULL")));
     assert!(lines.iter().any(|l| !l.tags.is_empty()));
 }
+
+/// Wide records close a batch at `MAX_BATCH_BYTES` of record text, before `batch_rows` lines,
+/// so memory stays bounded whatever the width of the file; nothing is lost across batches.
+#[tokio::test]
+async fn wide_records_close_batches_by_size() {
+    use costledger_focus::reader::MAX_BATCH_BYTES;
+    let pad = "x".repeat(4000);
+    let mut csv = format!("{HEAD},ChargeDescription\n");
+    let rows = 1500;
+    for i in 0..rows {
+        csv.push_str(&format!("0.01,USD,A{i},2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,{pad}\n"));
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("wide.csv");
+    std::fs::write(&p, csv).expect("write");
+    let mut s = stream_files(vec![p], 100_000, CancellationToken::new());
+    let mut batches = Vec::new();
+    while let Some(b) = s.next().await {
+        batches.push(b.expect("batch"));
+    }
+    let per_batch = MAX_BATCH_BYTES / 4000 + 1;
+    assert!(batches.len() >= rows / per_batch, "{} batches", batches.len());
+    assert!(batches.iter().all(|b| b.lines.len() <= per_batch));
+    let lines: usize = batches.iter().map(|b| b.lines.len()).sum();
+    assert_eq!(lines, rows);
+    let total: rust_decimal::Decimal = batches.iter().flat_map(|b| &b.lines).map(|l| l.billed_cost).sum();
+    assert_eq!(canonical(total), "15");
+}
