@@ -185,9 +185,22 @@ mod tests {
         assert_eq!(t["on"], "true");
         assert_eq!(t["x"], "");
         assert!(parse_tags_json("NULL").expect("null").is_empty());
-        assert!(parse_tags_json("[1]").is_err());
-        assert!(parse_tags_json(r#"{"a":{"b":1}}"#).is_err());
-        assert!(parse_tags_json("team=x").is_err());
+        let t = parse_tags_json(r#"{"f":1.5,"big":-12345678901234567890}"#).expect("numbers");
+        assert_eq!((t["f"].as_str(), t["big"].as_str()), ("1.5", "-1.2345678901234567e+19"));
+        assert_eq!(parse_tags_json("[1]"), Err("Tags is not a JSON object".to_string()));
+        assert_eq!(parse_tags_json(r#""x""#), Err("Tags is not a JSON object".to_string()));
+        assert_eq!(
+            parse_tags_json(r#"{"team":"a","a":{"b":[1]}}"#),
+            Err("Tags value of key 'a' is a nested object or array".to_string())
+        );
+        assert_eq!(
+            parse_tags_json(r#"{"a":[1,2]}"#),
+            Err("Tags value of key 'a' is a nested object or array".to_string())
+        );
+        let e = parse_tags_json("team=x").expect_err("not JSON");
+        assert!(e.starts_with("Tags is not a JSON object: expected"), "{e}");
+        let e = parse_tags_json(r#"{"a":"b"} x"#).expect_err("trailing");
+        assert!(e.starts_with("Tags is not a JSON object: trailing characters"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use parquet::record::Field;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::reader::{RecordFormat, push_record};
+use crate::reader::{Batcher, RecordFormat};
 
 /// `PAR1` at the start of a file.
 pub const MAGIC: [u8; 4] = *b"PAR1";
@@ -102,10 +102,10 @@ pub fn read_parquet<F: RecordFormat>(
     let cols =
         F::from_header(&header).map_err(|m| ConnectorError::input(format!("{file} (schema)"), m, F::HEADER_HINT))?;
     let rows = reader.get_row_iter(None).map_err(|e| input(&file, e))?;
-    let mut batch = Batch::default();
+    let mut batcher = Batcher::new(batch_rows, tx, cancel);
     let mut rec = csv::ByteRecord::new();
     for (n, row) in rows.enumerate() {
-        if cancel.is_cancelled() {
+        if batcher.cancelled() {
             return Err(ConnectorError::Cancelled);
         }
         let row = row.map_err(|e| input(&format!("{file} row {}", n + 1), e))?;
@@ -113,16 +113,7 @@ pub fn read_parquet<F: RecordFormat>(
         for (_, v) in row.get_column_iter() {
             rec.push_field(text(v).as_bytes());
         }
-        push_record(&cols, &rec, format!("{file}:row {}", n + 1), &mut batch);
-        if batch.lines.len() + batch.errors.len() >= batch_rows {
-            let full = std::mem::take(&mut batch);
-            if tx.blocking_send(Ok(full)).is_err() {
-                return Err(ConnectorError::Cancelled);
-            }
-        }
+        batcher.push(&cols, &rec, format!("{file}:row {}", n + 1))?;
     }
-    if batch.records > 0 && tx.blocking_send(Ok(batch)).is_err() {
-        return Err(ConnectorError::Cancelled);
-    }
-    Ok(())
+    batcher.finish()
 }

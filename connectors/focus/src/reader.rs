@@ -143,7 +143,7 @@ fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
 
 /// One record into the batch: a line, or a row error (wrong width, an oversized field, or
 /// what the format's normaliser says).
-pub(crate) fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: String, batch: &mut Batch) {
+fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: String, batch: &mut Batch) {
     batch.records += 1;
     let error = |reason: String| RowError {
         location: location.clone(),
@@ -172,6 +172,59 @@ pub(crate) fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, loca
     }
 }
 
+/// Collects records into batches and sends them: a batch closes at `batch_rows` records or at
+/// [`MAX_BATCH_BYTES`] of record text, whichever comes first. Shared by the CSV and Parquet
+/// readers, so every file format has the same memory bound and cancellation check.
+pub(crate) struct Batcher<'a> {
+    batch: Batch,
+    bytes: usize,
+    batch_rows: usize,
+    tx: &'a mpsc::Sender<Result<Batch, ConnectorError>>,
+    cancel: &'a CancellationToken,
+}
+
+impl<'a> Batcher<'a> {
+    pub(crate) fn new(
+        batch_rows: usize,
+        tx: &'a mpsc::Sender<Result<Batch, ConnectorError>>,
+        cancel: &'a CancellationToken,
+    ) -> Batcher<'a> {
+        Batcher { batch: Batch::default(), bytes: 0, batch_rows: batch_rows.max(1), tx, cancel }
+    }
+
+    /// Cancelled? Checked every 1024 records (the token is a lock, not a plain flag).
+    pub(crate) fn cancelled(&self) -> bool {
+        self.batch.records.is_multiple_of(1024) && self.cancel.is_cancelled()
+    }
+
+    /// One record in; the batch is sent when full.
+    pub(crate) fn push<F: RecordFormat>(
+        &mut self,
+        cols: &F,
+        rec: &csv::ByteRecord,
+        location: String,
+    ) -> Result<(), ConnectorError> {
+        push_record(cols, rec, location, &mut self.batch);
+        self.bytes += rec.as_slice().len();
+        if self.batch.lines.len() + self.batch.errors.len() >= self.batch_rows || self.bytes >= MAX_BATCH_BYTES {
+            self.bytes = 0;
+            let full = std::mem::take(&mut self.batch);
+            if self.tx.blocking_send(Ok(full)).is_err() {
+                return Err(ConnectorError::Cancelled);
+            }
+        }
+        Ok(())
+    }
+
+    /// Send what is left.
+    pub(crate) fn finish(self) -> Result<(), ConnectorError> {
+        if self.batch.records > 0 && self.tx.blocking_send(Ok(self.batch)).is_err() {
+            return Err(ConnectorError::Cancelled);
+        }
+        Ok(())
+    }
+}
+
 fn read_file<F: RecordFormat>(
     path: &Path,
     batch_rows: usize,
@@ -197,12 +250,10 @@ fn read_file<F: RecordFormat>(
         Err(e) => return Err(io_error(&file, 1, &e, gz)),
     }
     let cols = F::from_header(&header).map_err(|m| ConnectorError::input(format!("{file}:1"), m, F::HEADER_HINT))?;
-    let mut batch = Batch::default();
-    let mut batch_bytes = 0usize;
+    let mut batcher = Batcher::new(batch_rows, tx, cancel);
     let mut rec = csv::ByteRecord::new();
     loop {
-        // Checked every 1024 records (the token is a lock, not a plain flag).
-        if batch.records % 1024 == 0 && cancel.is_cancelled() {
+        if batcher.cancelled() {
             return Err(ConnectorError::Cancelled);
         }
         let line = rdr.position().line();
@@ -212,18 +263,7 @@ fn read_file<F: RecordFormat>(
             Err(e) => return Err(io_error(&file, line, &e, gz)),
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
-        push_record(&cols, &rec, format!("{file}:{line}"), &mut batch);
-        batch_bytes += rec.as_slice().len();
-        if batch.lines.len() + batch.errors.len() >= batch_rows || batch_bytes >= MAX_BATCH_BYTES {
-            batch_bytes = 0;
-            let full = std::mem::take(&mut batch);
-            if tx.blocking_send(Ok(full)).is_err() {
-                return Err(ConnectorError::Cancelled);
-            }
-        }
+        batcher.push(&cols, &rec, format!("{file}:{line}"))?;
     }
-    if batch.records > 0 && tx.blocking_send(Ok(batch)).is_err() {
-        return Err(ConnectorError::Cancelled);
-    }
-    Ok(())
+    batcher.finish()
 }
