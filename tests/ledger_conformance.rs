@@ -23,7 +23,7 @@ async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
     let batch: Vec<ChargeLine> = vec![one; 10_000];
     let id = s.begin_load(&new_load(src, "big", "k1", "test:1:1")).await.expect("begin");
     for i in 0..100 {
-        s.stage_lines(id, i * 10_000, batch.clone()).await.expect("stage");
+        s.stage_lines(id, i * 10_000, batch.clone(), None).await.expect("stage");
     }
     let mut sm = summary_of(&batch);
     sm.row_count = 1_000_000;
@@ -49,7 +49,7 @@ async fn wide_amounts_sum_beyond_a_decimal(s: Box<dyn LedgerStore>) {
     let batch: Vec<ChargeLine> = vec![line("1.0000000000000000000000000001", "GBP"); 999_999 / 9];
     let id = s.begin_load(&new_load(src2, "b", "k", "test:1:1")).await.expect("begin");
     for i in 0..9 {
-        s.stage_lines(id, i * (999_999 / 9), batch.clone()).await.expect("stage");
+        s.stage_lines(id, i * (999_999 / 9), batch.clone(), None).await.expect("stage");
     }
     s.commit_load(id, &summary_of(&batch)).await.expect("commit");
     assert_eq!(total(s.as_ref(), "GBP").await.to_string(), "999999.0000000000000000000000999999");
@@ -170,7 +170,7 @@ async fn staging_is_invisible_and_failure_leaves_nothing(s: Box<dyn LedgerStore>
     let src = s.ensure_source("t", "test").await.expect("source");
     load_lines(s.as_ref(), src, "a", "k1", &[line("5", "USD")]).await;
     let id = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
-    s.stage_lines(id, 0, vec![line("100", "USD"), line("200", "USD")]).await.expect("stage");
+    s.stage_lines(id, 0, vec![line("100", "USD"), line("200", "USD")], None).await.expect("stage");
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5", "staged lines must be invisible");
     assert!(s.fail_load(id, "boom").await.expect("fail"));
     assert!(!s.fail_load(id, "again").await.expect("fail twice is a no-op"));
@@ -187,8 +187,8 @@ async fn concurrent_same_delivery_commits_once(s: Box<dyn LedgerStore>) {
     let lines = vec![line("1.5", "USD")];
     let a = s.begin_load(&new_load(src, "a", "same", "test:1:1")).await.expect("begin");
     let b = s.begin_load(&new_load(src, "a", "same", "test:2:2")).await.expect("begin");
-    s.stage_lines(a, 0, lines.clone()).await.expect("stage");
-    s.stage_lines(b, 0, lines.clone()).await.expect("stage");
+    s.stage_lines(a, 0, lines.clone(), None).await.expect("stage");
+    s.stage_lines(b, 0, lines.clone(), None).await.expect("stage");
     assert_eq!(
         s.commit_load(a, &summary_of(&lines)).await.expect("commit"),
         CommitOutcome::Current { superseded: None }
@@ -223,7 +223,7 @@ async fn stale_staging_loads_are_swept(s: Box<dyn LedgerStore>) {
     let alive =
         s.begin_load(&new_load(src, "b", "k1", &format!("{host}:{}:1", std::process::id()))).await.expect("begin");
     let remote = s.begin_load(&new_load(src, "c", "k1", "elsewhere:1:1")).await.expect("begin");
-    s.stage_lines(dead, 0, vec![line("9", "USD")]).await.expect("stage");
+    s.stage_lines(dead, 0, vec![line("9", "USD")], None).await.expect("stage");
     let swept = sweep_stale(s.as_ref(), Duration::from_secs(3600)).await.expect("sweep");
     assert_eq!(swept, vec![dead]);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -293,6 +293,62 @@ conformance!(
     runs_are_recorded,
     filters_by_time_and_source,
 );
+
+/// Charges written under schema 3 (keyed by a (load_id, row_no) primary key) are all still
+/// there, found, summed and deletable after migration 4 re-keys them.
+#[tokio::test]
+async fn upgrade_to_charge_keys_keeps_every_charge() {
+    use costledger::ledger::Backend;
+    use costledger::ledger::migrations::migrator_upto;
+    use sqlx::Connection;
+    let legacy = [
+        // The first source and load of a fresh database: id 1 on both backends.
+        "INSERT INTO sources (name, kind, created_at) VALUES ('legacy', 'focus', '2026-10-01T00:00:00Z')",
+        "INSERT INTO loads (source_id, scope, delivery_key, state, owner, started_at, heartbeat_at, row_count) \
+         VALUES (1, 'a.csv', 'k1', 'current', 'o', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z', 2)",
+        "INSERT INTO charges (load_id, row_no, billing_account_id, billing_period_start, billing_period_end, \
+         charge_period_start, charge_period_end, charge_category, billed_cost, billing_currency) VALUES \
+         (1, 0, 'acct', '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', '2026-10-02T00:00:00Z', \
+          '2026-10-02T01:00:00Z', 'Usage', '1.25', 'USD'), \
+         (1, 1, 'acct', '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', '2026-10-03T00:00:00Z', \
+          '2026-10-03T01:00:00Z', 'Credit', '-0.0000000001', 'USD')",
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lite = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&lite).await.expect("sqlite");
+    migrator_upto(Backend::Sqlite, 3).run(&mut c).await.expect("schema 3");
+    for q in legacy {
+        sqlx::query(q).execute(&mut c).await.expect(q);
+    }
+    c.close().await.expect("close");
+    let mut urls = vec![lite.clone()];
+    if let Some(pg) = pg_schema_url().await {
+        let mut c = sqlx::PgConnection::connect(&pg).await.expect("postgres");
+        migrator_upto(Backend::Postgres, 3).run(&mut c).await.expect("schema 3");
+        for q in legacy {
+            sqlx::query(q).execute(&mut c).await.expect(q);
+        }
+        urls.push(pg);
+    }
+    for url in urls {
+        let s = costledger::ledger::open(&url).await.expect("open");
+        s.migrate().await.expect("migrate to the latest schema");
+        assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("count"), 2, "{url}");
+        assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.2499999999", "{url}");
+        let rows: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+        let rows: Vec<(i64, i64)> = rows.into_iter().map(|r| r.expect("row")).map(|r| (r.load_id, r.row_no)).collect();
+        assert_eq!(rows, vec![(1, 0), (1, 1)], "{url}");
+        // New loads stage and supersede the legacy one as usual.
+        let src = s.ensure_source("legacy", "focus").await.expect("source");
+        assert_eq!(src, 1);
+        let out = load_lines(s.as_ref(), src, "a.csv", "k8", &[line("3", "USD")]).await;
+        assert!(matches!(out, CommitOutcome::Current { superseded: Some(1) }), "{url}: {out:?}");
+        assert_eq!(total(s.as_ref(), "USD").await.to_string(), "3", "{url}");
+        assert_eq!(s.gc_superseded(Utc::now() + chrono::Duration::days(1)).await.expect("gc"), 1, "{url}");
+        let legacy_left = ChargeFilter { load: Some(1), ..Default::default() };
+        assert_eq!(s.count_charges(&legacy_left).await.expect("count"), 0, "{url}");
+    }
+}
 
 #[test]
 fn migrations_have_the_same_versions_on_both_backends() {

@@ -26,11 +26,23 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0003_run_ticks.sql"),
         include_str!("../../migrations/postgres/0003_run_ticks.sql"),
     ),
+    (
+        4,
+        "charge_keys",
+        include_str!("../../migrations/sqlite/0004_charge_keys.sql"),
+        include_str!("../../migrations/postgres/0004_charge_keys.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {
+    migrator_upto(backend, latest())
+}
+
+/// The migrations up to `version` only (upgrade tests start from an older schema).
+pub fn migrator_upto(backend: Backend, version: i64) -> Migrator {
     let list = MIGRATIONS
         .iter()
+        .filter(|m| m.0 <= version)
         .map(|(v, d, lite, pg)| {
             let sql = match backend {
                 Backend::Sqlite => *lite,

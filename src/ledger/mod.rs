@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeLine, ExactSum, RowError, Totals};
+use costledger_core::{ChargeLine, ExactSum, RowError, SpentLines, Totals};
 use futures::stream::BoxStream;
 
 pub type LoadId = i64;
@@ -397,8 +397,15 @@ pub trait LedgerStore: ReconcileStore {
     /// Append lines to a staging load (one transaction per call; also refreshes its heartbeat).
     /// `first_row` is the load-wide position of the first line (the loader numbers lines
     /// 0, 1, 2, … across batches). The batch is taken by value so a backend may hand it to a
-    /// blocking writer thread.
-    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()>;
+    /// blocking writer thread; as soon as the backend no longer needs the lines it gives them
+    /// to `spent` (when there is one), to be freed on the thread that allocated them.
+    async fn stage_lines(
+        &self,
+        load: LoadId,
+        first_row: u64,
+        lines: Vec<ChargeLine>,
+        spent: Option<SpentLines>,
+    ) -> Result<()>;
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
     /// One short transaction: the staging load becomes current for its scope, the previous
     /// current one superseded, the billing periods updated.

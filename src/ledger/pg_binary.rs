@@ -7,7 +7,9 @@
 //! of its canonical (normalised) text, exactly what the text format produced before.
 
 use chrono::{DateTime, Utc};
-use costledger_core::ChargeLine;
+use std::collections::BTreeMap;
+
+use costledger_core::{ChargeLine, write_map_json};
 use rust_decimal::Decimal;
 
 use super::LoadId;
@@ -24,13 +26,15 @@ const FIELDS: i16 = 36;
 /// A binary COPY payload: header, rows, trailer.
 pub(crate) struct CopyBuf {
     buf: Vec<u8>,
+    /// Reused for each line's tags and extra-column JSON.
+    json: String,
 }
 
 impl CopyBuf {
     pub(crate) fn with_capacity(rows: usize) -> CopyBuf {
         let mut buf = Vec::with_capacity(HEADER.len() + rows * 480 + 2);
         buf.extend_from_slice(HEADER);
-        CopyBuf { buf }
+        CopyBuf { buf, json: String::new() }
     }
 
     /// The payload, closed with the end-of-data marker.
@@ -76,8 +80,19 @@ impl CopyBuf {
         }
     }
 
+    fn map(&mut self, m: &BTreeMap<String, String>) {
+        let mut json = std::mem::take(&mut self.json);
+        json.clear();
+        if write_map_json(&mut json, m) {
+            self.text(Some(&json));
+        } else {
+            self.null();
+        }
+        self.json = json;
+    }
+
     /// One row, fields in `CHARGE_COLUMNS` order.
-    pub(crate) fn line(&mut self, l: &ChargeLine, tags: Option<&str>, extra: Option<&str>, load: LoadId, row_no: u64) {
+    pub(crate) fn line(&mut self, l: &ChargeLine, load: LoadId, row_no: u64) {
         self.buf.extend_from_slice(&FIELDS.to_be_bytes());
         self.text(Some(&l.billing_account_id));
         self.text(l.billing_account_name.as_deref());
@@ -110,8 +125,8 @@ impl CopyBuf {
         self.text(l.consumed_unit.as_deref());
         self.text(l.commitment_discount_id.as_deref());
         self.text(l.invoice_id.as_deref());
-        self.text(tags);
-        self.text(extra);
+        self.map(&l.tags);
+        self.map(&l.x_extra);
         self.text(l.source_ref.as_deref());
         self.int8(load);
         self.int8(row_no as i64);

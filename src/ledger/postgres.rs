@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, SpentLines};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -182,7 +182,12 @@ impl PgLedger {
 
 mod rec {
     use super::*;
-    super::super::reconcile_sql::reconcile_sql!(sqlx::Postgres, PgPool, super::super::reconcile_sql::dollar);
+    super::super::reconcile_sql::reconcile_sql!(
+        sqlx::Postgres,
+        PgPool,
+        super::super::reconcile_sql::dollar,
+        "c.load_id = l.id"
+    );
 }
 
 super::reconcile_sql::reconcile_impl!(PgLedger);
@@ -285,12 +290,21 @@ impl LedgerStore for PgLedger {
         .await?)
     }
 
-    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
+    async fn stage_lines(
+        &self,
+        load: LoadId,
+        first_row: u64,
+        lines: Vec<ChargeLine>,
+        spent: Option<SpentLines>,
+    ) -> Result<()> {
         let mut buf = CopyBuf::with_capacity(lines.len());
         for (n, l) in lines.iter().enumerate() {
-            buf.line(l, l.tags_json().as_deref(), l.x_extra_json().as_deref(), load, first_row + n as u64);
+            buf.line(l, load, first_row + n as u64);
         }
-        drop(lines);
+        match spent {
+            Some(spent) => spent.give(lines),
+            None => drop(lines),
+        }
         let buf = buf.finish();
         let mut tx = self.pool.begin().await?;
         // Staged rows need no flush of their own: the load only becomes visible through the

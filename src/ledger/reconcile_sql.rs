@@ -27,7 +27,7 @@ pub(crate) fn same(sql: &str) -> String {
 pub(crate) const INSERT_CHUNK: usize = 1_000;
 
 macro_rules! reconcile_sql {
-    ($db:ty, $pool:ty, $ph:path) => {
+    ($db:ty, $pool:ty, $ph:path, $charges_of_l:expr) => {
         use super::reconcile_sql::INSERT_CHUNK;
         use super::{AllocationRow, Finding, FxRate, InvoiceRow, ReconcileState};
         use sqlx::QueryBuilder;
@@ -320,12 +320,12 @@ macro_rules! reconcile_sql {
         }
 
         pub(crate) async fn rec_period_history(pool: &$pool) -> Result<Vec<super::PeriodLoad>> {
-            sqlx::query(q("SELECT s.name, lp.period, COALESCE(bp.state, 'open'), l.id, l.state, l.delivery_key, \
+            sqlx::query(q(&format!("SELECT s.name, lp.period, COALESCE(bp.state, 'open'), l.id, l.state, l.delivery_key, \
                  l.superseded_by, lp.row_count, lp.totals, CASE WHEN lp.all_invoiced THEN 1 ELSE 0 END, \
-                 CASE WHEN EXISTS (SELECT 1 FROM charges c WHERE c.load_id = l.id) THEN 1 ELSE 0 END \
+                 CASE WHEN EXISTS (SELECT 1 FROM charges c WHERE {}) THEN 1 ELSE 0 END \
                  FROM load_periods lp JOIN loads l ON l.id = lp.load_id JOIN sources s ON s.id = l.source_id \
                  LEFT JOIN billing_periods bp ON bp.source_id = l.source_id AND bp.period = lp.period \
-                 WHERE l.state IN ('current', 'superseded') ORDER BY s.name, lp.period, l.id"))
+                 WHERE l.state IN ('current', 'superseded') ORDER BY s.name, lp.period, l.id", $charges_of_l)))
             .fetch_all(pool)
             .await?
             .iter()

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, canonical, format_ts, parse_timestamp};
+use costledger_core::{
+    ChargeCategory, ChargeClass, ChargeLine, RowError, SpentLines, canonical, format_ts, parse_timestamp,
+};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -20,6 +22,33 @@ use super::*;
 
 /// Rows per multi-row INSERT (35 values each; well under SQLite's bind-variable limit).
 const ROWS_PER_INSERT: usize = 500;
+
+/// A charge's rowid is `load_id * 2^32 + row_no` (migration 0004), so the rows of one load are
+/// one contiguous rowid range: that range is how SQLite finds them, as there is no index on
+/// `load_id`. Every join of `charges c` to `loads l` says both, so the planner can take either
+/// table first.
+macro_rules! charges_of_l {
+    () => {
+        "c.load_id = l.id AND c.id BETWEEN l.id * 4294967296 AND l.id * 4294967296 + 4294967295"
+    };
+}
+
+/// Delete the charges of load `?1`.
+const DELETE_LOAD_CHARGES: &str =
+    "DELETE FROM charges WHERE id BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295";
+
+/// Rows per load in the key space (the low 32 bits of a charge's rowid).
+const KEY_SPAN: i64 = 1 << 32;
+
+/// The rowid of row `row_no` of `load`.
+pub(crate) fn charge_key(load: LoadId, row_no: i64) -> std::result::Result<i64, String> {
+    if !(0..KEY_SPAN).contains(&row_no) || !(1..1 << 31).contains(&load) {
+        return Err(format!(
+            "load {load} row {row_no} is outside the ledger's key space (2^31 loads of 2^32 rows): split the delivery"
+        ));
+    }
+    Ok(load * KEY_SPAN + row_no)
+}
 
 pub struct SqliteLedger {
     pool: SqlitePool,
@@ -45,8 +74,8 @@ fn now() -> String {
 
 fn insert_sql(rows: usize) -> String {
     let cols = CHARGE_COLUMNS.join(", ");
-    let one = format!("({})", vec!["?"; CHARGE_COLUMNS.len()].join(", "));
-    let mut sql = format!("INSERT INTO charges ({cols}) VALUES ");
+    let one = format!("({})", vec!["?"; CHARGE_COLUMNS.len() + 1].join(", "));
+    let mut sql = format!("INSERT INTO charges ({cols}, id) VALUES ");
     sql.push_str(&vec![one; rows].join(", "));
     sql
 }
@@ -238,7 +267,8 @@ impl SqliteLedger {
                     .bind(l.x_extra_json())
                     .bind(&l.source_ref)
                     .bind(load)
-                    .bind(row_no);
+                    .bind(row_no)
+                    .bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
                 row_no += 1;
             }
             q.execute(&mut *tx).await?;
@@ -251,7 +281,12 @@ impl SqliteLedger {
 
 mod rec {
     use super::*;
-    super::super::reconcile_sql::reconcile_sql!(sqlx::Sqlite, SqlitePool, super::super::reconcile_sql::same);
+    super::super::reconcile_sql::reconcile_sql!(
+        sqlx::Sqlite,
+        SqlitePool,
+        super::super::reconcile_sql::same,
+        charges_of_l!()
+    );
 }
 
 super::reconcile_sql::reconcile_impl!(SqliteLedger);
@@ -259,11 +294,12 @@ super::reconcile_sql::reconcile_impl!(SqliteLedger);
 #[async_trait]
 impl LedgerStore for SqliteLedger {
     async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
-        sqlx::query(
+        sqlx::query(concat!(
             "SELECT s.name, substr(c.billing_period_start, 1, 7), MAX(c.charge_period_end) \
-             FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-             WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
-        )
+             FROM charges c JOIN loads l ON ",
+            charges_of_l!(),
+            " JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -272,11 +308,12 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
-        let mut v = sqlx::query(
+        let mut v = sqlx::query(concat!(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
-             MIN(c.charge_period_start) \
-             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2, 3",
-        )
+             MIN(c.charge_period_start) FROM charges c JOIN loads l ON ",
+            charges_of_l!(),
+            " WHERE l.state = 'current' GROUP BY 1, 2, 3",
+        ))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -357,25 +394,36 @@ impl LedgerStore for SqliteLedger {
         Ok(id)
     }
 
-    async fn stage_lines(&self, load: LoadId, first_row: u64, lines: Vec<ChargeLine>) -> Result<()> {
+    async fn stage_lines(
+        &self,
+        load: LoadId,
+        first_row: u64,
+        lines: Vec<ChargeLine>,
+        spent: Option<SpentLines>,
+    ) -> Result<()> {
         if let Some((path, conn)) = &self.bulk {
             let (path, conn) = (path.clone(), conn.clone());
             // Formatting happens on this thread, binding and stepping on the staging thread.
             let rendered = Rendered::new(&lines).map_err(LedgerError::Bulk)?;
             let staged = tokio::task::spawn_blocking(move || {
-                let mut guard = conn.lock().map_err(|_| "bulk connection lock poisoned".to_string())?;
-                if guard.is_none() {
-                    *guard = Some(BulkConn::open(&path)?);
+                let staged = (|| {
+                    let mut guard = conn.lock().map_err(|_| "bulk connection lock poisoned".to_string())?;
+                    if guard.is_none() {
+                        *guard = Some(BulkConn::open(&path)?);
+                    }
+                    match guard.as_mut() {
+                        Some(c) => c.stage(load, to_i64(first_row), &lines, &rendered, &now()),
+                        None => Err("bulk connection missing".to_string()),
+                    }
+                })();
+                if let Some(spent) = spent {
+                    spent.give(lines);
                 }
-                match guard.as_mut() {
-                    Some(c) => c.stage(load, to_i64(first_row), &lines, &rendered, &now()),
-                    None => Err("bulk connection missing".to_string()),
-                }
+                staged
             })
             .await
-            .map_err(|e| LedgerError::Bulk(e.to_string()))?
-            .map_err(LedgerError::Bulk)?;
-            return match staged {
+            .map_err(|e| LedgerError::Bulk(e.to_string()))?;
+            return match staged.map_err(LedgerError::Bulk)? {
                 Staged::Done => Ok(()),
                 Staged::NotStaging => Err(not_staging(load)),
             };
@@ -433,7 +481,7 @@ impl LedgerStore for SqliteLedger {
                 .bind(load)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query("DELETE FROM charges WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
+            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
             tx.commit().await?;
             return Ok(CommitOutcome::Duplicate { existing: *existing });
@@ -532,7 +580,7 @@ impl LedgerStore for SqliteLedger {
         .await?
         .rows_affected();
         if n > 0 {
-            sqlx::query("DELETE FROM charges WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
+            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -542,14 +590,14 @@ impl LedgerStore for SqliteLedger {
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64> {
         let ids: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM loads WHERE state = 'superseded' AND superseded_at < ? \
-             AND EXISTS (SELECT 1 FROM charges WHERE load_id = loads.id)",
+             AND EXISTS (SELECT 1 FROM charges WHERE id BETWEEN loads.id * 4294967296 AND loads.id * 4294967296 + 4294967295)",
         )
         .bind(format_ts(before))
         .fetch_all(&self.pool)
         .await?;
         for id in &ids {
             let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("DELETE FROM charges WHERE load_id = ?").bind(id).execute(&mut *tx).await?;
+            sqlx::query(DELETE_LOAD_CHARGES).bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
         }
@@ -587,9 +635,10 @@ impl LedgerStore for SqliteLedger {
         let order: Vec<String> = group.iter().map(|g| format!("{g} NULLS FIRST")).collect();
         let sql = format!(
             "SELECT {select}, COUNT(*), decimal_sum(c.billed_cost), decimal_sum(c.effective_cost) \
-             FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+             FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
              WHERE {w} GROUP BY {select} ORDER BY {}",
-            order.join(", ")
+            order.join(", "),
+            j = charges_of_l!()
         );
         let mut q = sqlx::query(AssertSqlSafe(sql));
         for b in binds {
@@ -618,7 +667,8 @@ impl LedgerStore for SqliteLedger {
     async fn count_charges(&self, f: &ChargeFilter) -> Result<u64> {
         let (w, binds) = filter_sql(f);
         let sql = format!(
-            "SELECT COUNT(*) FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id WHERE {w}"
+            "SELECT COUNT(*) FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id WHERE {w}",
+            j = charges_of_l!()
         );
         let mut q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql));
         for b in binds {
@@ -673,10 +723,11 @@ impl LedgerStore for SqliteLedger {
         let cols: Vec<String> = CHARGE_COLUMNS.iter().map(|c| format!("c.{c}")).collect();
         let order: Vec<String> = ORDER_COLUMNS.iter().map(|c| format!("c.{c} NULLS FIRST")).collect();
         let sql = format!(
-            "SELECT {}, s.name FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+            "SELECT {}, s.name FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
              WHERE {w} ORDER BY {}",
             cols.join(", "),
-            order.join(", ")
+            order.join(", "),
+            j = charges_of_l!()
         );
         Box::pin(async_stream_rows(&self.pool, sql, binds))
     }

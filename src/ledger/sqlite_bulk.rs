@@ -9,9 +9,10 @@ use std::ffi::{CStr, CString, c_char, c_int};
 use std::path::Path;
 use std::ptr;
 
-use costledger_core::{ChargeLine, write_canonical, write_ts};
+use costledger_core::{ChargeLine, write_canonical, write_map_json, write_ts};
 use libsqlite3_sys as ffi;
 
+use super::sqlite::charge_key;
 use super::{CHARGE_COLUMNS, LoadId};
 
 pub(crate) struct BulkConn {
@@ -65,8 +66,8 @@ impl BulkConn {
              PRAGMA cache_size = -4096",
         )?;
         let cols = CHARGE_COLUMNS.join(", ");
-        let marks = vec!["?"; CHARGE_COLUMNS.len()].join(", ");
-        conn.insert = conn.prepare(&format!("INSERT INTO charges ({cols}) VALUES ({marks})"))?;
+        let marks = vec!["?"; CHARGE_COLUMNS.len() + 1].join(", ");
+        conn.insert = conn.prepare(&format!("INSERT INTO charges ({cols}, id) VALUES ({marks})"))?;
         conn.heartbeat = conn.prepare("UPDATE loads SET heartbeat_at = ?1 WHERE id = ?2 AND state = 'staging'")?;
         Ok(conn)
     }
@@ -132,6 +133,15 @@ impl BulkConn {
         now: &str,
     ) -> Result<Staged, String> {
         let s = self.insert;
+        // Checking the batch's first and last keys covers every row in between.
+        let first_key = charge_key(load, first_row)?;
+        charge_key(load, (first_row + lines.len() as i64 - 1).max(first_row))?;
+        // What each text parameter is bound to: NULL after the last batch's clear_bindings.
+        let mut bound: [Option<&str>; 34] = [None; 34];
+        // SAFETY: valid statement; an integer parameter.
+        unsafe {
+            ffi::sqlite3_bind_int64(s, 35, load);
+        }
         for (n, l) in lines.iter().enumerate() {
             let f = |k: usize| r.field(n, k);
             let [ts0, ts1, ts2, ts3, d0, d1, d2, d3, d4, d5, tags, extra] = std::array::from_fn(f);
@@ -171,11 +181,15 @@ impl BulkConn {
                 extra,
                 l.source_ref.as_deref(),
             ];
-            // SAFETY: `s` is a valid prepared statement with 36 parameters; every text pointer
-            // (into `lines` and `r`, borrowed for the whole call) outlives the step below, and
-            // lengths are exact.
+            // SAFETY: `s` is a valid prepared statement with 37 parameters; every text pointer
+            // (into `lines` and `r`, borrowed for the whole call) outlives the steps below, and
+            // lengths are exact. A value equal to the previous line's is not bound again:
+            // SQLite keeps bindings across resets, and the previous pointer is still valid.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
+                    if *v == bound[i] {
+                        continue;
+                    }
                     let rc = match v {
                         Some(v) => ffi::sqlite3_bind_text(
                             s,
@@ -189,9 +203,10 @@ impl BulkConn {
                     if rc != ffi::SQLITE_OK {
                         return Err(format!("binding column {}: {}", CHARGE_COLUMNS[i], self.errmsg()));
                     }
+                    bound[i] = *v;
                 }
-                ffi::sqlite3_bind_int64(s, 35, load);
                 ffi::sqlite3_bind_int64(s, 36, first_row + n as i64);
+                ffi::sqlite3_bind_int64(s, 37, first_key + n as i64);
                 let rc = ffi::sqlite3_step(s);
                 if rc != ffi::SQLITE_DONE {
                     return Err(format!("inserting a charge: {}", self.errmsg()));
@@ -248,13 +263,9 @@ impl Rendered {
                 }
                 r.end()?;
             }
-            if let Some(t) = l.tags_json() {
-                r.text.push_str(&t);
-            }
+            write_map_json(&mut r.text, &l.tags);
             r.end()?;
-            if let Some(x) = l.x_extra_json() {
-                r.text.push_str(&x);
-            }
+            write_map_json(&mut r.text, &l.x_extra);
             r.end()?;
         }
         Ok(r)

@@ -174,7 +174,7 @@ pub async fn load_lines(
 ) -> CommitOutcome {
     let id = s.begin_load(&new_load(source_id, scope, key, "test:1:1")).await.expect("begin");
     for (i, chunk) in lines.chunks(5_000).enumerate() {
-        s.stage_lines(id, i as u64 * 5_000, chunk.to_vec()).await.expect("stage");
+        s.stage_lines(id, i as u64 * 5_000, chunk.to_vec(), None).await.expect("stage");
     }
     s.commit_load(id, &summary_of(lines)).await.expect("commit")
 }

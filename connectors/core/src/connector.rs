@@ -66,6 +66,29 @@ pub struct Batch {
     pub rounded_amounts: u64,
     /// Source records read in this batch (lines + errors; for progress).
     pub records: u64,
+    /// Where the loader hands the lines back once they are written, so they are freed on the
+    /// thread that allocated them (a free from another thread costs several times more).
+    /// `None`: the loader drops them itself.
+    pub spent: Option<SpentLines>,
+}
+
+/// The way back for written lines: a small bounded queue to the producing thread, which drops
+/// what it finds there between batches. Never blocks: when the queue is full or its reader
+/// is gone, the lines are dropped on the spot.
+#[derive(Debug, Clone)]
+pub struct SpentLines(std::sync::mpsc::SyncSender<Vec<ChargeLine>>);
+
+impl SpentLines {
+    /// A queue of `depth` batches and the producer's end.
+    pub fn channel(depth: usize) -> (SpentLines, std::sync::mpsc::Receiver<Vec<ChargeLine>>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(depth);
+        (SpentLines(tx), rx)
+    }
+
+    pub fn give(&self, lines: Vec<ChargeLine>) {
+        // Full or disconnected: the lines come back in the error and are dropped here.
+        let _ = self.0.try_send(lines);
+    }
 }
 
 #[async_trait]

@@ -165,5 +165,82 @@ impl ChargeLine {
 }
 
 fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
-    if m.is_empty() { None } else { serde_json::to_string(m).ok() }
+    let mut out = String::new();
+    write_map_json(&mut out, m).then_some(out)
+}
+
+/// Append `m` as a JSON object to `out`, byte for byte what `serde_json::to_string` writes (keys
+/// in order, no spaces, the same escapes), without an intermediate string. `false`, and
+/// nothing written, when `m` is empty (the ledger stores no empty objects).
+pub fn write_map_json(out: &mut String, m: &BTreeMap<String, String>) -> bool {
+    if m.is_empty() {
+        return false;
+    }
+    out.push('{');
+    for (i, (k, v)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_json_str(out, k);
+        out.push(':');
+        write_json_str(out, v);
+    }
+    out.push('}');
+    true
+}
+
+fn write_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc: &str = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&s[start..i]);
+        if esc.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        } else {
+            out.push_str(esc);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::*;
+
+    #[test]
+    fn map_json_is_serde_jsons_text() {
+        let every_ascii: String = (0u8..0x80).map(char::from).collect();
+        let cases: Vec<(&str, &str)> = vec![
+            ("team", "platform"),
+            ("a\"b", "c\\d"),
+            ("ctl", &every_ascii),
+            ("ünïcödé ✓", "日本語\u{2028}\u{1F600}"),
+            ("", ""),
+        ];
+        let m: BTreeMap<String, String> = cases.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let want = serde_json::to_string(&m).expect("json");
+        let mut got = String::from("prefix:");
+        assert!(write_map_json(&mut got, &m));
+        assert_eq!(got, format!("prefix:{want}"));
+        assert_eq!(map_json(&m).as_deref(), Some(want.as_str()));
+        let mut none = String::new();
+        assert!(!write_map_json(&mut none, &BTreeMap::new()));
+        assert_eq!(none, "");
+    }
 }

@@ -112,6 +112,9 @@ pub fn parse_amount(text: &str) -> Result<Option<Amount>, MoneyError> {
     if t.is_empty() || t.eq_ignore_ascii_case("null") {
         return Ok(None);
     }
+    if let Some(value) = parse_plain(t.as_bytes()) {
+        return Ok(Some(Amount { value, rounded: false }));
+    }
     let invalid = || MoneyError::Invalid(truncate_for_message(t));
     let bytes = t.as_bytes();
     let (neg, body) = match bytes[0] {
@@ -186,6 +189,41 @@ pub fn parse_amount(text: &str) -> Result<Option<Amount>, MoneyError> {
     }
 }
 
+/// `[+-]digits[.digits]` with at most 19 digits (so the mantissa fits a u64), in one pass: the
+/// shape of nearly every amount in a bill. `None` for anything else (exponents, more digits,
+/// invalid text), which the general path parses or rejects.
+fn parse_plain(b: &[u8]) -> Option<Decimal> {
+    let (neg, body) = match b.first()? {
+        b'-' => (true, &b[1..]),
+        b'+' => (false, &b[1..]),
+        _ => (false, b),
+    };
+    let mut m: u64 = 0;
+    let mut digits = 0u32;
+    let mut point: Option<u32> = None;
+    for &c in body {
+        match c {
+            b'0'..=b'9' => {
+                digits += 1;
+                if digits > 19 {
+                    return None;
+                }
+                m = m * 10 + u64::from(c - b'0');
+            }
+            b'.' if point.is_none() => point = Some(digits),
+            _ => return None,
+        }
+    }
+    if digits == 0 {
+        return None;
+    }
+    if m == 0 {
+        return Some(Decimal::ZERO);
+    }
+    let scale = point.map_or(0, |p| digits - p);
+    Some(Decimal::from_parts(m as u32, (m >> 32) as u32, 0, neg, scale))
+}
+
 fn truncate_for_message(t: &str) -> String {
     if t.len() <= 64 {
         t.to_string()
@@ -214,37 +252,48 @@ pub fn write_canonical(out: &mut String, d: Decimal) {
         out.push('0');
         return;
     }
-    if d.is_sign_negative() {
-        out.push('-');
-    }
-    // Digits of |mantissa| (< 2^96, at most 29 digits), least significant first.
-    let mut buf = [0u8; 40];
+    // Sign, digits of |mantissa| (< 2^96, at most 29) and the point, written from the right
+    // into one buffer and appended once.
+    let mut buf = [0u8; 64];
+    let mut at = buf.len();
+    let mut put = |b: u8| {
+        at -= 1;
+        buf[at] = b;
+    };
+    let scale = d.scale() as usize;
     let mut n = 0;
     while m > u128::from(u64::MAX) {
-        buf[n] = b'0' + (m % 10) as u8;
+        put(b'0' + (m % 10) as u8);
         m /= 10;
         n += 1;
+        if n == scale {
+            put(b'.');
+        }
     }
     let mut small = m as u64;
     while small != 0 {
-        buf[n] = b'0' + (small % 10) as u8;
+        put(b'0' + (small % 10) as u8);
         small /= 10;
         n += 1;
-    }
-    let scale = d.scale() as usize;
-    let digits = buf[..n].iter().rev().map(|b| *b as char);
-    if scale >= n {
-        out.push_str("0.");
-        out.extend(std::iter::repeat_n('0', scale - n));
-        out.extend(digits);
-    } else {
-        for (i, c) in digits.enumerate() {
-            if i == n - scale {
-                out.push('.');
-            }
-            out.push(c);
+        if n == scale {
+            put(b'.');
         }
     }
+    if n <= scale {
+        // 0.000ddd: the point was written after the last digit only when n == scale.
+        for _ in n..scale {
+            put(b'0');
+        }
+        if n < scale {
+            put(b'.');
+        }
+        put(b'0');
+    }
+    if d.is_sign_negative() {
+        put(b'-');
+    }
+    // Only ASCII digits, '.' and '-' were written.
+    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
 }
 
 /// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
@@ -495,6 +544,38 @@ mod tests {
         assert_eq!(p(".5").value.to_string(), "0.5");
         assert_eq!(p("-12.50").value.to_string(), "-12.50");
         assert!(!p("0.1234567890123456789012345678").rounded);
+    }
+
+    #[test]
+    fn plain_fast_path_matches_the_exact_parser() {
+        // Pseudo-random plain amounts of 1 to 19 digits, signs and points anywhere.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let n = 1 + (x % 19) as usize;
+            let digits: String = (0..n).map(|i| char::from(b'0' + ((x >> (i * 3)) % 10) as u8)).collect();
+            let point = (x >> 60) as usize % (n + 1);
+            let sign = ["", "-", "+"][(x >> 58) as usize % 3];
+            let text = format!("{sign}{}.{}", &digits[..point], &digits[point..]);
+            let want = Decimal::from_str_exact(text.trim_start_matches('+')).expect("exact");
+            let got = parse_plain(text.as_bytes()).expect("plain");
+            if want.is_zero() {
+                assert_eq!(got, Decimal::ZERO, "{text}");
+                assert_eq!(got.scale(), 0, "{text}");
+            } else {
+                assert_eq!(
+                    (got, got.scale(), got.is_sign_negative()),
+                    (want, want.scale(), want.is_sign_negative()),
+                    "{text}"
+                );
+            }
+        }
+        for other in ["1e5", "12345678901234567890", "1.2.3", ".", "-", "+", "", "1,5", "--1", "1 "] {
+            assert_eq!(parse_plain(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(parse_plain(b"9999999999999999999"), Some(Decimal::from(9_999_999_999_999_999_999u64)));
     }
 
     #[test]

@@ -81,6 +81,9 @@ impl FromStr for BillingPeriod {
 /// without seconds (`2023-11-13T10:00Z`); naive (taken as UTC); a trailing ` UTC`; a bare date.
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimeError> {
     let t = s.trim();
+    if let Some(d) = parse_plain_utc(t.as_bytes()) {
+        return Ok(d);
+    }
     if let Ok(d) = DateTime::parse_from_rfc3339(t) {
         return Ok(d.with_timezone(&Utc));
     }
@@ -109,6 +112,28 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimeError> {
     Err(TimeError::Invalid(crate::text::clip(t, 64)))
 }
 
+/// The ledger's own shape, `YYYY-MM-DDTHH:MM:SSZ` (also with a space for the `T`), parsed by
+/// hand: the shape of almost every timestamp in a bill, four per line. `None` for anything
+/// else (including an invalid date), which the general parser then handles or rejects.
+fn parse_plain_utc(b: &[u8]) -> Option<DateTime<Utc>> {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let t = date.and_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    Some(Utc.from_utc_datetime(&t))
+}
+
 /// The one text form of a timestamp in the ledger and in exports: `2026-10-01T00:00:00Z`
 /// (fractional seconds only when present). Sorts lexicographically in time order.
 pub fn format_ts(t: DateTime<Utc>) -> String {
@@ -123,9 +148,11 @@ pub fn write_ts(out: &mut String, t: DateTime<Utc>) {
         out.push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
         return;
     }
-    // Hand-formatted (this runs four times per staged line on SQLite).
+    // Hand-formatted (this runs four times per staged line on SQLite), from one conversion
+    // to the calendar (each accessor of `DateTime` converts again).
+    let (d, tm) = (t.date_naive(), t.time());
     let two = |v: u32| [b'0' + (v / 10) as u8, b'0' + (v % 10) as u8];
-    let y = t.year() as u32;
+    let y = d.year() as u32;
     let mut b = [0u8; 20];
     b[..4].copy_from_slice(&[
         b'0' + (y / 1000) as u8,
@@ -134,17 +161,18 @@ pub fn write_ts(out: &mut String, t: DateTime<Utc>) {
         b'0' + (y % 10) as u8,
     ]);
     b[4] = b'-';
-    b[5..7].copy_from_slice(&two(t.month()));
+    b[5..7].copy_from_slice(&two(d.month()));
     b[7] = b'-';
-    b[8..10].copy_from_slice(&two(t.day()));
+    b[8..10].copy_from_slice(&two(d.day()));
     b[10] = b'T';
-    b[11..13].copy_from_slice(&two(t.hour()));
+    b[11..13].copy_from_slice(&two(tm.hour()));
     b[13] = b':';
-    b[14..16].copy_from_slice(&two(t.minute()));
+    b[14..16].copy_from_slice(&two(tm.minute()));
     b[16] = b':';
-    b[17..19].copy_from_slice(&two(t.second()));
+    b[17..19].copy_from_slice(&two(tm.second()));
     b[19] = b'Z';
-    out.extend(b.iter().map(|c| *c as char));
+    // Every byte above is an ASCII digit or separator.
+    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
 }
 
 #[cfg(test)]
@@ -170,7 +198,19 @@ mod tests {
         assert_eq!(format_ts(parse_timestamp("2024-09-01").expect("d")), "2024-09-01T00:00:00Z");
         assert_eq!(format_ts(parse_timestamp("2024-09-01T10:11:12.5Z").expect("d")), "2024-09-01T10:11:12.500Z");
         assert_eq!(format_ts(parse_timestamp("2024-12-31T23:59:59Z").expect("d")), "2024-12-31T23:59:59Z");
-        for bad in ["", "9/2/2023", "2023-13-01", "yesterday", "2023-11-31"] {
+        assert_eq!(format_ts(parse_timestamp("2024-02-29 23:59:59Z").expect("leap day")), "2024-02-29T23:59:59Z");
+        for bad in [
+            "",
+            "9/2/2023",
+            "2023-13-01",
+            "yesterday",
+            "2023-11-31",
+            "2023-02-29T00:00:00Z",
+            "2023-11-13T24:00:00Z",
+            "2023-11-13T10:60:00Z",
+            "2023-1a-13T10:00:00Z",
+            "2023-11-13X10:00:00Z",
+        ] {
             assert!(parse_timestamp(bad).is_err(), "{bad}");
         }
     }

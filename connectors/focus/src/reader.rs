@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use costledger_core::{Batch, ChargeLine, ConnectorError, RowError};
+use costledger_core::{Batch, ChargeLine, ConnectorError, RowError, SpentLines};
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -14,6 +14,9 @@ use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record}
 
 /// Batches in flight between the parser thread and the loader.
 const CHANNEL_DEPTH: usize = 1;
+
+/// Written batches waiting to be freed by the parser thread.
+const SPENT_DEPTH: usize = 4;
 
 /// A batch is also closed at this much record text, so wide files (a 195-column CUR) keep
 /// batches, and so peak memory, about as small as narrow ones.
@@ -177,6 +180,9 @@ fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: Strin
 /// readers, so every file format has the same memory bound and cancellation check.
 pub(crate) struct Batcher<'a> {
     batch: Batch,
+    /// Lines the loader has written, handed back to be freed on this thread.
+    spent: std::sync::mpsc::Receiver<Vec<ChargeLine>>,
+    spent_tx: SpentLines,
     bytes: usize,
     batch_rows: usize,
     tx: &'a mpsc::Sender<Result<Batch, ConnectorError>>,
@@ -189,7 +195,15 @@ impl<'a> Batcher<'a> {
         tx: &'a mpsc::Sender<Result<Batch, ConnectorError>>,
         cancel: &'a CancellationToken,
     ) -> Batcher<'a> {
-        Batcher { batch: Batch::default(), bytes: 0, batch_rows: batch_rows.max(1), tx, cancel }
+        let batch_rows = batch_rows.max(1);
+        let (spent_tx, spent) = SpentLines::channel(SPENT_DEPTH);
+        Batcher { batch: Self::empty(batch_rows, &spent_tx), spent, spent_tx, bytes: 0, batch_rows, tx, cancel }
+    }
+
+    /// A batch with room for its lines up front (growing a vector of lines copies it, twice
+    /// over on average).
+    fn empty(batch_rows: usize, spent: &SpentLines) -> Batch {
+        Batch { lines: Vec::with_capacity(batch_rows.min(8192)), spent: Some(spent.clone()), ..Batch::default() }
     }
 
     /// Cancelled? Checked every 1024 records (the token is a lock, not a plain flag).
@@ -208,7 +222,10 @@ impl<'a> Batcher<'a> {
         self.bytes += rec.as_slice().len();
         if self.batch.lines.len() + self.batch.errors.len() >= self.batch_rows || self.bytes >= MAX_BATCH_BYTES {
             self.bytes = 0;
-            let full = std::mem::take(&mut self.batch);
+            let full = std::mem::replace(&mut self.batch, Self::empty(self.batch_rows, &self.spent_tx));
+            while let Ok(lines) = self.spent.try_recv() {
+                drop(lines);
+            }
             if self.tx.blocking_send(Ok(full)).is_err() {
                 return Err(ConnectorError::Cancelled);
             }
@@ -223,6 +240,27 @@ impl<'a> Batcher<'a> {
         }
         Ok(())
     }
+}
+
+/// `file:line`, without the formatting machinery (once per record).
+fn location(file: &str, line: u64) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = line;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut s = String::with_capacity(file.len() + 1 + digits.len() - at);
+    s.push_str(file);
+    s.push(':');
+    // ASCII digits only.
+    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    s
 }
 
 fn read_file<F: RecordFormat>(
@@ -263,7 +301,17 @@ fn read_file<F: RecordFormat>(
             Err(e) => return Err(io_error(&file, line, &e, gz)),
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
-        batcher.push(&cols, &rec, format!("{file}:{line}"))?;
+        batcher.push(&cols, &rec, location(&file, line))?;
     }
     batcher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn location_is_file_colon_line() {
+        for n in [0u64, 1, 9, 10, 99, 1_000_000, u64::MAX] {
+            assert_eq!(super::location("dir/bill.csv", n), format!("dir/bill.csv:{n}"));
+        }
+    }
 }
