@@ -19,7 +19,8 @@ use tracing::Instrument as _;
 use tracing::{info, info_span, warn};
 
 use crate::ledger::{
-    CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadState, LoadSummary, NewLoad, PeriodContribution,
+    CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadRow, LoadState, LoadSummary, NewLoad,
+    PeriodContribution,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,15 @@ pub struct LoadReport {
     pub rounded: u64,
     pub totals: Totals,
     pub quarantined_totals: Totals,
+}
+
+/// What computing a pending delivery key found.
+enum Keyed {
+    Key(String),
+    /// The delivery is already current as this load.
+    Current(Box<LoadRow>),
+    /// Staging failed or was cancelled first; the key no longer matters.
+    Moot,
 }
 
 /// Called after every staged batch with the running record count of the current delivery.
@@ -177,37 +187,110 @@ pub async fn load_delivery(
 ) -> Result<LoadReport, IngestError> {
     let ledger_err =
         |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
-    if let Some(cur) = store.current_load(source_id, &d.scope).await.map_err(ledger_err)?
+    let skipped = |cur: LoadRow| LoadReport {
+        scope: d.scope.clone(),
+        description: d.description.clone(),
+        outcome: LoadOutcome::Skipped { existing: cur.id },
+        records: cur.row_count + cur.quarantined_count,
+        rows: cur.row_count,
+        quarantined: cur.quarantined_count,
+        rounded: cur.rounded_count,
+        totals: cur.totals,
+        quarantined_totals: cur.quarantined_totals,
+    };
+    if !d.key_pending
+        && let Some(cur) = store.current_load(source_id, &d.scope).await.map_err(ledger_err)?
         && cur.delivery_key == d.delivery_key
     {
         info!(scope = %d.scope, load = cur.id, "delivery already current; nothing to do");
-        return Ok(LoadReport {
-            scope: d.scope.clone(),
-            description: d.description.clone(),
-            outcome: LoadOutcome::Skipped { existing: cur.id },
-            records: cur.row_count + cur.quarantined_count,
-            rows: cur.row_count,
-            quarantined: cur.quarantined_count,
-            rounded: cur.rounded_count,
-            totals: cur.totals,
-            quarantined_totals: cur.quarantined_totals,
-        });
+        return Ok(skipped(cur));
     }
     let load = store
         .begin_load(&NewLoad {
             source_id,
             scope: d.scope.clone(),
             billing_period: d.billing_period.map(|p| p.to_string()),
-            delivery_key: d.delivery_key.clone(),
+            // A pending key is set when the load commits.
+            delivery_key: if d.key_pending { format!("pending:{owner}") } else { d.delivery_key.clone() },
             description: d.description.clone(),
             owner: owner.to_string(),
         })
         .await
         .map_err(ledger_err)?;
-    info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
-    let staged = stage(store, source, load, connector, d, cx, progress).await;
+    let (staged, key) = if d.key_pending {
+        info!(scope = %d.scope, load, "staging delivery while its key is computed");
+        // The key (a content hash) is computed alongside staging; when that delivery turns out
+        // to be current already, staging is stopped and the load discarded.
+        let stop = cx.cancel.child_token();
+        let mut staging_cx = cx.clone();
+        staging_cx.cancel = stop.clone();
+        let staging = async {
+            let r = stage(store, source, load, connector, d, &staging_cx, progress).await;
+            if r.is_err() {
+                // A failed (or cancelled) load needs no key: stop waiting for it.
+                stop.cancel();
+            }
+            r
+        };
+        let keying = async {
+            let key = tokio::select! {
+                k = connector.delivery_key(d, cx) => k,
+                _ = stop.cancelled() => return Ok(Keyed::Moot),
+            };
+            let key = match key {
+                Ok(k) => k,
+                Err(error) => {
+                    stop.cancel();
+                    return Err(IngestError::Connector {
+                        source_name: source.to_string(),
+                        scope: d.scope.clone(),
+                        error,
+                    });
+                }
+            };
+            match store.current_load(source_id, &d.scope).await {
+                Ok(Some(cur)) if cur.delivery_key == key => {
+                    stop.cancel();
+                    Ok(Keyed::Current(Box::new(cur)))
+                }
+                Ok(_) => Ok(Keyed::Key(key)),
+                Err(e) => {
+                    stop.cancel();
+                    Err(ledger_err(e))
+                }
+            }
+        };
+        let (staged, key) = tokio::join!(staging, keying);
+        match key {
+            Ok(Keyed::Current(cur)) => {
+                if let Err(e) = store.discard_load(load).await {
+                    warn!(load, error = %e, "could not discard the load; the next start sweeps it");
+                }
+                info!(scope = %d.scope, load = cur.id, "delivery already current; nothing to do");
+                return Ok(skipped(*cur));
+            }
+            Ok(Keyed::Key(key)) => (staged, Some(key)),
+            // Staging failed, or the run was cancelled after staging and before the key:
+            // either way nothing may be committed without its key.
+            Ok(Keyed::Moot) => (
+                staged.and(Err(IngestError::Connector {
+                    source_name: source.to_string(),
+                    scope: d.scope.clone(),
+                    error: ConnectorError::Cancelled,
+                })),
+                None,
+            ),
+            Err(e) => (Err(e), None),
+        }
+    } else {
+        info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
+        (stage(store, source, load, connector, d, cx, progress).await, None)
+    };
     let (summary, records) = match staged {
-        Ok(s) => s,
+        Ok((mut s, records)) => {
+            s.delivery_key = key;
+            (s, records)
+        }
         Err(e) => {
             if let Err(fe) = store.fail_load(load, &e.to_string()).await {
                 warn!(load, error = %fe, "could not mark the load failed; the next start sweeps it");

@@ -125,7 +125,12 @@ async fn same_delivery_twice_changes_nothing(s: Box<dyn LedgerStore>) {
     assert_eq!(before, after);
     assert_eq!(after.0, 1000);
     assert_eq!(after.1.to_string(), "20.52022672899");
-    assert_eq!(s.loads(&LoadFilter::default()).await.expect("loads").len(), 1);
+    // The key computed while loading is the file's SHA-256, and the second run (which staged
+    // alongside hashing, then found the key current) left no load behind.
+    let loads = s.loads(&LoadFilter::default()).await.expect("loads");
+    assert_eq!(loads.len(), 1);
+    assert_eq!(loads[0].delivery_key, costledger_focus::file_sha256(&f).expect("sha"));
+    assert!(loads[0].delivery_key.starts_with("sha256:"), "{}", loads[0].delivery_key);
 }
 
 async fn restated_file_replaces_the_old_one(s: Box<dyn LedgerStore>) {
@@ -156,6 +161,13 @@ async fn restated_file_replaces_the_old_one(s: Box<dyn LedgerStore>) {
     let loads = s.loads(&LoadFilter::default()).await.expect("loads");
     let states: Vec<(i64, LoadState, Option<i64>)> = loads.iter().map(|l| (l.id, l.state, l.superseded_by)).collect();
     assert_eq!(states, vec![(l1, LoadState::Superseded, Some(l2)), (l2, LoadState::Current, None)]);
+    assert_eq!(loads[1].delivery_key, costledger_focus::file_sha256(&f).expect("sha"));
+    assert_ne!(loads[0].delivery_key, loads[1].delivery_key);
+    // The same bytes written again (a new mtime) are the same delivery.
+    std::fs::write(&f, v2).expect("write");
+    let r3 = ingest_source(s.as_ref(), "drop", &c, w, &cx, None).await.expect("ingest");
+    assert!(matches!(r3[0].as_ref().expect("ok").outcome, LoadOutcome::Skipped { existing } if existing == l2));
+    assert_eq!(s.loads(&LoadFilter::default()).await.expect("loads").len(), 2);
     // The superseded load's lines are still there for the restatement report, but not visible.
     let old = ChargeFilter { load: Some(l1), ..Default::default() };
     assert_eq!(s.count_charges(&old).await.expect("n"), 2);

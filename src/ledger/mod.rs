@@ -113,6 +113,9 @@ pub struct LoadSummary {
     pub periods: BTreeMap<String, PeriodContribution>,
     /// The connector says these periods are final.
     pub final_periods: bool,
+    /// The delivery key, when it was computed during staging (the load was begun with a
+    /// placeholder): set on the load at commit, before the duplicate check.
+    pub delivery_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,6 +416,10 @@ pub trait LedgerStore: ReconcileStore {
     /// A staging load becomes failed and its staged rows are deleted. No-op (false) if the
     /// load is no longer staging.
     async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool>;
+    /// A staging load that turned out to be unneeded (its delivery is already current) is
+    /// removed with its staged rows, leaving no trace in `loads`. No-op if it is no longer
+    /// staging.
+    async fn discard_load(&self, load: LoadId) -> Result<()>;
     /// Delete the rows of superseded loads superseded before `before`; returns loads removed.
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64>;
 

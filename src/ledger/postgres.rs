@@ -361,6 +361,17 @@ impl LedgerStore for PgLedger {
             .bind(&scope)
             .execute(&mut *tx)
             .await?;
+        let key = match &sm.delivery_key {
+            Some(k) => {
+                sqlx::query("UPDATE loads SET delivery_key = $1 WHERE id = $2")
+                    .bind(k)
+                    .bind(load)
+                    .execute(&mut *tx)
+                    .await?;
+                k.clone()
+            }
+            None => key,
+        };
         let cur: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, delivery_key FROM loads WHERE source_id = $1 AND scope = $2 AND state = 'current' FOR UPDATE",
         )
@@ -480,6 +491,22 @@ impl LedgerStore for PgLedger {
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn discard_load(&self, load: LoadId) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let staging: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM loads WHERE id = $1 AND state = 'staging' FOR UPDATE")
+                .bind(load)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if staging.is_some() {
+            sqlx::query("DELETE FROM charges WHERE load_id = $1").bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM quarantine WHERE load_id = $1").bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM loads WHERE id = $1").bind(load).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -465,6 +465,17 @@ impl LedgerStore for SqliteLedger {
                 "load {load} is {state}, not staging: it was swept as stale or failed; run the import again"
             )));
         }
+        let key = match &sm.delivery_key {
+            Some(k) => {
+                sqlx::query("UPDATE loads SET delivery_key = ? WHERE id = ?")
+                    .bind(k)
+                    .bind(load)
+                    .execute(&mut *tx)
+                    .await?;
+                k.clone()
+            }
+            None => key,
+        };
         let cur: Option<(i64, String)> = sqlx::query_as(
             "SELECT id, delivery_key FROM loads WHERE source_id = ? AND scope = ? AND state = 'current'",
         )
@@ -585,6 +596,21 @@ impl LedgerStore for SqliteLedger {
         }
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn discard_load(&self, load: LoadId) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let staging: Option<i64> = sqlx::query_scalar("SELECT id FROM loads WHERE id = ? AND state = 'staging'")
+            .bind(load)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if staging.is_some() {
+            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM loads WHERE id = ?").bind(load).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -346,6 +346,7 @@ impl CostExplorerConnector {
             ),
             items: vec![item],
             final_periods: settled,
+            key_pending: false,
         }))
     }
 }

@@ -169,6 +169,7 @@ pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Deli
                 description: format!("{} (assembly {}, {} file(s))", root.display(&o.key), m.assembly_id, items.len()),
                 items,
                 final_periods: false,
+                key_pending: false,
             });
         }
     } else {
@@ -212,6 +213,7 @@ pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Deli
                 ),
                 items,
                 final_periods: false,
+                key_pending: false,
             });
         }
         // Partitions without a manifest: the files as they are.
@@ -249,6 +251,7 @@ pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Deli
                 description: format!("{} ({} file(s), no manifest)", root.display(&dir), files.len()),
                 items: files.iter().map(|o| item(ri, &o.key)).collect(),
                 final_periods: false,
+                key_pending: false,
             });
         }
     }
@@ -262,6 +265,7 @@ pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Deli
                 description: root.display(&o.key),
                 items: vec![item(ri, &o.key)],
                 final_periods: false,
+                key_pending: false,
             });
         }
     }

@@ -208,6 +208,7 @@ pub fn plan(
             description: format!("{} (run {run}, {} file(s))", (p.display)(key), items.len()),
             items,
             final_periods: false,
+            key_pending: false,
         });
     }
     // Old-style: the newest file per month folder.
@@ -231,6 +232,7 @@ pub fn plan(
             description: format!("{} (newest of its month)", (p.display)(&o.key)),
             items: vec![item(p.root, cost_of(p.cost_type, &o.key), &o.key)],
             final_periods: false,
+            key_pending: false,
         });
     }
     for o in p.objects.iter().filter(|o| !claimed.contains(&o.key) && is_data_file(&o.key)) {
@@ -241,6 +243,7 @@ pub fn plan(
             description: (p.display)(&o.key),
             items: vec![item(p.root, cost_of(p.cost_type, &o.key), &o.key)],
             final_periods: false,
+            key_pending: false,
         });
     }
     Ok(out)

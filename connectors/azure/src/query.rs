@@ -352,6 +352,7 @@ impl AzureQueryConnector {
             description: format!("Cost Management {month}: {rows} rows in {pages} page(s)"),
             items: vec![item],
             final_periods: false,
+            key_pending: false,
         }))
     }
 }

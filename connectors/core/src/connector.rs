@@ -55,6 +55,11 @@ pub struct Delivery {
     pub items: Vec<String>,
     /// The provider says the periods in this delivery are final (invoiced).
     pub final_periods: bool,
+    /// `delivery_key` is not known yet (it is empty): it is a content hash the connector
+    /// computes with [`Connector::delivery_key`] while the loader already stages the
+    /// delivery, so hashing a large file does not delay loading it. The loader checks the key
+    /// before it commits (and discards the staged load when that delivery is already current).
+    pub key_pending: bool,
 }
 
 /// A bounded slice of a delivery: normalised lines plus the rows that failed.
@@ -102,6 +107,11 @@ pub trait Connector: Send + Sync {
     /// Stream one delivery in bounded batches. An `Err` item fails the whole delivery (nothing
     /// of it becomes visible); row-level problems travel inside the batches.
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>>;
+    /// The key of a delivery listed with `key_pending` (e.g. the SHA-256 of its file), computed
+    /// while it is being fetched. Connectors that list keys up front need not implement it.
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        Ok(d.delivery_key.clone())
+    }
     /// Provider API calls made so far (they can cost money; the daemon reports them).
     fn api_calls(&self) -> u64 {
         0

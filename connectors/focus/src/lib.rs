@@ -143,14 +143,15 @@ impl Connector for FocusConnector {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             for (scope, f) in this.files()? {
-                let key = file_sha256(&f)?;
                 out.push(Delivery {
                     scope,
-                    delivery_key: key,
+                    // The file's SHA-256, computed by `delivery_key` while the file is loaded.
+                    delivery_key: String::new(),
                     billing_period: None,
                     description: f.display().to_string(),
                     items: vec![f.display().to_string()],
                     final_periods: false,
+                    key_pending: true,
                 });
             }
             Ok(out)
@@ -162,5 +163,15 @@ impl Connector for FocusConnector {
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let paths: Vec<PathBuf> = d.items.iter().map(PathBuf::from).collect();
         reader::stream_files(paths, cx.batch_rows, cx.cancel.clone())
+    }
+
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        let paths: Vec<PathBuf> = d.items.iter().map(PathBuf::from).collect();
+        tokio::task::spawn_blocking(move || match paths.as_slice() {
+            [one] => file_sha256(one),
+            _ => Err(ConnectorError::Transient(format!("a FOCUS delivery is one file, not {}", paths.len()))),
+        })
+        .await
+        .map_err(|e| ConnectorError::Transient(format!("hashing task failed: {e}")))?
     }
 }

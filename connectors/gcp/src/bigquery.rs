@@ -232,6 +232,7 @@ impl BigQueryExport {
                 ),
                 items: vec![day, month],
                 final_periods: false,
+                key_pending: false,
             });
         }
         info!(source = %cx.source, partitions = out.len(), "BigQuery partitions listed");

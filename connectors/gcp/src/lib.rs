@@ -231,6 +231,7 @@ impl Connector for GcpFileConnector {
                     description: f.display().to_string(),
                     items: vec![f.display().to_string()],
                     final_periods: false,
+                    key_pending: false,
                 });
             }
         }

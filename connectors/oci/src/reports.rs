@@ -183,6 +183,7 @@ impl costledger_core::Connector for OciReportConnector {
                         description: f.display().to_string(),
                         items: vec![f.display().to_string()],
                         final_periods: false,
+                        key_pending: false,
                     });
                 }
                 let _ = window;
@@ -201,6 +202,7 @@ impl costledger_core::Connector for OciReportConnector {
                         description: format!("oci://{}/{}/{n}", s.namespace, s.bucket),
                         items: vec![n],
                         final_periods: false,
+                        key_pending: false,
                     })
                     .collect())
             }

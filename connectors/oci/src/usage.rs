@@ -313,6 +313,7 @@ impl OciUsageConnector {
             description: format!("OCI Usage API {month}: {items} items in {pages} page(s)"),
             items: vec![item],
             final_periods: false,
+            key_pending: false,
         }))
     }
 }
