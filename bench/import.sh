@@ -38,7 +38,11 @@ measure "sqlite re-import (no-op)" $BIN --database "sqlite://$OUT/bench.db" impo
 
 if psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS costledger_bench" && psql "$PG_ADMIN" -qc "CREATE DATABASE costledger_bench"; then
   PG_URL="${PG_ADMIN%/*}/costledger_bench"
-  measure "postgres $ROWS (COPY)" $BIN --database "$PG_URL" import --format focus "$OUT/bills-$ROWS.csv"
+  # Loopback without TLS (the import itself), then over TLS (sslmode=prefer, the default),
+  # which on loopback costs the TLS record layer of sqlx/rustls.
+  measure "postgres $ROWS (COPY)" $BIN --database "$PG_URL?sslmode=disable" import --format focus "$OUT/bills-$ROWS.csv"
+  psql "$PG_ADMIN" -qc "DROP DATABASE costledger_bench" && psql "$PG_ADMIN" -qc "CREATE DATABASE costledger_bench"
+  measure "postgres $ROWS (COPY, TLS)" $BIN --database "$PG_URL" import --format focus "$OUT/bills-$ROWS.csv"
 else
   echo "PostgreSQL not reachable at $PG_ADMIN: skipped"
 fi
