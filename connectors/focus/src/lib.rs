@@ -4,6 +4,7 @@
 //! normalisation is pure ([`normalize`]: header → column map, record → `ChargeLine` or a row
 //! error) and tested from fixtures.
 
+pub mod fastcsv;
 pub mod normalize;
 pub mod parquet;
 pub mod reader;
