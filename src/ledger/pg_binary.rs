@@ -26,15 +26,13 @@ const FIELDS: i16 = 36;
 /// A binary COPY payload: header, rows, trailer.
 pub(crate) struct CopyBuf {
     buf: Vec<u8>,
-    /// Reused for each line's tags and extra-column JSON.
-    json: String,
 }
 
 impl CopyBuf {
     pub(crate) fn with_capacity(rows: usize) -> CopyBuf {
         let mut buf = Vec::with_capacity(HEADER.len() + rows * 480 + 2);
         buf.extend_from_slice(HEADER);
-        CopyBuf { buf, json: String::new() }
+        CopyBuf { buf }
     }
 
     /// The payload, closed with the end-of-data marker.
@@ -80,15 +78,17 @@ impl CopyBuf {
         }
     }
 
+    /// A map as JSON text, written in place after a length placeholder; NULL when empty.
     fn map(&mut self, m: &BTreeMap<String, String>) {
-        let mut json = std::mem::take(&mut self.json);
-        json.clear();
-        if write_map_json(&mut json, m) {
-            self.text(Some(&json));
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        if write_map_json(&mut self.buf, m) {
+            let len = (self.buf.len() - at - 4) as i32;
+            self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
         } else {
+            self.buf.truncate(at);
             self.null();
         }
-        self.json = json;
     }
 
     /// One row, fields in `CHARGE_COLUMNS` order.

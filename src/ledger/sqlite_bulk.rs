@@ -137,7 +137,7 @@ impl BulkConn {
         let first_key = charge_key(load, first_row)?;
         charge_key(load, (first_row + lines.len() as i64 - 1).max(first_row))?;
         // What each text parameter is bound to: NULL after the last batch's clear_bindings.
-        let mut bound: [Option<&str>; 34] = [None; 34];
+        let mut bound: [Option<&[u8]>; 34] = [None; 34];
         // SAFETY: valid statement; an integer parameter.
         unsafe {
             ffi::sqlite3_bind_int64(s, 35, load);
@@ -145,41 +145,41 @@ impl BulkConn {
         for (n, l) in lines.iter().enumerate() {
             let f = |k: usize| r.field(n, k);
             let [ts0, ts1, ts2, ts3, d0, d1, d2, d3, d4, d5, tags, extra] = std::array::from_fn(f);
-            let vals: [Option<&str>; 34] = [
-                Some(&l.billing_account_id),
-                l.billing_account_name.as_deref(),
-                l.sub_account_id.as_deref(),
-                l.sub_account_name.as_deref(),
+            let vals: [Option<&[u8]>; 34] = [
+                Some(l.billing_account_id.as_bytes()),
+                l.billing_account_name.as_deref().map(str::as_bytes),
+                l.sub_account_id.as_deref().map(str::as_bytes),
+                l.sub_account_name.as_deref().map(str::as_bytes),
                 ts0,
                 ts1,
                 ts2,
                 ts3,
-                Some(l.charge_category.as_str()),
-                l.charge_class.map(|c| c.as_str()),
-                l.charge_description.as_deref(),
-                l.service_name.as_deref(),
-                l.service_category.as_deref(),
-                l.provider_name.as_deref(),
-                l.publisher_name.as_deref(),
-                l.invoice_issuer_name.as_deref(),
-                l.region_id.as_deref(),
-                l.resource_id.as_deref(),
-                l.resource_name.as_deref(),
-                l.sku_id.as_deref(),
+                Some(l.charge_category.as_str().as_bytes()),
+                l.charge_class.map(|c| c.as_str().as_bytes()),
+                l.charge_description.as_deref().map(str::as_bytes),
+                l.service_name.as_deref().map(str::as_bytes),
+                l.service_category.as_deref().map(str::as_bytes),
+                l.provider_name.as_deref().map(str::as_bytes),
+                l.publisher_name.as_deref().map(str::as_bytes),
+                l.invoice_issuer_name.as_deref().map(str::as_bytes),
+                l.region_id.as_deref().map(str::as_bytes),
+                l.resource_id.as_deref().map(str::as_bytes),
+                l.resource_name.as_deref().map(str::as_bytes),
+                l.sku_id.as_deref().map(str::as_bytes),
                 d0,
                 d1,
                 d2,
                 d3,
-                Some(&l.billing_currency),
+                Some(l.billing_currency.as_bytes()),
                 d4,
-                l.pricing_unit.as_deref(),
+                l.pricing_unit.as_deref().map(str::as_bytes),
                 d5,
-                l.consumed_unit.as_deref(),
-                l.commitment_discount_id.as_deref(),
-                l.invoice_id.as_deref(),
+                l.consumed_unit.as_deref().map(str::as_bytes),
+                l.commitment_discount_id.as_deref().map(str::as_bytes),
+                l.invoice_id.as_deref().map(str::as_bytes),
                 tags,
                 extra,
-                l.source_ref.as_deref(),
+                l.source_ref.as_deref().map(str::as_bytes),
             ];
             // SAFETY: `s` is a valid prepared statement with 37 parameters; every text pointer
             // (into `lines` and `r`, borrowed for the whole call) outlives the steps below, and
@@ -233,7 +233,7 @@ impl BulkConn {
 /// The formatted values of a batch (timestamps, amounts, tags and extra columns as the
 /// ledger's text), built on the caller's thread so the staging thread only binds and steps.
 pub(crate) struct Rendered {
-    text: String,
+    text: Vec<u8>,
     /// End offset of each field, `FIELDS` per line; an empty field is NULL.
     ends: Vec<u32>,
 }
@@ -244,7 +244,7 @@ const FIELDS: usize = 12;
 impl Rendered {
     pub(crate) fn new(lines: &[ChargeLine]) -> Result<Rendered, String> {
         let mut r =
-            Rendered { text: String::with_capacity(lines.len() * 160), ends: Vec::with_capacity(lines.len() * FIELDS) };
+            Rendered { text: Vec::with_capacity(lines.len() * 160), ends: Vec::with_capacity(lines.len() * FIELDS) };
         for l in lines {
             for t in [l.billing_period_start, l.billing_period_end, l.charge_period_start, l.charge_period_end] {
                 write_ts(&mut r.text, t);
@@ -279,7 +279,7 @@ impl Rendered {
 
     /// Field `k` of line `n`; `None` when empty (an absent value; timestamps and BilledCost
     /// are never empty).
-    fn field(&self, n: usize, k: usize) -> Option<&str> {
+    fn field(&self, n: usize, k: usize) -> Option<&[u8]> {
         let i = n * FIELDS + k;
         let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
         let end = self.ends[i] as usize;

@@ -165,32 +165,32 @@ impl ChargeLine {
 }
 
 fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
-    let mut out = String::new();
-    write_map_json(&mut out, m).then_some(out)
+    let mut out = Vec::new();
+    write_map_json(&mut out, m).then(|| String::from_utf8(out).unwrap_or_default())
 }
 
 /// Append `m` as a JSON object to `out`, byte for byte what `serde_json::to_string` writes (keys
 /// in order, no spaces, the same escapes), without an intermediate string. `false`, and
 /// nothing written, when `m` is empty (the ledger stores no empty objects).
-pub fn write_map_json(out: &mut String, m: &BTreeMap<String, String>) -> bool {
+pub fn write_map_json(out: &mut Vec<u8>, m: &BTreeMap<String, String>) -> bool {
     if m.is_empty() {
         return false;
     }
-    out.push('{');
+    out.push(b'{');
     for (i, (k, v)) in m.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
         write_json_str(out, k);
-        out.push(':');
+        out.push(b':');
         write_json_str(out, v);
     }
-    out.push('}');
+    out.push(b'}');
     true
 }
 
-fn write_json_str(out: &mut String, s: &str) {
-    out.push('"');
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc: &str = match b {
@@ -204,19 +204,19 @@ fn write_json_str(out: &mut String, s: &str) {
             0..0x20 => "",
             _ => continue,
         };
-        out.push_str(&s[start..i]);
+        out.extend_from_slice(&s.as_bytes()[start..i]);
         if esc.is_empty() {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 0xf)]));
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
         } else {
-            out.push_str(esc);
+            out.extend_from_slice(esc.as_bytes());
         }
         start = i + 1;
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.push(b'"');
 }
 
 #[cfg(test)]
@@ -235,12 +235,12 @@ mod json_tests {
         ];
         let m: BTreeMap<String, String> = cases.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let want = serde_json::to_string(&m).expect("json");
-        let mut got = String::from("prefix:");
+        let mut got = b"prefix:".to_vec();
         assert!(write_map_json(&mut got, &m));
-        assert_eq!(got, format!("prefix:{want}"));
+        assert_eq!(String::from_utf8(got).expect("utf-8"), format!("prefix:{want}"));
         assert_eq!(map_json(&m).as_deref(), Some(want.as_str()));
-        let mut none = String::new();
+        let mut none = Vec::new();
         assert!(!write_map_json(&mut none, &BTreeMap::new()));
-        assert_eq!(none, "");
+        assert!(none.is_empty());
     }
 }

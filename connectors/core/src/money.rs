@@ -239,18 +239,32 @@ fn truncate_for_message(t: &str) -> String {
 /// The canonical text of an amount: no exponent, no trailing zeros, no negative zero.
 /// This is what SQLite stores and what exports print.
 pub fn canonical(d: Decimal) -> String {
-    let mut s = String::new();
+    let mut s = Vec::new();
     write_canonical(&mut s, d);
-    s
+    String::from_utf8(s).unwrap_or_default()
 }
 
-/// Append [`canonical`]'s text to `out` without allocating (hot path of bulk loading).
-pub fn write_canonical(out: &mut String, d: Decimal) {
-    let d = d.normalize();
+/// Append [`canonical`]'s text (ASCII) to `out` without allocating (hot path of bulk loading).
+pub fn write_canonical(out: &mut Vec<u8>, d: Decimal) {
     let mut m = d.mantissa().unsigned_abs();
     if m == 0 {
-        out.push('0');
+        out.push(b'0');
         return;
+    }
+    // Trailing zeros of the fraction dropped, as `Decimal::normalize` would, in 64-bit
+    // arithmetic when the mantissa fits (nearly always).
+    let mut scale = d.scale() as usize;
+    if let Ok(mut v) = u64::try_from(m) {
+        while scale > 0 && v.is_multiple_of(10) {
+            v /= 10;
+            scale -= 1;
+        }
+        m = u128::from(v);
+    } else {
+        while scale > 0 && m.is_multiple_of(10) {
+            m /= 10;
+            scale -= 1;
+        }
     }
     // Sign, digits of |mantissa| (< 2^96, at most 29) and the point, written from the right
     // into one buffer and appended once.
@@ -260,7 +274,6 @@ pub fn write_canonical(out: &mut String, d: Decimal) {
         at -= 1;
         buf[at] = b;
     };
-    let scale = d.scale() as usize;
     let mut n = 0;
     while m > u128::from(u64::MAX) {
         put(b'0' + (m % 10) as u8);
@@ -292,8 +305,7 @@ pub fn write_canonical(out: &mut String, d: Decimal) {
     if d.is_sign_negative() {
         put(b'-');
     }
-    // Only ASCII digits, '.' and '-' were written.
-    out.push_str(std::str::from_utf8(&buf[at..]).unwrap_or_default());
+    out.extend_from_slice(&buf[at..]);
 }
 
 /// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
@@ -703,6 +715,11 @@ mod tests {
             "184467440737095516.17",
             "1234567.1234567890123456789012",
             "1e-5",
+            // Mantissas beyond 64 bits with trailing zeros in the fraction (and in the integer).
+            "1844674407370955161700000.000",
+            "-12345678901234567890123.4500000",
+            "1000000000000000000000000000",
+            "0.1000000000000000000000000000",
         ];
         for t in samples {
             let d = Decimal::from_scientific(t).or_else(|_| Decimal::from_str(t)).expect(t);

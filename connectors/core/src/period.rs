@@ -137,15 +137,15 @@ fn parse_plain_utc(b: &[u8]) -> Option<DateTime<Utc>> {
 /// The one text form of a timestamp in the ledger and in exports: `2026-10-01T00:00:00Z`
 /// (fractional seconds only when present). Sorts lexicographically in time order.
 pub fn format_ts(t: DateTime<Utc>) -> String {
-    let mut s = String::with_capacity(20);
+    let mut s = Vec::with_capacity(20);
     write_ts(&mut s, t);
-    s
+    String::from_utf8(s).unwrap_or_default()
 }
 
-/// Append [`format_ts`]'s text to `out` without allocating (hot path of bulk loading).
-pub fn write_ts(out: &mut String, t: DateTime<Utc>) {
+/// Append [`format_ts`]'s text (ASCII) to `out` without allocating (hot path of bulk loading).
+pub fn write_ts(out: &mut Vec<u8>, t: DateTime<Utc>) {
     if t.timestamp_subsec_nanos() != 0 || !(0..=9999).contains(&t.year()) {
-        out.push_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true));
+        out.extend_from_slice(t.to_rfc3339_opts(SecondsFormat::AutoSi, true).as_bytes());
         return;
     }
     // Hand-formatted (this runs four times per staged line on SQLite), from one conversion
@@ -171,8 +171,7 @@ pub fn write_ts(out: &mut String, t: DateTime<Utc>) {
     b[16] = b':';
     b[17..19].copy_from_slice(&two(tm.second()));
     b[19] = b'Z';
-    // Every byte above is an ASCII digit or separator.
-    out.push_str(std::str::from_utf8(&b).unwrap_or_default());
+    out.extend_from_slice(&b);
 }
 
 #[cfg(test)]

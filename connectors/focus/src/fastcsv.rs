@@ -84,7 +84,9 @@ impl<R: Read> FastCsv<R> {
         }
     }
 
-    /// Keep the unparsed bytes, read more after them.
+    /// Keep the unparsed bytes and read more after them: at least a chunk, and as much again
+    /// as is held when one record fills the buffer, so a huge record is re-scanned only a
+    /// logarithmic number of times.
     fn fill(&mut self) -> csv::Result<()> {
         if self.at > 0 {
             self.buf.copy_within(self.at..self.end, 0);
@@ -92,18 +94,21 @@ impl<R: Read> FastCsv<R> {
             self.end -= self.at;
             self.at = 0;
         }
-        if self.buf.len() < self.end + self.chunk {
-            self.buf.resize(self.end + self.chunk, 0);
+        let want = self.end + self.chunk.max(self.end);
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
         }
-        let n = loop {
+        while self.end < self.buf.len() {
             match self.input.read(&mut self.buf[self.end..]) {
-                Ok(n) => break n,
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(csv::Error::from(e)),
             }
-        };
-        self.end += n;
-        self.eof = n == 0;
+        }
         Ok(())
     }
 
