@@ -293,6 +293,18 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_record_is_read_whole() {
+        let mut input = b"h1,h2\na,\"".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 3 << 20));
+        input.extend_from_slice(b"\"\"y\"\nb,c\n");
+        for chunk in [1000, 1 << 16] {
+            let (want, got) = both(&input, chunk);
+            assert_eq!(got, want, "chunk {chunk}");
+            assert_eq!(got[1].0[1].len(), (3 << 20) + 2);
+        }
+    }
+
+    #[test]
     fn random_input_reads_as_csv_reads_it() {
         let alphabet = [b'a', b'b', b',', b',', b'"', b'"', b'\n', b'\r', b' ', 0xc3];
         let mut x: u64 = 0x2545_F491_4F6C_DD1D;
