@@ -13,9 +13,12 @@ use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
     ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome,
 };
-use costledger_core::{ChargeLine, Context, PeriodWindow, Totals, parse_timestamp};
+use costledger_core::{
+    Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, Totals, parse_timestamp,
+};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
+use futures::stream::BoxStream;
 
 async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
@@ -194,6 +197,58 @@ async fn staging_is_invisible_and_failure_leaves_nothing(s: Box<dyn LedgerStore>
     assert_eq!(failed[0].error.as_deref(), Some("boom"));
 }
 
+async fn a_discarded_load_leaves_no_trace(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    load_lines(s.as_ref(), src, "a", "k1", &[line("5", "USD")]).await;
+    let id = s.begin_load(&new_load(src, "a", "pending:x", "test:1:1")).await.expect("begin");
+    s.stage_lines(id, 0, vec![line("100", "USD")], None).await.expect("stage");
+    s.discard_load(id).await.expect("discard");
+    let loads = s.loads(&LoadFilter::default()).await.expect("loads");
+    assert_eq!(loads.iter().map(|l| l.id).collect::<Vec<_>>(), vec![id - 1], "only the first load is left");
+    assert_eq!(s.count_charges(&ChargeFilter { load: Some(id), ..Default::default() }).await.expect("n"), 0);
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5");
+    // A current load is never discarded.
+    s.discard_load(id - 1).await.expect("discard a current load: no-op");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5");
+}
+
+/// A FOCUS source whose pending key cannot be computed (say the file vanished while loading).
+struct KeyFails(FocusConnector);
+
+#[async_trait::async_trait]
+impl Connector for KeyFails {
+    fn kind(&self) -> &'static str {
+        "focus"
+    }
+    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
+        self.0.check(cx).await
+    }
+    async fn deliveries(&self, w: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
+        self.0.deliveries(w, cx).await
+    }
+    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
+        self.0.fetch(d, cx)
+    }
+    async fn delivery_key(&self, _d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        Err(ConnectorError::Transient("reading the file to hash it failed".into()))
+    }
+}
+
+async fn a_failed_pending_key_commits_nothing(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("oct.csv");
+    std::fs::copy(fixture("focus/focus_sample.csv"), &f).expect("copy");
+    let c = KeyFails(FocusConnector::new(vec![f]));
+    let w = PeriodWindow { from: "2026-10".parse().expect("p"), to: "2026-10".parse().expect("p") };
+    let r = ingest_source(s.as_ref(), "drop", &c, w, &Context::new("drop"), None).await.expect("listing");
+    let err = r[0].as_ref().expect_err("no key, no load");
+    assert!(err.to_string().contains("reading the file to hash it failed"), "{err}");
+    assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("n"), 0);
+    let loads = s.loads(&LoadFilter::default()).await.expect("loads");
+    assert_eq!(loads.iter().map(|l| l.state).collect::<Vec<_>>(), vec![LoadState::Failed]);
+    assert_eq!(s.count_charges(&ChargeFilter { load: Some(loads[0].id), ..Default::default() }).await.expect("n"), 0);
+}
+
 async fn concurrent_same_delivery_commits_once(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
     let lines = vec![line("1.5", "USD")];
@@ -299,6 +354,8 @@ conformance!(
     same_delivery_twice_changes_nothing,
     restated_file_replaces_the_old_one,
     staging_is_invisible_and_failure_leaves_nothing,
+    a_discarded_load_leaves_no_trace,
+    a_failed_pending_key_commits_nothing,
     concurrent_same_delivery_commits_once,
     final_period_changed_becomes_corrected,
     stale_staging_loads_are_swept,

@@ -614,10 +614,12 @@ impl LedgerStore for SqliteLedger {
     }
 
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT id FROM loads WHERE state = 'superseded' AND superseded_at < ? \
-             AND EXISTS (SELECT 1 FROM charges WHERE id BETWEEN loads.id * 4294967296 AND loads.id * 4294967296 + 4294967295)",
-        )
+        let ids: Vec<i64> = sqlx::query_scalar(concat!(
+            "SELECT l.id FROM loads l WHERE l.state = 'superseded' AND l.superseded_at < ? \
+             AND EXISTS (SELECT 1 FROM charges c WHERE ",
+            charges_of_l!(),
+            ")",
+        ))
         .bind(format_ts(before))
         .fetch_all(&self.pool)
         .await?;
