@@ -319,8 +319,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 )
             });
             let connector: Box<dyn Connector> = match format {
-                ImportFormat::Focus => Box::new(FocusConnector::new(paths.clone())),
-                ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::new(paths.clone())),
+                ImportFormat::Focus => Box::new(FocusConnector::ad_hoc(paths.clone())),
+                ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::ad_hoc(paths.clone())),
                 ImportFormat::AzureExport => Box::new(costledger_azure::AzureExportConnector::new(paths.clone(), None)),
                 ImportFormat::AwsCur | ImportFormat::AwsCur2 | ImportFormat::AwsFocus => {
                     use costledger_aws::{AwsFileConnector, AwsFormat};
@@ -676,6 +676,7 @@ async fn ingest_and_print(
     let run = store.start_run(job, Some(source)).await?;
     let mut cx = Context::new(source);
     cx.batch_rows = config.batch_rows;
+    cx.date_bounds = config.date_bounds;
     let now = BillingPeriod::of(Utc::now());
     let window = PeriodWindow { from: now.prev(), to: now };
     let pb = progress_bar();
@@ -744,6 +745,12 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
                     }
                     LoadOutcome::Duplicate { existing } => {
                         format!("skipped   {} (loaded concurrently as load {existing})", r.scope)
+                    }
+                    LoadOutcome::SameBytesElsewhere { existing, scope } => {
+                        format!(
+                            "skipped   {} (the same bytes are already current as load {existing}, {scope})",
+                            r.scope
+                        )
                     }
                 };
                 println!("  {what}: {} rows, {} quarantined; BilledCost {}", r.rows, r.quarantined, r.totals.display());

@@ -156,6 +156,8 @@ pub struct Config {
     pub server_bind: SocketAddr,
     pub retention: Retention,
     pub batch_rows: usize,
+    /// `ingest.valid_years: [FIRST, LAST]`: a line dated outside is quarantined.
+    pub date_bounds: costledger_core::DateBounds,
     pub sources: Vec<SourceConfig>,
     pub allocation: AllocationConfig,
     pub checks: ChecksConfig,
@@ -171,6 +173,7 @@ impl Default for Config {
             server_bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
             retention: Retention { superseded_loads_days: 90, stale_staging_minutes: 15 },
             batch_rows: 5_000,
+            date_bounds: costledger_core::DateBounds::default(),
             sources: Vec::new(),
             allocation: AllocationConfig::default(),
             checks: ChecksConfig::default(),
@@ -315,13 +318,29 @@ impl Config {
                     #[derive(Deserialize)]
                     #[serde(deny_unknown_fields)]
                     struct Ing {
+                        #[serde(default = "default_batch_rows")]
                         batch_rows: usize,
+                        valid_years: Option<[i32; 2]>,
+                    }
+                    fn default_batch_rows() -> usize {
+                        5_000
                     }
                     if let Some(i) = typed::<Ing>(v, "ingest", &mut issues) {
                         if !(100..=100_000).contains(&i.batch_rows) {
                             issue(&mut issues, "ingest.batch_rows", "must be between 100 and 100000");
                         }
                         cfg.batch_rows = i.batch_rows;
+                        if let Some([first, last]) = i.valid_years {
+                            if !(1900..=9998).contains(&first) || !(1900..=9998).contains(&last) || first > last {
+                                issue(
+                                    &mut issues,
+                                    "ingest.valid_years",
+                                    "must be [FIRST, LAST] with 1900 <= FIRST <= LAST <= 9998 (default [2000, 2100])",
+                                );
+                            } else {
+                                cfg.date_bounds = costledger_core::DateBounds { first_year: first, last_year: last };
+                            }
+                        }
                     }
                 }
                 "sources" => match v {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use costledger_core::{
-    BillingPeriod, Connector, ConnectorError, Context, Delivery, MoneyError, PeriodWindow, Totals, format_ts,
-    parse_amount,
+    Batch, BillingPeriod, ChargeLine, Connector, ConnectorError, Context, DateBounds, Delivery, MoneyError,
+    PeriodWindow, RowError, Totals, format_ts, parse_amount,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -63,6 +63,10 @@ pub enum LoadOutcome {
     Skipped { existing: LoadId },
     /// Another process committed the same delivery at the same time: nothing changed.
     Duplicate { existing: LoadId },
+    /// A file (a delivery keyed by its content) new to its scope whose bytes are already
+    /// current in this source under another scope (another path): loading them would count
+    /// the bill twice.
+    SameBytesElsewhere { existing: LoadId, scope: String },
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +87,8 @@ enum Keyed {
     Key(String),
     /// The delivery is already current as this load.
     Current(Box<LoadRow>),
+    /// The same bytes are current under another scope of the source.
+    Elsewhere(Box<LoadRow>),
     /// Staging failed or was cancelled first; the key no longer matters.
     Moot,
 }
@@ -198,6 +204,13 @@ pub async fn load_delivery(
         totals: cur.totals,
         quarantined_totals: cur.quarantined_totals,
     };
+    let elsewhere = |cur: LoadRow| {
+        info!(scope = %d.scope, load = cur.id, current_scope = %cur.scope, "the same bytes are already current under another scope; nothing to do");
+        LoadReport {
+            outcome: LoadOutcome::SameBytesElsewhere { existing: cur.id, scope: cur.scope.clone() },
+            ..skipped(cur)
+        }
+    };
     if !d.key_pending
         && let Some(cur) = store.current_load(source_id, &d.scope).await.map_err(ledger_err)?
         && cur.delivery_key == d.delivery_key
@@ -248,12 +261,25 @@ pub async fn load_delivery(
                     });
                 }
             };
-            match store.current_load(source_id, &d.scope).await {
-                Ok(Some(cur)) if cur.delivery_key == key => {
+            // A file whose bytes are already current under another path of the source is the
+            // same bill twice, unless this path already holds a bill (then the new bytes
+            // restate it, and reconcile's overlap check flags the double).
+            let found = match store.current_load(source_id, &d.scope).await {
+                Ok(Some(cur)) if cur.delivery_key == key => Ok(Some(Keyed::Current(Box::new(cur)))),
+                Ok(Some(_)) => Ok(None),
+                Ok(None) => match store.current_load_with_key(source_id, &key).await {
+                    Ok(Some(cur)) => Ok(Some(Keyed::Elsewhere(Box::new(cur)))),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(Some(k)) => {
                     stop.cancel();
-                    Ok(Keyed::Current(Box::new(cur)))
+                    Ok(k)
                 }
-                Ok(_) => Ok(Keyed::Key(key)),
+                Ok(None) => Ok(Keyed::Key(key)),
                 Err(e) => {
                     stop.cancel();
                     Err(ledger_err(e))
@@ -268,6 +294,12 @@ pub async fn load_delivery(
                 }
                 info!(scope = %d.scope, load = cur.id, "delivery already current; nothing to do");
                 return Ok(skipped(*cur));
+            }
+            Ok(Keyed::Elsewhere(cur)) => {
+                if let Err(e) = store.discard_load(load).await {
+                    warn!(load, error = %e, "could not discard the load; the next start sweeps it");
+                }
+                return Ok(elsewhere(*cur));
             }
             Ok(Keyed::Key(key)) => (staged, Some(key)),
             // Staging failed, or the run was cancelled after staging and before the key:
@@ -286,11 +318,42 @@ pub async fn load_delivery(
         info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
         (stage(store, source, load, connector, d, cx, progress).await, None)
     };
-    let (summary, records) = match staged {
-        Ok((mut s, records)) => {
-            s.delivery_key = key;
-            (s, records)
+    // A pending key is the key of the bytes the parser read (reported by the stream), never
+    // a separate read's: when the two differ, the file changed while it was read.
+    let staged = staged.and_then(|(mut s, records, read_keys)| {
+        if !d.key_pending {
+            return Ok((s, records));
         }
+        let changed = |message: String| IngestError::Connector {
+            source_name: source.to_string(),
+            scope: d.scope.clone(),
+            error: ConnectorError::input(
+                d.description.clone(),
+                message,
+                "nothing from this file was loaded; wait until whatever writes it has finished, then import again",
+            ),
+        };
+        let read = match read_keys.as_slice() {
+            [one] => one.clone(),
+            other => {
+                return Err(changed(format!(
+                    "the reader reported {} content keys for one file (expected exactly one)",
+                    other.len()
+                )));
+            }
+        };
+        if let Some(k) = &key
+            && *k != read
+        {
+            return Err(changed(format!(
+                "the file changed while it was read: the bytes parsed hash to {read}, the file on disk to {k}"
+            )));
+        }
+        s.delivery_key = Some(read);
+        Ok((s, records))
+    });
+    let (summary, records) = match staged {
+        Ok(sr) => sr,
         Err(e) => {
             if let Err(fe) = store.fail_load(load, &e.to_string()).await {
                 warn!(load, error = %fe, "could not mark the load failed; the next start sweeps it");
@@ -321,6 +384,57 @@ pub async fn load_delivery(
     })
 }
 
+/// The door every line passes, whatever its connector: a line that fails
+/// [`ChargeLine::check`] (dates out of bounds, a period ending before it starts, a NUL byte)
+/// moves to the quarantine with its amount, so nothing the loader accepts can break a later
+/// reconcile or report, and money is still conserved. Quarantined text has any NUL byte
+/// shown as `␀`, so both backends store the same text.
+pub fn screen(batch: &mut Batch, bounds: &DateBounds) {
+    let mut bad = Vec::new();
+    batch.lines.retain(|l| match l.check(bounds) {
+        Ok(()) => true,
+        Err(reason) => {
+            bad.push(RowError {
+                location: l.source_ref.clone().unwrap_or_else(|| "(no source reference)".into()),
+                reason,
+                raw: describe_line(l),
+                raw_amount: Some(costledger_core::canonical(l.billed_cost)),
+                currency: Some(l.billing_currency.clone()),
+            });
+            false
+        }
+    });
+    batch.errors.extend(bad);
+    for e in &mut batch.errors {
+        for t in [&mut e.location, &mut e.reason, &mut e.raw] {
+            if t.contains('\0') {
+                *t = t.replace('\0', "\u{2400}");
+            }
+        }
+        for t in [&mut e.raw_amount, &mut e.currency].into_iter().flatten() {
+            if t.contains('\0') {
+                *t = t.replace('\0', "\u{2400}");
+            }
+        }
+    }
+}
+
+/// A line as text for the quarantine, when the connector's raw record is not at hand.
+fn describe_line(l: &ChargeLine) -> String {
+    format!(
+        "BillingAccountId={} BillingPeriod={}..{} ChargePeriod={}..{} ChargeCategory={} ServiceName={} BilledCost={} BillingCurrency={}",
+        l.billing_account_id,
+        format_ts(l.billing_period_start),
+        format_ts(l.billing_period_end),
+        format_ts(l.charge_period_start),
+        format_ts(l.charge_period_end),
+        l.charge_category,
+        l.service_name.as_deref().unwrap_or(""),
+        costledger_core::canonical(l.billed_cost),
+        l.billing_currency,
+    )
+}
+
 async fn stage(
     store: &dyn LedgerStore,
     source: &str,
@@ -329,7 +443,7 @@ async fn stage(
     d: &Delivery,
     cx: &Context,
     progress: Option<Progress<'_>>,
-) -> Result<(LoadSummary, u64), IngestError> {
+) -> Result<(LoadSummary, u64, Vec<String>), IngestError> {
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
@@ -339,6 +453,7 @@ async fn stage(
     let mut last_period: Option<(chrono::DateTime<chrono::Utc>, BillingPeriod)> = None;
     let mut last_invoice: Option<(BillingPeriod, String)> = None;
     let mut records = 0u64;
+    let mut read_keys: Vec<String> = Vec::new();
     let ledger_err =
         |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut stream = connector.fetch(d, cx);
@@ -380,7 +495,7 @@ async fn stage(
             });
             break;
         }
-        let batch = match item {
+        let mut batch = match item {
             Ok(b) => b,
             Err(error) => {
                 failure =
@@ -388,6 +503,13 @@ async fn stage(
                 break;
             }
         };
+        if let Some(k) = batch.content_key.take() {
+            read_keys.push(k);
+            if batch.records == 0 && batch.lines.is_empty() && batch.errors.is_empty() {
+                continue;
+            }
+        }
+        screen(&mut batch, &cx.date_bounds);
         for l in &batch.lines {
             if let Err(e) = sm.totals.add(&l.billing_currency, l.billed_cost) {
                 failure = Some(money(e));
@@ -474,5 +596,5 @@ async fn stage(
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    Ok((sm, records))
+    Ok((sm, records, read_keys))
 }

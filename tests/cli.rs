@@ -80,20 +80,29 @@ fn importing_the_same_file_twice_changes_nothing() {
     let f = fixture("focus/focus_sample.csv");
     let (code, out, err) = run(&db, &["import", "--format", "focus", f.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{err}");
+    // An ad hoc import's scope is the file's canonical absolute path.
+    let scope = std::fs::canonicalize(&f).expect("canon").display().to_string();
     assert!(
-        out.contains("loaded    focus_sample.csv → load 1: 1000 rows, 0 quarantined; BilledCost USD 20.52022672899"),
+        out.contains(&format!("loaded    {scope} → load 1: 1000 rows, 0 quarantined; BilledCost USD 20.52022672899")),
         "{out}"
     );
     let first = export(&db);
     let (code, out, _) = run(&db, &["import", "--format", "focus", f.to_str().expect("utf8")]);
     assert_eq!(code, 0);
-    assert!(out.contains("skipped   focus_sample.csv (already current as load 1)"), "{out}");
+    assert!(out.contains(&format!("skipped   {scope} (already current as load 1)")), "{out}");
     assert_eq!(export(&db), first, "a re-delivered file must change nothing");
     assert_eq!(first.lines().count(), 1001);
     let (_, out, _) = run(&db, &["loads"]);
     assert_eq!(out.lines().count(), 2, "{out}");
     let (_, out, _) = run(&db, &["runs"]);
     assert_eq!(out.lines().count(), 2, "{out}");
+    // The same bytes under another name: skipped, saying where they already are.
+    let copy = dir.path().join("copy-of-sample.csv");
+    std::fs::copy(&f, &copy).expect("copy");
+    let (code, out, _) = run(&db, &["import", "--format", "focus", copy.to_str().expect("utf8")]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&format!("(the same bytes are already current as load 1, {scope})")), "{out}");
+    assert_eq!(export(&db), first, "the same bytes under another name change nothing");
 }
 
 #[test]
@@ -106,7 +115,8 @@ fn a_restated_file_replaces_the_old_one_and_loads_lists_both() {
     std::fs::write(&f, format!("{HEAD}\n{}{}", row("10", "USD", "a"), row("6.25", "USD", "b"))).expect("w");
     let (code, out, _) = run(&db, &["import", "--format", "focus", f.to_str().expect("p")]);
     assert_eq!(code, 0);
-    assert!(out.contains("restated  bill.csv → load 2 replaces load 1"), "{out}");
+    let scope = std::fs::canonicalize(&f).expect("canon").display().to_string();
+    assert!(out.contains(&format!("restated  {scope} → load 2 replaces load 1")), "{out}");
     let (_, out, _) = run(&db, &["loads"]);
     assert!(out.contains("superseded") && out.contains("superseded by load 2"), "{out}");
     assert!(out.lines().any(|l| l.contains("current") && l.contains("USD 16.25")), "{out}");

@@ -242,6 +242,7 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
     let window = PeriodWindow { from: now.prev(), to: now };
     let mut cx = Context::new(source.name.clone());
     cx.batch_rows = cfg.batch_rows;
+    cx.date_bounds = cfg.date_bounds;
     cx.cancel = shared.abort.child_token();
     let policy = backoff(cfg);
     let calls_before = connector.api_calls();

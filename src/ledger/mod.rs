@@ -396,6 +396,8 @@ pub trait LedgerStore: ReconcileStore {
 
     async fn ensure_source(&self, name: &str, kind: &str) -> Result<i64>;
     async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
+    /// A current load of the source with this delivery key, whatever its scope (the lowest id).
+    async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>>;
     async fn begin_load(&self, load: &NewLoad) -> Result<LoadId>;
     /// Append lines to a staging load (one transaction per call; also refreshes its heartbeat).
     /// `first_row` is the load-wide position of the first line (the loader numbers lines

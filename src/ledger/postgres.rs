@@ -275,6 +275,14 @@ impl LedgerStore for PgLedger {
         row.as_ref().map(load_row).transpose()
     }
 
+    async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>> {
+        let sql = format!(
+            "{LOAD_SELECT} WHERE l.source_id = $1 AND l.delivery_key = $2 AND l.state = 'current' ORDER BY l.id LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(key).fetch_optional(&self.pool).await?;
+        row.as_ref().map(load_row).transpose()
+    }
+
     async fn begin_load(&self, l: &NewLoad) -> Result<LoadId> {
         Ok(sqlx::query_scalar(
             "INSERT INTO loads (source_id, scope, billing_period, delivery_key, description, state, owner, started_at, heartbeat_at) \

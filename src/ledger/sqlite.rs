@@ -375,6 +375,14 @@ impl LedgerStore for SqliteLedger {
         row.as_ref().map(load_row).transpose()
     }
 
+    async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>> {
+        let sql = format!(
+            "{LOAD_SELECT} WHERE l.source_id = ? AND l.delivery_key = ? AND l.state = 'current' ORDER BY l.id LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(key).fetch_optional(&self.pool).await?;
+        row.as_ref().map(load_row).transpose()
+    }
+
     async fn begin_load(&self, l: &NewLoad) -> Result<LoadId> {
         let t = now();
         let id: i64 = sqlx::query_scalar(

@@ -19,6 +19,8 @@ pub struct Context {
     /// Billing periods the ledger already holds as `final` for this source (filled by the
     /// loader before `deliveries`). An API connector need not ask the provider for them again.
     pub final_periods: std::collections::BTreeSet<BillingPeriod>,
+    /// The years a line's dates must fall in (the loader quarantines a line outside them).
+    pub date_bounds: crate::line::DateBounds,
 }
 
 impl Context {
@@ -28,6 +30,7 @@ impl Context {
             batch_rows: 5_000,
             cancel: CancellationToken::new(),
             final_periods: Default::default(),
+            date_bounds: Default::default(),
         }
     }
 }
@@ -75,6 +78,11 @@ pub struct Batch {
     /// thread that allocated them (a free from another thread costs several times more).
     /// `None`: the loader drops them itself.
     pub spent: Option<SpentLines>,
+    /// On the last batch of a file: the key (`sha256:<hex>`) of exactly the bytes the parser
+    /// read, checked against the file's size and modification time when reading ended. The
+    /// loader commits a `key_pending` delivery under this key and nothing else, so a load's key
+    /// always describes its rows.
+    pub content_key: Option<String>,
 }
 
 /// The way back for written lines: a small bounded queue to the producing thread, which drops

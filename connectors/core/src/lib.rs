@@ -15,6 +15,6 @@ pub mod text;
 
 pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow, SpentLines};
 pub use error::{ConnectorError, RowError};
-pub use line::{ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, Tags, write_map_json};
+pub use line::{ChargeCategory, ChargeClass, ChargeLine, DateBounds, FOCUS_COLUMNS, Tags, write_map_json};
 pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, parse_amount, write_canonical};
 pub use period::{BillingPeriod, TimeError, format_ts, parse_timestamp, write_ts};

@@ -164,6 +164,109 @@ impl ChargeLine {
     }
 }
 
+/// The years a line's dates must fall in to enter the ledger (inclusive). A bill dated in year 0
+/// or 9999 is a broken export, not a charge: accepted, it would break every later period
+/// computation (ISO weeks, month arithmetic) for the whole ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateBounds {
+    pub first_year: i32,
+    pub last_year: i32,
+}
+
+impl Default for DateBounds {
+    fn default() -> Self {
+        Self { first_year: 2000, last_year: 2100 }
+    }
+}
+
+impl ChargeLine {
+    /// What the loader checks of every line, whatever its connector: the four dates inside
+    /// `bounds`, no period ending before it starts, and no NUL byte in any text (PostgreSQL
+    /// cannot store one, so both backends refuse it alike). `Err` is the quarantine reason.
+    pub fn check(&self, bounds: &DateBounds) -> Result<(), String> {
+        use chrono::Datelike;
+        for (name, t) in [
+            ("BillingPeriodStart", self.billing_period_start),
+            ("BillingPeriodEnd", self.billing_period_end),
+            ("ChargePeriodStart", self.charge_period_start),
+            ("ChargePeriodEnd", self.charge_period_end),
+        ] {
+            let y = t.year();
+            if y < bounds.first_year || y > bounds.last_year {
+                return Err(format!(
+                    "{name} {} is outside the years {}–{} that bills are accepted for \
+                     (ingest.valid_years in the config)",
+                    crate::format_ts(t),
+                    bounds.first_year,
+                    bounds.last_year
+                ));
+            }
+        }
+        if self.charge_period_end < self.charge_period_start {
+            return Err(format!(
+                "ChargePeriodEnd {} is before ChargePeriodStart {}",
+                crate::format_ts(self.charge_period_end),
+                crate::format_ts(self.charge_period_start)
+            ));
+        }
+        if self.billing_period_end <= self.billing_period_start {
+            return Err(format!(
+                "BillingPeriodEnd {} is not after BillingPeriodStart {}",
+                crate::format_ts(self.billing_period_end),
+                crate::format_ts(self.billing_period_start)
+            ));
+        }
+        if let Some(col) = self.nul_column() {
+            return Err(format!("{col} contains a NUL byte (0x00), which no ledger column can store"));
+        }
+        Ok(())
+    }
+
+    /// The first column whose text holds a NUL byte.
+    fn nul_column(&self) -> Option<&'static str> {
+        let has = |s: &str| memchr_nul(s.as_bytes());
+        let opt = |s: &Option<String>| s.as_deref().is_some_and(has);
+        let texts: [(&'static str, bool); 19] = [
+            ("BillingAccountId", has(&self.billing_account_id)),
+            ("BillingAccountName", opt(&self.billing_account_name)),
+            ("SubAccountId", opt(&self.sub_account_id)),
+            ("SubAccountName", opt(&self.sub_account_name)),
+            ("ChargeDescription", opt(&self.charge_description)),
+            ("ServiceName", opt(&self.service_name)),
+            ("ServiceCategory", opt(&self.service_category)),
+            ("ProviderName", opt(&self.provider_name)),
+            ("PublisherName", opt(&self.publisher_name)),
+            ("InvoiceIssuerName", opt(&self.invoice_issuer_name)),
+            ("RegionId", opt(&self.region_id)),
+            ("ResourceId", opt(&self.resource_id)),
+            ("ResourceName", opt(&self.resource_name)),
+            ("SkuId", opt(&self.sku_id)),
+            ("BillingCurrency", has(&self.billing_currency)),
+            ("PricingUnit", opt(&self.pricing_unit)),
+            ("ConsumedUnit", opt(&self.consumed_unit)),
+            ("CommitmentDiscountId", opt(&self.commitment_discount_id)),
+            ("InvoiceId", opt(&self.invoice_id)),
+        ];
+        if let Some((name, _)) = texts.iter().find(|(_, nul)| *nul) {
+            return Some(name);
+        }
+        if self.tags.iter().any(|(k, v)| has(k) || has(v)) {
+            return Some("Tags");
+        }
+        if self.x_extra.iter().any(|(k, v)| has(k) || has(v)) {
+            return Some("a provider column kept in x_extra");
+        }
+        if opt(&self.source_ref) {
+            return Some("the source reference");
+        }
+        None
+    }
+}
+
+fn memchr_nul(b: &[u8]) -> bool {
+    b.contains(&0)
+}
+
 fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
     let mut out = Vec::new();
     write_map_json(&mut out, m).then(|| String::from_utf8(out).unwrap_or_default())

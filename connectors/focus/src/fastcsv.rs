@@ -1,8 +1,15 @@
-//! A CSV record reader with the exact semantics of the `csv` crate's default reader
+//! A CSV record reader with the exact field semantics of the `csv` crate's default reader
 //! (`,` delimiter, `"` quotes doubled to escape, `\r`, `\n` and `\r\n` terminators, blank
-//! lines skipped, flexible record lengths, and the same record positions), scanning fields
-//! with `memchr` instead of a byte-at-a-time state machine: parsing was the largest single
-//! cost of an import. A differential test checks it against `csv` on random input.
+//! lines skipped, flexible record lengths), scanning fields with `memchr` instead of a
+//! byte-at-a-time state machine: parsing was the largest single cost of an import. A
+//! differential test checks its records against `csv` on random input.
+//!
+//! Record positions are *physical lines* of the record's first byte, counting `\n`, `\r\n`
+//! and a lone `\r` each as one line break (the `csv` crate counts only `\n`, and reports the
+//! position before blank lines and before the `\n` of a `\r\n`, so a CRLF file's record on
+//! line N said N-1 and a CR file's records all said 1). The record's original bytes are kept
+//! until the next read ([`FastCsv::raw`]), and a quoted field left open at the end of the input
+//! is reported ([`FastCsv::unterminated`]).
 
 use std::io::Read;
 
@@ -27,6 +34,11 @@ pub struct FastCsv<R> {
     /// Unescaped text of a quoted field with doubled quotes.
     scratch: Vec<u8>,
     chunk: usize,
+    /// The last record's bytes: `buf[raw.0..raw.1]` (without its terminator).
+    raw: (usize, usize),
+    /// The last record had a quote opened on this line and never closed, swallowing this many
+    /// line breaks up to the end of the input.
+    unterminated: Option<(u64, u64)>,
 }
 
 /// How parsing the bytes at hand went.
@@ -56,7 +68,20 @@ impl<R: Read> FastCsv<R> {
             after_cr: false,
             scratch: Vec::new(),
             chunk: chunk.max(1),
+            raw: (0, 0),
+            unterminated: None,
         }
+    }
+
+    /// The original bytes of the record last read (without its line terminator).
+    pub fn raw(&self) -> &[u8] {
+        self.buf.get(self.raw.0..self.raw.1).unwrap_or_default()
+    }
+
+    /// When the record last read ends in a quoted field that was never closed: the line the
+    /// quote opened on and the number of line breaks it swallowed.
+    pub fn unterminated(&self) -> Option<(u64, u64)> {
+        self.unterminated
     }
 
     /// Where the next record starts, as `csv::Reader::position` says.
@@ -66,13 +91,12 @@ impl<R: Read> FastCsv<R> {
         p
     }
 
-    /// The next record into `rec` (`false` at the end), as `csv::Reader::read_byte_record`.
+    /// The next record into `rec` (`false` at the end), as `csv::Reader::read_byte_record`;
+    /// its position is the physical line and byte offset of its first byte.
     pub fn read_byte_record(&mut self, rec: &mut ByteRecord) -> csv::Result<bool> {
-        // Like `csv`, the position is where this read starts (before any blank lines).
-        let pos = self.position();
         loop {
             rec.clear();
-            rec.set_position(Some(pos.clone()));
+            self.unterminated = None;
             match self.parse(rec) {
                 Parsed::Record(to) => {
                     self.at = to;
@@ -118,15 +142,32 @@ impl<R: Read> FastCsv<R> {
         let b = &self.buf[..self.end];
         let mut i = self.at;
         let mut line = self.line;
-        // The `\n` of a `\r\n` that ended the last record, then blank lines.
-        if self.after_cr && i < b.len() && b[i] == b'\n' {
-            i += 1;
+        // The last record ended on `\r`: with a `\n` after it, that was one `\r\n` break;
+        // alone, the `\r` was the break. Either way, one line.
+        if self.after_cr {
+            if i == b.len() && !self.eof {
+                return Parsed::NeedMore;
+            }
+            if i < b.len() && b[i] == b'\n' {
+                i += 1;
+            }
             line += 1;
-        } else if self.after_cr && i == b.len() && !self.eof {
-            return Parsed::NeedMore;
         }
+        // Blank lines: `\n`, `\r\n` and a lone `\r` are one break each.
         while i < b.len() && (b[i] == b'\n' || b[i] == b'\r') {
-            line += u64::from(b[i] == b'\n');
+            if b[i] == b'\r' {
+                if i + 1 == b.len() && !self.eof {
+                    // Is it `\r\n`? Keep what is decided so far and look again.
+                    self.at = i;
+                    self.line = line;
+                    self.after_cr = false;
+                    return Parsed::NeedMore;
+                }
+                if i + 1 < b.len() && b[i + 1] == b'\n' {
+                    i += 1;
+                }
+            }
+            line += 1;
             i += 1;
         }
         // Blank lines are consumed for good (a file of them must not fill the buffer).
@@ -136,6 +177,10 @@ impl<R: Read> FastCsv<R> {
         if i == b.len() {
             return Parsed::End;
         }
+        let mut p = Position::new();
+        p.set_line(line).set_byte(self.base + i as u64);
+        rec.set_position(Some(p));
+        let start = i;
         loop {
             // At the start of a field.
             if b[i] == b'"' {
@@ -150,6 +195,7 @@ impl<R: Read> FastCsv<R> {
                                 return Parsed::NeedMore;
                             }
                             // Unterminated at the end of input: the field is what is there.
+                            self.unterminated = Some((line - count_lines(&b[i..piece]), count_lines(&b[i..])));
                             line += count_lines(&b[piece..]);
                             self.scratch.extend_from_slice(&b[piece..]);
                             break b.len();
@@ -196,6 +242,7 @@ impl<R: Read> FastCsv<R> {
                 // The last record of the input, without a terminator.
                 self.line = line;
                 self.after_cr = false;
+                self.raw = (start, i);
                 return Parsed::Record(i);
             }
             match b[i] {
@@ -208,15 +255,20 @@ impl<R: Read> FastCsv<R> {
                         rec.push_field(b"");
                         self.line = line;
                         self.after_cr = false;
+                        self.raw = (start, i);
                         return Parsed::Record(i);
                     }
                     if b[i] == b'\n' || b[i] == b'\r' {
                         // An empty last field.
                         rec.push_field(b"");
+                        self.raw = (start, i);
                         return end_record(&mut self.after_cr, &mut self.line, b, i, line);
                     }
                 }
-                _ => return end_record(&mut self.after_cr, &mut self.line, b, i, line),
+                _ => {
+                    self.raw = (start, i);
+                    return end_record(&mut self.after_cr, &mut self.line, b, i, line);
+                }
             }
         }
     }
@@ -229,43 +281,87 @@ fn end_record(after_cr: &mut bool, line_now: &mut u64, b: &[u8], i: usize, line:
     Parsed::Record(i + 1)
 }
 
+/// Line breaks in `s`: each `\n`, and each `\r` not followed by `\n`.
 fn count_lines(s: &[u8]) -> u64 {
-    memchr::memchr_iter(b'\n', s).count() as u64
+    let lf = memchr::memchr_iter(b'\n', s).count() as u64;
+    let lone_cr = memchr::memchr_iter(b'\r', s).filter(|&k| s.get(k + 1) != Some(&b'\n')).count() as u64;
+    lf + lone_cr
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A record's fields and line (the end: no fields, the final line).
-    type Records = Vec<(Vec<Vec<u8>>, u64)>;
+    /// A record's fields (`csv`'s line numbers are not compared: ours are physical lines).
+    type Records = Vec<Vec<Vec<u8>>>;
 
-    /// Every record, its fields and its line, read with `csv` and with `FastCsv` (in chunks
-    /// of `chunk` bytes, so records straddle refills).
+    /// Every record's fields, read with `csv` and with `FastCsv` (in chunks of `chunk` bytes,
+    /// so records straddle refills).
     fn both(input: &[u8], chunk: usize) -> (Records, Records) {
         let mut want = Vec::new();
         let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(input);
         let mut rec = ByteRecord::new();
         while rdr.read_byte_record(&mut rec).expect("csv") {
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
-            want.push((rec.iter().map(<[u8]>::to_vec).collect(), line));
+            want.push(rec.iter().map(<[u8]>::to_vec).collect());
         }
-        want.push((Vec::new(), rdr.position().line()));
-        let mut got = Vec::new();
-        let mut fast = FastCsv::with_chunk(input, chunk);
-        while fast.read_byte_record(&mut rec).expect("fast") {
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
-            got.push((rec.iter().map(<[u8]>::to_vec).collect(), line));
-        }
-        got.push((Vec::new(), fast.position().line()));
+        let (got, _) = fast_lines(input, chunk);
         (want, got)
     }
 
+    /// Fields and (line, raw bytes) of every record read by `FastCsv`.
+    fn fast_lines(input: &[u8], chunk: usize) -> (Records, Vec<(u64, Vec<u8>)>) {
+        let mut rec = ByteRecord::new();
+        let mut got = Vec::new();
+        let mut at = Vec::new();
+        let mut fast = FastCsv::with_chunk(input, chunk);
+        while fast.read_byte_record(&mut rec).expect("fast") {
+            got.push(rec.iter().map(<[u8]>::to_vec).collect());
+            at.push((rec.position().map(|p| p.line()).unwrap_or(0), fast.raw().to_vec()));
+        }
+        (got, at)
+    }
+
     fn check(input: &[u8]) {
+        let (_, lines) = fast_lines(input, 1 << 16);
         for chunk in [1, 2, 3, 7, 64, 1 << 16] {
             let (want, got) = both(input, chunk);
             assert_eq!(got, want, "input {:?} chunk {chunk}", String::from_utf8_lossy(input));
+            assert_eq!(fast_lines(input, chunk).1, lines, "positions, chunk {chunk}");
         }
+    }
+
+    /// The physical line of every record's first byte, whatever the line terminator.
+    fn lines_of(input: &[u8]) -> Vec<u64> {
+        fast_lines(input, 3).1.into_iter().map(|(l, _)| l).collect()
+    }
+
+    #[test]
+    fn records_are_numbered_by_physical_line_for_lf_crlf_and_cr() {
+        assert_eq!(lines_of(b"h\n1\n2\n"), [1, 2, 3]);
+        assert_eq!(lines_of(b"h\r\n1\r\n2\r\n"), [1, 2, 3]);
+        assert_eq!(lines_of(b"h\r1\r2\r"), [1, 2, 3]);
+        assert_eq!(lines_of(b"h\n\n1\r\n\r\n2\r\r3"), [1, 3, 5, 7]);
+        assert_eq!(lines_of(b"h\n\"a\r\nb\",1\n2\n"), [1, 2, 4]);
+        assert_eq!(lines_of(b"h\r\"a\rb\",1\r2"), [1, 2, 4]);
+    }
+
+    #[test]
+    fn a_record_keeps_its_original_bytes() {
+        let (_, at) = fast_lines(b"h,i\r\n\"a,\"\"b\"\"\",  2 \r\nx,y", 4);
+        assert_eq!(at[1], (2, b"\"a,\"\"b\"\"\",  2 ".to_vec()));
+        assert_eq!(at[2], (3, b"x,y".to_vec()));
+    }
+
+    #[test]
+    fn an_unterminated_quote_says_where_it_opened_and_what_it_swallowed() {
+        let input = b"h,i\n1,2\n3,\"oops\n4,5\n6,7\n";
+        let mut fast = FastCsv::with_chunk(&input[..], 5);
+        let mut rec = ByteRecord::new();
+        let mut seen = Vec::new();
+        while fast.read_byte_record(&mut rec).expect("read") {
+            seen.push((rec.position().map(|p| p.line()).unwrap_or(0), fast.unterminated()));
+        }
+        assert_eq!(seen, [(1, None), (2, None), (3, Some((3, 3)))]);
     }
 
     #[test]
@@ -300,7 +396,7 @@ mod tests {
         for chunk in [1000, 1 << 16] {
             let (want, got) = both(&input, chunk);
             assert_eq!(got, want, "chunk {chunk}");
-            assert_eq!(got[1].0[1].len(), (3 << 20) + 2);
+            assert_eq!(got[1][1].len(), (3 << 20) + 2);
         }
     }
 

@@ -9,6 +9,7 @@ pub mod normalize;
 pub mod parquet;
 pub mod reader;
 pub mod spool;
+pub mod tap;
 
 use std::path::{Path, PathBuf};
 
@@ -17,54 +18,96 @@ use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, Perio
 use futures::stream::BoxStream;
 use sha2::{Digest, Sha256};
 
-/// Where a FOCUS source reads: files and/or directories (searched recursively for `.csv` and
-/// `.csv.gz`). A file's scope is its name when given directly, or its path relative to the
-/// directory it was found in: a newer file at the same scope replaces the older one.
+/// How a file source names its deliveries' scopes (what a newer file replaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scoping {
+    /// A configured source: a file's path relative to the configured directory it was found
+    /// in (or its name, when the file itself is configured). Stable as long as the
+    /// directory's layout is.
+    Relative,
+    /// An ad hoc import: the file's canonical absolute path, so the same file is one scope
+    /// however it was named on the command line, and two files never share one by accident.
+    Absolute,
+}
+
+/// Where a FOCUS source reads: files and/or directories (searched recursively for `.csv`,
+/// `.csv.gz` and `.parquet`). A newer file at the same scope (see [`Scoping`]) replaces the
+/// older one.
 #[derive(Debug, Clone)]
 pub struct FocusConnector {
     paths: Vec<PathBuf>,
+    scoping: Scoping,
 }
 
 impl FocusConnector {
+    /// A configured source: scopes relative to the configured paths.
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        Self { paths }
+        Self { paths, scoping: Scoping::Relative }
+    }
+
+    /// Files imported by hand: scopes are canonical absolute paths.
+    pub fn ad_hoc(paths: Vec<PathBuf>) -> Self {
+        Self { paths, scoping: Scoping::Absolute }
     }
 
     /// (scope, file) for every file to load, sorted by scope. Two files with one scope are an
     /// error: one would silently replace the other.
     pub fn files(&self) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
-        let mut out: Vec<(String, PathBuf)> = Vec::new();
-        for p in &self.paths {
-            let meta = std::fs::metadata(p).map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
-            if meta.is_dir() {
-                let mut found = Vec::new();
-                walk(p, &mut found)?;
-                for f in found {
-                    let rel = f.strip_prefix(p).unwrap_or(&f);
-                    let scope = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                    out.push((scope, f));
-                }
-            } else {
-                let scope = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                out.push((scope, p.clone()));
-            }
-        }
-        out.sort();
-        for w in out.windows(2) {
-            if w[0].0 == w[1].0 {
-                return Err(ConnectorError::input(
-                    w[1].1.display().to_string(),
-                    format!(
-                        "this file and {} both map to scope '{}', so one would replace the other",
-                        w[0].1.display(),
-                        w[0].0
-                    ),
-                    "import them under different --source names or rename one of them",
-                ));
-            }
-        }
-        Ok(out)
+        list_files(&self.paths, is_bill_file, self.scoping)
     }
+}
+
+/// (scope, file) for every file under `paths` (files, or directories searched recursively)
+/// that `wanted` accepts, sorted by scope; two files with one scope are an error.
+pub fn list_files(
+    paths: &[PathBuf],
+    wanted: fn(&Path) -> bool,
+    scoping: Scoping,
+) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
+        let found = if meta.is_dir() {
+            let mut found = Vec::new();
+            walk(p, wanted, &mut found)?;
+            found
+        } else {
+            vec![p.clone()]
+        };
+        for f in found {
+            let scope = match scoping {
+                Scoping::Absolute => {
+                    let abs = std::fs::canonicalize(&f).map_err(|e| ConnectorError::io(f.display().to_string(), e))?;
+                    abs.to_string_lossy().into_owned()
+                }
+                Scoping::Relative if meta.is_dir() => {
+                    let rel = f.strip_prefix(p).unwrap_or(&f);
+                    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+                }
+                Scoping::Relative => f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            out.push((scope, f));
+        }
+    }
+    out.sort();
+    // The same file named twice (a file and its directory, say) is one delivery.
+    out.dedup_by(|b, a| {
+        a.0 == b.0 && std::fs::canonicalize(&a.1).ok().is_some_and(|x| std::fs::canonicalize(&b.1).ok() == Some(x))
+    });
+    for w in out.windows(2) {
+        if w[0].0 == w[1].0 {
+            return Err(ConnectorError::input(
+                w[1].1.display().to_string(),
+                format!(
+                    "this file and {} both map to scope '{}', so one would replace the other",
+                    w[0].1.display(),
+                    w[0].0
+                ),
+                "import them under different --source names or rename one of them",
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn is_bill_file(p: &Path) -> bool {
@@ -72,15 +115,15 @@ fn is_bill_file(p: &Path) -> bool {
     n.ends_with(".csv") || n.ends_with(".csv.gz") || n.ends_with(".parquet")
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ConnectorError> {
+fn walk(dir: &Path, wanted: fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> Result<(), ConnectorError> {
     let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
     for entry in rd {
         let entry = entry.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
         let p = entry.path();
         let ft = entry.file_type().map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
         if ft.is_dir() {
-            walk(&p, out)?;
-        } else if is_bill_file(&p) {
+            walk(&p, wanted, out)?;
+        } else if wanted(&p) {
             out.push(p);
         }
     }

@@ -11,7 +11,6 @@
 //! Row groups are read one at a time (the record reader), so memory is bounded by the file's
 //! row group size, not its length.
 
-use std::fs::File;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate};
@@ -94,7 +93,9 @@ pub fn read_parquet<F: RecordFormat>(
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
     let file = path.display().to_string();
-    let f = File::open(path).map_err(|e| ConnectorError::io(&file, e))?;
+    // Parquet is read by random access: the file is hashed first, and checked for change
+    // when its rows have been read.
+    let (f, tap) = crate::tap::hash_then_check(path)?;
     let reader = SerializedFileReader::new(f).map_err(|e| input(&file, e))?;
     let schema = reader.metadata().file_metadata().schema_descr();
     let names: Vec<String> = schema.root_schema().get_fields().iter().map(|c| c.name().to_string()).collect();
@@ -113,7 +114,9 @@ pub fn read_parquet<F: RecordFormat>(
         for (_, v) in row.get_column_iter() {
             rec.push_field(text(v).as_bytes());
         }
-        batcher.push(&cols, &rec, format!("{file}:row {}", n + 1))?;
+        batcher.push(&cols, &rec, format!("{file}:row {}", n + 1), Default::default())?;
     }
-    batcher.finish()
+    drop(reader);
+    let key = tap.finish()?;
+    batcher.finish(Some(key))
 }

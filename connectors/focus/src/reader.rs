@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record};
+use crate::tap::Tap;
 
 /// Batches in flight between the parser thread and the loader.
 const CHANNEL_DEPTH: usize = 1;
@@ -97,14 +98,32 @@ pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, ConnectorError> {
 /// Like [`open`], also saying whether the file is gzip.
 pub fn open_detect(path: &Path) -> Result<(Box<dyn Read + Send>, bool), ConnectorError> {
     let loc = path.display().to_string();
+    let gz = is_gzip(path)?;
+    let f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
+    Ok((decoded(f, gz), gz))
+}
+
+/// Like [`open_detect`], with the raw bytes read hashed on another thread: after the reader
+/// is dropped, [`Tap::finish`] gives the key of exactly those bytes (or says the file changed).
+pub fn open_tapped(path: &Path) -> Result<(Box<dyn Read + Send>, bool, Tap), ConnectorError> {
+    let gz = is_gzip(path)?;
+    let (tee, tap) = crate::tap::open_tapped(path)?;
+    Ok((decoded(tee, gz), gz, tap))
+}
+
+fn is_gzip(path: &Path) -> Result<bool, ConnectorError> {
+    let loc = path.display().to_string();
     let mut f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
     let mut magic = [0u8; 2];
     let n = read_up_to(&mut f, &mut magic).map_err(|e| ConnectorError::io(&loc, e))?;
-    let f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
-    if n == 2 && magic == [0x1f, 0x8b] {
-        Ok((Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, f))), true))
+    Ok(n == 2 && magic == [0x1f, 0x8b])
+}
+
+fn decoded<R: Read + Send + 'static>(r: R, gz: bool) -> Box<dyn Read + Send> {
+    if gz {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, r)))
     } else {
-        Ok((Box::new(BufReader::with_capacity(256 * 1024, f)), false))
+        Box::new(BufReader::with_capacity(256 * 1024, r))
     }
 }
 
@@ -144,18 +163,50 @@ fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
     }
 }
 
-/// One record into the batch: a line, or a row error (wrong width, an oversized field, or
-/// what the format's normaliser says).
-fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: String, batch: &mut Batch) {
+/// What the reader knows of a record beyond its fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecordInfo<'r> {
+    /// The record's original bytes, when the format has them (CSV).
+    pub raw: Option<&'r [u8]>,
+    /// A quoted field opened on this line was never closed, swallowing this many line breaks.
+    pub unterminated: Option<(u64, u64)>,
+}
+
+/// One record into the batch: a line, or a row error (an unterminated quote, wrong width, an
+/// oversized field, or what the format's normaliser says). A quarantined row keeps the
+/// record's original bytes; its amount is taken by header name only when the record has the
+/// header's width (in a short or long record, no field is known to be the amount).
+fn push_record<F: RecordFormat>(
+    cols: &F,
+    rec: &csv::ByteRecord,
+    location: String,
+    info: RecordInfo,
+    batch: &mut Batch,
+) {
     batch.records += 1;
+    let original = || match info.raw {
+        Some(raw) => costledger_core::text::clip(&String::from_utf8_lossy(raw), crate::normalize::MAX_RAW_BYTES),
+        None => raw_record(rec),
+    };
+    let aligned = rec.len() == cols.width();
     let error = |reason: String| RowError {
         location: location.clone(),
         reason,
-        raw: raw_record(rec),
-        raw_amount: cols.raw_amount(rec),
-        currency: cols.raw_currency(rec),
+        raw: original(),
+        raw_amount: if aligned { cols.raw_amount(rec) } else { None },
+        currency: if aligned { cols.raw_currency(rec) } else { None },
     };
-    if rec.len() != cols.width() {
+    if let Some((opened, swallowed)) = info.unterminated {
+        batch.errors.push(error(format!(
+            "a quoted field opened on line {opened} is never closed: it swallowed the {swallowed} line break(s) \
+             to the end of the file into this one record"
+        )));
+    } else if let Some(i) = memchr::memchr(0, rec.as_slice()).map(|_| rec.iter().position(|f| f.contains(&0))) {
+        // PostgreSQL cannot store a NUL byte in text; SQLite could: refused on both alike.
+        let col = i.filter(|&i| i < cols.width()).map(|i| cols.column_name(i).to_string());
+        let col = col.unwrap_or_else(|| "(past the header)".to_string());
+        batch.errors.push(error(format!("column {col} contains a NUL byte (0x00), which no ledger column can store")));
+    } else if !aligned {
         batch.errors.push(error(format!("the record has {} fields but the header has {}", rec.len(), cols.width())));
     } else if let Some((i, f)) = rec.iter().enumerate().find(|(_, f)| f.len() > MAX_FIELD_BYTES) {
         batch.errors.push(error(format!(
@@ -170,7 +221,12 @@ fn push_record<F: RecordFormat>(cols: &F, rec: &csv::ByteRecord, location: Strin
                 batch.rounded_amounts += rounded;
                 batch.lines.push(l);
             }
-            Err(e) => batch.errors.push(e),
+            Err(mut e) => {
+                if info.raw.is_some() {
+                    e.raw = original();
+                }
+                batch.errors.push(e)
+            }
         }
     }
 }
@@ -217,8 +273,9 @@ impl<'a> Batcher<'a> {
         cols: &F,
         rec: &csv::ByteRecord,
         location: String,
+        info: RecordInfo,
     ) -> Result<(), ConnectorError> {
-        push_record(cols, rec, location, &mut self.batch);
+        push_record(cols, rec, location, info, &mut self.batch);
         self.bytes += rec.as_slice().len();
         if self.batch.lines.len() + self.batch.errors.len() >= self.batch_rows || self.bytes >= MAX_BATCH_BYTES {
             self.bytes = 0;
@@ -239,9 +296,11 @@ impl<'a> Batcher<'a> {
         }
     }
 
-    /// Send what is left.
-    pub(crate) fn finish(self) -> Result<(), ConnectorError> {
-        if self.batch.records > 0 && self.tx.blocking_send(Ok(self.batch)).is_err() {
+    /// Send what is left, with the key of the bytes read.
+    pub(crate) fn finish(mut self, content_key: Option<String>) -> Result<(), ConnectorError> {
+        let keyed = content_key.is_some();
+        self.batch.content_key = content_key;
+        if (self.batch.records > 0 || keyed) && self.tx.blocking_send(Ok(self.batch)).is_err() {
             return Err(ConnectorError::Cancelled);
         }
         Ok(())
@@ -279,7 +338,7 @@ fn read_file<F: RecordFormat>(
     if is_parquet(path)? {
         return crate::parquet::read_parquet::<F>(path, batch_rows, tx, cancel);
     }
-    let (input, gz) = open_detect(path)?;
+    let (input, gz, tap) = open_tapped(path)?;
     // The `csv` crate's semantics, scanned faster (see `fastcsv`).
     let mut rdr = crate::fastcsv::FastCsv::new(input);
     let mut header = csv::ByteRecord::new();
@@ -308,9 +367,12 @@ fn read_file<F: RecordFormat>(
             Err(e) => return Err(io_error(&file, line, &e, gz)),
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
-        batcher.push(&cols, &rec, location(&file, line))?;
+        let info = RecordInfo { raw: Some(rdr.raw()), unterminated: rdr.unterminated() };
+        batcher.push(&cols, &rec, location(&file, line), info)?;
     }
-    batcher.finish()
+    drop(rdr);
+    let key = tap.finish()?;
+    batcher.finish(Some(key))
 }
 
 #[cfg(test)]

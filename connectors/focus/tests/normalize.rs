@@ -206,7 +206,10 @@ async fn whole_file_problems_are_clear_errors() {
 #[tokio::test]
 async fn header_only_file_has_no_rows_and_no_error() {
     let b = read(format!("{HEAD}\n").as_bytes(), "h.csv").await.expect("ok");
-    assert!(b.is_empty());
+    // One batch: no records, only the key of the bytes read.
+    assert_eq!(b.len(), 1);
+    assert_eq!((b[0].records, b[0].lines.len(), b[0].errors.len()), (0, 0, 0));
+    assert!(b[0].content_key.as_deref().is_some_and(|k| k.starts_with("sha256:")));
 }
 
 #[tokio::test]

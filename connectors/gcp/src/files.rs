@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::normalize::{Credit, ExportRow, parse_credits_json, parse_kv_json, row_lines};
+use crate::normalize::{Credit, ExportRow, parse_kv_json, row_lines};
 
 type Obj = BTreeMap<String, Box<RawValue>>;
 
@@ -69,11 +69,48 @@ fn kv_list(o: &Obj, path: &[&str]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `credits` of a row: the export's array of credit objects, or a single credit object
+/// (some extract tools unwrap one-element arrays), or null. Anything else, or a credit that
+/// is not an object or has no amount, is an error: the row is quarantined, never loaded
+/// without its credits.
+pub fn credits_of(raw: Option<&RawValue>) -> Result<Vec<Credit>, String> {
+    let Some(raw) = raw else { return Ok(Vec::new()) };
+    let t = raw.get().trim();
+    let items: Vec<Box<RawValue>> = match t.as_bytes().first() {
+        None => return Ok(Vec::new()),
+        Some(b'n') if t == "null" => return Ok(Vec::new()),
+        Some(b'[') => serde_json::from_str(t).map_err(|e| format!("credits: {e}"))?,
+        Some(b'{') => vec![RawValue::from_string(t.to_string()).map_err(|e| format!("credits: {e}"))?],
+        _ => return Err(format!("credits is neither a list of credits nor one credit: {}", clip(t))),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let m = obj(c).ok_or_else(|| format!("credit {} is not an object: {}", i + 1, clip(c.get())))?;
+            let credit = Credit {
+                name: text(m.get("name").map(|b| b.as_ref())),
+                full_name: text(m.get("full_name").map(|b| b.as_ref())),
+                id: text(m.get("id").map(|b| b.as_ref())),
+                kind: text(m.get("type").map(|b| b.as_ref())),
+                amount: text(m.get("amount").map(|b| b.as_ref())),
+            };
+            if credit.amount.is_none() {
+                return Err(format!("credit {} has no amount: {}", i + 1, clip(c.get())));
+            }
+            Ok(credit)
+        })
+        .collect()
+}
+
+fn clip(s: &str) -> String {
+    costledger_core::text::clip(s, 200)
+}
+
 /// One JSON line of the (nested) export table → an export row.
 pub fn json_row(line: &str) -> Result<ExportRow, String> {
     let o: Obj = serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-    let credits: Vec<Box<RawValue>> =
-        o.get("credits").and_then(|c| serde_json::from_str(c.get()).ok()).unwrap_or_default();
+    let credits = credits_of(o.get("credits").map(|b| b.as_ref()))?;
     Ok(ExportRow {
         invoice_month: field(&o, &["invoice", "month"]),
         cost_type: field(&o, &["cost_type"]),
@@ -100,18 +137,16 @@ pub fn json_row(line: &str) -> Result<ExportRow, String> {
         usage_pricing_unit: field(&o, &["usage", "pricing_unit"]),
         labels: kv_list(&o, &["labels"]),
         project_labels: kv_list(&o, &["project", "labels"]),
-        credits: credits
-            .iter()
-            .filter_map(|c| obj(c))
-            .map(|m| Credit {
-                name: text(m.get("name").map(|b| b.as_ref())),
-                full_name: text(m.get("full_name").map(|b| b.as_ref())),
-                id: text(m.get("id").map(|b| b.as_ref())),
-                kind: text(m.get("type").map(|b| b.as_ref())),
-                amount: text(m.get("amount").map(|b| b.as_ref())),
-            })
-            .collect(),
+        credits,
     })
+}
+
+/// The cost and currency of a JSON line that could not become a row (for the quarantine).
+fn json_amount(line: &str) -> (Option<String>, Option<String>) {
+    match serde_json::from_str::<Obj>(line) {
+        Ok(o) => (field(&o, &["cost"]), field(&o, &["currency"])),
+        Err(_) => (None, None),
+    }
 }
 
 /// The flattened query's columns (also the CSV header of an extract of it).
@@ -171,27 +206,144 @@ pub fn flat_row(get: &dyn Fn(&str) -> Option<String>) -> Result<ExportRow, Strin
         usage_unit: get("usage_unit"),
         usage_pricing_amount: get("usage_pricing_amount"),
         usage_pricing_unit: get("usage_pricing_unit"),
-        labels: parse_kv_json(&get("labels_json").unwrap_or_default())?,
-        project_labels: parse_kv_json(&get("project_labels_json").unwrap_or_default())?,
-        credits: parse_credits_json(&get("credits_json").unwrap_or_default())?,
+        labels: labels_of(&get("labels_json").unwrap_or_default())?,
+        project_labels: labels_of(&get("project_labels_json").unwrap_or_default())?,
+        credits: {
+            let c = get("credits_json").unwrap_or_default();
+            let t = c.trim();
+            if t.is_empty() || t == "null" || t == "[]" {
+                Vec::new()
+            } else {
+                let json =
+                    if t.contains('\'') || t.contains("None") { python_literal_to_json(t)? } else { t.to_string() };
+                let raw = RawValue::from_string(json).map_err(|e| format!("credits: {e}"))?;
+                credits_of(Some(&raw))?
+            }
+        },
     })
 }
 
-fn push_row(batch: &mut Batch, row: Result<ExportRow, String>, location: &str, raw: &str) {
-    batch.records += 1;
-    let r = row.and_then(|r| row_lines(&r, location, raw).map_err(|e| e.reason));
-    match r {
-        Ok((lines, rounded)) => {
-            batch.rounded_amounts += rounded;
-            batch.lines.extend(lines);
+/// Labels as the export's key/value list (`[{"key":…,"value":…}]`) or an object
+/// (`{"team":"x"}`), in JSON or as a Python literal (single quotes, `None`).
+fn labels_of(s: &str) -> Result<Vec<(String, String)>, String> {
+    let t = s.trim();
+    if t.is_empty() || t == "null" || t == "[]" || t == "{}" {
+        return Ok(Vec::new());
+    }
+    let json = if t.contains('\'') || t.contains("None") { python_literal_to_json(t)? } else { t.to_string() };
+    if json.starts_with('{') {
+        let m: BTreeMap<String, serde_json::Value> = serde_json::from_str(&json).map_err(|e| format!("labels: {e}"))?;
+        return Ok(m
+            .into_iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    serde_json::Value::String(s) => s,
+                    serde_json::Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                (k, v)
+            })
+            .collect());
+    }
+    parse_kv_json(&json)
+}
+
+/// A Python literal (what `str()` of a list of dicts prints: single-quoted strings, `None`,
+/// `True`, `False`) as JSON text. Numbers are copied as written, so amounts keep their exact
+/// text (`-5e-06`).
+pub fn python_literal_to_json(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len() + 8);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                let quote = c;
+                let mut text = String::new();
+                loop {
+                    match chars.next() {
+                        None => return Err(format!("unterminated string in '{}'", clip(s))),
+                        Some('\\') => match chars.next() {
+                            Some('n') => text.push('\n'),
+                            Some('t') => text.push('\t'),
+                            Some('r') => text.push('\r'),
+                            Some(other) => text.push(other),
+                            None => return Err(format!("unterminated string in '{}'", clip(s))),
+                        },
+                        Some(ch) if ch == quote => break,
+                        Some(ch) => text.push(ch),
+                    }
+                }
+                out.push_str(&serde_json::Value::String(text).to_string());
+            }
+            c if c.is_ascii_alphabetic() || c == '_' => {
+                let mut word = String::from(c);
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' {
+                        word.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                match word.as_str() {
+                    "None" | "null" => out.push_str("null"),
+                    "True" | "true" => out.push_str("true"),
+                    "False" | "false" => out.push_str("false"),
+                    // Exponent markers inside numbers (1e-06) and anything else: as written.
+                    other => out.push_str(other),
+                }
+            }
+            other => out.push(other),
         }
-        Err(reason) => batch.errors.push(costledger_core::RowError {
-            location: location.to_string(),
-            reason,
-            raw: costledger_core::text::clip(raw, 4096),
-            raw_amount: None,
-            currency: None,
-        }),
+    }
+    Ok(out)
+}
+
+/// One source row into the batch: its lines, or a quarantined row that keeps the row's raw
+/// amount and currency (`fallback` when the row could not even be read), so the quarantine
+/// total still conserves money.
+fn push_row(
+    batch: &mut Batch,
+    row: Result<ExportRow, String>,
+    location: &str,
+    raw: &str,
+    fallback: impl FnOnce() -> (Option<String>, Option<String>),
+) {
+    batch.records += 1;
+    match row {
+        Ok(r) => match row_lines(&r, location, raw) {
+            Ok((lines, rounded)) => {
+                batch.rounded_amounts += rounded;
+                batch.lines.extend(lines);
+            }
+            Err(e) => batch.errors.push(e),
+        },
+        Err(reason) => {
+            let (raw_amount, currency) = fallback();
+            batch.errors.push(costledger_core::RowError {
+                location: location.to_string(),
+                reason,
+                raw: costledger_core::text::clip(raw, 4096),
+                raw_amount,
+                currency,
+            })
+        }
+    }
+}
+
+/// A CSV header name as the flattened query's column: lower case, the export's dotted names
+/// (`invoice.month`, `location.region`; what nise and Koku write) mapped to the flat names.
+fn flat_name(h: &str) -> String {
+    let n = h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase().replace('.', "_");
+    match n.as_str() {
+        "location_region" => "region".into(),
+        "location_location" => "location".into(),
+        "location_country" => "location_country".into(),
+        "usage_amount_in_pricing_units" => "usage_pricing_amount".into(),
+        "labels" => "labels_json".into(),
+        "project_labels" => "project_labels_json".into(),
+        "credits" => "credits_json".into(),
+        _ => n,
     }
 }
 
@@ -202,12 +354,20 @@ fn read_file(
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
     let file = path.display().to_string();
-    let (input, _) = costledger_focus::reader::open_detect(path)?;
+    // The raw bytes are hashed as they are read: the load's key is the key of these bytes.
+    let (input, _, tap) = costledger_focus::reader::open_tapped(path)?;
     let mut buf = std::io::BufReader::new(input);
     // JSON lines or CSV: look at the first non-blank byte.
-    let first = match buf.fill_buf().map_err(|e| ConnectorError::io(&file, e))?.first() {
+    // Leading blank lines (and a byte-order mark) say nothing about the format.
+    let first = match buf
+        .fill_buf()
+        .map_err(|e| ConnectorError::io(&file, e))?
+        .iter()
+        .copied()
+        .find(|c| !c.is_ascii_whitespace() && *c != 0xef && *c != 0xbb && *c != 0xbf)
+    {
         None => return Err(ConnectorError::input(format!("{file}:1"), "the file is empty", "export the table again")),
-        Some(c) => *c,
+        Some(c) => c,
     };
     let mut batch = Batch::default();
     let flush = |batch: &mut Batch, force: bool| -> Result<(), ConnectorError> {
@@ -226,7 +386,7 @@ fn read_file(
             if line.trim().is_empty() {
                 continue;
             }
-            push_row(&mut batch, json_row(&line), &format!("{file}:{}", i + 1), &line);
+            push_row(&mut batch, json_row(&line), &format!("{file}:{}", i + 1), &line, || json_amount(&line));
             flush(&mut batch, false)?;
         }
     } else {
@@ -235,7 +395,7 @@ fn read_file(
             .headers()
             .map_err(|e| ConnectorError::input(format!("{file}:1"), e.to_string(), "check the file"))?
             .iter()
-            .map(|h| h.trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
+            .map(flat_name)
             .collect();
         for need in ["invoice_month", "cost", "currency", "usage_start_time", "billing_account_id"] {
             if !header.iter().any(|h| h == need) {
@@ -257,11 +417,13 @@ fn read_file(
                 rec.get(i).map(str::to_string).filter(|v| !v.is_empty())
             };
             let raw = rec.iter().collect::<Vec<_>>().join(",");
-            push_row(&mut batch, flat_row(&get), &format!("{file}:{line}"), &raw);
+            push_row(&mut batch, flat_row(&get), &format!("{file}:{line}"), &raw, || (get("cost"), get("currency")));
             flush(&mut batch, false)?;
         }
     }
-    flush(&mut batch, true)
+    flush(&mut batch, true)?;
+    let key = tap.finish()?;
+    tx.blocking_send(Ok(Batch { content_key: Some(key), ..Batch::default() })).map_err(|_| ConnectorError::Cancelled)
 }
 
 pub fn stream_files(

@@ -7,12 +7,12 @@ pub mod files;
 pub mod focus;
 pub mod normalize;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
-use costledger_focus::{FocusConnector, file_sha256};
+use costledger_focus::{Scoping, file_sha256, list_files};
 use futures::stream::BoxStream;
 use serde::Deserialize;
 
@@ -185,15 +185,34 @@ impl Connector for GcpExportConnector {
     }
 }
 
-/// Extract files (JSON lines or CSV) from a directory or by hand.
+/// Extract files (JSON lines or CSV, plain or gzip) from a directory (recursively) or by hand.
 pub struct GcpFileConnector {
     paths: Vec<PathBuf>,
+    scoping: Scoping,
 }
 
 impl GcpFileConnector {
+    /// A configured source: scopes relative to the configured directory.
     pub fn new(paths: Vec<PathBuf>) -> Self {
-        GcpFileConnector { paths }
+        GcpFileConnector { paths, scoping: Scoping::Relative }
     }
+
+    /// Files imported by hand: scopes are canonical absolute paths.
+    pub fn ad_hoc(paths: Vec<PathBuf>) -> Self {
+        GcpFileConnector { paths, scoping: Scoping::Absolute }
+    }
+
+    /// (scope, file) of every extract, sorted by scope.
+    pub fn files(&self) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
+        list_files(&self.paths, is_extract_file, self.scoping)
+    }
+}
+
+/// `.json`, `.jsonl`, `.ndjson` or `.csv`, each plain or `.gz`.
+fn is_extract_file(p: &Path) -> bool {
+    let n = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let n = n.strip_suffix(".gz").unwrap_or(&n);
+    [".json", ".jsonl", ".ndjson", ".csv"].iter().any(|x| n.ends_with(x))
 }
 
 #[async_trait]
@@ -202,40 +221,39 @@ impl Connector for GcpFileConnector {
         "gcp_export_files"
     }
 
-    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
-        FocusConnector::new(self.paths.clone()).check(cx).await
+    async fn check(&self, _cx: &Context) -> Result<(), ConnectorError> {
+        for (_, f) in self.files()? {
+            std::fs::File::open(&f).map_err(|e| ConnectorError::io(f.display().to_string(), e))?;
+        }
+        Ok(())
     }
 
     async fn deliveries(&self, _window: PeriodWindow, _cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
         let mut out = Vec::new();
-        for p in &self.paths {
-            let files: Vec<(String, PathBuf)> = if p.is_dir() {
-                let mut v = Vec::new();
-                for e in std::fs::read_dir(p).map_err(|e| ConnectorError::io(p.display().to_string(), e))? {
-                    let e = e.map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
-                    let n = e.file_name().to_string_lossy().to_ascii_lowercase();
-                    if [".json", ".jsonl", ".ndjson", ".csv", ".gz"].iter().any(|x| n.ends_with(x)) {
-                        v.push((e.file_name().to_string_lossy().into_owned(), e.path()));
-                    }
-                }
-                v.sort();
-                v
-            } else {
-                vec![(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), p.clone())]
-            };
-            for (scope, f) in files {
-                out.push(Delivery {
-                    scope,
-                    delivery_key: file_sha256(&f)?,
-                    billing_period: None,
-                    description: f.display().to_string(),
-                    items: vec![f.display().to_string()],
-                    final_periods: false,
-                    key_pending: false,
-                });
-            }
+        for (scope, f) in self.files()? {
+            out.push(Delivery {
+                scope,
+                // The SHA-256 of the bytes parsed, reported by the reader (and computed
+                // alongside by `delivery_key`, so a file already current is skipped early).
+                delivery_key: String::new(),
+                billing_period: None,
+                description: f.display().to_string(),
+                items: vec![f.display().to_string()],
+                final_periods: false,
+                key_pending: true,
+            });
         }
         Ok(out)
+    }
+
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        let paths: Vec<PathBuf> = d.items.iter().map(PathBuf::from).collect();
+        tokio::task::spawn_blocking(move || match paths.as_slice() {
+            [one] => file_sha256(one),
+            _ => Err(ConnectorError::Transient(format!("a GCP extract delivery is one file, not {}", paths.len()))),
+        })
+        .await
+        .map_err(|e| ConnectorError::Transient(format!("hashing task failed: {e}")))?
     }
 
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
