@@ -27,6 +27,7 @@ pub async fn run_checks(
         };
         out.extend(invoice(store, cfg, p, bp).await?);
         out.extend(cross_source(store, cfg, p, bp).await?);
+        out.extend(overlap(store, p, bp).await?);
         out.extend(tag_coverage(cfg, p, rows)?);
     }
     out.extend(restatements(store, periods).await?);
@@ -106,7 +107,8 @@ async fn cross_source(
     p: &str,
     bp: BillingPeriod,
 ) -> Result<Vec<Finding>, ReconcileError> {
-    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+    // The one reader of `check` sources: they are compared, never summed.
+    let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
     let mut groups: BTreeMap<(String, String), BTreeMap<String, ExactSum>> = BTreeMap::new();
     for t in store.totals(&filter, &[Dim::BillingAccount, Dim::Source]).await? {
         let acct = t.keys[0].clone().unwrap_or_default();
@@ -135,6 +137,108 @@ async fn cross_source(
                 });
             }
         }
+    }
+    Ok(out)
+}
+
+/// What one current load holds of one provider × billing account in a period.
+#[derive(Debug, Default)]
+struct Cover {
+    source: String,
+    days: BTreeSet<String>,
+    totals: Totals,
+}
+
+/// Two primary current loads that cover the same provider × billing account × billing period
+/// are the same bill counted twice: from two sources (a CUR and Cost Explorer both primary), or
+/// from one source when the two loads share a charge day (a restated file saved under a new
+/// path; a copy). Loads of one source on disjoint days (daily files) are a split bill, not an
+/// overlap. One finding per provider × account, naming every load involved and its amounts.
+async fn overlap(store: &dyn LedgerStore, p: &str, bp: BillingPeriod) -> Result<Vec<Finding>, ReconcileError> {
+    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+    let by = [Dim::Provider, Dim::BillingAccount, Dim::Source, Dim::Load, Dim::ChargeDay];
+    let mut groups: BTreeMap<(String, String), BTreeMap<i64, Cover>> = BTreeMap::new();
+    for t in store.totals(&filter, &by).await? {
+        let key = |i: usize| t.keys[i].clone().unwrap_or_default();
+        let load: i64 = key(3).parse().unwrap_or_default();
+        let c = groups.entry((key(0), key(1))).or_default().entry(load).or_default();
+        c.source = key(2);
+        c.days.insert(key(4));
+        c.totals.0.entry(t.currency.clone()).or_default().merge(&t.billed_cost)?;
+    }
+    let mut scopes: Option<BTreeMap<i64, String>> = None;
+    let mut out = Vec::new();
+    for ((provider, acct), loads) in groups {
+        let ids: Vec<i64> = loads.keys().copied().collect();
+        let mut involved: BTreeSet<i64> = BTreeSet::new();
+        for (i, a) in ids.iter().enumerate() {
+            for b in &ids[i + 1..] {
+                let (ca, cb) = (&loads[a], &loads[b]);
+                if ca.source != cb.source || !ca.days.is_disjoint(&cb.days) {
+                    involved.insert(*a);
+                    involved.insert(*b);
+                }
+            }
+        }
+        if involved.is_empty() {
+            continue;
+        }
+        if scopes.is_none() {
+            let current = store
+                .loads(&crate::ledger::LoadFilter { state: Some(LoadState::Current), ..Default::default() })
+                .await?;
+            scopes = Some(current.into_iter().map(|l| (l.id, l.scope)).collect());
+        }
+        let scope_of = |id: i64| scopes.as_ref().and_then(|s| s.get(&id).cloned()).unwrap_or_default();
+        let sources: BTreeSet<&str> = involved.iter().map(|id| loads[id].source.as_str()).collect();
+        let listed: Vec<String> = involved
+            .iter()
+            .map(|id| {
+                format!("source {} load {id} ({}): {}", loads[id].source, scope_of(*id), loads[id].totals.display())
+            })
+            .collect();
+        // The bill counted more than once: every involved load after the first, in the first
+        // load's main currency.
+        let first = involved.iter().next().copied().unwrap_or_default();
+        let currency = loads[&first].totals.0.keys().next().cloned();
+        let mut extra = ExactSum::default();
+        if let Some(cur) = &currency {
+            for id in involved.iter().skip(1) {
+                extra.merge(&loads[id].totals.get(cur))?;
+            }
+        }
+        let hint = if sources.len() > 1 {
+            format!(
+                "if one of {} is a cross-check of the other, set `role: check` on it in the config (or import it with --role check); otherwise remove one of them",
+                sources.iter().copied().collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            "the same days are loaded twice from one source (a copy, or a restated file saved under a new path): keep one file per bill, at one path".to_string()
+        };
+        out.push(Finding {
+            check: checks::OVERLAP.into(),
+            period: p.to_string(),
+            billing_account_id: Some(acct.clone()),
+            currency: currency.clone(),
+            amount: Some(extra),
+            subject: Some(involved.iter().map(|id| format!("load {id}")).collect::<Vec<_>>().join(", ")),
+            message: format!(
+                "billing account {acct} ({provider}) in {p} is covered by {} current loads, so it is counted {} times: {}; {hint}",
+                involved.len(),
+                involved.len(),
+                listed.join("; ")
+            ),
+            evidence: json!({
+                "provider": provider,
+                "loads": involved.iter().map(|id| json!({
+                    "load": id,
+                    "source": loads[id].source,
+                    "scope": scope_of(*id),
+                    "totals": loads[id].totals.0.iter().map(|(c, s)| (c.clone(), s.to_string())).collect::<BTreeMap<_, _>>(),
+                })).collect::<Vec<_>>(),
+            })
+            .to_string(),
+        });
     }
     Ok(out)
 }

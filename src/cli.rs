@@ -17,8 +17,8 @@ use crate::allocation::Allocator;
 use crate::config::{Config, DEFAULT_DATABASE, ReportFormat, redact_url};
 use crate::export::export_csv;
 use crate::finance_files::{read_fx, read_invoices};
-use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, sweep_stale};
-use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome};
+use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, set_source_role, sweep_stale};
+use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome, SourceRole};
 use crate::reconcile::{ReconcileError, reconcile};
 use crate::report::{build_weekly, last_complete_week, parse_week, week_totals, write_report};
 use crate::sample::{SampleSpec, write_sample_file};
@@ -95,9 +95,14 @@ pub enum Command {
     Import {
         #[arg(long, value_enum)]
         format: ImportFormat,
-        /// Source name in the ledger (a file replaces the earlier file of the same name in it).
+        /// Source name in the ledger (a file replaces the earlier version of the same file in it).
         #[arg(long)]
         source: Option<String>,
+        /// `check`: load these files for the cross-source check only, never summed into
+        /// totals, allocation, reports or exports (`primary`: the bill). Default: the
+        /// source's current role (primary for a new source).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<SourceRole>,
         /// Files (.csv or .csv.gz) or directories.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
@@ -237,6 +242,10 @@ fn parse_state(s: &str) -> Result<LoadState, String> {
     LoadState::parse(s).map_err(|_| "expected staging, current, superseded or failed".to_string())
 }
 
+fn parse_role(s: &str) -> Result<SourceRole, String> {
+    SourceRole::parse(s).ok_or_else(|| "expected primary (the bill) or check (a cross-check, never summed)".to_string())
+}
+
 fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
     parse_timestamp(s).map_err(|e| e.to_string())
 }
@@ -300,7 +309,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("ledger at {} is at schema version {}", redact_url(&env.database), v.last().copied().unwrap_or(0));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import { format, source, paths } => {
+        Command::Import { format, source, role, paths } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             let source = source.clone().unwrap_or_else(|| {
@@ -336,6 +345,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Box::new(OciReportConnector::new(kind, ReportSource::Directory(paths.clone())))
                 }
             };
+            if let Some(role) = role {
+                set_source_role(store.as_ref(), &source, connector.kind(), *role).await?;
+            }
             let ok = ingest_and_print(store.as_ref(), &env.config, &source, connector.as_ref(), "import").await?;
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
@@ -357,6 +369,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let connector = crate::registry::build(&s.params)
                     .await
                     .with_context(|| format!("source '{}' cannot be set up", s.name))?;
+                set_source_role(store.as_ref(), &s.name, connector.kind(), s.role).await?;
                 all_ok &= ingest_and_print(store.as_ref(), &env.config, &s.name, connector.as_ref(), "ingest").await?;
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })

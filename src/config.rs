@@ -188,6 +188,8 @@ pub struct SourceConfig {
     pub name: String,
     pub schedule: Option<String>,
     pub jitter_secs: u64,
+    /// `role: primary` (default: the bill) or `role: check` (a cross-check, never summed).
+    pub role: crate::ledger::SourceRole,
     pub params: SourceParams,
 }
 
@@ -555,6 +557,22 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
     let name = take_str(&mut m, "name", true);
     let kind = take_str(&mut m, "type", true);
     let schedule = take_str(&mut m, "schedule", false);
+    let role = match take_str(&mut m, "role", false) {
+        None => crate::ledger::SourceRole::Primary,
+        Some(r) => match crate::ledger::SourceRole::parse(&r) {
+            Some(role) => role,
+            None => {
+                issue(
+                    issues,
+                    &format!("{path}.role"),
+                    &format!(
+                        "'{r}' is not a role: 'primary' (the bill, the default) or 'check' (a cross-check, never summed)"
+                    ),
+                );
+                crate::ledger::SourceRole::Primary
+            }
+        },
+    };
     let jitter_secs = match m.remove("jitter_secs") {
         None => 0,
         Some(v) => match v.as_u64() {
@@ -662,7 +680,7 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
     if issues.len() > before {
         return None;
     }
-    Some(SourceConfig { name: name?, schedule, jitter_secs, params: params? })
+    Some(SourceConfig { name: name?, schedule, jitter_secs, role, params: params? })
 }
 
 /// A schedule is a 6-field cron expression with seconds first (`0 */30 * * * *`);
@@ -823,6 +841,27 @@ sources:
         has("sources[3]: unknown field `pth`");
         has("sources[4].path: environment variable MISSING_VAR is not set");
         assert_eq!(err.len(), 7, "{text:#?}");
+    }
+
+    #[test]
+    fn source_roles_and_valid_years_are_read_and_checked() {
+        let c = Config::parse(
+            "ingest: { valid_years: [2010, 2040] }\nsources:\n  - { name: cur, type: focus, path: /a }\n  - { name: ce, type: focus, path: /b, role: check }\n",
+            &env,
+        )
+        .expect("valid");
+        assert_eq!(c.date_bounds, costledger_core::DateBounds { first_year: 2010, last_year: 2040 });
+        assert_eq!(c.batch_rows, 5_000, "batch_rows keeps its default beside valid_years");
+        let roles: Vec<_> = c.sources.iter().map(|s| s.role).collect();
+        assert_eq!(roles, [crate::ledger::SourceRole::Primary, crate::ledger::SourceRole::Check]);
+        let err = Config::parse(
+            "ingest: { valid_years: [2100, 2000] }\nsources:\n  - { name: x, type: focus, path: /a, role: secondary }\n",
+            &env,
+        )
+        .expect_err("invalid");
+        let text: Vec<String> = err.iter().map(|i| i.to_string()).collect();
+        assert!(text.iter().any(|t| t.contains("ingest.valid_years: must be [FIRST, LAST]")), "{text:?}");
+        assert!(text.iter().any(|t| t.contains("sources[0].role: 'secondary' is not a role")), "{text:?}");
     }
 
     #[test]

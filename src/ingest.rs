@@ -20,7 +20,7 @@ use tracing::{info, info_span, warn};
 
 use crate::ledger::{
     CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadRow, LoadState, LoadSummary, NewLoad,
-    PeriodContribution,
+    PeriodContribution, SourceRole,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +140,18 @@ pub async fn sweep_stale(store: &dyn LedgerStore, stale_after: Duration) -> Resu
         }
     }
     Ok(swept)
+}
+
+/// Record a source's role (creating the source if it is new) before it is loaded, so its
+/// charges are never visible under the wrong role.
+pub async fn set_source_role(
+    store: &dyn LedgerStore,
+    source: &str,
+    kind: &str,
+    role: SourceRole,
+) -> Result<(), LedgerError> {
+    let id = store.ensure_source(source, kind).await?;
+    store.set_source_role(id, role).await
 }
 
 /// Load every delivery the connector offers. Each delivery is independent: one failing does

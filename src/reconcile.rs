@@ -40,6 +40,7 @@ pub mod checks {
     pub const RESTATEMENT: &str = "restatement";
     pub const TAG_COVERAGE: &str = "tag_coverage";
     pub const ANOMALY: &str = "anomaly";
+    pub const OVERLAP: &str = "overlap";
 }
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -486,3 +486,25 @@ sources:
         assert!(err.contains(want), "missing '{want}' in:\n{err}");
     }
 }
+
+/// Localized headers that carry the English name in parentheses (`Kosten (PreTaxCost)`, as
+/// some portals and OpenCost's fixtures write them) and lower-case names read like the English
+/// ones (they were refused: "this is not an Azure cost export").
+#[test]
+fn localized_and_lower_case_headers_are_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("localized.csv");
+    std::fs::write(
+        &f,
+        "\u{feff}SubscriptionGuid (SubscriptionGuid),Ressourcengruppe (ResourceGroup),Standort (ResourceLocation),Nutzungsdatum (UsageDateTime),Kategorie (MeterCategory),MeterId (MeterId),Menge (UsageQuantity),Kosten (PreTaxCost),instanceid,tags,Währung (Currency),unitofmeasure\n\
+         sub-2,rg-a,eastus,2019-07-29 00:00:00,Bandwidth,b1,1,12.5,/subscriptions/sub-2/x,,USD,GB\n\
+         sub-2,rg-a,eastus,2019-07-30 00:00:00,Bandwidth,b1,1,0.25,/subscriptions/sub-2/x,,USD,GB\n",
+    )
+    .expect("write");
+    let (code, out, err) = run(&db, &["import", "--format", "azure-export", f.to_str().expect("p")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(line_of(&out, "localized.csv").contains("2 rows, 0 quarantined; BilledCost USD 12.75"), "{out}");
+    let (_, csv, _) = run(&db, &["export", "csv"]);
+    assert!(csv.contains(",sub-2,") && csv.contains("Bandwidth"), "{csv}");
+}

@@ -575,3 +575,65 @@ fn html_report_renders_in_chromium() {
     // A blank 1200×1600 page compresses to a few KB; tables and charts make it much larger.
     assert!(bytes.len() > 40_000, "the page has content ({} bytes)", bytes.len());
 }
+
+/// The README's cross-check layout: the same bill imported as the bill and as a `check`
+/// source. Before roles, both were summed (every total 2×) with no finding; now the check
+/// source is compared only, and two primary sources over one bill raise an `overlap`.
+#[test]
+fn a_check_source_is_compared_never_summed_and_a_doubled_bill_is_a_finding() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let bill = dir.path().join("bill.csv");
+    std::fs::write(&bill, format!("{HEAD}\n{}{}", row("10", "USD", "a"), row("5.5", "USD", "b"))).expect("w");
+    let other = dir.path().join("ce.csv");
+    std::fs::write(&other, format!("{HEAD}\n{}", row("15.5", "USD", "from cost explorer"))).expect("w");
+    let p = |p: &Path| p.to_str().expect("utf8").to_string();
+    assert_eq!(run(&db, &["import", "--format", "focus", &p(&bill)]).0, 0);
+    let (code, _, err) = run(&db, &["import", "--format", "focus", "--source", "ce", "--role", "check", &p(&other)]);
+    assert_eq!(code, 0, "{err}");
+    let csv = export(&db);
+    assert_eq!(csv.lines().count(), 3, "the check source is not exported: {csv}");
+    assert!(!csv.contains("from cost explorer"));
+    let (code, out, err) = run(&db, &["reconcile"]);
+    assert!(out.contains("billed USD 15.5\n"), "the check source is not summed: {out}{err}");
+    assert_eq!(code, 1, "untagged spend is a finding: {out}{err}");
+    let (_, out, _) = run(&db, &["findings"]);
+    assert!(!out.contains("[overlap]") && !out.contains("[cross_source]"), "the sources agree: {out}");
+    // The same file as a second primary source: a doubled bill, and reconcile says so.
+    let (code, _, _) = run(&db, &["import", "--format", "focus", "--source", "ce", "--role", "primary", &p(&other)]);
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&db, &["reconcile"]);
+    assert_eq!(code, 1, "{out}");
+    let (_, out, _) = run(&db, &["findings"]);
+    assert!(out.contains("[overlap] 2026-10 account A1 USD"), "{out}");
+    assert!(out.contains("is covered by 2 current loads, so it is counted 2 times"), "{out}");
+    let (code, _, err) = run(&db, &["import", "--format", "focus", "--role", "bogus", &p(&other)]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected primary (the bill) or check"), "{err}");
+}
+
+/// Rows dated in year 0 or 9999, or ending before they start, are quarantined at the door,
+/// so `reconcile` and `report weekly` still work for every period (year 0 used to make both
+/// fail on the whole ledger).
+#[test]
+fn impossible_dates_never_break_reconcile_or_the_report() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("dates.csv");
+    let text = format!(
+        "{HEAD}\n{}\
+         2,USD,A1,0000-01-01,0000-02-01,0000-01-02,0000-01-03,Usage,year zero\n\
+         4,USD,A1,2026-10-01,2026-11-01,9999-10-02,9999-10-03,Usage,year 9999\n\
+         8,USD,A1,2026-10-01,2026-11-01,2026-10-05,2026-10-03,Usage,backwards\n",
+        row("1", "USD", "good")
+    );
+    std::fs::write(&f, text).expect("w");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", f.to_str().expect("p")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 rows, 3 quarantined"), "{out}");
+    let (code, out, err) = run(&db, &["reconcile"]);
+    assert!(code == 0 || code == 1, "{out}{err}");
+    let (code, out, err) =
+        run(&db, &["report", "weekly", "--week", "2026-W40", "--out", dir.path().join("r").to_str().expect("p")]);
+    assert_eq!(code, 0, "{out}{err}");
+}

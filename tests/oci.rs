@@ -259,3 +259,35 @@ fn import_oci_cost_and_focus_reports_by_hand() {
     assert!(out.contains("missing required column(s): lineItem/tenantId"), "{out}");
     assert!(out.contains("use --format oci-focus for FOCUS reports"), "{out}");
 }
+
+/// A bucket synced as Oracle lays it out: cost reports, usage reports and FOCUS reports side by
+/// side. `--format oci-cost` on the root loads the cost reports and skips the others with a
+/// note (it used to fail with exit 2 on the usage reports).
+#[test]
+fn a_synced_bucket_with_usage_reports_beside_cost_reports_loads_the_cost_reports() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let root = dir.path().join("bling");
+    let cost = root.join("reports/cost-csv");
+    let usage = root.join("reports/usage-csv");
+    let focus = root.join("FOCUS Reports/2024/03/01");
+    for d in [&cost, &usage, &focus] {
+        std::fs::create_dir_all(d).expect("mkdir");
+    }
+    std::fs::copy(oci_fixture("reports_cost-csv_0000000030000269.csv"), cost.join("0000000030000269.csv")).expect("cp");
+    std::fs::write(
+        usage.join("0000000030000270.csv"),
+        "lineItem/referenceNo,lineItem/tenantId,usage/consumedQuantity\n1,ocid1.tenancy.oc1..x,3\n",
+    )
+    .expect("usage");
+    std::fs::copy(oci_fixture("oci_focus_report.csv"), focus.join("focus.csv")).expect("cp");
+    let (code, out, err) = run(&db, &["import", "--format", "oci-cost", root.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("source 'import-oci-cost': 1 delivery"), "{out}");
+    assert!(out.contains("506 rows, 0 quarantined; BilledCost USD 2.523589325400648027"), "{out}");
+    assert!(err.contains("skipped 1 OCI usage report(s)"), "{err}");
+    assert!(err.contains("skipped 1 OCI FOCUS report(s) (import them with --format oci-focus)"), "{err}");
+    let (code, out, err) = run(&db, &["import", "--format", "oci-focus", root.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 rows, 0 quarantined; BilledCost USD 0.90000030217"), "{out}");
+}

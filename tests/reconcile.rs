@@ -206,6 +206,66 @@ async fn cross_source_disagreement_is_a_finding(s: Box<dyn LedgerStore>) {
     assert_eq!(x[0].subject.as_deref(), Some("cur vs cost-explorer"));
 }
 
+/// Two primary sources over one bill: counted twice, and reconcile says so (`overlap`, with
+/// the loads and the excess). Marked `check`, the second source is compared by the
+/// cross-source check and never summed: totals, allocation and the charges readers see are
+/// the bill once.
+async fn a_check_source_is_compared_never_summed(s: Box<dyn LedgerStore>) {
+    use costledger::ledger::{ChargeFilter, SourceRole};
+    let a = s.ensure_source("cur", "test").await.expect("source");
+    let b = s.ensure_source("cost-explorer", "test").await.expect("source");
+    load_lines(s.as_ref(), a, "x", "k", &[line("100.00", "USD")]).await;
+    load_lines(s.as_ref(), b, "x", "k", &[line("99.98", "USD")]).await;
+    let cfg = Config::default();
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "199.98");
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let o = of_check(&f, "overlap");
+    assert_eq!(o.len(), 1, "{f:#?}");
+    assert_eq!(o[0].amount.map(|a| a.to_string()).as_deref(), Some("99.98"));
+    assert_eq!(o[0].billing_account_id.as_deref(), Some("A1"));
+    assert!(o[0].message.contains("is covered by 2 current loads, so it is counted 2 times"), "{}", o[0].message);
+    assert!(o[0].message.contains("source cur load 1 (x): USD 100"), "{}", o[0].message);
+    assert!(o[0].message.contains("set `role: check` on it"), "{}", o[0].message);
+
+    costledger::ingest::set_source_role(s.as_ref(), "cost-explorer", "test", SourceRole::Check).await.expect("role");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "100");
+    assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("n"), 1);
+    let named = ChargeFilter { source: Some("cost-explorer".into()), ..Default::default() };
+    assert_eq!(s.count_charges(&named).await.expect("n"), 1, "a source named explicitly is read whatever its role");
+    let sum = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    assert!(of_check(&sum.findings, "overlap").is_empty(), "{:#?}", sum.findings);
+    let x = of_check(&sum.findings, "cross_source");
+    assert_eq!(x.len(), 1, "the check source is still compared: {:#?}", sum.findings);
+    assert_eq!(x[0].amount.map(|a| a.to_string()).as_deref(), Some("0.02"));
+    assert_eq!(sum.periods[0].billed.display(), "USD 100");
+    let rows = s.allocations(None).await.expect("rows");
+    assert_eq!(sum_rows(&rows, |_| true).get("USD").map(|a| a.to_string()).as_deref(), Some("100"));
+}
+
+/// Loads of one source on disjoint days (daily files) are a split bill, not an overlap; a
+/// second load over the same days (a copy under a new path) is.
+async fn one_sources_loads_overlap_only_on_shared_days(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("drop", "test").await.expect("source");
+    let day = |d: &str, amount: &str| {
+        let mut l = line(amount, "USD");
+        l.charge_period_start = costledger_core::parse_timestamp(&format!("2026-10-{d}T00:00:00Z")).expect("ts");
+        l.charge_period_end = costledger_core::parse_timestamp(&format!("2026-10-{d}T01:00:00Z")).expect("ts");
+        l
+    };
+    load_lines(s.as_ref(), src, "day05.csv", "k1", &[day("05", "1.5")]).await;
+    load_lines(s.as_ref(), src, "day06.csv", "k2", &[day("06", "2.5")]).await;
+    let cfg = Config::default();
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    assert!(of_check(&f, "overlap").is_empty(), "{f:#?}");
+    load_lines(s.as_ref(), src, "restated/day05.csv", "k3", &[day("05", "1.75")]).await;
+    let f = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let o = of_check(&f, "overlap");
+    assert_eq!(o.len(), 1, "{f:#?}");
+    assert_eq!(o[0].subject.as_deref(), Some("load 1, load 3"));
+    assert_eq!(o[0].amount.map(|a| a.to_string()).as_deref(), Some("1.75"));
+    assert!(o[0].message.contains("the same days are loaded twice from one source"), "{}", o[0].message);
+}
+
 /// The same ledger gives the same bytes, on both backends: golden Markdown and CSV files.
 async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
     import(s.as_ref(), "aws", &bill()).await;
@@ -340,6 +400,8 @@ conformance!(
     invoice_check_finds_exactly_the_cent,
     restated_final_period_is_a_finding_with_the_exact_delta,
     cross_source_disagreement_is_a_finding,
+    a_check_source_is_compared_never_summed,
+    one_sources_loads_overlap_only_on_shared_days,
     weekly_report_matches_the_golden_files,
     html_report_is_well_formed_with_charts,
     reported_week_that_changes_is_a_restatement,

@@ -238,6 +238,11 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
         Ok(c) => c,
         Err(e) => return outcome("failed", Some(format!("source '{}' cannot be set up: {e}", source.name))),
     };
+    if let Err(e) =
+        crate::ingest::set_source_role(shared.store.as_ref(), &source.name, connector.kind(), source.role).await
+    {
+        return outcome("failed", Some(format!("source '{}': cannot record its role: {e}", source.name)));
+    }
     let now = BillingPeriod::of(Utc::now());
     let window = PeriodWindow { from: now.prev(), to: now };
     let mut cx = Context::new(source.name.clone());

@@ -32,6 +32,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0004_charge_keys.sql"),
         include_str!("../../migrations/postgres/0004_charge_keys.sql"),
     ),
+    (
+        5,
+        "source_roles",
+        include_str!("../../migrations/sqlite/0005_source_roles.sql"),
+        include_str!("../../migrations/postgres/0005_source_roles.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -76,6 +76,38 @@ impl LoadState {
     }
 }
 
+/// What a source's charges are for. Closed set; stored as text in `sources.role`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SourceRole {
+    /// The bill: summed into totals, allocation, reports, queries and exports.
+    #[default]
+    Primary,
+    /// A cross-check over a bill another source loads (Cost Explorer beside the CUR, say):
+    /// loaded and compared by the cross-source check, never summed.
+    Check,
+}
+
+impl SourceRole {
+    pub const ALL: [SourceRole; 2] = [SourceRole::Primary, SourceRole::Check];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Primary => "primary",
+            Self::Check => "check",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for SourceRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A load about to be staged.
 #[derive(Debug, Clone)]
 pub struct NewLoad {
@@ -167,6 +199,16 @@ pub struct ChargeFilter {
     pub load: Option<LoadId>,
     /// Billing period (of BillingPeriodStart).
     pub period: Option<costledger_core::BillingPeriod>,
+    /// Also read sources whose role is `check` (only the cross-source check does). Naming a
+    /// `source` or a `load` reads it whatever its role.
+    pub include_check_sources: bool,
+}
+
+impl ChargeFilter {
+    /// Whether the WHERE clause keeps only primary sources.
+    pub(crate) fn primary_only(&self) -> bool {
+        !self.include_check_sources && self.source.is_none() && self.load.is_none()
+    }
 }
 
 /// Dimensions totals can be grouped by.
@@ -180,6 +222,10 @@ pub enum Dim {
     ChargeCategory,
     BillingPeriod,
     InvoiceId,
+    /// The load id (as text).
+    Load,
+    /// The UTC day of ChargePeriodStart (`YYYY-MM-DD`).
+    ChargeDay,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -344,7 +390,8 @@ pub struct PeriodLoad {
 /// (`reconcile_sql.rs`). A supertrait of [`LedgerStore`].
 #[async_trait]
 pub trait ReconcileStore: Send + Sync {
-    /// Ids of the current loads, ascending.
+    /// Ids of the current loads of primary sources, ascending (what the allocation reads: a
+    /// load becoming current, or a source changing role, changes the fingerprint).
     async fn current_load_ids(&self) -> Result<Vec<LoadId>>;
     /// Every (load, period) contribution of current and superseded loads, by source, period, load.
     async fn period_history(&self) -> Result<Vec<PeriodLoad>>;
@@ -396,6 +443,10 @@ pub trait LedgerStore: ReconcileStore {
 
     async fn ensure_source(&self, name: &str, kind: &str) -> Result<i64>;
     async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
+    /// Set a source's role (the source must exist).
+    async fn set_source_role(&self, source_id: i64, role: SourceRole) -> Result<()>;
+    /// Every source's name and role, by name.
+    async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>>;
     /// A current load of the source with this delivery key, whatever its scope (the lowest id).
     async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>>;
     async fn begin_load(&self, load: &NewLoad) -> Result<LoadId>;
@@ -593,7 +644,7 @@ pub(crate) fn dim_column(d: Dim) -> &'static str {
         Dim::Service => "c.service_name",
         Dim::ChargeCategory => "c.charge_category",
         Dim::InvoiceId => "c.invoice_id",
-        Dim::BillingPeriod => "",
+        Dim::BillingPeriod | Dim::Load | Dim::ChargeDay => "",
     }
 }
 

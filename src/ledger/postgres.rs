@@ -85,6 +85,9 @@ fn filter_sql(f: &ChargeFilter) -> (String, Vec<Bind>) {
         }
         None => w.push("l.state = 'current'".to_string()),
     }
+    if f.primary_only() {
+        w.push("s.role = 'primary'".to_string());
+    }
     if let Some(s) = &f.source {
         binds.push(Bind::S(s.clone()));
         w.push(format!("s.name = ${}", binds.len()));
@@ -122,6 +125,8 @@ fn bind_all<'q>(
 fn dim_sql(d: Dim) -> &'static str {
     match d {
         Dim::BillingPeriod => "to_char(c.billing_period_start AT TIME ZONE 'UTC', 'YYYY-MM')",
+        Dim::Load => "l.id::text",
+        Dim::ChargeDay => "to_char(c.charge_period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         other => dim_column(other),
     }
 }
@@ -213,7 +218,8 @@ impl LedgerStore for PgLedger {
         let mut v = sqlx::query(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
              MIN(c.charge_period_start) \
-             FROM charges c JOIN loads l ON l.id = c.load_id WHERE l.state = 'current' GROUP BY 1, 2, 3",
+             FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+             WHERE l.state = 'current' AND s.role = 'primary' GROUP BY 1, 2, 3",
         )
         .fetch_all(&self.pool)
         .await?
@@ -273,6 +279,29 @@ impl LedgerStore for PgLedger {
         let sql = format!("{LOAD_SELECT} WHERE l.source_id = $1 AND l.scope = $2 AND l.state = 'current'");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
         row.as_ref().map(load_row).transpose()
+    }
+
+    async fn set_source_role(&self, source_id: i64, role: SourceRole) -> Result<()> {
+        sqlx::query("UPDATE sources SET role = $1 WHERE id = $2")
+            .bind(role.as_str())
+            .bind(source_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>> {
+        sqlx::query("SELECT name, role FROM sources ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let role: String = r.try_get(1)?;
+                let role =
+                    SourceRole::parse(&role).ok_or_else(|| LedgerError::Corrupt(format!("source role '{role}'")))?;
+                Ok((r.try_get(0)?, role))
+            })
+            .collect()
     }
 
     async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>> {

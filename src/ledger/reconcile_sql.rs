@@ -316,7 +316,10 @@ macro_rules! reconcile_sql {
         }
 
         pub(crate) async fn rec_current_load_ids(pool: &$pool) -> Result<Vec<LoadId>> {
-            Ok(sqlx::query_scalar(q("SELECT id FROM loads WHERE state = 'current' ORDER BY id")).fetch_all(pool).await?)
+            Ok(sqlx::query_scalar(q("SELECT l.id FROM loads l JOIN sources s ON s.id = l.source_id \
+                 WHERE l.state = 'current' AND s.role = 'primary' ORDER BY l.id"))
+            .fetch_all(pool)
+            .await?)
         }
 
         pub(crate) async fn rec_period_history(pool: &$pool) -> Result<Vec<super::PeriodLoad>> {

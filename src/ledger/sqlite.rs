@@ -123,6 +123,9 @@ fn filter_sql(f: &ChargeFilter) -> (String, Vec<String>) {
         }
         None => w.push("l.state = 'current'".to_string()),
     }
+    if f.primary_only() {
+        w.push("s.role = 'primary'".to_string());
+    }
     if let Some(s) = &f.source {
         w.push("s.name = ?".to_string());
         binds.push(s.clone());
@@ -146,6 +149,8 @@ fn filter_sql(f: &ChargeFilter) -> (String, Vec<String>) {
 fn dim_sql(d: Dim) -> &'static str {
     match d {
         Dim::BillingPeriod => "substr(c.billing_period_start, 1, 7)",
+        Dim::Load => "CAST(l.id AS TEXT)",
+        Dim::ChargeDay => "substr(c.charge_period_start, 1, 10)",
         other => dim_column(other),
     }
 }
@@ -312,7 +317,7 @@ impl LedgerStore for SqliteLedger {
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
              MIN(c.charge_period_start) FROM charges c JOIN loads l ON ",
             charges_of_l!(),
-            " WHERE l.state = 'current' GROUP BY 1, 2, 3",
+            " JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' AND s.role = 'primary' GROUP BY 1, 2, 3",
         ))
         .fetch_all(&self.pool)
         .await?
@@ -373,6 +378,29 @@ impl LedgerStore for SqliteLedger {
         let sql = format!("{LOAD_SELECT} WHERE l.source_id = ? AND l.scope = ? AND l.state = 'current'");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
         row.as_ref().map(load_row).transpose()
+    }
+
+    async fn set_source_role(&self, source_id: i64, role: SourceRole) -> Result<()> {
+        sqlx::query("UPDATE sources SET role = ? WHERE id = ?")
+            .bind(role.as_str())
+            .bind(source_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>> {
+        sqlx::query("SELECT name, role FROM sources ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let role: String = r.try_get(1)?;
+                let role =
+                    SourceRole::parse(&role).ok_or_else(|| LedgerError::Corrupt(format!("source role '{role}'")))?;
+                Ok((r.try_get(0)?, role))
+            })
+            .collect()
     }
 
     async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>> {

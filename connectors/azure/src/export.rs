@@ -148,13 +148,26 @@ fn header_names(header: &csv::ByteRecord) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
+/// A header name as matched against the alternates: lower case, and for a localized header
+/// that carries the English name in parentheses (`Kosten (PreTaxCost)`, `PreTaxCost (PreTaxCost)`,
+/// as some portals write them), that name.
+fn header_key(name: &str) -> String {
+    let t = name.trim();
+    if let Some(inner) = t.strip_suffix(')').and_then(|r| r.rsplit_once(" (")).map(|(_, inner)| inner.trim())
+        && !inner.is_empty()
+    {
+        return inner.to_ascii_lowercase();
+    }
+    t.to_ascii_lowercase()
+}
+
 impl<const A: bool> RecordFormat for AzureColumns<A> {
     const HEADER_HINT: &'static str =
         "this is not an Azure cost export (EA, MCA or pay-as-you-go cost details, or a FOCUS export)";
 
     fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
         let names = header_names(header)?;
-        let lower: Vec<String> = names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let lower: Vec<String> = names.iter().map(|n| header_key(n)).collect();
         let mut seen = BTreeMap::new();
         for (i, n) in lower.iter().enumerate() {
             if let Some(j) = seen.insert(n.clone(), i) {

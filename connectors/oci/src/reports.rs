@@ -7,6 +7,7 @@
 //! summed twice. A downloaded object is spooled to a temporary file and parsed from there
 //! with the shared CSV reader (bounded memory).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use costledger_core::{Batch, ConnectorError, Context, Delivery, PeriodWindow};
@@ -146,6 +147,23 @@ impl OciReportConnector {
     }
 }
 
+/// A file of another OCI report type, in a directory synced from Oracle's bucket (which keeps
+/// `reports/cost-csv/`, `reports/usage-csv/` and `FOCUS Reports/` side by side): what it is,
+/// or `None` when it is this source's kind. Usage reports (quantities, no cost) are not read
+/// yet.
+fn other_report(kind: ReportKind, scope: &str) -> Option<&'static str> {
+    let parts: Vec<String> = scope.split('/').map(|p| p.to_ascii_lowercase()).collect();
+    let has = |name: &str| parts.iter().any(|p| p == name);
+    if has("usage-csv") {
+        return Some("OCI usage report(s) (reports/usage-csv: quantities without cost; not read yet)");
+    }
+    match kind {
+        ReportKind::Cost if has("focus reports") => Some("OCI FOCUS report(s) (import them with --format oci-focus)"),
+        ReportKind::Focus if has("cost-csv") => Some("OCI cost report(s) (import them with --format oci-cost)"),
+        _ => None,
+    }
+}
+
 #[async_trait::async_trait]
 impl costledger_core::Connector for OciReportConnector {
     fn kind(&self) -> &'static str {
@@ -174,17 +192,25 @@ impl costledger_core::Connector for OciReportConnector {
             ReportSource::Directory(paths) => {
                 let files = FocusConnector::new(paths.clone()).files()?;
                 let mut out = Vec::new();
+                let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
                 for (scope, f) in files {
-                    let key = file_sha256(&f)?;
+                    if let Some(other) = other_report(self.kind, &scope) {
+                        *skipped.entry(other).or_default() += 1;
+                        continue;
+                    }
                     out.push(Delivery {
                         scope,
-                        delivery_key: key,
+                        // The SHA-256 of the bytes parsed (see `delivery_key`).
+                        delivery_key: String::new(),
                         billing_period: None,
                         description: f.display().to_string(),
                         items: vec![f.display().to_string()],
                         final_periods: false,
-                        key_pending: false,
+                        key_pending: true,
                     });
+                }
+                for (what, n) in skipped {
+                    tracing::warn!(source = %cx.source, files = n, "skipped {n} {what} in the directory: not this source's format");
                 }
                 let _ = window;
                 Ok(out)
@@ -206,6 +232,18 @@ impl costledger_core::Connector for OciReportConnector {
                     })
                     .collect())
             }
+        }
+    }
+
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        match (&self.source, d.items.as_slice()) {
+            (ReportSource::Directory(_), [one]) => {
+                let path = PathBuf::from(one);
+                tokio::task::spawn_blocking(move || file_sha256(&path))
+                    .await
+                    .map_err(|e| ConnectorError::Transient(format!("hashing task failed: {e}")))?
+            }
+            _ => Ok(d.delivery_key.clone()),
         }
     }
 
