@@ -9,8 +9,8 @@ use costledger_core::{BillingPeriod, ExactSum, Totals};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerStore, LoadState};
+use crate::config::{Config, InvoicePrecision};
+use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, LoadState};
 use crate::reconcile::{ReconcileError, checks, iso_week_label};
 
 pub async fn run_checks(
@@ -25,7 +25,6 @@ pub async fn run_checks(
             Ok(b) => b,
             Err(_) => continue,
         };
-        out.extend(invoice(store, cfg, p, bp).await?);
         out.extend(cross_source(store, cfg, p, bp).await?);
         out.extend(overlap(store, p, bp).await?);
         out.extend(tag_coverage(cfg, p, rows)?);
@@ -43,62 +42,136 @@ fn exceeds(delta: &ExactSum, tolerance: Decimal) -> bool {
     delta.abs() > ExactSum::from(tolerance)
 }
 
-async fn invoice(
+/// An invoice the ledger matches (shown by `reconcile`, so a match is confirmed, not silent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvoiceMatch {
+    pub period: String,
+    /// `invoice ID` or `billing account ID`.
+    pub what: String,
+    pub currency: String,
+    /// The invoice amount, as finance wrote it.
+    pub amount: Decimal,
+    /// The ledger's exact total.
+    pub ledger: ExactSum,
+}
+
+/// Every stored invoice of the selected periods (all, when `selected` is `None`) against the
+/// ledger: a finding when they differ beyond `checks.invoice_tolerance` — comparing the
+/// ledger rounded half-to-even to the invoice amount's own decimal places unless
+/// `checks.invoice_precision: exact` — or when the ledger has no bill at all for the
+/// invoice's period (a missing bill); a confirmation when they match. Returns the findings,
+/// the matches and the periods of invoices that have no ledger data (their findings are stored
+/// under those periods).
+pub async fn invoices(
     store: &dyn LedgerStore,
     cfg: &Config,
-    p: &str,
-    bp: BillingPeriod,
-) -> Result<Vec<Finding>, ReconcileError> {
-    let invoices: Vec<_> = store.invoices().await?.into_iter().filter(|i| i.period == p).collect();
-    if invoices.is_empty() {
-        return Ok(Vec::new());
-    }
-    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
-    let mut by_invoice: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
-    for t in store.totals(&filter, &[Dim::InvoiceId]).await? {
-        if let Some(id) = &t.keys[0] {
-            by_invoice.insert((id.clone(), t.currency), t.billed_cost);
-        }
-    }
-    let mut by_account: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
-    for t in store.totals(&filter, &[Dim::BillingAccount]).await? {
-        by_account.insert((t.keys[0].clone().unwrap_or_default(), t.currency), t.billed_cost);
-    }
+    ledger_periods: &[String],
+    selected: Option<&[String]>,
+) -> Result<(Vec<Finding>, Vec<InvoiceMatch>, Vec<String>), ReconcileError> {
+    let invoices: Vec<_> =
+        store.invoices().await?.into_iter().filter(|i| selected.is_none_or(|sel| sel.contains(&i.period))).collect();
     let mut out = Vec::new();
+    let mut matched = Vec::new();
+    let mut missing_periods: BTreeSet<String> = BTreeSet::new();
+    type Sums = BTreeMap<(String, String), ExactSum>;
+    let mut cache: BTreeMap<String, (Sums, Sums)> = BTreeMap::new();
     for inv in invoices {
-        let (actual, what) = if inv.invoice_id.is_empty() {
-            let k = (inv.billing_account_id.clone(), inv.currency.clone());
-            (by_account.get(&k).copied().unwrap_or_default(), format!("billing account {}", inv.billing_account_id))
+        let p = inv.period.clone();
+        let what = if inv.invoice_id.is_empty() {
+            format!("billing account {}", inv.billing_account_id)
         } else {
-            let k = (inv.invoice_id.clone(), inv.currency.clone());
-            (by_invoice.get(&k).copied().unwrap_or_default(), format!("invoice {}", inv.invoice_id))
+            format!("invoice {}", inv.invoice_id)
         };
         let expected = ExactSum::from(inv.amount);
-        let delta = actual.checked_sub(&expected)?;
+        let evidence = |ledger: Option<&ExactSum>| {
+            json!({
+                "invoice_id": inv.invoice_id,
+                "ledger": ledger.map(|l| l.to_string()),
+                "invoice": inv.amount.to_string(),
+                "provenance": inv.provenance,
+            })
+            .to_string()
+        };
+        let finding = |amount: ExactSum, message: String, evidence: String| Finding {
+            check: checks::INVOICE.into(),
+            period: p.clone(),
+            billing_account_id: Some(inv.billing_account_id.clone()),
+            currency: Some(inv.currency.clone()),
+            amount: Some(amount),
+            subject: Some(if inv.invoice_id.is_empty() {
+                inv.billing_account_id.clone()
+            } else {
+                inv.invoice_id.clone()
+            }),
+            message,
+            evidence,
+        };
+        if !ledger_periods.contains(&p) {
+            missing_periods.insert(p.clone());
+            out.push(finding(
+                ExactSum::default().checked_sub(&expected)?,
+                format!(
+                    "{what} of billing account {} for {p} says {} {cur}, but the ledger has no bill for {p} at all: \
+                     import or ingest that month's bill",
+                    inv.billing_account_id,
+                    inv.amount,
+                    cur = inv.currency
+                ),
+                evidence(None),
+            ));
+            continue;
+        }
+        if !cache.contains_key(&p) {
+            let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("invoice period {p}: {e}")))?;
+            let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+            let mut by_invoice = Sums::new();
+            for t in store.totals(&filter, &[Dim::InvoiceId]).await? {
+                if let Some(id) = &t.keys[0] {
+                    by_invoice.insert((id.clone(), t.currency), t.billed_cost);
+                }
+            }
+            let mut by_account = Sums::new();
+            for t in store.totals(&filter, &[Dim::BillingAccount]).await? {
+                by_account.insert((t.keys[0].clone().unwrap_or_default(), t.currency), t.billed_cost);
+            }
+            cache.insert(p.clone(), (by_invoice, by_account));
+        }
+        let (by_invoice, by_account) = &cache[&p];
+        let actual = if inv.invoice_id.is_empty() {
+            by_account.get(&(inv.billing_account_id.clone(), inv.currency.clone())).copied().unwrap_or_default()
+        } else {
+            by_invoice.get(&(inv.invoice_id.clone(), inv.currency.clone())).copied().unwrap_or_default()
+        };
+        let (compared, how) = match cfg.checks.invoice_precision {
+            InvoicePrecision::Invoice => (
+                actual.round_dp(inv.amount.scale()),
+                format!(" (exactly {actual}, compared at the invoice's {} decimal places)", inv.amount.scale()),
+            ),
+            InvoicePrecision::Exact => (actual, String::new()),
+        };
+        let delta = compared.checked_sub(&expected)?;
         if exceeds(&delta, cfg.checks.invoice_tolerance) {
-            out.push(Finding {
-                check: checks::INVOICE.into(),
-                period: p.to_string(),
-                billing_account_id: Some(inv.billing_account_id.clone()),
-                currency: Some(inv.currency.clone()),
-                amount: Some(delta),
-                subject: Some(if inv.invoice_id.is_empty() { inv.billing_account_id.clone() } else { inv.invoice_id.clone() }),
-                message: format!(
-                    "{what}: the ledger has {actual} {cur}, the invoice says {expected} {cur} (difference {delta}, tolerance {tol})",
+            out.push(finding(
+                delta,
+                format!(
+                    "{what}: the ledger has {compared} {cur}{how}, the invoice says {} {cur} (difference {delta}, tolerance {tol})",
+                    inv.amount,
                     cur = inv.currency,
                     tol = cfg.checks.invoice_tolerance
                 ),
-                evidence: json!({
-                    "invoice_id": inv.invoice_id,
-                    "ledger": actual.to_string(),
-                    "invoice": expected.to_string(),
-                    "provenance": inv.provenance,
-                })
-                .to_string(),
+                evidence(Some(&actual)),
+            ));
+        } else {
+            matched.push(InvoiceMatch {
+                period: p,
+                what,
+                currency: inv.currency.clone(),
+                amount: inv.amount,
+                ledger: actual,
             });
         }
     }
-    Ok(out)
+    Ok((out, matched, missing_periods.into_iter().collect()))
 }
 
 async fn cross_source(

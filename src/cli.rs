@@ -627,6 +627,12 @@ async fn reconcile_and_print(
         }
         println!("  conservation: allocated + shared + unallocated = billed, exactly");
     }
+    for m in &summary.invoices_matched {
+        println!(
+            "invoice check: {} {} matches the ledger: {} {} (ledger {})",
+            m.period, m.what, m.amount, m.currency, m.ledger
+        );
+    }
     println!("findings: {}", summary.findings.len());
     print_findings(&summary.findings);
     let outcome =

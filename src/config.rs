@@ -57,11 +57,23 @@ pub struct Retention {
     pub stale_staging_minutes: u32,
 }
 
-/// Thresholds of the reconciler's checks (DESIGN §6).
+/// `checks.invoice_precision`: invoices are cent-rounded, the ledger is exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoicePrecision {
+    /// The ledger total rounded half-to-even to the invoice amount's own decimal places
+    /// (`4227.62` → 2) before comparing (default).
+    Invoice,
+    /// The exact ledger total against the invoice amount.
+    Exact,
+}
+
+/// Thresholds of the reconciler's checks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChecksConfig {
     /// |ledger − invoice| above this is a finding (default 0: exact).
     pub invoice_tolerance: Decimal,
+    /// How the ledger's exact total is compared with an invoice amount.
+    pub invoice_precision: InvoicePrecision,
     /// |source A − source B| above this is a finding (default 0).
     pub cross_source_tolerance: Decimal,
     /// Tag coverage (percent of Usage cost carrying every required tag) below this is a finding.
@@ -76,6 +88,7 @@ impl Default for ChecksConfig {
     fn default() -> Self {
         ChecksConfig {
             invoice_tolerance: Decimal::ZERO,
+            invoice_precision: InvoicePrecision::Invoice,
             cross_source_tolerance: Decimal::ZERO,
             tag_coverage_target_percent: Decimal::from(80),
             anomaly_percent: Decimal::from(50),
@@ -396,6 +409,18 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
     for (k, v) in m {
         let key = key_str(&k);
         let path = format!("checks.{key}");
+        if key == "invoice_precision" {
+            match v.as_str() {
+                Some("invoice") => c.invoice_precision = InvoicePrecision::Invoice,
+                Some("exact") => c.invoice_precision = InvoicePrecision::Exact,
+                _ => issue(
+                    issues,
+                    &path,
+                    "must be 'invoice' (round the ledger to the invoice's decimal places, the default) or 'exact'",
+                ),
+            }
+            continue;
+        }
         let slot = match key.as_str() {
             "invoice_tolerance" => &mut c.invoice_tolerance,
             "cross_source_tolerance" => &mut c.cross_source_tolerance,
@@ -406,8 +431,8 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
                 issue(
                     issues,
                     &path,
-                    "unknown key (known: invoice_tolerance, cross_source_tolerance, tag_coverage_target_percent, \
-                     anomaly_percent, anomaly_min_amount)",
+                    "unknown key (known: invoice_tolerance, invoice_precision, cross_source_tolerance, \
+                     tag_coverage_target_percent, anomaly_percent, anomaly_min_amount)",
                 );
                 continue;
             }

@@ -3,6 +3,7 @@
 //! trailing zeros), text cells neutralised against spreadsheet formula injection, streamed.
 
 use std::borrow::Cow;
+use std::collections::BTreeSet;
 use std::io::Write;
 
 use costledger_core::{FOCUS_COLUMNS, Totals, canonical, format_ts};
@@ -62,8 +63,19 @@ pub fn allocation_columns(alloc: &Allocator, line: &costledger_core::ChargeLine)
     }
 }
 
-fn record<'a>(r: &'a ChargeRecord, alloc: Option<&Allocator>) -> Vec<Cow<'a, str>> {
-    let (owner, reason) = alloc.map(|a| allocation_columns(a, &r.line)).unwrap_or_default();
+/// (billing period, currency, basis) of the proportional splits the reconciler made evenly
+/// because no owner had direct spend: the export says so too.
+type Fallbacks = BTreeSet<(String, String, String)>;
+
+fn record<'a>(r: &'a ChargeRecord, alloc: Option<&Allocator>, fallbacks: &Fallbacks) -> Vec<Cow<'a, str>> {
+    let (owner, mut reason) = alloc.map(|a| allocation_columns(a, &r.line)).unwrap_or_default();
+    if !fallbacks.is_empty() && reason.starts_with("shared:proportional:") {
+        let even = reason.replacen("proportional", crate::reconcile::EVEN_NO_DIRECT_SPEND, 1);
+        let period = costledger_core::BillingPeriod::of(r.line.billing_period_start).to_string();
+        if fallbacks.contains(&(period, r.line.billing_currency.clone(), even.clone())) {
+            reason = even;
+        }
+    }
     let l = &r.line;
     vec![
         neutralise(&l.billing_account_id),
@@ -117,10 +129,19 @@ pub async fn export_csv<W: Write>(
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
     w.write_record(FOCUS_COLUMNS.iter().chain(LINEAGE_COLUMNS.iter()))?;
     let mut stats = ExportStats::default();
+    let mut fallbacks = Fallbacks::new();
+    if alloc.is_some() {
+        let marker = format!("shared:{}:", crate::reconcile::EVEN_NO_DIRECT_SPEND);
+        for a in store.allocations(None).await? {
+            if a.basis.starts_with(&marker) {
+                fallbacks.insert((a.period, a.currency, a.basis));
+            }
+        }
+    }
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
         let r = r?;
-        w.write_record(record(&r, alloc).iter().map(|c| c.as_bytes()))?;
+        w.write_record(record(&r, alloc, &fallbacks).iter().map(|c| c.as_bytes()))?;
         stats.rows += 1;
         stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
     }

@@ -75,6 +75,18 @@ fn decimal(s: &str) -> Option<Decimal> {
     parse_amount(s).ok().flatten().map(|a| a.value)
 }
 
+/// A decimal as finance wrote it, keeping its decimal places (`4227.00` stays 2 places: the
+/// invoice check compares at the invoice's own precision).
+pub fn decimal_text(s: &str) -> Option<Decimal> {
+    let d = decimal(s)?;
+    let places = s.trim().split_once('.').map(|(_, f)| f.len() as u32).unwrap_or(0);
+    let mut d = d;
+    if places > d.scale() && places <= 28 {
+        d.rescale(places);
+    }
+    Some(d)
+}
+
 /// `invoice_id,billing_account_id,billing_period,currency,amount` (invoice_id may be empty
 /// or absent: then the amount is the account's total for the period).
 pub fn read_invoices(path: &Path) -> Result<Vec<InvoiceRow>, FileError> {
@@ -99,7 +111,7 @@ pub fn read_invoices(path: &Path) -> Result<Vec<InvoiceRow>, FileError> {
         if !is_iso4217(currency) {
             problems.push(format!("{at}: currency '{currency}' is not an ISO 4217 code"));
         }
-        let value = decimal(amount);
+        let value = decimal_text(amount);
         if value.is_none() {
             problems
                 .push(format!("{at}: amount '{amount}' is not a decimal number (use '.' and no thousands separators)"));

@@ -59,6 +59,8 @@ pub struct PeriodSummary {
 pub struct ReconcileSummary {
     pub periods: Vec<PeriodSummary>,
     pub findings: Vec<Finding>,
+    /// Invoices the ledger matches.
+    pub invoices_matched: Vec<crate::checks::InvoiceMatch>,
 }
 
 /// The Monday (in `tz`) of the ISO week containing `t`.
@@ -219,8 +221,9 @@ pub async fn allocate_period(
                             .collect()
                     })
                     .unwrap_or_default();
-                // No owner has direct spend in this period and currency: split evenly instead.
-                if w.is_empty() { (even, "even-fallback") } else { (w, "proportional") }
+                // No owner has direct spend in this period and currency: split evenly instead,
+                // and say so in the basis.
+                if w.is_empty() { (even, EVEN_NO_DIRECT_SPEND) } else { (w, "proportional") }
             }
         };
         if weights.is_empty() {
@@ -240,6 +243,10 @@ pub async fn allocate_period(
     out.sort();
     Ok((out, span))
 }
+
+/// The split a `shared: proportional` rule falls back to when no owner has direct spend in the
+/// period and currency: even, and the basis says why (`shared:even(no direct spend):rule:NAME`).
+pub const EVEN_NO_DIRECT_SPEND: &str = "even(no direct spend)";
 
 /// Unallocated resources kept by name per ISO week and currency (the report lists the top 10).
 pub const TOP_RESOURCES: usize = 100;
@@ -396,9 +403,14 @@ pub async fn reconcile(
         summary.periods.push(ps);
     }
     findings.extend(crate::checks::run_checks(store, cfg, &periods, &rows).await?);
+    let (invoice_findings, matched, without_bill) = crate::checks::invoices(store, cfg, &all, selected).await?;
+    findings.extend(invoice_findings);
     findings.sort();
-    store.replace_findings(&periods, &findings).await?;
+    let mut finding_periods = periods.clone();
+    finding_periods.extend(without_bill);
+    store.replace_findings(&finding_periods, &findings).await?;
     summary.findings = findings;
+    summary.invoices_matched = matched;
     if !broken.is_empty() {
         return Err(ReconcileError::Conservation(broken.join("; ")));
     }

@@ -613,7 +613,11 @@ pub fn render_csvs(r: &Report) -> Result<Vec<(String, Vec<u8>)>, csv::Error> {
         let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(Vec::new());
         w.write_record(&t.headers)?;
         for row in &t.rows {
-            w.write_record(row.iter().map(|c| crate::export::neutralise(&c.exact()).into_owned()))?;
+            // Formula neutralisation is for text: a number (a negative amount) stays a number.
+            w.write_record(row.iter().map(|c| match c {
+                Cell::Text(t) => crate::export::neutralise(t).into_owned(),
+                other => other.exact(),
+            }))?;
         }
         let bytes = w.into_inner().map_err(|e| csv::Error::from(e.into_error()))?;
         out.push((format!("{}.csv", t.name), bytes));
@@ -746,4 +750,34 @@ pub fn week_totals(r: &Report) -> costledger_core::Totals {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::*;
+
+    /// Report CSVs neutralise text cells against formula injection, never numbers: a negative
+    /// amount stays `-76.72` (it was written `'-76.72`, which a spreadsheet reads as text).
+    #[test]
+    fn negative_amounts_stay_numbers_and_text_is_neutralised() {
+        let r = Report {
+            week: NaiveDate::from_ymd_opt(2026, 10, 5).expect("date"),
+            label: "2026-W41".into(),
+            tables: vec![Table {
+                name: "t",
+                title: "t".into(),
+                note: None,
+                headers: vec!["owner", "amount", "change"],
+                rows: vec![vec![
+                    Cell::text("-cmd|' /C calc'!A0"),
+                    Cell::Money(ExactSum::from(Decimal::new(-7672, 2))),
+                    Cell::Pct(Some(Decimal::new(-1250, 2))),
+                ]],
+            }],
+            charts: Vec::new(),
+        };
+        let csvs = render_csvs(&r).expect("csv");
+        let text = String::from_utf8(csvs[0].1.clone()).expect("utf-8");
+        assert_eq!(text, "owner,amount,change\r\n'-cmd|' /C calc'!A0,-76.72,-12.50\r\n");
+    }
 }

@@ -455,8 +455,12 @@ fn reconcile_with_an_invoice_file() {
     let invoice_findings: Vec<&str> = out.lines().filter(|l| l.contains("[invoice]")).collect();
     assert_eq!(invoice_findings.len(), 1, "{out}");
     assert!(
+        out.contains("invoice check: 2026-10 invoice INV-2026-10-A matches the ledger: 1176.0700251999999999993 USD"),
+        "a match is confirmed: {out}"
+    );
+    assert!(
         invoice_findings[0].contains(
-            "invoice EA-INV-10: the ledger has 91 EUR, the invoice says 91.01 EUR (difference -0.01, tolerance 0)"
+            "invoice EA-INV-10: the ledger has 91 EUR (exactly 91, compared at the invoice's 2 decimal places), the invoice says 91.01 EUR (difference -0.01, tolerance 0)"
         ),
         "{out}"
     );

@@ -100,6 +100,40 @@ async fn conservation_and_reasons_on_the_fixture(s: Box<dyn LedgerStore>) {
     assert_ne!(s.allocations(None).await.expect("rows"), rows);
 }
 
+/// A proportional split with no direct spend to be proportional to falls back to an even split,
+/// and both the allocation and the finance export say so (both said `shared:proportional`).
+async fn proportional_split_without_direct_spend_says_even(s: Box<dyn LedgerStore>) {
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let mut tax = line("100.00", "USD");
+    tax.charge_category = ChargeCategory::Tax;
+    tax.tags.clear();
+    load_lines(s.as_ref(), src, "x", "k", &[tax]).await;
+    let cfg = Config::parse(
+        "allocation:\n  owners: [payments, search, data]\n  rules:\n    - name: tax\n      match: { charge_category: Tax }\n      shared: proportional\n",
+        &|_| None,
+    )
+    .expect("config");
+    reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let rows = s.allocations(None).await.expect("rows");
+    let shares: Vec<(String, String, String)> =
+        rows.iter().map(|r| (r.owner.clone().unwrap_or_default(), r.basis.clone(), r.amount.to_string())).collect();
+    let basis = "shared:even(no direct spend):rule:tax".to_string();
+    assert_eq!(
+        shares,
+        vec![
+            ("data".into(), basis.clone(), "33.34".into()),
+            ("payments".into(), basis.clone(), "33.33".into()),
+            ("search".into(), basis.clone(), "33.33".into())
+        ]
+    );
+    let alloc =
+        costledger::allocation::Allocator::new(cfg.allocation.clone(), s.account_first_seen().await.expect("fs"));
+    let mut out = Vec::new();
+    costledger::export::export_csv(s.as_ref(), &Default::default(), Some(&alloc), &mut out).await.expect("export");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains(",shared,shared:even(no direct spend):rule:tax,"), "{text}");
+}
+
 /// A proportional split of 100.00 across three owners with equal direct spend gives 33.34 to
 /// the alphabetically first owner and 33.33 to the others: exactly 100.00 in all.
 async fn proportional_thirds_sum_back_exactly(s: Box<dyn LedgerStore>) {
@@ -165,6 +199,58 @@ async fn invoice_check_finds_exactly_the_cent(s: Box<dyn LedgerStore>) {
     tolerant.checks.invoice_tolerance = dec("0.01");
     let f = reconcile(s.as_ref(), &tolerant, None, false).await.expect("reconcile").findings;
     assert!(of_check(&f, "invoice").is_empty());
+}
+
+/// Invoices are cent-rounded, the ledger is exact: by default the ledger is rounded to the
+/// invoice's own decimal places (4227.6244090406 matches 4227.62, and the match is reported);
+/// `invoice_precision: exact` compares exactly; an invoice stated as `4227.00` keeps its two
+/// places; an invoice for a month the ledger has no bill for is a finding, not silence.
+async fn invoices_compare_at_their_precision_and_a_missing_bill_is_found(s: Box<dyn LedgerStore>) {
+    use costledger::config::InvoicePrecision;
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let mut a = line("4227.6244090406", "USD");
+    a.invoice_id = Some("INV-1".into());
+    let mut b = line("4227.4", "USD");
+    b.invoice_id = Some("INV-2".into());
+    load_lines(s.as_ref(), src, "x", "k", &[a, b]).await;
+    let inv = |id: &str, period: &str, amount: &str| InvoiceRow {
+        invoice_id: id.into(),
+        billing_account_id: "A1".into(),
+        period: period.into(),
+        currency: "USD".into(),
+        amount: costledger::finance_files::decimal_text(amount).expect("decimal"),
+        provenance: "test".into(),
+    };
+    s.upsert_invoices(&[
+        inv("INV-1", "2026-10", "4227.62"),
+        inv("INV-2", "2026-10", "4227.00"),
+        inv("INV-9", "2026-09", "12.5"),
+    ])
+    .await
+    .expect("invoices");
+    let cfg = Config::default();
+    let sum = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
+    let f = of_check(&sum.findings, "invoice");
+    assert_eq!(f.len(), 2, "{:#?}", sum.findings);
+    let missing = f.iter().find(|x| x.period == "2026-09").expect("missing bill");
+    assert!(missing.message.contains("the ledger has no bill for 2026-09 at all"), "{}", missing.message);
+    assert_eq!(missing.amount.map(|a| a.to_string()).as_deref(), Some("-12.5"));
+    let two = f.iter().find(|x| x.subject.as_deref() == Some("INV-2")).expect("INV-2");
+    assert_eq!(two.amount.map(|a| a.to_string()).as_deref(), Some("0.4"), "4227.40 vs 4227.00: {}", two.message);
+    assert_eq!(sum.invoices_matched.len(), 1);
+    assert_eq!(sum.invoices_matched[0].what, "invoice INV-1");
+    assert_eq!(sum.invoices_matched[0].ledger.to_string(), "4227.6244090406");
+    // Findings of the bill-less period are stored and shown like any other.
+    assert_eq!(of_check(&s.findings(Some("2026-09")).await.expect("f"), "invoice").len(), 1);
+    let mut exact = cfg.clone();
+    exact.checks.invoice_precision = InvoicePrecision::Exact;
+    let sum = reconcile(s.as_ref(), &exact, None, false).await.expect("reconcile");
+    let one = of_check(&sum.findings, "invoice").into_iter().find(|x| x.subject.as_deref() == Some("INV-1")).cloned();
+    assert_eq!(one.and_then(|x| x.amount).map(|a| a.to_string()).as_deref(), Some("0.0044090406"));
+    // Only the selected period's invoices when a period is selected.
+    let sel = vec!["2026-10".to_string()];
+    let sum = reconcile(s.as_ref(), &cfg, Some(&sel), false).await.expect("reconcile");
+    assert!(of_check(&sum.findings, "invoice").iter().all(|x| x.period == "2026-10"));
 }
 
 async fn restated_final_period_is_a_finding_with_the_exact_delta(s: Box<dyn LedgerStore>) {
@@ -397,7 +483,9 @@ async fn converted_totals_need_a_rate_per_month(s: Box<dyn LedgerStore>) {
 conformance!(
     conservation_and_reasons_on_the_fixture,
     proportional_thirds_sum_back_exactly,
+    proportional_split_without_direct_spend_says_even,
     invoice_check_finds_exactly_the_cent,
+    invoices_compare_at_their_precision_and_a_missing_bill_is_found,
     restated_final_period_is_a_finding_with_the_exact_delta,
     cross_source_disagreement_is_a_finding,
     a_check_source_is_compared_never_summed,

@@ -225,7 +225,9 @@ macro_rules! reconcile_sql {
                 .bind(&r.billing_account_id)
                 .bind(&r.period)
                 .bind(&r.currency)
-                .bind(costledger_core::canonical(r.amount))
+                // As finance wrote it (`4227.60` keeps its two places): the invoice check
+                // compares at the invoice's own precision.
+                .bind(r.amount.to_string())
                 .bind(&r.provenance)
                 .execute(&mut *tx)
                 .await?;
