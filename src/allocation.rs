@@ -14,9 +14,11 @@
 //!    - `untaggable_charge`: a charge the provider cannot tag: Tax, Credit, Adjustment, a
 //!      support plan (service name containing "Support"), or a marketplace charge (publisher
 //!      differs from provider) with no rule;
-//!    - `new_account`: the sub account first appeared at least a day after its billing
-//!      account's data in the ledger begins, less than `new_account_days`
-//!      (default 30) before the charge: tagging and rules usually lag behind a new account;
+//!    - `new_account`: the sub account first appeared after its billing account's first
+//!      *complete* billing period in the ledger (the month its data begins, if it begins on the
+//!      1st, else the next month), less than `new_account_days` (default 30) before the charge:
+//!      tagging and rules usually lag behind a new account. (In a first import every sub
+//!      account appears hours after its billing account; none of them is new.)
 //!    - `shared_no_rule`: a charge with no resource id (account-level, e.g. data transfer or
 //!      a flat fee): shared by nature, but no rule says how to split it;
 //!    - `no_owner_tag`: a resource charge without any owner tag.
@@ -670,11 +672,12 @@ impl Allocator {
             return Reason::UntaggableCharge;
         }
         let account = line.sub_account_id.clone().unwrap_or_else(|| line.billing_account_id.clone());
-        // New: the account appeared after its billing account's data began (accounts present
-        // from the start are not new), and the charge is within new_account_days of that.
+        // New: the account appeared after its billing account's first complete billing period
+        // (accounts present from the start are not new), and the charge is within
+        // new_account_days of that.
         let ba = (line.provider_name.clone(), line.billing_account_id.clone());
         if let Some(first) = self.first_seen.get(&(ba.0.clone(), ba.1.clone(), account))
-            && self.billing_start.get(&ba).is_some_and(|s| *first - *s >= Duration::days(1))
+            && self.billing_start.get(&ba).is_some_and(|s| *first >= first_complete_period_end(*s))
             && line.charge_period_start - *first < Duration::days(i64::from(self.cfg.new_account_days))
         {
             return Reason::NewAccount;
@@ -684,6 +687,13 @@ impl Allocator {
         }
         Reason::NoOwnerTag
     }
+}
+
+/// The end of the first whole billing month of data that begins at `start`: that month when
+/// the data begins at its very start, else the next.
+fn first_complete_period_end(start: DateTime<Utc>) -> DateTime<Utc> {
+    let p = costledger_core::BillingPeriod::of(start);
+    if p.start() == start { p.end() } else { p.next().end() }
 }
 
 /// "Amazon Web Services, Inc." publishes for provider "AWS": the provider's own services are

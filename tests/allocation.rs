@@ -181,20 +181,59 @@ fn every_reason_code() {
     l.publisher_name = Some("Amazon Web Services, Inc.".into());
     assert_eq!(reason(&l, vec![]), Reason::NoOwnerTag);
 
-    // S1 appeared 10 days after its billing account's data began: new for 30 days.
+    // S1 appeared after its billing account's first complete billing period (September):
+    // new for 30 days.
     let seen = |acct: &str, at: &str| FirstSeen {
         provider: Some("TestCloud".into()),
         billing_account_id: "A1".into(),
         account: acct.into(),
         at: ts(at),
     };
-    let history = vec![seen("A1", "2026-09-01T00:00:00Z"), seen("S1", "2026-09-25T00:00:00Z")];
-    assert_eq!(reason(&base(), history.clone()), Reason::NewAccount, "charge on 10-05, 10 days after");
+    let history = vec![seen("A1", "2026-09-01T00:00:00Z"), seen("S1", "2026-10-02T00:00:00Z")];
+    assert_eq!(reason(&base(), history.clone()), Reason::NewAccount, "charge on 10-05, 3 days after");
     let mut late = base();
-    late.charge_period_start = ts("2026-10-30T00:00:00Z");
-    assert_eq!(reason(&late, history), Reason::NoOwnerTag, "35 days later it is no longer new");
+    late.charge_period_start = ts("2026-11-05T00:00:00Z");
+    assert_eq!(reason(&late, history), Reason::NoOwnerTag, "34 days later it is no longer new");
     // Present from the start: not new.
     assert_eq!(reason(&base(), vec![seen("S1", "2026-09-01T00:00:00Z")]), Reason::NoOwnerTag);
+}
+
+/// A first import: every sub account appears hours after its billing account's first line.
+/// None of them is new (99% of a first month's unallocated spend was labelled `new_account`):
+/// only a sub account first seen after the billing account's first *complete* billing period is.
+#[test]
+fn sub_accounts_of_a_first_import_are_not_new_accounts() {
+    let seen = |acct: &str, at: &str| FirstSeen {
+        provider: Some("TestCloud".into()),
+        billing_account_id: "A1".into(),
+        account: acct.into(),
+        at: ts(at),
+    };
+    let mut l = line("10", "USD");
+    l.tags.clear();
+    l.provider_name = Some("TestCloud".into());
+    l.resource_id = Some("r-1".into());
+    l.charge_period_start = ts("2026-10-03T00:00:00Z");
+    let reason = |seen: Vec<FirstSeen>| match alloc_with(seen).decide(&l, &[]) {
+        Decision::Unallocated(r) => r,
+        other => panic!("{other:?}"),
+    };
+    // The first month is complete (data from the 1st): S1 seen five hours in is not new.
+    assert_eq!(
+        reason(vec![seen("A1", "2026-10-01T00:00:00Z"), seen("S1", "2026-10-01T05:00:00Z")]),
+        Reason::NoOwnerTag
+    );
+    // The data begins mid-September: September is partial, October is the first complete
+    // period, so S1 first seen on October 2 is not new either.
+    assert_eq!(
+        reason(vec![seen("A1", "2026-09-15T00:00:00Z"), seen("S1", "2026-10-02T00:00:00Z")]),
+        Reason::NoOwnerTag
+    );
+    // First seen after that complete period: new.
+    let mut nov = l.clone();
+    nov.charge_period_start = ts("2026-11-03T00:00:00Z");
+    let d = alloc_with(vec![seen("A1", "2026-09-15T00:00:00Z"), seen("S1", "2026-11-02T00:00:00Z")]).decide(&nov, &[]);
+    assert!(matches!(d, Decision::Unallocated(Reason::NewAccount)), "{d:?}");
 }
 
 #[test]
