@@ -20,7 +20,7 @@ use crate::finance_files::{read_fx, read_invoices};
 use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, set_source_role, sweep_stale};
 use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome, SourceRole};
 use crate::reconcile::{ReconcileError, reconcile};
-use crate::report::{build_weekly, last_complete_week, parse_week, week_totals, write_report};
+use crate::report::{build_weekly, default_week, last_complete_week, parse_week, week_totals, write_report};
 use crate::sample::{SampleSpec, write_sample_file};
 
 /// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
@@ -542,7 +542,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_ledger(&env.database).await?;
             let monday = match week {
                 Some(w) => parse_week(w)?,
-                None => last_complete_week(Utc::now().with_timezone(&env.config.timezone).date_naive()),
+                None => {
+                    let today = Utc::now().with_timezone(&env.config.timezone).date_naive();
+                    let data_end = store
+                        .source_data_end()
+                        .await?
+                        .into_iter()
+                        .map(|(_, _, end)| end.with_timezone(&env.config.timezone).date_naive())
+                        .max();
+                    let (monday, by_data) = default_week(today, data_end);
+                    println!(
+                        "report for {}: {}; pass --week to choose another",
+                        crate::reconcile::iso_week_label(monday),
+                        if by_data {
+                            "the last complete week with data (the ledger's data ends before last week)"
+                        } else {
+                            "last week"
+                        }
+                    );
+                    monday
+                }
             };
             let formats = if format.is_empty() {
                 env.config.report.formats.clone()
@@ -556,9 +575,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let dir = out.clone().unwrap_or_else(|| env.config.report.out_dir.clone());
             let currency = currency.clone().or_else(|| env.config.report.currency.clone());
-            let paths = weekly_report(store.as_ref(), &env.config, monday, &dir, &formats, currency.as_deref()).await?;
+            let (paths, totals) =
+                weekly_report(store.as_ref(), &env.config, monday, &dir, &formats, currency.as_deref()).await?;
             for p in paths {
                 println!("wrote {}", p.display());
+            }
+            if totals.0.is_empty() {
+                eprintln!(
+                    "warning: the ledger has no charges in {}: the report's tables are empty; check the week \
+                     (`costledger periods` shows what the ledger holds)",
+                    crate::reconcile::iso_week_label(monday)
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -649,14 +676,15 @@ pub async fn weekly_report(
     dir: &Path,
     formats: &[ReportFormat],
     currency: Option<&str>,
-) -> anyhow::Result<Vec<PathBuf>> {
+) -> anyhow::Result<(Vec<PathBuf>, Totals)> {
     let run = store.start_run("report", None).await?;
-    let result: anyhow::Result<Vec<PathBuf>> = async {
+    let result: anyhow::Result<(Vec<PathBuf>, Totals)> = async {
         reconcile(store, config, None, false).await?;
         let report = build_weekly(store, config, monday, currency).await?;
         let paths = write_report(&report, dir, formats)?;
-        store.record_reported_week(&monday.to_string(), &week_totals(&report)).await?;
-        Ok(paths)
+        let totals = week_totals(&report);
+        store.record_reported_week(&monday.to_string(), &totals).await?;
+        Ok((paths, totals))
     }
     .await;
     let outcome = match &result {
@@ -930,7 +958,7 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
             crate::reconcile::iso_week_label(monday)
         );
         let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
-        for p in weekly_report(store.as_ref(), &env.config, monday, &reports, &formats, None).await? {
+        for p in weekly_report(store.as_ref(), &env.config, monday, &reports, &formats, None).await?.0 {
             println!("   wrote {}", p.display());
         }
         let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));

@@ -53,6 +53,19 @@ pub fn last_complete_week(today: NaiveDate) -> NaiveDate {
     today - Duration::days(i64::from(today.weekday().num_days_from_monday()) + 7)
 }
 
+/// The week `report weekly` describes when none is given: the last complete calendar week,
+/// unless the ledger's data ends before it — then the last week wholly covered by data
+/// (`data_end` is the latest ChargePeriodEnd, exclusive). `true` when the data chose it.
+pub fn default_week(today: NaiveDate, data_end: Option<NaiveDate>) -> (NaiveDate, bool) {
+    use chrono::Datelike;
+    let calendar = last_complete_week(today);
+    let Some(end) = data_end else { return (calendar, false) };
+    // The latest Monday whose week (Monday..next Monday) ends by `end`.
+    let last_full = end - Duration::days(7);
+    let by_data = last_full - Duration::days(i64::from(last_full.weekday().num_days_from_monday()));
+    if by_data < calendar { (by_data, true) } else { (calendar, false) }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cell {
     Text(String),
@@ -755,6 +768,18 @@ pub fn week_totals(r: &Report) -> costledger_core::Totals {
 #[cfg(test)]
 mod csv_tests {
     use super::*;
+
+    #[test]
+    fn the_default_week_is_the_last_complete_week_with_data() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        // Fresh data: the last complete calendar week.
+        assert_eq!(default_week(d("2026-12-03"), Some(d("2026-12-03"))), (d("2026-11-23"), false));
+        // Data ending Sunday night (exclusive end Monday 00:00): that week is complete.
+        assert_eq!(default_week(d("2026-12-03"), Some(d("2026-11-02"))), (d("2026-10-26"), true));
+        // Data ending on a Saturday: that week is not complete, the one before is.
+        assert_eq!(default_week(d("2026-12-03"), Some(d("2026-11-01"))), (d("2026-10-19"), true));
+        assert_eq!(default_week(d("2026-12-03"), None), (d("2026-11-23"), false));
+    }
 
     /// Report CSVs neutralise text cells against formula injection, never numbers: a negative
     /// amount stays `-76.72` (it was written `'-76.72`, which a spreadsheet reads as text).

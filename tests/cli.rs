@@ -641,3 +641,33 @@ fn impossible_dates_never_break_reconcile_or_the_report() {
         run(&db, &["report", "weekly", "--week", "2026-W40", "--out", dir.path().join("r").to_str().expect("p")]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// `report weekly` without `--week` on a ledger whose data ends before last week describes the
+/// last complete week *with data*, and says which; a chosen week without charges is warned
+/// about (it used to write `_None._` sections with exit 0 and no word).
+#[test]
+fn report_weekly_defaults_to_the_last_complete_week_with_data() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("bill.csv");
+    let mut text = format!("{HEAD}\n");
+    for day in 5..12 {
+        text.push_str(&format!(
+            "1.25,USD,A1,2026-10-01,2026-11-01,2026-10-{day:02},2026-10-{:02},Usage,day {day}\n",
+            day + 1
+        ));
+    }
+    std::fs::write(&f, text).expect("w");
+    assert_eq!(run(&db, &["import", "--format", "focus", f.to_str().expect("p")]).0, 0);
+    let out_dir = dir.path().join("r");
+    let (code, out, err) = run(&db, &["report", "weekly", "--out", out_dir.to_str().expect("p"), "--format", "md"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("report for 2026-W41: the last complete week with data"), "{out}");
+    assert!(!err.contains("warning"), "{err}");
+    let md = std::fs::read_to_string(out_dir.join("weekly-2026-W41.md")).expect("report");
+    assert!(md.contains("8.75"), "the week's 7 × 1.25: {md}");
+    let (code, _, err) =
+        run(&db, &["report", "weekly", "--week", "2026-W30", "--out", out_dir.to_str().expect("p"), "--format", "md"]);
+    assert_eq!(code, 0);
+    assert!(err.contains("warning: the ledger has no charges in 2026-W30"), "{err}");
+}

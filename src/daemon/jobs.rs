@@ -209,7 +209,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
             )
             .await;
             match r {
-                Ok(paths) => {
+                Ok((paths, _)) => {
                     info!(week = %crate::reconcile::iso_week_label(monday), files = paths.len(), "weekly report written");
                     outcome("ok", None)
                 }
