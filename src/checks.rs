@@ -342,6 +342,33 @@ async fn restatements(store: &dyn LedgerStore, periods: &[String]) -> Result<Vec
             } else {
                 json!("the lines of the superseded load were removed by retention")
             };
+            // The largest account × service changes, in the message itself, so `findings` and
+            // the report show what changed (the evidence keeps the top 10).
+            let largest = match changes.as_array() {
+                Some(list) if !list.is_empty() => format!(
+                    "; largest changes (billing account × service): {}",
+                    list.iter()
+                        .take(3)
+                        .map(|c| {
+                            let t = |k: &str| c.get(k).and_then(|v| v.as_str()).unwrap_or("");
+                            let change = t("change");
+                            let sign = if change.starts_with('-') { "" } else { "+" };
+                            format!(
+                                "{} × {} {sign}{change} ({} → {})",
+                                t("billing_account_id"),
+                                t("service"),
+                                t("before"),
+                                t("after")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+                Some(_) => String::new(),
+                None => {
+                    "; the lines of the superseded load were removed by retention, so what changed is not known".into()
+                }
+            };
             out.push(Finding {
                 check: checks::RESTATEMENT.into(),
                 period: old.period.clone(),
@@ -350,7 +377,7 @@ async fn restatements(store: &dyn LedgerStore, periods: &[String]) -> Result<Vec
                 amount: Some(delta),
                 subject: Some(format!("{} load {} -> {}", old.source, old.load_id, new_id)),
                 message: format!(
-                    "final period {} of source {} was restated: {before} {cur} -> {after} {cur} (change {delta}); load {} (delivery {}) replaced load {} (delivery {})",
+                    "final period {} of source {} was restated: {before} {cur} -> {after} {cur} (change {delta}); load {} (delivery {}) replaced load {} (delivery {}){largest}",
                     old.period,
                     old.source,
                     new_id,

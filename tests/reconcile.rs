@@ -277,6 +277,15 @@ async fn restated_final_period_is_a_finding_with_the_exact_delta(s: Box<dyn Ledg
     let ec2 = r[0].evidence.find("\"change\":\"0.01\",\"service\":\"Amazon Elastic Compute Cloud\"");
     let lambda = r[0].evidence.find("\"change\":\"0.000001\",\"service\":\"AWS Lambda\"");
     assert!(ec2.is_some() && lambda.is_some() && ec2 < lambda, "{}", r[0].evidence);
+    // ...and the message (what `findings` and the report show) names them too.
+    assert!(
+        r[0].message.contains(
+            "largest changes (billing account × service): 111111111111 × Amazon Elastic Compute Cloud +0.01 ("
+        ),
+        "{}",
+        r[0].message
+    );
+    assert!(r[0].message.contains("× AWS Lambda +0.000001 ("), "{}", r[0].message);
 }
 
 async fn cross_source_disagreement_is_a_finding(s: Box<dyn LedgerStore>) {
