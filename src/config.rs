@@ -2,7 +2,7 @@
 //! beyond reading the file and the environment). Every problem is reported at once, each with
 //! its path (`sources[2].schedule: …`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -80,8 +80,19 @@ pub struct ChecksConfig {
     pub tag_coverage_target_percent: Decimal,
     /// Week-over-week change per owner or service above this percentage…
     pub anomaly_percent: Decimal,
-    /// …and above this absolute amount (in the charge currency) is a finding.
+    /// …and above this absolute amount (in the charge currency) is a finding…
     pub anomaly_min_amount: Decimal,
+    /// …(or above this amount for the currencies listed: `{JPY: "15000"}`)…
+    pub anomaly_min_amount_by_currency: BTreeMap<String, Decimal>,
+    /// …and the change is at least this share of the week's spend in that currency.
+    pub anomaly_min_share_percent: Decimal,
+}
+
+impl ChecksConfig {
+    /// The smallest week-over-week change worth a finding in `currency`.
+    pub fn anomaly_min_amount_for(&self, currency: &str) -> Decimal {
+        self.anomaly_min_amount_by_currency.get(currency).copied().unwrap_or(self.anomaly_min_amount)
+    }
 }
 
 impl Default for ChecksConfig {
@@ -93,6 +104,8 @@ impl Default for ChecksConfig {
             tag_coverage_target_percent: Decimal::from(80),
             anomaly_percent: Decimal::from(50),
             anomaly_min_amount: Decimal::from(100),
+            anomaly_min_amount_by_currency: BTreeMap::new(),
+            anomaly_min_share_percent: Decimal::ONE,
         }
     }
 }
@@ -409,6 +422,26 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
     for (k, v) in m {
         let key = key_str(&k);
         let path = format!("checks.{key}");
+        if key == "anomaly_min_amount_by_currency" {
+            let Value::Mapping(per) = v else {
+                issue(issues, &path, "must be a mapping of currency code to amount, e.g. { JPY: \"15000\" }");
+                continue;
+            };
+            for (cur, amount) in per {
+                let cur = key_str(&cur);
+                if !costledger_core::currency::is_iso4217(&cur) {
+                    issue(issues, &format!("{path}.{cur}"), "is not an ISO 4217 currency code");
+                    continue;
+                }
+                match yaml_decimal(&amount) {
+                    Some(d) if d >= Decimal::ZERO => {
+                        c.anomaly_min_amount_by_currency.insert(cur, d);
+                    }
+                    _ => issue(issues, &format!("{path}.{cur}"), "must be a number at least 0"),
+                }
+            }
+            continue;
+        }
         if key == "invoice_precision" {
             match v.as_str() {
                 Some("invoice") => c.invoice_precision = InvoicePrecision::Invoice,
@@ -427,12 +460,14 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
             "tag_coverage_target_percent" => &mut c.tag_coverage_target_percent,
             "anomaly_percent" => &mut c.anomaly_percent,
             "anomaly_min_amount" => &mut c.anomaly_min_amount,
+            "anomaly_min_share_percent" => &mut c.anomaly_min_share_percent,
             _ => {
                 issue(
                     issues,
                     &path,
                     "unknown key (known: invoice_tolerance, invoice_precision, cross_source_tolerance, \
-                     tag_coverage_target_percent, anomaly_percent, anomaly_min_amount)",
+                     tag_coverage_target_percent, anomaly_percent, anomaly_min_amount, \
+                     anomaly_min_amount_by_currency, anomaly_min_share_percent)",
                 );
                 continue;
             }

@@ -361,6 +361,45 @@ async fn one_sources_loads_overlap_only_on_shared_days(s: Box<dyn LedgerStore>) 
     assert!(o[0].message.contains("the same days are loaded twice from one source"), "{}", o[0].message);
 }
 
+/// Anomalies have a severity (the change's share of the week's spend in its currency) and
+/// thresholds per currency and by share, so a two-month ledger does not drown in findings.
+async fn anomalies_have_a_severity_and_thresholds_per_currency_and_share(s: Box<dyn LedgerStore>) {
+    import(s.as_ref(), "aws", &bill()).await;
+    let mut cfg = config();
+    let all = reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile").findings;
+    let names = |f: &[Finding]| -> Vec<String> {
+        of_check(f, "anomaly")
+            .iter()
+            .map(|x| {
+                format!(
+                    "{} {}",
+                    x.currency.clone().unwrap_or_default(),
+                    x.amount.map(|a| a.to_string()).unwrap_or_default()
+                )
+            })
+            .collect()
+    };
+    let usd: Vec<String> = names(&all).into_iter().filter(|n| n.starts_with("USD")).collect();
+    assert!(names(&all).iter().any(|n| n.starts_with("EUR")), "{all:#?}");
+    let datadog = of_check(&all, "anomaly").into_iter().find(|x| x.message.contains("Datadog")).expect("datadog");
+    assert!(datadog.message.starts_with("medium severity: "), "{}", datadog.message);
+    assert!(
+        datadog.evidence.contains("\"severity\":\"medium\"") && datadog.evidence.contains("\"share_percent\":\"6.09\""),
+        "{}",
+        datadog.evidence
+    );
+    // A higher bar for EUR only: the EUR changes (28 and 35) go, USD stays as it was.
+    cfg.checks.anomaly_min_amount_by_currency.insert("EUR".into(), dec("50"));
+    let f = reconcile(s.as_ref(), &cfg, None, true).await.expect("reconcile").findings;
+    assert_eq!(names(&f), usd);
+    // Changes under 10% of the week's spend are noise: Datadog (6.09%) goes, the rest are high.
+    cfg.checks.anomaly_min_share_percent = dec("10");
+    let f = reconcile(s.as_ref(), &cfg, None, true).await.expect("reconcile").findings;
+    let left = of_check(&f, "anomaly");
+    assert!(!left.is_empty() && left.len() < usd.len(), "{left:#?}");
+    assert!(left.iter().all(|x| x.message.starts_with("high severity: ")), "{left:#?}");
+}
+
 /// The same ledger gives the same bytes, on both backends: golden Markdown and CSV files.
 async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
     import(s.as_ref(), "aws", &bill()).await;
@@ -500,6 +539,7 @@ conformance!(
     a_check_source_is_compared_never_summed,
     one_sources_loads_overlap_only_on_shared_days,
     weekly_report_matches_the_golden_files,
+    anomalies_have_a_severity_and_thresholds_per_currency_and_share,
     html_report_is_well_formed_with_charts,
     reported_week_that_changes_is_a_restatement,
     converted_totals_need_a_rate_per_month,
