@@ -161,3 +161,23 @@ fn cur2_data_exports_overwrite_per_period() {
         rdr.records().map(|r| r.expect("row")[billed].parse::<rust_decimal::Decimal>().expect("amount")).sum();
     assert_eq!(total, dec("5.5"), "the refreshed period, not old + new");
 }
+
+/// A CUR row whose billing period is not a calendar month (a broken export, or a date column
+/// shifted into it) is quarantined with the reason; the rest of the month loads.
+#[test]
+fn a_cur_billing_period_that_is_not_a_month_is_quarantined() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let f = dir.path().join("cur.csv");
+    let broken = rows("")
+        .lines()
+        .next()
+        .expect("row")
+        .replace("2024-04-01T00:00:00.000Z,444455556666", "2024-03-15T00:00:00.000Z,444455556666");
+    std::fs::write(&f, format!("{HEADER}\n{}{broken}\n", rows(""))).expect("w");
+    let (code, out, err) = run(&db, &["import", "--format", "aws-cur", f.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("9 rows, 1 quarantined"), "{out}");
+    let (_, q, _) = run(&db, &["quarantine", "--load", "1"]);
+    assert!(q.contains("not a calendar month as the CUR's billing period always is"), "{q}");
+}

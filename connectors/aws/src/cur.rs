@@ -218,6 +218,15 @@ impl RecordFormat for CurColumns {
         };
         let bp_start = time(C::BpStart)?;
         let bp_end = time(C::BpEnd)?;
+        // A CUR billing period is a calendar month (UTC): anything else is a broken row.
+        let month = costledger_core::BillingPeriod::of(bp_start);
+        if bp_start != month.start() || bp_end != month.end() {
+            return Err(fail(format!(
+                "bill/BillingPeriodStartDate..EndDate is {}..{}, not a calendar month as the CUR's billing period always is",
+                costledger_core::format_ts(bp_start),
+                costledger_core::format_ts(bp_end)
+            )));
+        }
         let start = time(C::Start)?;
         let end = if self.get(rec, C::End).is_some() { time(C::End)? } else { start };
         let mut rounded = 0u64;
