@@ -258,14 +258,18 @@ pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Deli
     // Loose files.
     for o in objects.iter().filter(|o| !claimed.contains(&o.key) && is_data_file(&o.key)) {
         if let Some(o) = by_key.get(o.key.as_str()) {
+            // A local file is keyed by the bytes its reader parses (hashed as they are read,
+            // and again alongside to skip early: see `Connector::delivery_key`); an S3 object by
+            // its ETag.
+            let local = o.etag.is_none() && root.is_local();
             out.push(Delivery {
                 scope: o.key.clone(),
-                delivery_key: root.version(o).await?,
+                delivery_key: if local { String::new() } else { root.version(o).await? },
                 billing_period: None,
                 description: root.display(&o.key),
                 items: vec![item(ri, &o.key)],
                 final_periods: false,
-                key_pending: false,
+                key_pending: local,
             });
         }
     }

@@ -384,6 +384,19 @@ impl Connector for AwsFileConnector {
         Ok(out)
     }
 
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        if !d.key_pending {
+            return Ok(d.delivery_key.clone());
+        }
+        let [it] = d.items.as_slice() else {
+            return Err(ConnectorError::Transient(format!("a loose file delivery is one file, not {}", d.items.len())));
+        };
+        let (ri, key) = parse_item(it);
+        let root =
+            self.roots.get(ri).ok_or_else(|| ConnectorError::input(it.clone(), "unknown root", "report this bug"))?;
+        root.local_sha256(key).await
+    }
+
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         Box::pin(futures::stream::iter(d.items.iter()).flat_map(move |it| {
             let (ri, key) = parse_item(it);

@@ -151,6 +151,19 @@ impl Root {
         }
     }
 
+    /// A local directory or file (not S3): its objects are keyed by content.
+    pub fn is_local(&self) -> bool {
+        !matches!(self, Root::S3(_))
+    }
+
+    /// The SHA-256 of a local object's bytes.
+    pub async fn local_sha256(&self, key: &str) -> Result<String, ConnectorError> {
+        let p = self.local(key);
+        tokio::task::spawn_blocking(move || file_sha256(&p))
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("hashing task failed: {e}")))?
+    }
+
     fn local(&self, key: &str) -> PathBuf {
         match self {
             Root::Dir(d) => d.join(key),

@@ -224,26 +224,30 @@ pub fn plan(
             }
         }
     }
+    // A single local file (no ETag) is keyed by the bytes its reader parses (pending, see
+    // `Connector::delivery_key`); a blob by its ETag.
     for (_, (export, month, o)) in months {
+        let local = o.etag.is_none();
         out.push(Delivery {
             scope: format!("{export}/{month}"),
-            delivery_key: version(o)?,
+            delivery_key: if local { String::new() } else { version(o)? },
             billing_period: Some(month),
             description: format!("{} (newest of its month)", (p.display)(&o.key)),
             items: vec![item(p.root, cost_of(p.cost_type, &o.key), &o.key)],
             final_periods: false,
-            key_pending: false,
+            key_pending: local,
         });
     }
     for o in p.objects.iter().filter(|o| !claimed.contains(&o.key) && is_data_file(&o.key)) {
+        let local = o.etag.is_none();
         out.push(Delivery {
             scope: o.key.clone(),
-            delivery_key: version(o)?,
+            delivery_key: if local { String::new() } else { version(o)? },
             billing_period: None,
             description: (p.display)(&o.key),
             items: vec![item(p.root, cost_of(p.cost_type, &o.key), &o.key)],
             final_periods: false,
-            key_pending: false,
+            key_pending: local,
         });
     }
     Ok(out)

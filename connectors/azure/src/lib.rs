@@ -293,6 +293,25 @@ impl Connector for AzureExportConnector {
         Ok(out)
     }
 
+    async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
+        if !d.key_pending {
+            return Ok(d.delivery_key.clone());
+        }
+        let [it] = d.items.as_slice() else {
+            return Err(ConnectorError::Transient(format!(
+                "a local export file delivery is one file, not {}",
+                d.items.len()
+            )));
+        };
+        let (ri, _, key) = parse_item(it);
+        let root =
+            self.roots.get(ri).ok_or_else(|| ConnectorError::input(it.clone(), "unknown root", "report this bug"))?;
+        let path = root.local(key);
+        tokio::task::spawn_blocking(move || file_sha256(&path))
+            .await
+            .map_err(|e| ConnectorError::Transient(format!("hashing task failed: {e}")))?
+    }
+
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         Box::pin(futures::stream::iter(d.items.iter()).flat_map(move |it| {
             let (ri, cost, key) = parse_item(it);
