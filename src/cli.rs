@@ -10,7 +10,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp};
 use costledger_focus::FocusConnector;
-use costledger_oci::reports::{OciReportConnector, ReportKind, ReportSource};
+use costledger_oci::reports::{OciReportConnector, ReportKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocation::Allocator;
@@ -330,7 +330,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let connector: Box<dyn Connector> = match format {
                 ImportFormat::Focus => Box::new(FocusConnector::ad_hoc(paths.clone())),
                 ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::ad_hoc(paths.clone())),
-                ImportFormat::AzureExport => Box::new(costledger_azure::AzureExportConnector::new(paths.clone(), None)),
+                ImportFormat::AzureExport => {
+                    Box::new(costledger_azure::AzureExportConnector::ad_hoc(paths.clone(), None))
+                }
                 ImportFormat::AwsCur | ImportFormat::AwsCur2 | ImportFormat::AwsFocus => {
                     use costledger_aws::{AwsFileConnector, AwsFormat};
                     let f = match format {
@@ -338,11 +340,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         ImportFormat::AwsCur2 => AwsFormat::Cur2,
                         _ => AwsFormat::Focus,
                     };
-                    Box::new(AwsFileConnector::new(f, paths.clone()))
+                    Box::new(AwsFileConnector::ad_hoc(f, paths.clone()))
                 }
                 ImportFormat::OciCost | ImportFormat::OciFocus => {
                     let kind = if *format == ImportFormat::OciCost { ReportKind::Cost } else { ReportKind::Focus };
-                    Box::new(OciReportConnector::new(kind, ReportSource::Directory(paths.clone())))
+                    Box::new(OciReportConnector::ad_hoc(kind, paths.clone()))
                 }
             };
             if let Some(role) = role {

@@ -181,3 +181,29 @@ fn a_cur_billing_period_that_is_not_a_month_is_quarantined() {
     let (_, q, _) = run(&db, &["quarantine", "--load", "1"]);
     assert!(q.contains("not a calendar month as the CUR's billing period always is"), "{q}");
 }
+
+/// Two payers' reports with the same name (`daily-cur/2024-03`) in different folders, imported
+/// by hand one after the other: each scope starts with its folder's absolute path, so the
+/// second does not replace the first (it used to: the first payer's bill left the ledger).
+#[test]
+fn two_payers_reports_of_one_name_imported_by_hand_both_stay_current() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    for payer in ["payer1", "payer2"] {
+        let root = dir.path().join(payer);
+        gz(&root.join("cur/daily-cur/20240301-20240401/a-1111/daily-cur-1.csv.gz"), &format!("{HEADER}\n{}", rows("")));
+        manifest(&root, "a-1111");
+    }
+    let p = |n: &str| dir.path().join(n).to_str().expect("utf8").to_string();
+    let (code, out, err) = run(&db, &["import", "--format", "aws-cur", &p("payer1")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run(&db, &["import", "--format", "aws-cur", &p("payer2")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let l = line_of(&out, "daily-cur/2024-03");
+    assert!(l.contains("loaded") && !l.contains("replaces"), "{out}");
+    let (_, loads, _) = run(&db, &["loads"]);
+    assert_eq!(loads.lines().filter(|l| l.contains("current")).count(), 2, "{loads}");
+    // Importing the first again: skipped, not a restatement.
+    let (_, out, _) = run(&db, &["import", "--format", "aws-cur", &p("payer1")]);
+    assert!(line_of(&out, "daily-cur/2024-03").contains("skipped"), "{out}");
+}

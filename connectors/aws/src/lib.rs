@@ -322,17 +322,26 @@ async fn sdk_config(region: &str, endpoint_url: Option<&str>, c: &Credentials) -
 pub struct AwsFileConnector {
     format: AwsFormat,
     roots: Vec<Root>,
+    /// Scopes start with the root's canonical absolute path (files imported by hand).
+    absolute_scopes: bool,
 }
 
 impl AwsFileConnector {
-    /// Files by hand: each path a directory (laid out as AWS delivers) or a file.
+    /// Each path a directory (laid out as AWS delivers) or a file; scopes relative to it.
     pub fn new(format: AwsFormat, paths: Vec<PathBuf>) -> Self {
         let roots = paths.into_iter().map(|p| if p.is_file() { Root::File(p) } else { Root::Dir(p) }).collect();
-        AwsFileConnector { format, roots }
+        AwsFileConnector { format, roots, absolute_scopes: false }
+    }
+
+    /// Files imported by hand: every scope starts with the canonical absolute path of the
+    /// directory it was found in, so two payers' `cur/2024-03` (or two `bill.csv`) in
+    /// different folders never replace each other.
+    pub fn ad_hoc(format: AwsFormat, paths: Vec<PathBuf>) -> Self {
+        AwsFileConnector { absolute_scopes: true, ..Self::new(format, paths) }
     }
 
     pub fn with_roots(format: AwsFormat, roots: Vec<Root>) -> Self {
-        AwsFileConnector { format, roots }
+        AwsFileConnector { format, roots, absolute_scopes: false }
     }
 
     fn layout(&self) -> Layout {
@@ -376,7 +385,15 @@ impl Connector for AwsFileConnector {
         let before = self.api_calls();
         let mut out = Vec::new();
         for (i, r) in self.roots.iter().enumerate() {
-            out.extend(discover(i, r, self.layout()).await?);
+            let mut found = discover(i, r, self.layout()).await?;
+            if self.absolute_scopes
+                && let Some(prefix) = r.scope_prefix()?
+            {
+                for d in &mut found {
+                    d.scope = format!("{prefix}{}", d.scope);
+                }
+            }
+            out.extend(found);
         }
         if before != self.api_calls() {
             tracing::info!(source = %cx.source, deliveries = out.len(), api_calls = self.api_calls() - before, "S3 listed");

@@ -151,6 +151,19 @@ impl Root {
         }
     }
 
+    /// The canonical absolute directory (with a trailing `/`) a local root's keys are relative
+    /// to; `None` for S3.
+    pub fn scope_prefix(&self) -> Result<Option<String>, ConnectorError> {
+        let dir = match self {
+            Root::Dir(d) => d.clone(),
+            Root::File(f) => f.parent().map(PathBuf::from).unwrap_or_default(),
+            Root::S3(_) => return Ok(None),
+        };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let abs = std::fs::canonicalize(&dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
+        Ok(Some(format!("{}/", abs.display().to_string().trim_end_matches('/'))))
+    }
+
     /// A local directory or file (not S3): its objects are keyed by content.
     pub fn is_local(&self) -> bool {
         !matches!(self, Root::S3(_))

@@ -151,6 +151,19 @@ impl Root {
         }
     }
 
+    /// The canonical absolute directory (with a trailing `/`) a local root's keys are relative
+    /// to; `None` for Blob storage.
+    fn scope_prefix(&self) -> Result<Option<String>, ConnectorError> {
+        let dir = match self {
+            Root::Dir(d) => d.clone(),
+            Root::File(f) => f.parent().map(PathBuf::from).unwrap_or_default(),
+            Root::Blob(_) => return Ok(None),
+        };
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let abs = std::fs::canonicalize(&dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
+        Ok(Some(format!("{}/", abs.display().to_string().trim_end_matches('/'))))
+    }
+
     fn local(&self, key: &str) -> PathBuf {
         match self {
             Root::Dir(d) => d.join(key),
@@ -237,13 +250,22 @@ impl Local {
 pub struct AzureExportConnector {
     roots: Vec<Root>,
     cost_type: Option<CostType>,
+    /// Scopes start with the root's canonical absolute path (files imported by hand).
+    absolute_scopes: bool,
 }
 
 impl AzureExportConnector {
     /// Files by hand: each path a directory laid out as Azure exports, or a file.
     pub fn new(paths: Vec<PathBuf>, cost_type: Option<CostType>) -> Self {
         let roots = paths.into_iter().map(|p| if p.is_file() { Root::File(p) } else { Root::Dir(p) }).collect();
-        AzureExportConnector { roots, cost_type }
+        AzureExportConnector { roots, cost_type, absolute_scopes: false }
+    }
+
+    /// Files imported by hand: every scope starts with the canonical absolute path of the
+    /// directory it was found in, so two exports of one name in different folders never
+    /// replace each other.
+    pub fn ad_hoc(paths: Vec<PathBuf>, cost_type: Option<CostType>) -> Self {
+        AzureExportConnector { absolute_scopes: true, ..Self::new(paths, cost_type) }
     }
 
     async fn discover(&self, ri: usize, root: &Root) -> Result<Vec<Delivery>, ConnectorError> {
@@ -285,7 +307,15 @@ impl Connector for AzureExportConnector {
         let before = self.api_calls();
         let mut out = Vec::new();
         for (i, r) in self.roots.iter().enumerate() {
-            out.extend(self.discover(i, r).await?);
+            let mut found = self.discover(i, r).await?;
+            if self.absolute_scopes
+                && let Some(prefix) = r.scope_prefix()?
+            {
+                for d in &mut found {
+                    d.scope = format!("{prefix}{}", d.scope);
+                }
+            }
+            out.extend(found);
         }
         if self.api_calls() != before {
             tracing::info!(source = %cx.source, deliveries = out.len(), api_calls = self.api_calls() - before, "blob container listed");
@@ -386,6 +416,7 @@ pub fn build_export(p: &ExportParams) -> Result<AzureExportConnector, ConnectorE
             calls: AtomicU64::new(0),
         }))],
         cost_type: p.cost_type,
+        absolute_scopes: false,
     })
 }
 

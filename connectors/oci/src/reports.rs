@@ -55,6 +55,8 @@ pub enum ReportSource {
 pub struct OciReportConnector {
     kind: ReportKind,
     source: ReportSource,
+    /// Directory scopes are canonical absolute paths (files imported by hand).
+    absolute_scopes: bool,
 }
 
 #[derive(Deserialize)]
@@ -136,7 +138,12 @@ impl ObjectStore {
 
 impl OciReportConnector {
     pub fn new(kind: ReportKind, source: ReportSource) -> Self {
-        OciReportConnector { kind, source }
+        OciReportConnector { kind, source, absolute_scopes: false }
+    }
+
+    /// Report files imported by hand: scopes are canonical absolute paths.
+    pub fn ad_hoc(kind: ReportKind, paths: Vec<PathBuf>) -> Self {
+        OciReportConnector { kind, source: ReportSource::Directory(paths), absolute_scopes: true }
     }
 
     fn parse(&self, paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
@@ -190,7 +197,11 @@ impl costledger_core::Connector for OciReportConnector {
     async fn deliveries(&self, window: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
         match &self.source {
             ReportSource::Directory(paths) => {
-                let files = FocusConnector::new(paths.clone()).files()?;
+                let files = if self.absolute_scopes {
+                    FocusConnector::ad_hoc(paths.clone()).files()?
+                } else {
+                    FocusConnector::new(paths.clone()).files()?
+                };
                 let mut out = Vec::new();
                 let mut skipped: BTreeMap<&'static str, u64> = BTreeMap::new();
                 for (scope, f) in files {
