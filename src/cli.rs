@@ -14,11 +14,13 @@ use costledger_oci::reports::{OciReportConnector, ReportKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::allocation::Allocator;
-use crate::config::{Config, DEFAULT_DATABASE, ReportFormat, redact_url};
+use crate::config::{Config, DEFAULT_DATABASE, ReportFormat};
 use crate::export::export_csv;
 use crate::finance_files::{read_fx, read_invoices};
 use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, set_source_role, sweep_stale};
-use crate::ledger::{self, ChargeFilter, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome, SourceRole};
+use crate::ledger::{
+    self, ChargeFilter, DatabaseUrl, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome, SourceRole,
+};
 use crate::reconcile::{ReconcileError, reconcile};
 use crate::report::{build_weekly, default_week, last_complete_week, parse_week, week_totals, write_report};
 use crate::sample::{SampleSpec, write_sample_file};
@@ -252,7 +254,7 @@ fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
 
 struct Env {
     config: Config,
-    database: String,
+    database: DatabaseUrl,
 }
 
 fn load_env(cli: &Cli) -> anyhow::Result<Env> {
@@ -260,16 +262,20 @@ fn load_env(cli: &Cli) -> anyhow::Result<Env> {
         Some(p) => Config::load(p)?,
         None => Config::default(),
     };
-    let database =
-        cli.database.clone().or_else(|| config.database.clone()).unwrap_or_else(|| DEFAULT_DATABASE.to_string());
+    let database = cli
+        .database
+        .clone()
+        .map(DatabaseUrl::from)
+        .or_else(|| config.database.clone())
+        .unwrap_or_else(|| DEFAULT_DATABASE.into());
     Ok(Env { config, database })
 }
 
-async fn open_ledger(url: &str) -> anyhow::Result<Box<dyn LedgerStore>> {
-    let store = ledger::open(url).await.with_context(|| {
-        format!("cannot open the ledger at {}; check --database / COSTLEDGER_DATABASE_URL", redact_url(url))
-    })?;
-    store.migrate().await.with_context(|| format!("cannot migrate the ledger at {}", redact_url(url)))?;
+async fn open_ledger(url: &DatabaseUrl) -> anyhow::Result<Box<dyn LedgerStore>> {
+    let store = ledger::open(url.clone())
+        .await
+        .with_context(|| format!("cannot open the ledger at {url}; check --database / COSTLEDGER_DATABASE_URL"))?;
+    ledger::ensure_schema(store.as_ref()).await.with_context(|| format!("ledger at {url}"))?;
     Ok(store)
 }
 
@@ -284,7 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}: OK ({} source(s), database {})",
                 path.display(),
                 c.sources.len(),
-                redact_url(c.database.as_deref().unwrap_or(DEFAULT_DATABASE))
+                c.database.clone().unwrap_or_else(|| DEFAULT_DATABASE.into())
             );
             for s in &c.sources {
                 println!(
@@ -306,7 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             let v = store.applied_migrations().await?;
-            println!("ledger at {} is at schema version {}", redact_url(&env.database), v.last().copied().unwrap_or(0));
+            println!("ledger at {} is at schema version {}", env.database, v.last().copied().unwrap_or(0));
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { format, source, role, paths } => {
@@ -384,10 +390,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let alloc = Some(&alloc);
             let stats = match out {
                 Some(p) => {
-                    let tmp = p.with_extension("csv.partial");
-                    let f = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-                    let stats = export_csv(store.as_ref(), &filter, alloc, std::io::BufWriter::new(f)).await?;
-                    std::fs::rename(&tmp, p).with_context(|| format!("cannot write {}", p.display()))?;
+                    let mut f = crate::outfile::OutFile::create(p)?;
+                    let stats = export_csv(store.as_ref(), &filter, alloc, &mut f).await?;
+                    f.commit().with_context(|| format!("cannot write {}", p.display()))?;
                     stats
                 }
                 None => {
@@ -401,7 +406,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Loads { source, state, limit } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
-            let rows = store.loads(&LoadFilter { source: source.clone(), state: *state, limit: Some(*limit) }).await?;
+            let rows = store
+                .loads(&LoadFilter { source: source.clone(), state: *state, limit: Some(*limit), ..Default::default() })
+                .await?;
             println!(
                 "{:>6}  {:<10}  {:<16}  {:<28}  {:>9}  {:>6}  {:<20}  BilledCost / notes",
                 "load", "state", "source", "scope", "rows", "quar.", "finished"
@@ -431,6 +438,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine { load } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
+            let found = store.loads(&LoadFilter { id: Some(*load), ..Default::default() }).await?;
+            if found.is_empty() {
+                bail!("there is no load {load} in this ledger: `costledger loads` lists them");
+            }
             let rows = store.quarantine_rows(*load).await?;
             if rows.is_empty() {
                 println!("load {load} has no quarantined rows");
@@ -726,6 +737,7 @@ async fn ingest_and_print(
     let mut cx = Context::new(source);
     cx.batch_rows = config.batch_rows;
     cx.date_bounds = config.date_bounds;
+    cx.read_limits = config.read_limits;
     let now = BillingPeriod::of(Utc::now());
     let window = PeriodWindow { from: now.prev(), to: now };
     let pb = progress_bar();
@@ -899,11 +911,11 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     );
 
     let url = match &cli.database {
-        Some(u) => u.clone(),
-        None => format!("sqlite://{}", dir.join("costledger.db").display()),
+        Some(u) => DatabaseUrl::from(u),
+        None => DatabaseUrl::new(format!("sqlite://{}", dir.join("costledger.db").display())),
     };
     let store = open_ledger(&url).await?;
-    println!("2. ledger: {}", redact_url(&url));
+    println!("2. ledger: {url}");
     let connector = FocusConnector::new(vec![bills.clone()]);
     let ok = ingest_and_print(store.as_ref(), &env.config, "demo", &connector, "demo").await?;
     if !ok {
@@ -968,9 +980,10 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     }
 
     let csv = dir.join("finance.csv");
-    let f = std::fs::File::create(&csv).with_context(|| format!("cannot create {}", csv.display()))?;
+    let mut f = crate::outfile::OutFile::create(&csv)?;
     let alloc = allocator(store.as_ref(), &env.config).await?;
-    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), Some(&alloc), std::io::BufWriter::new(f)).await?;
+    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), Some(&alloc), &mut f).await?;
+    f.commit().with_context(|| format!("cannot write {}", csv.display()))?;
     println!(
         "\n6. finance CSV with x_owner and x_allocation_reason: {} ({} lines, BilledCost {})",
         csv.display(),
@@ -979,6 +992,6 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
     );
     let _ = code;
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
-    println!("Try: costledger --database {} loads", redact_url(&url));
+    println!("Try: costledger --database {url} loads");
     Ok(ExitCode::SUCCESS)
 }

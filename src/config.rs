@@ -177,18 +177,46 @@ impl Default for DaemonConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub database: Option<String>,
+    pub database: Option<crate::ledger::DatabaseUrl>,
     pub timezone: chrono_tz::Tz,
     pub server_bind: SocketAddr,
+    /// `server.header_timeout_secs`, `server.connection_timeout_secs`, `server.max_connections`.
+    pub server_limits: ServerLimits,
     pub retention: Retention,
     pub batch_rows: usize,
     /// `ingest.valid_years: [FIRST, LAST]`: a line dated outside is quarantined.
     pub date_bounds: costledger_core::DateBounds,
+    /// `ingest.max_record_bytes`, `ingest.max_decompression_ratio`.
+    pub read_limits: costledger_core::ReadLimits,
     pub sources: Vec<SourceConfig>,
     pub allocation: AllocationConfig,
     pub checks: ChecksConfig,
     pub report: ReportConfig,
     pub daemon: DaemonConfig,
+}
+
+/// Limits on the server's clients: a half-sent or idle client is dropped, and past the
+/// connection limit new clients are turned away, so slow or hostile clients cannot take the
+/// descriptors the daemon needs for its jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Time to send a request's headers, and the longest an idle keep-alive connection stays
+    /// open (`server.header_timeout_secs`).
+    pub header_timeout: std::time::Duration,
+    /// Longest one connection may stay open, whatever it does (`server.connection_timeout_secs`).
+    pub connection_timeout: std::time::Duration,
+    /// Connections served at once (`server.max_connections`); more are closed at once.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: std::time::Duration::from_secs(10),
+            connection_timeout: std::time::Duration::from_secs(120),
+            max_connections: 64,
+        }
+    }
 }
 
 impl Default for Config {
@@ -197,9 +225,11 @@ impl Default for Config {
             database: None,
             timezone: chrono_tz::UTC,
             server_bind: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            server_limits: ServerLimits::default(),
             retention: Retention { superseded_loads_days: 90, stale_staging_minutes: 15 },
             batch_rows: 5_000,
             date_bounds: costledger_core::DateBounds::default(),
+            read_limits: costledger_core::ReadLimits::default(),
             sources: Vec::new(),
             allocation: AllocationConfig::default(),
             checks: ChecksConfig::default(),
@@ -298,7 +328,7 @@ impl Config {
                         {
                             issue(&mut issues, "database", "must start with sqlite:// or postgres://");
                         }
-                        cfg.database = Some(s);
+                        cfg.database = Some(s.into());
                     }
                     _ => issue(&mut issues, "database", "must be a URL string"),
                 },
@@ -310,16 +340,41 @@ impl Config {
                     #[derive(Deserialize)]
                     #[serde(deny_unknown_fields)]
                     struct Server {
-                        bind: String,
+                        bind: Option<String>,
+                        header_timeout_secs: Option<u64>,
+                        connection_timeout_secs: Option<u64>,
+                        max_connections: Option<usize>,
                     }
                     if let Some(s) = typed::<Server>(v, "server", &mut issues) {
-                        match s.bind.parse() {
-                            Ok(a) => cfg.server_bind = a,
-                            Err(_) => issue(
-                                &mut issues,
-                                "server.bind",
-                                "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
-                            ),
+                        if let Some(bind) = s.bind {
+                            match bind.parse() {
+                                Ok(a) => cfg.server_bind = a,
+                                Err(_) => issue(
+                                    &mut issues,
+                                    "server.bind",
+                                    "must be HOST:PORT with an IP address, e.g. 127.0.0.1:9464",
+                                ),
+                            }
+                        }
+                        let secs = |v: Option<u64>, key: &str, issues: &mut Vec<ConfigIssue>| match v {
+                            Some(n) if (1..=86_400).contains(&n) => Some(std::time::Duration::from_secs(n)),
+                            Some(_) => {
+                                issue(issues, key, "must be between 1 and 86400 seconds");
+                                None
+                            }
+                            None => None,
+                        };
+                        if let Some(d) = secs(s.header_timeout_secs, "server.header_timeout_secs", &mut issues) {
+                            cfg.server_limits.header_timeout = d;
+                        }
+                        if let Some(d) = secs(s.connection_timeout_secs, "server.connection_timeout_secs", &mut issues)
+                        {
+                            cfg.server_limits.connection_timeout = d;
+                        }
+                        match s.max_connections {
+                            Some(n) if (1..=100_000).contains(&n) => cfg.server_limits.max_connections = n,
+                            Some(_) => issue(&mut issues, "server.max_connections", "must be between 1 and 100000"),
+                            None => {}
                         }
                     }
                 }
@@ -349,6 +404,8 @@ impl Config {
                         #[serde(default = "default_batch_rows")]
                         batch_rows: usize,
                         valid_years: Option<[i32; 2]>,
+                        max_record_bytes: Option<usize>,
+                        max_decompression_ratio: Option<u64>,
                     }
                     fn default_batch_rows() -> usize {
                         5_000
@@ -367,6 +424,28 @@ impl Config {
                                 );
                             } else {
                                 cfg.date_bounds = costledger_core::DateBounds { first_year: first, last_year: last };
+                            }
+                        }
+                        if let Some(n) = i.max_record_bytes {
+                            if !(4096..=(1 << 30)).contains(&n) {
+                                issue(
+                                    &mut issues,
+                                    "ingest.max_record_bytes",
+                                    "must be between 4096 and 1073741824 (default 8388608, 8 MiB)",
+                                );
+                            } else {
+                                cfg.read_limits.max_record_bytes = n;
+                            }
+                        }
+                        if let Some(r) = i.max_decompression_ratio {
+                            if !(10..=100_000).contains(&r) {
+                                issue(
+                                    &mut issues,
+                                    "ingest.max_decompression_ratio",
+                                    "must be between 10 and 100000 (default 200)",
+                                );
+                            } else {
+                                cfg.read_limits.max_decompression_ratio = r;
                             }
                         }
                     }
@@ -812,17 +891,6 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
     Ok(out)
 }
 
-/// A database URL safe to print: any password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://")
-        && let Some((creds, host)) = rest.split_once('@')
-        && let Some((user, _)) = creds.split_once(':')
-    {
-        return format!("{scheme}://{user}:***@{host}");
-    }
-    url.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,7 +922,7 @@ sources:
             &env,
         )
         .expect("valid");
-        assert_eq!(c.database.as_deref(), Some("postgres://cl:s3cr:t#x@db/costledger"));
+        assert_eq!(c.database.as_ref().map(|d| d.expose()), Some("postgres://cl:s3cr:t#x@db/costledger"));
         assert_eq!(c.timezone, chrono_tz::Europe::Berlin);
         assert_eq!(c.retention.superseded_loads_days, 30);
         assert_eq!(c.batch_rows, 2000);
@@ -862,7 +930,7 @@ sources:
             c.sources[0].params,
             SourceParams::Focus(FocusParams { path: Some("/data/focus".into()), paths: vec![] })
         );
-        assert_eq!(redact_url(c.database.as_deref().unwrap_or_default()), "postgres://cl:***@db/costledger");
+        assert_eq!(c.database.as_ref().map(|d| d.to_string()).unwrap_or_default(), "postgres://cl:***@db/costledger");
     }
 
     #[test]

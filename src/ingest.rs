@@ -33,6 +33,11 @@ pub enum IngestError {
     Money { source_name: String, scope: String, error: MoneyError },
     #[error("source '{source_name}': cannot list deliveries: {error}")]
     Listing { source_name: String, error: ConnectorError },
+    #[error(
+        "source '{source_name}', delivery '{scope}': not retried before {retry_at}: the same input failed the same \
+         way {attempts} time(s) (load {load}: {error}); fix the input or replace the file, or run `import` by hand to retry now"
+    )]
+    BackingOff { source_name: String, scope: String, load: LoadId, attempts: u32, retry_at: String, error: String },
     #[error("ledger: {0}")]
     Store(#[from] LedgerError),
 }
@@ -42,7 +47,7 @@ impl IngestError {
         match self {
             IngestError::Connector { error, .. } | IngestError::Listing { error, .. } => error.is_retriable(),
             IngestError::Ledger { .. } | IngestError::Store(_) => true,
-            IngestError::Money { .. } => false,
+            IngestError::Money { .. } | IngestError::BackingOff { .. } => false,
         }
     }
 
@@ -99,24 +104,50 @@ pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
 /// Batches being written at once by one load (bounded: memory stays at a few batches).
 const STAGES_IN_FLIGHT: usize = 2;
 
-/// `host:pid:nonce`: identifies the process staging a load.
+/// `host:pid:nonce`: identifies the process staging a load (or running a job).
 pub fn owner_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string());
-    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000_007;
-    format!("{host}:{}:{nonce}", std::process::id())
+    crate::ledger::process_owner()
 }
 
-fn owner_is_dead(owner: &str) -> bool {
-    let mut parts = owner.split(':');
-    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
-    let this_host =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-    if host != this_host || pid == std::process::id().to_string() {
-        return false;
+use crate::ledger::owner_is_dead;
+
+/// A run left `running` by a process on another host is taken as abandoned after this long
+/// (on this host, as soon as its process is gone).
+pub const RUN_ABANDONED_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
+/// Which of the `running` runs (id, owner, started) are abandoned, with the reason: the owner's
+/// process is gone (`is_dead`, same host), or the run started more than
+/// [`RUN_ABANDONED_AFTER`] before `now` (another host, or recorded before runs had owners).
+pub fn abandoned_runs(
+    running: &[(i64, Option<String>, chrono::DateTime<Utc>)],
+    now: chrono::DateTime<Utc>,
+    is_dead: impl Fn(&str) -> bool,
+) -> Vec<(i64, String)> {
+    let cutoff = now - RUN_ABANDONED_AFTER;
+    running
+        .iter()
+        .filter_map(|(id, owner, started)| match owner {
+            Some(o) if is_dead(o) => Some((*id, format!("abandoned: the process that ran it ({o}) is gone"))),
+            _ if *started < cutoff => {
+                Some((*id, format!("abandoned: still 'running' long after it started at {}", format_ts(*started))))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Close runs left `running` by a dead process as `abandoned` (see [`abandoned_runs`]).
+/// Returns the runs closed.
+pub async fn sweep_abandoned_runs(store: &dyn LedgerStore) -> Result<Vec<i64>, LedgerError> {
+    let running = store.running_runs().await?;
+    let mut closed = Vec::new();
+    for (id, why) in abandoned_runs(&running, Utc::now(), owner_is_dead) {
+        if store.abandon_run(id, &why).await? {
+            warn!(run = id, reason = %why, "run closed as abandoned");
+            closed.push(id);
+        }
     }
-    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    Ok(closed)
 }
 
 /// Fail staging loads whose process died (same host, pid gone) or whose heartbeat is older
@@ -177,10 +208,12 @@ pub async fn ingest_source(
             .filter_map(|p| p.period.parse::<BillingPeriod>().ok())
             .collect();
         let cx = &cx;
-        let deliveries = connector
-            .deliveries(window, cx)
-            .await
-            .map_err(|error| IngestError::Listing { source_name: source.to_string(), error })?;
+        let deliveries = tokio::select! {
+            d = connector.deliveries(window, cx) => d,
+            // A listing waiting on an unreachable endpoint stops when the run is cancelled.
+            _ = cx.cancel.cancelled() => Err(ConnectorError::Cancelled),
+        }
+        .map_err(|error| IngestError::Listing { source_name: source.to_string(), error })?;
         let owner = owner_id();
         let mut out = Vec::with_capacity(deliveries.len());
         for d in &deliveries {
@@ -229,6 +262,26 @@ pub async fn load_delivery(
     {
         info!(scope = %d.scope, load = cur.id, "delivery already current; nothing to do");
         return Ok(skipped(cur));
+    }
+    // A delivery that failed on the same input is retried only after its back-off (when the
+    // caller asks for one: the daemon), or as soon as its input changes.
+    let fingerprint = failure_fingerprint(d);
+    if let Some(base) = cx.failed_backoff
+        && let Some(prev) = store.last_load(source_id, &d.scope).await.map_err(ledger_err)?
+        && prev.state == LoadState::Failed
+        && prev.delivery_key == fingerprint
+    {
+        let retry_at = prev.finished_at.unwrap_or(prev.started_at) + failure_backoff(base, prev.attempts);
+        if Utc::now() < retry_at {
+            return Err(IngestError::BackingOff {
+                source_name: source.to_string(),
+                scope: d.scope.clone(),
+                load: prev.id,
+                attempts: prev.attempts,
+                retry_at: format_ts(retry_at),
+                error: prev.error.unwrap_or_default(),
+            });
+        }
     }
     let load = store
         .begin_load(&NewLoad {
@@ -367,8 +420,17 @@ pub async fn load_delivery(
     let (summary, records) = match staged {
         Ok(sr) => sr,
         Err(e) => {
-            if let Err(fe) = store.fail_load(load, &e.to_string()).await {
-                warn!(load, error = %fe, "could not mark the load failed; the next start sweeps it");
+            // A cancelled load is not a failure of its input: no fingerprint, no back-off.
+            let cancelled = matches!(&e, IngestError::Connector { error: ConnectorError::Cancelled, .. });
+            let recorded = if cancelled {
+                store.fail_load(load, &e.to_string()).await.map(|_| None)
+            } else {
+                store.record_failure(load, &e.to_string(), &fingerprint).await
+            };
+            match recorded {
+                Ok(Some(into)) => info!(load = into, "the same input failed the same way again; counted on that load"),
+                Ok(None) => {}
+                Err(fe) => warn!(load, error = %fe, "could not mark the load failed; the next start sweeps it"),
             }
             return Err(e);
         }
@@ -394,6 +456,42 @@ pub async fn load_delivery(
         totals: summary.totals,
         quarantined_totals: summary.quarantined_totals,
     })
+}
+
+/// What a failed load read, to know whether a retry would read the same: the delivery key,
+/// or for a file keyed by its content (not known when it fails) its size and modification
+/// time.
+pub fn failure_fingerprint(d: &Delivery) -> String {
+    if !d.key_pending {
+        return d.delivery_key.clone();
+    }
+    let mut fp = String::from("stat");
+    for item in &d.items {
+        match std::fs::metadata(item) {
+            Ok(m) => {
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                fp.push_str(&format!(":{}@{}", m.len(), mtime));
+            }
+            Err(_) => fp.push_str(":unreadable"),
+        }
+    }
+    fp
+}
+
+/// The daemon's first wait before retrying a delivery that failed on unchanged input.
+pub const FAILED_RETRY_BASE: Duration = Duration::from_secs(300);
+
+/// Wait before retrying a delivery that failed `attempts` times the same way: `base` doubled
+/// per attempt, at most six hours.
+pub fn failure_backoff(base: Duration, attempts: u32) -> chrono::Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(16);
+    let wait = base.saturating_mul(factor).min(Duration::from_secs(6 * 3600));
+    chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::hours(6))
 }
 
 /// The door every line passes, whatever its connector: a line that fails
@@ -496,6 +594,8 @@ async fn stage(
                     continue;
                 }
                 item = stream.next() => item,
+                // A connector waiting on the network stops here when the run is cancelled.
+                _ = cx.cancel.cancelled() => Some(Err(ConnectorError::Cancelled)),
             }
         };
         let Some(item) = item else { break };
@@ -609,4 +709,34 @@ async fn stage(
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_a_dead_process_or_a_very_old_run_is_abandoned() {
+        let now = Utc::now();
+        let running = vec![
+            (1, Some("h:1:1".to_string()), now),
+            (2, Some("h:2:1".to_string()), now),
+            (3, None, now - chrono::Duration::hours(25)),
+            (4, None, now - chrono::Duration::hours(1)),
+        ];
+        let got = abandoned_runs(&running, now, |o| o == "h:1:1");
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), [1, 3]);
+        assert!(got[0].1.contains("(h:1:1) is gone"), "{}", got[0].1);
+    }
+
+    #[test]
+    fn a_pid_that_no_longer_exists_on_this_host_is_dead() {
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let pid = child.id();
+        child.wait().expect("wait");
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname").trim().to_string();
+        assert!(owner_is_dead(&format!("{host}:{pid}:7")));
+        assert!(!owner_is_dead(&crate::ledger::process_owner()), "this process is alive");
+        assert!(!owner_is_dead(&format!("another-host-entirely:{pid}:7")), "nothing is known of another host");
+    }
 }

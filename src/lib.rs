@@ -9,6 +9,7 @@ pub mod export;
 pub mod finance_files;
 pub mod ingest;
 pub mod ledger;
+pub mod outfile;
 pub mod reconcile;
 pub mod registry;
 pub mod report;

@@ -712,9 +712,7 @@ pub fn render_html(r: &Report) -> Result<String, ReportError> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
+    crate::outfile::write_bytes(path, bytes)
         .map_err(|source| ReportError::Write { path: path.display().to_string(), source })
 }
 

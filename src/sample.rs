@@ -275,18 +275,17 @@ pub fn write_sample_file(path: &std::path::Path, spec: SampleSpec) -> std::io::R
     {
         std::fs::create_dir_all(dir)?;
     }
-    let f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
-    if path.extension().is_some_and(|e| e == "gz") {
-        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    let mut f = crate::outfile::OutFile::create(path)?;
+    let stats = if path.extension().is_some_and(|e| e == "gz") {
+        let mut gz = flate2::write::GzEncoder::new(&mut f, flate2::Compression::fast());
         let stats = write_sample(&mut gz, spec)?;
-        gz.finish()?.flush()?;
-        Ok(stats)
+        gz.finish()?;
+        stats
     } else {
-        let mut f = f;
-        let stats = write_sample(&mut f, spec)?;
-        f.flush()?;
-        Ok(stats)
-    }
+        write_sample(&mut f, spec)?
+    };
+    f.commit()?;
+    Ok(stats)
 }
 
 #[cfg(test)]

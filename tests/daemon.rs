@@ -319,7 +319,7 @@ fn deployment_files_are_valid_and_consistent() {
     let cfg = costledger::config::Config::parse(cfg_text, &|k| (k == "PGPASSWORD").then(|| "x".to_string()))
         .expect("the ConfigMap's config validates");
     assert_eq!(u64::from(cfg.server_bind.port()), container_port);
-    assert!(cfg.database.as_deref().unwrap_or_default().starts_with("postgres://"), "replicas need PostgreSQL");
+    assert!(cfg.database.as_ref().is_some_and(|d| d.is_postgres()), "replicas need PostgreSQL");
     let svc = kind("Service");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], port_name);
     assert_eq!(svc["metadata"]["annotations"]["prometheus.io/path"], "/metrics");

@@ -277,7 +277,67 @@ async fn line_numbers_are_physical_lines_for_crlf_and_cr(s: Box<dyn LedgerStore>
     }
 }
 
+/// A file that fails the same way every tick is one `failed` load counting its attempts, not a
+/// row per tick; with a back-off (the daemon) it is not retried before its time, unless the
+/// file changes.
+async fn a_broken_file_is_recorded_once_and_retried_with_backoff(s: Box<dyn LedgerStore>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = write(&dir.path().join("broken.csv"), "Nothing,Like,A,Bill\n1,2,3,4\n");
+    let c = FocusConnector::ad_hoc(vec![f.clone()]);
+    let run = |cx: Context| {
+        let s = s.as_ref();
+        let c = &c;
+        async move { ingest_source(s, "drop", c, window(), &cx, None).await.expect("listing") }
+    };
+    for _ in 0..3 {
+        let r = run(Context::new("drop")).await;
+        assert!(r[0].is_err(), "{r:?}");
+    }
+    let failed = s.loads(&LoadFilter { state: Some(LoadState::Failed), ..Default::default() }).await.expect("l");
+    assert_eq!(failed.len(), 1, "one row for three identical failures: {failed:?}");
+    assert_eq!(failed[0].attempts, 3);
+    // The daemon's back-off: not retried now, and nothing recorded.
+    let mut cx = Context::new("drop");
+    cx.failed_backoff = Some(std::time::Duration::from_secs(3600));
+    let r = run(cx.clone()).await;
+    let e = r[0].as_ref().expect_err("backing off").to_string();
+    assert!(e.contains("not retried before") && e.contains("3 time(s)"), "{e}");
+    let failed = s.loads(&LoadFilter { state: Some(LoadState::Failed), ..Default::default() }).await.expect("l");
+    assert_eq!((failed.len(), failed[0].attempts), (1, 3));
+    // The file changes (still broken, differently): tried at once, a new row.
+    std::fs::write(&f, "Still,Not,A,Bill,At,All\n").expect("write");
+    let r = run(cx.clone()).await;
+    assert!(r[0].as_ref().is_err_and(|e| !e.to_string().contains("not retried")), "{r:?}");
+    let failed = s.loads(&LoadFilter { state: Some(LoadState::Failed), ..Default::default() }).await.expect("l");
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    // Fixed: it loads at once, whatever the back-off.
+    std::fs::write(&f, bill("A1", &["1.25"])).expect("write");
+    let r = run(cx).await;
+    assert!(matches!(r[0].as_ref().expect("load").outcome, LoadOutcome::Created { .. }), "{r:?}");
+}
+
+/// `running_runs` lists what is still running with its owner; `abandon_run` closes one with
+/// the reason, once.
+async fn runs_left_running_can_be_closed_as_abandoned(s: Box<dyn LedgerStore>) {
+    let a = s.start_run("ingest", Some("drop")).await.expect("run");
+    let b = s.start_run("ingest", Some("other")).await.expect("run");
+    let running = s.running_runs().await.expect("running");
+    assert_eq!(running.iter().map(|r| r.0).collect::<Vec<_>>(), [a, b]);
+    let me = format!(":{}:", std::process::id());
+    assert!(running.iter().all(|r| r.1.as_deref().is_some_and(|o| o.contains(&me))), "{running:?}");
+    assert!(s.abandon_run(b, "abandoned: test").await.expect("abandon"));
+    assert!(!s.abandon_run(b, "abandoned: again").await.expect("abandon"), "only a running run is closed");
+    let runs = s.runs(10).await.expect("runs");
+    let get = |id: i64| runs.iter().find(|r| r.id == id).expect("run").clone();
+    assert_eq!(get(b).outcome.status, "abandoned");
+    assert_eq!(get(b).outcome.error.as_deref(), Some("abandoned: test"));
+    assert!(get(b).finished_at.is_some());
+    assert_eq!(get(a).outcome.status, "running");
+}
+
 conformance!(
+    a_broken_file_is_recorded_once_and_retried_with_backoff,
+    runs_left_running_can_be_closed_as_abandoned,
     same_bill_by_file_then_directory_counts_once,
     two_bills_with_one_file_name_both_stay_current,
     same_bytes_under_another_path_are_skipped_and_say_where,

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -13,6 +14,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::ServerLimits;
 use crate::ledger::LedgerStore;
 
 /// Install the Prometheus recorder (process-wide) and describe the series.
@@ -81,15 +83,68 @@ pub async fn serve(
     store: Arc<dyn LedgerStore>,
     metrics: PrometheusHandle,
     stop: CancellationToken,
+    limits: ServerLimits,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (server.bind): is another process using the port?"))?;
     let app = router(store, metrics);
-    Ok(tokio::spawn(async move {
-        let r = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    }))
+    Ok(tokio::spawn(accept_loop(listener, app, stop, limits)))
+}
+
+async fn accept_loop(listener: tokio::net::TcpListener, app: Router, stop: CancellationToken, limits: ServerLimits) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let conns = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (sock, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors (EMFILE) or a reset before accept: wait, then go on.
+                tracing::warn!(error = %e, "HTTP accept failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("costledger_http_connections_refused_total").increment(1);
+            tracing::debug!(%peer, "HTTP connection refused: at server.max_connections");
+            drop(sock);
+            continue;
+        };
+        let app = app.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            let _slot = slot;
+            let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                tower::ServiceExt::oneshot(app.clone(), req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(hyper_util::rt::TokioIo::new(sock), service);
+            tokio::pin!(conn);
+            let deadline = tokio::time::sleep(limits.connection_timeout);
+            tokio::pin!(deadline);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                    }
+                }
+                _ = &mut deadline => {
+                    tracing::debug!(%peer, "HTTP connection closed: open longer than server.connection_timeout_secs");
+                }
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+                }
+            }
+        });
+    }
+    conns.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conns.wait()).await;
 }

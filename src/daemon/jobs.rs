@@ -248,6 +248,8 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
     let mut cx = Context::new(source.name.clone());
     cx.batch_rows = cfg.batch_rows;
     cx.date_bounds = cfg.date_bounds;
+    cx.read_limits = cfg.read_limits;
+    cx.failed_backoff = Some(crate::ingest::FAILED_RETRY_BASE);
     cx.cancel = shared.abort.child_token();
     let policy = backoff(cfg);
     let calls_before = connector.api_calls();

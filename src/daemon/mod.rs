@@ -29,7 +29,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::ledger::LedgerStore;
+use crate::ledger::{DatabaseUrl, LedgerStore};
 use jobs::{JobKind, JobSpec, Shared};
 use schedule::Schedule;
 
@@ -76,7 +76,10 @@ pub fn lock_sqlite(url: &str) -> anyhow::Result<Option<FileLock>> {
     if path.is_empty() || path.contains(":memory:") {
         return Ok(None);
     }
-    let lock_path = PathBuf::from(format!("{path}.daemon-lock"));
+    // The lock sits beside the real file: a symlink (or another spelling of the same path)
+    // to the same database finds the same lock.
+    let real = canonical_db_path(Path::new(path));
+    let lock_path = PathBuf::from(format!("{}.daemon-lock", real.display()));
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -91,6 +94,22 @@ pub fn lock_sqlite(url: &str) -> anyhow::Result<Option<FileLock>> {
             lock_path.display()
         ),
         Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+    }
+}
+
+/// The database file's canonical path; for a file not created yet, its canonical directory
+/// joined with its name.
+fn canonical_db_path(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match (std::fs::canonicalize(dir), path.file_name()) {
+        (Ok(d), Some(n)) => d.join(n),
+        _ => path.to_path_buf(),
     }
 }
 
@@ -133,17 +152,19 @@ async fn remove_jobs(sched: &JobScheduler, ids: &[Uuid]) {
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
-pub async fn run(config_path: Option<PathBuf>, config: Config, database: String) -> anyhow::Result<()> {
+pub async fn run(config_path: Option<PathBuf>, config: Config, database: DatabaseUrl) -> anyhow::Result<()> {
     let specs = job_specs(&config).map_err(|e| anyhow::anyhow!("invalid schedule: {e}"))?;
-    let _file_lock = lock_sqlite(&database)?;
+    let _file_lock = lock_sqlite(database.expose())?;
     let store: Arc<dyn LedgerStore> = Arc::from(
-        crate::ledger::open(&database)
-            .await
-            .with_context(|| format!("cannot open the ledger at {}", crate::config::redact_url(&database)))?,
+        crate::ledger::open(database.clone()).await.with_context(|| format!("cannot open the ledger at {database}"))?,
     );
-    store.migrate().await.context("cannot migrate the ledger")?;
+    crate::ledger::ensure_schema(store.as_ref()).await.with_context(|| format!("ledger at {database}"))?;
     let stale = Duration::from_secs(u64::from(config.retention.stale_staging_minutes) * 60);
     let swept = crate::ingest::sweep_stale(store.as_ref(), stale).await?;
+    let abandoned = crate::ingest::sweep_abandoned_runs(store.as_ref()).await?;
+    if !abandoned.is_empty() {
+        info!(runs = ?abandoned, "closed runs left 'running' by a process that is gone");
+    }
     if !swept.is_empty() {
         info!(loads = ?swept, "swept stale staging loads left by an interrupted run");
     }
@@ -156,7 +177,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config, database: String)
         abort: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
-    let server = http::serve(config.server_bind, store.clone(), metrics, shared.stopping.clone()).await?;
+    let server =
+        http::serve(config.server_bind, store.clone(), metrics, shared.stopping.clone(), config.server_limits).await?;
 
     let sched = JobScheduler::new().await.context("cannot start the scheduler")?;
     let ids = add_jobs(&sched, &shared, specs).await?;
@@ -165,7 +187,7 @@ pub async fn run(config_path: Option<PathBuf>, config: Config, database: String)
     info!(
         bind = %config.server_bind,
         jobs = scheduled.ids.len(),
-        database = %crate::config::redact_url(&database),
+        database = %database,
         "costledger daemon started"
     );
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -220,24 +242,47 @@ pub async fn run(config_path: Option<PathBuf>, config: Config, database: String)
     }
     shared.tracker.close();
     let grace = Duration::from_secs(shared.config().daemon.shutdown_grace_secs);
+    let mut abandoned = Vec::new();
     if tokio::time::timeout(grace, shared.tracker.wait()).await.is_err() {
         warn!(grace_secs = grace.as_secs(), "running jobs did not finish within the grace period: cancelling them");
         shared.abort.cancel();
-        if tokio::time::timeout(Duration::from_secs(30), shared.tracker.wait()).await.is_err() {
-            error!("jobs did not stop after cancellation; exiting anyway (staging loads are swept at the next start)");
+        if tokio::time::timeout(Duration::from_secs(10), shared.tracker.wait()).await.is_err() {
+            abandoned = abandon_own_runs(store.as_ref()).await;
+            error!(runs = ?abandoned, "jobs did not stop after cancellation; their runs are closed as abandoned \
+                   (their staging loads are swept at the next start)");
         }
     }
     if let Some(w) = watchdog {
         w.abort();
     }
     let _ = server.await;
+    if !abandoned.is_empty() {
+        bail!("{} job run(s) did not stop and were abandoned at shutdown (runs {abandoned:?})", abandoned.len());
+    }
     info!("costledger daemon stopped");
     Ok(())
 }
 
+/// Close this process's runs that are still `running` as abandoned.
+async fn abandon_own_runs(store: &dyn LedgerStore) -> Vec<i64> {
+    let me = crate::ledger::process_owner();
+    let prefix: String = me.rsplitn(2, ':').last().unwrap_or_default().to_string() + ":";
+    let mut out = Vec::new();
+    if let Ok(runs) = store.running_runs().await {
+        for (id, owner, _) in runs {
+            if owner.is_some_and(|o| o.starts_with(&prefix))
+                && let Ok(true) = store.abandon_run(id, "abandoned: the daemon stopped before the job did").await
+            {
+                out.push(id);
+            }
+        }
+    }
+    out
+}
+
 async fn reload(
     path: Option<&Path>,
-    database: &str,
+    database: &DatabaseUrl,
     sched: &JobScheduler,
     shared: &Arc<Shared>,
     scheduled: &mut Scheduled,
@@ -260,7 +305,7 @@ async fn reload(
             return;
         }
     };
-    if new.database.as_deref().is_some_and(|d| d != database) {
+    if new.database.as_ref().is_some_and(|d| d != database) {
         warn!("SIGHUP: the database URL changed; that takes effect at the next restart");
     }
     remove_jobs(sched, &scheduled.ids).await;

@@ -38,6 +38,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0005_source_roles.sql"),
         include_str!("../../migrations/postgres/0005_source_roles.sql"),
     ),
+    (
+        6,
+        "failures_and_run_owners",
+        include_str!("../../migrations/sqlite/0006_failures_and_run_owners.sql"),
+        include_str!("../../migrations/postgres/0006_failures_and_run_owners.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

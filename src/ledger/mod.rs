@@ -6,6 +6,7 @@
 //! as `Decimal` or [`ExactSum`]; no sum is ever computed in floating point (SQLite:
 //! `decimal_sum()`, PostgreSQL: `SUM(numeric)::text`).
 
+pub mod db_url;
 pub mod decimal_sum;
 pub mod migrations;
 mod pg_binary;
@@ -13,6 +14,8 @@ pub mod postgres;
 mod reconcile_sql;
 pub mod sqlite;
 mod sqlite_bulk;
+
+pub use db_url::DatabaseUrl;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,6 +38,11 @@ pub enum LedgerError {
     State(String),
     #[error("SQLite bulk staging failed: {0}")]
     Bulk(String),
+    /// The database server could not be reached or refused the login.
+    #[error("cannot connect to PostgreSQL at {target}: {message}")]
+    Connect { target: String, message: String },
+    #[error("{0}")]
+    Config(String),
     #[error("unsupported database URL scheme '{0}': use sqlite://PATH or postgres://USER@HOST/DB")]
     Url(String),
 }
@@ -178,10 +186,14 @@ pub struct LoadRow {
     pub quarantined_totals: Totals,
     pub superseded_by: Option<LoadId>,
     pub error: Option<String>,
+    /// Tries of a failed load (the same input failing the same way counts here, not as a new row).
+    pub attempts: u32,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct LoadFilter {
+    /// One load by id.
+    pub id: Option<LoadId>,
     pub source: Option<String>,
     pub state: Option<LoadState>,
     pub limit: Option<u32>,
@@ -473,6 +485,12 @@ pub trait LedgerStore: ReconcileStore {
     /// removed with its staged rows, leaving no trace in `loads`. No-op if it is no longer
     /// staging.
     async fn discard_load(&self, load: LoadId) -> Result<()>;
+    /// The newest finished load of a scope (current, superseded or failed).
+    async fn last_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>>;
+    /// Fail a staging load as [`LedgerStore::fail_load`], keyed by `fingerprint` (what it read).
+    /// When the scope's previous load failed with the same error on the same fingerprint, the
+    /// new row is removed and the previous one counts one more attempt: returns its id.
+    async fn record_failure(&self, load: LoadId, error: &str, fingerprint: &str) -> Result<Option<LoadId>>;
     /// Delete the rows of superseded loads superseded before `before`; returns loads removed.
     async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64>;
 
@@ -504,18 +522,69 @@ pub trait LedgerStore: ReconcileStore {
         Ok(self.applied_migrations().await?.last().copied() == Some(migrations::latest()))
     }
     async fn finish_run(&self, run: i64, outcome: &RunOutcome) -> Result<()>;
+    /// Runs still `running`: (id, owner, started_at).
+    async fn running_runs(&self) -> Result<Vec<(i64, Option<String>, DateTime<Utc>)>>;
+    /// Close a run that is still `running` as `abandoned` with the reason; false if it is not
+    /// running any more.
+    async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool>;
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
+}
+
+/// `host:pid:nonce`: identifies this process as the owner of a staging load or a run.
+pub fn process_owner() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000_007;
+    format!("{host}:{}:{nonce}", std::process::id())
+}
+
+/// Whether the process named by an owner string is known to be gone: same host, other pid,
+/// no `/proc/PID`. On another host nothing is known (false).
+pub fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else { return false };
+    let this_host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    if host != this_host || pid == std::process::id().to_string() {
+        return false;
+    }
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Bring the schema to this binary's version, touching it only when it is behind: a role with
+/// data privileges only (no DDL) can use an up-to-date ledger; `costledger migrate` is the
+/// explicit step for whoever may change the schema.
+pub async fn ensure_schema(store: &dyn LedgerStore) -> Result<()> {
+    let need = migrations::latest();
+    let applied = store.applied_migrations().await?;
+    let have = applied.last().copied().unwrap_or(0);
+    if have > need {
+        return Err(LedgerError::Config(format!(
+            "the ledger's schema is at version {have}, newer than this costledger knows ({need}): upgrade costledger"
+        )));
+    }
+    if have == need && applied.len() == usize::try_from(need).unwrap_or(usize::MAX) {
+        return Ok(());
+    }
+    store.migrate().await.map_err(|e| {
+        LedgerError::Config(format!(
+            "the ledger's schema is at version {have} and this costledger needs {need}, but migrating failed ({e}); \
+             run `costledger migrate` once as a database role that may create and alter tables"
+        ))
+    })
 }
 
 /// Open a ledger from a URL: `sqlite://path` (created if missing), `sqlite::memory:`, or
 /// `postgres://…` / `postgresql://…`.
-pub async fn open(url: &str) -> Result<Box<dyn LedgerStore>> {
-    if url.starts_with("sqlite:") {
-        Ok(Box::new(sqlite::SqliteLedger::connect(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Box::new(postgres::PgLedger::connect(url).await?))
+pub async fn open(url: impl Into<DatabaseUrl>) -> Result<Box<dyn LedgerStore>> {
+    let url = url.into();
+    if url.is_sqlite() {
+        Ok(Box::new(sqlite::SqliteLedger::connect(url.expose()).await?))
+    } else if url.is_postgres() {
+        Ok(Box::new(postgres::PgLedger::connect(&url).await?))
     } else {
-        Err(LedgerError::Url(url.split(':').next().unwrap_or_default().to_string()))
+        Err(LedgerError::Url(url.expose().split(':').next().unwrap_or_default().to_string()))
     }
 }
 

@@ -44,7 +44,7 @@ impl JobLock for PgJobLock {
 
 const LOAD_SELECT: &str = "SELECT l.id, s.name, l.scope, l.billing_period, l.delivery_key, l.description, l.state, \
      l.owner, l.started_at, l.heartbeat_at, l.finished_at, l.row_count, l.quarantined_count, l.rounded_count, \
-     l.totals, l.quarantined_totals, l.superseded_by, l.error FROM loads l JOIN sources s ON s.id = l.source_id";
+     l.totals, l.quarantined_totals, l.superseded_by, l.error, l.attempts FROM loads l JOIN sources s ON s.id = l.source_id";
 
 fn load_row(r: &PgRow) -> Result<LoadRow> {
     Ok(LoadRow {
@@ -66,6 +66,7 @@ fn load_row(r: &PgRow) -> Result<LoadRow> {
         quarantined_totals: parse_totals(r.try_get(15)?)?,
         superseded_by: r.try_get(16)?,
         error: r.try_get(17)?,
+        attempts: u32::try_from(r.try_get::<i64, _>(18)?).unwrap_or(u32::MAX),
     })
 }
 
@@ -174,14 +175,52 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
 }
 
 impl PgLedger {
-    pub async fn connect(url: &str) -> Result<Self> {
-        let opts = PgConnectOptions::from_str(url)?.application_name("costledger");
-        let pool = PgPoolOptions::new().max_connections(4).connect_with(opts.clone()).await?;
+    /// Connect, failing within the URL's `connect_timeout` (default 10 s) with the real cause
+    /// ("connection refused", a rejected login) rather than a pool timeout.
+    pub async fn connect(url: &super::DatabaseUrl) -> Result<Self> {
+        let (driver_url, timeout) = url.for_driver().map_err(LedgerError::Config)?;
+        let opts = PgConnectOptions::from_str(&driver_url)?.application_name("costledger");
+        let target = match opts.get_socket() {
+            Some(sock) => sock.display().to_string(),
+            None => format!("{}:{}", opts.get_host(), opts.get_port()),
+        };
+        let connect_error = |message: String| LedgerError::Connect { target: target.clone(), message };
+        let first = tokio::time::timeout(timeout, <sqlx::PgConnection as sqlx::Connection>::connect_with(&opts))
+            .await
+            .map_err(|_| {
+                connect_error(format!(
+                    "no answer within {} s (connect_timeout in the URL sets the limit); is the host reachable?",
+                    timeout.as_secs()
+                ))
+            })?
+            .map_err(|e| connect_error(describe_connect_error(&e)))?;
+        let _ = sqlx::Connection::close(first).await;
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(timeout.max(std::time::Duration::from_secs(30)))
+            .connect_with(opts.clone())
+            .await?;
         Ok(Self { pool, opts })
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// The cause of a failed first connection, in words that say what to do.
+fn describe_connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is PostgreSQL running and listening there? Check the host and port of the database URL"
+                .into()
+        }
+        sqlx::Error::Io(io) => format!("{io}: check the host and port of the database URL"),
+        sqlx::Error::Tls(t) => format!("TLS failed ({t}): check sslmode and the certificates in the database URL"),
+        sqlx::Error::Database(db) => {
+            format!("the server refused: {} (check the user, password and database name)", db.message())
+        }
+        other => other.to_string(),
     }
 }
 
@@ -530,6 +569,55 @@ impl LedgerStore for PgLedger {
         Ok(n > 0)
     }
 
+    async fn last_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>> {
+        let sql = format!(
+            "{LOAD_SELECT} WHERE l.source_id = $1 AND l.scope = $2 AND l.state <> 'staging' ORDER BY l.id DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
+        row.as_ref().map(load_row).transpose()
+    }
+
+    async fn record_failure(&self, load: LoadId, error: &str, fingerprint: &str) -> Result<Option<LoadId>> {
+        let mut tx = self.pool.begin().await?;
+        // One writer per scope at a time (as commits are serialised per scope).
+        let n = sqlx::query(
+            "UPDATE loads SET state = 'failed', finished_at = now(), error = $1, delivery_key = $2 WHERE id = $3 AND state = 'staging'",
+        )
+        .bind(error)
+        .bind(fingerprint)
+        .bind(load)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut merged = None;
+        if n > 0 {
+            sqlx::query("DELETE FROM charges WHERE load_id = $1").bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM quarantine WHERE load_id = $1").bind(load).execute(&mut *tx).await?;
+            let prev: Option<(i64, String, Option<String>, String)> = sqlx::query_as(
+                "SELECT p.id, p.state, p.error, p.delivery_key FROM loads p JOIN loads l ON l.source_id = p.source_id \
+                 AND l.scope = p.scope WHERE l.id = $1 AND p.id <> l.id AND p.state <> 'staging' ORDER BY p.id DESC LIMIT 1 \
+                 FOR UPDATE OF p",
+            )
+            .bind(load)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id, state, err, key)) = prev
+                && state == "failed"
+                && err.as_deref() == Some(error)
+                && key == fingerprint
+            {
+                sqlx::query("UPDATE loads SET attempts = attempts + 1, finished_at = now() WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM loads WHERE id = $1").bind(load).execute(&mut *tx).await?;
+                merged = Some(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(merged)
+    }
+
     async fn discard_load(&self, load: LoadId) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let staging: Option<i64> =
@@ -566,6 +654,9 @@ impl LedgerStore for PgLedger {
     async fn loads(&self, f: &LoadFilter) -> Result<Vec<LoadRow>> {
         let mut sql = format!("{LOAD_SELECT} WHERE 1 = 1");
         let mut binds: Vec<Bind> = Vec::new();
+        if let Some(id) = f.id {
+            sql.push_str(&format!(" AND l.id = {id}"));
+        }
         if let Some(s) = &f.source {
             binds.push(Bind::S(s.clone()));
             let _ = write!(sql, " AND s.name = ${}", binds.len());
@@ -693,22 +784,24 @@ impl LedgerStore for PgLedger {
 
     async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status) VALUES ($1, $2, now(), 'running') RETURNING id",
+            "INSERT INTO runs (job, source, started_at, status, owner) VALUES ($1, $2, now(), 'running', $3) RETURNING id",
         )
         .bind(job)
         .bind(source)
+        .bind(super::process_owner())
         .fetch_one(&self.pool)
         .await?)
     }
 
     async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status, tick) VALUES ($1, $2, now(), 'running', $3) \
+            "INSERT INTO runs (job, source, started_at, status, tick, owner) VALUES ($1, $2, now(), 'running', $3, $4) \
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(job)
         .bind(source)
         .bind(costledger_core::format_ts(tick))
+        .bind(super::process_owner())
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -741,6 +834,24 @@ impl LedgerStore for PgLedger {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn running_runs(&self) -> Result<Vec<(i64, Option<String>, DateTime<Utc>)>> {
+        Ok(sqlx::query_as("SELECT id, owner, started_at FROM runs WHERE status = 'running' ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE runs SET status = 'abandoned', finished_at = now(), error = $1 WHERE id = $2 AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(run)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>> {

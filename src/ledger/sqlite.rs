@@ -87,7 +87,7 @@ fn full_insert_sql() -> &'static str {
 
 const LOAD_SELECT: &str = "SELECT l.id, s.name, l.scope, l.billing_period, l.delivery_key, l.description, l.state, \
      l.owner, l.started_at, l.heartbeat_at, l.finished_at, l.row_count, l.quarantined_count, l.rounded_count, \
-     l.totals, l.quarantined_totals, l.superseded_by, l.error FROM loads l JOIN sources s ON s.id = l.source_id";
+     l.totals, l.quarantined_totals, l.superseded_by, l.error, l.attempts FROM loads l JOIN sources s ON s.id = l.source_id";
 
 fn load_row(r: &SqliteRow) -> Result<LoadRow> {
     Ok(LoadRow {
@@ -109,6 +109,7 @@ fn load_row(r: &SqliteRow) -> Result<LoadRow> {
         quarantined_totals: parse_totals(r.try_get(15)?)?,
         superseded_by: r.try_get(16)?,
         error: r.try_get(17)?,
+        attempts: u32::try_from(r.try_get::<i64, _>(18)?).unwrap_or(u32::MAX),
     })
 }
 
@@ -634,6 +635,56 @@ impl LedgerStore for SqliteLedger {
         Ok(n > 0)
     }
 
+    async fn last_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>> {
+        let sql = format!(
+            "{LOAD_SELECT} WHERE l.source_id = ? AND l.scope = ? AND l.state <> 'staging' ORDER BY l.id DESC LIMIT 1"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
+        row.as_ref().map(load_row).transpose()
+    }
+
+    async fn record_failure(&self, load: LoadId, error: &str, fingerprint: &str) -> Result<Option<LoadId>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let n = sqlx::query(
+            "UPDATE loads SET state = 'failed', finished_at = ?, error = ?, delivery_key = ? WHERE id = ? AND state = 'staging'",
+        )
+        .bind(now())
+        .bind(error)
+        .bind(fingerprint)
+        .bind(load)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let mut merged = None;
+        if n > 0 {
+            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
+            // The scope's previous load, when it failed the same way on the same input.
+            let prev: Option<(i64, String, Option<String>, String)> = sqlx::query_as(
+                "SELECT p.id, p.state, p.error, p.delivery_key FROM loads p JOIN loads l ON l.source_id = p.source_id \
+                 AND l.scope = p.scope WHERE l.id = ? AND p.id <> l.id AND p.state <> 'staging' ORDER BY p.id DESC LIMIT 1",
+            )
+            .bind(load)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((id, state, err, key)) = prev
+                && state == "failed"
+                && err.as_deref() == Some(error)
+                && key == fingerprint
+            {
+                sqlx::query("UPDATE loads SET attempts = attempts + 1, finished_at = ? WHERE id = ?")
+                    .bind(now())
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("DELETE FROM loads WHERE id = ?").bind(load).execute(&mut *tx).await?;
+                merged = Some(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(merged)
+    }
+
     async fn discard_load(&self, load: LoadId) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let staging: Option<i64> = sqlx::query_scalar("SELECT id FROM loads WHERE id = ? AND state = 'staging'")
@@ -671,6 +722,9 @@ impl LedgerStore for SqliteLedger {
     async fn loads(&self, f: &LoadFilter) -> Result<Vec<LoadRow>> {
         let mut sql = format!("{LOAD_SELECT} WHERE 1 = 1");
         let mut binds: Vec<String> = Vec::new();
+        if let Some(id) = f.id {
+            sql.push_str(&format!(" AND l.id = {id}"));
+        }
         if let Some(s) = &f.source {
             sql.push_str(" AND s.name = ?");
             binds.push(s.clone());
@@ -798,24 +852,26 @@ impl LedgerStore for SqliteLedger {
 
     async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status) VALUES (?, ?, ?, 'running') RETURNING id",
+            "INSERT INTO runs (job, source, started_at, status, owner) VALUES (?, ?, ?, 'running', ?) RETURNING id",
         )
         .bind(job)
         .bind(source)
         .bind(now())
+        .bind(super::process_owner())
         .fetch_one(&self.pool)
         .await?)
     }
 
     async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status, tick) VALUES (?, ?, ?, 'running', ?) \
+            "INSERT INTO runs (job, source, started_at, status, tick, owner) VALUES (?, ?, ?, 'running', ?, ?) \
              ON CONFLICT DO NOTHING RETURNING id",
         )
         .bind(job)
         .bind(source)
         .bind(now())
         .bind(format_ts(tick))
+        .bind(super::process_owner())
         .fetch_optional(&self.pool)
         .await?)
     }
@@ -840,6 +896,27 @@ impl LedgerStore for SqliteLedger {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn running_runs(&self) -> Result<Vec<(i64, Option<String>, DateTime<Utc>)>> {
+        let rows: Vec<(i64, Option<String>, String)> =
+            sqlx::query_as("SELECT id, owner, started_at FROM runs WHERE status = 'running' ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(|(id, o, t)| Ok((id, o, ts(&t)?))).collect()
+    }
+
+    async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
+        )
+        .bind(now())
+        .bind(reason)
+        .bind(run)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n > 0)
     }
 
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>> {

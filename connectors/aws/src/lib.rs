@@ -353,10 +353,8 @@ impl AwsFileConnector {
 
     fn parse(&self, path: PathBuf, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
         match self.format {
-            AwsFormat::Cur | AwsFormat::Cur2 => {
-                stream_files_as::<CurColumns>(vec![path], cx.batch_rows, cx.cancel.clone())
-            }
-            AwsFormat::Focus => stream_files_as::<ColumnMap>(vec![path], cx.batch_rows, cx.cancel.clone()),
+            AwsFormat::Cur | AwsFormat::Cur2 => stream_files_as::<CurColumns>(vec![path], cx),
+            AwsFormat::Focus => stream_files_as::<ColumnMap>(vec![path], cx),
         }
     }
 }

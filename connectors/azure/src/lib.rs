@@ -364,12 +364,8 @@ impl Connector for AzureExportConnector {
                     let label = label.clone();
                     let path = local.path().to_path_buf();
                     let s = match cost {
-                        CostType::Actual => {
-                            stream_files_as::<AzureAuto<false>>(vec![path], cx.batch_rows, cx.cancel.clone())
-                        }
-                        CostType::Amortized => {
-                            stream_files_as::<AzureAuto<true>>(vec![path], cx.batch_rows, cx.cancel.clone())
-                        }
+                        CostType::Actual => stream_files_as::<AzureAuto<false>>(vec![path], cx),
+                        CostType::Amortized => stream_files_as::<AzureAuto<true>>(vec![path], cx),
                     };
                     s.map(move |b| {
                         let _keep = &local;

@@ -21,6 +21,35 @@ pub struct Context {
     pub final_periods: std::collections::BTreeSet<BillingPeriod>,
     /// The years a line's dates must fall in (the loader quarantines a line outside them).
     pub date_bounds: crate::line::DateBounds,
+    /// How much a reader holds of one record and how far a compressed file may expand.
+    pub read_limits: ReadLimits,
+    /// When set (the daemon), a delivery that failed on the same input is not retried before
+    /// this much time, doubled per failed attempt; unset (a command run by hand), at once.
+    pub failed_backoff: Option<std::time::Duration>,
+}
+
+/// Bounds on what one file may make a reader hold, whatever its content (`ingest.*` in the
+/// config): memory stays bounded on a hostile or broken file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// One record's bytes (`ingest.max_record_bytes`). A longer record is quarantined with its
+    /// line and skipped up to the next line break, never held whole.
+    pub max_record_bytes: usize,
+    /// Decompressed bytes per compressed byte of one file (`ingest.max_decompression_ratio`),
+    /// checked once the output passes [`ReadLimits::RATIO_FLOOR`]: a bill compresses 5–50×, a
+    /// "zip bomb" 1000×.
+    pub max_decompression_ratio: u64,
+}
+
+impl ReadLimits {
+    /// Output below this size is never refused for its ratio.
+    pub const RATIO_FLOOR: u64 = 64 << 20;
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits { max_record_bytes: 8 << 20, max_decompression_ratio: 200 }
+    }
 }
 
 impl Context {
@@ -31,6 +60,8 @@ impl Context {
             cancel: CancellationToken::new(),
             final_periods: Default::default(),
             date_bounds: Default::default(),
+            read_limits: Default::default(),
+            failed_backoff: None,
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod money;
 pub mod period;
 pub mod text;
 
-pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow, SpentLines};
+pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow, ReadLimits, SpentLines};
 pub use error::{ConnectorError, RowError};
 pub use line::{ChargeCategory, ChargeClass, ChargeLine, DateBounds, FOCUS_COLUMNS, Tags, write_map_json};
 pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, parse_amount, write_canonical};

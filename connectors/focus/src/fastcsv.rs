@@ -39,6 +39,24 @@ pub struct FastCsv<R> {
     /// The last record had a quote opened on this line and never closed, swallowing this many
     /// line breaks up to the end of the input.
     unterminated: Option<(u64, u64)>,
+    /// Most bytes one record may take; a longer one is skipped, never held whole.
+    max_record: usize,
+    /// The last `NeedMore` came from inside a quoted field.
+    need_quoted: bool,
+    /// The record last "read" was too long: its line and the bytes skipped (see
+    /// [`FastCsv::oversized`]).
+    oversized: Option<Oversized>,
+}
+
+/// A record longer than the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Oversized {
+    /// The physical line the record starts on.
+    pub line: u64,
+    /// Bytes of the record seen (skipped) before its end or the point reading stopped.
+    pub bytes: u64,
+    /// It was inside a quoted field: where the record ends cannot be known, so reading stops.
+    pub quoted: bool,
 }
 
 /// How parsing the bytes at hand went.
@@ -56,6 +74,16 @@ impl<R: Read> FastCsv<R> {
         FastCsv::with_chunk(input, CHUNK)
     }
 
+    /// A reader that holds at most about `max_record` bytes of one record: a longer record
+    /// outside quotes is skipped to the next line break and reported by
+    /// [`FastCsv::oversized`] (its fields are empty); inside a quoted field, where the record
+    /// ends is unknowable, so reading fails.
+    pub fn with_limit(input: R, max_record: usize) -> FastCsv<R> {
+        let mut r = FastCsv::with_chunk(input, CHUNK.min(max_record.max(1)));
+        r.max_record = max_record.max(1);
+        r
+    }
+
     fn with_chunk(input: R, chunk: usize) -> FastCsv<R> {
         FastCsv {
             input,
@@ -70,7 +98,16 @@ impl<R: Read> FastCsv<R> {
             chunk: chunk.max(1),
             raw: (0, 0),
             unterminated: None,
+            max_record: usize::MAX,
+            need_quoted: false,
+            oversized: None,
         }
+    }
+
+    /// When the record last read was over the limit: where it started and what was skipped.
+    /// The record itself comes back with no fields.
+    pub fn oversized(&self) -> Option<Oversized> {
+        self.oversized
     }
 
     /// The original bytes of the record last read (without its line terminator).
@@ -94,6 +131,7 @@ impl<R: Read> FastCsv<R> {
     /// The next record into `rec` (`false` at the end), as `csv::Reader::read_byte_record`;
     /// its position is the physical line and byte offset of its first byte.
     pub fn read_byte_record(&mut self, rec: &mut ByteRecord) -> csv::Result<bool> {
+        self.oversized = None;
         loop {
             rec.clear();
             self.unterminated = None;
@@ -103,7 +141,64 @@ impl<R: Read> FastCsv<R> {
                     return Ok(true);
                 }
                 Parsed::End if self.eof => return Ok(false),
+                Parsed::NeedMore if self.end - self.at >= self.max_record => {
+                    // `parse` left `at` and `line` at the record's first byte.
+                    let line = self.line;
+                    if self.need_quoted {
+                        self.oversized = Some(Oversized { line, bytes: (self.end - self.at) as u64, quoted: true });
+                        return Err(csv::Error::from(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            OversizedRecord,
+                        )));
+                    }
+                    rec.clear();
+                    let mut p = Position::new();
+                    p.set_line(line).set_byte(self.base + self.at as u64);
+                    rec.set_position(Some(p));
+                    let bytes = self.skip_line()?;
+                    self.raw = (self.at, self.at);
+                    self.oversized = Some(Oversized { line, bytes, quoted: false });
+                    return Ok(true);
+                }
                 Parsed::End | Parsed::NeedMore => self.fill()?,
+            }
+        }
+    }
+
+    /// Skip from `at` past the next line break (or to the end of the input), holding no more
+    /// than a chunk at a time; returns the bytes skipped (without the terminator).
+    fn skip_line(&mut self) -> csv::Result<u64> {
+        let mut skipped = 0u64;
+        loop {
+            let b = &self.buf[self.at..self.end];
+            if let Some(k) = memchr::memchr2(b'\n', b'\r', b) {
+                skipped += k as u64;
+                let i = self.at + k;
+                self.after_cr = self.buf[i] == b'\r';
+                self.line += u64::from(self.buf[i] == b'\n');
+                self.at = i + 1;
+                return Ok(skipped);
+            }
+            skipped += b.len() as u64;
+            self.at = self.end;
+            if self.eof {
+                return Ok(skipped);
+            }
+            // Drop what was skipped, then read one chunk (the buffer does not grow).
+            self.base += self.at as u64;
+            self.at = 0;
+            self.end = 0;
+            let cap = self.buf.len().min(self.chunk);
+            while self.end < cap {
+                match self.input.read(&mut self.buf[self.end..cap]) {
+                    Ok(0) => {
+                        self.eof = true;
+                        break;
+                    }
+                    Ok(n) => self.end += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(csv::Error::from(e)),
+                }
             }
         }
     }
@@ -139,6 +234,7 @@ impl<R: Read> FastCsv<R> {
     /// Parse one record from `buf[at..end]`. Line and terminator bookkeeping is committed only
     /// when a record (or the end) is found, so a `NeedMore` can simply be retried.
     fn parse(&mut self, rec: &mut ByteRecord) -> Parsed {
+        self.need_quoted = false;
         let b = &self.buf[..self.end];
         let mut i = self.at;
         let mut line = self.line;
@@ -192,6 +288,7 @@ impl<R: Read> FastCsv<R> {
                     match memchr::memchr(b'"', &b[j..]) {
                         None => {
                             if !self.eof {
+                                self.need_quoted = true;
                                 return Parsed::NeedMore;
                             }
                             // Unterminated at the end of input: the field is what is there.
@@ -203,6 +300,7 @@ impl<R: Read> FastCsv<R> {
                         Some(k) => {
                             let q = j + k;
                             if q + 1 >= b.len() && !self.eof {
+                                self.need_quoted = true;
                                 return Parsed::NeedMore;
                             }
                             line += count_lines(&b[piece..q]);
@@ -273,6 +371,19 @@ impl<R: Read> FastCsv<R> {
         }
     }
 }
+
+/// The error inside the `io::Error` when a quoted field runs past the record limit (see
+/// [`FastCsv::oversized`] for where).
+#[derive(Debug)]
+pub struct OversizedRecord;
+
+impl std::fmt::Display for OversizedRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a quoted field runs past the limit for one record")
+    }
+}
+
+impl std::error::Error for OversizedRecord {}
 
 /// The record ends at the terminator byte `b[i]`, which it consumes.
 fn end_record(after_cr: &mut bool, line_now: &mut u64, b: &[u8], i: usize, line: u64) -> Parsed {
@@ -386,6 +497,62 @@ mod tests {
         check(b",\r\n");
         check(b" \n \n");
         check("é,ü\n\"日本\",語\n".as_bytes());
+    }
+
+    /// Every record as (line, fields) or (line, "<oversized N>").
+    fn limited(input: &[u8], max: usize) -> (Vec<(u64, String)>, usize) {
+        let mut r = FastCsv::with_limit(input, max);
+        let mut rec = ByteRecord::new();
+        let mut out = Vec::new();
+        while r.read_byte_record(&mut rec).expect("read") {
+            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            match r.oversized() {
+                Some(o) => out.push((line, format!("<oversized {}>", o.bytes))),
+                None => out.push((
+                    line,
+                    rec.iter().map(|f| String::from_utf8_lossy(f).into_owned()).collect::<Vec<_>>().join("|"),
+                )),
+            }
+        }
+        (out, r.buf.capacity())
+    }
+
+    #[test]
+    fn a_record_over_the_limit_is_skipped_to_its_line_break_and_never_held() {
+        let mut input = b"h1,h2\na,b\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', 5 << 20));
+        input.extend_from_slice(b"\r\nc,d\n");
+        let (recs, cap) = limited(&input, 64 << 10);
+        assert_eq!(
+            recs,
+            [(1, "h1|h2".to_string()), (2, "a|b".into()), (3, format!("<oversized {}>", 5 << 20)), (4, "c|d".into())]
+        );
+        assert!(cap <= 256 << 10, "the buffer stayed small: {cap}");
+        // A single line with no break at all, up to the end of the input.
+        let mut input = b"h\n".to_vec();
+        input.extend(std::iter::repeat_n(b'0', 3 << 20));
+        let (recs, cap) = limited(&input, 64 << 10);
+        assert_eq!(recs, [(1, "h".to_string()), (2, format!("<oversized {}>", 3 << 20))]);
+        assert!(cap <= 256 << 10, "{cap}");
+    }
+
+    #[test]
+    fn a_quoted_field_over_the_limit_stops_reading_with_its_line() {
+        let mut input = b"h1,h2\na,\"".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 1 << 20));
+        let mut r = FastCsv::with_limit(&input[..], 64 << 10);
+        let mut rec = ByteRecord::new();
+        assert!(r.read_byte_record(&mut rec).expect("header"));
+        assert!(r.read_byte_record(&mut rec).is_err());
+        let o = r.oversized().expect("oversized");
+        assert_eq!((o.line, o.quoted), (2, true));
+    }
+
+    #[test]
+    fn records_under_the_limit_read_as_without_one() {
+        let input = b"a,b\n\"q\nq\",x\r\n\n1,2";
+        let (recs, _) = limited(input, 4096);
+        assert_eq!(recs, [(1, "a|b".to_string()), (2, "q\nq|x".into()), (5, "1|2".into())]);
     }
 
     #[test]

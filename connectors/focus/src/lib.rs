@@ -71,8 +71,14 @@ pub fn list_files(
             let mut found = Vec::new();
             walk(p, wanted, &mut found)?;
             found
-        } else {
+        } else if meta.is_file() {
             vec![p.clone()]
+        } else {
+            return Err(ConnectorError::input(
+                p.display().to_string(),
+                "is not a regular file (a FIFO, socket or device): a bill is read twice, once to key it and once to load it",
+                "copy the bill into a regular file and import that",
+            ));
         };
         for f in found {
             let scope = match scoping {
@@ -123,11 +129,28 @@ fn walk(dir: &Path, wanted: fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> Result
         let ft = entry.file_type().map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
         if ft.is_dir() {
             walk(&p, wanted, out)?;
-        } else if wanted(&p) {
+        } else if wanted(&p) && is_regular(&p) {
             out.push(p);
         }
     }
     Ok(())
+}
+
+/// Whether `p` (symlinks followed) is a regular file. Anything else found in a source directory
+/// (a FIFO, a socket, a device, a dangling link) is skipped with a warning: opening a FIFO
+/// would block the import forever.
+fn is_regular(p: &Path) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            tracing::warn!(path = %p.display(), "skipped: not a regular file (a FIFO, socket or device)");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(path = %p.display(), error = %e, "skipped: cannot be read");
+            false
+        }
+    }
 }
 
 /// Every file below `root` (recursively) with its `/`-separated key relative to `root`, sorted
@@ -140,7 +163,7 @@ pub fn walk_keys(root: &Path) -> Result<Vec<(String, PathBuf)>, ConnectorError> 
             let p = e.path();
             if p.is_dir() {
                 go(root, &p, out)?;
-            } else {
+            } else if is_regular(&p) {
                 let rel = p.strip_prefix(root).unwrap_or(&p);
                 let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
                 out.push((key, p));
@@ -206,7 +229,7 @@ impl Connector for FocusConnector {
 
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let paths: Vec<PathBuf> = d.items.iter().map(PathBuf::from).collect();
-        reader::stream_files(paths, cx.batch_rows, cx.cancel.clone())
+        reader::stream_files(paths, cx)
     }
 
     async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {

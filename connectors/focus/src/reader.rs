@@ -5,7 +5,10 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use costledger_core::{Batch, ChargeLine, ConnectorError, RowError, SpentLines};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use costledger_core::{Batch, ChargeLine, ConnectorError, Context, ReadLimits, RowError, SpentLines};
 use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -64,24 +67,21 @@ impl RecordFormat for ColumnMap {
 }
 
 /// FOCUS files, in order, as batches.
-pub fn stream_files(
-    paths: Vec<PathBuf>,
-    batch_rows: usize,
-    cancel: CancellationToken,
-) -> BoxStream<'static, Result<Batch, ConnectorError>> {
-    stream_files_as::<ColumnMap>(paths, batch_rows, cancel)
+pub fn stream_files(paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
+    stream_files_as::<ColumnMap>(paths, cx)
 }
 
-/// Files of format `F`, in order, as batches parsed on a blocking thread.
+/// Files of format `F`, in order, as batches parsed on a blocking thread (batch size, limits
+/// and cancellation from `cx`).
 pub fn stream_files_as<F: RecordFormat>(
     paths: Vec<PathBuf>,
-    batch_rows: usize,
-    cancel: CancellationToken,
+    cx: &Context,
 ) -> BoxStream<'static, Result<Batch, ConnectorError>> {
     let (tx, rx) = mpsc::channel::<Result<Batch, ConnectorError>>(CHANNEL_DEPTH);
+    let (batch_rows, cancel, limits) = (cx.batch_rows, cx.cancel.clone(), cx.read_limits);
     tokio::task::spawn_blocking(move || {
         for p in paths {
-            if let Err(e) = read_file::<F>(&p, batch_rows.max(1), &tx, &cancel) {
+            if let Err(e) = read_file::<F>(&p, batch_rows.max(1), &limits, &tx, &cancel) {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
@@ -91,24 +91,24 @@ pub fn stream_files_as<F: RecordFormat>(
 }
 
 /// Open a file, transparently gunzipping when it starts with the gzip magic bytes.
-pub fn open(path: &Path) -> Result<Box<dyn Read + Send>, ConnectorError> {
-    Ok(open_detect(path)?.0)
+pub fn open(path: &Path, limits: &ReadLimits) -> Result<Box<dyn Read + Send>, ConnectorError> {
+    Ok(open_detect(path, limits)?.0)
 }
 
 /// Like [`open`], also saying whether the file is gzip.
-pub fn open_detect(path: &Path) -> Result<(Box<dyn Read + Send>, bool), ConnectorError> {
+pub fn open_detect(path: &Path, limits: &ReadLimits) -> Result<(Box<dyn Read + Send>, bool), ConnectorError> {
     let loc = path.display().to_string();
     let gz = is_gzip(path)?;
     let f = File::open(path).map_err(|e| ConnectorError::io(&loc, e))?;
-    Ok((decoded(f, gz), gz))
+    Ok((decoded(f, gz, limits), gz))
 }
 
 /// Like [`open_detect`], with the raw bytes read hashed on another thread: after the reader
 /// is dropped, [`Tap::finish`] gives the key of exactly those bytes (or says the file changed).
-pub fn open_tapped(path: &Path) -> Result<(Box<dyn Read + Send>, bool, Tap), ConnectorError> {
+pub fn open_tapped(path: &Path, limits: &ReadLimits) -> Result<(Box<dyn Read + Send>, bool, Tap), ConnectorError> {
     let gz = is_gzip(path)?;
     let (tee, tap) = crate::tap::open_tapped(path)?;
-    Ok((decoded(tee, gz), gz, tap))
+    Ok((decoded(tee, gz, limits), gz, tap))
 }
 
 fn is_gzip(path: &Path) -> Result<bool, ConnectorError> {
@@ -119,12 +119,86 @@ fn is_gzip(path: &Path) -> Result<bool, ConnectorError> {
     Ok(n == 2 && magic == [0x1f, 0x8b])
 }
 
-fn decoded<R: Read + Send + 'static>(r: R, gz: bool) -> Box<dyn Read + Send> {
+fn decoded<R: Read + Send + 'static>(r: R, gz: bool, limits: &ReadLimits) -> Box<dyn Read + Send> {
     if gz {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, r)))
+        let read_in = Arc::new(AtomicU64::new(0));
+        let counted = Counted { inner: r, n: read_in.clone() };
+        let decoder = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(256 * 1024, counted));
+        Box::new(RatioGuard { inner: decoder, read_in, out: 0, ratio: limits.max_decompression_ratio })
     } else {
         Box::new(BufReader::with_capacity(256 * 1024, r))
     }
+}
+
+/// Counts the compressed bytes read.
+struct Counted<R> {
+    inner: R,
+    n: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k)
+    }
+}
+
+/// Stops a decompression that expands past `ratio` × the compressed bytes read (once past
+/// [`ReadLimits::RATIO_FLOOR`]): a gzip of zeros expands 1000×, a bill 5–50×.
+struct RatioGuard<R> {
+    inner: R,
+    read_in: Arc<AtomicU64>,
+    out: u64,
+    ratio: u64,
+}
+
+/// The error inside the `io::Error` of a decompression stopped by its ratio.
+#[derive(Debug)]
+pub struct TooExpanded {
+    pub compressed: u64,
+    pub decompressed: u64,
+    pub ratio: u64,
+}
+
+impl std::fmt::Display for TooExpanded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the compressed file expands more than {}× ({} compressed bytes gave {} bytes)",
+            self.ratio, self.compressed, self.decompressed
+        )
+    }
+}
+
+impl std::error::Error for TooExpanded {}
+
+impl<R: Read> Read for RatioGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.out += k as u64;
+        if self.out > ReadLimits::RATIO_FLOOR {
+            let compressed = self.read_in.load(Ordering::Relaxed).max(1);
+            if self.out / compressed > self.ratio {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    TooExpanded { compressed, decompressed: self.out, ratio: self.ratio },
+                ));
+            }
+        }
+        Ok(k)
+    }
+}
+
+/// A read error's message when it is one of the reader's own limits.
+pub fn limit_message(e: &std::io::Error) -> Option<String> {
+    let inner = e.get_ref()?;
+    if let Some(t) = inner.downcast_ref::<TooExpanded>() {
+        return Some(format!(
+            "{t}, over the limit (ingest.max_decompression_ratio); a bill compresses 5–50×, a file of zeros 1000×"
+        ));
+    }
+    None
 }
 
 /// Parquet files start with `PAR1` (whatever their name).
@@ -148,6 +222,15 @@ fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn io_error(file: &str, line: u64, e: &csv::Error, gz: bool) -> ConnectorError {
     let msg = e.to_string();
+    if let csv::ErrorKind::Io(io) = e.kind()
+        && let Some(m) = limit_message(io)
+    {
+        return ConnectorError::input(
+            format!("{file}:{line}"),
+            m,
+            "nothing from this file was loaded; check the file, or raise ingest.max_decompression_ratio if it is a genuine bill",
+        );
+    }
     if gz && matches!(e.kind(), csv::ErrorKind::Io(_)) {
         ConnectorError::input(
             format!("{file}:{line}"),
@@ -296,6 +379,13 @@ impl<'a> Batcher<'a> {
         }
     }
 
+    /// A record refused before it had fields (too long to hold).
+    pub(crate) fn push_error(&mut self, e: RowError) -> Result<(), ConnectorError> {
+        self.batch.records += 1;
+        self.batch.errors.push(e);
+        Ok(())
+    }
+
     /// Send what is left, with the key of the bytes read.
     pub(crate) fn finish(mut self, content_key: Option<String>) -> Result<(), ConnectorError> {
         let keyed = content_key.is_some();
@@ -328,9 +418,94 @@ fn location(file: &str, line: u64) -> String {
     s
 }
 
+/// One line of a line-oriented file (JSON lines), read with a bound on what is held.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BoundedLine {
+    /// The line is in the buffer (without its `\n`).
+    Line,
+    /// The line was longer than the limit: this many bytes were skipped up to its `\n`.
+    Oversized(u64),
+    End,
+}
+
+/// Read the next `\n`-terminated line into `buf`, holding at most `max` bytes of it: a longer
+/// line is skipped through its end and reported, never held whole.
+pub fn read_line_bounded<R: std::io::BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<BoundedLine> {
+    buf.clear();
+    let mut skipped: Option<u64> = None;
+    let mut any = false;
+    loop {
+        let avail = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if avail.is_empty() {
+            return Ok(match (skipped, any) {
+                (Some(n), _) => BoundedLine::Oversized(n),
+                (None, true) => BoundedLine::Line,
+                (None, false) => BoundedLine::End,
+            });
+        }
+        any = true;
+        let (take, done) = match memchr::memchr(b'\n', avail) {
+            Some(k) => (k, true),
+            None => (avail.len(), false),
+        };
+        match &mut skipped {
+            Some(n) => *n += take as u64,
+            None if buf.len() + take > max => {
+                skipped = Some((buf.len() + take) as u64);
+                buf.clear();
+            }
+            None => buf.extend_from_slice(&avail[..take]),
+        }
+        r.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(match skipped {
+                Some(n) => BoundedLine::Oversized(n),
+                None => BoundedLine::Line,
+            });
+        }
+    }
+}
+
+/// The row error of a record too long to hold.
+pub fn oversized_error(file: &str, o: &crate::fastcsv::Oversized, limit: usize) -> RowError {
+    RowError {
+        location: location(file, o.line),
+        reason: format!(
+            "the record is longer than the {limit}-byte limit for one record (ingest.max_record_bytes): \
+             its {} bytes up to the next line break were skipped unread",
+            o.bytes
+        ),
+        raw: String::new(),
+        raw_amount: None,
+        currency: None,
+    }
+}
+
+/// The file error of a quoted field longer than a record may be (where its record ends is
+/// unknowable).
+pub fn oversized_quoted(file: &str, o: &crate::fastcsv::Oversized, limit: usize) -> ConnectorError {
+    ConnectorError::input(
+        location(file, o.line),
+        format!(
+            "a quoted field in the record starting here runs past the {limit}-byte limit for one record \
+             (ingest.max_record_bytes), so where the record ends cannot be known"
+        ),
+        "nothing from this file was loaded; check the file for a stray quote, or raise ingest.max_record_bytes",
+    )
+}
+
 fn read_file<F: RecordFormat>(
     path: &Path,
     batch_rows: usize,
+    limits: &ReadLimits,
     tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
@@ -338,9 +513,9 @@ fn read_file<F: RecordFormat>(
     if is_parquet(path)? {
         return crate::parquet::read_parquet::<F>(path, batch_rows, tx, cancel);
     }
-    let (input, gz, tap) = open_tapped(path)?;
+    let (input, gz, tap) = open_tapped(path, limits)?;
     // The `csv` crate's semantics, scanned faster (see `fastcsv`).
-    let mut rdr = crate::fastcsv::FastCsv::new(input);
+    let mut rdr = crate::fastcsv::FastCsv::with_limit(input, limits.max_record_bytes);
     let mut header = csv::ByteRecord::new();
     match rdr.read_byte_record(&mut header) {
         Ok(true) => {}
@@ -351,7 +526,22 @@ fn read_file<F: RecordFormat>(
                 "a bill file starts with a header of column names; fetch the file again",
             ));
         }
-        Err(e) => return Err(io_error(&file, 1, &e, gz)),
+        Err(e) => {
+            if let Some(o) = rdr.oversized() {
+                return Err(oversized_quoted(&file, &o, limits.max_record_bytes));
+            }
+            return Err(io_error(&file, 1, &e, gz));
+        }
+    }
+    if rdr.oversized().is_some() {
+        return Err(ConnectorError::input(
+            format!("{file}:1"),
+            format!(
+                "the header line is longer than the {}-byte limit for one record (ingest.max_record_bytes)",
+                limits.max_record_bytes
+            ),
+            "this is not a bill's header; check the file",
+        ));
     }
     let cols = F::from_header(&header).map_err(|m| ConnectorError::input(format!("{file}:1"), m, F::HEADER_HINT))?;
     let mut batcher = Batcher::new(batch_rows, tx, cancel);
@@ -364,7 +554,16 @@ fn read_file<F: RecordFormat>(
         match rdr.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(io_error(&file, line, &e, gz)),
+            Err(e) => {
+                if let Some(o) = rdr.oversized() {
+                    return Err(oversized_quoted(&file, &o, limits.max_record_bytes));
+                }
+                return Err(io_error(&file, line, &e, gz));
+            }
+        }
+        if let Some(o) = rdr.oversized() {
+            batcher.push_error(oversized_error(&file, &o, limits.max_record_bytes))?;
+            continue;
         }
         let line = rec.position().map(|p| p.line()).unwrap_or(line);
         let info = RecordInfo { raw: Some(rdr.raw()), unterminated: rdr.unterminated() };
@@ -377,6 +576,26 @@ fn read_file<F: RecordFormat>(
 
 #[cfg(test)]
 mod tests {
+    use super::{BoundedLine, read_line_bounded};
+
+    #[test]
+    fn bounded_lines_skip_what_is_too_long_and_keep_counting() {
+        let long = "x".repeat(100);
+        let input = format!("ab\n{long}\ncd\n\nlast");
+        let mut r = std::io::BufReader::with_capacity(7, input.as_bytes());
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        loop {
+            match read_line_bounded(&mut r, &mut buf, 10).expect("ok") {
+                BoundedLine::End => break,
+                BoundedLine::Line => got.push(String::from_utf8(buf.clone()).expect("ok")),
+                BoundedLine::Oversized(n) => got.push(format!("<{n}>")),
+            }
+            assert!(buf.capacity() < 64, "never holds the long line");
+        }
+        assert_eq!(got, ["ab", "<100>", "cd", "", "last"]);
+    }
+
     #[test]
     fn location_is_file_colon_line() {
         for n in [0u64, 1, 9, 10, 99, 1_000_000, u64::MAX] {

@@ -6,7 +6,6 @@ use std::io::Write;
 use costledger_core::{Batch, ConnectorError, canonical};
 use costledger_focus::reader::stream_files;
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory";
 
@@ -14,7 +13,9 @@ async fn read(bytes: &[u8], name: &str) -> Result<Vec<Batch>, ConnectorError> {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join(name);
     std::fs::File::create(&p).and_then(|mut f| f.write_all(bytes)).expect("write");
-    let mut s = stream_files(vec![p], 3, CancellationToken::new());
+    let mut cx = costledger_core::Context::new("t");
+    cx.batch_rows = 3;
+    let mut s = stream_files(vec![p], &cx);
     let mut out = Vec::new();
     while let Some(b) = s.next().await {
         out.push(b?);
@@ -246,7 +247,9 @@ async fn wide_records_close_batches_by_size() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("wide.csv");
     std::fs::write(&p, csv).expect("write");
-    let mut s = stream_files(vec![p], 100_000, CancellationToken::new());
+    let mut cx = costledger_core::Context::new("t");
+    cx.batch_rows = 100_000;
+    let mut s = stream_files(vec![p], &cx);
     let mut batches = Vec::new();
     while let Some(b) = s.next().await {
         batches.push(b.expect("batch"));

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use costledger_core::{Batch, ConnectorError};
+use costledger_core::{Batch, ConnectorError, Context, ReadLimits};
 use futures::stream::BoxStream;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -350,13 +350,19 @@ fn flat_name(h: &str) -> String {
 fn read_file(
     path: &std::path::Path,
     batch_rows: usize,
+    limits: &ReadLimits,
     tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
+    use costledger_focus::reader::{BoundedLine, oversized_error, oversized_quoted, read_line_bounded};
     let file = path.display().to_string();
     // The raw bytes are hashed as they are read: the load's key is the key of these bytes.
-    let (input, _, tap) = costledger_focus::reader::open_tapped(path)?;
+    let (input, _, tap) = costledger_focus::reader::open_tapped(path, limits)?;
     let mut buf = std::io::BufReader::new(input);
+    let read_error = |at: String, e: std::io::Error| match costledger_focus::reader::limit_message(&e) {
+        Some(m) => ConnectorError::input(at, m, "nothing from this file was loaded; check the file"),
+        None => ConnectorError::input(at, e.to_string(), "check the file"),
+    };
     // JSON lines or CSV: look at the first non-blank byte.
     // Leading blank lines (and a byte-order mark) say nothing about the format.
     let first = match buf
@@ -377,26 +383,68 @@ fn read_file(
         Ok(())
     };
     if first == b'{' {
-        for (i, line) in buf.lines().enumerate() {
+        let mut bytes = Vec::new();
+        let mut n = 0u64;
+        loop {
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
-            let line =
-                line.map_err(|e| ConnectorError::input(format!("{file}:{}", i + 1), e.to_string(), "check the file"))?;
-            if line.trim().is_empty() {
-                continue;
+            n += 1;
+            let at = format!("{file}:{n}");
+            match read_line_bounded(&mut buf, &mut bytes, limits.max_record_bytes)
+                .map_err(|e| read_error(at.clone(), e))?
+            {
+                BoundedLine::End => break,
+                BoundedLine::Oversized(skipped) => {
+                    let o = costledger_focus::fastcsv::Oversized { line: n, bytes: skipped, quoted: false };
+                    batch.records += 1;
+                    batch.errors.push(oversized_error(&file, &o, limits.max_record_bytes));
+                }
+                BoundedLine::Line => {
+                    let line = match std::str::from_utf8(&bytes) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            batch.records += 1;
+                            batch.errors.push(costledger_core::RowError {
+                                location: at,
+                                reason: format!("the line is not valid UTF-8 ({e})"),
+                                raw: costledger_core::text::clip(&String::from_utf8_lossy(&bytes), 4096),
+                                raw_amount: None,
+                                currency: None,
+                            });
+                            flush(&mut batch, false)?;
+                            continue;
+                        }
+                    };
+                    let line = line.strip_suffix('\r').unwrap_or(line);
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    push_row(&mut batch, json_row(line), &at, line, || json_amount(line));
+                }
             }
-            push_row(&mut batch, json_row(&line), &format!("{file}:{}", i + 1), &line, || json_amount(&line));
             flush(&mut batch, false)?;
         }
     } else {
-        let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(buf);
-        let header: Vec<String> = rdr
-            .headers()
-            .map_err(|e| ConnectorError::input(format!("{file}:1"), e.to_string(), "check the file"))?
-            .iter()
-            .map(flat_name)
-            .collect();
+        let mut rdr = costledger_focus::fastcsv::FastCsv::with_limit(buf, limits.max_record_bytes);
+        let mut rec = csv::ByteRecord::new();
+        let read = |rdr: &mut costledger_focus::fastcsv::FastCsv<_>, rec: &mut csv::ByteRecord, line: u64| {
+            rdr.read_byte_record(rec).map_err(|e| match rdr.oversized() {
+                Some(o) => oversized_quoted(&file, &o, limits.max_record_bytes),
+                None => match e.into_kind() {
+                    csv::ErrorKind::Io(io) => read_error(format!("{file}:{line}"), io),
+                    other => ConnectorError::input(format!("{file}:{line}"), format!("{other:?}"), "check the file"),
+                },
+            })
+        };
+        if !read(&mut rdr, &mut rec, 1)? || rdr.oversized().is_some() {
+            return Err(ConnectorError::input(
+                format!("{file}:1"),
+                "no usable header line",
+                "extract the flattened query (see README, GCP) as CSV, or the export table as JSON lines",
+            ));
+        }
+        let header: Vec<String> = rec.iter().map(|h| flat_name(&String::from_utf8_lossy(h))).collect();
         for need in ["invoice_month", "cost", "currency", "usage_start_time", "billing_account_id"] {
             if !header.iter().any(|h| h == need) {
                 return Err(ConnectorError::input(
@@ -406,18 +454,30 @@ fn read_file(
                 ));
             }
         }
-        for rec in rdr.records() {
+        loop {
             if cancel.is_cancelled() {
                 return Err(ConnectorError::Cancelled);
             }
-            let rec = rec.map_err(|e| ConnectorError::input(&file, e.to_string(), "check the file"))?;
-            let line = rec.position().map(|p| p.line()).unwrap_or(0);
+            let next = rdr.position().line();
+            if !read(&mut rdr, &mut rec, next)? {
+                break;
+            }
+            let line = rec.position().map(|p| p.line()).unwrap_or(next);
+            if let Some(o) = rdr.oversized() {
+                batch.records += 1;
+                batch.errors.push(oversized_error(&file, &o, limits.max_record_bytes));
+                flush(&mut batch, false)?;
+                continue;
+            }
+            let fields: Vec<std::borrow::Cow<'_, str>> = rec.iter().map(String::from_utf8_lossy).collect();
+            let utf8 = fields.iter().all(|f| matches!(f, std::borrow::Cow::Borrowed(_)));
             let get = |name: &str| -> Option<String> {
                 let i = header.iter().position(|h| h == name)?;
-                rec.get(i).map(str::to_string).filter(|v| !v.is_empty())
+                fields.get(i).map(|v| v.to_string()).filter(|v| !v.is_empty())
             };
-            let raw = rec.iter().collect::<Vec<_>>().join(",");
-            push_row(&mut batch, flat_row(&get), &format!("{file}:{line}"), &raw, || (get("cost"), get("currency")));
+            let raw = fields.join(",");
+            let row = if utf8 { flat_row(&get) } else { Err("the record is not valid UTF-8".to_string()) };
+            push_row(&mut batch, row, &format!("{file}:{line}"), &raw, || (get("cost"), get("currency")));
             flush(&mut batch, false)?;
         }
     }
@@ -426,15 +486,12 @@ fn read_file(
     tx.blocking_send(Ok(Batch { content_key: Some(key), ..Batch::default() })).map_err(|_| ConnectorError::Cancelled)
 }
 
-pub fn stream_files(
-    paths: Vec<PathBuf>,
-    batch_rows: usize,
-    cancel: CancellationToken,
-) -> BoxStream<'static, Result<Batch, ConnectorError>> {
+pub fn stream_files(paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
     let (tx, rx) = mpsc::channel(2);
+    let (batch_rows, cancel, limits) = (cx.batch_rows, cx.cancel.clone(), cx.read_limits);
     tokio::task::spawn_blocking(move || {
         for p in paths {
-            if let Err(e) = read_file(&p, batch_rows.max(1), &tx, &cancel) {
+            if let Err(e) = read_file(&p, batch_rows.max(1), &limits, &tx, &cancel) {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }

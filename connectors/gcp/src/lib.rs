@@ -257,6 +257,6 @@ impl Connector for GcpFileConnector {
     }
 
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
-        files::stream_files(d.items.iter().map(PathBuf::from).collect(), cx.batch_rows, cx.cancel.clone())
+        files::stream_files(d.items.iter().map(PathBuf::from).collect(), cx)
     }
 }

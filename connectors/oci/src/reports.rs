@@ -148,8 +148,8 @@ impl OciReportConnector {
 
     fn parse(&self, paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
         match self.kind {
-            ReportKind::Cost => stream_files_as::<CostReportColumns>(paths, cx.batch_rows, cx.cancel.clone()),
-            ReportKind::Focus => stream_files_as::<ColumnMap>(paths, cx.batch_rows, cx.cancel.clone()),
+            ReportKind::Cost => stream_files_as::<CostReportColumns>(paths, cx),
+            ReportKind::Focus => stream_files_as::<ColumnMap>(paths, cx),
         }
     }
 }

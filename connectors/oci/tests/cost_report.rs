@@ -8,14 +8,15 @@ use costledger_focus::reader::{RecordFormat, stream_files_as};
 use costledger_oci::cost_report::CostReportColumns;
 use costledger_oci::usage::{UsageQuery, item_line};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 async fn read(path: PathBuf) -> Result<Vec<Batch>, costledger_core::ConnectorError> {
-    let mut s = stream_files_as::<CostReportColumns>(vec![path], 100, CancellationToken::new());
+    let mut cx = costledger_core::Context::new("t");
+    cx.batch_rows = 100;
+    let mut s = stream_files_as::<CostReportColumns>(vec![path], &cx);
     let mut out = Vec::new();
     while let Some(b) = s.next().await {
         out.push(b?);

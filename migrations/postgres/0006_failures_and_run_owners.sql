@@ -1,0 +1,7 @@
+-- A failed load that fails again the same way (same file, same error) is counted on its first
+-- row instead of adding a row per retry: `attempts` and `finished_at` (last try) say how often
+-- and when. A run records the process that runs it (`host:pid`), so a run left 'running' by
+-- a dead process is closed as 'abandoned' at the next start. Same version number as
+-- migrations/sqlite/0006.
+ALTER TABLE loads ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE runs ADD COLUMN owner TEXT;

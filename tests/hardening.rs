@@ -1,0 +1,364 @@
+//! Operational hardening of the `costledger` binary: hostile files stay bounded, no secret is
+//! printed, output paths are never replaced unless regular, a closed pipe is a quiet exit.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription";
+
+fn row(amount: &str, desc: &str) -> String {
+    format!("{amount},USD,A1,2026-10-01,2026-11-01,2026-10-02,2026-10-03,Usage,{desc}\n")
+}
+
+fn mkfifo(p: &Path) {
+    assert!(std::process::Command::new("mkfifo").arg(p).status().expect("mkfifo").success());
+}
+
+/// Wait for a child with a deadline (a hang is a failure, not a stuck test run).
+fn wait_for(mut child: Child, limit: Duration) -> (i32, String, String) {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut out = String::new();
+            let mut err = String::new();
+            if let Some(mut o) = child.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return (status.code().unwrap_or(-1), out, err);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("costledger did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_fifo_in_a_source_directory_is_skipped_with_a_note_and_never_hangs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bills = dir.path().join("bills");
+    std::fs::create_dir(&bills).expect("dir");
+    std::fs::write(bills.join("oct.csv"), format!("{HEAD}\n{}", row("1.50", "a"))).expect("write");
+    mkfifo(&bills.join("pipe.csv"));
+    let db = sqlite_url(dir.path());
+    let child = bin()
+        .args(["--database", &db, "import", "--format", "focus"])
+        .arg(&bills)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (code, out, err) = wait_for(child, Duration::from_secs(60));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("pipe.csv") && err.contains("not a regular file"), "{err}");
+    assert!(out.contains("oct.csv"), "{out}");
+    let (_, loads, _) = run(&db, &["loads"]);
+    assert_eq!(loads.lines().filter(|l| l.contains("current")).count(), 1, "{loads}");
+    // Named directly, a FIFO is refused with the reason, not read.
+    let child = bin()
+        .args(["--database", &db, "import", "--format", "focus"])
+        .arg(bills.join("pipe.csv"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let (code, _, err) = wait_for(child, Duration::from_secs(60));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a regular file"), "{err}");
+}
+
+#[test]
+fn export_into_a_fifo_or_a_device_link_writes_through_and_replaces_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let bill = dir.path().join("b.csv");
+    std::fs::write(&bill, format!("{HEAD}\n{}{}", row("1.50", "a"), row("2.25", "b"))).expect("write");
+    let (code, _, err) = run(&db, &["import", "--format", "focus", bill.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+
+    // A FIFO: the CSV arrives through it; it stays a FIFO; no temporary file beside it.
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).expect("dir");
+    let fifo = out_dir.join("export.csv");
+    mkfifo(&fifo);
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo).expect("read fifo"))
+    };
+    let (code, _, err) = run(&db, &["export", "csv", "--out", fifo.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    let csv = reader.join().expect("reader");
+    assert!(csv.contains("1.5") && csv.contains("2.25"), "{csv}");
+    assert!(std::fs::metadata(&fifo).expect("meta").file_type().is_fifo());
+    assert_eq!(std::fs::read_dir(&out_dir).expect("ls").count(), 1, "nothing created beside the FIFO");
+
+    // A symlink to /dev/null: written through, the device and the link stay as they are.
+    let null = out_dir.join("null.csv");
+    std::os::unix::fs::symlink("/dev/null", &null).expect("symlink");
+    let (code, _, err) = run(&db, &["export", "csv", "--out", null.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::metadata("/dev/null").expect("meta").file_type().is_char_device());
+    assert!(std::fs::symlink_metadata(&null).expect("meta").file_type().is_symlink());
+    assert_eq!(std::fs::read_dir(&out_dir).expect("ls").count(), 2);
+
+    // `sample` to a FIFO as well.
+    let fifo2 = out_dir.join("sample.csv");
+    mkfifo(&fifo2);
+    let reader = {
+        let fifo2 = fifo2.clone();
+        std::thread::spawn(move || std::fs::read_to_string(fifo2).expect("read fifo").lines().count())
+    };
+    let out = bin().args(["sample", "--rows", "10", "--out"]).arg(&fifo2).output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(reader.join().expect("reader"), 11);
+    assert!(std::fs::metadata(&fifo2).expect("meta").file_type().is_fifo());
+}
+
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_not_a_panic() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    // 4,000 quarantined rows: far more output than a pipe holds.
+    let mut text = format!("{HEAD}\n");
+    for i in 0..4000 {
+        text.push_str(&row("not-a-number", &format!("row {i} {}", "x".repeat(60))));
+    }
+    let bill = dir.path().join("bad.csv");
+    std::fs::write(&bill, text).expect("write");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bill.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    for args in [vec!["quarantine", "--load", "1"], vec!["export", "csv"], vec!["loads"]] {
+        let mut child = bin()
+            .args(["--database", &db])
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Read one byte, then close the pipe, as `| head -c1` does.
+        let mut stdout = child.stdout.take().expect("stdout");
+        let mut one = [0u8; 1];
+        let _ = stdout.read(&mut one);
+        drop(stdout);
+        let (code, _, err) = wait_for(child, Duration::from_secs(60));
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(code == 0 || code == 141, "{args:?}: exit {code}: {err}");
+        assert!(!err.contains("Broken pipe"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn quarantine_of_a_load_that_does_not_exist_is_an_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let (code, out, err) = run(&db, &["quarantine", "--load", "999"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(err.contains("there is no load 999"), "{err}");
+}
+
+#[test]
+fn a_record_longer_than_the_limit_is_quarantined_with_its_line_and_the_rest_loads() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(&cfg, "ingest: { max_record_bytes: 65536 }\n").expect("cfg");
+    let bill = dir.path().join("long.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&bill).expect("create"));
+    write!(f, "{HEAD}\n{}", row("1.25", "a")).expect("w");
+    // Line 3: 4 MiB with no line break inside, then a good line 4.
+    f.write_all(&vec![b'7'; 4 << 20]).expect("w");
+    write!(f, "\n{}", row("2.50", "b")).expect("w");
+    drop(f);
+    let out = bin()
+        .args(["--database", &db, "--config"])
+        .arg(&cfg)
+        .args(["import", "--format", "focus"])
+        .arg(&bill)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (_, q, _) = run(&db, &["quarantine", "--load", "1"]);
+    assert!(q.contains("long.csv:3"), "{q}");
+    assert!(q.contains("longer than the 65536-byte limit for one record (ingest.max_record_bytes)"), "{q}");
+    let csv = {
+        let (code, out, err) = run(&db, &["export", "csv"]);
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(csv.lines().count(), 3, "header and the two good lines: {csv}");
+}
+
+#[test]
+fn a_gzip_that_expands_too_far_is_refused_with_the_ratio() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let bill = dir.path().join("zeros.csv.gz");
+    {
+        let f = std::fs::File::create(&bill).expect("create");
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::best());
+        writeln!(gz, "{HEAD}").expect("w");
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..160 {
+            gz.write_all(&zeros).expect("w");
+        }
+        gz.finish().expect("finish");
+    }
+    let (code, _, err) = run(&db, &["import", "--format", "focus", bill.to_str().expect("utf8")]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expands more than 200×"), "{err}");
+    assert!(err.contains("ingest.max_decompression_ratio"), "{err}");
+    let (_, loads, _) = run(&db, &["loads"]);
+    assert!(!loads.contains("current"), "nothing loaded: {loads}");
+}
+
+/// Every command, given a database URL with planted credentials, prints none of them (text and
+/// JSON logs, at -vv), and an unreachable server is named with the real cause.
+#[test]
+fn no_planted_secret_appears_in_any_output() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("c.yaml");
+    let url = "postgres://cl:PLANTED1@ss@127.0.0.1:1/ledger?password=PLANTED2&sslpassword=PLANTED3&sslmode=disable";
+    std::fs::write(&cfg, format!("database: \"{url}\"\n")).expect("cfg");
+    let bill = fixture("focus/focus_sample.csv");
+    let bill = bill.to_str().expect("utf8");
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["check-config"],
+        vec!["migrate"],
+        vec!["loads"],
+        vec!["periods"],
+        vec!["findings"],
+        vec!["runs"],
+        vec!["quarantine", "--load", "1"],
+        vec!["import", "--format", "focus", bill],
+        vec!["reconcile"],
+        vec!["export", "csv"],
+        vec!["report", "weekly", "--week", "2024-W40"],
+    ];
+    for via_config in [false, true] {
+        for cmd in &commands {
+            for log in [["--log-format", "text"], ["--log-format", "json"]] {
+                let mut c = bin();
+                c.env_remove("RUST_LOG").arg("-vv").args(log);
+                if via_config {
+                    c.arg("--config").arg(&cfg);
+                } else {
+                    c.args(["--database", url]);
+                }
+                let out = c.args(cmd).output().expect("run");
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                assert!(!text.contains("PLANTED"), "{cmd:?} (config: {via_config}) printed a secret:\n{text}");
+                if cmd[0] != "check-config" {
+                    assert_eq!(out.status.code(), Some(2), "{cmd:?}: {text}");
+                    assert!(text.contains("connection refused"), "{cmd:?}: the real cause is named:\n{text}");
+                    assert!(text.contains("127.0.0.1:1"), "{cmd:?}: {text}");
+                }
+            }
+        }
+    }
+}
+
+/// The same search against a reachable PostgreSQL (trust auth ignores the password): the
+/// commands succeed and print no credential, and the unsupported parameter is named without
+/// its value.
+#[test]
+fn no_planted_secret_appears_when_the_database_is_reachable() {
+    let Some(base) = pg_url() else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let url = rt.block_on(pg_schema_url()).expect("schema");
+    // Plant a password in the userinfo and an unsupported credential parameter.
+    let url = url.replacen("://", "://postgres:PLANTEDpw@", 1).replacen("@postgres@", "@", 1);
+    let url = format!("{url}&sslpassword=PLANTED3");
+    assert!(base.starts_with("postgres"));
+    let bill = fixture("focus/focus_sample.csv");
+    for cmd in [
+        vec!["migrate"],
+        vec!["import", "--format", "focus", bill.to_str().expect("utf8")],
+        vec!["loads"],
+        vec!["reconcile"],
+    ] {
+        let out = bin().env_remove("RUST_LOG").arg("-vv").args(["--database", &url]).args(&cmd).output().expect("run");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains("PLANTED"), "{cmd:?} printed a secret:\n{text}");
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{cmd:?}: {text}");
+        if cmd[0] == "migrate" {
+            assert!(text.contains("sslpassword") && text.contains("not supported"), "{text}");
+            assert!(text.contains("postgres:***@"), "{text}");
+        }
+    }
+}
+
+#[test]
+fn the_daemon_lock_is_taken_on_the_real_path_of_the_database() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let real = dir.path().join("ledger.db");
+    std::fs::write(&real, b"").expect("db");
+    let link = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let first = costledger::daemon::lock_sqlite(&format!("sqlite://{}", real.display())).expect("first lock");
+    assert!(first.is_some());
+    let second = costledger::daemon::lock_sqlite(&format!("sqlite://{}", link.display()));
+    let e = second.err().expect("the symlinked path finds the same lock");
+    assert!(e.to_string().contains("another costledger daemon is already running"), "{e}");
+    // Another spelling of the same path, too.
+    let dotted = format!("sqlite://{}/./ledger.db", dir.path().display());
+    assert!(costledger::daemon::lock_sqlite(&dotted).is_err());
+}
+
+/// A PostgreSQL role with data privileges only (no DDL) runs every command on an up-to-date
+/// ledger; on a ledger that needs migrating, the error says to run `costledger migrate`.
+#[test]
+fn a_role_without_ddl_privileges_uses_an_up_to_date_ledger() {
+    let Some(base) = pg_url() else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let url = rt.block_on(pg_schema_url()).expect("schema");
+    let schema = url.rsplit("search_path]=").next().expect("schema").to_string();
+    let role = format!("cl_dataonly_{}", std::process::id());
+    let admin = |sql: String| {
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::PgConnection::connect(&base).await.expect("connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("admin sql");
+        })
+    };
+    admin(format!("DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN; GRANT USAGE ON SCHEMA {schema} TO {role};"));
+    // As that role, before the schema exists: a clear message, nothing created.
+    let as_role = {
+        let rest = url.split_once("://").expect("url").1;
+        let rest = rest.split_once('@').map(|(_, r)| r).unwrap_or(rest);
+        format!("postgres://{role}@{rest}")
+    };
+    let (code, _, err) = run(&as_role, &["loads"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("run `costledger migrate` once as a database role that may create and alter tables"), "{err}");
+    // The owner migrates; the data-only role then works.
+    let (code, _, err) = run(&url, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    admin(format!(
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}; \
+         GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};"
+    ));
+    let bill = fixture("focus/focus_sample.csv");
+    for cmd in [vec!["import", "--format", "focus", bill.to_str().expect("utf8")], vec!["loads"], vec!["reconcile"]] {
+        let (code, out, err) = run(&as_role, &cmd);
+        assert!(matches!(code, 0 | 1), "{cmd:?}: {out}{err}");
+    }
+    admin(format!("DROP OWNED BY {role}; DROP ROLE {role};"));
+}
