@@ -1,4 +1,4 @@
-//! Allocation (DESIGN §6): config → validated rules → a pure [`Allocator`] that decides, for
+//! Allocation: config → validated rules → a pure [`Allocator`] that decides, for
 //! one charge, its owner (and why) or why it is unallocated; and [`split`], which divides a
 //! shared amount among owners exactly.
 //!

@@ -1,4 +1,4 @@
-//! The reconciler's checks besides conservation (DESIGN §6): invoice, cross-source,
+//! The reconciler's checks besides conservation: invoice, cross-source,
 //! restatement, tag coverage and anomaly. Each returns findings; none changes the ledger.
 //! Percentages are computed exactly and rounded half-to-even to 0.01.
 

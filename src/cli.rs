@@ -8,21 +8,19 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use chrono::{DateTime, SubsecRound, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
-use costledger_core::{BillingPeriod, Connector, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp};
+use costledger_core::{BillingPeriod, Connector, Delivery, format_ts, parse_timestamp};
 use costledger_focus::FocusConnector;
-use costledger_oci::reports::{OciReportConnector, ReportKind};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::allocation::Allocator;
+use crate::app;
 use crate::config::{Config, DEFAULT_DATABASE, ReportFormat};
 use crate::export::export_csv;
 use crate::finance_files::{read_fx, read_invoices};
-use crate::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source, set_source_role, sweep_stale};
-use crate::ledger::{
-    self, ChargeFilter, DatabaseUrl, Dim, Finding, LedgerStore, LoadFilter, LoadState, RunOutcome, SourceRole,
-};
-use crate::reconcile::{ReconcileError, reconcile};
-use crate::report::{build_weekly, default_week, last_complete_week, parse_week, week_totals, write_report};
+use crate::ingest::{IngestError, LoadOutcome, LoadReport, set_source_role};
+use crate::ledger::{self, ChargeFilter, DatabaseUrl, Dim, Finding, LedgerStore, LoadFilter, LoadState, SourceRole};
+use crate::reconcile::ReconcileError;
+use crate::registry::FileFormat;
+use crate::report::{last_complete_week, parse_week};
 use crate::sample::{SampleSpec, write_sample_file};
 
 /// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
@@ -35,17 +33,26 @@ const BUNDLED_FOCUS_SAMPLE: &[u8] = include_bytes!("../tests/fixtures/focus/focu
     about = "Multi-cloud cost ingestion and reconciliation with an exact-decimal ledger"
 )]
 pub struct Cli {
-    /// Config file (YAML). Without one, defaults apply and every command still works.
-    #[arg(long, global = true, env = "COSTLEDGER_CONFIG")]
+    /// Config file (YAML), e.g. /etc/costledger/costledger.yaml. Without one, defaults apply and
+    /// every command still works.
+    #[arg(long, global = true, env = "COSTLEDGER_CONFIG", help_heading = "Global options")]
     pub config: Option<PathBuf>,
-    /// Ledger database URL (sqlite://PATH or postgres://…); overrides the config.
-    #[arg(long, global = true, env = "COSTLEDGER_DATABASE_URL", hide_env_values = true)]
+    /// Ledger database URL, e.g. sqlite://costledger.db or
+    /// postgres://USER@HOST/DB?connect_timeout=5; overrides the config. Printed redacted.
+    #[arg(
+        long,
+        global = true,
+        env = "COSTLEDGER_DATABASE_URL",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     pub database: Option<String>,
-    /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    /// Log format on stderr (no colour unless stderr is a terminal; NO_COLOR turns it off).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
     pub log_format: LogFormat,
-    /// More logging (-v info, -vv debug). RUST_LOG overrides.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// More logging: -v info, -vv debug, -vvv debug including the SDKs and the SQL driver.
+    /// RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
     pub verbose: u8,
     #[command(subcommand)]
     pub command: Command,
@@ -55,26 +62,6 @@ pub struct Cli {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-pub enum ImportFormat {
-    /// FOCUS 1.0–1.2 CSV.
-    Focus,
-    /// AWS legacy Cost and Usage Report files (by manifest, or loose CSV).
-    AwsCur,
-    /// AWS CUR 2.0 Data Exports (BILLING_PERIOD=YYYY-MM folders, or loose CSV).
-    AwsCur2,
-    /// AWS FOCUS 1.0/1.2 Data Exports.
-    AwsFocus,
-    /// Azure cost exports (EA, MCA, pay-as-you-go or FOCUS CSV; manifest runs, old-style files).
-    AzureExport,
-    /// GCP billing export rows extracted from BigQuery (JSON lines, or CSV of the flattened query).
-    GcpExport,
-    /// OCI cost reports (reports/cost-csv/*.csv.gz).
-    OciCost,
-    /// OCI FOCUS reports (FOCUS Reports/…/*.csv.gz).
-    OciFocus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -87,16 +74,19 @@ pub enum Command {
         /// Synthetic lines to generate (besides the bundled public FOCUS sample).
         #[arg(long, default_value_t = 20_000)]
         rows: u64,
+        /// Seed of the synthetic bills (the same seed gives the same bills).
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
     /// The daemon: scheduled ingests, reconcile after each, the weekly report, retention; HTTP
     /// /healthz, /readyz, /metrics. SIGTERM/SIGINT stop it, SIGHUP reloads the config.
     Run,
-    /// Import bill files by hand.
+    /// Import bill files by hand, e.g. `costledger import --format aws-cur ./cur/`. A directory
+    /// is searched recursively; a file already current is skipped; a changed one restates it.
     Import {
+        /// What the files are (see the list below).
         #[arg(long, value_enum)]
-        format: ImportFormat,
+        format: FileFormat,
         /// Source name in the ledger (a file replaces the earlier version of the same file in it).
         #[arg(long)]
         source: Option<String>,
@@ -105,12 +95,13 @@ pub enum Command {
         /// source's current role (primary for a new source).
         #[arg(long, value_parser = parse_role)]
         role: Option<SourceRole>,
-        /// Files (.csv or .csv.gz) or directories.
+        /// Files or directories: CSV (.csv, .csv.gz), Parquet, or JSON lines (gcp-export).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// One-shot pull of the configured sources (all, or one).
+    /// One-shot pull of the configured sources (all, or one), e.g. `ingest --source aws-cur`.
     Ingest {
+        /// Only this source (its `name` in the config).
         #[arg(long)]
         source: Option<String>,
     },
@@ -119,24 +110,29 @@ pub enum Command {
         #[command(subcommand)]
         what: ExportWhat,
     },
-    /// List loads (deliveries) in the ledger.
+    /// List loads (deliveries) in the ledger, newest last.
     Loads {
+        /// Only this source.
         #[arg(long)]
         source: Option<String>,
+        /// Only loads in this state: staging, current, superseded or failed.
         #[arg(long, value_parser = parse_state)]
         state: Option<LoadState>,
+        /// The most recent N loads.
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// Show the quarantined rows of a load.
+    /// Show the quarantined rows of a load with file:line, reason, amount and raw text.
     Quarantine {
+        /// The load's id (`costledger loads` lists them).
         #[arg(long)]
         load: i64,
     },
     /// Billing periods per source and their state (open, final, corrected).
     Periods,
-    /// Recent job runs.
+    /// Recent job runs (ingest, reconcile, report, retention) with status and error.
     Runs {
+        /// The most recent N runs.
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
@@ -163,6 +159,7 @@ pub enum Command {
     },
     /// Findings stored by the last reconcile.
     Findings {
+        /// Only this billing period (YYYY-MM).
         #[arg(long)]
         period: Option<BillingPeriod>,
     },
@@ -180,13 +177,16 @@ pub enum Command {
     Migrate,
     /// Validate the config file and report every problem with its path.
     CheckConfig,
-    /// Write realistic synthetic FOCUS bills (deterministic for a seed).
+    /// Write realistic synthetic FOCUS bills (deterministic for a seed), e.g.
+    /// `sample --rows 1000000 --out bills.csv.gz`.
     Sample {
+        /// Lines to write.
         #[arg(long)]
         rows: u64,
-        /// Output file; `.gz` compresses.
+        /// Output file; `.gz` compresses. A FIFO or /dev/stdout is written straight into.
         #[arg(long)]
         out: PathBuf,
+        /// Seed (the same seed gives the same bills).
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Billing period of the bills (YYYY-MM).
@@ -198,7 +198,10 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum FxWhat {
     /// Import rates from a CSV: month,from,to,rate[,source] (1 FROM = RATE TO in that month).
-    Import { file: PathBuf },
+    Import {
+        /// The CSV file, e.g. rates.csv with a line `2026-10,EUR,USD,1.0842,ECB`.
+        file: PathBuf,
+    },
     /// List the stored rates.
     List,
 }
@@ -232,9 +235,11 @@ pub enum ExportWhat {
         /// Charges whose ChargePeriodStart is before this date/time (UTC, exclusive).
         #[arg(long, value_parser = parse_when)]
         to: Option<DateTime<Utc>>,
+        /// Only this source.
         #[arg(long)]
         source: Option<String>,
-        /// Output file (default: stdout).
+        /// Output file (default: stdout). A regular file is replaced atomically when complete;
+        /// a FIFO or device is written straight into.
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -318,41 +323,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Import { format, source, role, paths } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
-            let source = source.clone().unwrap_or_else(|| {
-                format!(
-                    "import-{}",
-                    match format {
-                        ImportFormat::Focus => "focus",
-                        ImportFormat::AwsCur => "aws-cur",
-                        ImportFormat::AwsCur2 => "aws-cur2",
-                        ImportFormat::AwsFocus => "aws-focus",
-                        ImportFormat::AzureExport => "azure-export",
-                        ImportFormat::GcpExport => "gcp-export",
-                        ImportFormat::OciCost => "oci-cost",
-                        ImportFormat::OciFocus => "oci-focus",
-                    }
-                )
-            });
-            let connector: Box<dyn Connector> = match format {
-                ImportFormat::Focus => Box::new(FocusConnector::ad_hoc(paths.clone())),
-                ImportFormat::GcpExport => Box::new(costledger_gcp::GcpFileConnector::ad_hoc(paths.clone())),
-                ImportFormat::AzureExport => {
-                    Box::new(costledger_azure::AzureExportConnector::ad_hoc(paths.clone(), None))
-                }
-                ImportFormat::AwsCur | ImportFormat::AwsCur2 | ImportFormat::AwsFocus => {
-                    use costledger_aws::{AwsFileConnector, AwsFormat};
-                    let f = match format {
-                        ImportFormat::AwsCur => AwsFormat::Cur,
-                        ImportFormat::AwsCur2 => AwsFormat::Cur2,
-                        _ => AwsFormat::Focus,
-                    };
-                    Box::new(AwsFileConnector::ad_hoc(f, paths.clone()))
-                }
-                ImportFormat::OciCost | ImportFormat::OciFocus => {
-                    let kind = if *format == ImportFormat::OciCost { ReportKind::Cost } else { ReportKind::Focus };
-                    Box::new(OciReportConnector::ad_hoc(kind, paths.clone()))
-                }
-            };
+            let source = source.clone().unwrap_or_else(|| format.default_source());
+            let connector = crate::registry::ad_hoc(*format, paths.clone());
             if let Some(role) = role {
                 set_source_role(store.as_ref(), &source, connector.kind(), *role).await?;
             }
@@ -386,7 +358,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
             let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, ..Default::default() };
-            let alloc = allocator(store.as_ref(), &env.config).await?;
+            let alloc = app::allocator(store.as_ref(), &env.config).await?;
             let alloc = Some(&alloc);
             let stats = match out {
                 Some(p) => {
@@ -556,14 +528,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let monday = match week {
                 Some(w) => parse_week(w)?,
                 None => {
-                    let today = Utc::now().with_timezone(&env.config.timezone).date_naive();
-                    let data_end = store
-                        .source_data_end()
-                        .await?
-                        .into_iter()
-                        .map(|(_, _, end)| end.with_timezone(&env.config.timezone).date_naive())
-                        .max();
-                    let (monday, by_data) = default_week(today, data_end);
+                    let app::report::DefaultWeek { monday, by_data } =
+                        app::report::default_report_week(store.as_ref(), &env.config).await?;
                     println!(
                         "report for {}: {}; pass --week to choose another",
                         crate::reconcile::iso_week_label(monday),
@@ -588,8 +554,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let dir = out.clone().unwrap_or_else(|| env.config.report.out_dir.clone());
             let currency = currency.clone().or_else(|| env.config.report.currency.clone());
-            let (paths, totals) =
-                weekly_report(store.as_ref(), &env.config, monday, &dir, &formats, currency.as_deref()).await?;
+            let app::report::Written { paths, totals } =
+                app::report::weekly(store.as_ref(), &env.config, monday, &dir, &formats, currency.as_deref()).await?;
             for p in paths {
                 println!("wrote {}", p.display());
             }
@@ -603,11 +569,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// Build the allocator the reconciler uses (config rules + accounts' first appearance).
-pub async fn allocator(store: &dyn LedgerStore, config: &Config) -> anyhow::Result<Allocator> {
-    Ok(Allocator::new(config.allocation.clone(), store.account_first_seen().await?))
 }
 
 fn print_findings(findings: &[Finding]) {
@@ -632,14 +593,9 @@ async fn reconcile_and_print(
     selected: Option<&[String]>,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
-    let run = store.start_run("reconcile", None).await?;
-    let result = reconcile(store, config, selected, force).await;
-    let summary = match result {
+    let summary = match app::reconcile::run(store, config, selected, force).await {
         Ok(s) => s,
         Err(e) => {
-            let outcome =
-                RunOutcome { status: "failed".into(), attempts: 1, error: Some(e.to_string()), ..Default::default() };
-            store.finish_run(run, &outcome).await?;
             if let ReconcileError::Conservation(_) = &e {
                 print_findings(&store.findings(None).await?);
             }
@@ -675,39 +631,7 @@ async fn reconcile_and_print(
     }
     println!("findings: {}", summary.findings.len());
     print_findings(&summary.findings);
-    let outcome =
-        RunOutcome { status: "ok".into(), attempts: 1, rows: summary.findings.len() as u64, ..Default::default() };
-    store.finish_run(run, &outcome).await?;
     Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-/// Reconcile where needed, build the weekly report, write it, remember what it said.
-pub async fn weekly_report(
-    store: &dyn LedgerStore,
-    config: &Config,
-    monday: chrono::NaiveDate,
-    dir: &Path,
-    formats: &[ReportFormat],
-    currency: Option<&str>,
-) -> anyhow::Result<(Vec<PathBuf>, Totals)> {
-    let run = store.start_run("report", None).await?;
-    let result: anyhow::Result<(Vec<PathBuf>, Totals)> = async {
-        reconcile(store, config, None, false).await?;
-        let report = build_weekly(store, config, monday, currency).await?;
-        let paths = write_report(&report, dir, formats)?;
-        let totals = week_totals(&report);
-        store.record_reported_week(&monday.to_string(), &totals).await?;
-        Ok((paths, totals))
-    }
-    .await;
-    let outcome = match &result {
-        Ok(_) => RunOutcome { status: "ok".into(), attempts: 1, ..Default::default() },
-        Err(e) => {
-            RunOutcome { status: "failed".into(), attempts: 1, error: Some(format!("{e:#}")), ..Default::default() }
-        }
-    };
-    store.finish_run(run, &outcome).await?;
-    result
 }
 
 fn progress_bar() -> Option<ProgressBar> {
@@ -728,18 +652,11 @@ async fn ingest_and_print(
     connector: &dyn Connector,
     job: &str,
 ) -> anyhow::Result<bool> {
-    let stale = Duration::from_secs(u64::from(config.retention.stale_staging_minutes) * 60);
-    let swept = sweep_stale(store, stale).await?;
+    let swept = app::retention::sweep(store, config).await?;
     if !swept.is_empty() {
         println!("swept {} stale staging load(s) left by an interrupted run: {:?}", swept.len(), swept);
     }
     let run = store.start_run(job, Some(source)).await?;
-    let mut cx = Context::new(source);
-    cx.batch_rows = config.batch_rows;
-    cx.date_bounds = config.date_bounds;
-    cx.read_limits = config.read_limits;
-    let now = BillingPeriod::of(Utc::now());
-    let window = PeriodWindow { from: now.prev(), to: now };
     let pb = progress_bar();
     let progress = |d: &Delivery, n: u64| {
         if let Some(pb) = &pb {
@@ -747,48 +664,27 @@ async fn ingest_and_print(
             pb.set_position(n);
         }
     };
-    let result = ingest_source(store, source, connector, window, &cx, Some(&progress)).await;
+    let opts = app::ingest::Options { progress: Some(&progress), ..Default::default() };
+    let attempt = app::ingest::ingest(store, config, source, connector, &opts).await;
     if let Some(pb) = &pb {
         pb.finish_and_clear();
     }
-    let reports = match result {
-        Ok(r) => r,
-        Err(e) => {
-            store
-                .finish_run(
-                    run,
-                    &RunOutcome {
-                        status: "failed".into(),
-                        attempts: 1,
-                        error: Some(e.to_string()),
-                        ..Default::default()
-                    },
-                )
-                .await?;
-            return Err(e.into());
-        }
-    };
-    let (outcome, ok) = print_reports(source, &reports);
-    store.finish_run(run, &outcome).await?;
-    // Retention: lines of loads superseded longer ago than configured are deleted (the load
-    // rows stay, for history).
-    let keep = chrono::Duration::days(i64::from(config.retention.superseded_loads_days));
-    let removed = store.gc_superseded(Utc::now() - keep).await?;
+    let tally = app::ingest::tally(&attempt, 1, false);
+    store.finish_run(run, &tally.outcome).await?;
+    let reports = attempt?;
+    print_reports(source, &reports, &tally);
+    let removed = app::retention::gc(store, config).await?;
     if removed > 0 {
         println!(
             "retention: deleted the lines of {removed} load(s) superseded more than {} days ago",
             config.retention.superseded_loads_days
         );
     }
-    Ok(ok)
+    Ok(tally.ok())
 }
 
-fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (RunOutcome, bool) {
-    let mut o = RunOutcome { status: "ok".into(), attempts: 1, ..Default::default() };
-    let mut totals = Totals::default();
-    let mut qtotals = Totals::default();
-    let mut quarantined = 0u64;
-    let mut errors = Vec::new();
+fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>], tally: &app::ingest::Tally) {
+    let mut advice: Vec<&'static str> = Vec::new();
     println!("source '{source}': {} deliver{}", reports.len(), if reports.len() == 1 { "y" } else { "ies" });
     if reports.is_empty() {
         println!("  nothing to load (no deliveries found: no .csv or .csv.gz files, or no objects or months)");
@@ -827,46 +723,38 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>]) -> (
                         r.rounded
                     );
                 }
-                if let LoadOutcome::Created { load, .. } = &r.outcome {
-                    o.loads_created += 1;
-                    o.rows += r.rows;
-                    if r.quarantined > 0 {
-                        println!("    see the quarantined rows with: costledger quarantine --load {load}");
-                    }
-                    let _ = totals.merge(&r.totals);
-                    let _ = qtotals.merge(&r.quarantined_totals);
-                    quarantined += r.quarantined;
-                } else {
-                    o.loads_skipped += 1;
+                if let LoadOutcome::Created { load, .. } = &r.outcome
+                    && r.quarantined > 0
+                {
+                    println!("    see the quarantined rows with: costledger quarantine --load {load}");
                 }
             }
             Err(e) => {
                 println!("  FAILED    {e}");
-                errors.push(e.to_string());
+                if !advice.contains(&e.advice()) {
+                    advice.push(e.advice());
+                }
             }
         }
     }
-    if o.loads_created > 0 {
-        println!("loaded lines: BilledCost {}", totals.display());
-    } else if errors.is_empty() {
+    if tally.outcome.loads_created > 0 {
+        println!("loaded lines: BilledCost {}", tally.totals.display());
+    } else if tally.ok() {
         println!("nothing new to load: every delivery is already current");
     }
-    if quarantined > 0 {
-        println!("quarantined: {quarantined} rows (parsable amounts: {})", qtotals.display());
+    if tally.quarantined > 0 {
+        println!("quarantined: {} rows (parsable amounts: {})", tally.quarantined, tally.quarantined_totals.display());
     }
-    let ok = errors.is_empty();
-    if !ok {
-        o.status = "failed".into();
-        o.error = Some(errors.join("; "));
+    let failed = tally.errors.len();
+    if failed > 0 {
         println!(
-            "{} deliver{} failed; nothing of {} was loaded. Fix the input and run again.",
-            errors.len(),
-            if errors.len() == 1 { "y" } else { "ies" },
-            if errors.len() == 1 { "it" } else { "them" }
+            "{failed} deliver{} failed; nothing of {} was loaded: {}.",
+            if failed == 1 { "y" } else { "ies" },
+            if failed == 1 { "it" } else { "them" },
+            advice.join("; ")
         );
     }
     let _ = std::io::stdout().flush();
-    (o, ok)
 }
 
 /// Allocation rules the demo uses when no config gives any (the sample bills' teams).
@@ -972,7 +860,7 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
             crate::reconcile::iso_week_label(monday)
         );
         let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
-        for p in weekly_report(store.as_ref(), &env.config, monday, &reports, &formats, None).await?.0 {
+        for p in app::report::weekly(store.as_ref(), &env.config, monday, &reports, &formats, None).await?.paths {
             println!("   wrote {}", p.display());
         }
         let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));
@@ -981,7 +869,7 @@ async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<Exi
 
     let csv = dir.join("finance.csv");
     let mut f = crate::outfile::OutFile::create(&csv)?;
-    let alloc = allocator(store.as_ref(), &env.config).await?;
+    let alloc = app::allocator(store.as_ref(), &env.config).await?;
     let stats = export_csv(store.as_ref(), &ChargeFilter::default(), Some(&alloc), &mut f).await?;
     f.commit().with_context(|| format!("cannot write {}", csv.display()))?;
     println!(

@@ -18,19 +18,6 @@ use crate::allocation::{AllocationConfig, parse_allocation};
 /// says: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE: &str = "sqlite://costledger.db";
 
-/// Source types the config knows (every one is available).
-pub const KNOWN_TYPES: [&str; 9] = [
-    "focus",
-    "aws_cost_explorer",
-    "aws_cur",
-    "aws_data_exports",
-    "gcp_billing_export",
-    "azure_cost_query",
-    "azure_cost_export",
-    "oci_usage_api",
-    "oci_cost_report",
-];
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
     pub path: String,
@@ -264,18 +251,9 @@ pub enum SourceParams {
 }
 
 impl SourceParams {
+    /// The config `type` name of these parameters.
     pub fn kind(&self) -> &'static str {
-        match self {
-            SourceParams::Focus(_) => "focus",
-            SourceParams::AwsCostExplorer(_) => "aws_cost_explorer",
-            SourceParams::AwsCur(_) => "aws_cur",
-            SourceParams::AwsDataExports(_) => "aws_data_exports",
-            SourceParams::AzureCostQuery(_) => "azure_cost_query",
-            SourceParams::AzureCostExport(_) => "azure_cost_export",
-            SourceParams::Gcp(_) => "gcp_billing_export",
-            SourceParams::OciUsage(_) => "oci_usage_api",
-            SourceParams::OciCostReport(_) => "oci_cost_report",
-        }
+        SOURCE_TYPES.iter().find(|t| (t.is)(self)).map(|t| t.name).unwrap_or("unknown")
     }
 }
 
@@ -293,6 +271,15 @@ pub struct FocusParams {
 impl FocusParams {
     pub fn all_paths(&self) -> Vec<PathBuf> {
         self.path.iter().cloned().chain(self.paths.iter().cloned()).collect()
+    }
+
+    /// Problems, as (key, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        if self.all_paths().is_empty() {
+            vec![("path".into(), "is required: a FOCUS file or directory".into())]
+        } else {
+            vec![]
+        }
     }
 }
 
@@ -662,6 +649,99 @@ fn key_str(k: &Value) -> String {
     }
 }
 
+/// One source type: its config `type` name, which `SourceParams` variant it is, and how its
+/// parameters are parsed and validated. [`SOURCE_TYPES`] is the closed set; `registry::build`
+/// turns the parsed parameters into a running connector.
+pub struct SourceType {
+    pub name: &'static str,
+    is: fn(&SourceParams) -> bool,
+    parse: fn(Value, &str, &mut Vec<ConfigIssue>) -> Option<SourceParams>,
+}
+
+/// Every source type the config knows (each one is available).
+pub const SOURCE_TYPES: [SourceType; 9] = [
+    SourceType {
+        name: "focus",
+        is: |p| matches!(p, SourceParams::Focus(_)),
+        parse: |v, path, issues| checked(v, path, issues, FocusParams::validate, SourceParams::Focus),
+    },
+    SourceType {
+        name: "aws_cost_explorer",
+        is: |p| matches!(p, SourceParams::AwsCostExplorer(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, costledger_aws::CostExplorerParams::validate, SourceParams::AwsCostExplorer)
+        },
+    },
+    SourceType {
+        name: "aws_cur",
+        is: |p| matches!(p, SourceParams::AwsCur(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, |p: &costledger_aws::FileParams| p.validate(false), SourceParams::AwsCur)
+        },
+    },
+    SourceType {
+        name: "aws_data_exports",
+        is: |p| matches!(p, SourceParams::AwsDataExports(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, |p: &costledger_aws::FileParams| p.validate(true), SourceParams::AwsDataExports)
+        },
+    },
+    SourceType {
+        name: "gcp_billing_export",
+        is: |p| matches!(p, SourceParams::Gcp(_)),
+        parse: |v, path, issues| checked(v, path, issues, costledger_gcp::GcpParams::validate, SourceParams::Gcp),
+    },
+    SourceType {
+        name: "azure_cost_query",
+        is: |p| matches!(p, SourceParams::AzureCostQuery(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, costledger_azure::QueryParams::validate, SourceParams::AzureCostQuery)
+        },
+    },
+    SourceType {
+        name: "azure_cost_export",
+        is: |p| matches!(p, SourceParams::AzureCostExport(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, costledger_azure::ExportParams::validate, SourceParams::AzureCostExport)
+        },
+    },
+    SourceType {
+        name: "oci_usage_api",
+        is: |p| matches!(p, SourceParams::OciUsage(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, costledger_oci::UsageParams::validate, SourceParams::OciUsage)
+        },
+    },
+    SourceType {
+        name: "oci_cost_report",
+        is: |p| matches!(p, SourceParams::OciCostReport(_)),
+        parse: |v, path, issues| {
+            checked(v, path, issues, costledger_oci::ReportParams::validate, SourceParams::OciCostReport)
+        },
+    },
+];
+
+/// The config `type` names, in the table's order.
+pub fn known_types() -> Vec<&'static str> {
+    SOURCE_TYPES.iter().map(|t| t.name).collect()
+}
+
+/// A source's parameters as `P`, with every problem `validate` finds reported under `path`.
+fn checked<P: for<'de> Deserialize<'de>>(
+    v: Value,
+    path: &str,
+    issues: &mut Vec<ConfigIssue>,
+    validate: impl Fn(&P) -> Vec<(String, String)>,
+    wrap: fn(P) -> SourceParams,
+) -> Option<SourceParams> {
+    let p = typed::<P>(v, path, issues)?;
+    let found = validate(&p);
+    for (k, msg) in &found {
+        issue(issues, &format!("{path}.{k}"), msg);
+    }
+    found.is_empty().then(|| wrap(p))
+}
+
 fn typed<T: for<'de> Deserialize<'de>>(v: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<T> {
     match serde_yaml::from_value::<T>(v) {
         Ok(t) => Some(t),
@@ -733,87 +813,17 @@ fn source(item: Value, path: &str, issues: &mut Vec<ConfigIssue>) -> Option<Sour
         issue(issues, &format!("{path}.schedule"), &msg);
     }
     let params = match kind.as_deref() {
-        Some("focus") => typed::<FocusParams>(Value::Mapping(m), path, issues).and_then(|p| {
-            if p.all_paths().is_empty() {
-                issue(issues, &format!("{path}.path"), "is required: a FOCUS file or directory");
+        Some(t) => match SOURCE_TYPES.iter().find(|st| st.name == t) {
+            Some(st) => (st.parse)(Value::Mapping(m), path, issues),
+            None => {
+                issue(
+                    issues,
+                    &format!("{path}.type"),
+                    &format!("unknown source type '{t}' (known: {})", known_types().join(", ")),
+                );
                 None
-            } else {
-                Some(SourceParams::Focus(p))
             }
-        }),
-        Some("aws_cost_explorer") => typed::<costledger_aws::CostExplorerParams>(Value::Mapping(m), path, issues)
-            .and_then(|p| {
-                let found = p.validate();
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(SourceParams::AwsCostExplorer(p))
-            }),
-        Some(t @ ("aws_cur" | "aws_data_exports")) => {
-            let data_exports = t == "aws_data_exports";
-            typed::<costledger_aws::FileParams>(Value::Mapping(m), path, issues).and_then(|p| {
-                let found = p.validate(data_exports);
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(if data_exports {
-                    SourceParams::AwsDataExports(p)
-                } else {
-                    SourceParams::AwsCur(p)
-                })
-            })
-        }
-        Some("azure_cost_query") => {
-            typed::<costledger_azure::QueryParams>(Value::Mapping(m), path, issues).and_then(|p| {
-                let found = p.validate();
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(SourceParams::AzureCostQuery(p))
-            })
-        }
-        Some("azure_cost_export") => {
-            typed::<costledger_azure::ExportParams>(Value::Mapping(m), path, issues).and_then(|p| {
-                let found = p.validate();
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(SourceParams::AzureCostExport(p))
-            })
-        }
-        Some("gcp_billing_export") => {
-            typed::<costledger_gcp::GcpParams>(Value::Mapping(m), path, issues).and_then(|p| {
-                let found = p.validate();
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(SourceParams::Gcp(p))
-            })
-        }
-        Some("oci_usage_api") => typed::<costledger_oci::UsageParams>(Value::Mapping(m), path, issues).and_then(|p| {
-            let found = p.validate();
-            for (k, msg) in &found {
-                issue(issues, &format!("{path}.{k}"), msg);
-            }
-            found.is_empty().then_some(SourceParams::OciUsage(p))
-        }),
-        Some("oci_cost_report") => {
-            typed::<costledger_oci::ReportParams>(Value::Mapping(m), path, issues).and_then(|p| {
-                let found = p.validate();
-                for (k, msg) in &found {
-                    issue(issues, &format!("{path}.{k}"), msg);
-                }
-                found.is_empty().then_some(SourceParams::OciCostReport(p))
-            })
-        }
-        Some(t) => {
-            issue(
-                issues,
-                &format!("{path}.type"),
-                &format!("unknown source type '{t}' (known: {})", KNOWN_TYPES.join(", ")),
-            );
-            None
-        }
+        },
         None => None,
     };
     if issues.len() > before {

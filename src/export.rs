@@ -1,4 +1,4 @@
-//! Finance CSV (DESIGN §7): RFC 4180, FOCUS column names plus lineage columns, deterministic
+//! Finance CSV: RFC 4180, FOCUS column names plus lineage columns, deterministic
 //! order (the ledger's), amounts in canonical fixed notation (no exponent, no locale, no
 //! trailing zeros), text cells neutralised against spreadsheet formula injection, streamed.
 
@@ -51,7 +51,7 @@ fn amount(v: Option<Decimal>) -> String {
     v.map(canonical).unwrap_or_default()
 }
 
-/// `x_owner` and `x_allocation_reason` of one charge (DESIGN §6): an owner and how it was
+/// `x_owner` and `x_allocation_reason` of one charge: an owner and how it was
 /// decided (`tag:team`, `rule:NAME`); `shared` and the split rule; or no owner and the reason
 /// code.
 pub fn allocation_columns(alloc: &Allocator, line: &costledger_core::ChargeLine) -> (String, String) {

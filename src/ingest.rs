@@ -1,4 +1,4 @@
-//! The load contract (DESIGN §4.4): for each delivery, skip it if it is already current;
+//! The load contract (ARCHITECTURE.md, "Bird's-eye view"): for each delivery, skip it if it is already current;
 //! otherwise stage its lines in bounded batches under a new load, then make it current in one
 //! short transaction. Any error fails the load (its staged rows are deleted) and leaves the
 //! ledger exactly as it was. Stale staging loads left by a crash are swept on the next start.
@@ -48,6 +48,26 @@ impl IngestError {
             IngestError::Connector { error, .. } | IngestError::Listing { error, .. } => error.is_retriable(),
             IngestError::Ledger { .. } | IngestError::Store(_) => true,
             IngestError::Money { .. } | IngestError::BackingOff { .. } => false,
+        }
+    }
+
+    /// What to do about it, in one sentence (input, database, provider or cancellation).
+    pub fn advice(&self) -> &'static str {
+        match self {
+            IngestError::Connector { error, .. } | IngestError::Listing { error, .. } => match error {
+                ConnectorError::Input { .. } => "fix the input as the message says and run again",
+                ConnectorError::Io { .. } => "check that the path exists and is readable, then run again",
+                ConnectorError::Auth(_) => "check the source's credentials, then run again",
+                ConnectorError::RateLimited { .. } | ConnectorError::Transient(_) => {
+                    "the provider or the network failed; run again later"
+                }
+                ConnectorError::Cancelled => "the run was stopped; run again to load it",
+            },
+            IngestError::Ledger { .. } | IngestError::Store(_) => {
+                "the ledger's database failed (the message says how); the bill was not changed, run again once it is fixed"
+            }
+            IngestError::Money { .. } => "fix the amounts the message names and run again",
+            IngestError::BackingOff { .. } => "replace the file, or run `import` by hand to retry now",
         }
     }
 

@@ -73,6 +73,23 @@ fn log_filter(verbose: u8, daemon: bool) -> String {
     f
 }
 
+/// The error and its causes, each cause shown once: a cause whose text the message already
+/// holds (an error that embeds its source's text) is not repeated.
+fn chain_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
@@ -105,7 +122,7 @@ fn main() -> ExitCode {
         // Output written through a writer (export to stdout) fails with EPIPE instead.
         Err(e) if is_broken_pipe(&e) => ExitCode::from(EXIT_BROKEN_PIPE as u8),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain_text(&e));
             ExitCode::from(2)
         }
     }

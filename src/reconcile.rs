@@ -1,4 +1,4 @@
-//! Reconcile (DESIGN §6): allocate every current charge of each billing period, store the
+//! Reconcile: allocate every current charge of each billing period, store the
 //! allocation (aggregated), then run the checks and store their findings.
 //!
 //! A period's allocation is recomputed only when its inputs changed: the fingerprint is the

@@ -1,4 +1,4 @@
-//! The weekly governance report (DESIGN §7): one data model ([`Report`]: tables and chart
+//! The weekly governance report: one data model ([`Report`]: tables and chart
 //! series) rendered three ways — Markdown, one self-contained HTML page with SVG charts, and a
 //! CSV per table. Deterministic: the same ledger gives the same bytes (no clock inside; weeks
 //! are passed in). Markdown and HTML show amounts rounded half-to-even to 2 places; the CSVs

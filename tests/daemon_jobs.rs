@@ -85,10 +85,10 @@ async fn a_throttled_source_is_retried_and_others_are_not_delayed() {
     assert!(oci_done >= Duration::from_secs(3), "Retry-After 1 s, then a 2 s backoff were waited: {oci_done:?}");
     let r = runs(sh.store.as_ref()).await;
     let oci_run = r.iter().find(|r| r.job == "ingest" && r.source.as_deref() == Some("oci")).expect("oci run");
-    assert_eq!(oci_run.outcome.status, "ok", "{oci_run:?}");
+    assert_eq!(oci_run.outcome.status.as_str(), "ok", "{oci_run:?}");
     assert_eq!(oci_run.outcome.attempts, 3, "429, 500, then success");
     let files_run = r.iter().find(|r| r.job == "ingest" && r.source.as_deref() == Some("files")).expect("files run");
-    assert_eq!(files_run.outcome.status, "ok");
+    assert_eq!(files_run.outcome.status.as_str(), "ok");
     // Two months in the window, one item each; nothing counted twice.
     assert_eq!(total(sh.store.as_ref(), "USD").await.to_string(), "1178.5700251999999999993");
     // The same tick again (another replica, or a restart) does not run twice.
@@ -107,7 +107,7 @@ async fn a_job_still_running_makes_its_next_tick_skip() {
     run_tick(sh.clone(), spec(&cfg, "retention"), chrono::Utc::now()).await;
     let r = runs(sh.store.as_ref()).await;
     assert_eq!(r.len(), 1);
-    assert_eq!(r[0].outcome.status, "skipped");
+    assert_eq!(r[0].outcome.status.as_str(), "skipped");
     assert_eq!(r[0].outcome.error.as_deref(), Some("the previous run was still going"));
     // Shutdown before the run starts: recorded as cancelled, nothing runs.
     sh.running.lock().expect("lock").clear();

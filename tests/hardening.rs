@@ -215,10 +215,12 @@ fn a_gzip_that_expands_too_far_is_refused_with_the_ratio() {
         }
         gz.finish().expect("finish");
     }
-    let (code, _, err) = run(&db, &["import", "--format", "focus", bill.to_str().expect("utf8")]);
-    assert_eq!(code, 2, "{err}");
-    assert!(err.contains("expands more than 200×"), "{err}");
-    assert!(err.contains("ingest.max_decompression_ratio"), "{err}");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bill.to_str().expect("utf8")]);
+    let text = format!("{out}{err}");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("zeros.csv.gz:2: the compressed file expands more than 200×"), "{text}");
+    assert!(text.contains("ingest.max_decompression_ratio"), "{text}");
+    assert!(text.contains("fix the input as the message says"), "{text}");
     let (_, loads, _) = run(&db, &["loads"]);
     assert!(!loads.contains("current"), "nothing loaded: {loads}");
 }
@@ -262,6 +264,9 @@ fn no_planted_secret_appears_in_any_output() {
                 if cmd[0] != "check-config" {
                     assert_eq!(out.status.code(), Some(2), "{cmd:?}: {text}");
                     assert!(text.contains("connection refused"), "{cmd:?}: the real cause is named:\n{text}");
+                    if log[1] == "text" {
+                        assert_eq!(text.matches("connection refused").count(), 1, "said once:\n{text}");
+                    }
                     assert!(text.contains("127.0.0.1:1"), "{cmd:?}: {text}");
                 }
             }
@@ -361,4 +366,145 @@ fn a_role_without_ddl_privileges_uses_an_up_to_date_ledger() {
         assert!(matches!(code, 0 | 1), "{cmd:?}: {out}{err}");
     }
     admin(format!("DROP OWNED BY {role}; DROP ROLE {role};"));
+}
+
+#[test]
+fn help_describes_every_option_and_import_lists_every_format() {
+    let out = bin().args(["import", "--help"]).output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for format in ["focus", "aws-cur", "aws-cur2", "aws-focus", "azure-export", "gcp-export", "oci-cost", "oci-focus"] {
+        assert!(help.contains(&format!("{format}:")), "{format} is described in import --help:\n{help}");
+    }
+    assert!(help.contains("Global options:"), "{help}");
+    // Every option of every command has a description: clap prints a bare option line
+    // otherwise.
+    for cmd in [
+        vec!["demo"],
+        vec!["import"],
+        vec!["ingest"],
+        vec!["loads"],
+        vec!["quarantine"],
+        vec!["runs"],
+        vec!["reconcile"],
+        vec!["findings"],
+        vec!["sample"],
+        vec!["export", "csv"],
+        vec!["report", "weekly"],
+        vec!["fx", "import"],
+    ] {
+        let out = bin().args(&cmd).arg("--help").output().expect("run");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            let t = l.trim_start();
+            if t.starts_with("--") || (t.starts_with('-') && t.len() > 1 && t.as_bytes()[1].is_ascii_alphabetic()) {
+                let described = t.split("  ").filter(|p| !p.trim().is_empty()).count() > 1
+                    || lines.get(i + 1).is_some_and(|n| n.starts_with("          ") && !n.trim().is_empty());
+                assert!(described, "{cmd:?}: option without a description: {l}\n{help}");
+            }
+        }
+    }
+}
+
+#[test]
+fn logs_have_no_colour_codes_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let bill = fixture("focus/focus_sample.csv");
+    let out = bin()
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .args(["-vv", "--database", &db, "import", "--format", "focus"])
+        .arg(&bill)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.is_empty(), "-vv logs something");
+    assert!(!err.contains('\u{1b}'), "no ANSI escape in a pipe: {err}");
+}
+
+/// A small tmpfs, unmounted on drop. Needs root (CAP_SYS_ADMIN); `.ci/run` sets
+/// `COSTLEDGER_TEST_TMPFS=1` when it can mount one.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        if std::env::var("COSTLEDGER_TEST_TMPFS").ok().as_deref() != Some("1") {
+            eprintln!("COSTLEDGER_TEST_TMPFS is not 1: the full-disk test is skipped");
+            return None;
+        }
+        std::fs::create_dir_all(at).expect("mount point");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "COSTLEDGER_TEST_TMPFS=1 but a tmpfs could not be mounted at {}", at.display());
+        Some(Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_load_keeps_no_staged_rows_and_recovers_once_space_is_free() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let Some(_fs) = Tmpfs::mount(&dir.path().join("disk"), "4m") else { return };
+    let disk = dir.path().join("disk");
+    let db = sqlite_url(&disk);
+    let bills = dir.path().join("bills");
+    std::fs::create_dir(&bills).expect("dir");
+    std::fs::write(bills.join("small.csv"), format!("{HEAD}\n{}{}", row("1.50", "a"), row("2.25", "b")))
+        .expect("write");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bills.join("small.csv").to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    // A bill far larger than the disk.
+    let mut big = String::with_capacity(12 << 20);
+    big.push_str(HEAD);
+    big.push('\n');
+    for i in 0..120_000 {
+        big.push_str(&row("0.01", &format!("a long enough description to fill the disk quickly, row {i}")));
+    }
+    std::fs::write(bills.join("big.csv"), big).expect("write big");
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bills.join("big.csv").to_str().expect("utf8")]);
+    assert_ne!(code, 0, "a bill larger than the disk must fail: {out}{err}");
+    assert!(err.contains("disk holding the ledger is full") && err.contains("free space"), "{err}");
+    assert!(
+        !err.contains("Fix the input") && !err.contains("fix the input"),
+        "a full disk is not the input's fault: {err}"
+    );
+    // Reading still works on the full disk.
+    let (code, out, err) = run(&db, &["loads"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().any(|l| l.contains("small.csv") && l.contains("current")), "{out}");
+    // Until space is freed, writing fails with the same clear message (never a partial bill).
+    std::fs::write(bills.join("more.csv"), format!("{HEAD}\n{}", row("3.00", "c"))).expect("write");
+    let (code, _, err) = run(&db, &["import", "--format", "focus", bills.join("more.csv").to_str().expect("utf8")]);
+    assert_ne!(code, 0);
+    assert!(err.contains("disk holding the ledger is full"), "{err}");
+    // The user frees space (the disk grows to 16 MB): the next import first sweeps the failed
+    // load's staged rows, then loads, and the current bill is exactly the two small files.
+    let remount =
+        std::process::Command::new("mount").args(["-o", "remount,size=16m"]).arg(&disk).status().expect("remount");
+    assert!(remount.success());
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bills.join("more.csv").to_str().expect("utf8")]);
+    assert_eq!(code, 0, "once space is free, a small import must succeed: {out}{err}");
+    assert!(out.contains("swept 1 stale staging load"), "{out}");
+    let (code, out, err) = run(&db, &["loads"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.lines().any(|l| l.contains("big.csv") && l.contains("failed")), "{out}");
+    assert!(!out.contains("staging"), "{out}");
+    let csv = dir.path().join("all.csv");
+    let (code, out, err) = run(&db, &["export", "csv", "--out", csv.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let text = std::fs::read_to_string(&csv).expect("read export");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "header + the 3 charges of the two small bills, nothing of the failed one: {text}"
+    );
 }

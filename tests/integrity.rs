@@ -329,10 +329,10 @@ async fn runs_left_running_can_be_closed_as_abandoned(s: Box<dyn LedgerStore>) {
     assert!(!s.abandon_run(b, "abandoned: again").await.expect("abandon"), "only a running run is closed");
     let runs = s.runs(10).await.expect("runs");
     let get = |id: i64| runs.iter().find(|r| r.id == id).expect("run").clone();
-    assert_eq!(get(b).outcome.status, "abandoned");
+    assert_eq!(get(b).outcome.status.as_str(), "abandoned");
     assert_eq!(get(b).outcome.error.as_deref(), Some("abandoned: test"));
     assert!(get(b).finished_at.is_some());
-    assert_eq!(get(a).outcome.status, "running");
+    assert_eq!(get(a).outcome.status.as_str(), "running");
 }
 
 conformance!(

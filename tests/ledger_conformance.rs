@@ -1,4 +1,4 @@
-//! One conformance suite, run against SQLite and PostgreSQL (DESIGN §4; habit 5). PostgreSQL
+//! One conformance suite, run against SQLite and PostgreSQL (ARCHITECTURE.md: two backends, one behaviour). PostgreSQL
 //! runs when COSTLEDGER_TEST_POSTGRES_URL is set (CI sets it) and fails if it is unreachable.
 
 #[macro_use]
@@ -11,7 +11,7 @@ use chrono::Utc;
 use common::*;
 use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
-    ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome,
+    ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome, RunStatus,
 };
 use costledger_core::{
     Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, Totals, parse_timestamp,
@@ -303,7 +303,8 @@ async fn stale_staging_loads_are_swept(s: Box<dyn LedgerStore>) {
 
 async fn runs_are_recorded(s: Box<dyn LedgerStore>) {
     let id = s.start_run("import", Some("drop")).await.expect("start");
-    let o = RunOutcome { status: "ok".into(), attempts: 2, error: None, rows: 12, loads_created: 1, loads_skipped: 3 };
+    let o =
+        RunOutcome { status: RunStatus::Ok, attempts: 2, error: None, rows: 12, loads_created: 1, loads_skipped: 3 };
     s.finish_run(id, &o).await.expect("finish");
     let runs = s.runs(10).await.expect("runs");
     assert_eq!(runs.len(), 1);

@@ -5,3 +5,27 @@
 -- migrations/postgres/0006.
 ALTER TABLE loads ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE runs ADD COLUMN owner TEXT;
+
+-- 'abandoned' joins the run statuses. SQLite cannot alter a CHECK constraint: the table is
+-- rebuilt with the same columns, rows and indexes.
+CREATE TABLE runs_v6 (
+    id              INTEGER PRIMARY KEY,
+    job             TEXT NOT NULL,
+    source          TEXT,
+    started_at      TEXT NOT NULL,
+    finished_at     TEXT,
+    status          TEXT NOT NULL CHECK (status IN ('running', 'ok', 'failed', 'skipped', 'cancelled', 'abandoned')),
+    attempts        INTEGER NOT NULL DEFAULT 1,
+    error           TEXT,
+    rows            INTEGER NOT NULL DEFAULT 0,
+    loads_created   INTEGER NOT NULL DEFAULT 0,
+    loads_skipped   INTEGER NOT NULL DEFAULT 0,
+    tick            TEXT,
+    owner           TEXT
+);
+INSERT INTO runs_v6 (id, job, source, started_at, finished_at, status, attempts, error, rows, loads_created, loads_skipped, tick, owner)
+    SELECT id, job, source, started_at, finished_at, status, attempts, error, rows, loads_created, loads_skipped, tick, owner FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v6 RENAME TO runs;
+CREATE INDEX runs_started ON runs (started_at);
+CREATE UNIQUE INDEX runs_one_per_tick ON runs (job, COALESCE(source, ''), tick) WHERE tick IS NOT NULL;

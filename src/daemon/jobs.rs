@@ -8,15 +8,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use costledger_core::{BillingPeriod, Context, PeriodWindow};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::schedule::{Backoff, Schedule, jitter};
+use crate::app;
 use crate::config::{Config, SourceConfig};
-use crate::ingest::{LoadOutcome, ingest_source, sweep_stale};
-use crate::ledger::{LedgerStore, RunOutcome};
+use crate::ledger::{LedgerStore, RunOutcome, RunStatus};
 
 #[derive(Debug, Clone)]
 pub enum JobKind {
@@ -78,8 +77,8 @@ impl Drop for Running<'_> {
     }
 }
 
-fn outcome(status: &str, error: Option<String>) -> RunOutcome {
-    RunOutcome { status: status.into(), attempts: 1, error, ..Default::default() }
+fn outcome(status: RunStatus, error: Option<String>) -> RunOutcome {
+    RunOutcome { status, attempts: 1, error, ..Default::default() }
 }
 
 /// Called by the scheduler at each firing.
@@ -100,9 +99,12 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
     let fresh = shared.running.lock().map(|mut s| s.insert(key.clone())).unwrap_or(false);
     if !fresh {
         warn!("skipped: the previous run of this job is still going");
-        metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "skipped").increment(1);
+        metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => RunStatus::Skipped.as_str())
+            .increment(1);
         if let Ok(Some(id)) = store.claim_run(spec.name, source, tick).await {
-            let _ = store.finish_run(id, &outcome("skipped", Some("the previous run was still going".into()))).await;
+            let _ = store
+                .finish_run(id, &outcome(RunStatus::Skipped, Some("the previous run was still going".into())))
+                .await;
         }
         return;
     }
@@ -115,7 +117,8 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
         }
         Err(e) => {
             error!(error = %e, "cannot record the run (database unreachable?); skipping this tick");
-            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "failed").increment(1);
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => RunStatus::Failed.as_str())
+                .increment(1);
             return;
         }
     };
@@ -123,14 +126,19 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
         Ok(Some(l)) => l,
         Ok(None) => {
             warn!("skipped: this job is still running on another replica");
-            let _ =
-                store.finish_run(run_id, &outcome("skipped", Some("still running on another replica".into()))).await;
-            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "skipped").increment(1);
+            let _ = store
+                .finish_run(run_id, &outcome(RunStatus::Skipped, Some("still running on another replica".into())))
+                .await;
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => RunStatus::Skipped.as_str())
+                .increment(1);
             return;
         }
         Err(e) => {
-            let _ = store.finish_run(run_id, &outcome("failed", Some(format!("cannot take the job lock: {e}")))).await;
-            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => "failed").increment(1);
+            let _ = store
+                .finish_run(run_id, &outcome(RunStatus::Failed, Some(format!("cannot take the job lock: {e}"))))
+                .await;
+            metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => RunStatus::Failed.as_str())
+                .increment(1);
             return;
         }
     };
@@ -141,13 +149,13 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
     };
     let started = Instant::now();
     let result = if cancelled {
-        outcome("cancelled", Some("shutdown before the run started".into()))
+        outcome(RunStatus::Cancelled, Some("shutdown before the run started".into()))
     } else {
         let (sh, sp) = (shared.clone(), spec.clone());
         let span = tracing::Span::current();
         match tokio::spawn(async move { execute(sh, sp).await }.instrument(span)).await {
             Ok(o) => o,
-            Err(e) => outcome("failed", Some(format!("the job panicked: {e}"))),
+            Err(e) => outcome(RunStatus::Failed, Some(format!("the job panicked: {e}"))),
         }
     };
     if let Err(e) = lock.release().await {
@@ -155,17 +163,17 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
     }
     let elapsed = started.elapsed();
     metrics::histogram!("costledger_run_duration_seconds", "job" => spec.name).record(elapsed.as_secs_f64());
-    metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => result.status.clone()).increment(1);
+    metrics::counter!("costledger_runs_total", "job" => spec.name, "status" => result.status.as_str()).increment(1);
     if let Some(s) = &spec.source {
-        let ok = if result.status == "ok" { 1.0 } else { 0.0 };
+        let ok = if result.status == RunStatus::Ok { 1.0 } else { 0.0 };
         metrics::gauge!("costledger_source_last_run_ok", "source" => s.clone()).set(ok);
-        if result.status == "ok" {
+        if result.status == RunStatus::Ok {
             let ts = Utc::now().timestamp();
             metrics::gauge!("costledger_source_last_success_timestamp_seconds", "source" => s.clone()).set(ts as f64);
         }
     }
-    match result.status.as_str() {
-        "ok" => info!(
+    match result.status {
+        RunStatus::Ok => info!(
             rows = result.rows,
             loads_created = result.loads_created,
             loads_skipped = result.loads_skipped,
@@ -174,7 +182,7 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
             "run finished"
         ),
         other => warn!(
-            status = other,
+            status = other.as_str(),
             error = result.error.as_deref().unwrap_or(""),
             attempts = result.attempts,
             "run did not succeed"
@@ -199,7 +207,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
         JobKind::Ingest(source) => ingest_job(&shared, &cfg, source).await,
         JobKind::Report => {
             let monday = crate::report::last_complete_week(Utc::now().with_timezone(&cfg.timezone).date_naive());
-            let r = crate::cli::weekly_report(
+            let r = app::report::weekly(
                 shared.store.as_ref(),
                 &cfg,
                 monday,
@@ -209,65 +217,48 @@ async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
             )
             .await;
             match r {
-                Ok((paths, _)) => {
-                    info!(week = %crate::reconcile::iso_week_label(monday), files = paths.len(), "weekly report written");
-                    outcome("ok", None)
+                Ok(w) => {
+                    info!(week = %crate::reconcile::iso_week_label(monday), files = w.paths.len(), "weekly report written");
+                    outcome(RunStatus::Ok, None)
                 }
-                Err(e) => outcome("failed", Some(format!("{e:#}"))),
+                Err(e) => outcome(RunStatus::Failed, Some(e.to_string())),
             }
         }
-        JobKind::Retention => {
-            let stale = Duration::from_secs(u64::from(cfg.retention.stale_staging_minutes) * 60);
-            let swept = sweep_stale(shared.store.as_ref(), stale).await;
-            let keep = chrono::Duration::days(i64::from(cfg.retention.superseded_loads_days));
-            let gc = shared.store.gc_superseded(Utc::now() - keep).await;
-            match (swept, gc) {
-                (Ok(s), Ok(g)) => {
-                    info!(swept = s.len(), superseded_removed = g, "retention done");
-                    outcome("ok", None)
-                }
-                (Err(e), _) => outcome("failed", Some(e.to_string())),
-                (_, Err(e)) => outcome("failed", Some(e.to_string())),
+        JobKind::Retention => match app::retention::run(shared.store.as_ref(), &cfg).await {
+            Ok(r) => {
+                info!(swept = r.swept.len(), superseded_removed = r.superseded_removed, "retention done");
+                outcome(RunStatus::Ok, None)
             }
-        }
+            Err(e) => outcome(RunStatus::Failed, Some(e.to_string())),
+        },
     }
 }
 
 async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -> RunOutcome {
     let connector = match crate::registry::build(&source.params).await {
         Ok(c) => c,
-        Err(e) => return outcome("failed", Some(format!("source '{}' cannot be set up: {e}", source.name))),
+        Err(e) => return outcome(RunStatus::Failed, Some(format!("source '{}' cannot be set up: {e}", source.name))),
     };
     if let Err(e) =
         crate::ingest::set_source_role(shared.store.as_ref(), &source.name, connector.kind(), source.role).await
     {
-        return outcome("failed", Some(format!("source '{}': cannot record its role: {e}", source.name)));
+        return outcome(RunStatus::Failed, Some(format!("source '{}': cannot record its role: {e}", source.name)));
     }
-    let now = BillingPeriod::of(Utc::now());
-    let window = PeriodWindow { from: now.prev(), to: now };
-    let mut cx = Context::new(source.name.clone());
-    cx.batch_rows = cfg.batch_rows;
-    cx.date_bounds = cfg.date_bounds;
-    cx.read_limits = cfg.read_limits;
-    cx.failed_backoff = Some(crate::ingest::FAILED_RETRY_BASE);
-    cx.cancel = shared.abort.child_token();
+    let opts = app::ingest::Options {
+        cancel: shared.abort.child_token(),
+        failed_backoff: Some(crate::ingest::FAILED_RETRY_BASE),
+        progress: None,
+    };
     let policy = backoff(cfg);
     let calls_before = connector.api_calls();
     let seed = source.name.bytes().map(u64::from).sum::<u64>();
-    let (result, attempt) = super::schedule::retrying(policy, seed, &shared.stopping, |n| {
-        let (store, connector, cx) = (shared.store.clone(), connector.as_ref(), &cx);
+    let (attempt, attempts) = super::schedule::retrying(policy, seed, &shared.stopping, |n| {
+        let (store, connector, opts) = (shared.store.clone(), connector.as_ref(), &opts);
         async move {
-            let r = ingest_source(store.as_ref(), &source.name, connector, window, cx, None)
-                .instrument(info_span!("ingest", period = %window.to, attempt = n))
+            let r = app::ingest::ingest(store.as_ref(), cfg, &source.name, connector, opts)
+                .instrument(info_span!("ingest", attempt = n))
                 .await;
-            // Retry when the source as a whole, or one of its deliveries, failed retriably.
-            let retry = match &r {
-                Err(e) if e.is_retriable() => Some(e.retry_after()),
-                Ok(reports) => {
-                    reports.iter().find_map(|x| x.as_ref().err().filter(|e| e.is_retriable()).map(|e| e.retry_after()))
-                }
-                _ => None,
-            };
+            let retry = app::ingest::retry_hint(&r);
             (r, retry)
         }
     })
@@ -277,44 +268,11 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
     if calls > 0 {
         info!(api_calls = calls, "provider API calls this run");
     }
-    let mut o = RunOutcome { status: "ok".into(), attempts: attempt, ..Default::default() };
-    match result {
-        Err(e) => {
-            o.status = if matches!(
-                &e,
-                crate::ingest::IngestError::Connector { error: costledger_core::ConnectorError::Cancelled, .. }
-            ) {
-                "cancelled".into()
-            } else {
-                "failed".into()
-            };
-            o.error = Some(e.to_string());
-        }
-        Ok(reports) => {
-            let mut errors = Vec::new();
-            let mut quarantined = 0;
-            for r in &reports {
-                match r {
-                    Ok(r) => match r.outcome {
-                        LoadOutcome::Created { .. } => {
-                            o.loads_created += 1;
-                            o.rows += r.rows;
-                            quarantined += r.quarantined;
-                        }
-                        _ => o.loads_skipped += 1,
-                    },
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-            metrics::counter!("costledger_rows_ingested_total", "source" => source.name.clone()).increment(o.rows);
-            metrics::counter!("costledger_rows_quarantined_total", "source" => source.name.clone())
-                .increment(quarantined);
-            if !errors.is_empty() {
-                o.status = if cx.cancel.is_cancelled() { "cancelled".into() } else { "failed".into() };
-                o.error = Some(errors.join("; "));
-            }
-        }
-    }
+    let tally = app::ingest::tally(&attempt, attempts, opts.cancel.is_cancelled());
+    metrics::counter!("costledger_rows_ingested_total", "source" => source.name.clone()).increment(tally.outcome.rows);
+    metrics::counter!("costledger_rows_quarantined_total", "source" => source.name.clone())
+        .increment(tally.quarantined);
+    let o = tally.outcome;
     if o.loads_created > 0 {
         reconcile_after_ingest(shared, cfg).await;
     }
@@ -323,13 +281,11 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
 
 /// A reconcile job after each ingest that changed the ledger; its findings become metrics.
 async fn reconcile_after_ingest(shared: &Arc<Shared>, cfg: &Config) {
-    let store = shared.store.as_ref();
-    let Ok(run) = store.start_run("reconcile", None).await else { return };
     let started = Instant::now();
-    let r = crate::reconcile::reconcile(store, cfg, None, false).instrument(info_span!("reconcile")).await;
+    let r = app::reconcile::run(shared.store.as_ref(), cfg, None, false).instrument(info_span!("reconcile")).await;
     metrics::histogram!("costledger_run_duration_seconds", "job" => "reconcile")
         .record(started.elapsed().as_secs_f64());
-    let o = match r {
+    let status = match r {
         Ok(sum) => {
             let mut unallocated = costledger_core::Totals::default();
             for p in &sum.periods {
@@ -341,13 +297,12 @@ async fn reconcile_after_ingest(shared: &Arc<Shared>, cfg: &Config) {
             }
             metrics::gauge!("costledger_findings").set(sum.findings.len() as f64);
             info!(findings = sum.findings.len(), "reconciled");
-            RunOutcome { status: "ok".into(), attempts: 1, rows: sum.findings.len() as u64, ..Default::default() }
+            RunStatus::Ok
         }
         Err(e) => {
             error!(error = %e, "reconcile failed");
-            outcome("failed", Some(e.to_string()))
+            RunStatus::Failed
         }
     };
-    metrics::counter!("costledger_runs_total", "job" => "reconcile", "status" => o.status.clone()).increment(1);
-    let _ = store.finish_run(run, &o).await;
+    metrics::counter!("costledger_runs_total", "job" => "reconcile", "status" => status.as_str()).increment(1);
 }

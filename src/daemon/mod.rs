@@ -1,4 +1,4 @@
-//! `costledger run` (DESIGN §8): tokio-cron-scheduler fires one ingest job per scheduled
+//! `costledger run`: tokio-cron-scheduler fires one ingest job per scheduled
 //! source, the weekly report and the retention job; an axum server answers `/healthz`,
 //! `/readyz` and `/metrics`; SIGTERM/SIGINT stop cleanly within the grace period, SIGHUP
 //! reloads the config (a broken one is rejected, the running one stays).
@@ -159,9 +159,8 @@ pub async fn run(config_path: Option<PathBuf>, config: Config, database: Databas
         crate::ledger::open(database.clone()).await.with_context(|| format!("cannot open the ledger at {database}"))?,
     );
     crate::ledger::ensure_schema(store.as_ref()).await.with_context(|| format!("ledger at {database}"))?;
-    let stale = Duration::from_secs(u64::from(config.retention.stale_staging_minutes) * 60);
-    let swept = crate::ingest::sweep_stale(store.as_ref(), stale).await?;
-    let abandoned = crate::ingest::sweep_abandoned_runs(store.as_ref()).await?;
+    let swept = crate::app::retention::sweep(store.as_ref(), &config).await?;
+    let abandoned = crate::app::retention::abandoned_runs(store.as_ref()).await?;
     if !abandoned.is_empty() {
         info!(runs = ?abandoned, "closed runs left 'running' by a process that is gone");
     }

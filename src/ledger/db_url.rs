@@ -82,8 +82,9 @@ impl DatabaseUrl {
                 }
                 u.to_string().replace("%2A%2A%2A", "***")
             }
-            // Not a URL we can take apart: show the scheme only.
-            Err(_) => format!("{}://*** (not a valid URL)", self.0.split("://").next().unwrap_or("postgres")),
+            // Not a URL the parser takes (an unescaped `@`, `#` or `:` in a password): the host
+            // follows the last `@`, so everything between the user name and it goes.
+            Err(_) => redact_unparsed(&self.0),
         }
     }
 
@@ -112,6 +113,38 @@ impl DatabaseUrl {
         }
         Ok((u.to_string(), timeout))
     }
+}
+
+/// Redaction of a URL the parser refuses: the user name stays, the rest of the userinfo (up to
+/// the last `@`) and every secret query parameter become `***`.
+fn redact_unparsed(raw: &str) -> String {
+    let (scheme, rest) = raw.split_once("://").unwrap_or(("postgres", raw));
+    let (user, host_part) = match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let name = userinfo.split(':').next().unwrap_or("");
+            (format!("{name}:***@"), &rest[at + 1..])
+        }
+        None => (String::new(), rest),
+    };
+    // Anything after a `#` could be part of a password the parser read as a fragment.
+    let host_part = host_part.split('#').next().unwrap_or("");
+    let host_part = match host_part.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+                    Some(_) => kv.to_string(),
+                    None if is_secret_param(kv) => "***".to_string(),
+                    None => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => host_part.to_string(),
+    };
+    format!("{scheme}://{user}{host_part}")
 }
 
 impl From<&str> for DatabaseUrl {
@@ -184,6 +217,12 @@ mod tests {
     fn an_unparseable_url_shows_no_part_of_itself() {
         let s = r("postgres://a:PLANTED@[bad/d");
         assert!(!s.contains("PLANTED"), "{s}");
+    }
+
+    #[test]
+    fn a_password_with_colon_and_hash_keeps_user_and_host_and_hides_the_rest() {
+        let s = r("postgres://cl:s3cr:t#PLANTED@db/costledger?sslmode=require&password=PLANTED2");
+        assert_eq!(s, "postgres://cl:***@db/costledger?sslmode=require&password=***");
     }
 
     #[test]

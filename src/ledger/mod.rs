@@ -28,7 +28,7 @@ pub type LoadId = i64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    #[error("database error: {0}")]
+    #[error("{}", describe_db(.0))]
     Db(#[from] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -48,6 +48,39 @@ pub enum LedgerError {
 }
 
 pub type Result<T, E = LedgerError> = std::result::Result<T, E>;
+
+/// A database error in words that say what happened and what to do (never "fix the input":
+/// these are faults of the database or its disk, not of a bill).
+pub fn describe_db(e: &sqlx::Error) -> String {
+    if let sqlx::Error::Database(db) = e {
+        let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+        let msg = db.message();
+        // SQLITE_FULL (13) / PostgreSQL disk_full (53100).
+        if code == "13" || code == "53100" || msg.contains("database or disk is full") {
+            return format!(
+                "the disk holding the ledger is full ({msg}): free space there (about the size of the bill being \
+                 loaded), then run the command again. A load that failed for it keeps no rows: they are removed at \
+                 once or, when the disk is too full even for that, first thing by the next import; `costledger \
+                 loads` then shows it as failed"
+            );
+        }
+        // PostgreSQL counts the rows of a COPY as "line N": not a line of any bill.
+        if let Some(pg) = e.as_database_error().and_then(|d| d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+            && let Some(w) = pg.r#where()
+            && w.starts_with("COPY ")
+        {
+            return format!(
+                "the database refused the staged rows: {msg} (in {w}; that line counts rows sent to the database, \
+                 not lines of the bill)"
+            );
+        }
+        return format!(
+            "database error: {msg}{}",
+            if code.is_empty() { String::new() } else { format!(" (code {code})") }
+        );
+    }
+    format!("database error: {e}")
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -279,9 +312,61 @@ pub struct PeriodRow {
     pub totals: Totals,
 }
 
+/// How a run ended (`runs.status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    /// Started, not finished (or its process died: see `Abandoned`).
+    #[default]
+    Running,
+    Ok,
+    Failed,
+    Cancelled,
+    /// The tick found its job still running (here or on another replica).
+    Skipped,
+    /// Left `running` by a process that is gone; closed at the next start.
+    Abandoned,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Running,
+        RunStatus::Ok,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Skipped,
+        RunStatus::Abandoned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Ok => "ok",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Skipped => "skipped",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A stored `runs.status`, read back.
+pub(crate) fn run_status(s: String) -> Result<RunStatus, LedgerError> {
+    RunStatus::parse(&s).ok_or_else(|| LedgerError::Corrupt(format!("runs.status '{s}' is not a run status")))
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOutcome {
-    pub status: String,
+    pub status: RunStatus,
     pub attempts: u32,
     pub error: Option<String>,
     pub rows: u64,

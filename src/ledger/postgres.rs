@@ -824,7 +824,7 @@ impl LedgerStore for PgLedger {
             "UPDATE runs SET finished_at = now(), status = $1, attempts = $2, error = $3, rows = $4, loads_created = $5, \
              loads_skipped = $6 WHERE id = $7",
         )
-        .bind(&o.status)
+        .bind(o.status.as_str())
         .bind(i32::try_from(o.attempts).unwrap_or(i32::MAX))
         .bind(&o.error)
         .bind(to_i64(o.rows))
@@ -871,7 +871,7 @@ impl LedgerStore for PgLedger {
                     started_at: r.try_get(3)?,
                     finished_at: r.try_get(4)?,
                     outcome: RunOutcome {
-                        status: r.try_get(5)?,
+                        status: super::run_status(r.try_get(5)?)?,
                         attempts: u32::try_from(r.try_get::<i32, _>(6)?).unwrap_or(0),
                         error: r.try_get(7)?,
                         rows: to_u64(r.try_get(8)?),

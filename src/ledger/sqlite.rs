@@ -886,7 +886,7 @@ impl LedgerStore for SqliteLedger {
             "UPDATE runs SET finished_at = ?, status = ?, attempts = ?, error = ?, rows = ?, loads_created = ?, loads_skipped = ? WHERE id = ?",
         )
         .bind(now())
-        .bind(&o.status)
+        .bind(o.status.as_str())
         .bind(i64::from(o.attempts))
         .bind(&o.error)
         .bind(to_i64(o.rows))
@@ -936,7 +936,7 @@ impl LedgerStore for SqliteLedger {
                     started_at: ts(r.try_get(3)?)?,
                     finished_at: opt_ts(r.try_get(4)?)?,
                     outcome: RunOutcome {
-                        status: r.try_get(5)?,
+                        status: super::run_status(r.try_get(5)?)?,
                         attempts: u32::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
                         error: r.try_get(7)?,
                         rows: to_u64(r.try_get(8)?),

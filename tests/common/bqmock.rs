@@ -1,5 +1,5 @@
 //! A loopback BigQuery REST server, wire-exact for what `google-cloud-bigquery` 0.19 sends
-//! (formats.md §3.2–3.3): `POST …/queries` (jobs.query), `GET …/queries/{job}` for polls and
+//! (the BigQuery v2 REST API: jobs.query and jobs.getQueryResults): `POST …/queries` (jobs.query), `GET …/queries/{job}` for polls and
 //! `pageToken` pages, f/v rows, always a `jobReference`, Google's error envelope. It does not
 //! run SQL: it recognises the connector's two queries (partition listing, one partition's rows)
 //! and answers from its tables.

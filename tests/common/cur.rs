@@ -1,11 +1,11 @@
-//! Legacy CUR rows shared by the AWS tests: formats.md §2.2.1's sample (every line item type).
+//! Legacy CUR rows shared by the AWS tests: AWS's documented sample rows (every line item type).
 
 use std::io::Write;
 use std::path::Path;
 
 pub const HEADER: &str = "identity/LineItemId,identity/TimeInterval,bill/InvoiceId,bill/BillType,bill/PayerAccountId,bill/BillingPeriodStartDate,bill/BillingPeriodEndDate,lineItem/UsageAccountId,lineItem/LineItemType,lineItem/UsageStartDate,lineItem/UsageEndDate,lineItem/ProductCode,lineItem/UsageType,lineItem/Operation,lineItem/ResourceId,lineItem/UsageAmount,lineItem/CurrencyCode,lineItem/UnblendedRate,lineItem/UnblendedCost,lineItem/BlendedCost,lineItem/LineItemDescription,reservation/EffectiveCost,savingsPlan/SavingsPlanEffectiveCost,reservation/UnusedAmortizedUpfrontFeeForBillingPeriod,reservation/UnusedRecurringFee,resourceTags/user:team,resourceTags/user:Cost Center";
 
-/// formats.md §2.2.1's sample rows (every line item type), plus the RI unused-fee columns.
+/// AWS's documented legacy CUR sample rows (every line item type), plus the RI unused-fee columns.
 pub fn rows(invoice: &str) -> String {
     [
         "k1,2024-03-05T10:00:00Z/2024-03-05T11:00:00Z,INV,Anniversary,111122223333,2024-03-01T00:00:00.000Z,2024-04-01T00:00:00.000Z,444455556666,Usage,2024-03-05T10:00:00.000Z,2024-03-05T11:00:00.000Z,AmazonEC2,USE1-BoxUsage:m5.large,RunInstances,i-0abc1234def567890,1.0000000000,USD,0.0960000000,0.0960000000,0.0960000000,\"$0.096 per On Demand Linux m5.large Instance Hour\",,,,,payments,CC-1001",

@@ -1,6 +1,6 @@
 //! Azure cost export rows → ledger lines (pure). One reader for the EA, MCA and pay-as-you-go
 //! column sets: columns are found by header name, case-insensitively, among the alternates each
-//! agreement uses (formats.md §4.2), the UTF-8 BOM is stripped, dates are read in every shape
+//! agreement uses (`ALTERNATES` below), the UTF-8 BOM is stripped, dates are read in every shape
 //! the exports write (`9/2/2023`, `09/01/2023`, `2019-07-29 00:00:00`, ISO 8601) and tags as
 //! JSON or the brace-less EA form (`"a": "b","c": "d"`). A FOCUS export (`FocusCost`) is read by
 //! the FOCUS normaliser ([`AzureAuto`] picks by header).

@@ -1,4 +1,4 @@
-//! The normalised charge line: FOCUS 1.2 columns (DESIGN §4.2). Absent values are `None`,
+//! The normalised charge line: FOCUS 1.2 columns (ARCHITECTURE.md, "Bird's-eye view"). Absent values are `None`,
 //! never zero or empty text.
 
 use std::collections::BTreeMap;

@@ -1,6 +1,6 @@
 //! Exact money: parsing provider text into [`Decimal`] and summing without ever rounding.
 //!
-//! Rules (DESIGN §4.3, formats.md P1/P2/P5/P6):
+//! Rules:
 //! - Parsing goes from the provider's characters straight to an integer mantissa and a scale;
 //!   no float is involved. Plain (`40.3527508453`) and E-notation (`1.81E-8`) are accepted;
 //!   empty text and the literal `NULL` are *absent* (`None`), never zero.

@@ -76,7 +76,7 @@ impl FromStr for BillingPeriod {
     }
 }
 
-/// Parse a UTC timestamp in any of the shapes billing files use (formats.md P7):
+/// Parse a UTC timestamp in any of the shapes billing files use:
 /// RFC 3339 with `Z` or an offset, with or without fractional seconds; `T` or space separated;
 /// without seconds (`2023-11-13T10:00Z`); naive (taken as UTC); a trailing ` UTC`; a bare date.
 pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, TimeError> {

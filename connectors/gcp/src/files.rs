@@ -425,6 +425,8 @@ fn read_file(
             }
             flush(&mut batch, false)?;
         }
+        // The hashing thread finishes when the reader (which feeds it) is gone.
+        drop(buf);
     } else {
         let mut rdr = costledger_focus::fastcsv::FastCsv::with_limit(buf, limits.max_record_bytes);
         let mut rec = csv::ByteRecord::new();

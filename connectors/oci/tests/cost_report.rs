@@ -1,4 +1,4 @@
-//! OCI cost report normalisation from fixtures: one `check` helper per format (habit 3).
+//! OCI cost report normalisation from fixtures: one `check` helper per format.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,0 +1,83 @@
+//! The weekly report job, for every edge: reconcile where needed, build the report, write its
+//! files, remember what it said (for the restatement check), and record the run.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{NaiveDate, Utc};
+use costledger_core::Totals;
+
+use crate::config::{Config, ReportFormat};
+use crate::ledger::{LedgerError, LedgerStore, RunOutcome, RunStatus};
+use crate::reconcile::{ReconcileError, reconcile};
+use crate::report::{ReportError, build_weekly, default_week, week_totals, write_report};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeeklyError {
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Which week a report covers when none is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefaultWeek {
+    pub monday: NaiveDate,
+    /// True when the ledger's data ends before last week, so the week is the last complete
+    /// week with data rather than last week.
+    pub by_data: bool,
+}
+
+/// The week a report covers by default: last week, or the last complete week with data when
+/// the ledger's data ends before it.
+pub async fn default_report_week(store: &dyn LedgerStore, config: &Config) -> Result<DefaultWeek, LedgerError> {
+    let today = Utc::now().with_timezone(&config.timezone).date_naive();
+    let data_end = store
+        .source_data_end()
+        .await?
+        .into_iter()
+        .map(|(_, _, end)| end.with_timezone(&config.timezone).date_naive())
+        .max();
+    let (monday, by_data) = default_week(today, data_end);
+    Ok(DefaultWeek { monday, by_data })
+}
+
+/// What the weekly report job wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub paths: Vec<PathBuf>,
+    /// BilledCost of the week, per currency (empty: the ledger has no charges that week).
+    pub totals: Totals,
+}
+
+/// Reconcile where needed, build the weekly report of the week starting `monday`, write it to
+/// `dir` in `formats`, remember what it said; the run is recorded as `report`.
+pub async fn weekly(
+    store: &dyn LedgerStore,
+    config: &Config,
+    monday: NaiveDate,
+    dir: &Path,
+    formats: &[ReportFormat],
+    currency: Option<&str>,
+) -> Result<Written, WeeklyError> {
+    let run = store.start_run("report", None).await?;
+    let result: Result<Written, WeeklyError> = async {
+        reconcile(store, config, None, false).await?;
+        let report = build_weekly(store, config, monday, currency).await?;
+        let paths = write_report(&report, dir, formats)?;
+        let totals = week_totals(&report);
+        store.record_reported_week(&monday.to_string(), &totals).await?;
+        Ok(Written { paths, totals })
+    }
+    .await;
+    let outcome = match &result {
+        Ok(_) => RunOutcome { status: RunStatus::Ok, attempts: 1, ..Default::default() },
+        Err(e) => {
+            RunOutcome { status: RunStatus::Failed, attempts: 1, error: Some(e.to_string()), ..Default::default() }
+        }
+    };
+    store.finish_run(run, &outcome).await?;
+    result
+}

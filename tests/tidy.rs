@@ -1,0 +1,212 @@
+//! Tidy: the architecture's invariants (ARCHITECTURE.md, "Invariants") checked on the source
+//! text, so a change that breaks one fails CI instead of waiting for a reviewer.
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir` (relative to the repository) whose name ends with one of `exts`.
+fn files(dir: &str, exts: &[&str]) -> Vec<(String, String)> {
+    fn walk(p: &Path, exts: &[&str], out: &mut Vec<PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(p) else { return };
+        for e in rd.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == "target" || name == "node_modules" || name == "fixtures" {
+                continue;
+            }
+            if path.is_dir() {
+                walk(&path, exts, out);
+            } else if exts.iter().any(|x| name.ends_with(x)) {
+                out.push(path);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&root().join(dir), exts, &mut paths);
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(root()).expect("under the root").to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {rel}: {e}"));
+            (rel, text)
+        })
+        .collect()
+}
+
+/// Lines of `text` that contain `needle`, outside `//` comments, as `file:line: text`.
+fn code_hits(rel: &str, text: &str, needle: &str) -> Vec<String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let code = l.split("//").next().unwrap_or("");
+            code.contains(needle)
+        })
+        .map(|(i, l)| format!("{rel}:{}: {}", i + 1, l.trim()))
+        .collect()
+}
+
+fn assert_none(what: &str, hits: Vec<String>) {
+    assert!(hits.is_empty(), "{what}:\n{}", hits.join("\n"));
+}
+
+#[test]
+fn no_sql_or_sqlx_outside_the_ledger() {
+    let mut hits = Vec::new();
+    for (rel, text) in files("src", &[".rs"]) {
+        if rel.starts_with("src/ledger/") {
+            continue;
+        }
+        for needle in ["sqlx::", "use sqlx", "SELECT ", "INSERT INTO", "DELETE FROM", "UPDATE loads", "UPDATE runs"] {
+            hits.extend(code_hits(&rel, &text, needle));
+        }
+    }
+    assert_none("SQL or sqlx outside src/ledger/ (put the query behind LedgerStore)", hits);
+}
+
+#[test]
+fn no_anyhow_outside_the_edges() {
+    const EDGES: [&str; 4] = ["src/main.rs", "src/cli.rs", "src/daemon/mod.rs", "src/daemon/http.rs"];
+    let mut hits = Vec::new();
+    for dir in ["src", "connectors"] {
+        for (rel, text) in files(dir, &[".rs"]) {
+            if EDGES.contains(&rel.as_str()) || rel.starts_with("src/cli/") {
+                continue;
+            }
+            hits.extend(code_hits(&rel, &text, "anyhow"));
+        }
+    }
+    assert_none("anyhow outside the edges (libraries use thiserror)", hits);
+}
+
+#[test]
+fn the_daemon_and_the_app_layer_do_not_import_the_cli() {
+    let mut hits = Vec::new();
+    for dir in ["src/daemon", "src/app"] {
+        for (rel, text) in files(dir, &[".rs"]) {
+            hits.extend(code_hits(&rel, &text, "crate::cli"));
+            hits.extend(code_hits(&rel, &text, "super::cli"));
+        }
+    }
+    assert_none("the daemon or the app layer imports the CLI edge", hits);
+}
+
+#[test]
+fn the_app_layer_prints_nothing() {
+    let mut hits = Vec::new();
+    for (rel, text) in files("src/app", &[".rs"]) {
+        for needle in ["println!", "eprintln!", "print!(", "std::io::stdout", "std::process::exit"] {
+            hits.extend(code_hits(&rel, &text, needle));
+        }
+    }
+    assert_none("the app layer prints or exits (only an edge knows its output)", hits);
+}
+
+#[test]
+fn connectors_depend_on_no_application_or_ledger_code() {
+    let mut hits = Vec::new();
+    for (rel, text) in files("connectors", &["Cargo.toml"]) {
+        for (i, l) in text.lines().enumerate() {
+            let l = l.trim();
+            if l.starts_with("costledger ") || l.starts_with("costledger=") || l.starts_with("sqlx") {
+                hits.push(format!("{rel}:{}: {l}", i + 1));
+            }
+        }
+    }
+    for (rel, text) in files("connectors", &[".rs"]) {
+        hits.extend(code_hits(&rel, &text, "costledger::"));
+        hits.extend(code_hits(&rel, &text, "sqlx::"));
+    }
+    assert_none("a connector depends on the application or the ledger", hits);
+}
+
+#[test]
+fn no_reference_to_a_document_outside_the_repository() {
+    let mut hits = Vec::new();
+    let needles = [
+        "DESIGN §",
+        "DESIGN.md",
+        "formats.md",
+        "stack-notes",
+        "../shared",
+        "habit 1",
+        "habit 2",
+        "habit 3",
+        "habit 4",
+        "habit 5",
+        "habit 6",
+        "habit 7",
+    ];
+    for dir in ["src", "connectors", "tests", "bench", "config", "migrations", ".ci"] {
+        for (rel, text) in files(dir, &[".rs", ".md", ".sh", ".py", ".sql", ".toml", ".yaml", ".yml", "run"]) {
+            if rel == "tests/tidy.rs" {
+                continue;
+            }
+            for n in needles {
+                for (i, l) in text.lines().enumerate() {
+                    if l.contains(n) {
+                        hits.push(format!("{rel}:{}: {}", i + 1, l.trim()));
+                    }
+                }
+            }
+        }
+    }
+    for doc in ["README.md", "ARCHITECTURE.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).expect("doc");
+        for n in needles {
+            for (i, l) in text.lines().enumerate() {
+                if l.contains(n) {
+                    hits.push(format!("{doc}:{}: {}", i + 1, l.trim()));
+                }
+            }
+        }
+    }
+    assert_none("a reference to a document that is not in this repository", hits);
+}
+
+#[test]
+fn every_relative_link_in_the_docs_exists() {
+    let mut docs = vec![("README.md".to_string(), std::fs::read_to_string(root().join("README.md")).expect("README"))];
+    docs.push(("ARCHITECTURE.md".into(), std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCH")));
+    docs.extend(files("docs", &[".md"]));
+    let mut missing = Vec::new();
+    for (rel, text) in &docs {
+        let base = root().join(rel).parent().expect("dir").to_path_buf();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            rest = &rest[i + 2..];
+            let Some(end) = rest.find(')') else { break };
+            let target = &rest[..end];
+            rest = &rest[end..];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap_or("");
+            if !path.is_empty() && !base.join(path).exists() {
+                missing.push(format!("{rel}: {target}"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "links to files that do not exist:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn source_type_names_are_written_once() {
+    // The config `type` names live in config::SOURCE_TYPES only.
+    let mut hits = Vec::new();
+    for (rel, text) in files("src", &[".rs"]) {
+        if rel == "src/config.rs" {
+            // Its tests may name types in YAML; the table is the one definition.
+            let defs = text.matches("name: \"aws_cost_explorer\"").count();
+            assert_eq!(defs, 1, "src/config.rs defines aws_cost_explorer {defs} times");
+            continue;
+        }
+        for name in ["\"aws_cost_explorer\"", "\"aws_data_exports\"", "\"azure_cost_query\"", "\"oci_usage_api\""] {
+            hits.extend(code_hits(&rel, &text, name));
+        }
+    }
+    assert_none("a source type name written outside config::SOURCE_TYPES", hits);
+}
