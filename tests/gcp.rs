@@ -281,3 +281,31 @@ async fn the_focus_view_loads_by_charge_day_and_restates_a_changed_day() {
     assert_eq!((created, skipped), (1, 1), "{out:?}");
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "1.7312380000000000001");
 }
+
+/// Regression: a JSON-lines extract hung at its end (the hashing thread waited for the
+/// reader, which was still open). The import must finish, within a deadline.
+#[test]
+fn a_json_lines_import_finishes_at_the_end_of_the_file() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let jsonl = fixture("gcp/export-2024-03.jsonl");
+    let mut child = bin()
+        .args(["--database", &db, "import", "--format", "gcp-export"])
+        .arg(&jsonl)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the import of a JSON-lines extract did not finish within 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success());
+}
