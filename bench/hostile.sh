@@ -32,8 +32,8 @@ for f in zeros-10g.csv.gz zeros-1g.csv.gz one-line-256m.csv; do
     "$BIN" --database "sqlite://$OUT/h.db" import --format focus "$OUT/$f" > "$OUT/out.txt" 2> "$OUT/err.txt"
   code=$?
   set -e
-  read -r secs kb < "$OUT/time.txt"
+  read -r secs kb < <(tail -n 1 "$OUT/time.txt")
   awk -v f="$f" -v s="$secs" -v k="$kb" -v c="$code" \
     'BEGIN { printf "%-22s exit %d  %7.2f s  peak RSS %6.1f MB\n", f, c, s, k / 1024 }'
-  { grep -h -m1 -E "error|quarantined" "$OUT/err.txt" "$OUT/out.txt" || true; } | cut -c1-220 | sed 's/^/    /'
+  { grep -h -m1 -E "FAILED|error|quarantined" "$OUT/err.txt" "$OUT/out.txt" || true; } | cut -c1-220 | sed 's/^/    /'
 done
