@@ -484,7 +484,7 @@ pub async fn build_weekly(
         asof.push(vec![
             Cell::text(&p.source),
             Cell::text(&p.period),
-            Cell::text(&p.state),
+            Cell::text(p.state.as_str()),
             Cell::text(end.unwrap_or_else(|| "-".into())),
             Cell::text(p.current_load.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
         ]);
