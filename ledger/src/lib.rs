@@ -353,6 +353,62 @@ impl std::fmt::Display for PeriodState {
     }
 }
 
+/// The reconciler's checks, as stored in `findings.check_name`. Closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CheckKind {
+    /// Allocated + shared + unallocated = billed, exactly.
+    Conservation,
+    /// The ledger against finance's invoice totals.
+    Invoice,
+    /// A primary source against a `check` source over the same bill.
+    CrossSource,
+    /// One bill counted twice (two primary sources over the same charges).
+    Overlap,
+    /// A final period replaced with different totals.
+    Restatement,
+    /// Charges without the required tags.
+    TagCoverage,
+    /// A week far from the weeks before it.
+    Anomaly,
+}
+
+impl CheckKind {
+    pub const ALL: [CheckKind; 7] = [
+        CheckKind::Conservation,
+        CheckKind::Invoice,
+        CheckKind::CrossSource,
+        CheckKind::Overlap,
+        CheckKind::Restatement,
+        CheckKind::TagCoverage,
+        CheckKind::Anomaly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Conservation => "conservation",
+            CheckKind::Invoice => "invoice",
+            CheckKind::CrossSource => "cross_source",
+            CheckKind::Overlap => "overlap",
+            CheckKind::Restatement => "restatement",
+            CheckKind::TagCoverage => "tag_coverage",
+            CheckKind::Anomaly => "anomaly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<CheckKind> {
+        CheckKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| LedgerError::Corrupt(format!("findings.check_name '{s}' is not a check")))
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// How a run ended (`runs.status`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum RunStatus {
@@ -474,7 +530,7 @@ pub struct ReconcileState {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Finding {
-    pub check: String,
+    pub check: CheckKind,
     pub period: String,
     pub billing_account_id: Option<String>,
     pub currency: Option<String>,
