@@ -10,8 +10,8 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::config::{Config, InvoicePrecision};
-use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, LoadState};
-use crate::reconcile::{ReconcileError, checks, iso_week_label};
+use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, LoadState};
+use crate::reconcile::{ReconcileError, iso_week_label};
 
 pub async fn run_checks(
     store: &dyn LedgerStore,
@@ -93,7 +93,7 @@ pub async fn invoices(
             .to_string()
         };
         let finding = |amount: ExactSum, message: String, evidence: String| Finding {
-            check: checks::INVOICE.into(),
+            check: CheckKind::Invoice,
             period: p.clone(),
             billing_account_id: Some(inv.billing_account_id.clone()),
             currency: Some(inv.currency.clone()),
@@ -196,7 +196,7 @@ async fn cross_source(
             let delta = amt.checked_sub(base)?;
             if exceeds(&delta, cfg.checks.cross_source_tolerance) {
                 out.push(Finding {
-                    check: checks::CROSS_SOURCE.into(),
+                    check: CheckKind::CrossSource,
                     period: p.to_string(),
                     billing_account_id: Some(acct.clone()),
                     currency: Some(cur.clone()),
@@ -289,7 +289,7 @@ async fn overlap(store: &dyn LedgerStore, p: &str, bp: BillingPeriod) -> Result<
             "the same days are loaded twice from one source (a copy, or a restated file saved under a new path): keep one file per bill, at one path".to_string()
         };
         out.push(Finding {
-            check: checks::OVERLAP.into(),
+            check: CheckKind::Overlap,
             period: p.to_string(),
             billing_account_id: Some(acct.clone()),
             currency: currency.clone(),
@@ -370,7 +370,7 @@ async fn restatements(store: &dyn LedgerStore, periods: &[String]) -> Result<Vec
                 }
             };
             out.push(Finding {
-                check: checks::RESTATEMENT.into(),
+                check: CheckKind::Restatement,
                 period: old.period.clone(),
                 billing_account_id: None,
                 currency: Some(cur.clone()),
@@ -480,7 +480,7 @@ async fn reported_weeks(
                 continue;
             }
             out.push(Finding {
-                check: checks::RESTATEMENT.into(),
+                check: CheckKind::Restatement,
                 period: period.clone(),
                 billing_account_id: None,
                 currency: Some(cur.clone()),
@@ -522,7 +522,7 @@ fn tag_coverage(cfg: &Config, p: &str, rows: &[AllocationRow]) -> Result<Vec<Fin
         if pct < target {
             let untagged = total.checked_sub(&tagged)?;
             out.push(Finding {
-                check: checks::TAG_COVERAGE.into(),
+                check: CheckKind::TagCoverage,
                 period: p.to_string(),
                 billing_account_id: Some(acct.clone()),
                 currency: Some(cur.clone()),
@@ -641,7 +641,7 @@ fn anomalies(
             let change = pct.map(|p| format!("{p}% week over week")).unwrap_or_else(|| "new this week".into());
             let share_text = share.map(|s| format!(", {s}% of the week's {cur} spend")).unwrap_or_default();
             out.push(Finding {
-                check: checks::ANOMALY.into(),
+                check: CheckKind::Anomaly,
                 period: month_of(week),
                 billing_account_id: None,
                 currency: Some(cur.clone()),

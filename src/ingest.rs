@@ -20,7 +20,7 @@ use tracing::{info, info_span, warn};
 
 use crate::ledger::{
     CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadRow, LoadState, LoadSummary, NewLoad,
-    PeriodContribution, SourceRole,
+    PeriodContribution, PeriodState, SourceRole,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -224,7 +224,7 @@ pub async fn ingest_source(
             .billing_periods()
             .await?
             .into_iter()
-            .filter(|p| p.source == source && p.state == "final")
+            .filter(|p| p.source == source && p.state == PeriodState::Final)
             .filter_map(|p| p.period.parse::<BillingPeriod>().ok())
             .collect();
         let cx = &cx;

@@ -9,7 +9,8 @@ pub mod daemon;
 pub mod export;
 pub mod finance_files;
 pub mod ingest;
-pub mod ledger;
+/// The ledger crate, under its old path: `crate::ledger::…` everywhere.
+pub use costledger_ledger as ledger;
 pub mod outfile;
 pub mod reconcile;
 pub mod registry;

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
 use crate::config::Config;
-use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
+use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -32,16 +32,6 @@ pub enum ReconcileError {
     Conservation(String),
 }
 
-/// Check names, as stored in `findings.check_name`.
-pub mod checks {
-    pub const CONSERVATION: &str = "conservation";
-    pub const INVOICE: &str = "invoice";
-    pub const CROSS_SOURCE: &str = "cross_source";
-    pub const RESTATEMENT: &str = "restatement";
-    pub const TAG_COVERAGE: &str = "tag_coverage";
-    pub const ANOMALY: &str = "anomaly";
-    pub const OVERLAP: &str = "overlap";
-}
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PeriodSummary {
@@ -388,7 +378,7 @@ pub async fn reconcile(
                 let delta = a.checked_sub(&b)?;
                 broken.push(format!("{p} account {} {}: allocated+unallocated {a} vs billed {b}", k.0, k.1));
                 findings.push(Finding {
-                    check: checks::CONSERVATION.into(),
+                    check: CheckKind::Conservation,
                     period: p.clone(),
                     billing_account_id: Some(k.0.clone()),
                     currency: Some(k.1.clone()),

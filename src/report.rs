@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 
 use crate::allocation::Reason;
 use crate::config::{Config, ReportFormat};
-use crate::ledger::{AllocationRow, Finding, FxRate, LedgerError, LedgerStore};
-use crate::reconcile::{checks, iso_week_label};
+use crate::ledger::{AllocationRow, CheckKind, Finding, FxRate, LedgerError, LedgerStore};
+use crate::reconcile::iso_week_label;
 
 mod chart;
 
@@ -437,7 +437,7 @@ pub async fn build_weekly(
     let findings: Vec<Finding> = store.findings(None).await?;
     let finding_row = |f: &Finding| {
         vec![
-            Cell::text(&f.check),
+            Cell::text(f.check.as_str()),
             Cell::text(&f.period),
             Cell::text(f.billing_account_id.clone().unwrap_or_default()),
             Cell::text(f.currency.clone().unwrap_or_default()),
@@ -453,9 +453,9 @@ pub async fn build_weekly(
         headers: vec!["check", "period", "billing account", "currency", "amount", "detail"],
         rows: findings
             .iter()
-            .filter(|f| f.check != checks::RESTATEMENT && this_months.contains(&f.period))
+            .filter(|f| f.check != CheckKind::Restatement && this_months.contains(&f.period))
             // Anomalies of other weeks belong to those weeks' reports.
-            .filter(|f| f.check != checks::ANOMALY || f.subject.as_deref().is_some_and(|s| s.ends_with(&label)))
+            .filter(|f| f.check != CheckKind::Anomaly || f.subject.as_deref().is_some_and(|s| s.ends_with(&label)))
             .map(finding_row)
             .collect(),
     });
@@ -468,7 +468,7 @@ pub async fn build_weekly(
         headers: vec!["check", "period", "billing account", "currency", "change", "detail"],
         rows: findings
             .iter()
-            .filter(|f| f.check == checks::RESTATEMENT && f.period >= lo && f.period <= hi)
+            .filter(|f| f.check == CheckKind::Restatement && f.period >= lo && f.period <= hi)
             .map(finding_row)
             .collect(),
     });
@@ -484,7 +484,7 @@ pub async fn build_weekly(
         asof.push(vec![
             Cell::text(&p.source),
             Cell::text(&p.period),
-            Cell::text(&p.state),
+            Cell::text(p.state.as_str()),
             Cell::text(end.unwrap_or_else(|| "-".into())),
             Cell::text(p.current_load.map(|l| l.to_string()).unwrap_or_else(|| "-".into())),
         ]);

@@ -275,11 +275,11 @@ async fn final_period_changed_becomes_corrected(s: Box<dyn LedgerStore>) {
     assert_eq!(p[0].invoice_ids, vec!["INV-1".to_string()]);
     // Re-delivered unchanged: still final.
     load_lines(s.as_ref(), src, "2026-10", "k2", std::slice::from_ref(&l)).await;
-    assert_eq!(s.billing_periods().await.expect("periods")[0].state, "final");
+    assert_eq!(s.billing_periods().await.expect("periods")[0].state.as_str(), "final");
     l.billed_cost = dec("41");
     load_lines(s.as_ref(), src, "2026-10", "k3", std::slice::from_ref(&l)).await;
     let p = s.billing_periods().await.expect("periods");
-    assert_eq!(p[0].state, "corrected");
+    assert_eq!(p[0].state.as_str(), "corrected");
     assert_eq!(p[0].totals, Totals::from_json(r#"{"USD":"41"}"#).expect("t"));
 }
 

@@ -42,7 +42,7 @@ fn sum_rows(rows: &[AllocationRow], pred: impl Fn(&AllocationRow) -> bool) -> BT
 }
 
 fn of_check<'a>(f: &'a [Finding], check: &str) -> Vec<&'a Finding> {
-    f.iter().filter(|x| x.check == check).collect()
+    f.iter().filter(|x| x.check.as_str() == check).collect()
 }
 
 /// Allocated + shared + unallocated equals the billed cost per currency, exactly, and every

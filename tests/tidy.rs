@@ -54,24 +54,45 @@ fn assert_none(what: &str, hits: Vec<String>) {
 }
 
 #[test]
-fn no_sql_or_sqlx_outside_the_ledger() {
+fn no_sql_or_sqlx_outside_the_ledger_crate() {
     let mut hits = Vec::new();
     for (rel, text) in files("src", &[".rs"]) {
-        if rel.starts_with("src/ledger/") {
-            continue;
-        }
         for needle in ["sqlx::", "use sqlx", "SELECT ", "INSERT INTO", "DELETE FROM", "UPDATE loads", "UPDATE runs"] {
             hits.extend(code_hits(&rel, &text, needle));
         }
     }
-    assert_none("SQL or sqlx outside src/ledger/ (put the query behind LedgerStore)", hits);
+    // The application may use sqlx in its tests only.
+    let manifest = std::fs::read_to_string(root().join("Cargo.toml")).expect("Cargo.toml");
+    let deps = manifest.split("[dependencies]").nth(1).and_then(|d| d.split("\n[").next()).unwrap_or("");
+    for l in deps.lines() {
+        if l.starts_with("sqlx") || l.starts_with("libsqlite3-sys") {
+            hits.push(format!("Cargo.toml [dependencies]: {l}"));
+        }
+    }
+    assert_none("SQL or sqlx outside the ledger crate (put the query behind LedgerStore)", hits);
+}
+
+#[test]
+fn no_unsafe_outside_the_two_sqlite_modules() {
+    const ALLOWED: [&str; 2] = ["ledger/src/sqlite_bulk.rs", "ledger/src/decimal_sum.rs"];
+    let mut hits = Vec::new();
+    for dir in ["src", "ledger", "connectors"] {
+        for (rel, text) in files(dir, &[".rs"]) {
+            if ALLOWED.contains(&rel.as_str()) {
+                continue;
+            }
+            hits.extend(code_hits(&rel, &text, "unsafe "));
+            hits.extend(code_hits(&rel, &text, "unsafe_code"));
+        }
+    }
+    assert_none("unsafe code outside the SQLite C-API modules", hits);
 }
 
 #[test]
 fn no_anyhow_outside_the_edges() {
     const EDGES: [&str; 4] = ["src/main.rs", "src/cli.rs", "src/daemon/mod.rs", "src/daemon/http.rs"];
     let mut hits = Vec::new();
-    for dir in ["src", "connectors"] {
+    for dir in ["src", "ledger", "connectors"] {
         for (rel, text) in files(dir, &[".rs"]) {
             if EDGES.contains(&rel.as_str()) || rel.starts_with("src/cli/") {
                 continue;
@@ -107,17 +128,23 @@ fn the_app_layer_prints_nothing() {
 
 #[test]
 fn connectors_depend_on_no_application_or_ledger_code() {
+    // (The ledger crate itself depends on core only: checked by its manifest below.)
     let mut hits = Vec::new();
     for (rel, text) in files("connectors", &["Cargo.toml"]) {
         for (i, l) in text.lines().enumerate() {
             let l = l.trim();
-            if l.starts_with("costledger ") || l.starts_with("costledger=") || l.starts_with("sqlx") {
+            if l.starts_with("costledger ")
+                || l.starts_with("costledger=")
+                || l.starts_with("costledger-ledger")
+                || l.starts_with("sqlx")
+            {
                 hits.push(format!("{rel}:{}: {l}", i + 1));
             }
         }
     }
     for (rel, text) in files("connectors", &[".rs"]) {
         hits.extend(code_hits(&rel, &text, "costledger::"));
+        hits.extend(code_hits(&rel, &text, "costledger_ledger"));
         hits.extend(code_hits(&rel, &text, "sqlx::"));
     }
     assert_none("a connector depends on the application or the ledger", hits);
@@ -140,7 +167,7 @@ fn no_reference_to_a_document_outside_the_repository() {
         "habit 6",
         "habit 7",
     ];
-    for dir in ["src", "connectors", "tests", "bench", "config", "migrations", ".ci"] {
+    for dir in ["src", "ledger", "connectors", "tests", "bench", "config", "migrations", ".ci"] {
         for (rel, text) in files(dir, &[".rs", ".md", ".sh", ".py", ".sql", ".toml", ".yaml", ".yml", "run"]) {
             if rel == "tests/tidy.rs" {
                 continue;
@@ -209,4 +236,15 @@ fn source_type_names_are_written_once() {
         }
     }
     assert_none("a source type name written outside config::SOURCE_TYPES", hits);
+}
+
+#[test]
+fn the_ledger_crate_depends_on_core_only() {
+    let manifest = std::fs::read_to_string(root().join("ledger/Cargo.toml")).expect("ledger/Cargo.toml");
+    let ours: Vec<&str> =
+        manifest.lines().filter(|l| l.starts_with("costledger") && !l.starts_with("costledger-core")).collect();
+    assert!(ours.is_empty(), "the ledger depends on {ours:?}: it may depend on costledger-core only");
+    for (rel, text) in files("ledger", &[".rs"]) {
+        assert_none(&format!("{rel} uses the application"), code_hits(&rel, &text, "costledger::"));
+    }
 }

@@ -1,4 +1,4 @@
-//! The ledger: the only module that contains SQL.
+//! The ledger: the only crate that contains SQL.
 //!
 //! [`LedgerStore`] is the one seam; [`sqlite::SqliteLedger`] and [`postgres::PgLedger`]
 //! implement it with the same behaviour, proved by one conformance suite
@@ -306,10 +306,107 @@ pub struct ChargeRecord {
 pub struct PeriodRow {
     pub source: String,
     pub period: String,
-    pub state: String,
+    pub state: PeriodState,
     pub invoice_ids: Vec<String>,
     pub current_load: Option<LoadId>,
     pub totals: Totals,
+}
+
+/// A billing period's state for one source (`billing_periods.state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeriodState {
+    /// The provider may still add or change charges.
+    Open,
+    /// The provider closed it (or every line is invoiced).
+    Final,
+    /// Final, then replaced by a delivery with different totals.
+    Corrected,
+}
+
+impl PeriodState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeriodState::Open => "open",
+            PeriodState::Final => "final",
+            PeriodState::Corrected => "corrected",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<PeriodState> {
+        Ok(match s {
+            "open" => PeriodState::Open,
+            "final" => PeriodState::Final,
+            "corrected" => PeriodState::Corrected,
+            other => return Err(LedgerError::Corrupt(format!("billing period state '{other}'"))),
+        })
+    }
+
+    /// Final or corrected: the provider will not add charges.
+    pub fn is_closed(self) -> bool {
+        matches!(self, PeriodState::Final | PeriodState::Corrected)
+    }
+}
+
+impl std::fmt::Display for PeriodState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// The reconciler's checks, as stored in `findings.check_name`. Closed set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CheckKind {
+    /// Allocated + shared + unallocated = billed, exactly.
+    Conservation,
+    /// The ledger against finance's invoice totals.
+    Invoice,
+    /// A primary source against a `check` source over the same bill.
+    CrossSource,
+    /// One bill counted twice (two primary sources over the same charges).
+    Overlap,
+    /// A final period replaced with different totals.
+    Restatement,
+    /// Charges without the required tags.
+    TagCoverage,
+    /// A week far from the weeks before it.
+    Anomaly,
+}
+
+impl CheckKind {
+    pub const ALL: [CheckKind; 7] = [
+        CheckKind::Conservation,
+        CheckKind::Invoice,
+        CheckKind::CrossSource,
+        CheckKind::Overlap,
+        CheckKind::Restatement,
+        CheckKind::TagCoverage,
+        CheckKind::Anomaly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Conservation => "conservation",
+            CheckKind::Invoice => "invoice",
+            CheckKind::CrossSource => "cross_source",
+            CheckKind::Overlap => "overlap",
+            CheckKind::Restatement => "restatement",
+            CheckKind::TagCoverage => "tag_coverage",
+            CheckKind::Anomaly => "anomaly",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<CheckKind> {
+        CheckKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| LedgerError::Corrupt(format!("findings.check_name '{s}' is not a check")))
+    }
+}
+
+impl std::fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 /// How a run ended (`runs.status`).
@@ -433,7 +530,7 @@ pub struct ReconcileState {
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Finding {
-    pub check: String,
+    pub check: CheckKind,
     pub period: String,
     pub billing_account_id: Option<String>,
     pub currency: Option<String>,
@@ -675,13 +772,18 @@ pub async fn open(url: impl Into<DatabaseUrl>) -> Result<Box<dyn LedgerStore>> {
 
 /// The period state after a commit: a final period whose totals change becomes `corrected`;
 /// an open period becomes `final` when the provider says so or every line is invoiced.
-pub(crate) fn next_period_state(prev: Option<(&str, &Totals)>, new_totals: &Totals, now_final: bool) -> &'static str {
+pub(crate) fn next_period_state(
+    prev: Option<(PeriodState, &Totals)>,
+    new_totals: &Totals,
+    now_final: bool,
+) -> PeriodState {
+    use PeriodState::*;
     match prev {
-        Some(("final" | "corrected", old)) if old != new_totals => "corrected",
-        Some(("corrected", _)) => "corrected",
-        Some(("final", _)) => "final",
-        _ if now_final => "final",
-        _ => "open",
+        Some((Final | Corrected, old)) if old != new_totals => Corrected,
+        Some((Corrected, _)) => Corrected,
+        Some((Final, _)) => Final,
+        _ if now_final => Final,
+        _ => Open,
     }
 }
 
@@ -817,11 +919,12 @@ mod tests {
     fn period_states() {
         let a = Totals::from_json(r#"{"USD":"1"}"#).expect("t");
         let b = Totals::from_json(r#"{"USD":"2"}"#).expect("t");
-        assert_eq!(next_period_state(None, &a, false), "open");
-        assert_eq!(next_period_state(None, &a, true), "final");
-        assert_eq!(next_period_state(Some(("open", &a)), &b, false), "open");
-        assert_eq!(next_period_state(Some(("final", &a)), &a, false), "final");
-        assert_eq!(next_period_state(Some(("final", &a)), &b, true), "corrected");
+        use PeriodState::*;
+        assert_eq!(next_period_state(None, &a, false), Open);
+        assert_eq!(next_period_state(None, &a, true), Final);
+        assert_eq!(next_period_state(Some((Open, &a)), &b, false), Open);
+        assert_eq!(next_period_state(Some((Final, &a)), &a, false), Final);
+        assert_eq!(next_period_state(Some((Final, &a)), &b, true), Corrected);
         assert_eq!(next_period_state(Some(("corrected", &a)), &a, true), "corrected");
     }
 }

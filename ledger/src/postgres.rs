@@ -530,7 +530,8 @@ impl LedgerStore for PgLedger {
             .fetch_optional(&mut *tx)
             .await?;
             let prev_totals = prev.as_ref().map(|(_, t)| parse_totals(t.clone())).transpose()?;
-            let prev_ref = prev.as_ref().zip(prev_totals.as_ref()).map(|((s, _), t)| (s.as_str(), t));
+            let prev_state = prev.as_ref().map(|(s, _)| PeriodState::parse(s)).transpose()?;
+            let prev_ref = prev_state.zip(prev_totals.as_ref());
             let state = next_period_state(prev_ref, &merged.totals, sm.final_periods || merged.all_invoiced);
             sqlx::query(
                 "INSERT INTO billing_periods (source_id, period, state, invoice_ids, current_load_id, totals, updated_at) \
@@ -540,7 +541,7 @@ impl LedgerStore for PgLedger {
             )
             .bind(source_id)
             .bind(&p)
-            .bind(state)
+            .bind(state.as_str())
             .bind(set_json(&merged.invoice_ids))
             .bind(load)
             .bind(merged.totals.to_json())
@@ -746,7 +747,7 @@ impl LedgerStore for PgLedger {
                 Ok(PeriodRow {
                     source,
                     period,
-                    state,
+                    state: PeriodState::parse(&state)?,
                     invoice_ids: parse_ids(inv)?,
                     current_load,
                     totals: parse_totals(totals)?,

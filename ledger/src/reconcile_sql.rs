@@ -161,7 +161,7 @@ macro_rules! reconcile_sql {
             for f in findings {
                 sqlx::query(q("INSERT INTO findings (check_name, period, billing_account_id, currency, amount, \
                      subject, message, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
-                .bind(&f.check)
+                .bind(f.check.as_str())
                 .bind(&f.period)
                 .bind(&f.billing_account_id)
                 .bind(&f.currency)
@@ -193,7 +193,7 @@ macro_rules! reconcile_sql {
                 .iter()
                 .map(|r| {
                     Ok(Finding {
-                        check: r.try_get(0)?,
+                        check: CheckKind::parse(&r.try_get::<String, _>(0)?)?,
                         period: r.try_get(1)?,
                         billing_account_id: r.try_get(2)?,
                         currency: r.try_get(3)?,

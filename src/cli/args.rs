@@ -1,0 +1,243 @@
+//! The command line's arguments: clap's derive types and their value parsers. Only this edge
+//! knows them; `cli::run` turns them into calls of the application layer.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use costledger_core::{BillingPeriod, parse_timestamp};
+
+use crate::ledger::{LoadState, SourceRole};
+use crate::registry::FileFormat;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "costledger",
+    version,
+    about = "Multi-cloud cost ingestion and reconciliation with an exact-decimal ledger"
+)]
+pub struct Cli {
+    /// Config file (YAML), e.g. /etc/costledger/costledger.yaml. Without one, defaults apply and
+    /// every command still works.
+    #[arg(long, global = true, env = "COSTLEDGER_CONFIG", help_heading = "Global options")]
+    pub config: Option<PathBuf>,
+    /// Ledger database URL, e.g. sqlite://costledger.db or
+    /// postgres://USER@HOST/DB?connect_timeout=5; overrides the config. Printed redacted.
+    #[arg(
+        long,
+        global = true,
+        env = "COSTLEDGER_DATABASE_URL",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
+    pub database: Option<String>,
+    /// Log format on stderr (no colour unless stderr is a terminal; NO_COLOR turns it off).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, help_heading = "Global options")]
+    pub log_format: LogFormat,
+    /// More logging: -v info, -vv debug, -vvv debug including the SDKs and the SQL driver.
+    /// RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bundled sample bills → SQLite ledger → summary → finance CSV. Needs no cloud and no config.
+    Demo {
+        /// Working directory for the demo's bills, ledger and exports.
+        #[arg(long, default_value = "costledger-demo")]
+        dir: PathBuf,
+        /// Synthetic lines to generate (besides the bundled public FOCUS sample).
+        #[arg(long, default_value_t = 20_000)]
+        rows: u64,
+        /// Seed of the synthetic bills (the same seed gives the same bills).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The daemon: scheduled ingests, reconcile after each, the weekly report, retention; HTTP
+    /// /healthz, /readyz, /metrics. SIGTERM/SIGINT stop it, SIGHUP reloads the config.
+    Run,
+    /// Import bill files by hand, e.g. `costledger import --format aws-cur ./cur/`. A directory
+    /// is searched recursively; a file already current is skipped; a changed one restates it.
+    Import {
+        /// What the files are (see the list below).
+        #[arg(long, value_enum)]
+        format: FileFormat,
+        /// Source name in the ledger (a file replaces the earlier version of the same file in it).
+        #[arg(long)]
+        source: Option<String>,
+        /// `check`: load these files for the cross-source check only, never summed into
+        /// totals, allocation, reports or exports (`primary`: the bill). Default: the
+        /// source's current role (primary for a new source).
+        #[arg(long, value_parser = parse_role)]
+        role: Option<SourceRole>,
+        /// Files or directories: CSV (.csv, .csv.gz), Parquet, or JSON lines (gcp-export).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// One-shot pull of the configured sources (all, or one), e.g. `ingest --source aws-cur`.
+    Ingest {
+        /// Only this source (its `name` in the config).
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Exports.
+    Export {
+        #[command(subcommand)]
+        what: ExportWhat,
+    },
+    /// List loads (deliveries) in the ledger, newest last.
+    Loads {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only loads in this state: staging, current, superseded or failed.
+        #[arg(long, value_parser = parse_state)]
+        state: Option<LoadState>,
+        /// The most recent N loads.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show the quarantined rows of a load with file:line, reason, amount and raw text.
+    Quarantine {
+        /// The load's id (`costledger loads` lists them).
+        #[arg(long)]
+        load: i64,
+    },
+    /// Billing periods per source and their state (open, final, corrected).
+    Periods,
+    /// Recent job runs (ingest, reconcile, report, retention) with status and error.
+    Runs {
+        /// The most recent N runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// Allocate every current charge to an owner or an unallocated reason, run the checks
+    /// (conservation, invoice, cross-source, restatement, tag coverage, anomaly) and store the
+    /// findings. Exit code 1 when there are findings, 2 on error.
+    Reconcile {
+        /// One billing period (YYYY-MM); default: every period in the ledger.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        period: Option<BillingPeriod>,
+        /// First billing period (YYYY-MM), inclusive.
+        #[arg(long)]
+        from: Option<BillingPeriod>,
+        /// Last billing period (YYYY-MM), inclusive.
+        #[arg(long)]
+        to: Option<BillingPeriod>,
+        /// Invoice totals from finance (CSV: invoice_id,billing_account_id,billing_period,currency,amount),
+        /// stored in the ledger and checked from now on.
+        #[arg(long)]
+        invoices: Option<PathBuf>,
+        /// Recompute the allocation even where its inputs did not change.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Findings stored by the last reconcile.
+    Findings {
+        /// Only this billing period (YYYY-MM).
+        #[arg(long)]
+        period: Option<BillingPeriod>,
+    },
+    /// Exchange rates for converted report totals.
+    Fx {
+        #[command(subcommand)]
+        what: FxWhat,
+    },
+    /// Reports.
+    Report {
+        #[command(subcommand)]
+        what: ReportWhat,
+    },
+    /// Create or upgrade the ledger schema.
+    Migrate,
+    /// Validate the config file and report every problem with its path.
+    CheckConfig,
+    /// Write realistic synthetic FOCUS bills (deterministic for a seed), e.g.
+    /// `sample --rows 1000000 --out bills.csv.gz`.
+    Sample {
+        /// Lines to write.
+        #[arg(long)]
+        rows: u64,
+        /// Output file; `.gz` compresses. A FIFO or /dev/stdout is written straight into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed (the same seed gives the same bills).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Billing period of the bills (YYYY-MM).
+        #[arg(long, default_value = "2026-10")]
+        period: BillingPeriod,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FxWhat {
+    /// Import rates from a CSV: month,from,to,rate[,source] (1 FROM = RATE TO in that month).
+    Import {
+        /// The CSV file, e.g. rates.csv with a line `2026-10,EUR,USD,1.0842,ECB`.
+        file: PathBuf,
+    },
+    /// List the stored rates.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportWhat {
+    /// The weekly governance report (reconciles first where loads or rules changed).
+    Weekly {
+        /// ISO week, e.g. 2026-W47; default: the last complete week in the configured time zone.
+        #[arg(long)]
+        week: Option<String>,
+        /// Output directory; default: report.out_dir from the config (`reports`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Comma-separated: md,html,csv; default: report.formats from the config (all three).
+        #[arg(long, value_delimiter = ',')]
+        format: Vec<String>,
+        /// Also show totals converted to this currency (rates from `fx import`).
+        #[arg(long)]
+        currency: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportWhat {
+    /// Finance CSV of the current charges.
+    Csv {
+        /// Charges whose ChargePeriodStart is at or after this date/time (UTC).
+        #[arg(long, value_parser = parse_when)]
+        from: Option<DateTime<Utc>>,
+        /// Charges whose ChargePeriodStart is before this date/time (UTC, exclusive).
+        #[arg(long, value_parser = parse_when)]
+        to: Option<DateTime<Utc>>,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Output file (default: stdout). A regular file is replaced atomically when complete;
+        /// a FIFO or device is written straight into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+pub(super) fn parse_state(s: &str) -> Result<LoadState, String> {
+    LoadState::parse(s).map_err(|_| "expected staging, current, superseded or failed".to_string())
+}
+
+pub(super) fn parse_role(s: &str) -> Result<SourceRole, String> {
+    SourceRole::parse(s).ok_or_else(|| "expected primary (the bill) or check (a cross-check, never summed)".to_string())
+}
+
+pub(super) fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
+    parse_timestamp(s).map_err(|e| e.to_string())
+}
+

@@ -1,0 +1,148 @@
+//! `costledger demo`: bundled sample bills → a SQLite ledger → summary → reconcile → weekly
+//! report → finance CSV, with no cloud and no config.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use costledger_core::{BillingPeriod, parse_timestamp};
+use costledger_focus::FocusConnector;
+
+use super::print::{ingest_and_print, reconcile_and_print};
+use super::{Cli, load_env, open_ledger};
+use crate::app;
+use crate::config::{Config, ReportFormat};
+use crate::export::export_csv;
+use crate::ledger::{ChargeFilter, DatabaseUrl, Dim};
+use crate::report::last_complete_week;
+use crate::sample::{SampleSpec, write_sample_file};
+
+/// The public FOCUS 1.0 sample (FinOps Foundation, CC BY 4.0), bundled for `demo`.
+const BUNDLED_FOCUS_SAMPLE: &[u8] = include_bytes!("../../tests/fixtures/focus/focus_sample.csv");
+
+/// Allocation rules the demo uses when no config gives any (the sample bills' teams).
+pub const DEMO_ALLOCATION: &str = r#"
+allocation:
+  owners: [payments, search, platform, data]
+  owner_tags: [team, owner]
+  tag_aliases: { Team: team }
+  required_tags: [team, env]
+  rules:
+    - name: checkout-apps
+      match: { tags: { app: "checkout-*" } }
+      owner: payments
+    - name: staging-account
+      match: { provider: AWS, sub_account_id: "333333333333" }
+      owner: platform
+    - name: tax-shared
+      match: { charge_category: Tax }
+      shared: proportional
+"#;
+
+pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<ExitCode> {
+    let mut env = load_env(cli)?;
+    if env.config.allocation == crate::allocation::AllocationConfig::default() {
+        let demo = Config::parse(DEMO_ALLOCATION, &|_| None)
+            .map_err(|e| anyhow::anyhow!("built-in demo allocation rules are invalid: {e:?}"))?;
+        env.config.allocation = demo.allocation;
+    }
+    let bills = dir.join("bills");
+    std::fs::create_dir_all(&bills).with_context(|| format!("cannot create {}", bills.display()))?;
+    let period: BillingPeriod = "2026-10".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let synthetic = bills.join("synthetic-2026-10.csv");
+    let stats = write_sample_file(&synthetic, SampleSpec { rows, seed, period })?;
+    let public = bills.join("focus-sample-data-1.0.csv");
+    std::fs::write(&public, BUNDLED_FOCUS_SAMPLE).with_context(|| format!("cannot write {}", public.display()))?;
+    println!(
+        "1. bills: {} ({} synthetic lines, BilledCost {}) and {} (FOCUS 1.0 public sample, CC BY 4.0)",
+        synthetic.display(),
+        stats.rows,
+        stats.totals.display(),
+        public.display()
+    );
+
+    let url = match &cli.database {
+        Some(u) => DatabaseUrl::from(u),
+        None => DatabaseUrl::new(format!("sqlite://{}", dir.join("costledger.db").display())),
+    };
+    let store = open_ledger(&url).await?;
+    println!("2. ledger: {url}");
+    let connector = FocusConnector::new(vec![bills.clone()]);
+    let ok = ingest_and_print(store.as_ref(), &env.config, "demo", &connector, "demo").await?;
+    if !ok {
+        return Ok(ExitCode::from(2));
+    }
+
+    println!("\n3. summary of current charges (per provider, billing account and currency):");
+    let by = [Dim::Provider, Dim::BillingAccount];
+    let rows = store.totals(&ChargeFilter::default(), &by).await?;
+    println!(
+        "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}",
+        "provider", "billing account", "cur", "lines", "BilledCost", "EffectiveCost"
+    );
+    for r in &rows {
+        println!(
+            "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}",
+            r.keys[0].as_deref().unwrap_or("-"),
+            r.keys[1].as_deref().unwrap_or("-"),
+            r.currency,
+            r.rows,
+            r.billed_cost.to_fixed(2),
+            r.effective_cost.to_fixed(2)
+        );
+    }
+    let totals = store.totals(&ChargeFilter::default(), &[]).await?;
+    for t in &totals {
+        println!(
+            "   {:<14} {:<24} {:<4} {:>8} {:>26} {:>26}   (exact: {})",
+            "all",
+            "",
+            t.currency,
+            t.rows,
+            t.billed_cost.to_fixed(2),
+            t.effective_cost.to_fixed(2),
+            t.billed_cost
+        );
+    }
+    println!("   (amounts shown rounded half-to-even to 2 places; the ledger and the CSV keep every digit)");
+    println!("\n   billing periods:");
+    for p in store.billing_periods().await? {
+        println!("   {} {}  {:<9} {}", p.source, p.period, p.state, p.totals.display());
+    }
+
+    println!("\n4. reconcile (allocation rules: the config's, or the demo's built-in ones):");
+    let code = reconcile_and_print(store.as_ref(), &env.config, None, false).await?;
+
+    let data_end = store.reconcile_states().await?.into_iter().filter_map(|s| s.data_end).max();
+    let last_day = data_end.as_deref().and_then(|e| parse_timestamp(e).ok()).map(|t| t.date_naive());
+    let reports = dir.join("reports");
+    if let Some(day) = last_day {
+        let monday = last_complete_week(day);
+        println!(
+            "\n5. weekly governance report for {} (the last complete week of data):",
+            crate::reconcile::iso_week_label(monday)
+        );
+        let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
+        for p in app::report::weekly(store.as_ref(), &env.config, monday, &reports, &formats, None).await?.paths {
+            println!("   wrote {}", p.display());
+        }
+        let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));
+        println!("   open the HTML report in a browser: {}", html.display());
+    }
+
+    let csv = dir.join("finance.csv");
+    let mut f = crate::outfile::OutFile::create(&csv)?;
+    let alloc = app::allocator(store.as_ref(), &env.config).await?;
+    let stats = export_csv(store.as_ref(), &ChargeFilter::default(), Some(&alloc), &mut f).await?;
+    f.commit().with_context(|| format!("cannot write {}", csv.display()))?;
+    println!(
+        "\n6. finance CSV with x_owner and x_allocation_reason: {} ({} lines, BilledCost {})",
+        csv.display(),
+        stats.rows,
+        stats.totals.display()
+    );
+    let _ = code;
+    println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
+    println!("Try: costledger --database {url} loads");
+    Ok(ExitCode::SUCCESS)
+}

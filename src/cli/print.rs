@@ -1,0 +1,201 @@
+//! Printing what the application returned: load reports, reconcile summaries, findings.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use costledger_core::{Connector, Delivery};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::app;
+use crate::config::Config;
+use crate::ingest::{IngestError, LoadOutcome, LoadReport};
+use crate::ledger::{Finding, LedgerStore};
+use crate::reconcile::ReconcileError;
+
+pub(super) fn print_findings(findings: &[Finding]) {
+    if findings.is_empty() {
+        println!("no findings");
+    }
+    for f in findings {
+        println!(
+            "  [{}] {} {}{}: {}",
+            f.check,
+            f.period,
+            f.billing_account_id.as_deref().map(|a| format!("account {a} ")).unwrap_or_default(),
+            f.currency.as_deref().unwrap_or(""),
+            f.message
+        );
+    }
+}
+
+pub(super) async fn reconcile_and_print(
+    store: &dyn LedgerStore,
+    config: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    let summary = match app::reconcile::run(store, config, selected, force).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let ReconcileError::Conservation(_) = &e {
+                print_findings(&store.findings(None).await?);
+            }
+            return Err(e.into());
+        }
+    };
+    if summary.periods.is_empty() {
+        println!(
+            "nothing to reconcile: the ledger has no billing periods{}",
+            if selected.is_some() { " in that range" } else { "" }
+        );
+    }
+    for p in &summary.periods {
+        println!(
+            "period {}{}: billed {}",
+            p.period,
+            if p.recomputed { " (allocation recomputed)" } else { " (allocation unchanged)" },
+            p.billed.display()
+        );
+        println!("  allocated   {}", p.allocated.display());
+        println!("  shared      {}", p.shared.display());
+        println!("  unallocated {}", p.unallocated.display());
+        for ((reason, cur), amt) in &p.by_reason {
+            println!("    {reason:<20} {amt} {cur}");
+        }
+        println!("  conservation: allocated + shared + unallocated = billed, exactly");
+    }
+    for m in &summary.invoices_matched {
+        println!(
+            "invoice check: {} {} matches the ledger: {} {} (ledger {})",
+            m.period, m.what, m.amount, m.currency, m.ledger
+        );
+    }
+    println!("findings: {}", summary.findings.len());
+    print_findings(&summary.findings);
+    Ok(if summary.findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn progress_bar() -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(ProgressStyle::with_template("{spinner} {msg} {human_pos} records ({per_sec})").ok()?);
+    pb.enable_steady_tick(Duration::from_millis(120));
+    Some(pb)
+}
+
+/// Ingest one source and print what happened. Returns false when a delivery failed.
+pub(super) async fn ingest_and_print(
+    store: &dyn LedgerStore,
+    config: &Config,
+    source: &str,
+    connector: &dyn Connector,
+    job: &str,
+) -> anyhow::Result<bool> {
+    let swept = app::retention::sweep(store, config).await?;
+    if !swept.is_empty() {
+        println!("swept {} stale staging load(s) left by an interrupted run: {:?}", swept.len(), swept);
+    }
+    let run = store.start_run(job, Some(source)).await?;
+    let pb = progress_bar();
+    let progress = |d: &Delivery, n: u64| {
+        if let Some(pb) = &pb {
+            pb.set_message(d.scope.clone());
+            pb.set_position(n);
+        }
+    };
+    let opts = app::ingest::Options { progress: Some(&progress), ..Default::default() };
+    let attempt = app::ingest::ingest(store, config, source, connector, &opts).await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    let tally = app::ingest::tally(&attempt, 1, false);
+    store.finish_run(run, &tally.outcome).await?;
+    let reports = attempt?;
+    print_reports(source, &reports, &tally);
+    let removed = app::retention::gc(store, config).await?;
+    if removed > 0 {
+        println!(
+            "retention: deleted the lines of {removed} load(s) superseded more than {} days ago",
+            config.retention.superseded_loads_days
+        );
+    }
+    Ok(tally.ok())
+}
+
+fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>], tally: &app::ingest::Tally) {
+    let mut advice: Vec<&'static str> = Vec::new();
+    println!("source '{source}': {} deliver{}", reports.len(), if reports.len() == 1 { "y" } else { "ies" });
+    if reports.is_empty() {
+        println!("  nothing to load (no deliveries found: no .csv or .csv.gz files, or no objects or months)");
+    }
+    for r in reports {
+        match r {
+            Ok(r) => {
+                let what = match &r.outcome {
+                    LoadOutcome::Created { load, superseded: None } => format!("loaded    {} → load {load}", r.scope),
+                    LoadOutcome::Created { load, superseded: Some(old) } => {
+                        format!("restated  {} → load {load} replaces load {old}", r.scope)
+                    }
+                    LoadOutcome::Skipped { existing } => {
+                        format!("skipped   {} (already current as load {existing})", r.scope)
+                    }
+                    LoadOutcome::Duplicate { existing } => {
+                        format!("skipped   {} (loaded concurrently as load {existing})", r.scope)
+                    }
+                    LoadOutcome::SameBytesElsewhere { existing, scope } => {
+                        format!(
+                            "skipped   {} (the same bytes are already current as load {existing}, {scope})",
+                            r.scope
+                        )
+                    }
+                };
+                println!("  {what}: {} rows, {} quarantined; BilledCost {}", r.rows, r.quarantined, r.totals.display());
+                if r.records == 0 && matches!(r.outcome, LoadOutcome::Created { .. }) {
+                    println!(
+                        "    warning: {} has a header but no data rows; it now stands as an empty bill for its scope",
+                        r.description
+                    );
+                }
+                if r.rounded > 0 {
+                    println!(
+                        "    note: {} amount(s) had more than 28 decimal places and were rounded half-to-even",
+                        r.rounded
+                    );
+                }
+                if let LoadOutcome::Created { load, .. } = &r.outcome
+                    && r.quarantined > 0
+                {
+                    println!("    see the quarantined rows with: costledger quarantine --load {load}");
+                }
+            }
+            Err(e) => {
+                println!("  FAILED    {e}");
+                if !advice.contains(&e.advice()) {
+                    advice.push(e.advice());
+                }
+            }
+        }
+    }
+    if tally.outcome.loads_created > 0 {
+        println!("loaded lines: BilledCost {}", tally.totals.display());
+    } else if tally.ok() {
+        println!("nothing new to load: every delivery is already current");
+    }
+    if tally.quarantined > 0 {
+        println!("quarantined: {} rows (parsable amounts: {})", tally.quarantined, tally.quarantined_totals.display());
+    }
+    let failed = tally.errors.len();
+    if failed > 0 {
+        println!(
+            "{failed} deliver{} failed; nothing of {} was loaded: {}.",
+            if failed == 1 { "y" } else { "ies" },
+            if failed == 1 { "it" } else { "them" },
+            advice.join("; ")
+        );
+    }
+    let _ = std::io::stdout().flush();
+}
+
