@@ -32,7 +32,6 @@ pub enum ReconcileError {
     Conservation(String),
 }
 
-
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PeriodSummary {
     pub period: String,

@@ -324,7 +324,8 @@ async fn cost_explorer_pages_months_and_estimated_flag() {
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "37.648771462", "exact decimal strings, pages merged");
     assert_eq!(c.api_calls(), 3, "two pages of February, one of March");
     let periods = s.billing_periods().await.expect("periods");
-    let state = |p: &str| periods.iter().find(|x| x.period == p).map(|x| x.state.as_str().to_string()).unwrap_or_default();
+    let state =
+        |p: &str| periods.iter().find(|x| x.period == p).map(|x| x.state.as_str().to_string()).unwrap_or_default();
     assert_eq!(state("2024-02"), "final", "{periods:?}");
     assert_eq!(state("2024-03"), "open", "{periods:?}");
 

@@ -353,8 +353,9 @@ impl std::fmt::Display for PeriodState {
     }
 }
 
-/// The reconciler's checks, as stored in `findings.check_name`. Closed set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The reconciler's checks, as stored in `findings.check_name`. Closed set. Ordered by name,
+/// as the stored text sorts, so sorted findings (reports, golden files) keep their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CheckKind {
     /// Allocated + shared + unallocated = billed, exactly.
     Conservation,
@@ -400,6 +401,18 @@ impl CheckKind {
             .into_iter()
             .find(|k| k.as_str() == s)
             .ok_or_else(|| LedgerError::Corrupt(format!("findings.check_name '{s}' is not a check")))
+    }
+}
+
+impl Ord for CheckKind {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl PartialOrd for CheckKind {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -915,6 +928,22 @@ pub(crate) fn parse_tags(s: Option<String>) -> Result<BTreeMap<String, String>> 
 mod tests {
     use super::*;
 
+    /// Regression: findings sort by check name (golden reports depend on it); the enum once
+    /// sorted by declaration order and reordered the findings table.
+    #[test]
+    fn check_kinds_sort_as_their_stored_names() {
+        let mut kinds = CheckKind::ALL.to_vec();
+        kinds.sort();
+        let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        for k in CheckKind::ALL {
+            assert_eq!(CheckKind::parse(k.as_str()).expect("parse"), k);
+        }
+        assert!(CheckKind::parse("typo").is_err());
+    }
+
     #[test]
     fn period_states() {
         let a = Totals::from_json(r#"{"USD":"1"}"#).expect("t");
@@ -925,6 +954,6 @@ mod tests {
         assert_eq!(next_period_state(Some((Open, &a)), &b, false), Open);
         assert_eq!(next_period_state(Some((Final, &a)), &a, false), Final);
         assert_eq!(next_period_state(Some((Final, &a)), &b, true), Corrected);
-        assert_eq!(next_period_state(Some(("corrected", &a)), &a, true), "corrected");
+        assert_eq!(next_period_state(Some((Corrected, &a)), &a, true), Corrected);
     }
 }

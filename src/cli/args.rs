@@ -240,4 +240,3 @@ pub(super) fn parse_role(s: &str) -> Result<SourceRole, String> {
 pub(super) fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
     parse_timestamp(s).map_err(|e| e.to_string())
 }
-

@@ -2,8 +2,6 @@
 //! `args` is what clap parses; `run` calls one application function per command; `print`
 //! turns results into text; `demo` is the guided tour.
 
-use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
@@ -341,4 +339,3 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
     }
 }
-

@@ -198,4 +198,3 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>], tall
     }
     let _ = std::io::stdout().flush();
 }
-

@@ -189,18 +189,24 @@ impl<R: Read> FastCsv<R> {
             self.at = 0;
             self.end = 0;
             let cap = self.buf.len().min(self.chunk);
-            while self.end < cap {
-                match self.input.read(&mut self.buf[self.end..cap]) {
-                    Ok(0) => {
-                        self.eof = true;
-                        break;
-                    }
-                    Ok(n) => self.end += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(csv::Error::from(e)),
+            self.read_up_to(cap)?;
+        }
+    }
+
+    /// Read into `buf[end..cap]` until it is full or the input ends (`eof`).
+    fn read_up_to(&mut self, cap: usize) -> csv::Result<()> {
+        while self.end < cap {
+            match self.input.read(&mut self.buf[self.end..cap]) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
                 }
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(csv::Error::from(e)),
             }
         }
+        Ok(())
     }
 
     /// Keep the unparsed bytes and read more after them: at least a chunk, and as much again
@@ -217,18 +223,7 @@ impl<R: Read> FastCsv<R> {
         if self.buf.len() < want {
             self.buf.resize(want, 0);
         }
-        while self.end < self.buf.len() {
-            match self.input.read(&mut self.buf[self.end..]) {
-                Ok(0) => {
-                    self.eof = true;
-                    break;
-                }
-                Ok(n) => self.end += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(csv::Error::from(e)),
-            }
-        }
-        Ok(())
+        self.read_up_to(self.buf.len())
     }
 
     /// Parse one record from `buf[at..end]`. Line and terminator bookkeeping is committed only
