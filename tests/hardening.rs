@@ -308,7 +308,7 @@ fn no_planted_secret_appears_when_the_database_is_reachable() {
 }
 
 #[test]
-fn the_daemon_lock_is_taken_on_the_real_path_of_the_database() {
+fn the_daemon_lock_is_taken_on_the_real_path_and_the_inode_of_the_database() {
     let dir = tempfile::tempdir().expect("tmp");
     let real = dir.path().join("ledger.db");
     std::fs::write(&real, b"").expect("db");
@@ -322,6 +322,17 @@ fn the_daemon_lock_is_taken_on_the_real_path_of_the_database() {
     // Another spelling of the same path, too.
     let dotted = format!("sqlite://{}/./ledger.db", dir.path().display());
     assert!(costledger::daemon::lock_sqlite(&dotted).is_err());
+    // A hard link in another directory: another canonical path, the same inode.
+    let other = dir.path().join("elsewhere");
+    std::fs::create_dir(&other).expect("dir");
+    let hard = other.join("same.db");
+    std::fs::hard_link(&real, &hard).expect("hard link");
+    let e = costledger::daemon::lock_sqlite(&format!("sqlite://{}", hard.display()))
+        .err()
+        .expect("the hard link finds the database's lock");
+    assert!(e.to_string().contains("another costledger daemon is already running"), "{e}");
+    drop(first);
+    assert!(costledger::daemon::lock_sqlite(&format!("sqlite://{}", hard.display())).expect("free again").is_some());
 }
 
 /// A PostgreSQL role with data privileges only (no DDL) runs every command on an up-to-date

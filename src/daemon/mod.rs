@@ -67,6 +67,10 @@ pub fn job_specs(cfg: &Config) -> Result<Vec<JobSpec>, String> {
 /// Holds the SQLite ledger's daemon lock for the life of the process.
 pub struct FileLock {
     _file: std::fs::File,
+    /// The database file itself, locked too (by inode: a hard link finds it). `flock` is
+    /// independent of SQLite's own `fcntl` locks; this descriptor stays open until the daemon
+    /// exits (closing another descriptor of the file would drop SQLite's locks).
+    _db: Option<std::fs::File>,
 }
 
 /// One daemon per SQLite file: an exclusive lock on `<db>.daemon-lock`.
@@ -86,15 +90,34 @@ pub fn lock_sqlite(url: &str) -> anyhow::Result<Option<FileLock>> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot create the daemon lock file {}", lock_path.display()))?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(FileLock { _file: file })),
-        Err(std::fs::TryLockError::WouldBlock) => bail!(
+    let held = |what: &Path| {
+        anyhow::anyhow!(
             "another costledger daemon is already running on the SQLite ledger {path} (it holds {}). Stop it \
              first; to run several replicas, use PostgreSQL",
-            lock_path.display()
-        ),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", lock_path.display())),
+            what.display()
+        )
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Err(held(&lock_path)),
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", lock_path.display()));
+        }
     }
+    // The same file under another name (a hard link) has another lock file: lock the
+    // database's inode as well.
+    let db = match std::fs::File::open(&real) {
+        Ok(db) => match db.try_lock() {
+            Ok(()) => Some(db),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(held(&real)),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", real.display()));
+            }
+        },
+        // Not created yet: the daemon creates it; the lock file above guards it.
+        Err(_) => None,
+    };
+    Ok(Some(FileLock { _file: file, _db: db }))
 }
 
 /// The database file's canonical path; for a file not created yet, its canonical directory
