@@ -451,3 +451,58 @@ fn ok_runs(url: &str) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM runs WHERE status = 'ok'").fetch_one(&mut c).await.unwrap_or(0)
     })
 }
+
+/// Half-sent requests are shed: the header-read timeout closes them, a connection limit
+/// refuses the excess (counted), and `/healthz` keeps answering.
+#[test]
+fn half_sent_requests_are_closed_and_health_keeps_answering() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let port = free_port();
+    let b = bills(dir.path());
+    let cfg = dir.path().join("costledger.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "database: \"{db}\"\nserver: {{ bind: \"127.0.0.1:{port}\", header_timeout_secs: 1, max_connections: 4 }}\n\
+             daemon: {{ shutdown_grace_secs: 2 }}\nsources:\n  - name: drop\n    type: focus\n    path: {}\n    schedule: \"0 0 0 1 1 *\"\n",
+            b.display()
+        ),
+    )
+    .expect("config");
+    let d = Daemon::start(&cfg, dir.path(), "slow", port);
+    // Twelve clients that send part of a request and then nothing.
+    let mut idle: Vec<TcpStream> = (0..12)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+            let _ = s.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+            s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            s
+        })
+        .collect();
+    // Every one of them is closed by the server (refused at once, or after the header timeout),
+    // never held open: reading ends (EOF or reset) well before the client's own 20 s timeout.
+    for s in &mut idle {
+        let t0 = Instant::now();
+        let mut buf = [0u8; 256];
+        let r = s.read(&mut buf);
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "a half-sent request was held open ({r:?} after {:?})",
+            t0.elapsed()
+        );
+    }
+    wait_until("/healthz after the idle clients", Duration::from_secs(10), || {
+        get(port, "/healthz").is_some_and(|r| r.0 == 200)
+    });
+    let metrics = get(port, "/metrics").expect("metrics").1;
+    let refused = metrics
+        .lines()
+        .find(|l| l.starts_with("costledger_http_connections_refused_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "connections over the limit are counted as refused:\n{metrics}");
+    let (code, _, log) = d.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
