@@ -8,6 +8,7 @@
 
 pub mod db_url;
 pub mod decimal_sum;
+mod load_sql;
 pub mod migrations;
 mod pg_binary;
 pub mod postgres;
@@ -16,6 +17,7 @@ pub mod sqlite;
 mod sqlite_bulk;
 
 pub use db_url::DatabaseUrl;
+pub use load_sql::{CommitDecision, commit_decision};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -17,6 +17,7 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
+use super::load_sql::Dialect;
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
@@ -297,8 +298,36 @@ mod rec {
 
 super::reconcile_sql::reconcile_impl!(SqliteLedger);
 
-#[async_trait]
-impl LedgerStore for SqliteLedger {
+// Hooks of the shared load/run SQL (`load_sql.rs`).
+const D: Dialect = Dialect::SQLITE;
+const CHARGES_OF_L: &str = charges_of_l!();
+
+/// SQLite has one writer at a time: take the write lock when the transaction starts, so two
+/// writers queue on the busy timeout instead of failing to upgrade a read lock.
+async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// `BEGIN IMMEDIATE` already serialises every commit.
+async fn scope_lock(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, _source_id: i64, _scope: &str) -> Result<()> {
+    Ok(())
+}
+
+fn ts_param(t: DateTime<Utc>) -> String {
+    format_ts(t)
+}
+
+fn row_ts(r: &SqliteRow, i: usize) -> Result<DateTime<Utc>> {
+    ts(r.try_get(i)?)
+}
+
+fn row_opt_ts(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>> {
+    opt_ts(r.try_get(i)?)
+}
+
+super::load_sql::load_helpers!(sqlx::Sqlite);
+
+super::load_sql::ledger_store_impl!(SqliteLedger, {
     async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
         sqlx::query(concat!(
             "SELECT s.name, substr(c.billing_period_start, 1, 7), MAX(c.charge_period_end) \
@@ -358,79 +387,6 @@ impl LedgerStore for SqliteLedger {
             .await?)
     }
 
-    async fn ensure_source(&self, name: &str, kind: &str) -> Result<i64> {
-        sqlx::query("INSERT INTO sources (name, kind, created_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING")
-            .bind(name)
-            .bind(kind)
-            .bind(now())
-            .execute(&self.pool)
-            .await?;
-        let (id, existing): (i64, String) =
-            sqlx::query_as("SELECT id, kind FROM sources WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
-        if existing != kind {
-            return Err(LedgerError::State(format!(
-                "source '{name}' already holds '{existing}' data in this ledger, not '{kind}'; use another source name"
-            )));
-        }
-        Ok(id)
-    }
-
-    async fn current_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>> {
-        let sql = format!("{LOAD_SELECT} WHERE l.source_id = ? AND l.scope = ? AND l.state = 'current'");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
-        row.as_ref().map(load_row).transpose()
-    }
-
-    async fn set_source_role(&self, source_id: i64, role: SourceRole) -> Result<()> {
-        sqlx::query("UPDATE sources SET role = ? WHERE id = ?")
-            .bind(role.as_str())
-            .bind(source_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>> {
-        sqlx::query("SELECT name, role FROM sources ORDER BY name")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                let role: String = r.try_get(1)?;
-                let role =
-                    SourceRole::parse(&role).ok_or_else(|| LedgerError::Corrupt(format!("source role '{role}'")))?;
-                Ok((r.try_get(0)?, role))
-            })
-            .collect()
-    }
-
-    async fn current_load_with_key(&self, source_id: i64, key: &str) -> Result<Option<LoadRow>> {
-        let sql = format!(
-            "{LOAD_SELECT} WHERE l.source_id = ? AND l.delivery_key = ? AND l.state = 'current' ORDER BY l.id LIMIT 1"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(key).fetch_optional(&self.pool).await?;
-        row.as_ref().map(load_row).transpose()
-    }
-
-    async fn begin_load(&self, l: &NewLoad) -> Result<LoadId> {
-        let t = now();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO loads (source_id, scope, billing_period, delivery_key, description, state, owner, started_at, heartbeat_at) \
-             VALUES (?, ?, ?, ?, ?, 'staging', ?, ?, ?) RETURNING id",
-        )
-        .bind(l.source_id)
-        .bind(&l.scope)
-        .bind(&l.billing_period)
-        .bind(&l.delivery_key)
-        .bind(&l.description)
-        .bind(&l.owner)
-        .bind(&t)
-        .bind(&t)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(id)
-    }
-
     async fn stage_lines(
         &self,
         load: LoadId,
@@ -466,283 +422,6 @@ impl LedgerStore for SqliteLedger {
             };
         }
         self.stage_lines_sqlx(load, first_row, &lines).await
-    }
-
-    async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for r in rows {
-            sqlx::query("INSERT INTO quarantine (load_id, location, reason, raw, raw_amount, currency) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(load)
-                .bind(&r.location)
-                .bind(&r.reason)
-                .bind(&r.raw)
-                .bind(&r.raw_amount)
-                .bind(&r.currency)
-                .execute(&mut *tx)
-                .await?;
-        }
-        heartbeat(&mut tx, load).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn commit_load(&self, load: LoadId, sm: &LoadSummary) -> Result<CommitOutcome> {
-        let t = now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let (state, source_id, scope, key): (String, i64, String, String) =
-            sqlx::query_as("SELECT state, source_id, scope, delivery_key FROM loads WHERE id = ?")
-                .bind(load)
-                .fetch_one(&mut *tx)
-                .await?;
-        if state != "staging" {
-            return Err(LedgerError::State(format!(
-                "load {load} is {state}, not staging: it was swept as stale or failed; run the import again"
-            )));
-        }
-        let key = match &sm.delivery_key {
-            Some(k) => {
-                sqlx::query("UPDATE loads SET delivery_key = ? WHERE id = ?")
-                    .bind(k)
-                    .bind(load)
-                    .execute(&mut *tx)
-                    .await?;
-                k.clone()
-            }
-            None => key,
-        };
-        let cur: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, delivery_key FROM loads WHERE source_id = ? AND scope = ? AND state = 'current'",
-        )
-        .bind(source_id)
-        .bind(&scope)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some((existing, k)) = &cur
-            && *k == key
-        {
-            sqlx::query("UPDATE loads SET state = 'failed', finished_at = ?, error = ? WHERE id = ?")
-                .bind(&t)
-                .bind(format!("the same delivery was committed concurrently as load {existing}"))
-                .bind(load)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
-            tx.commit().await?;
-            return Ok(CommitOutcome::Duplicate { existing: *existing });
-        }
-        let old = cur.map(|c| c.0);
-        if let Some(old) = old {
-            sqlx::query("UPDATE loads SET state = 'superseded', superseded_by = ?, superseded_at = ? WHERE id = ?")
-                .bind(load)
-                .bind(&t)
-                .bind(old)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE loads SET state = 'current', finished_at = ?, heartbeat_at = ?, row_count = ?, quarantined_count = ?, \
-             rounded_count = ?, totals = ?, quarantined_totals = ?, checksum = ? WHERE id = ?",
-        )
-        .bind(&t)
-        .bind(&t)
-        .bind(to_i64(sm.row_count))
-        .bind(to_i64(sm.quarantined_count))
-        .bind(to_i64(sm.rounded_count))
-        .bind(sm.totals.to_json())
-        .bind(sm.quarantined_totals.to_json())
-        .bind(&sm.checksum)
-        .bind(load)
-        .execute(&mut *tx)
-        .await?;
-        for (p, c) in &sm.periods {
-            sqlx::query("INSERT INTO load_periods (load_id, period, row_count, totals, invoice_ids, all_invoiced) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(load)
-                .bind(p)
-                .bind(to_i64(c.rows))
-                .bind(c.totals.to_json())
-                .bind(set_json(&c.invoice_ids))
-                .bind(c.all_invoiced)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut affected: BTreeSet<String> = sm.periods.keys().cloned().collect();
-        if let Some(old) = old {
-            let olds: Vec<String> = sqlx::query_scalar("SELECT period FROM load_periods WHERE load_id = ?")
-                .bind(old)
-                .fetch_all(&mut *tx)
-                .await?;
-            affected.extend(olds);
-        }
-        for p in affected {
-            let parts: Vec<(String, Option<String>, bool)> = sqlx::query_as(
-                "SELECT lp.totals, lp.invoice_ids, lp.all_invoiced FROM load_periods lp JOIN loads l ON l.id = lp.load_id \
-                 WHERE l.source_id = ? AND l.state = 'current' AND lp.period = ?",
-            )
-            .bind(source_id)
-            .bind(&p)
-            .fetch_all(&mut *tx)
-            .await?;
-            let merged = merge_parts(&parts)?;
-            let prev: Option<(String, Option<String>)> =
-                sqlx::query_as("SELECT state, totals FROM billing_periods WHERE source_id = ? AND period = ?")
-                    .bind(source_id)
-                    .bind(&p)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            let prev_totals = prev.as_ref().map(|(_, t)| parse_totals(t.clone())).transpose()?;
-            let prev_state = prev.as_ref().map(|(s, _)| PeriodState::parse(s)).transpose()?;
-            let prev_ref = prev_state.zip(prev_totals.as_ref());
-            let state = next_period_state(prev_ref, &merged.totals, sm.final_periods || merged.all_invoiced);
-            sqlx::query(
-                "INSERT INTO billing_periods (source_id, period, state, invoice_ids, current_load_id, totals, updated_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source_id, period) DO UPDATE SET state = excluded.state, \
-                 invoice_ids = excluded.invoice_ids, current_load_id = excluded.current_load_id, totals = excluded.totals, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(source_id)
-            .bind(&p)
-            .bind(state.as_str())
-            .bind(set_json(&merged.invoice_ids))
-            .bind(load)
-            .bind(merged.totals.to_json())
-            .bind(&t)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(CommitOutcome::Current { superseded: old })
-    }
-
-    async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let n = sqlx::query(
-            "UPDATE loads SET state = 'failed', finished_at = ?, error = ? WHERE id = ? AND state = 'staging'",
-        )
-        .bind(now())
-        .bind(error)
-        .bind(load)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if n > 0 {
-            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(n > 0)
-    }
-
-    async fn last_load(&self, source_id: i64, scope: &str) -> Result<Option<LoadRow>> {
-        let sql = format!(
-            "{LOAD_SELECT} WHERE l.source_id = ? AND l.scope = ? AND l.state <> 'staging' ORDER BY l.id DESC LIMIT 1"
-        );
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(source_id).bind(scope).fetch_optional(&self.pool).await?;
-        row.as_ref().map(load_row).transpose()
-    }
-
-    async fn record_failure(&self, load: LoadId, error: &str, fingerprint: &str) -> Result<Option<LoadId>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let n = sqlx::query(
-            "UPDATE loads SET state = 'failed', finished_at = ?, error = ?, delivery_key = ? WHERE id = ? AND state = 'staging'",
-        )
-        .bind(now())
-        .bind(error)
-        .bind(fingerprint)
-        .bind(load)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        let mut merged = None;
-        if n > 0 {
-            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
-            // The scope's previous load, when it failed the same way on the same input.
-            let prev: Option<(i64, String, Option<String>, String)> = sqlx::query_as(
-                "SELECT p.id, p.state, p.error, p.delivery_key FROM loads p JOIN loads l ON l.source_id = p.source_id \
-                 AND l.scope = p.scope WHERE l.id = ? AND p.id <> l.id AND p.state <> 'staging' ORDER BY p.id DESC LIMIT 1",
-            )
-            .bind(load)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if let Some((id, state, err, key)) = prev
-                && state == "failed"
-                && err.as_deref() == Some(error)
-                && key == fingerprint
-            {
-                sqlx::query("UPDATE loads SET attempts = attempts + 1, finished_at = ? WHERE id = ?")
-                    .bind(now())
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query("DELETE FROM loads WHERE id = ?").bind(load).execute(&mut *tx).await?;
-                merged = Some(id);
-            }
-        }
-        tx.commit().await?;
-        Ok(merged)
-    }
-
-    async fn discard_load(&self, load: LoadId) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let staging: Option<i64> = sqlx::query_scalar("SELECT id FROM loads WHERE id = ? AND state = 'staging'")
-            .bind(load)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if staging.is_some() {
-            sqlx::query(DELETE_LOAD_CHARGES).bind(load).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(load).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM loads WHERE id = ?").bind(load).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn gc_superseded(&self, before: DateTime<Utc>) -> Result<u64> {
-        let ids: Vec<i64> = sqlx::query_scalar(concat!(
-            "SELECT l.id FROM loads l WHERE l.state = 'superseded' AND l.superseded_at < ? \
-             AND EXISTS (SELECT 1 FROM charges c WHERE ",
-            charges_of_l!(),
-            ")",
-        ))
-        .bind(format_ts(before))
-        .fetch_all(&self.pool)
-        .await?;
-        for id in &ids {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query(DELETE_LOAD_CHARGES).bind(id).execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM quarantine WHERE load_id = ?").bind(id).execute(&mut *tx).await?;
-            tx.commit().await?;
-        }
-        Ok(ids.len() as u64)
-    }
-
-    async fn loads(&self, f: &LoadFilter) -> Result<Vec<LoadRow>> {
-        let mut sql = format!("{LOAD_SELECT} WHERE 1 = 1");
-        let mut binds: Vec<String> = Vec::new();
-        if let Some(id) = f.id {
-            sql.push_str(&format!(" AND l.id = {id}"));
-        }
-        if let Some(s) = &f.source {
-            sql.push_str(" AND s.name = ?");
-            binds.push(s.clone());
-        }
-        if let Some(st) = f.state {
-            sql.push_str(" AND l.state = ?");
-            binds.push(st.as_str().to_string());
-        }
-        sql.push_str(" ORDER BY l.id");
-        if let Some(n) = f.limit {
-            sql = format!("SELECT * FROM ({sql} DESC LIMIT {n}) ORDER BY 1");
-        }
-        let mut q = sqlx::query(AssertSqlSafe(sql));
-        for b in binds {
-            q = q.bind(b);
-        }
-        q.fetch_all(&self.pool).await?.iter().map(load_row).collect()
     }
 
     async fn totals(&self, f: &ChargeFilter, by: &[Dim]) -> Result<Vec<TotalRow>> {
@@ -796,47 +475,6 @@ impl LedgerStore for SqliteLedger {
         Ok(to_u64(q.fetch_one(&self.pool).await?))
     }
 
-    async fn quarantine_rows(&self, load: LoadId) -> Result<Vec<QuarantineRow>> {
-        let rows: Vec<(i64, String, String, String, Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT load_id, location, reason, raw, raw_amount, currency FROM quarantine WHERE load_id = ? ORDER BY id",
-        )
-        .bind(load)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(load_id, location, reason, raw, raw_amount, currency)| QuarantineRow {
-                load_id,
-                location,
-                reason,
-                raw,
-                raw_amount,
-                currency,
-            })
-            .collect())
-    }
-
-    async fn billing_periods(&self) -> Result<Vec<PeriodRow>> {
-        let rows: Vec<(String, String, String, Option<String>, Option<i64>, Option<String>)> = sqlx::query_as(
-            "SELECT s.name, p.period, p.state, p.invoice_ids, p.current_load_id, p.totals FROM billing_periods p \
-             JOIN sources s ON s.id = p.source_id ORDER BY s.name, p.period",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(source, period, state, inv, current_load, totals)| {
-                Ok(PeriodRow {
-                    source,
-                    period,
-                    state: PeriodState::parse(&state)?,
-                    invoice_ids: parse_ids(inv)?,
-                    current_load,
-                    totals: parse_totals(totals)?,
-                })
-            })
-            .collect()
-    }
-
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
         let cols: Vec<String> = CHARGE_COLUMNS.iter().map(|c| format!("c.{c}")).collect();
@@ -851,104 +489,11 @@ impl LedgerStore for SqliteLedger {
         Box::pin(async_stream_rows(&self.pool, sql, binds))
     }
 
-    async fn start_run(&self, job: &str, source: Option<&str>) -> Result<i64> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status, owner) VALUES (?, ?, ?, 'running', ?) RETURNING id",
-        )
-        .bind(job)
-        .bind(source)
-        .bind(now())
-        .bind(super::process_owner())
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    async fn claim_run(&self, job: &str, source: Option<&str>, tick: DateTime<Utc>) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "INSERT INTO runs (job, source, started_at, status, tick, owner) VALUES (?, ?, ?, 'running', ?, ?) \
-             ON CONFLICT DO NOTHING RETURNING id",
-        )
-        .bind(job)
-        .bind(source)
-        .bind(now())
-        .bind(format_ts(tick))
-        .bind(super::process_owner())
-        .fetch_optional(&self.pool)
-        .await?)
-    }
-
     async fn try_job_lock(&self, _key: &str) -> Result<Option<Box<dyn JobLock>>> {
         // One daemon owns a SQLite ledger (it holds the file lock): in-process exclusion suffices.
         Ok(Some(Box::new(ProcessLock)))
     }
-
-    async fn finish_run(&self, run: i64, o: &RunOutcome) -> Result<()> {
-        sqlx::query(
-            "UPDATE runs SET finished_at = ?, status = ?, attempts = ?, error = ?, rows = ?, loads_created = ?, loads_skipped = ? WHERE id = ?",
-        )
-        .bind(now())
-        .bind(o.status.as_str())
-        .bind(i64::from(o.attempts))
-        .bind(&o.error)
-        .bind(to_i64(o.rows))
-        .bind(to_i64(o.loads_created))
-        .bind(to_i64(o.loads_skipped))
-        .bind(run)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn running_runs(&self) -> Result<Vec<(i64, Option<String>, DateTime<Utc>)>> {
-        let rows: Vec<(i64, Option<String>, String)> =
-            sqlx::query_as("SELECT id, owner, started_at FROM runs WHERE status = 'running' ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.into_iter().map(|(id, o, t)| Ok((id, o, ts(&t)?))).collect()
-    }
-
-    async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool> {
-        let n = sqlx::query(
-            "UPDATE runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ? AND status = 'running'",
-        )
-        .bind(now())
-        .bind(reason)
-        .bind(run)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n > 0)
-    }
-
-    async fn runs(&self, limit: u32) -> Result<Vec<RunRow>> {
-        let sql = format!(
-            "SELECT id, job, source, started_at, finished_at, status, attempts, error, rows, loads_created, loads_skipped \
-             FROM runs ORDER BY id DESC LIMIT {limit}"
-        );
-        sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok(RunRow {
-                    id: r.try_get(0)?,
-                    job: r.try_get(1)?,
-                    source: r.try_get(2)?,
-                    started_at: ts(r.try_get(3)?)?,
-                    finished_at: opt_ts(r.try_get(4)?)?,
-                    outcome: RunOutcome {
-                        status: super::run_status(r.try_get(5)?)?,
-                        attempts: u32::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0),
-                        error: r.try_get(7)?,
-                        rows: to_u64(r.try_get(8)?),
-                        loads_created: to_u64(r.try_get(9)?),
-                        loads_skipped: to_u64(r.try_get(10)?),
-                    },
-                })
-            })
-            .collect()
-    }
-}
+});
 
 fn async_stream_rows(
     pool: &SqlitePool,
@@ -964,19 +509,6 @@ fn async_stream_rows(
         q.fetch(pool).map(|r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row)))
     })
     .flatten()
-}
-
-async fn heartbeat(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, load: LoadId) -> Result<()> {
-    let n = sqlx::query("UPDATE loads SET heartbeat_at = ? WHERE id = ? AND state = 'staging'")
-        .bind(now())
-        .bind(load)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
-        return Err(not_staging(load));
-    }
-    Ok(())
 }
 
 fn not_staging(load: LoadId) -> LedgerError {
