@@ -12,6 +12,7 @@ pub mod ingest;
 /// The ledger crate, under its old path: `crate::ledger::…` everywhere.
 pub use costledger_ledger as ledger;
 pub mod outfile;
+pub mod query;
 pub mod reconcile;
 pub mod registry;
 pub mod report;

@@ -402,6 +402,7 @@ fn help_describes_every_option_and_import_lists_every_format() {
         vec!["export", "csv"],
         vec!["report", "weekly"],
         vec!["fx", "import"],
+        vec!["query"],
     ] {
         let out = bin().args(&cmd).arg("--help").output().expect("run");
         let help = String::from_utf8_lossy(&out.stdout);

@@ -249,6 +249,8 @@ pub struct ChargeFilter {
     /// Also read sources whose role is `check` (only the cross-source check does). Naming a
     /// `source` or a `load` reads it whatever its role.
     pub include_check_sources: bool,
+    /// Rows in whatever order the database reads them (aggregations), not the export order.
+    pub unordered: bool,
 }
 
 impl ChargeFilter {

@@ -420,9 +420,9 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             .collect();
         let sql = format!(
             "SELECT {}, s.name FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-             WHERE {w} ORDER BY {}",
+             WHERE {w}{}",
             cols.join(", "),
-            order.join(", ")
+            if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) }
         );
         let pool = &self.pool;
         Box::pin(

@@ -481,9 +481,9 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         let order: Vec<String> = ORDER_COLUMNS.iter().map(|c| format!("c.{c} NULLS FIRST")).collect();
         let sql = format!(
             "SELECT {}, s.name FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
-             WHERE {w} ORDER BY {}",
+             WHERE {w}{}",
             cols.join(", "),
-            order.join(", "),
+            if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) },
             j = charges_of_l!()
         );
         Box::pin(async_stream_rows(&self.pool, sql, binds))

@@ -11,8 +11,10 @@
 //! | reconcile, recorded as a run | [`reconcile::run`] |
 //! | the weekly report, recorded as a run | [`report::weekly`] |
 //! | the allocator of the reconciler and the finance CSV | [`allocator`] |
+//! | a cost query (metrics × dimensions × grain, filters, FX, top N) | [`query::query`] |
 
 pub mod ingest;
+pub mod query;
 pub mod reconcile;
 pub mod report;
 pub mod retention;

@@ -42,6 +42,13 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueryFormat {
+    Table,
+    Csv,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -88,6 +95,55 @@ pub enum Command {
         /// Only this source (its `name` in the config).
         #[arg(long)]
         source: Option<String>,
+    },
+    /// Ask the ledger: sums of cost metrics by dimensions and time, exactly.
+    ///
+    /// Examples:
+    ///   costledger query --group-by service --grain month
+    ///   costledger query --metric EffectiveCost --group-by service,tag:team --grain month --from 2026-09 --to 2026-11 --where provider=AWS --top 10
+    ///   costledger query --group-by tag:team --where 'tag:team=(none)' --format csv
+    ///   costledger query --group-by sub_account --currency EUR --format json
+    ///
+    /// Dimensions: provider, billing_account, sub_account, service, service_category, region,
+    /// charge_category, charge_class, sku, resource, pricing_unit, source, tag:KEY (tag keys
+    /// after the configured aliases, case-insensitive). Metrics: BilledCost (default),
+    /// EffectiveCost, ListCost, ContractedCost, PricingQuantity, ConsumedQuantity, lines.
+    /// Only primary sources are summed; amounts are exact (no rounding) in every format.
+    #[command(verbatim_doc_comment)]
+    Query {
+        /// Metrics to sum, comma-separated or repeated; the first orders the rows and ranks --top.
+        #[arg(long = "metric", value_name = "METRIC")]
+        metrics: Vec<String>,
+        /// Dimensions to group by, comma-separated or repeated (e.g. service,tag:team).
+        #[arg(long, value_name = "DIMENSION")]
+        group_by: Vec<String>,
+        /// Time buckets: none (default), day, week (ISO), month, billing_period. Days, weeks and
+        /// months are of ChargePeriodStart in the configured time zone.
+        #[arg(long)]
+        grain: Option<String>,
+        /// A filter, repeatable (all must hold): DIM=V1,V2 (any of), DIM!=V (none of). Values
+        /// are case-insensitive globs (* ? [a-z]); (none) matches a missing value.
+        #[arg(long = "where", value_name = "FILTER")]
+        filters: Vec<String>,
+        /// First day, month or ISO week of the range, e.g. 2026-09, 2026-09-15, 2026-W37.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, month or ISO week of the range, inclusive (--to 2026-11 takes all November).
+        #[arg(long)]
+        to: Option<String>,
+        /// Apply --from/--to to billing periods instead of the days the charges were incurred.
+        #[arg(long)]
+        by_billing_period: bool,
+        /// Convert money to this currency with the imported FX rates (each billing period at
+        /// its month's rate); a missing rate is an error naming the month and pair.
+        #[arg(long)]
+        currency: Option<String>,
+        /// Keep the N largest groups; the rest are summed into one "(others)" row.
+        #[arg(long)]
+        top: Option<usize>,
+        /// table (default on a terminal), csv (default otherwise) or json.
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
     },
     /// Exports.
     Export {

@@ -123,6 +123,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
+        Command::Query { metrics, group_by, grain, filters, from, to, by_billing_period, currency, top, format } => {
+            let env = load_env(&cli)?;
+            let text = crate::query::QueryText {
+                metrics: metrics.clone(),
+                group_by: group_by.clone(),
+                grain: grain.clone(),
+                filters: filters.clone(),
+                from: from.clone(),
+                to: to.clone(),
+                range_by_billing_period: *by_billing_period,
+                currency: currency.clone(),
+                top: *top,
+            };
+            let q = app::query::parse(&env.config, &text)?;
+            let store = open_ledger(&env.database).await?;
+            let result = app::query::query(store.as_ref(), &env.config, &q).await?;
+            print::print_query(&result, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export { what: ExportWhat::Csv { from, to, source, out } } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

@@ -198,3 +198,29 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>], tall
     }
     let _ = std::io::stdout().flush();
 }
+
+/// A query's answer on stdout in the chosen format (a table on a terminal, else CSV), with a
+/// line on stderr saying what was read.
+pub(super) fn print_query(
+    r: &crate::query::aggregate::QueryResult,
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use super::QueryFormat;
+    use crate::query::render;
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        QueryFormat::Table => render::write_table(r, &mut out)?,
+        QueryFormat::Csv => render::write_csv(r, &mut out)?,
+        QueryFormat::Json => render::write_json(r, &mut out)?,
+    }
+    out.flush()?;
+    eprintln!(
+        "{} charge lines matched; {} rows{}",
+        r.lines,
+        r.rows.len(),
+        if r.rates_used.is_empty() { String::new() } else { format!("; rates: {}", r.rates_used.join("; ")) }
+    );
+    Ok(())
+}

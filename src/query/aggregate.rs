@@ -1,0 +1,308 @@
+//! Answer a [`Query`] from charges, exactly: every sum is an [`ExactSum`], conversion multiplies
+//! a group's exact sum by the month's rate, and "others" is the exact remainder of the top N.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::NaiveDate;
+use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use super::{Dimension, Metric, MetricKind, Query};
+use crate::ledger::FxRate;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AggregateError {
+    #[error(
+        "no exchange rate from {from} to {to} for {month}: import one with `costledger fx import FILE` \
+         (columns month,from,to,rate), or leave out --currency to see each currency on its own"
+    )]
+    MissingRate { from: String, to: String, month: String },
+    #[error("{0}")]
+    Money(#[from] MoneyError),
+}
+
+/// One answer row. `keys` follow `group_by`; `None` is a missing value (shown as `(none)`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryRow {
+    /// The time bucket (absent with grain none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    pub keys: Vec<Option<String>>,
+    /// The row sums the groups beyond the top N.
+    pub others: bool,
+    pub currency: String,
+    /// One per metric; `None` when no line of the row has a value for it.
+    #[serde(serialize_with = "amounts")]
+    pub values: Vec<Option<ExactSum>>,
+}
+
+/// Totals of the whole answer per currency (the rows add up to them exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TotalRow {
+    pub currency: String,
+    #[serde(serialize_with = "amounts")]
+    pub values: Vec<Option<ExactSum>>,
+}
+
+/// Which store answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnsweredFrom {
+    /// Every current charge line was read.
+    Charges,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueryResult {
+    pub group_by: Vec<String>,
+    pub metrics: Vec<&'static str>,
+    pub grain: &'static str,
+    /// The currency money was converted to, if any.
+    pub converted_to: Option<String>,
+    pub rows: Vec<QueryRow>,
+    pub totals: Vec<TotalRow>,
+    /// The FX rates conversion used (`2026-11 1 EUR = 1.08 USD (ecb)`).
+    pub rates_used: Vec<String>,
+    /// Charge lines that matched the filters and range.
+    pub lines: u64,
+    pub answered_from: AnsweredFrom,
+}
+
+fn amounts<S: serde::Serializer>(v: &[Option<ExactSum>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for x in v {
+        seq.serialize_element(&x.map(|a| a.to_string()))?;
+    }
+    seq.end()
+}
+
+/// Ordered month, currency first: a missing rate is reported for the earliest month and the
+/// first currency, whatever order the lines came in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct GroupKey {
+    /// The billing period whose rate converts this group (only when converting).
+    fx_month: Option<BillingPeriod>,
+    currency: String,
+    bucket: Option<String>,
+    keys: Vec<Option<String>>,
+}
+
+type Sums = Vec<Option<ExactSum>>;
+/// (bucket, keys, currency) of an answer row.
+type RowKey = (Option<String>, Vec<Option<String>>, String);
+/// (keys, total of the first metric) of one group, for ranking.
+type Ranked<'a> = (&'a Vec<Option<String>>, ExactSum);
+
+fn add_to(sums: &mut Sums, values: &[Option<Decimal>]) -> Result<(), MoneyError> {
+    for (s, v) in sums.iter_mut().zip(values) {
+        if let Some(v) = v {
+            s.get_or_insert(ExactSum::ZERO).add(*v)?;
+        }
+    }
+    Ok(())
+}
+
+fn merge_into(sums: &mut Sums, other: &Sums) -> Result<(), MoneyError> {
+    for (s, v) in sums.iter_mut().zip(other) {
+        if let Some(v) = v {
+            s.get_or_insert(ExactSum::ZERO).merge(v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The value of `m` on one line.
+pub fn metric_value(line: &ChargeLine, m: Metric) -> Option<Decimal> {
+    match m {
+        Metric::BilledCost => Some(line.billed_cost),
+        Metric::EffectiveCost => line.effective_cost,
+        Metric::ListCost => line.list_cost,
+        Metric::ContractedCost => line.contracted_cost,
+        Metric::PricingQuantity => line.pricing_quantity,
+        Metric::ConsumedQuantity => line.consumed_quantity,
+        Metric::Lines => Some(Decimal::ONE),
+    }
+}
+
+/// The value of dimension `d` on one line. Tags: the first of the line's tags whose key
+/// normalises to the dimension's key (as the allocator reads them).
+pub fn dimension_value<'a>(
+    line: &'a ChargeLine,
+    source: &'a str,
+    d: &Dimension,
+    normalise_tag: &dyn Fn(&str) -> String,
+) -> Option<&'a str> {
+    let s = |v: &'a Option<String>| v.as_deref();
+    match d {
+        Dimension::Provider => s(&line.provider_name),
+        Dimension::BillingAccount => Some(&line.billing_account_id),
+        Dimension::SubAccount => s(&line.sub_account_id),
+        Dimension::Service => s(&line.service_name),
+        Dimension::ServiceCategory => s(&line.service_category),
+        Dimension::Region => s(&line.region_id),
+        Dimension::ChargeCategory => Some(line.charge_category.as_str()),
+        Dimension::ChargeClass => line.charge_class.map(|c| c.as_str()),
+        Dimension::Sku => s(&line.sku_id),
+        Dimension::Resource => s(&line.resource_id),
+        Dimension::PricingUnit => s(&line.pricing_unit),
+        Dimension::Source => Some(source),
+        Dimension::Tag(k) => line.tags.iter().find(|(key, _)| normalise_tag(key) == *k).map(|(_, v)| v.as_str()),
+    }
+}
+
+/// Sums charges into the query's groups; [`Aggregator::finish`] converts, ranks and sorts.
+pub struct Aggregator<'q> {
+    q: &'q Query,
+    tz: chrono_tz::Tz,
+    normalise_tag: &'q dyn Fn(&str) -> String,
+    groups: HashMap<GroupKey, Sums>,
+    lines: u64,
+}
+
+impl<'q> Aggregator<'q> {
+    pub fn new(q: &'q Query, tz: chrono_tz::Tz, normalise_tag: &'q dyn Fn(&str) -> String) -> Aggregator<'q> {
+        Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0 }
+    }
+
+    /// Add one charge line (of source `source`); lines outside the range or filters are skipped.
+    pub fn add_line(&mut self, line: &ChargeLine, source: &str) -> Result<(), AggregateError> {
+        let day: NaiveDate = line.charge_period_start.with_timezone(&self.tz).date_naive();
+        let period = BillingPeriod::of(line.billing_period_start);
+        if !self.q.range.contains(day, period) {
+            return Ok(());
+        }
+        let norm = self.normalise_tag;
+        for f in &self.q.filters {
+            if !f.matches(dimension_value(line, source, &f.dimension, norm)) {
+                return Ok(());
+            }
+        }
+        self.lines += 1;
+        let key = GroupKey {
+            bucket: self.q.grain.bucket(day, period),
+            keys: self.q.group_by.iter().map(|d| dimension_value(line, source, d, norm).map(str::to_string)).collect(),
+            currency: line.billing_currency.clone(),
+            fx_month: self.q.currency.as_ref().filter(|c| **c != line.billing_currency).map(|_| period),
+        };
+        let values: Vec<Option<Decimal>> = self.q.metrics.iter().map(|m| metric_value(line, *m)).collect();
+        let sums = self.groups.entry(key).or_insert_with(|| vec![None; self.q.metrics.len()]);
+        add_to(sums, &values)?;
+        Ok(())
+    }
+
+    pub fn finish(self, rates: &[FxRate]) -> Result<QueryResult, AggregateError> {
+        let q = self.q;
+        let mut used = BTreeSet::new();
+        // 1. Conversion: each (group, month) sum times that month's rate, merged per group.
+        let mut merged: BTreeMap<RowKey, Sums> = BTreeMap::new();
+        let mut groups: Vec<(GroupKey, Sums)> = self.groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (k, sums) in groups {
+            let (currency, sums) = match (&q.currency, k.fx_month) {
+                (Some(target), Some(month)) => {
+                    (target.clone(), convert(q, &sums, &k.currency, target, month, rates, &mut used)?)
+                }
+                _ => (k.currency, sums),
+            };
+            let e = merged.entry((k.bucket, k.keys, currency)).or_insert_with(|| vec![None; q.metrics.len()]);
+            merge_into(e, &sums)?;
+        }
+        // 2. Top N per currency, ranked by the first metric over the whole range.
+        let keep: Option<BTreeSet<(Vec<Option<String>>, String)>> = match q.top {
+            None => None,
+            Some(n) => {
+                let mut rank: BTreeMap<(Vec<Option<String>>, String), ExactSum> = BTreeMap::new();
+                for ((_, keys, cur), sums) in &merged {
+                    let e = rank.entry((keys.clone(), cur.clone())).or_default();
+                    if let Some(v) = &sums[0] {
+                        e.merge(v)?;
+                    }
+                }
+                let mut by_currency: BTreeMap<&str, Vec<Ranked<'_>>> = BTreeMap::new();
+                for ((keys, cur), v) in &rank {
+                    by_currency.entry(cur.as_str()).or_default().push((keys, *v));
+                }
+                let mut keep = BTreeSet::new();
+                for (cur, mut groups) in by_currency {
+                    groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+                    for (keys, _) in groups.into_iter().take(n) {
+                        keep.insert((keys.clone(), cur.to_string()));
+                    }
+                }
+                Some(keep)
+            }
+        };
+        let mut rows = Vec::new();
+        let mut others: BTreeMap<(Option<String>, String), Sums> = BTreeMap::new();
+        let mut totals: BTreeMap<String, Sums> = BTreeMap::new();
+        for ((bucket, keys, currency), sums) in merged {
+            merge_into(totals.entry(currency.clone()).or_insert_with(|| vec![None; q.metrics.len()]), &sums)?;
+            if let Some(keep) = &keep
+                && !keep.contains(&(keys.clone(), currency.clone()))
+            {
+                let e = others.entry((bucket, currency)).or_insert_with(|| vec![None; q.metrics.len()]);
+                merge_into(e, &sums)?;
+                continue;
+            }
+            rows.push(QueryRow { bucket, keys, others: false, currency, values: sums });
+        }
+        for ((bucket, currency), values) in others {
+            rows.push(QueryRow { bucket, keys: vec![None; q.group_by.len()], others: true, currency, values });
+        }
+        // 3. Deterministic order: bucket, currency, the largest first, others last, then keys.
+        rows.sort_by(|a, b| {
+            a.bucket
+                .cmp(&b.bucket)
+                .then_with(|| a.currency.cmp(&b.currency))
+                .then_with(|| a.others.cmp(&b.others))
+                .then_with(|| b.values[0].unwrap_or_default().cmp(&a.values[0].unwrap_or_default()))
+                .then_with(|| a.keys.cmp(&b.keys))
+        });
+        Ok(QueryResult {
+            group_by: q.group_by.iter().map(Dimension::name).collect(),
+            metrics: q.metrics.iter().map(|m| m.name()).collect(),
+            grain: q.grain.name(),
+            converted_to: q.currency.clone(),
+            rows,
+            totals: totals.into_iter().map(|(currency, values)| TotalRow { currency, values }).collect(),
+            rates_used: used.into_iter().collect(),
+            lines: self.lines,
+            answered_from: AnsweredFrom::Charges,
+        })
+    }
+}
+
+/// Money metrics of one group converted at `month`'s rate (exact product); other metrics kept.
+fn convert(
+    q: &Query,
+    sums: &Sums,
+    from: &str,
+    to: &str,
+    month: BillingPeriod,
+    rates: &[FxRate],
+    used: &mut BTreeSet<String>,
+) -> Result<Sums, AggregateError> {
+    let month = month.to_string();
+    let r = rates
+        .iter()
+        .find(|r| r.month == month && r.from == from && r.to == to)
+        .ok_or_else(|| AggregateError::MissingRate { from: from.into(), to: to.into(), month: month.clone() })?;
+    used.insert(format!("{month} 1 {from} = {} {to} ({})", r.rate, r.provenance));
+    let mut out = sums.clone();
+    for (m, v) in q.metrics.iter().zip(out.iter_mut()) {
+        if m.kind() != MetricKind::Money {
+            continue;
+        }
+        if let Some(s) = v {
+            let (d, rounded) = s.to_decimal().ok_or(MoneyError::SumOverflow)?;
+            let product = d.checked_mul(r.rate).ok_or(MoneyError::SumOverflow)?;
+            if rounded {
+                return Err(MoneyError::SumOverflow.into());
+            }
+            *v = Some(ExactSum::from(product));
+        }
+    }
+    Ok(out)
+}
