@@ -180,6 +180,9 @@ pub struct Config {
     pub checks: ChecksConfig,
     pub report: ReportConfig,
     pub daemon: DaemonConfig,
+    /// `query.rollup_tags`: tag keys the daily rollups keep (besides the owner tags), so
+    /// queries grouped or filtered by them read the rollups instead of every charge.
+    pub rollup_tags: Vec<String>,
 }
 
 /// Limits on the server's clients: a half-sent or idle client is dropped, and past the
@@ -222,6 +225,7 @@ impl Default for Config {
             checks: ChecksConfig::default(),
             report: ReportConfig::default(),
             daemon: DaemonConfig::default(),
+            rollup_tags: Vec::new(),
         }
     }
 }
@@ -459,10 +463,27 @@ impl Config {
                 "checks" => cfg.checks = parse_checks(v, &mut issues),
                 "report" => cfg.report = parse_report(v, &mut issues),
                 "daemon" => cfg.daemon = parse_daemon(v, &mut issues),
+                "query" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Q {
+                        #[serde(default)]
+                        rollup_tags: Vec<String>,
+                    }
+                    if let Some(q) = typed::<Q>(v, "query", &mut issues) {
+                        for t in &q.rollup_tags {
+                            if t.trim().is_empty() {
+                                issue(&mut issues, "query.rollup_tags", "a tag key is empty");
+                            }
+                        }
+                        cfg.rollup_tags = q.rollup_tags;
+                    }
+                }
                 other => issue(
                     &mut issues,
                     other,
-                    "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, report, daemon)",
+                    "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, \
+                     report, daemon, query)",
                 ),
             }
         }

@@ -22,6 +22,7 @@ use crate::ledger::{
     CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadRow, LoadState, LoadSummary, NewLoad,
     PeriodContribution, PeriodState, SourceRole,
 };
+use crate::query::rollup::{RollupBuilder, RollupSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -215,6 +216,20 @@ pub async fn ingest_source(
     cx: &Context,
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<Result<LoadReport, IngestError>>, IngestError> {
+    ingest_source_with(store, source, connector, window, cx, progress, None).await
+}
+
+/// [`ingest_source`], building each load's daily rollup with `rollup` (without one, queries
+/// over these loads scan their charges until `costledger rollup` builds it).
+pub async fn ingest_source_with(
+    store: &dyn LedgerStore,
+    source: &str,
+    connector: &dyn Connector,
+    window: PeriodWindow,
+    cx: &Context,
+    progress: Option<Progress<'_>>,
+    rollup: Option<&RollupSpec>,
+) -> Result<Vec<Result<LoadReport, IngestError>>, IngestError> {
     let span = info_span!("ingest", source = %source, kind = connector.kind());
     async move {
         let source_id = store.ensure_source(source, connector.kind()).await?;
@@ -237,7 +252,7 @@ pub async fn ingest_source(
         let owner = owner_id();
         let mut out = Vec::with_capacity(deliveries.len());
         for d in &deliveries {
-            out.push(load_delivery(store, source, source_id, connector, d, cx, &owner, progress).await);
+            out.push(load_delivery(store, source, source_id, connector, d, cx, &owner, progress, rollup).await);
         }
         Ok(out)
     }
@@ -255,6 +270,7 @@ pub async fn load_delivery(
     cx: &Context,
     owner: &str,
     progress: Option<Progress<'_>>,
+    rollup: Option<&RollupSpec>,
 ) -> Result<LoadReport, IngestError> {
     let ledger_err =
         |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
@@ -323,7 +339,7 @@ pub async fn load_delivery(
         let mut staging_cx = cx.clone();
         staging_cx.cancel = stop.clone();
         let staging = async {
-            let r = stage(store, source, load, connector, d, &staging_cx, progress).await;
+            let r = stage(store, source, load, connector, d, &staging_cx, progress, rollup).await;
             if r.is_err() {
                 // A failed (or cancelled) load needs no key: stop waiting for it.
                 stop.cancel();
@@ -401,7 +417,7 @@ pub async fn load_delivery(
         }
     } else {
         info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
-        (stage(store, source, load, connector, d, cx, progress).await, None)
+        (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
     };
     // A pending key is the key of the bytes the parser read (reported by the stream), never
     // a separate read's: when the two differ, the file changed while it was read.
@@ -565,6 +581,7 @@ fn describe_line(l: &ChargeLine) -> String {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stage(
     store: &dyn LedgerStore,
     source: &str,
@@ -573,7 +590,9 @@ async fn stage(
     d: &Delivery,
     cx: &Context,
     progress: Option<Progress<'_>>,
+    rollup: Option<&RollupSpec>,
 ) -> Result<(LoadSummary, u64, Vec<String>), IngestError> {
+    let mut rollup = rollup.map(RollupBuilder::new);
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
@@ -644,6 +663,12 @@ async fn stage(
         screen(&mut batch, &cx.date_bounds);
         for l in &batch.lines {
             if let Err(e) = sm.totals.add(&l.billing_currency, l.billed_cost) {
+                failure = Some(money(e));
+                break;
+            }
+            if let Some(r) = &mut rollup
+                && let Err(e) = r.add(l)
+            {
                 failure = Some(money(e));
                 break;
             }
@@ -726,6 +751,7 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
+    sm.rollup = rollup.map(RollupBuilder::finish);
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

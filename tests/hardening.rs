@@ -403,6 +403,7 @@ fn help_describes_every_option_and_import_lists_every_format() {
         vec!["report", "weekly"],
         vec!["fx", "import"],
         vec!["query"],
+        vec!["rollup"],
     ] {
         let out = bin().args(&cmd).arg("--help").output().expect("run");
         let help = String::from_utf8_lossy(&out.stdout);

@@ -191,6 +191,52 @@ pub struct LoadSummary {
     /// The delivery key, when it was computed during staging (the load was begun with a
     /// placeholder): set on the load at commit, before the duplicate check.
     pub delivery_key: Option<String>,
+    /// The load's daily rollup, written in the commit transaction.
+    pub rollup: Option<Rollup>,
+}
+
+/// A load's lines summed per local day over the query dimensions (see migration 0007).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rollup {
+    /// What the rollup was built with (time zone, tag keys, aliases), as a fingerprint.
+    pub spec: String,
+    pub rows: Vec<RollupRow>,
+}
+
+/// One day × dimension combination of one load.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RollupRow {
+    /// Local day of ChargePeriodStart (`YYYY-MM-DD`).
+    pub day: String,
+    /// `YYYY-MM` of BillingPeriodStart.
+    pub billing_period: String,
+    pub provider_name: Option<String>,
+    pub billing_account_id: String,
+    pub sub_account_id: Option<String>,
+    pub service_name: Option<String>,
+    pub service_category: Option<String>,
+    pub region_id: Option<String>,
+    pub charge_category: String,
+    pub charge_class: Option<String>,
+    pub sku_id: Option<String>,
+    pub pricing_unit: Option<String>,
+    pub billing_currency: String,
+    /// The rollup tag keys the lines carry (normalised key → value), as a JSON object.
+    pub tags: Option<String>,
+    pub lines: u64,
+    pub billed_cost: ExactSum,
+    pub effective_cost: Option<ExactSum>,
+    pub list_cost: Option<ExactSum>,
+    pub contracted_cost: Option<ExactSum>,
+    pub pricing_quantity: Option<ExactSum>,
+    pub consumed_quantity: Option<ExactSum>,
+}
+
+/// A rollup row of a current load, with the load's source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupRecord {
+    pub source: String,
+    pub row: RollupRow,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -727,6 +773,12 @@ pub trait LedgerStore: ReconcileStore {
     /// running any more.
     async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool>;
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
+    /// The rollup rows of current primary loads whose day is in `[from, to)` (`YYYY-MM-DD`).
+    fn rollups<'a>(&'a self, from: Option<String>, to: Option<String>) -> BoxStream<'a, Result<RollupRecord>>;
+    /// Current loads whose rollup was not built with `spec` (none, or another one).
+    async fn loads_without_rollup(&self, spec: &str) -> Result<Vec<LoadId>>;
+    /// Replace a current load's rollup (upgrades, a changed spec); false if it is not current.
+    async fn replace_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool>;
 }
 
 /// `host:pid:nonce`: identifies this process as the owner of a staging load or a run.

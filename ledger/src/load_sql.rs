@@ -94,6 +94,14 @@ pub fn commit_decision(current: Option<(LoadId, &str)>, key: &str) -> CommitDeci
     }
 }
 
+/// Rollup rows per multi-row INSERT (22 binds each: under both backends' bind limits).
+pub(crate) const ROLLUP_CHUNK: usize = 1_000;
+
+/// The columns of a rollup row after `load_id`, in the order they are bound and read.
+pub(crate) const ROLLUP_COLUMNS: &str = "day, billing_period, provider_name, billing_account_id, sub_account_id, \
+     service_name, service_category, region_id, charge_category, charge_class, sku_id, pricing_unit, billing_currency, \
+     tags, lines, billed_cost, effective_cost, list_cost, contracted_cost, pricing_quantity, consumed_quantity";
+
 /// The scope's previous finished load, as `record_failure` sees it.
 pub(crate) struct PreviousLoad {
     pub id: LoadId,
@@ -258,6 +266,10 @@ macro_rules! ledger_store_impl {
                 .bind(old)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(old).execute(&mut *tx).await?;
+            }
+            if let Some(r) = &sm.rollup {
+                insert_rollup(&mut tx, load, r).await?;
             }
             sqlx::query(q(
                 "UPDATE loads SET state = 'current', finished_at = {NOW}, heartbeat_at = {NOW}, row_count = ?, \
@@ -559,6 +571,57 @@ macro_rules! ledger_store_impl {
             Ok(n > 0)
         }
 
+        fn rollups<'a>(&'a self, from: Option<String>, to: Option<String>) -> BoxStream<'a, Result<RollupRecord>> {
+            let mut sql = format!(
+                "SELECT s.name, {ROLLUP_COLUMNS_R} FROM rollups r JOIN loads l ON l.id = r.load_id \
+                 JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' AND s.role = 'primary'"
+            );
+            let mut binds = Vec::new();
+            if let Some(f) = from {
+                sql.push_str(" AND r.day >= ?");
+                binds.push(f);
+            }
+            if let Some(t) = to {
+                sql.push_str(" AND r.day < ?");
+                binds.push(t);
+            }
+            let pool = &self.pool;
+            Box::pin(
+                futures::stream::once(async move {
+                    let mut query = sqlx::query(q(&sql));
+                    for b in binds {
+                        query = query.bind(b);
+                    }
+                    query.fetch(pool).map(|r| r.map_err(LedgerError::from).and_then(|row| rollup_record(&row)))
+                })
+                .flatten(),
+            )
+        }
+
+        async fn loads_without_rollup(&self, spec: &str) -> Result<Vec<LoadId>> {
+            Ok(sqlx::query_scalar(q(
+                "SELECT id FROM loads WHERE state = 'current' AND (rollup_spec IS NULL OR rollup_spec <> ?) ORDER BY id",
+            ))
+            .bind(spec)
+            .fetch_all(&self.pool)
+            .await?)
+        }
+
+        async fn replace_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool> {
+            let mut tx = begin_write(&self.pool).await?;
+            let current: Option<i64> =
+                sqlx::query_scalar(q("SELECT id FROM loads WHERE id = ? AND state = 'current'{FOR_UPDATE}"))
+                    .bind(load)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if current.is_none() {
+                return Ok(false);
+            }
+            insert_rollup(&mut tx, load, rollup).await?;
+            tx.commit().await?;
+            Ok(true)
+        }
+
         async fn runs(&self, limit: u32) -> Result<Vec<RunRow>> {
             let sql = format!(
                 "SELECT id, job, source, started_at, finished_at, status, CAST(attempts AS BIGINT), error, rows, \
@@ -612,6 +675,87 @@ macro_rules! load_helpers {
                 return Err(not_staging(load));
             }
             Ok(())
+        }
+
+        /// Replace the rollup of `load` and record the spec it was built with.
+        async fn insert_rollup(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId, r: &Rollup) -> Result<()> {
+            sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(load).execute(&mut **tx).await?;
+            for chunk in r.rows.chunks(crate::load_sql::ROLLUP_CHUNK) {
+                let mut b: sqlx::QueryBuilder<$db> =
+                    sqlx::QueryBuilder::new(format!("INSERT INTO rollups (load_id, {}) ", crate::load_sql::ROLLUP_COLUMNS));
+                b.push_values(chunk, |mut v, x| {
+                    let opt = |s: &Option<costledger_core::ExactSum>| s.map(|a| a.to_string());
+                    v.push_bind(load)
+                        .push_bind(x.day.clone())
+                        .push_bind(x.billing_period.clone())
+                        .push_bind(x.provider_name.clone())
+                        .push_bind(x.billing_account_id.clone())
+                        .push_bind(x.sub_account_id.clone())
+                        .push_bind(x.service_name.clone())
+                        .push_bind(x.service_category.clone())
+                        .push_bind(x.region_id.clone())
+                        .push_bind(x.charge_category.clone())
+                        .push_bind(x.charge_class.clone())
+                        .push_bind(x.sku_id.clone())
+                        .push_bind(x.pricing_unit.clone())
+                        .push_bind(x.billing_currency.clone())
+                        .push_bind(x.tags.clone())
+                        .push_bind(to_i64(x.lines))
+                        .push_bind(x.billed_cost.to_string())
+                        .push_bind(opt(&x.effective_cost))
+                        .push_bind(opt(&x.list_cost))
+                        .push_bind(opt(&x.contracted_cost))
+                        .push_bind(opt(&x.pricing_quantity))
+                        .push_bind(opt(&x.consumed_quantity));
+                });
+                b.build().execute(&mut **tx).await?;
+            }
+            sqlx::query(q("UPDATE loads SET rollup_spec = ? WHERE id = ?")).bind(&r.spec).bind(load).execute(&mut **tx).await?;
+            Ok(())
+        }
+
+        const ROLLUP_COLUMNS_R: &str = "r.day, r.billing_period, r.provider_name, r.billing_account_id, r.sub_account_id, \
+             r.service_name, r.service_category, r.region_id, r.charge_category, r.charge_class, r.sku_id, r.pricing_unit, \
+             r.billing_currency, r.tags, r.lines, r.billed_cost, r.effective_cost, r.list_cost, r.contracted_cost, \
+             r.pricing_quantity, r.consumed_quantity";
+
+        fn rollup_record<R: sqlx::Row>(r: &R) -> Result<RollupRecord>
+        where
+            usize: sqlx::ColumnIndex<R>,
+            for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+            for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        {
+            let sum = |t: String| -> Result<costledger_core::ExactSum> {
+                t.parse().map_err(|e| LedgerError::Corrupt(format!("rollup amount {t}: {e}")))
+            };
+            let opt = |i: usize| -> Result<Option<costledger_core::ExactSum>> { r.try_get::<Option<String>, _>(i)?.map(sum).transpose() };
+            Ok(RollupRecord {
+                source: r.try_get(0)?,
+                row: RollupRow {
+                    day: r.try_get(1)?,
+                    billing_period: r.try_get(2)?,
+                    provider_name: r.try_get(3)?,
+                    billing_account_id: r.try_get(4)?,
+                    sub_account_id: r.try_get(5)?,
+                    service_name: r.try_get(6)?,
+                    service_category: r.try_get(7)?,
+                    region_id: r.try_get(8)?,
+                    charge_category: r.try_get(9)?,
+                    charge_class: r.try_get(10)?,
+                    sku_id: r.try_get(11)?,
+                    pricing_unit: r.try_get(12)?,
+                    billing_currency: r.try_get(13)?,
+                    tags: r.try_get(14)?,
+                    lines: to_u64(r.try_get(15)?),
+                    billed_cost: sum(r.try_get(16)?)?,
+                    effective_cost: opt(17)?,
+                    list_cost: opt(18)?,
+                    contracted_cost: opt(19)?,
+                    pricing_quantity: opt(20)?,
+                    consumed_quantity: opt(21)?,
+                },
+            })
         }
 
         /// Delete a load's charges and quarantined rows (the load row itself stays).

@@ -44,6 +44,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0006_failures_and_run_owners.sql"),
         include_str!("../../migrations/postgres/0006_failures_and_run_owners.sql"),
     ),
+    (
+        7,
+        "rollups",
+        include_str!("../../migrations/sqlite/0007_rollups.sql"),
+        include_str!("../../migrations/postgres/0007_rollups.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

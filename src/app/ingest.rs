@@ -9,7 +9,7 @@ use costledger_core::{BillingPeriod, Connector, ConnectorError, Context, PeriodW
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::ingest::{IngestError, LoadOutcome, LoadReport, Progress, ingest_source};
+use crate::ingest::{IngestError, LoadOutcome, LoadReport, Progress, ingest_source_with};
 use crate::ledger::{LedgerStore, RunOutcome, RunStatus};
 
 /// The billing periods a run asks connectors for: the previous and the current month (bills
@@ -54,7 +54,8 @@ pub async fn ingest(
     opts: &Options<'_>,
 ) -> Attempt {
     let cx = context(config, source, opts);
-    ingest_source(store, source, connector, window(Utc::now()), &cx, opts.progress).await
+    let spec = crate::query::rollup::RollupSpec::from_config(config);
+    ingest_source_with(store, source, connector, window(Utc::now()), &cx, opts.progress, Some(&spec)).await
 }
 
 /// For a retrying edge: `Some(retry_after)` when the source, or one of its deliveries, failed

@@ -5,9 +5,10 @@ use futures::StreamExt;
 
 use crate::allocation::normalise_key;
 use crate::config::Config;
-use crate::ledger::{ChargeFilter, LedgerError, LedgerStore};
-use crate::query::aggregate::{AggregateError, Aggregator, QueryResult};
-use crate::query::{Query, QueryError, QueryText};
+use crate::ledger::{ChargeFilter, LedgerError, LedgerStore, LoadId};
+use crate::query::aggregate::{AggregateError, Aggregator, AnsweredFrom, QueryResult};
+use crate::query::rollup::{RollupBuilder, RollupSpec};
+use crate::query::{Query, QueryError, QueryText, RangeBy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueryRunError {
@@ -29,20 +30,86 @@ pub fn parse(config: &Config, text: &QueryText) -> Result<Query, QueryError> {
     text.parse(&tag_normaliser(config))
 }
 
-/// Run `q` over the current charges of primary sources.
+/// Where a query reads from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// The rollups when they hold every dimension asked for and every current load has one
+    /// built with today's spec; else the charges.
+    Auto,
+    /// Every current charge line (tests prove the rollups against this).
+    Charges,
+    /// The rollups, whatever the spec (tests).
+    Rollups,
+}
+
+/// Run `q` over the current charges of primary sources, from the rollups when they can answer.
 pub async fn query(store: &dyn LedgerStore, config: &Config, q: &Query) -> Result<QueryResult, QueryRunError> {
+    query_via(store, config, q, ReadPath::Auto).await
+}
+
+/// Whether the rollups can answer `q` exactly.
+pub async fn rollups_answer(store: &dyn LedgerStore, config: &Config, q: &Query) -> Result<bool, LedgerError> {
+    let spec = RollupSpec::from_config(config);
+    let dims_held = q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)).all(|d| spec.holds(d));
+    Ok(dims_held && store.loads_without_rollup(&spec.fingerprint()).await?.is_empty())
+}
+
+pub async fn query_via(
+    store: &dyn LedgerStore,
+    config: &Config,
+    q: &Query,
+    path: ReadPath,
+) -> Result<QueryResult, QueryRunError> {
     let norm = tag_normaliser(config);
-    let (from, to) = q.range.charge_bounds(config.timezone);
-    let filter = ChargeFilter { from, to, unordered: true, ..Default::default() };
     let rates = match q.currency {
         Some(_) => store.fx_rates().await?,
         None => Vec::new(),
     };
+    let use_rollups = match path {
+        ReadPath::Auto => rollups_answer(store, config, q).await?,
+        ReadPath::Charges => false,
+        ReadPath::Rollups => true,
+    };
     let mut agg = Aggregator::new(q, config.timezone, &norm);
+    if use_rollups {
+        let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
+        let (from, to) = match q.range.by {
+            RangeBy::ChargePeriod => (q.range.from.map(day), q.range.to.map(day)),
+            RangeBy::BillingPeriod => (None, None),
+        };
+        let mut rows = store.rollups(from, to);
+        while let Some(r) = rows.next().await {
+            agg.add_rollup(&r?)?;
+        }
+        return Ok(agg.finish(&rates, AnsweredFrom::Rollups)?);
+    }
+    let (from, to) = q.range.charge_bounds(config.timezone);
+    let filter = ChargeFilter { from, to, unordered: true, ..Default::default() };
     let mut charges = store.charges(&filter);
     while let Some(rec) = charges.next().await {
         let rec = rec?;
         agg.add_line(&rec.line, &rec.source)?;
     }
-    Ok(agg.finish(&rates)?)
+    Ok(agg.finish(&rates, AnsweredFrom::Charges)?)
+}
+
+/// Build the rollup of every current load that has none built with today's spec (a ledger
+/// from before rollups, or a changed time zone, tag list or alias): each load's charges are
+/// read once and its rollup replaced in one transaction. Returns the loads rebuilt.
+pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<Vec<LoadId>, QueryRunError> {
+    let spec = RollupSpec::from_config(config);
+    let mut rebuilt = Vec::new();
+    for load in store.loads_without_rollup(&spec.fingerprint()).await? {
+        let mut b = RollupBuilder::new(&spec);
+        let filter = ChargeFilter { load: Some(load), unordered: true, ..Default::default() };
+        let mut charges = store.charges(&filter);
+        while let Some(rec) = charges.next().await {
+            b.add(&rec?.line).map_err(AggregateError::from)?;
+        }
+        drop(charges);
+        if store.replace_rollup(load, &b.finish()).await? {
+            rebuilt.push(load);
+        }
+    }
+    Ok(rebuilt)
 }

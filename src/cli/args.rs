@@ -213,8 +213,12 @@ pub enum Command {
         #[command(subcommand)]
         what: ReportWhat,
     },
-    /// Create or upgrade the ledger schema.
+    /// Create or upgrade the ledger schema, then build the daily rollups loads lack.
     Migrate,
+    /// Build the daily rollup of every current load that lacks one built with this config
+    /// (a ledger from before rollups; a changed timezone, query.rollup_tags or tag alias).
+    /// Until then, queries read the charges: slower, same answers.
+    Rollup,
     /// Validate the config file and report every problem with its path.
     CheckConfig,
     /// Write realistic synthetic FOCUS bills (deterministic for a seed), e.g.

@@ -216,8 +216,12 @@ pub(super) fn print_query(
         QueryFormat::Json => render::write_json(r, &mut out)?,
     }
     out.flush()?;
+    let from = match r.answered_from {
+        crate::query::aggregate::AnsweredFrom::Rollups => "daily rollups",
+        crate::query::aggregate::AnsweredFrom::Charges => "charges",
+    };
     eprintln!(
-        "{} charge lines matched; {} rows{}",
+        "{} charge lines matched ({from}); {} rows{}",
         r.lines,
         r.rows.len(),
         if r.rates_used.is_empty() { String::new() } else { format!("; rates: {}", r.rates_used.join("; ")) }

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::{Dimension, Metric, MetricKind, Query};
-use crate::ledger::FxRate;
+use crate::ledger::{FxRate, RollupRecord, RollupRow};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
@@ -20,6 +20,8 @@ pub enum AggregateError {
     MissingRate { from: String, to: String, month: String },
     #[error("{0}")]
     Money(#[from] MoneyError),
+    #[error("the ledger holds a {0}")]
+    Corrupt(String),
 }
 
 /// One answer row. `keys` follow `group_by`; `None` is a missing value (shown as `(none)`).
@@ -51,6 +53,8 @@ pub struct TotalRow {
 pub enum AnsweredFrom {
     /// Every current charge line was read.
     Charges,
+    /// The daily rollups were read (every dimension asked for is in them).
+    Rollups,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,15 +99,6 @@ type RowKey = (Option<String>, Vec<Option<String>>, String);
 /// (keys, total of the first metric) of one group, for ranking.
 type Ranked<'a> = (&'a Vec<Option<String>>, ExactSum);
 
-fn add_to(sums: &mut Sums, values: &[Option<Decimal>]) -> Result<(), MoneyError> {
-    for (s, v) in sums.iter_mut().zip(values) {
-        if let Some(v) = v {
-            s.get_or_insert(ExactSum::ZERO).add(*v)?;
-        }
-    }
-    Ok(())
-}
-
 fn merge_into(sums: &mut Sums, other: &Sums) -> Result<(), MoneyError> {
     for (s, v) in sums.iter_mut().zip(other) {
         if let Some(v) = v {
@@ -123,6 +118,19 @@ pub fn metric_value(line: &ChargeLine, m: Metric) -> Option<Decimal> {
         Metric::PricingQuantity => line.pricing_quantity,
         Metric::ConsumedQuantity => line.consumed_quantity,
         Metric::Lines => Some(Decimal::ONE),
+    }
+}
+
+/// The value of `m` on one rollup row.
+fn rollup_value(r: &RollupRow, m: Metric) -> Option<ExactSum> {
+    match m {
+        Metric::BilledCost => Some(r.billed_cost),
+        Metric::EffectiveCost => r.effective_cost,
+        Metric::ListCost => r.list_cost,
+        Metric::ContractedCost => r.contracted_cost,
+        Metric::PricingQuantity => r.pricing_quantity,
+        Metric::ConsumedQuantity => r.consumed_quantity,
+        Metric::Lines => Some(ExactSum::from(Decimal::from(r.lines))),
     }
 }
 
@@ -170,29 +178,76 @@ impl<'q> Aggregator<'q> {
     pub fn add_line(&mut self, line: &ChargeLine, source: &str) -> Result<(), AggregateError> {
         let day: NaiveDate = line.charge_period_start.with_timezone(&self.tz).date_naive();
         let period = BillingPeriod::of(line.billing_period_start);
+        let norm = self.normalise_tag;
+        let values = self.q.metrics.iter().map(|m| metric_value(line, *m).map(ExactSum::from)).collect();
+        self.add_fact(day, period, &line.billing_currency, |d| dimension_value(line, source, d, norm), values, 1)
+    }
+
+    /// Add one rollup row (its tags are already normalised and limited to the rollup's keys).
+    pub fn add_rollup(&mut self, rec: &RollupRecord) -> Result<(), AggregateError> {
+        let r = &rec.row;
+        let bad =
+            |what: &str| AggregateError::Corrupt(format!("rollup row with {what}: run `costledger rollup --rebuild`"));
+        let day = NaiveDate::parse_from_str(&r.day, "%Y-%m-%d").map_err(|_| bad("a bad day"))?;
+        let period: BillingPeriod = r.billing_period.parse().map_err(|_| bad("a bad billing period"))?;
+        let tags: BTreeMap<String, String> = match &r.tags {
+            Some(t) => serde_json::from_str(t).map_err(|_| bad("bad tags"))?,
+            None => BTreeMap::new(),
+        };
+        let values = self.q.metrics.iter().map(|m| rollup_value(r, *m)).collect();
+        fn s(v: &Option<String>) -> Option<&str> {
+            v.as_deref()
+        }
+        let dim = |d: &Dimension| -> Option<&str> {
+            match d {
+                Dimension::Provider => s(&r.provider_name),
+                Dimension::BillingAccount => Some(r.billing_account_id.as_str()),
+                Dimension::SubAccount => s(&r.sub_account_id),
+                Dimension::Service => s(&r.service_name),
+                Dimension::ServiceCategory => s(&r.service_category),
+                Dimension::Region => s(&r.region_id),
+                Dimension::ChargeCategory => Some(r.charge_category.as_str()),
+                Dimension::ChargeClass => s(&r.charge_class),
+                Dimension::Sku => s(&r.sku_id),
+                Dimension::Resource => None,
+                Dimension::PricingUnit => s(&r.pricing_unit),
+                Dimension::Source => Some(rec.source.as_str()),
+                Dimension::Tag(k) => tags.get(k).map(String::as_str),
+            }
+        };
+        self.add_fact(day, period, &r.billing_currency, dim, values, r.lines)
+    }
+
+    fn add_fact<'a>(
+        &mut self,
+        day: NaiveDate,
+        period: BillingPeriod,
+        currency: &str,
+        dim: impl Fn(&Dimension) -> Option<&'a str>,
+        values: Sums,
+        lines: u64,
+    ) -> Result<(), AggregateError> {
         if !self.q.range.contains(day, period) {
             return Ok(());
         }
-        let norm = self.normalise_tag;
         for f in &self.q.filters {
-            if !f.matches(dimension_value(line, source, &f.dimension, norm)) {
+            if !f.matches(dim(&f.dimension)) {
                 return Ok(());
             }
         }
-        self.lines += 1;
+        self.lines += lines;
         let key = GroupKey {
             bucket: self.q.grain.bucket(day, period),
-            keys: self.q.group_by.iter().map(|d| dimension_value(line, source, d, norm).map(str::to_string)).collect(),
-            currency: line.billing_currency.clone(),
-            fx_month: self.q.currency.as_ref().filter(|c| **c != line.billing_currency).map(|_| period),
+            keys: self.q.group_by.iter().map(|d| dim(d).map(str::to_string)).collect(),
+            currency: currency.to_string(),
+            fx_month: self.q.currency.as_ref().filter(|c| *c != currency).map(|_| period),
         };
-        let values: Vec<Option<Decimal>> = self.q.metrics.iter().map(|m| metric_value(line, *m)).collect();
         let sums = self.groups.entry(key).or_insert_with(|| vec![None; self.q.metrics.len()]);
-        add_to(sums, &values)?;
+        merge_into(sums, &values)?;
         Ok(())
     }
 
-    pub fn finish(self, rates: &[FxRate]) -> Result<QueryResult, AggregateError> {
+    pub fn finish(self, rates: &[FxRate], answered_from: AnsweredFrom) -> Result<QueryResult, AggregateError> {
         let q = self.q;
         let mut used = BTreeSet::new();
         // 1. Conversion: each (group, month) sum times that month's rate, merged per group.
@@ -269,7 +324,7 @@ impl<'q> Aggregator<'q> {
             totals: totals.into_iter().map(|(currency, values)| TotalRow { currency, values }).collect(),
             rates_used: used.into_iter().collect(),
             lines: self.lines,
-            answered_from: AnsweredFrom::Charges,
+            answered_from,
         })
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod aggregate;
 pub mod render;
+pub mod rollup;
 
 use std::fmt;
 

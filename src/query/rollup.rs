@@ -1,0 +1,215 @@
+//! Daily rollups: a load's lines summed per local day over every query dimension but the
+//! resource id, with only the configured tag keys. The loader feeds every staged line to a
+//! [`RollupBuilder`]; the ledger writes the rows in the load's commit transaction. Pure.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
+
+use super::Dimension;
+use crate::allocation::normalise_key;
+use crate::config::Config;
+use crate::ledger::{Rollup, RollupRow};
+
+/// What a rollup is built with. A rollup built with another spec (another time zone, other
+/// tag keys or aliases) is not read: queries scan the charges until it is rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupSpec {
+    pub tz: chrono_tz::Tz,
+    /// Normalised tag keys kept, sorted.
+    pub tag_keys: Vec<String>,
+    aliases: BTreeMap<String, String>,
+}
+
+impl RollupSpec {
+    /// `query.rollup_tags` plus the allocation's owner tags, normalised like every tag key.
+    pub fn from_config(config: &Config) -> RollupSpec {
+        let aliases = config.allocation.tag_aliases.clone();
+        let mut tag_keys: Vec<String> = config
+            .rollup_tags
+            .iter()
+            .chain(&config.allocation.owner_tags)
+            .map(|k| normalise_key(&aliases, k))
+            .filter(|k| !k.is_empty())
+            .collect();
+        tag_keys.sort();
+        tag_keys.dedup();
+        RollupSpec { tz: config.timezone, tag_keys, aliases }
+    }
+
+    /// The text stored with a load's rollup.
+    pub fn fingerprint(&self) -> String {
+        let aliases: Vec<String> = self.aliases.iter().map(|(a, k)| format!("{a}>{k}")).collect();
+        format!("v1 tz={} tags={} aliases={}", self.tz.name(), self.tag_keys.join(","), aliases.join(","))
+    }
+
+    /// Whether the rollup holds dimension `d` (everything but the resource id and other tags).
+    pub fn holds(&self, d: &Dimension) -> bool {
+        match d {
+            Dimension::Resource => false,
+            Dimension::Tag(k) => self.tag_keys.binary_search(k).is_ok(),
+            _ => true,
+        }
+    }
+}
+
+/// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations,
+/// not with the lines.
+pub struct RollupBuilder<'s> {
+    spec: &'s RollupSpec,
+    /// Hash of a row's key → indexes of the rows with that hash.
+    index: HashMap<u64, Vec<usize>>,
+    rows: Vec<RollupRow>,
+    /// Each row's tags, sorted by key (what the row's `tags` JSON says).
+    row_tags: Vec<Vec<(String, String)>>,
+    /// Raw tag key → normalised key, when it is a kept key.
+    keys: HashMap<String, Option<String>>,
+    last_day: Option<(DateTime<Utc>, NaiveDate, String)>,
+    last_period: Option<(DateTime<Utc>, String)>,
+}
+
+impl<'s> RollupBuilder<'s> {
+    pub fn new(spec: &'s RollupSpec) -> RollupBuilder<'s> {
+        RollupBuilder {
+            spec,
+            index: HashMap::new(),
+            rows: Vec::new(),
+            row_tags: Vec::new(),
+            keys: HashMap::new(),
+            last_day: None,
+            last_period: None,
+        }
+    }
+
+    pub fn add(&mut self, l: &ChargeLine) -> Result<(), MoneyError> {
+        let day = match &self.last_day {
+            Some((t, _, text)) if *t == l.charge_period_start => text.clone(),
+            _ => {
+                let d = l.charge_period_start.with_timezone(&self.spec.tz).date_naive();
+                let text = d.format("%Y-%m-%d").to_string();
+                self.last_day = Some((l.charge_period_start, d, text.clone()));
+                text
+            }
+        };
+        let period = match &self.last_period {
+            Some((t, text)) if *t == l.billing_period_start => text.clone(),
+            _ => {
+                let text = BillingPeriod::of(l.billing_period_start).to_string();
+                self.last_period = Some((l.billing_period_start, text.clone()));
+                text
+            }
+        };
+        for k in l.tags.keys() {
+            if !self.keys.contains_key(k.as_str()) {
+                let n = normalise_key(&self.spec.aliases, k);
+                let keep = self.spec.tag_keys.binary_search(&n).is_ok().then_some(n);
+                self.keys.insert(k.clone(), keep);
+            }
+        }
+        let mut tags: Vec<(&str, &str)> = Vec::new();
+        for (k, v) in &l.tags {
+            // The first tag of a normalised key wins (as the allocator reads them).
+            if let Some(Some(nk)) = self.keys.get(k.as_str())
+                && !tags.iter().any(|(x, _)| x == nk)
+            {
+                tags.push((nk.as_str(), v.as_str()));
+            }
+        }
+        tags.sort_unstable();
+        let class = l.charge_class.map(|c| c.as_str());
+        let key = (
+            day.as_str(),
+            period.as_str(),
+            l.provider_name.as_deref(),
+            l.billing_account_id.as_str(),
+            l.sub_account_id.as_deref(),
+            l.service_name.as_deref(),
+            l.service_category.as_deref(),
+            l.region_id.as_deref(),
+            l.charge_category.as_str(),
+            class,
+            l.sku_id.as_deref(),
+            l.pricing_unit.as_deref(),
+            l.billing_currency.as_str(),
+        );
+        let mut h = DefaultHasher::new();
+        (key.0, key.1, key.2, key.3, key.4, key.5, key.6).hash(&mut h);
+        (key.7, key.8, key.9, key.10, key.11, key.12).hash(&mut h);
+        tags.hash(&mut h);
+        let hash = h.finish();
+        let candidates = self.index.entry(hash).or_default();
+        let found = candidates.iter().copied().find(|&i| {
+            let r = &self.rows[i];
+            r.day == key.0
+                && r.billing_period == key.1
+                && r.provider_name.as_deref() == key.2
+                && r.billing_account_id == key.3
+                && r.sub_account_id.as_deref() == key.4
+                && r.service_name.as_deref() == key.5
+                && r.service_category.as_deref() == key.6
+                && r.region_id.as_deref() == key.7
+                && r.charge_category == key.8
+                && r.charge_class.as_deref() == key.9
+                && r.sku_id.as_deref() == key.10
+                && r.pricing_unit.as_deref() == key.11
+                && r.billing_currency == key.12
+                && self.row_tags[i].len() == tags.len()
+                && self.row_tags[i].iter().zip(&tags).all(|((a, b), (c, d))| a == c && b == d)
+        });
+        let i = match found {
+            Some(i) => i,
+            None => {
+                let owned: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                let json = (!owned.is_empty()).then(|| {
+                    let m: BTreeMap<&str, &str> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                    serde_json::to_string(&m).unwrap_or_default()
+                });
+                self.rows.push(RollupRow {
+                    day,
+                    billing_period: period,
+                    provider_name: l.provider_name.clone(),
+                    billing_account_id: l.billing_account_id.clone(),
+                    sub_account_id: l.sub_account_id.clone(),
+                    service_name: l.service_name.clone(),
+                    service_category: l.service_category.clone(),
+                    region_id: l.region_id.clone(),
+                    charge_category: l.charge_category.as_str().to_string(),
+                    charge_class: class.map(str::to_string),
+                    sku_id: l.sku_id.clone(),
+                    pricing_unit: l.pricing_unit.clone(),
+                    billing_currency: l.billing_currency.clone(),
+                    tags: json,
+                    ..Default::default()
+                });
+                self.row_tags.push(owned);
+                candidates.push(self.rows.len() - 1);
+                self.rows.len() - 1
+            }
+        };
+        let r = &mut self.rows[i];
+        r.lines += 1;
+        r.billed_cost.add(l.billed_cost)?;
+        for (sum, v) in [
+            (&mut r.effective_cost, l.effective_cost),
+            (&mut r.list_cost, l.list_cost),
+            (&mut r.contracted_cost, l.contracted_cost),
+            (&mut r.pricing_quantity, l.pricing_quantity),
+            (&mut r.consumed_quantity, l.consumed_quantity),
+        ] {
+            if let Some(v) = v {
+                sum.get_or_insert(ExactSum::ZERO).add(v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows, sorted (deterministic).
+    pub fn finish(self) -> Rollup {
+        let mut rows = self.rows;
+        rows.sort();
+        Rollup { spec: self.spec.fingerprint(), rows }
+    }
+}
