@@ -592,6 +592,7 @@ async fn stage(
     progress: Option<Progress<'_>>,
     rollup: Option<&RollupSpec>,
 ) -> Result<(LoadSummary, u64, Vec<String>), IngestError> {
+    let rollup_wanted = rollup.is_some();
     let mut rollup = rollup.map(RollupBuilder::new);
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
@@ -751,7 +752,15 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
-    sm.rollup = rollup.map(RollupBuilder::finish);
+    sm.rollup = rollup.and_then(RollupBuilder::finish);
+    if sm.rollup.is_none() && rollup_wanted {
+        tracing::warn!(
+            source,
+            scope = %d.scope,
+            "the load has more than {} distinct day × dimension rows: no daily rollup; queries over it read the charges",
+            crate::query::rollup::MAX_ROLLUP_ROWS
+        );
+    }
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

@@ -215,7 +215,7 @@ async fn load_with_rollup(
         for l in lines {
             b.add(l).expect("add");
         }
-        sm.rollup = Some(b.finish());
+        sm.rollup = b.finish();
     }
     s.commit_load(id, &sm).await.expect("commit");
 }
@@ -333,4 +333,28 @@ async fn a_load_that_never_committed_leaves_no_rollup() {
         let r = query_via(s.as_ref(), &cfg, &q, path).await.expect("query");
         assert_eq!(r.totals[0].values[0].map(|v| v.to_string()).as_deref(), Some("10.5"), "{path:?}");
     }
+}
+
+/// A load with more distinct rollup rows than the cap gets no rollup (memory stays bounded);
+/// one row fewer still gets one.
+#[test]
+fn a_rollup_past_its_row_cap_is_given_up() {
+    use costledger::query::rollup::MAX_ROLLUP_ROWS;
+    let spec = RollupSpec::from_config(&Config::default());
+    let mut l = line("1", "USD");
+    let mut b = RollupBuilder::new(&spec);
+    for i in 0..MAX_ROLLUP_ROWS {
+        l.sku_id = Some(format!("SKU-{i}"));
+        b.add(&l).expect("add");
+    }
+    l.sku_id = Some("SKU-0".into());
+    b.add(&l).expect("add");
+    let rollup = b.finish().expect("at the cap: a rollup");
+    assert_eq!(rollup.rows.len(), MAX_ROLLUP_ROWS);
+    let mut b = RollupBuilder::new(&spec);
+    for i in 0..=MAX_ROLLUP_ROWS {
+        l.sku_id = Some(format!("SKU-{i}"));
+        b.add(&l).expect("add");
+    }
+    assert!(b.finish().is_none(), "one row past the cap: no rollup");
 }

@@ -95,7 +95,8 @@ pub async fn query_via(
 
 /// Build the rollup of every current load that has none built with today's spec (a ledger
 /// from before rollups, or a changed time zone, tag list or alias): each load's charges are
-/// read once and its rollup replaced in one transaction. Returns the loads rebuilt.
+/// read once and its rollup replaced in one transaction. Returns the loads rebuilt (a load with
+/// more than `MAX_ROLLUP_ROWS` distinct rows gets none and keeps being read from its charges).
 pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<Vec<LoadId>, QueryRunError> {
     let spec = RollupSpec::from_config(config);
     let mut rebuilt = Vec::new();
@@ -107,7 +108,9 @@ pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> 
             b.add(&rec?.line).map_err(AggregateError::from)?;
         }
         drop(charges);
-        if store.replace_rollup(load, &b.finish()).await? {
+        if let Some(rollup) = b.finish()
+            && store.replace_rollup(load, &rollup).await?
+        {
             rebuilt.push(load);
         }
     }

@@ -56,8 +56,12 @@ impl RollupSpec {
     }
 }
 
-/// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations,
-/// not with the lines.
+/// At most this many rows are held for one load (about 300 bytes each): past it the load gets
+/// no rollup (queries over it read the charges), so memory stays bounded whatever the bill.
+pub const MAX_ROLLUP_ROWS: usize = 250_000;
+
+/// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations
+/// (up to [`MAX_ROLLUP_ROWS`]), not with the lines.
 pub struct RollupBuilder<'s> {
     spec: &'s RollupSpec,
     /// Hash of a row's key → indexes of the rows with that hash.
@@ -69,6 +73,8 @@ pub struct RollupBuilder<'s> {
     keys: HashMap<String, Option<String>>,
     last_day: Option<(DateTime<Utc>, NaiveDate, String)>,
     last_period: Option<(DateTime<Utc>, String)>,
+    /// More distinct rows than [`MAX_ROLLUP_ROWS`]: the rollup was given up.
+    overflowed: bool,
 }
 
 impl<'s> RollupBuilder<'s> {
@@ -81,10 +87,14 @@ impl<'s> RollupBuilder<'s> {
             keys: HashMap::new(),
             last_day: None,
             last_period: None,
+            overflowed: false,
         }
     }
 
     pub fn add(&mut self, l: &ChargeLine) -> Result<(), MoneyError> {
+        if self.overflowed {
+            return Ok(());
+        }
         let day = match &self.last_day {
             Some((t, _, text)) if *t == l.charge_period_start => text.clone(),
             _ => {
@@ -161,6 +171,13 @@ impl<'s> RollupBuilder<'s> {
         });
         let i = match found {
             Some(i) => i,
+            None if self.rows.len() >= MAX_ROLLUP_ROWS => {
+                self.overflowed = true;
+                self.rows = Vec::new();
+                self.row_tags = Vec::new();
+                self.index = HashMap::new();
+                return Ok(());
+            }
             None => {
                 let owned: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let json = (!owned.is_empty()).then(|| {
@@ -206,10 +223,13 @@ impl<'s> RollupBuilder<'s> {
         Ok(())
     }
 
-    /// The rows, sorted (deterministic).
-    pub fn finish(self) -> Rollup {
+    /// The rows, sorted (deterministic); `None` when there were more than [`MAX_ROLLUP_ROWS`].
+    pub fn finish(self) -> Option<Rollup> {
+        if self.overflowed {
+            return None;
+        }
         let mut rows = self.rows;
         rows.sort();
-        Rollup { spec: self.spec.fingerprint(), rows }
+        Some(Rollup { spec: self.spec.fingerprint(), rows })
     }
 }
