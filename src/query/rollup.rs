@@ -58,7 +58,7 @@ impl RollupSpec {
 
 /// At most this many rows are held for one load (about 300 bytes each): past it the load gets
 /// no rollup (queries over it read the charges), so memory stays bounded whatever the bill.
-pub const MAX_ROLLUP_ROWS: usize = 250_000;
+pub const MAX_ROLLUP_ROWS: usize = 20_000;
 
 /// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations
 /// (up to [`MAX_ROLLUP_ROWS`]), not with the lines.
@@ -71,8 +71,9 @@ pub struct RollupBuilder<'s> {
     row_tags: Vec<Vec<(String, String)>>,
     /// Raw tag key → normalised key, when it is a kept key.
     keys: HashMap<String, Option<String>>,
-    last_day: Option<(DateTime<Utc>, NaiveDate, String)>,
-    last_period: Option<(DateTime<Utc>, String)>,
+    /// Each row's (local day, billing period), compared without touching its text.
+    row_dates: Vec<(NaiveDate, (i32, u32))>,
+    last_day: Option<(DateTime<Utc>, NaiveDate)>,
     /// More distinct rows than [`MAX_ROLLUP_ROWS`]: the rollup was given up.
     overflowed: bool,
 }
@@ -85,8 +86,8 @@ impl<'s> RollupBuilder<'s> {
             rows: Vec::new(),
             row_tags: Vec::new(),
             keys: HashMap::new(),
+            row_dates: Vec::new(),
             last_day: None,
-            last_period: None,
             overflowed: false,
         }
     }
@@ -95,23 +96,16 @@ impl<'s> RollupBuilder<'s> {
         if self.overflowed {
             return Ok(());
         }
-        let day = match &self.last_day {
-            Some((t, _, text)) if *t == l.charge_period_start => text.clone(),
+        let day = match self.last_day {
+            Some((t, d)) if t == l.charge_period_start => d,
             _ => {
                 let d = l.charge_period_start.with_timezone(&self.spec.tz).date_naive();
-                let text = d.format("%Y-%m-%d").to_string();
-                self.last_day = Some((l.charge_period_start, d, text.clone()));
-                text
+                self.last_day = Some((l.charge_period_start, d));
+                d
             }
         };
-        let period = match &self.last_period {
-            Some((t, text)) if *t == l.billing_period_start => text.clone(),
-            _ => {
-                let text = BillingPeriod::of(l.billing_period_start).to_string();
-                self.last_period = Some((l.billing_period_start, text.clone()));
-                text
-            }
-        };
+        let bp = BillingPeriod::of(l.billing_period_start);
+        let period = (bp.year, bp.month);
         for k in l.tags.keys() {
             if !self.keys.contains_key(k.as_str()) {
                 let n = normalise_key(&self.spec.aliases, k);
@@ -131,8 +125,8 @@ impl<'s> RollupBuilder<'s> {
         tags.sort_unstable();
         let class = l.charge_class.map(|c| c.as_str());
         let key = (
-            day.as_str(),
-            period.as_str(),
+            day,
+            period,
             l.provider_name.as_deref(),
             l.billing_account_id.as_str(),
             l.sub_account_id.as_deref(),
@@ -153,8 +147,7 @@ impl<'s> RollupBuilder<'s> {
         let candidates = self.index.entry(hash).or_default();
         let found = candidates.iter().copied().find(|&i| {
             let r = &self.rows[i];
-            r.day == key.0
-                && r.billing_period == key.1
+            self.row_dates[i] == (key.0, key.1)
                 && r.provider_name.as_deref() == key.2
                 && r.billing_account_id == key.3
                 && r.sub_account_id.as_deref() == key.4
@@ -175,6 +168,7 @@ impl<'s> RollupBuilder<'s> {
                 self.overflowed = true;
                 self.rows = Vec::new();
                 self.row_tags = Vec::new();
+                self.row_dates = Vec::new();
                 self.index = HashMap::new();
                 return Ok(());
             }
@@ -184,9 +178,10 @@ impl<'s> RollupBuilder<'s> {
                     let m: BTreeMap<&str, &str> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
                     serde_json::to_string(&m).unwrap_or_default()
                 });
+                self.row_dates.push((day, period));
                 self.rows.push(RollupRow {
-                    day,
-                    billing_period: period,
+                    day: day.format("%Y-%m-%d").to_string(),
+                    billing_period: bp.to_string(),
                     provider_name: l.provider_name.clone(),
                     billing_account_id: l.billing_account_id.clone(),
                     sub_account_id: l.sub_account_id.clone(),
