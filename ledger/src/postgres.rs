@@ -410,7 +410,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
-        let cols: Vec<String> = CHARGE_COLUMNS.iter().map(|c| format!("c.{c}")).collect();
+        let cols = charge_select(f.lean, "NULL::text");
         let order: Vec<String> = ORDER_COLUMNS
             .iter()
             .map(|c| match *c {
@@ -421,7 +421,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         let sql = format!(
             "SELECT {}, s.name FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
              WHERE {w}{}",
-            cols.join(", "),
+            cols,
             if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) }
         );
         let pool = &self.pool;

@@ -477,12 +477,12 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
-        let cols: Vec<String> = CHARGE_COLUMNS.iter().map(|c| format!("c.{c}")).collect();
+        let cols = charge_select(f.lean, "NULL");
         let order: Vec<String> = ORDER_COLUMNS.iter().map(|c| format!("c.{c} NULLS FIRST")).collect();
         let sql = format!(
             "SELECT {}, s.name FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
              WHERE {w}{}",
-            cols.join(", "),
+            cols,
             if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) },
             j = charges_of_l!()
         );

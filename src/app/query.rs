@@ -84,7 +84,7 @@ pub async fn query_via(
         return Ok(agg.finish(&rates, AnsweredFrom::Rollups)?);
     }
     let (from, to) = q.range.charge_bounds(config.timezone);
-    let filter = ChargeFilter { from, to, unordered: true, ..Default::default() };
+    let filter = ChargeFilter { from, to, unordered: true, lean: true, ..Default::default() };
     let mut charges = store.charges(&filter);
     while let Some(rec) = charges.next().await {
         let rec = rec?;
@@ -102,7 +102,7 @@ pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> 
     let mut rebuilt = Vec::new();
     for load in store.loads_without_rollup(&spec.fingerprint()).await? {
         let mut b = RollupBuilder::new(&spec);
-        let filter = ChargeFilter { load: Some(load), unordered: true, ..Default::default() };
+        let filter = ChargeFilter { load: Some(load), unordered: true, lean: true, ..Default::default() };
         let mut charges = store.charges(&filter);
         while let Some(rec) = charges.next().await {
             b.add(&rec?.line).map_err(AggregateError::from)?;
