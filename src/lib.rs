@@ -8,6 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod finance_files;
+pub mod fx;
 pub mod ingest;
 /// The ledger crate, under its old path: `crate::ledger::…` everywhere.
 pub use costledger_ledger as ledger;

@@ -25,11 +25,8 @@ pub enum ReportError {
     Ledger(#[from] LedgerError),
     #[error("{0}")]
     Money(#[from] MoneyError),
-    #[error(
-        "no exchange rate from {from} to {to} for {month}: import one with `costledger fx import FILE` \
-         (columns month,from,to,rate)"
-    )]
-    MissingRate { from: String, to: String, month: String },
+    #[error(transparent)]
+    Fx(#[from] crate::fx::FxError),
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: std::io::Error },
     #[error("drawing a chart failed: {0}")]
@@ -555,6 +552,7 @@ pub async fn build_weekly(
     Ok(Report { week: monday, label, tables, charts })
 }
 
+/// `amount` converted at `month`'s rate, noting the rate used.
 fn convert(
     rates: &[FxRate],
     amount: &ExactSum,
@@ -563,17 +561,9 @@ fn convert(
     month: &str,
     used: &mut BTreeSet<String>,
 ) -> Result<ExactSum, ReportError> {
-    if from == to {
-        return Ok(*amount);
-    }
-    let r = rates
-        .iter()
-        .find(|r| r.month == month && r.from == from && r.to == to)
-        .ok_or_else(|| ReportError::MissingRate { from: from.into(), to: to.into(), month: month.into() })?;
-    used.insert(format!("{month} 1 {from} = {} {to} ({})", r.rate, r.provenance));
-    let (d, _) = amount.to_decimal().ok_or(MoneyError::SumOverflow)?;
-    let product = d.checked_mul(r.rate).ok_or(MoneyError::SumOverflow)?;
-    Ok(ExactSum::from(product))
+    let (converted, rate) = crate::fx::convert(rates, amount, from, to, month)?;
+    used.extend(rate.map(crate::fx::describe));
+    Ok(converted)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -93,13 +93,21 @@ pub async fn query_via(
     Ok(agg.finish(&rates, AnsweredFrom::Charges)?)
 }
 
+/// What [`build_missing_rollups`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RollupBuild {
+    /// Loads whose rollup was built.
+    pub built: Vec<LoadId>,
+    /// Loads with more than `MAX_ROLLUP_ROWS` distinct rows: no rollup; queries read their charges.
+    pub too_large: Vec<LoadId>,
+}
+
 /// Build the rollup of every current load that has none built with today's spec (a ledger
 /// from before rollups, or a changed time zone, tag list or alias): each load's charges are
-/// read once and its rollup replaced in one transaction. Returns the loads rebuilt (a load with
-/// more than `MAX_ROLLUP_ROWS` distinct rows gets none and keeps being read from its charges).
-pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<Vec<LoadId>, QueryRunError> {
+/// read once and its rollup replaced in one transaction.
+pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<RollupBuild, QueryRunError> {
     let spec = RollupSpec::from_config(config);
-    let mut rebuilt = Vec::new();
+    let mut out = RollupBuild::default();
     for load in store.loads_without_rollup(&spec.fingerprint()).await? {
         let mut b = RollupBuilder::new(&spec);
         let filter = ChargeFilter { load: Some(load), unordered: true, lean: true, ..Default::default() };
@@ -108,11 +116,14 @@ pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> 
             b.add(&rec?.line).map_err(AggregateError::from)?;
         }
         drop(charges);
-        if let Some(rollup) = b.finish()
-            && store.replace_rollup(load, &rollup).await?
-        {
-            rebuilt.push(load);
+        match b.finish() {
+            Some(rollup) => {
+                if store.replace_rollup(load, &rollup).await? {
+                    out.built.push(load);
+                }
+            }
+            None => out.too_large.push(load),
         }
     }
-    Ok(rebuilt)
+    Ok(out)
 }

@@ -87,17 +87,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_ledger(&env.database).await?;
             let v = store.applied_migrations().await?;
             println!("ledger at {} is at schema version {}", env.database, v.last().copied().unwrap_or(0));
-            let rebuilt = app::query::build_missing_rollups(store.as_ref(), &env.config).await?;
-            if !rebuilt.is_empty() {
-                println!("built the daily rollups of {} load(s)", rebuilt.len());
+            let r = app::query::build_missing_rollups(store.as_ref(), &env.config).await?;
+            if !r.built.is_empty() || !r.too_large.is_empty() {
+                print::print_rollup_build(&r);
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rollup => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;
-            let rebuilt = app::query::build_missing_rollups(store.as_ref(), &env.config).await?;
-            println!("built the daily rollups of {} load(s); every current load has one", rebuilt.len());
+            let r = app::query::build_missing_rollups(store.as_ref(), &env.config).await?;
+            print::print_rollup_build(&r);
             Ok(ExitCode::SUCCESS)
         }
         Command::Import { format, source, role, paths } => {

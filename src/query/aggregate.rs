@@ -13,11 +13,8 @@ use crate::ledger::{FxRate, RollupRecord, RollupRow};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
-    #[error(
-        "no exchange rate from {from} to {to} for {month}: import one with `costledger fx import FILE` \
-         (columns month,from,to,rate), or leave out --currency to see each currency on its own"
-    )]
-    MissingRate { from: String, to: String, month: String },
+    #[error(transparent)]
+    Fx(#[from] crate::fx::FxError),
     #[error("{0}")]
     Money(#[from] MoneyError),
     #[error("the ledger holds a {0}")]
@@ -186,8 +183,11 @@ impl<'q> Aggregator<'q> {
     /// Add one rollup row (its tags are already normalised and limited to the rollup's keys).
     pub fn add_rollup(&mut self, rec: &RollupRecord) -> Result<(), AggregateError> {
         let r = &rec.row;
-        let bad =
-            |what: &str| AggregateError::Corrupt(format!("rollup row with {what}: run `costledger rollup --rebuild`"));
+        let bad = |what: &str| {
+            AggregateError::Corrupt(format!(
+                "rollup row with {what} (edited by hand?): set its load's rollup_spec to NULL and run `costledger rollup`"
+            ))
+        };
         let day = NaiveDate::parse_from_str(&r.day, "%Y-%m-%d").map_err(|_| bad("a bad day"))?;
         let period: BillingPeriod = r.billing_period.parse().map_err(|_| bad("a bad billing period"))?;
         let tags: BTreeMap<String, String> = match &r.tags {
@@ -329,7 +329,7 @@ impl<'q> Aggregator<'q> {
     }
 }
 
-/// Money metrics of one group converted at `month`'s rate (exact product); other metrics kept.
+/// Money metrics of one group converted at `month`'s rate; quantities and counts kept.
 fn convert(
     q: &Query,
     sums: &Sums,
@@ -340,23 +340,15 @@ fn convert(
     used: &mut BTreeSet<String>,
 ) -> Result<Sums, AggregateError> {
     let month = month.to_string();
-    let r = rates
-        .iter()
-        .find(|r| r.month == month && r.from == from && r.to == to)
-        .ok_or_else(|| AggregateError::MissingRate { from: from.into(), to: to.into(), month: month.clone() })?;
-    used.insert(format!("{month} 1 {from} = {} {to} ({})", r.rate, r.provenance));
     let mut out = sums.clone();
     for (m, v) in q.metrics.iter().zip(out.iter_mut()) {
         if m.kind() != MetricKind::Money {
             continue;
         }
         if let Some(s) = v {
-            let (d, rounded) = s.to_decimal().ok_or(MoneyError::SumOverflow)?;
-            let product = d.checked_mul(r.rate).ok_or(MoneyError::SumOverflow)?;
-            if rounded {
-                return Err(MoneyError::SumOverflow.into());
-            }
-            *v = Some(ExactSum::from(product));
+            let (converted, rate) = crate::fx::convert(rates, s, from, to, &month)?;
+            used.extend(rate.map(crate::fx::describe));
+            *v = Some(converted);
         }
     }
     Ok(out)

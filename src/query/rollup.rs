@@ -56,7 +56,7 @@ impl RollupSpec {
     }
 }
 
-/// At most this many rows are held for one load (about 300 bytes each): past it the load gets
+/// At most this many rows are held for one load (about 1.2 KB each with their index): past it the load gets
 /// no rollup (queries over it read the charges), so memory stays bounded whatever the bill.
 pub const MAX_ROLLUP_ROWS: usize = 20_000;
 
