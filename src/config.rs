@@ -183,6 +183,26 @@ pub struct Config {
     /// `query.rollup_tags`: tag keys the daily rollups keep (besides the owner tags), so
     /// queries grouped or filtered by them read the rollups instead of every charge.
     pub rollup_tags: Vec<String>,
+    /// `api`: who may read the HTTP API, the web page and the MCP server over HTTP.
+    pub api: ApiConfig,
+}
+
+/// `api.tokens` (read-only bearer tokens, usually `${VAR}`) and `api.allow_anonymous`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct ApiConfig {
+    pub tokens: Vec<String>,
+    /// Serve the API without tokens on a non-loopback address (refused otherwise).
+    pub allow_anonymous: bool,
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the token values: a Debug print must not leak them into a log.
+        f.debug_struct("ApiConfig")
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .field("allow_anonymous", &self.allow_anonymous)
+            .finish()
+    }
 }
 
 /// Limits on the server's clients: a half-sent or idle client is dropped, and past the
@@ -226,6 +246,7 @@ impl Default for Config {
             report: ReportConfig::default(),
             daemon: DaemonConfig::default(),
             rollup_tags: Vec::new(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -479,11 +500,33 @@ impl Config {
                         cfg.rollup_tags = q.rollup_tags;
                     }
                 }
+                "api" => {
+                    #[derive(Deserialize)]
+                    #[serde(deny_unknown_fields)]
+                    struct Api {
+                        #[serde(default)]
+                        tokens: Vec<String>,
+                        #[serde(default)]
+                        allow_anonymous: bool,
+                    }
+                    if let Some(a) = typed::<Api>(v, "api", &mut issues) {
+                        for (i, t) in a.tokens.iter().enumerate() {
+                            if t.trim().len() < 16 {
+                                issue(
+                                    &mut issues,
+                                    &format!("api.tokens[{i}]"),
+                                    "a token must be at least 16 characters (e.g. `openssl rand -hex 32`)",
+                                );
+                            }
+                        }
+                        cfg.api = ApiConfig { tokens: a.tokens, allow_anonymous: a.allow_anonymous };
+                    }
+                }
                 other => issue(
                     &mut issues,
                     other,
                     "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, \
-                     report, daemon, query)",
+                     report, daemon, query, api)",
                 ),
             }
         }

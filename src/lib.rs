@@ -1,6 +1,7 @@
 //! costledger: multi-cloud cost ingestion and reconciliation with an exact-decimal ledger.
 
 pub mod allocation;
+pub mod api;
 pub mod app;
 pub mod checks;
 pub mod cli;

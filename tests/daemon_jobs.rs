@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 fn shared(store: Box<dyn LedgerStore>, cfg: Config) -> Arc<Shared> {
     Arc::new(Shared {
         store: Arc::from(store),
-        config: RwLock::new(Arc::new(cfg)),
+        config: Arc::new(RwLock::new(Arc::new(cfg))),
         running: Mutex::new(HashSet::new()),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),

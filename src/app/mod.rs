@@ -12,9 +12,11 @@
 //! | the weekly report, recorded as a run | [`report::weekly`] |
 //! | the allocator of the reconciler and the finance CSV | [`allocator`] |
 //! | a cost query (metrics × dimensions × grain, filters, FX, top N) | [`query::query`] |
+//! | sources and freshness, loads, periods, findings, allocation, dimension values | [`read`] |
 
 pub mod ingest;
 pub mod query;
+pub mod read;
 pub mod reconcile;
 pub mod report;
 pub mod retention;

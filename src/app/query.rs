@@ -21,7 +21,7 @@ pub enum QueryRunError {
 }
 
 /// A tag key as the config normalises it (aliases, then lower case).
-pub fn tag_normaliser(config: &Config) -> impl Fn(&str) -> String + '_ {
+pub fn tag_normaliser(config: &Config) -> impl Fn(&str) -> String + Sync + '_ {
     move |k: &str| normalise_key(&config.allocation.tag_aliases, k)
 }
 

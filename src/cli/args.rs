@@ -70,8 +70,18 @@ pub enum Command {
         seed: u64,
     },
     /// The daemon: scheduled ingests, reconcile after each, the weekly report, retention; HTTP
-    /// /healthz, /readyz, /metrics. SIGTERM/SIGINT stop it, SIGHUP reloads the config.
+    /// /healthz, /readyz, /metrics, the read API /api/v1 and the cost-explorer page at /.
+    /// SIGTERM/SIGINT stop it, SIGHUP reloads the config.
     Run,
+    /// The read API (/api/v1, OpenAPI at /api/v1/openapi.json) and the cost-explorer page on
+    /// server.bind, without schedules: nothing is ingested or written. SIGTERM/SIGINT stop it.
+    /// With api.tokens set, every API call needs `Authorization: Bearer TOKEN`.
+    ///
+    /// Example:
+    ///   costledger --config costledger.yaml serve
+    ///   curl -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:9464/api/v1/costs?group_by=service&grain=month'
+    #[command(verbatim_doc_comment)]
+    Serve,
     /// Import bill files by hand, e.g. `costledger import --format aws-cur ./cur/`. A directory
     /// is searched recursively; a file already current is skipped; a changed one restates it.
     Import {

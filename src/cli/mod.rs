@@ -276,6 +276,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::daemon::run(cli.config.clone(), env.config, env.database).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve => {
+            let env = load_env(&cli)?;
+            crate::daemon::serve(env.config, env.database).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Reconcile { period, from, to, invoices, force } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

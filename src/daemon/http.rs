@@ -1,5 +1,6 @@
 //! The daemon's HTTP server (axum): `/healthz` (alive), `/readyz` (database reachable and
-//! migrations applied), `/metrics` (Prometheus text format).
+//! migrations applied), `/metrics` (Prometheus text format), and the read API with its page
+//! (`crate::api`). `costledger serve` runs the same server without the schedules.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::api::ApiState;
 use crate::config::ServerLimits;
 use crate::ledger::LedgerStore;
 
@@ -42,6 +44,8 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Unallocated spend after the last reconcile, per currency (rounded to 2 places)"
     );
     metrics::describe_gauge!("costledger_findings", "Findings of the last reconcile");
+    metrics::describe_counter!("costledger_http_requests_total", "HTTP requests, per route and status");
+    metrics::describe_histogram!("costledger_http_request_duration_seconds", "HTTP request latency, per route");
     metrics::gauge!("costledger_up").set(1.0);
     Ok(handle)
 }
@@ -69,18 +73,20 @@ async fn metrics_text(State(s): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }
 
-pub fn router(store: Arc<dyn LedgerStore>, metrics: PrometheusHandle) -> Router {
+/// `/healthz`, `/readyz` and `/metrics` (always open), then the API and the page (`crate::api`).
+pub fn router(api: ApiState, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(AppState { store, metrics })
+        .with_state(AppState { store: api.store.clone(), metrics })
+        .merge(crate::api::router(api))
 }
 
 /// Bind and serve until `stop` is cancelled.
 pub async fn serve(
     bind: SocketAddr,
-    store: Arc<dyn LedgerStore>,
+    api: ApiState,
     metrics: PrometheusHandle,
     stop: CancellationToken,
     limits: ServerLimits,
@@ -88,7 +94,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("cannot listen on {bind} (server.bind): is another process using the port?"))?;
-    let app = router(store, metrics);
+    let app = router(api, metrics);
     Ok(tokio::spawn(accept_loop(listener, app, stop, limits)))
 }
 

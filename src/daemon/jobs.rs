@@ -4,7 +4,7 @@
 //! and reported, and a cancelled run still releases (or its connection closes).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -47,7 +47,7 @@ impl JobSpec {
 /// State every run shares.
 pub struct Shared {
     pub store: Arc<dyn LedgerStore>,
-    pub config: RwLock<Arc<Config>>,
+    pub config: crate::api::ConfigCell,
     /// Jobs running in this process (a tick that finds its job here is skipped).
     pub running: Mutex<HashSet<String>>,
     /// Cancelled at shutdown: no new run starts, jitter and backoff waits end.

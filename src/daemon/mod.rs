@@ -175,6 +175,33 @@ async fn remove_jobs(sched: &JobScheduler, ids: &[Uuid]) {
 }
 
 /// Run the daemon until SIGTERM/SIGINT.
+/// `costledger serve`: the HTTP server (health, metrics, the read API and the page) without
+/// schedules, until SIGTERM or SIGINT. It opens the ledger read-only in spirit: it applies
+/// pending migrations like every command, and writes nothing else.
+pub async fn serve(config: Config, database: DatabaseUrl) -> anyhow::Result<()> {
+    crate::api::check_exposure(&config)?;
+    let store: Arc<dyn LedgerStore> = Arc::from(
+        crate::ledger::open(database.clone()).await.with_context(|| format!("cannot open the ledger at {database}"))?,
+    );
+    crate::ledger::ensure_schema(store.as_ref()).await.with_context(|| format!("ledger at {database}"))?;
+    let metrics = http::install_metrics()?;
+    let stop = CancellationToken::new();
+    let bind = config.server_bind;
+    let limits = config.server_limits;
+    let api = crate::api::ApiState::new(store, Arc::new(RwLock::new(Arc::new(config))));
+    let server = http::serve(bind, api, metrics, stop.clone(), limits).await?;
+    info!(bind = %bind, database = %database, "costledger API serving (no schedules)");
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: stopping"),
+        _ = int.recv() => info!("SIGINT: stopping"),
+    }
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
 pub async fn run(config_path: Option<PathBuf>, config: Config, database: DatabaseUrl) -> anyhow::Result<()> {
     let specs = job_specs(&config).map_err(|e| anyhow::anyhow!("invalid schedule: {e}"))?;
     let _file_lock = lock_sqlite(database.expose())?;
@@ -193,14 +220,15 @@ pub async fn run(config_path: Option<PathBuf>, config: Config, database: Databas
     let metrics = http::install_metrics()?;
     let shared = Arc::new(Shared {
         store: store.clone(),
-        config: RwLock::new(Arc::new(config.clone())),
+        config: Arc::new(RwLock::new(Arc::new(config.clone()))),
         running: Mutex::new(HashSet::new()),
         stopping: CancellationToken::new(),
         abort: CancellationToken::new(),
         tracker: TaskTracker::new(),
     });
-    let server =
-        http::serve(config.server_bind, store.clone(), metrics, shared.stopping.clone(), config.server_limits).await?;
+    crate::api::check_exposure(&config)?;
+    let api = crate::api::ApiState::new(store.clone(), shared.config.clone());
+    let server = http::serve(config.server_bind, api, metrics, shared.stopping.clone(), config.server_limits).await?;
 
     let sched = JobScheduler::new().await.context("cannot start the scheduler")?;
     let ids = add_jobs(&sched, &shared, specs).await?;

@@ -22,7 +22,7 @@ pub enum AggregateError {
 }
 
 /// One answer row. `keys` follow `group_by`; `None` is a missing value (shown as `(none)`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueryRow {
     /// The time bucket (absent with grain none).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -31,21 +31,24 @@ pub struct QueryRow {
     /// The row sums the groups beyond the top N.
     pub others: bool,
     pub currency: String,
-    /// One per metric; `None` when no line of the row has a value for it.
+    /// One per metric, an exact decimal string; `null` when no line of the row has a value for it.
     #[serde(serialize_with = "amounts")]
+    #[schema(value_type = Vec<Option<String>>)]
     pub values: Vec<Option<ExactSum>>,
 }
 
 /// Totals of the whole answer per currency (the rows add up to them exactly).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TotalRow {
     pub currency: String,
+    /// One per metric, an exact decimal string.
     #[serde(serialize_with = "amounts")]
+    #[schema(value_type = Vec<Option<String>>)]
     pub values: Vec<Option<ExactSum>>,
 }
 
 /// Which store answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AnsweredFrom {
     /// Every current charge line was read.
@@ -54,10 +57,12 @@ pub enum AnsweredFrom {
     Rollups,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QueryResult {
     pub group_by: Vec<String>,
+    #[schema(value_type = Vec<String>)]
     pub metrics: Vec<&'static str>,
+    #[schema(value_type = String)]
     pub grain: &'static str,
     /// The currency money was converted to, if any.
     pub converted_to: Option<String>,
@@ -161,13 +166,13 @@ pub fn dimension_value<'a>(
 pub struct Aggregator<'q> {
     q: &'q Query,
     tz: chrono_tz::Tz,
-    normalise_tag: &'q dyn Fn(&str) -> String,
+    normalise_tag: &'q (dyn Fn(&str) -> String + Sync),
     groups: HashMap<GroupKey, Sums>,
     lines: u64,
 }
 
 impl<'q> Aggregator<'q> {
-    pub fn new(q: &'q Query, tz: chrono_tz::Tz, normalise_tag: &'q dyn Fn(&str) -> String) -> Aggregator<'q> {
+    pub fn new(q: &'q Query, tz: chrono_tz::Tz, normalise_tag: &'q (dyn Fn(&str) -> String + Sync)) -> Aggregator<'q> {
         Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0 }
     }
 
