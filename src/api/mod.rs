@@ -180,9 +180,9 @@ impl Params {
         }
     }
 
-    fn number<T: std::str::FromStr>(&self, k: &str, min: T, max: T) -> Result<Option<T>, ApiError>
+    fn number<T>(&self, k: &str, min: T, max: T) -> Result<Option<T>, ApiError>
     where
-        T: PartialOrd + std::fmt::Display + Copy,
+        T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
     {
         match self.one(k)? {
             None => Ok(None),
@@ -479,7 +479,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     let took = t0.elapsed();
     let status = resp.status().as_u16();
-    tracing::info!(%method, route = %route, status, latency_ms = took.as_secs_f64() * 1000.0, "http request");
+    tracing::info!(%method, route = %route, status, latency_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX), "http request");
     metrics::counter!("costledger_http_requests_total", "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!("costledger_http_request_duration_seconds", "route" => route).record(took.as_secs_f64());
