@@ -11,6 +11,7 @@ pub mod export;
 pub mod finance_files;
 pub mod fx;
 pub mod ingest;
+pub mod mcp;
 /// The ledger crate, under its old path: `crate::ledger::…` everywhere.
 pub use costledger_ledger as ledger;
 pub mod outfile;

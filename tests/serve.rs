@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use common::serve::{QUESTIONS, config, fill};
 use common::*;
 use serde_json::Value;
 
@@ -95,55 +96,6 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
-
-/// The query fixture's config with a server section (`extra` appended).
-fn config(dir: &Path, bind: &str, extra: &str) -> PathBuf {
-    let base = std::fs::read_to_string(fixture("query/config.yaml")).expect("fixture");
-    let p = dir.join(format!("costledger-{}.yaml", bind.replace([':', '.'], "_")));
-    std::fs::write(&p, format!("{base}server: {{ bind: \"{bind}\" }}\n{extra}")).expect("write");
-    p
-}
-
-/// Import the query fixture, its FX rates, and reconcile.
-fn fill(db: &str, cfg: &Path) {
-    let cfg = cfg.to_str().expect("p");
-    let charges = fixture("query/charges.csv").display().to_string();
-    let (code, _, err) = run(db, &["--config", cfg, "import", "--format", "focus", "--source", "bill", &charges]);
-    assert_eq!(code, 0, "import: {err}");
-    let (code, _, err) = run(db, &["fx", "import", &fixture("query/fx.csv").display().to_string()]);
-    assert_eq!(code, 0, "fx: {err}");
-    // An invoice that differs from the ledger by 1 USD: a finding to serve.
-    let inv = Path::new(cfg).with_file_name("invoices.csv");
-    std::fs::write(&inv, "billing_account_id,billing_period,currency,amount\nP1,2026-10,USD,10.25\n").expect("write");
-    let (code, _, err) = run(db, &["--config", cfg, "reconcile", "--invoices", inv.to_str().expect("p")]);
-    assert!(code == 0 || code == 1, "reconcile: {err}");
-}
-
-/// Questions asked both ways: CLI arguments and the same as API parameters.
-const QUESTIONS: &[(&[&str], &str)] = &[
-    (&[], ""),
-    (&["--group-by", "service", "--grain", "billing_period"], "group_by=service&grain=billing_period"),
-    (&["--group-by", "tag:Team", "--where", "provider=aws"], "group_by=tag:Team&where=provider%3Daws"),
-    (
-        &["--where", "tag:team=(none)", "--metric", "BilledCost,lines"],
-        "where=tag:team%3D(none)&metric=BilledCost,lines",
-    ),
-    (&["--grain", "day", "--from", "2026-10-02", "--to", "2026-10-09"], "grain=day&from=2026-10-02&to=2026-10-09"),
-    (
-        &["--group-by", "region", "--metric", "EffectiveCost,PricingQuantity"],
-        "group_by=region&metric=EffectiveCost&metric=PricingQuantity",
-    ),
-    (&["--group-by", "service", "--top", "1", "--grain", "month"], "group_by=service&top=1&grain=month"),
-    (&["--group-by", "sub_account", "--currency", "USD"], "group_by=sub_account&currency=usd"),
-    (
-        &["--group-by", "service", "--where", "service=amazon*", "--where", "region!=eu-*"],
-        "group_by=service&where=service%3Damazon*&where=region!%3Deu-*",
-    ),
-    (
-        &["--group-by", "resource", "--by-billing-period", "--from", "2026-11"],
-        "group_by=resource&by_billing_period=true&from=2026-11",
-    ),
-];
 
 fn check_api_equals_cli(db: &str) {
     let dir = tempfile::tempdir().expect("tmp");

@@ -82,6 +82,15 @@ pub enum Command {
     ///   curl -H "Authorization: Bearer $TOKEN" 'http://127.0.0.1:9464/api/v1/costs?group_by=service&grain=month'
     #[command(verbatim_doc_comment)]
     Serve,
+    /// A Model Context Protocol server on stdin/stdout for LLM assistants: read-only tools
+    /// (query_costs, list_dimensions, dimension_values, top_unallocated, list_findings,
+    /// billing_periods, list_sources) and resources describing dimensions and metrics.
+    ///
+    /// Example (an assistant's MCP config):
+    ///   {"mcpServers": {"costledger": {"command": "costledger",
+    ///     "args": ["--config", "/etc/costledger/costledger.yaml", "mcp"]}}}
+    #[command(verbatim_doc_comment)]
+    Mcp,
     /// Import bill files by hand, e.g. `costledger import --format aws-cur ./cur/`. A directory
     /// is searched recursively; a file already current is skipped; a changed one restates it.
     Import {

@@ -276,6 +276,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::daemon::run(cli.config.clone(), env.config, env.database).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mcp => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            crate::mcp::serve_stdio(std::sync::Arc::from(store), std::sync::Arc::new(env.config)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve => {
             let env = load_env(&cli)?;
             crate::daemon::serve(env.config, env.database).await?;

@@ -6,6 +6,7 @@ pub mod bqmock;
 pub mod cur;
 pub mod moto;
 pub mod ocimock;
+pub mod serve;
 
 use std::collections::BTreeMap;
 use std::path::Path;
