@@ -375,3 +375,92 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
         conforms(&doc, err_schema, &serde_json::from_str(&body).expect("JSON"), "401");
     }
 }
+
+/// Chromium (Debian's package) when installed; CI sets COSTLEDGER_TEST_CHROMIUM=1 so a missing
+/// one fails instead of skipping.
+fn chromium() -> Option<&'static str> {
+    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().find(|p| Path::new(p).exists());
+    if found.is_none() {
+        let required = std::env::var("COSTLEDGER_TEST_CHROMIUM").is_ok_and(|v| v == "1");
+        assert!(!required, "COSTLEDGER_TEST_CHROMIUM=1 but Chromium is not installed");
+        eprintln!("skipped: Chromium is not installed");
+    }
+    found
+}
+
+/// Load `url` headless, let its scripts run; (DOM after them, Chromium's stderr).
+fn render(chromium: &str, home: &Path, url: &str, screenshot: Option<&Path>) -> (String, String) {
+    let mut c = std::process::Command::new(chromium);
+    c.args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--enable-logging=stderr"])
+        .args(["--window-size=1200,900", "--virtual-time-budget=15000"])
+        .env("HOME", home);
+    match screenshot {
+        Some(p) => c.arg(format!("--screenshot={}", p.display())),
+        None => c.arg("--dump-dom"),
+    };
+    let out = c.arg(url).output().expect("run chromium");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// Every `data-exact` value of the DOM, in document order.
+fn exact_values(dom: &str) -> Vec<String> {
+    dom.split("data-exact=\"").skip(1).map(|s| s.split('"').next().expect("value").to_string()).collect()
+}
+
+#[test]
+fn the_page_shows_the_apis_numbers_in_chromium_without_errors() {
+    let Some(chromium) = chromium() else { return };
+    let (dir, s) = one_server(&format!("api: {{ tokens: [\"{TOKEN}\"] }}\n"));
+    let base = format!("http://127.0.0.1:{}/", s.port);
+    let page_errors = |dom: &str, stderr: &str, what: &str| {
+        assert!(dom.contains("data-state=\"ready\""), "{what}: the page did not finish: {dom}\n{stderr}");
+        assert!(!dom.contains("data-errors"), "{what}: script errors: {dom}");
+        assert!(dom.contains("<div id=\"errors\" class=\"error\" role=\"alert\"></div>"), "{what}: {dom}");
+        assert!(!stderr.contains("Uncaught") && !stderr.contains("Failed to load resource"), "{what}: {stderr}");
+    };
+    // Explorer: the table shows exactly the API's numbers (rows, then totals), 2 places on
+    // screen and the exact value in each cell's data.
+    let q = "group_by=service,tag:team&grain=month&top=2&metric=BilledCost,EffectiveCost";
+    let (dom, stderr) = render(chromium, dir.path(), &format!("{base}#view=explorer&{q}&token={TOKEN}"), None);
+    page_errors(&dom, &stderr, "explorer");
+    let api = get_json(s.port, &format!("/api/v1/costs?{q}"));
+    let mut want = Vec::new();
+    for part in ["rows", "totals"] {
+        for r in api[part].as_array().expect("rows") {
+            for v in r["values"].as_array().expect("values") {
+                if let Some(v) = v.as_str() {
+                    want.push(v.to_string());
+                }
+            }
+        }
+    }
+    assert!(want.len() >= 6, "{api}");
+    assert_eq!(exact_values(&dom), want, "the explorer's table equals the API's numbers");
+    assert!(dom.contains("title=\"10.0050001 (exact)\">10.01</td>"), "rounded like the report, exact on hover: {dom}");
+    assert!(dom.contains("(others)"), "top 2 + others: {dom}");
+    assert!(!dom.contains(TOKEN), "the token left the URL once taken");
+    // Every other view loads without errors and shows its numbers.
+    for (view, must) in [
+        ("overview", "9.26"),
+        ("unallocated", "untaggable_charge"),
+        ("findings", "invoice"),
+        ("loads", "current"),
+        ("periods", "2026-10"),
+    ] {
+        let (dom, stderr) = render(chromium, dir.path(), &format!("{base}#view={view}&token={TOKEN}"), None);
+        page_errors(&dom, &stderr, view);
+        assert!(dom.contains(must), "{view} shows {must}: {dom}");
+    }
+    // Without a token the page asks for one (and the API gave it nothing).
+    let (dom, _) = render(chromium, dir.path(), &base, None);
+    assert!(dom.contains("data-state=\"login\""), "{dom}");
+    assert!(!dom.contains("data-exact"), "{dom}");
+    // A screenshot as a test artifact.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("explorer.png");
+    render(chromium, dir.path(), &format!("{base}#view=explorer&{q}&token={TOKEN}"), Some(&shot));
+    let bytes = std::fs::read(&shot).expect("screenshot");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(bytes.len() > 20_000, "the page has content ({} bytes)", bytes.len());
+    eprintln!("screenshot: {}", shot.display());
+}
