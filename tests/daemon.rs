@@ -322,14 +322,26 @@ fn deployment_files_are_valid_and_consistent() {
     // The ConfigMap's config is valid for this binary and binds the probed port.
     let cm = kind("ConfigMap");
     let cfg_text = cm["data"]["costledger.yaml"].as_str().expect("config");
-    let cfg = costledger::config::Config::parse(cfg_text, &|k| (k == "PGPASSWORD").then(|| "x".to_string()))
-        .expect("the ConfigMap's config validates");
+    let env = |k: &str| match k {
+        "PGPASSWORD" => Some("x".to_string()),
+        "COSTLEDGER_API_TOKEN" => Some("0123456789abcdef0123456789abcdef".to_string()),
+        _ => None,
+    };
+    let cfg = costledger::config::Config::parse(cfg_text, &env).expect("the ConfigMap's config validates");
+    // It binds 0.0.0.0, so the daemon would refuse to start without API tokens.
+    costledger::api::check_exposure(&cfg).expect("the API is protected by a token");
+    let c0 = &kind("Deployment")["spec"]["template"]["spec"]["containers"][0];
+    assert!(
+        c0["env"].as_sequence().expect("env").iter().any(|e| e["name"] == "COSTLEDGER_API_TOKEN"),
+        "the token comes from the Secret"
+    );
     assert_eq!(u64::from(cfg.server_bind.port()), container_port);
     assert!(cfg.database.as_ref().is_some_and(|d| d.is_postgres()), "replicas need PostgreSQL");
     let svc = kind("Service");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], port_name);
     assert_eq!(svc["metadata"]["annotations"]["prometheus.io/path"], "/metrics");
     assert!(kind("Secret")["stringData"]["PGPASSWORD"].is_string());
+    assert!(kind("Secret")["stringData"]["COSTLEDGER_API_TOKEN"].is_string());
     let unit = std::fs::read_to_string(root.join("systemd/costledger.service")).expect("unit");
     for line in [
         "Type=notify",

@@ -359,3 +359,22 @@ fn a_rollup_past_its_row_cap_is_given_up() {
     }
     assert!(b.finish().is_none(), "one row past the cap: no rollup");
 }
+
+/// A query with more groups than the limit is refused with a message that says what to do,
+/// instead of growing without bound; a line joining an existing group is still counted.
+#[test]
+fn too_many_groups_is_refused_with_what_to_do() {
+    use costledger::query::aggregate::{AggregateError, Aggregator};
+    let norm = |k: &str| k.to_lowercase();
+    let q = QueryText { group_by: vec!["resource".into()], ..Default::default() }.parse(&norm).expect("query");
+    let mut agg = Aggregator::new(&q, chrono_tz::UTC, &norm).with_max_groups(2);
+    let mut l = line("1.5", "USD");
+    for r in ["i-1", "i-2", "i-1"] {
+        l.resource_id = Some(r.into());
+        agg.add_line(&l, "bill").expect("within the limit");
+    }
+    l.resource_id = Some("i-3".into());
+    let e = agg.add_line(&l, "bill").expect_err("a third group");
+    assert_eq!(e, AggregateError::TooManyGroups { limit: 2 });
+    assert!(e.to_string().contains("more than 2 groups: narrow the range (--from/--to), add filters"), "{e}");
+}

@@ -248,3 +248,32 @@ fn the_ledger_crate_depends_on_core_only() {
         assert_none(&format!("{rel} uses the application"), code_hits(&rel, &text, "costledger::"));
     }
 }
+
+/// The read edges (HTTP API, page, MCP) call the application layer only: they never name a
+/// ledger store method (so they cannot write, and cannot answer differently from the CLI).
+/// Passing the store on (`store.as_ref()`, `store.clone()`) is all they may do with it.
+#[test]
+fn the_read_edges_call_the_app_layer_only() {
+    let mut hits = Vec::new();
+    let mut edges = files("src/api", &[".rs"]);
+    edges.extend(files("src", &[".rs"]).into_iter().filter(|(rel, _)| rel == "src/mcp.rs"));
+    assert!(edges.iter().any(|(rel, _)| rel == "src/mcp.rs"), "the MCP edge is where the map says");
+    for (rel, text) in edges {
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            for (at, _) in code.match_indices("store.") {
+                let method: String =
+                    code[at + 6..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if method != "as_ref" && method != "clone" {
+                    hits.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+                }
+            }
+            for needle in ["crate::ledger::LedgerStore::", "ReconcileStore", "crate::reconcile::", "crate::ingest::"] {
+                if code.contains(needle) {
+                    hits.push(format!("{rel}:{}: {}", i + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert_none("a read edge calls the ledger instead of app::query / app::read", hits);
+}

@@ -139,6 +139,7 @@ impl From<app::query::QueryRunError> for ApiError {
         match e {
             E::Query(q) => ApiError::bad(query_error_parameter(&q), q.to_string()),
             E::Aggregate(AggregateError::Fx(f)) => ApiError::bad("currency", f.to_string()),
+            E::Aggregate(t @ AggregateError::TooManyGroups { .. }) => ApiError::bad("group_by", t.to_string()),
             E::Aggregate(a) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, a.to_string(), None),
             E::Ledger(l) => l.into(),
         }

@@ -19,7 +19,16 @@ pub enum AggregateError {
     Money(#[from] MoneyError),
     #[error("the ledger holds a {0}")]
     Corrupt(String),
+    #[error(
+        "the answer would have more than {limit} groups: narrow the range (--from/--to), add filters \
+         (--where), group by fewer or coarser dimensions, or use a coarser --grain"
+    )]
+    TooManyGroups { limit: usize },
 }
+
+/// The most groups (rows before top N) one answer may hold: a query such as "by resource and
+/// day over a year" is refused with a message instead of filling memory (about 300 bytes a group).
+pub const MAX_GROUPS: usize = 1_000_000;
 
 /// One answer row. `keys` follow `group_by`; `None` is a missing value (shown as `(none)`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -169,11 +178,18 @@ pub struct Aggregator<'q> {
     normalise_tag: &'q (dyn Fn(&str) -> String + Sync),
     groups: HashMap<GroupKey, Sums>,
     lines: u64,
+    max_groups: usize,
 }
 
 impl<'q> Aggregator<'q> {
     pub fn new(q: &'q Query, tz: chrono_tz::Tz, normalise_tag: &'q (dyn Fn(&str) -> String + Sync)) -> Aggregator<'q> {
-        Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0 }
+        Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0, max_groups: MAX_GROUPS }
+    }
+
+    /// A lower group limit (tests).
+    pub fn with_max_groups(mut self, n: usize) -> Self {
+        self.max_groups = n;
+        self
     }
 
     /// Add one charge line (of source `source`); lines outside the range or filters are skipped.
@@ -247,6 +263,9 @@ impl<'q> Aggregator<'q> {
             currency: currency.to_string(),
             fx_month: self.q.currency.as_ref().filter(|c| *c != currency).map(|_| period),
         };
+        if self.groups.len() >= self.max_groups && !self.groups.contains_key(&key) {
+            return Err(AggregateError::TooManyGroups { limit: self.max_groups });
+        }
         let sums = self.groups.entry(key).or_insert_with(|| vec![None; self.q.metrics.len()]);
         merge_into(sums, &values)?;
         Ok(())
