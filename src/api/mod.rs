@@ -29,15 +29,38 @@ use crate::query::{QueryError, QueryText};
 /// The config the server reads (swapped by the daemon on SIGHUP).
 pub type ConfigCell = Arc<RwLock<Arc<Config>>>;
 
+/// Cost queries answered at once; more wait up to [`QUERY_WAIT`], then get 503. A query scanning
+/// the charges takes a core and memory per group, so a burst of clients must queue rather than
+/// starve the daemon's jobs and probes.
+pub const QUERY_SLOTS: usize = 4;
+/// How long a cost query waits for a slot.
+pub const QUERY_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn LedgerStore>,
     pub config: ConfigCell,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ApiState {
     pub fn new(store: Arc<dyn LedgerStore>, config: ConfigCell) -> ApiState {
-        ApiState { store, config }
+        ApiState { store, config, slots: Arc::new(tokio::sync::Semaphore::new(QUERY_SLOTS)) }
+    }
+
+    /// A slot to run one cost query in, or 503 after [`QUERY_WAIT`].
+    async fn query_slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        match tokio::time::timeout(QUERY_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "busy: {QUERY_SLOTS} cost queries are running and this one waited {} s; retry later",
+                    QUERY_WAIT.as_secs()
+                ),
+                None,
+            )),
+        }
     }
 
     fn config(&self) -> Arc<Config> {
@@ -283,6 +306,7 @@ async fn costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiE
     let offset = p.number("offset", 0usize, usize::MAX)?.unwrap_or(0);
     let config = s.config();
     let q = app::query::parse(&config, &text).map_err(app::query::QueryRunError::from)?;
+    let _slot = s.query_slot().await?;
     let result = app::query::query(s.store.as_ref(), &config, &q).await?;
     if csv {
         let mut body = Vec::new();
@@ -330,6 +354,7 @@ async fn dimension_values(
 ) -> Result<Response, ApiError> {
     let p = Params::parse(req.uri().query(), &["from", "to"])?;
     let config = s.config();
+    let _slot = s.query_slot().await?;
     let v = app::read::dimension_values(
         s.store.as_ref(),
         &config,
