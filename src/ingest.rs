@@ -592,7 +592,6 @@ async fn stage(
     progress: Option<Progress<'_>>,
     rollup: Option<&RollupSpec>,
 ) -> Result<(LoadSummary, u64, Vec<String>), IngestError> {
-    let rollup_wanted = rollup.is_some();
     let mut rollup = rollup.map(RollupBuilder::new);
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
@@ -731,9 +730,14 @@ async fn stage(
             break;
         }
         let (lines, errors, spent) = (batch.lines, batch.errors, batch.spent);
+        // A full rollup builder writes its rows out as a chunk (rollup rows are additive).
+        let chunk = rollup.as_mut().filter(|r| r.is_full()).map(RollupBuilder::take_rows);
         in_flight.push(Box::pin(async move {
             if !lines.is_empty() {
                 store.stage_lines(load, first_row, lines, spent).await?;
+            }
+            if let Some(rows) = chunk {
+                store.append_rollup(load, &rows).await?;
             }
             store.stage_quarantine(load, &errors).await
         }));
@@ -752,15 +756,7 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
-    sm.rollup = rollup.and_then(RollupBuilder::finish);
-    if sm.rollup.is_none() && rollup_wanted {
-        tracing::warn!(
-            source,
-            scope = %d.scope,
-            "the load has more than {} distinct day × dimension rows: no daily rollup; queries over it read the charges",
-            crate::query::rollup::MAX_ROLLUP_ROWS
-        );
-    }
+    sm.rollup = rollup.map(RollupBuilder::finish);
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

@@ -191,7 +191,8 @@ pub struct LoadSummary {
     /// The delivery key, when it was computed during staging (the load was begun with a
     /// placeholder): set on the load at commit, before the duplicate check.
     pub delivery_key: Option<String>,
-    /// The load's daily rollup, written in the commit transaction.
+    /// The load's daily rollup (its last rows; earlier chunks were appended while staging),
+    /// written in the commit transaction.
     pub rollup: Option<Rollup>,
 }
 
@@ -804,8 +805,17 @@ pub trait LedgerStore: ReconcileStore {
     fn rollups<'a>(&'a self, from: Option<String>, to: Option<String>) -> BoxStream<'a, Result<RollupRecord>>;
     /// Current loads whose rollup was not built with `spec` (none, or another one).
     async fn loads_without_rollup(&self, spec: &str) -> Result<Vec<LoadId>>;
-    /// Replace a current load's rollup (upgrades, a changed spec); false if it is not current.
-    async fn replace_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool>;
+    /// Add a chunk of rows to a load's rollup (staging, or a rebuild after [`clear_rollup`]);
+    /// rollup rows are additive, so one key may be in several chunks. Not visible to queries
+    /// until the load is current with its spec recorded.
+    ///
+    /// [`clear_rollup`]: LedgerStore::clear_rollup
+    async fn append_rollup(&self, load: LoadId, rows: &[RollupRow]) -> Result<()>;
+    /// Delete a load's rollup rows and its recorded spec (before a rebuild).
+    async fn clear_rollup(&self, load: LoadId) -> Result<()>;
+    /// Add the last rows of a current load's rollup and record its spec (upgrades, a changed
+    /// spec); false if the load is not current.
+    async fn complete_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool>;
 }
 
 /// `host:pid:nonce`: identifies this process as the owner of a staging load or a run.

@@ -607,7 +607,22 @@ macro_rules! ledger_store_impl {
             .await?)
         }
 
-        async fn replace_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool> {
+        async fn append_rollup(&self, load: LoadId, rows: &[RollupRow]) -> Result<()> {
+            let mut tx = begin_write(&self.pool).await?;
+            insert_rollup_rows(&mut tx, load, rows).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn clear_rollup(&self, load: LoadId) -> Result<()> {
+            let mut tx = begin_write(&self.pool).await?;
+            sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(load).execute(&mut *tx).await?;
+            sqlx::query(q("UPDATE loads SET rollup_spec = NULL WHERE id = ?")).bind(load).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+
+        async fn complete_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool> {
             let mut tx = begin_write(&self.pool).await?;
             let current: Option<i64> =
                 sqlx::query_scalar(q("SELECT id FROM loads WHERE id = ? AND state = 'current'{FOR_UPDATE}"))
@@ -677,10 +692,20 @@ macro_rules! load_helpers {
             Ok(())
         }
 
-        /// Replace the rollup of `load` and record the spec it was built with.
+        /// Add the last rows of `load`'s rollup (earlier chunks may be there already: rollup rows
+        /// are additive) and record the spec it was built with.
         async fn insert_rollup(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId, r: &Rollup) -> Result<()> {
-            sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(load).execute(&mut **tx).await?;
-            for chunk in r.rows.chunks(crate::load_sql::ROLLUP_CHUNK) {
+            insert_rollup_rows(tx, load, &r.rows).await?;
+            sqlx::query(q("UPDATE loads SET rollup_spec = ? WHERE id = ?")).bind(&r.spec).bind(load).execute(&mut **tx).await?;
+            Ok(())
+        }
+
+        async fn insert_rollup_rows(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            load: LoadId,
+            rows: &[crate::RollupRow],
+        ) -> Result<()> {
+            for chunk in rows.chunks(crate::load_sql::ROLLUP_CHUNK) {
                 let mut b: sqlx::QueryBuilder<$db> =
                     sqlx::QueryBuilder::new(format!("INSERT INTO rollups (load_id, {}) ", crate::load_sql::ROLLUP_COLUMNS));
                 b.push_values(chunk, |mut v, x| {
@@ -710,7 +735,6 @@ macro_rules! load_helpers {
                 });
                 b.build().execute(&mut **tx).await?;
             }
-            sqlx::query(q("UPDATE loads SET rollup_spec = ? WHERE id = ?")).bind(&r.spec).bind(load).execute(&mut **tx).await?;
             Ok(())
         }
 
@@ -762,6 +786,7 @@ macro_rules! load_helpers {
         async fn delete_load_rows(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId) -> Result<()> {
             sqlx::query(q(DELETE_LOAD_CHARGES)).bind(load).execute(&mut **tx).await?;
             sqlx::query(q("DELETE FROM quarantine WHERE load_id = ?")).bind(load).execute(&mut **tx).await?;
+            sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(load).execute(&mut **tx).await?;
             Ok(())
         }
     };

@@ -98,31 +98,32 @@ pub async fn query_via(
 pub struct RollupBuild {
     /// Loads whose rollup was built.
     pub built: Vec<LoadId>,
-    /// Loads with more than `MAX_ROLLUP_ROWS` distinct rows: no rollup; queries read their charges.
-    pub too_large: Vec<LoadId>,
 }
 
 /// Build the rollup of every current load that has none built with today's spec (a ledger
-/// from before rollups, or a changed time zone, tag list or alias): each load's charges are
-/// read once and its rollup replaced in one transaction.
+/// from before rollups, or a changed time zone, tag list or alias): each load's old rollup is
+/// cleared, its charges are read once, and its rows written in chunks of at most
+/// `MAX_ROLLUP_ROWS`; the spec is recorded with the last chunk, so until then queries read the
+/// charges (an interrupted build is redone the next time).
 pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<RollupBuild, QueryRunError> {
     let spec = RollupSpec::from_config(config);
     let mut out = RollupBuild::default();
     for load in store.loads_without_rollup(&spec.fingerprint()).await? {
+        store.clear_rollup(load).await?;
         let mut b = RollupBuilder::new(&spec);
         let filter = ChargeFilter { load: Some(load), unordered: true, lean: true, ..Default::default() };
-        let mut charges = store.charges(&filter);
-        while let Some(rec) = charges.next().await {
-            b.add(&rec?.line).map_err(AggregateError::from)?;
-        }
-        drop(charges);
-        match b.finish() {
-            Some(rollup) => {
-                if store.replace_rollup(load, &rollup).await? {
-                    out.built.push(load);
+        {
+            // Chunks are written while the charges stream (a second connection: WAL on SQLite).
+            let mut charges = store.charges(&filter);
+            while let Some(rec) = charges.next().await {
+                b.add(&rec?.line).map_err(AggregateError::from)?;
+                if b.is_full() {
+                    store.append_rollup(load, &b.take_rows()).await?;
                 }
             }
-            None => out.too_large.push(load),
+        }
+        if store.complete_rollup(load, &b.finish()).await? {
+            out.built.push(load);
         }
     }
     Ok(out)

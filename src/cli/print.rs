@@ -229,14 +229,7 @@ pub(super) fn print_query(
     Ok(())
 }
 
-/// What `rollup` (or `migrate`) built, and which loads are too large for a rollup.
+/// What `rollup` (or `migrate`) built.
 pub(super) fn print_rollup_build(r: &app::query::RollupBuild) {
     println!("built the daily rollups of {} load(s)", r.built.len());
-    if !r.too_large.is_empty() {
-        println!(
-            "no rollup for load(s) {} (more than {} distinct day × dimension rows): queries over them read the charges",
-            r.too_large.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "),
-            crate::query::rollup::MAX_ROLLUP_ROWS
-        );
-    }
 }

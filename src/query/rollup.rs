@@ -56,8 +56,9 @@ impl RollupSpec {
     }
 }
 
-/// At most this many rows are held for one load (about 1.2 KB each with their index): past it the load gets
-/// no rollup (queries over it read the charges), so memory stays bounded whatever the bill.
+/// At most this many rows are held in memory for one load (about 1.2 KB each with their index):
+/// past it they are written out as a chunk of the load's rollup and summing starts afresh, so
+/// memory stays bounded whatever the bill.
 pub const MAX_ROLLUP_ROWS: usize = 20_000;
 
 /// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations
@@ -74,8 +75,8 @@ pub struct RollupBuilder<'s> {
     /// Each row's (local day, billing period), compared without touching its text.
     row_dates: Vec<(NaiveDate, (i32, u32))>,
     last_day: Option<(DateTime<Utc>, NaiveDate)>,
-    /// More distinct rows than [`MAX_ROLLUP_ROWS`]: the rollup was given up.
-    overflowed: bool,
+    /// Rows held before [`is_full`](Self::is_full) says to write them out.
+    cap: usize,
 }
 
 impl<'s> RollupBuilder<'s> {
@@ -88,14 +89,17 @@ impl<'s> RollupBuilder<'s> {
             keys: HashMap::new(),
             row_dates: Vec::new(),
             last_day: None,
-            overflowed: false,
+            cap: MAX_ROLLUP_ROWS,
         }
     }
 
+    /// A smaller chunk size (tests: several chunks from a few lines).
+    pub fn with_cap(mut self, cap: usize) -> Self {
+        self.cap = cap.max(1);
+        self
+    }
+
     pub fn add(&mut self, l: &ChargeLine) -> Result<(), MoneyError> {
-        if self.overflowed {
-            return Ok(());
-        }
         let day = match self.last_day {
             Some((t, d)) if t == l.charge_period_start => d,
             _ => {
@@ -164,14 +168,6 @@ impl<'s> RollupBuilder<'s> {
         });
         let i = match found {
             Some(i) => i,
-            None if self.rows.len() >= MAX_ROLLUP_ROWS => {
-                self.overflowed = true;
-                self.rows = Vec::new();
-                self.row_tags = Vec::new();
-                self.row_dates = Vec::new();
-                self.index = HashMap::new();
-                return Ok(());
-            }
             None => {
                 let owned: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
                 let json = (!owned.is_empty()).then(|| {
@@ -218,13 +214,26 @@ impl<'s> RollupBuilder<'s> {
         Ok(())
     }
 
-    /// The rows, sorted (deterministic); `None` when there were more than [`MAX_ROLLUP_ROWS`].
-    pub fn finish(self) -> Option<Rollup> {
-        if self.overflowed {
-            return None;
-        }
-        let mut rows = self.rows;
+    /// At least [`MAX_ROLLUP_ROWS`] rows are held: time to [`take_rows`](Self::take_rows) and
+    /// write them out.
+    pub fn is_full(&self) -> bool {
+        self.rows.len() >= self.cap
+    }
+
+    /// The rows so far, sorted, and start afresh. Rollup rows are additive (a query sums every
+    /// row of a key), so a load's rollup may hold one key in several chunks: memory stays
+    /// bounded by [`MAX_ROLLUP_ROWS`] whatever the bill.
+    pub fn take_rows(&mut self) -> Vec<RollupRow> {
+        self.index.clear();
+        self.row_tags.clear();
+        self.row_dates.clear();
+        let mut rows = std::mem::take(&mut self.rows);
         rows.sort();
-        Some(Rollup { spec: self.spec.fingerprint(), rows })
+        rows
+    }
+
+    /// The remaining rows, sorted (deterministic), with the spec they were built with.
+    pub fn finish(mut self) -> Rollup {
+        Rollup { spec: self.spec.fingerprint(), rows: self.take_rows() }
     }
 }

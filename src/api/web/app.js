@@ -142,15 +142,28 @@ async function overview() {
     if (!by.has(key)) by.set(key, { provider: row.keys[0] ?? "(none)", currency: row.currency, prev: null, last: null });
     by.get(key)[row.bucket === last ? "last" : "prev"] = row.values[0];
   }
+  // last − prev, exactly; a side without spend counts as nothing.
+  const change = (x) => (x.last === null ? (x.prev === null ? null : negate(x.prev)) : (x.prev === null ? x.last : addDec(x.last, negate(x.prev))));
   const rows = [...by.values()].map((x) => el("tr", {},
     el("td", {}, x.provider), el("td", {}, x.currency), amount(x.prev), amount(x.last),
-    amount(x.last === null ? (x.prev === null ? null : negate(x.prev)) : (x.prev === null ? x.last : addDec(x.last, negate(x.prev))))));
+    amount(change(x))));
   place("overview-months", table(["provider", "currency", prev || "-", last, "change"], rows, [2, 3, 4]));
-  const alloc = await api("/api/v1/allocation?period=" + encodeURIComponent(last));
-  place("overview-owners", alloc.length === 0
+  // Owners: the last period against the one before, from the last reconcile.
+  const owners = new Map();
+  for (const [period, col] of [[prev, "prev"], [last, "last"]]) {
+    if (!period) continue;
+    for (const a of await api("/api/v1/allocation?period=" + encodeURIComponent(period))) {
+      const name = a.owner ?? "(unallocated)";
+      const key = name + "\u0000" + a.currency;
+      if (!owners.has(key)) owners.set(key, { owner: name, currency: a.currency, prev: null, last: null });
+      const o = owners.get(key);
+      o[col] = o[col] === null ? a.amount : addDec(o[col], a.amount);
+    }
+  }
+  place("overview-owners", owners.size === 0
     ? el("p", { class: "note" }, "No allocation for " + last + " yet: run `costledger reconcile`.")
-    : table(["owner", "basis", "currency", "BilledCost " + last], alloc.map((a) => el("tr", {},
-      el("td", {}, a.owner ?? "(unallocated)"), el("td", {}, a.basis), el("td", {}, a.currency), amount(a.amount))), [3]));
+    : table(["owner", "currency", prev || "-", last, "change"], [...owners.values()].map((o) => el("tr", {},
+      el("td", {}, o.owner), el("td", {}, o.currency), amount(o.prev), amount(o.last), amount(change(o)))), [2, 3, 4]));
 }
 
 function explorerParams() {
