@@ -731,7 +731,12 @@ async fn stage(
         }
         let (lines, errors, spent) = (batch.lines, batch.errors, batch.spent);
         // A full rollup builder writes its rows out as a chunk (rollup rows are additive).
-        let chunk = rollup.as_mut().filter(|r| r.is_full()).map(RollupBuilder::take_rows);
+        let mut chunk = None;
+        if let Some(r) = rollup.as_mut()
+            && r.is_full()
+        {
+            chunk = Some(r.take_rows());
+        }
         in_flight.push(Box::pin(async move {
             if !lines.is_empty() {
                 store.stage_lines(load, first_row, lines, spent).await?;
@@ -756,7 +761,17 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
-    sm.rollup = rollup.map(RollupBuilder::finish);
+    let rollup_wanted = rollup.is_some();
+    sm.rollup = rollup.and_then(RollupBuilder::finish);
+    if sm.rollup.is_none() && rollup_wanted {
+        tracing::info!(
+            source,
+            scope = %d.scope,
+            "no daily rollup for this load: its lines are nearly all distinct per day and dimension \
+             (fewer than {} lines per rollup row), so queries over it read the charges",
+            crate::query::rollup::MIN_ROLLUP_COMPRESSION
+        );
+    }
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

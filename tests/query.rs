@@ -213,14 +213,14 @@ async fn load_with_rollup(
     if let Some(spec) = spec {
         // Chunks of 3 rows, appended while staging as the loader does past its cap: a key may
         // be in several chunks, and answers must not change.
-        let mut b = RollupBuilder::new(spec).with_cap(3);
+        let mut b = RollupBuilder::new(spec).with_cap(3).with_min_compression(0);
         for l in lines {
             b.add(l).expect("add");
             if b.is_full() {
                 s.append_rollup(id, &b.take_rows()).await.expect("append");
             }
         }
-        sm.rollup = Some(b.finish());
+        sm.rollup = b.finish();
     }
     s.commit_load(id, &sm).await.expect("commit");
 }
@@ -348,7 +348,7 @@ fn a_rollup_past_its_row_cap_is_written_in_chunks_that_add_up() {
     use costledger::query::rollup::MAX_ROLLUP_ROWS;
     let spec = RollupSpec::from_config(&Config::default());
     let mut l = line("1.25", "USD");
-    let mut b = RollupBuilder::new(&spec);
+    let mut b = RollupBuilder::new(&spec).with_min_compression(0);
     let mut chunks = Vec::new();
     for i in 0..(MAX_ROLLUP_ROWS * 2 + 7) {
         l.sku_id = Some(format!("SKU-{}", i % (MAX_ROLLUP_ROWS + 5)));
@@ -357,7 +357,7 @@ fn a_rollup_past_its_row_cap_is_written_in_chunks_that_add_up() {
             chunks.push(b.take_rows());
         }
     }
-    chunks.push(b.finish().rows);
+    chunks.push(b.finish().expect("kept").rows);
     assert!(chunks.len() >= 3, "{} chunks", chunks.len());
     assert!(chunks.iter().all(|c| c.len() <= MAX_ROLLUP_ROWS), "no chunk holds more than the cap");
     let lines: u64 = chunks.iter().flatten().map(|r| r.lines).sum();
@@ -429,4 +429,37 @@ fn too_many_groups_is_refused_with_what_to_do() {
     let e = agg.add_line(&l, "bill").expect_err("a third group");
     assert_eq!(e, AggregateError::TooManyGroups { limit: 2 });
     assert!(e.to_string().contains("more than 2 groups: narrow the range (--from/--to), add filters"), "{e}");
+}
+
+/// A load whose lines are nearly all distinct per day and dimension gets no rollup (it would
+/// be as large as the charges: importing it would cost twice and queries gain nothing); a load
+/// that compresses keeps its rollup, in chunks past the cap.
+#[test]
+fn a_rollup_that_would_not_compress_is_given_up_before_anything_is_written() {
+    use costledger::query::rollup::{MAX_ROLLUP_ROWS, MIN_ROLLUP_COMPRESSION};
+    let spec = RollupSpec::from_config(&Config::default());
+    let mut l = line("1", "USD");
+    let mut b = RollupBuilder::new(&spec);
+    for i in 0..=MAX_ROLLUP_ROWS {
+        l.sku_id = Some(format!("SKU-{i}"));
+        b.add(&l).expect("add");
+        assert!(!b.is_full(), "nothing is written for a rollup that does not compress");
+    }
+    assert!(b.finish().is_none(), "one line per row: no rollup");
+    // Compressible: the first MAX_ROLLUP_ROWS - 1 keys repeat for MIN_ROLLUP_COMPRESSION × the
+    // cap lines, then a new key fills the builder: it is written as a chunk, and kept.
+    let mut b = RollupBuilder::new(&spec);
+    let per = usize::try_from(MIN_ROLLUP_COMPRESSION).expect("n");
+    let mut chunks = 0;
+    for i in 0..=(MAX_ROLLUP_ROWS * per) {
+        let key = if i == MAX_ROLLUP_ROWS * per { MAX_ROLLUP_ROWS } else { i % (MAX_ROLLUP_ROWS - 1) };
+        l.sku_id = Some(format!("SKU-{key}"));
+        b.add(&l).expect("add");
+        if b.is_full() {
+            chunks += 1;
+            assert_eq!(b.take_rows().len(), MAX_ROLLUP_ROWS);
+        }
+    }
+    assert_eq!(chunks, 1);
+    assert!(b.finish().is_some(), "{MIN_ROLLUP_COMPRESSION} lines per row: kept ({chunks} chunks)");
 }

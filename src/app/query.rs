@@ -98,6 +98,9 @@ pub async fn query_via(
 pub struct RollupBuild {
     /// Loads whose rollup was built.
     pub built: Vec<LoadId>,
+    /// Loads whose lines are nearly all distinct per day and dimension: no rollup (it would
+    /// not be smaller than the charges); queries over them read the charges.
+    pub not_worth_it: Vec<LoadId>,
 }
 
 /// Build the rollup of every current load that has none built with today's spec (a ledger
@@ -122,8 +125,13 @@ pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> 
                 }
             }
         }
-        if store.complete_rollup(load, &b.finish()).await? {
-            out.built.push(load);
+        match b.finish() {
+            Some(rollup) => {
+                if store.complete_rollup(load, &rollup).await? {
+                    out.built.push(load);
+                }
+            }
+            None => out.not_worth_it.push(load),
         }
     }
     Ok(out)

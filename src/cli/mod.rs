@@ -88,7 +88,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let v = store.applied_migrations().await?;
             println!("ledger at {} is at schema version {}", env.database, v.last().copied().unwrap_or(0));
             let r = app::query::build_missing_rollups(store.as_ref(), &env.config).await?;
-            if !r.built.is_empty() {
+            if !r.built.is_empty() || !r.not_worth_it.is_empty() {
                 print::print_rollup_build(&r);
             }
             Ok(ExitCode::SUCCESS)
