@@ -67,15 +67,43 @@ pub fn allocation_columns(alloc: &Allocator, line: &costledger_core::ChargeLine)
 /// because no owner had direct spend: the export says so too.
 type Fallbacks = BTreeSet<(String, String, String)>;
 
-fn record<'a>(r: &'a ChargeRecord, alloc: Option<&Allocator>, fallbacks: &Fallbacks) -> Vec<Cow<'a, str>> {
-    let (owner, mut reason) = alloc.map(|a| allocation_columns(a, &r.line)).unwrap_or_default();
-    if !fallbacks.is_empty() && reason.starts_with("shared:proportional:") {
-        let even = reason.replacen("proportional", crate::reconcile::EVEN_NO_DIRECT_SPEND, 1);
-        let period = costledger_core::BillingPeriod::of(r.line.billing_period_start).to_string();
-        if fallbacks.contains(&(period, r.line.billing_currency.clone(), even.clone())) {
-            reason = even;
+/// The finance CSV's `x_owner` and `x_allocation_reason` of each line: the allocator's decision,
+/// with a proportional split relabelled when the reconciler had to split it evenly. Queries
+/// grouping by owner or allocation use the same, so they agree with the CSV.
+pub struct LineAllocation<'a> {
+    alloc: &'a Allocator,
+    fallbacks: Fallbacks,
+}
+
+impl<'a> LineAllocation<'a> {
+    /// Reads which proportional splits the last reconcile made evenly.
+    pub async fn new(store: &dyn LedgerStore, alloc: &'a Allocator) -> Result<LineAllocation<'a>, LedgerError> {
+        let marker = format!("shared:{}:", crate::reconcile::EVEN_NO_DIRECT_SPEND);
+        let mut fallbacks = Fallbacks::new();
+        for a in store.allocations(None).await? {
+            if a.basis.starts_with(&marker) {
+                fallbacks.insert((a.period, a.currency, a.basis));
+            }
         }
+        Ok(LineAllocation { alloc, fallbacks })
     }
+
+    /// (owner — empty when unallocated —, allocation reason) of one line.
+    pub fn columns(&self, line: &costledger_core::ChargeLine) -> (String, String) {
+        let (owner, mut reason) = allocation_columns(self.alloc, line);
+        if !self.fallbacks.is_empty() && reason.starts_with("shared:proportional:") {
+            let even = reason.replacen("proportional", crate::reconcile::EVEN_NO_DIRECT_SPEND, 1);
+            let period = costledger_core::BillingPeriod::of(line.billing_period_start).to_string();
+            if self.fallbacks.contains(&(period, line.billing_currency.clone(), even.clone())) {
+                reason = even;
+            }
+        }
+        (owner, reason)
+    }
+}
+
+fn record<'a>(r: &'a ChargeRecord, alloc: Option<&LineAllocation<'_>>) -> Vec<Cow<'a, str>> {
+    let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
     let l = &r.line;
     vec![
         neutralise(&l.billing_account_id),
@@ -129,19 +157,14 @@ pub async fn export_csv<W: Write>(
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
     w.write_record(FOCUS_COLUMNS.iter().chain(LINEAGE_COLUMNS.iter()))?;
     let mut stats = ExportStats::default();
-    let mut fallbacks = Fallbacks::new();
-    if alloc.is_some() {
-        let marker = format!("shared:{}:", crate::reconcile::EVEN_NO_DIRECT_SPEND);
-        for a in store.allocations(None).await? {
-            if a.basis.starts_with(&marker) {
-                fallbacks.insert((a.period, a.currency, a.basis));
-            }
-        }
-    }
+    let line_alloc = match alloc {
+        Some(a) => Some(LineAllocation::new(store, a).await?),
+        None => None,
+    };
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
         let r = r?;
-        w.write_record(record(&r, alloc, &fallbacks).iter().map(|c| c.as_bytes()))?;
+        w.write_record(record(&r, line_alloc.as_ref()).iter().map(|c| c.as_bytes()))?;
         stats.rows += 1;
         stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
     }

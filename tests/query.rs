@@ -62,6 +62,25 @@ fn check_backend(db: &str) {
         "currency,BilledCost,lines\r\nUSD,-2.25,1\r\n"
     );
 
+    // Owner and allocation, as the finance CSV's x_owner / x_allocation_reason say (the
+    // allocator's decision per line; no reconcile needed); unallocated lines have no owner.
+    assert_eq!(
+        query(db, &cfg, &["--group-by", "owner,allocation", "--format", "csv"]),
+        "owner,allocation,currency,BilledCost\r\n\
+         data,tag:team,EUR,100\r\n\
+         payments,tag:team,USD,17.128456889\r\n\
+         search,tag:team,USD,1.5\r\n\
+         ,untaggable_charge,USD,-2.25\r\n"
+    );
+    assert_eq!(
+        query(
+            db,
+            &cfg,
+            &["--where", "owner=(none)", "--group-by", "allocation", "--metric", "BilledCost,lines", "--format", "csv"]
+        ),
+        "allocation,currency,BilledCost,lines\r\nuntaggable_charge,USD,-2.25,1\r\n"
+    );
+
     // Day grain and a range: --to is inclusive of the day it names.
     assert_eq!(
         query(db, &cfg, &["--grain", "day", "--from", "2026-10-02", "--to", "2026-10-09", "--format", "csv"]),

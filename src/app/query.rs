@@ -70,8 +70,8 @@ pub async fn query_via(
         ReadPath::Charges => false,
         ReadPath::Rollups => true,
     };
-    let mut agg = Aggregator::new(q, config.timezone, &norm);
     if use_rollups {
+        let mut agg = Aggregator::new(q, config.timezone, &norm);
         let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
         let (from, to) = match q.range.by {
             RangeBy::ChargePeriod => (q.range.from.map(day), q.range.to.map(day)),
@@ -83,8 +83,24 @@ pub async fn query_via(
         }
         return Ok(agg.finish(&rates, AnsweredFrom::Rollups)?);
     }
+    // Owner and allocation come from the allocator, as the finance CSV has them.
+    let allocator = match q.needs_allocation() {
+        true => Some(super::allocator(store, config).await?),
+        false => None,
+    };
+    let line_alloc = match &allocator {
+        Some(a) => Some(crate::export::LineAllocation::new(store, a).await?),
+        None => None,
+    };
+    let columns = |l: &costledger_core::ChargeLine| line_alloc.as_ref().map(|a| a.columns(l)).unwrap_or_default();
+    let mut agg = Aggregator::new(q, config.timezone, &norm);
+    if line_alloc.is_some() {
+        agg = agg.with_allocation(&columns);
+    }
     let (from, to) = q.range.charge_bounds(config.timezone);
-    let filter = ChargeFilter { from, to, unordered: true, lean: true, ..Default::default() };
+    // The allocator reads the publisher (marketplace charges), which a lean read leaves out.
+    let lean = line_alloc.is_none();
+    let filter = ChargeFilter { from, to, unordered: true, lean, ..Default::default() };
     let mut charges = store.charges(&filter);
     while let Some(rec) = charges.next().await {
         let rec = rec?;

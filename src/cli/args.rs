@@ -124,8 +124,8 @@ pub enum Command {
     ///   costledger query --group-by sub_account --currency EUR --format json
     ///
     /// Dimensions: provider, billing_account, sub_account, service, service_category, region,
-    /// charge_category, charge_class, sku, resource, pricing_unit, source, tag:KEY (tag keys
-    /// after the configured aliases, case-insensitive). Metrics: BilledCost (default),
+    /// charge_category, charge_class, sku, resource, pricing_unit, source, owner, allocation,
+    /// tag:KEY (tag keys after the configured aliases, case-insensitive). Metrics: BilledCost (default),
     /// EffectiveCost, ListCost, ContractedCost, PricingQuantity, ConsumedQuantity, lines.
     /// Only primary sources are summed; amounts are exact (no rounding) in every format.
     #[command(verbatim_doc_comment)]

@@ -167,6 +167,8 @@ pub fn dimension_value<'a>(
         Dimension::Resource => s(&line.resource_id),
         Dimension::PricingUnit => s(&line.pricing_unit),
         Dimension::Source => Some(source),
+        // From the allocator, which `Aggregator::add_line` consults.
+        Dimension::Owner | Dimension::Allocation => None,
         Dimension::Tag(k) => line.tags.iter().find(|(key, _)| normalise_tag(key) == *k).map(|(_, v)| v.as_str()),
     }
 }
@@ -179,11 +181,22 @@ pub struct Aggregator<'q> {
     groups: HashMap<GroupKey, Sums>,
     lines: u64,
     max_groups: usize,
+    /// (owner, allocation) of a line, when the query groups or filters by them.
+    allocate: Option<&'q Allocate<'q>>,
 }
+
+/// A line's owner (empty when unallocated) and allocation reason, as the finance CSV has them.
+pub type Allocate<'a> = dyn Fn(&ChargeLine) -> (String, String) + Sync + 'a;
 
 impl<'q> Aggregator<'q> {
     pub fn new(q: &'q Query, tz: chrono_tz::Tz, normalise_tag: &'q (dyn Fn(&str) -> String + Sync)) -> Aggregator<'q> {
-        Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0, max_groups: MAX_GROUPS }
+        Aggregator { q, tz, normalise_tag, groups: HashMap::new(), lines: 0, max_groups: MAX_GROUPS, allocate: None }
+    }
+
+    /// The allocator's answer per line, for the owner and allocation dimensions.
+    pub fn with_allocation(mut self, allocate: &'q Allocate<'q>) -> Self {
+        self.allocate = Some(allocate);
+        self
     }
 
     /// A lower group limit (tests).
@@ -198,7 +211,13 @@ impl<'q> Aggregator<'q> {
         let period = BillingPeriod::of(line.billing_period_start);
         let norm = self.normalise_tag;
         let values = self.q.metrics.iter().map(|m| metric_value(line, *m).map(ExactSum::from)).collect();
-        self.add_fact(day, period, &line.billing_currency, |d| dimension_value(line, source, d, norm), values, 1)
+        let alloc = self.allocate.filter(|_| self.q.needs_allocation()).map(|f| f(line));
+        let dim = |d: &Dimension| match (d, &alloc) {
+            (Dimension::Owner, Some((owner, _))) => (!owner.is_empty()).then_some(owner.as_str()),
+            (Dimension::Allocation, Some((_, reason))) => (!reason.is_empty()).then_some(reason.as_str()),
+            _ => dimension_value(line, source, d, norm),
+        };
+        self.add_fact(day, period, &line.billing_currency, dim, values, 1)
     }
 
     /// Add one rollup row (its tags are already normalised and limited to the rollup's keys).
@@ -233,6 +252,8 @@ impl<'q> Aggregator<'q> {
                 Dimension::Resource => None,
                 Dimension::PricingUnit => s(&r.pricing_unit),
                 Dimension::Source => Some(rec.source.as_str()),
+                // Rollups do not hold the allocation (`RollupSpec::holds`).
+                Dimension::Owner | Dimension::Allocation => None,
                 Dimension::Tag(k) => tags.get(k).map(String::as_str),
             }
         };

@@ -62,6 +62,11 @@ pub enum Dimension {
     Resource,
     PricingUnit,
     Source,
+    /// The owner the allocator gives the line (as the finance CSV's `x_owner`).
+    Owner,
+    /// How the owner was decided, or why there is none (as the finance CSV's
+    /// `x_allocation_reason`).
+    Allocation,
     /// A tag, by its normalised key (after the configured aliases, lower-cased).
     Tag(String),
 }
@@ -149,7 +154,35 @@ pub const DIMENSIONS: &[DimensionInfo] = &[
         column: "x_source",
         meaning: "the costledger source (config name) the line was loaded from",
     },
+    DimensionInfo {
+        dimension: Dimension::Owner,
+        name: "owner",
+        column: "x_owner",
+        meaning: "the owner the allocation rules give the charge (tag, rule or first-seen account), `shared` for a \
+                  shared rule's charges, missing when unallocated — as the finance CSV says",
+    },
+    DimensionInfo {
+        dimension: Dimension::Allocation,
+        name: "allocation",
+        column: "x_allocation_reason",
+        meaning: "how the owner was decided (tag:team, rule:NAME, shared:…) or why there is none \
+                  (untagged, untaggable_charge …)",
+    },
 ];
+
+impl Dimension {
+    /// Whether the dimension needs the allocator (owner, allocation).
+    pub fn needs_allocation(&self) -> bool {
+        matches!(self, Dimension::Owner | Dimension::Allocation)
+    }
+}
+
+impl Query {
+    /// Whether any grouped or filtered dimension needs the allocator.
+    pub fn needs_allocation(&self) -> bool {
+        self.group_by.iter().chain(self.filters.iter().map(|f| &f.dimension)).any(Dimension::needs_allocation)
+    }
+}
 
 /// The names `--group-by` and `--where` accept (besides `tag:KEY`).
 pub fn dimension_names() -> Vec<&'static str> {

@@ -46,10 +46,11 @@ impl RollupSpec {
         format!("v1 tz={} tags={} aliases={}", self.tz.name(), self.tag_keys.join(","), aliases.join(","))
     }
 
-    /// Whether the rollup holds dimension `d` (everything but the resource id and other tags).
+    /// Whether the rollup holds dimension `d` (everything but the resource id, the allocation
+    /// and other tags).
     pub fn holds(&self, d: &Dimension) -> bool {
         match d {
-            Dimension::Resource => false,
+            Dimension::Resource | Dimension::Owner | Dimension::Allocation => false,
             Dimension::Tag(k) => self.tag_keys.binary_search(k).is_ok(),
             _ => true,
         }

@@ -31,6 +31,7 @@ pub fn fill(db: &str, cfg: &Path) {
 /// Questions asked both ways: CLI arguments and the same as API parameters.
 pub const QUESTIONS: &[(&[&str], &str)] = &[
     (&[], ""),
+    (&["--group-by", "owner,allocation", "--grain", "month"], "group_by=owner,allocation&grain=month"),
     (&["--group-by", "service", "--grain", "billing_period"], "group_by=service&grain=billing_period"),
     (&["--group-by", "tag:Team", "--where", "provider=aws"], "group_by=tag:Team&where=provider%3Daws"),
     (
