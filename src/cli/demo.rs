@@ -144,5 +144,7 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
     let _ = code;
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
     println!("Try: costledger --database {url} loads");
+    println!("     costledger --database {url} query --group-by provider,service --grain month --top 10");
+    println!("     costledger --database {url} serve   (the API and the cost-explorer page on http://127.0.0.1:9464/)");
     Ok(ExitCode::SUCCESS)
 }
