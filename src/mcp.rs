@@ -284,17 +284,7 @@ impl CostServer {
                         .filter(|n| *n >= 1)
                         .ok_or_else(|| ToolError("'top' must be a whole number of at least 1".into()))?,
                 };
-                let mut rows: Vec<app::read::AllocationView> = app::read::allocation(store, period.as_deref())
-                    .await?
-                    .into_iter()
-                    .filter(|r| r.owner.is_none())
-                    .collect();
-                rows.sort_by(|a, b| {
-                    let amt =
-                        |v: &app::read::AllocationView| v.amount.parse::<rust_decimal::Decimal>().unwrap_or_default();
-                    amt(b).cmp(&amt(a)).then(a.period.cmp(&b.period)).then(a.reason.cmp(&b.reason))
-                });
-                rows.truncate(top);
+                let rows = app::read::top_unallocated(store, period.as_deref(), top).await?;
                 let summary = if rows.is_empty() {
                     "No unallocated spend (or no reconcile has run yet: `costledger reconcile`).".to_string()
                 } else {

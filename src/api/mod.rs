@@ -6,7 +6,6 @@
 pub mod openapi;
 mod web;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
@@ -535,9 +534,4 @@ pub fn router(state: ApiState) -> Router {
 /// The JSON of a value the way the API sends it (tests and the MCP server compare with it).
 pub fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
-}
-
-/// Keys of every object in the OpenAPI document's schemas (tests check responses against them).
-pub fn schema_names() -> BTreeMap<String, Vec<String>> {
-    openapi::schema_properties()
 }

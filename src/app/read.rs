@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 use crate::ledger::{LedgerError, LedgerStore, LoadFilter, LoadRow, LoadState};
-use crate::query::aggregate::QueryResult;
+use crate::query::aggregate::{AggregateError, QueryResult};
 use crate::query::{Dimension, Grain, Metric, Query, Range, RangeBy};
 
 use super::query::QueryRunError;
@@ -248,7 +248,53 @@ pub async fn findings(store: &dyn LedgerStore, period: Option<&str>) -> Result<V
 /// The reconciler's allocation summed per period, owner, basis, reason and currency (of one
 /// period, or all), largest first within a period. Empty before the first reconcile.
 pub async fn allocation(store: &dyn LedgerStore, period: Option<&str>) -> Result<Vec<AllocationView>, LedgerError> {
-    type Key = (String, Option<String>, String, Option<String>, String);
+    let sums = allocation_sums(store, period).await?;
+    let mut rows: Vec<(Key, ExactSum, u64)> = sums.into_iter().map(|(k, (a, n))| (k, a, n)).collect();
+    // Largest first within a period, compared as exact sums.
+    rows.sort_by(|(a, x, _), (b, y, _)| a.0.cmp(&b.0).then(y.cmp(x)).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(rows.into_iter().map(|(k, amount, rows)| allocation_view(k, amount, rows)).collect())
+}
+
+type Key = (String, Option<String>, String, Option<String>, String);
+
+fn allocation_view((period, owner, basis, reason, currency): Key, amount: ExactSum, rows: u64) -> AllocationView {
+    AllocationView {
+        remedy: reason.as_deref().and_then(|r| {
+            crate::allocation::Reason::ALL.iter().find(|x| x.as_str() == r).map(|x| x.advice().to_string())
+        }),
+        period,
+        owner,
+        basis,
+        reason,
+        currency,
+        amount: amount.to_string(),
+        rows,
+    }
+}
+
+/// The `top` largest unallocated amounts after the last reconcile (of one period, or all),
+/// by period, reason and currency, largest first (compared exactly).
+pub async fn top_unallocated(
+    store: &dyn LedgerStore,
+    period: Option<&str>,
+    top: usize,
+) -> Result<Vec<AllocationView>, LedgerError> {
+    let mut rows: Vec<(Key, ExactSum, u64)> = allocation_sums(store, period)
+        .await?
+        .into_iter()
+        .filter(|(k, _)| k.1.is_none())
+        .map(|(k, (a, n))| (k, a, n))
+        .collect();
+    rows.sort_by(|(a, x, _), (b, y, _)| y.cmp(x).then(a.0.cmp(&b.0)).then(a.3.cmp(&b.3)).then(a.4.cmp(&b.4)));
+    rows.truncate(top);
+    Ok(rows.into_iter().map(|(k, amount, rows)| allocation_view(k, amount, rows)).collect())
+}
+
+/// The reconciler's allocation rows summed per (period, owner, basis, reason, currency).
+async fn allocation_sums(
+    store: &dyn LedgerStore,
+    period: Option<&str>,
+) -> Result<BTreeMap<Key, (ExactSum, u64)>, LedgerError> {
     let mut sums: BTreeMap<Key, (ExactSum, u64)> = BTreeMap::new();
     for r in store.allocations(None).await? {
         if period.is_some_and(|p| p != r.period) {
@@ -258,26 +304,7 @@ pub async fn allocation(store: &dyn LedgerStore, period: Option<&str>) -> Result
         e.0.merge(&r.amount).map_err(|e| LedgerError::Corrupt(format!("allocation sum: {e}")))?;
         e.1 += r.rows;
     }
-    let mut out: Vec<AllocationView> = sums
-        .into_iter()
-        .map(|((period, owner, basis, reason, currency), (amount, rows))| AllocationView {
-            remedy: reason.as_deref().and_then(|r| {
-                crate::allocation::Reason::ALL.iter().find(|x| x.as_str() == r).map(|x| x.advice().to_string())
-            }),
-            period,
-            owner,
-            basis,
-            reason,
-            currency,
-            amount: amount.to_string(),
-            rows,
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        let amt = |v: &AllocationView| v.amount.parse::<rust_decimal::Decimal>().unwrap_or_default();
-        a.period.cmp(&b.period).then(amt(b).cmp(&amt(a))).then(a.owner.cmp(&b.owner)).then(a.basis.cmp(&b.basis))
-    });
-    Ok(out)
+    Ok(sums)
 }
 
 /// The distinct values of dimension `name` among the current charges of the range (for
@@ -300,8 +327,16 @@ pub async fn dimension_values(
     let r: QueryResult = super::query::query(store, config, &q).await?;
     let mut by: BTreeMap<Option<String>, u64> = BTreeMap::new();
     for row in r.rows {
-        let lines = row.values.first().copied().flatten().map(|s| s.to_string().parse::<u64>().unwrap_or(0));
-        *by.entry(row.keys.into_iter().next().flatten()).or_default() += lines.unwrap_or(0);
+        // The line count is a whole number by construction; anything else is a bug, not a zero.
+        let lines = row
+            .values
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|s| s.to_decimal())
+            .and_then(|(d, _)| rust_decimal::prelude::ToPrimitive::to_u64(&d))
+            .ok_or_else(|| AggregateError::Corrupt(format!("line count of {:?}", row.keys)))?;
+        *by.entry(row.keys.into_iter().next().flatten()).or_default() += lines;
     }
     let mut out: Vec<DimensionValue> =
         by.iter().filter(|(v, _)| v.is_some()).map(|(v, n)| DimensionValue { value: v.clone(), lines: *n }).collect();
