@@ -461,3 +461,29 @@ async fn in_memory_sqlite_stages_through_sqlx_with_the_same_results() {
     assert!(matches!(out, CommitOutcome::Current { superseded: Some(_) }));
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "-2.5");
 }
+
+/// Regression (CI, full-disk test): SQLite rolls a transaction back by itself when a statement
+/// fails with SQLITE_FULL; sqlx's ROLLBACK on drop then failed, the connection went back to the
+/// pool still counted as inside a transaction, and every later write on it failed with
+/// "attempted to call begin_with at non-zero transaction depth" (so a failed load could not even
+/// be marked failed). A `ROLLBACK` run inside the transaction reproduces that state exactly.
+#[tokio::test]
+async fn a_transaction_sqlite_ended_by_itself_does_not_poison_the_pool() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().expect("tmp");
+    let url = format!("sqlite://{}", dir.path().join("l.db").display());
+    let lite = costledger::ledger::sqlite::SqliteLedger::connect(&url).await.expect("open");
+    lite.migrate().await.expect("migrate");
+    {
+        let mut tx = lite.pool().begin_with("BEGIN IMMEDIATE").await.expect("begin");
+        sqlx::query("ROLLBACK").execute(&mut *tx).await.expect("the engine ends the transaction");
+        assert!(tx.is_in_transaction(), "the driver still counts the transaction");
+        // Dropped here: the driver's ROLLBACK fails ("no transaction is active").
+    }
+    // Every later write transaction works, whichever pooled connection it gets.
+    let src = lite.ensure_source("m", "test").await.expect("source");
+    for i in 0..6 {
+        load_lines(&lite, src, "a", &format!("k{i}"), &[line("1.25", "USD")]).await;
+    }
+    assert_eq!(total(&lite, "USD").await.to_string(), "1.25");
+}

@@ -214,6 +214,19 @@ impl SqliteLedger {
             // An in-memory database exists per connection: keep exactly one.
             .max_connections(if memory { 1 } else { 4 })
             .after_connect(|conn, _| Box::pin(async move { super::decimal_sum::register(conn).await }))
+            // SQLite rolls a transaction back by itself when a statement fails with SQLITE_FULL,
+            // SQLITE_IOERR or SQLITE_NOMEM; the driver's own ROLLBACK then fails and it keeps
+            // counting the connection as inside a transaction, so every later `BEGIN` on it
+            // would fail ("begin_with at non-zero transaction depth"). Such a connection is
+            // closed instead of going back to the pool. The ping waits until the rollback
+            // queued by a dropped transaction has run.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    conn.ping().await?;
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(opts.clone())
             .await?;
         let bulk = (!memory).then(|| (opts.get_filename().to_path_buf(), Arc::new(Mutex::new(None))));
