@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod finance_files;
+pub mod focus_export;
 pub mod fx;
 pub mod ingest;
 pub mod mcp;

@@ -40,8 +40,10 @@ struct Account {
     currency: &'static str,
     invoice: Option<&'static str>,
     subs: &'static [(&'static str, &'static str)],
-    services: &'static [(&'static str, &'static str, &'static str)],
-    regions: &'static [&'static str],
+    /// (ServiceName, ServiceCategory, ServiceSubcategory, PricingUnit)
+    services: &'static [(&'static str, &'static str, &'static str, &'static str)],
+    /// (RegionId, RegionName)
+    regions: &'static [(&'static str, &'static str)],
     weight: u64,
 }
 
@@ -56,13 +58,17 @@ const ACCOUNTS: [Account; 3] = [
         invoice: Some("INV-AWS-0001"),
         subs: &[("222222222222", "acme-prod"), ("333333333333", "acme-staging"), ("444444444444", "acme-data")],
         services: &[
-            ("Amazon Elastic Compute Cloud", "Compute", "Hours"),
-            ("Amazon Simple Storage Service", "Storage", "GB-Mo"),
-            ("Amazon Relational Database Service", "Databases", "Hours"),
-            ("AWS Lambda", "Compute", "Requests"),
-            ("Amazon CloudWatch", "Management and Governance", "Metrics"),
+            ("Amazon Elastic Compute Cloud", "Compute", "Virtual Machines", "Hours"),
+            ("Amazon Simple Storage Service", "Storage", "Object Storage", "GB-Months"),
+            ("Amazon Relational Database Service", "Databases", "Relational Databases", "Hours"),
+            ("AWS Lambda", "Compute", "Serverless Compute", "Requests"),
+            ("Amazon CloudWatch", "Management and Governance", "Observability", "Metrics"),
         ],
-        regions: &["us-east-1", "eu-west-1", "us-west-2"],
+        regions: &[
+            ("us-east-1", "US East (N. Virginia)"),
+            ("eu-west-1", "Europe (Ireland)"),
+            ("us-west-2", "US West (Oregon)"),
+        ],
         weight: 60,
     },
     Account {
@@ -72,17 +78,17 @@ const ACCOUNTS: [Account; 3] = [
         billing_id: "ea-8608480",
         billing_name: "Acme Europe EA",
         currency: "EUR",
-        invoice: None,
+        invoice: Some("E0600ACME1"),
         subs: &[
             ("9b6a2f3e-1c2d-4e5f-8a9b-0c1d2e3f4a5b", "acme-eu-prod"),
             ("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0", "acme-eu-dev"),
         ],
         services: &[
-            ("Virtual Machines", "Compute", "Hours"),
-            ("Storage", "Storage", "GB-Mo"),
-            ("Azure SQL Database", "Databases", "vCore Hours"),
+            ("Virtual Machines", "Compute", "Virtual Machines", "Hours"),
+            ("Storage", "Storage", "Block Storage", "GB-Months"),
+            ("Azure SQL Database", "Databases", "Relational Databases", "vCore-Hours"),
         ],
-        regions: &["westeurope", "northeurope"],
+        regions: &[("westeurope", "West Europe"), ("northeurope", "North Europe")],
         weight: 25,
     },
     Account {
@@ -92,14 +98,14 @@ const ACCOUNTS: [Account; 3] = [
         billing_id: "01A2B3-C4D5E6-F7A8B9",
         billing_name: "Acme GCP billing",
         currency: "USD",
-        invoice: None,
+        invoice: Some("3185702914"),
         subs: &[("acme-analytics", "Acme Analytics"), ("acme-web", "Acme Web")],
         services: &[
-            ("Compute Engine", "Compute", "Hours"),
-            ("BigQuery", "Analytics", "TiB"),
-            ("Cloud Storage", "Storage", "GiB-Mo"),
+            ("Compute Engine", "Compute", "Virtual Machines", "Hours"),
+            ("BigQuery", "Analytics", "Data Processing", "TiB"),
+            ("Cloud Storage", "Storage", "Object Storage", "GiB-Months"),
         ],
-        regions: &["us-central1", "europe-west1"],
+        regions: &[("us-central1", "Iowa"), ("europe-west1", "Belgium")],
         weight: 15,
     },
 ];
@@ -128,7 +134,12 @@ fn amount(m: i64, scale: u32) -> Decimal {
 /// Write `spec.rows` data lines (plus the header) as FOCUS CSV.
 pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<SampleStats> {
     let mut w = csv::WriterBuilder::new().from_writer(out);
-    w.write_record(FOCUS_COLUMNS)?;
+    w.write_record(FOCUS_COLUMNS.iter().chain(&[
+        "ChargeFrequency",
+        "ServiceSubcategory",
+        "RegionName",
+        "ResourceType",
+    ]))?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C057_1ED6_E400);
     let start = spec.period.start();
     let end = spec.period.end();
@@ -152,8 +163,8 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             })
             .unwrap_or(&ACCOUNTS[0]);
         let (sub_id, sub_name) = *rng.pick(acct.subs);
-        let (service, category, unit) = *rng.pick(acct.services);
-        let region = *rng.pick(acct.regions);
+        let (service, category, subcategory, unit) = *rng.pick(acct.services);
+        let (region, region_name) = *rng.pick(acct.regions);
         let day = rng.below(days) as i64;
         let hour = rng.below(24) as i64;
         let cp_start = start + Duration::days(day) + Duration::hours(hour);
@@ -190,7 +201,9 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             1 => amount(72, 2),
             _ => amount(85, 2),
         };
-        let effective = (billed * factor).round_dp(10);
+        // A purchase that covers future usage is amortised into that usage: its own
+        // EffectiveCost is 0 (FOCUS).
+        let effective = if kind == "Purchase" { Decimal::ZERO } else { (billed * factor).round_dp(10) };
         let list = (billed * amount(115, 2)).round_dp(10);
         let qty = amount(rng.below(1_000_000) as i64 + 1, 3);
         let resource = match acct.provider {
@@ -226,7 +239,12 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         };
         let sku = format!("SKU-{}-{:04}", &acct.provider[..2].to_ascii_uppercase(), rng.below(40));
         let is_usage = kind == "Usage";
-        let row: [&str; 32] = [
+        let frequency = match kind {
+            "Usage" => "Usage-Based",
+            "Tax" => "Recurring",
+            _ => "One-Time",
+        };
+        let row: [&str; 36] = [
             acct.billing_id,
             acct.billing_name,
             sub_id,
@@ -259,6 +277,10 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             &commitment,
             acct.invoice.unwrap_or_default(),
             &tags_json,
+            frequency,
+            subcategory,
+            region_name,
+            if is_usage { "Virtual Machine" } else { "" },
         ];
         w.write_record(row)?;
         stats.rows += 1;

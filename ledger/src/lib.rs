@@ -299,8 +299,8 @@ pub struct ChargeFilter {
     /// Rows in whatever order the database reads them (aggregations), not the export order.
     pub unordered: bool,
     /// Leave out the descriptive columns no aggregation reads ([`LEAN_SKIPPED`]: names,
-    /// description, invoice and commitment ids, `x_extra`, the source reference): they come
-    /// back as `None`, and the row decodes faster.
+    /// description, invoice and commitment ids, `x_extra`, the source reference, and every
+    /// column of `ChargeLine::focus`): they come back as `None`, and the row decodes faster.
     pub lean: bool,
 }
 
@@ -322,7 +322,12 @@ pub const LEAN_SKIPPED: [&str; 10] = [
 pub(crate) fn charge_select(lean: bool, null: &str) -> String {
     CHARGE_COLUMNS
         .iter()
-        .map(|c| if lean && LEAN_SKIPPED.contains(c) { null.to_string() } else { format!("c.{c}") })
+        .enumerate()
+        .map(
+            |(i, c)| {
+                if lean && (LEAN_SKIPPED.contains(c) || i >= FOCUS_AT) { null.to_string() } else { format!("c.{c}") }
+            },
+        )
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -770,6 +775,9 @@ pub trait LedgerStore: ReconcileStore {
     async fn loads(&self, filter: &LoadFilter) -> Result<Vec<LoadRow>>;
     async fn totals(&self, filter: &ChargeFilter, by: &[Dim]) -> Result<Vec<TotalRow>>;
     async fn count_charges(&self, filter: &ChargeFilter) -> Result<u64>;
+    /// The charge columns (ledger names, [`NULLABLE_COLUMNS`]) holding a value on at least one
+    /// of the filtered charges: what a dataset of them can leave out.
+    async fn columns_with_values(&self, filter: &ChargeFilter) -> Result<BTreeSet<&'static str>>;
     async fn quarantine_rows(&self, load: LoadId) -> Result<Vec<QuarantineRow>>;
     async fn billing_periods(&self) -> Result<Vec<PeriodRow>>;
     /// Current charges (or one load's), in the deterministic export order.
@@ -958,7 +966,10 @@ pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "row_no",
 ];
 
-pub(crate) const CHARGE_COLUMNS: [&str; 36] = [
+/// The charge table's columns in the order every write and read uses: the line's core, its
+/// load and position, then the FOCUS columns of [`costledger_core::FocusColumns`] (text, then
+/// decimal, in that type's order; a test checks it).
+pub(crate) const CHARGE_COLUMNS: [&str; 61] = [
     "billing_account_id",
     "billing_account_name",
     "sub_account_id",
@@ -995,7 +1006,116 @@ pub(crate) const CHARGE_COLUMNS: [&str; 36] = [
     "x_source_ref",
     "load_id",
     "row_no",
+    "availability_zone",
+    "billing_account_type",
+    "capacity_reservation_id",
+    "capacity_reservation_status",
+    "charge_frequency",
+    "commitment_discount_category",
+    "commitment_discount_name",
+    "commitment_discount_status",
+    "commitment_discount_type",
+    "commitment_discount_unit",
+    "pricing_category",
+    "pricing_currency",
+    "region_name",
+    "resource_type",
+    "service_subcategory",
+    "sku_meter",
+    "sku_price_details",
+    "sku_price_id",
+    "sub_account_type",
+    "commitment_discount_quantity",
+    "contracted_unit_price",
+    "list_unit_price",
+    "pricing_currency_contracted_unit_price",
+    "pricing_currency_effective_cost",
+    "pricing_currency_list_unit_price",
 ];
+
+/// The charge columns that may be NULL: the line's optional values and its FOCUS columns.
+pub const NULLABLE_COLUMNS: [&str; 49] = [
+    "billing_account_name",
+    "sub_account_id",
+    "sub_account_name",
+    "charge_class",
+    "charge_description",
+    "service_name",
+    "service_category",
+    "provider_name",
+    "publisher_name",
+    "invoice_issuer_name",
+    "region_id",
+    "resource_id",
+    "resource_name",
+    "sku_id",
+    "effective_cost",
+    "list_cost",
+    "contracted_cost",
+    "pricing_quantity",
+    "pricing_unit",
+    "consumed_quantity",
+    "consumed_unit",
+    "commitment_discount_id",
+    "invoice_id",
+    "tags",
+    "availability_zone",
+    "billing_account_type",
+    "capacity_reservation_id",
+    "capacity_reservation_status",
+    "charge_frequency",
+    "commitment_discount_category",
+    "commitment_discount_name",
+    "commitment_discount_status",
+    "commitment_discount_type",
+    "commitment_discount_unit",
+    "pricing_category",
+    "pricing_currency",
+    "region_name",
+    "resource_type",
+    "service_subcategory",
+    "sku_meter",
+    "sku_price_details",
+    "sku_price_id",
+    "sub_account_type",
+    "commitment_discount_quantity",
+    "contracted_unit_price",
+    "list_unit_price",
+    "pricing_currency_contracted_unit_price",
+    "pricing_currency_effective_cost",
+    "pricing_currency_list_unit_price",
+];
+
+/// `SELECT` list counting the values of every [`NULLABLE_COLUMNS`] column.
+pub(crate) fn count_values_select() -> String {
+    NULLABLE_COLUMNS.iter().map(|c| format!("COUNT(c.{c})")).collect::<Vec<_>>().join(", ")
+}
+
+/// The columns whose count is not zero.
+pub(crate) fn columns_counted(counts: &[i64]) -> BTreeSet<&'static str> {
+    NULLABLE_COLUMNS.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(c, _)| *c).collect()
+}
+
+/// A line's FOCUS columns from a charge read (`None` when every one is NULL).
+pub(crate) fn focus_columns(
+    texts: [Result<Option<String>>; costledger_core::FOCUS_TEXT_COUNT],
+    decimals: [Result<Option<rust_decimal::Decimal>>; costledger_core::FOCUS_DECIMAL_COUNT],
+) -> Result<Option<Box<costledger_core::FocusColumns>>> {
+    let mut t: [Option<String>; costledger_core::FOCUS_TEXT_COUNT] = Default::default();
+    for (slot, v) in t.iter_mut().zip(texts) {
+        *slot = v?;
+    }
+    let mut d = [None; costledger_core::FOCUS_DECIMAL_COUNT];
+    for (slot, v) in d.iter_mut().zip(decimals) {
+        *slot = v?;
+    }
+    Ok(costledger_core::FocusColumns::from_columns(t, d).boxed())
+}
+
+/// Where the FOCUS columns start in [`CHARGE_COLUMNS`].
+pub(crate) const FOCUS_AT: usize = 36;
+/// Where the result's source name is, after [`CHARGE_COLUMNS`], in a charge read.
+pub(crate) const SOURCE_AT: usize = CHARGE_COLUMNS.len();
 
 pub(crate) fn dim_column(d: Dim) -> &'static str {
     match d {
@@ -1035,6 +1155,27 @@ mod tests {
             assert_eq!(CheckKind::parse(k.as_str()).expect("parse"), k);
         }
         assert!(CheckKind::parse("typo").is_err());
+    }
+
+    #[test]
+    fn the_focus_columns_follow_the_core_in_their_types_order() {
+        let focus: Vec<&str> = costledger_core::FocusColumns::TEXT_SQL
+            .iter()
+            .chain(costledger_core::FocusColumns::DECIMAL_SQL)
+            .copied()
+            .collect();
+        assert_eq!(&CHARGE_COLUMNS[FOCUS_AT..], focus.as_slice());
+        assert_eq!(CHARGE_COLUMNS[FOCUS_AT - 2..FOCUS_AT], ["load_id", "row_no"]);
+    }
+
+    #[test]
+    fn nullable_columns_are_charge_columns_and_cover_the_focus_columns() {
+        for c in NULLABLE_COLUMNS {
+            assert!(CHARGE_COLUMNS.contains(&c), "{c}");
+        }
+        for c in &CHARGE_COLUMNS[FOCUS_AT..] {
+            assert!(NULLABLE_COLUMNS.contains(c), "{c}");
+        }
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0007_rollups.sql"),
         include_str!("../../migrations/postgres/0007_rollups.sql"),
     ),
+    (
+        8,
+        "focus_columns",
+        include_str!("../../migrations/sqlite/0008_focus_columns.sql"),
+        include_str!("../../migrations/postgres/0008_focus_columns.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -21,7 +21,7 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Fields per charge row (`CHARGE_COLUMNS`).
-const FIELDS: i16 = 36;
+const FIELDS: i16 = super::CHARGE_COLUMNS.len() as i16;
 
 /// A binary COPY payload: header, rows, trailer.
 pub(crate) struct CopyBuf {
@@ -130,6 +130,21 @@ impl CopyBuf {
         self.text(l.source_ref.as_deref());
         self.int8(load);
         self.int8(row_no as i64);
+        match l.focus.as_deref() {
+            Some(f) => {
+                for t in f.texts() {
+                    self.text(t);
+                }
+                for d in f.decimals() {
+                    self.numeric(d);
+                }
+            }
+            None => {
+                for _ in 0..costledger_core::FOCUS_TEXT_COUNT + costledger_core::FOCUS_DECIMAL_COUNT {
+                    self.null();
+                }
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, SpentLines};
+use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, FOCUS_TEXT_COUNT, RowError, SpentLines};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use rust_decimal::Decimal;
@@ -168,10 +168,14 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
         tags: parse_tags(s(31)?)?,
+        focus: focus_columns(
+            std::array::from_fn(|i| s(FOCUS_AT + i)),
+            std::array::from_fn(|i| d(FOCUS_AT + FOCUS_TEXT_COUNT + i)),
+        )?,
         x_extra: parse_tags(s(32)?)?,
         source_ref: s(33)?,
     };
-    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(36)?, line })
+    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(SOURCE_AT)?, line })
 }
 
 impl PgLedger {
@@ -406,6 +410,17 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&self.pool).await?;
         Ok(to_u64(row.try_get(0)?))
+    }
+
+    async fn columns_with_values(&self, f: &ChargeFilter) -> Result<BTreeSet<&'static str>> {
+        let (w, binds) = filter_sql(f);
+        let sql = format!(
+            "SELECT {} FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id WHERE {w}",
+            count_values_select()
+        );
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&self.pool).await?;
+        let counts = (0..NULLABLE_COLUMNS.len()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
+        Ok(columns_counted(&counts))
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {

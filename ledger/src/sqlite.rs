@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use costledger_core::{
-    ChargeCategory, ChargeClass, ChargeLine, RowError, SpentLines, canonical, format_ts, parse_timestamp,
+    ChargeCategory, ChargeClass, ChargeLine, FOCUS_TEXT_COUNT, RowError, SpentLines, canonical, format_ts,
+    parse_timestamp,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -21,7 +22,8 @@ use super::load_sql::Dialect;
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
-/// Rows per multi-row INSERT (35 values each; well under SQLite's bind-variable limit).
+/// Rows per multi-row INSERT (62 values each: 31,000, under SQLite's limit of 32,766 bound
+/// variables).
 const ROWS_PER_INSERT: usize = 500;
 
 /// A charge's rowid is `load_id * 2^32 + row_no` (migration 0004), so the rows of one load are
@@ -195,10 +197,14 @@ fn charge_record(r: &SqliteRow) -> Result<ChargeRecord> {
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
         tags: parse_tags(s(31)?)?,
+        focus: focus_columns(
+            std::array::from_fn(|i| s(FOCUS_AT + i)),
+            std::array::from_fn(|i| dec(s(FOCUS_AT + FOCUS_TEXT_COUNT + i)?)),
+        )?,
         x_extra: parse_tags(s(32)?)?,
         source_ref: s(33)?,
     };
-    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(36)?, line })
+    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(SOURCE_AT)?, line })
 }
 
 impl SqliteLedger {
@@ -287,8 +293,15 @@ impl SqliteLedger {
                     .bind(l.x_extra_json())
                     .bind(&l.source_ref)
                     .bind(load)
-                    .bind(row_no)
-                    .bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
+                    .bind(row_no);
+                let f = l.focus.as_deref();
+                for i in 0..FOCUS_TEXT_COUNT {
+                    q = q.bind(f.and_then(|f| f.texts()[i]).map(str::to_string));
+                }
+                for i in 0..costledger_core::FOCUS_DECIMAL_COUNT {
+                    q = q.bind(f.and_then(|f| f.decimals()[i]).map(canonical));
+                }
+                q = q.bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
                 row_no += 1;
             }
             q.execute(&mut *tx).await?;
@@ -486,6 +499,22 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             q = q.bind(b);
         }
         Ok(to_u64(q.fetch_one(&self.pool).await?))
+    }
+
+    async fn columns_with_values(&self, f: &ChargeFilter) -> Result<BTreeSet<&'static str>> {
+        let (w, binds) = filter_sql(f);
+        let sql = format!(
+            "SELECT {} FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id WHERE {w}",
+            count_values_select(),
+            j = charges_of_l!()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let row = q.fetch_one(&self.pool).await?;
+        let counts = (0..NULLABLE_COLUMNS.len()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
+        Ok(columns_counted(&counts))
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {

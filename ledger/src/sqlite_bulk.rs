@@ -13,7 +13,8 @@ use costledger_core::{ChargeLine, write_canonical, write_map_json, write_ts};
 use libsqlite3_sys as ffi;
 
 use super::sqlite::charge_key;
-use super::{CHARGE_COLUMNS, LoadId};
+use super::{CHARGE_COLUMNS, FOCUS_AT, LoadId};
+use costledger_core::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT};
 
 pub(crate) struct BulkConn {
     db: *mut ffi::sqlite3,
@@ -124,6 +125,30 @@ impl BulkConn {
         }
     }
 
+    /// Bind text parameter `param` (1-based) of the insert to `v`, or NULL.
+    ///
+    /// # Safety
+    /// `v` must stay valid until the statement is reset with its bindings cleared or rebound.
+    unsafe fn bind_text(&self, param: usize, v: Option<&[u8]>) -> Result<(), String> {
+        // SAFETY: valid statement and parameter index; the caller keeps `v` alive.
+        let rc = unsafe {
+            match v {
+                Some(v) => ffi::sqlite3_bind_text(
+                    self.insert,
+                    param as c_int,
+                    v.as_ptr() as *const c_char,
+                    v.len() as c_int,
+                    ffi::SQLITE_STATIC(),
+                ),
+                None => ffi::sqlite3_bind_null(self.insert, param as c_int),
+            }
+        };
+        if rc != ffi::SQLITE_OK {
+            return Err(format!("binding column {}: {}", CHARGE_COLUMNS[param - 1], self.errmsg()));
+        }
+        Ok(())
+    }
+
     fn stage_in_tx(
         &mut self,
         load: LoadId,
@@ -137,7 +162,8 @@ impl BulkConn {
         let first_key = charge_key(load, first_row)?;
         charge_key(load, (first_row + lines.len() as i64 - 1).max(first_row))?;
         // What each text parameter is bound to: NULL after the last batch's clear_bindings.
-        let mut bound: [Option<&[u8]>; 34] = [None; 34];
+        let mut bound: [Option<&[u8]>; LINE_PARAMS] = [None; LINE_PARAMS];
+        let mut bound_focus: [Option<&[u8]>; FOCUS_PARAMS] = [None; FOCUS_PARAMS];
         // SAFETY: valid statement; an integer parameter.
         unsafe {
             ffi::sqlite3_bind_int64(s, 35, load);
@@ -145,7 +171,7 @@ impl BulkConn {
         for (n, l) in lines.iter().enumerate() {
             let f = |k: usize| r.field(n, k);
             let [ts0, ts1, ts2, ts3, d0, d1, d2, d3, d4, d5, tags, extra] = std::array::from_fn(f);
-            let vals: [Option<&[u8]>; 34] = [
+            let vals: [Option<&[u8]>; LINE_PARAMS] = [
                 Some(l.billing_account_id.as_bytes()),
                 l.billing_account_name.as_deref().map(str::as_bytes),
                 l.sub_account_id.as_deref().map(str::as_bytes),
@@ -181,32 +207,34 @@ impl BulkConn {
                 extra,
                 l.source_ref.as_deref().map(str::as_bytes),
             ];
-            // SAFETY: `s` is a valid prepared statement with 37 parameters; every text pointer
+            let mut focus: [Option<&[u8]>; FOCUS_PARAMS] = [None; FOCUS_PARAMS];
+            if let Some(fc) = l.focus.as_deref() {
+                for (slot, t) in focus.iter_mut().zip(fc.texts()) {
+                    *slot = t.map(str::as_bytes);
+                }
+                for (k, slot) in focus[FOCUS_TEXT_COUNT..].iter_mut().enumerate() {
+                    *slot = r.field(n, LINE_FIELDS + k);
+                }
+            }
+            // SAFETY: `s` is a valid prepared statement with 62 parameters; every text pointer
             // (into `lines` and `r`, borrowed for the whole call) outlives the steps below, and
             // lengths are exact. A value equal to the previous line's is not bound again:
             // SQLite keeps bindings across resets, and the previous pointer is still valid.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
-                    if *v == bound[i] {
-                        continue;
+                    if *v != bound[i] {
+                        self.bind_text(i + 1, *v)?;
+                        bound[i] = *v;
                     }
-                    let rc = match v {
-                        Some(v) => ffi::sqlite3_bind_text(
-                            s,
-                            (i + 1) as c_int,
-                            v.as_ptr() as *const c_char,
-                            v.len() as c_int,
-                            ffi::SQLITE_STATIC(),
-                        ),
-                        None => ffi::sqlite3_bind_null(s, (i + 1) as c_int),
-                    };
-                    if rc != ffi::SQLITE_OK {
-                        return Err(format!("binding column {}: {}", CHARGE_COLUMNS[i], self.errmsg()));
+                }
+                for (k, v) in focus.iter().enumerate() {
+                    if *v != bound_focus[k] {
+                        self.bind_text(FOCUS_AT + k + 1, *v)?;
+                        bound_focus[k] = *v;
                     }
-                    bound[i] = *v;
                 }
                 ffi::sqlite3_bind_int64(s, 36, first_row + n as i64);
-                ffi::sqlite3_bind_int64(s, 37, first_key + n as i64);
+                ffi::sqlite3_bind_int64(s, CHARGE_COLUMNS.len() as c_int + 1, first_key + n as i64);
                 let rc = ffi::sqlite3_step(s);
                 if rc != ffi::SQLITE_DONE {
                     return Err(format!("inserting a charge: {}", self.errmsg()));
@@ -238,8 +266,13 @@ pub(crate) struct Rendered {
     ends: Vec<u32>,
 }
 
-/// Rendered fields per line: 4 timestamps, 6 amounts, tags, extra.
-const FIELDS: usize = 12;
+/// Rendered fields per line: 4 timestamps, 6 amounts, tags, extra, then the FOCUS decimals.
+const LINE_FIELDS: usize = 12;
+const FIELDS: usize = LINE_FIELDS + FOCUS_DECIMAL_COUNT;
+/// Text parameters of the line's core (before load_id and row_no).
+const LINE_PARAMS: usize = 34;
+/// Parameters of the FOCUS columns (after row_no).
+const FOCUS_PARAMS: usize = FOCUS_TEXT_COUNT + FOCUS_DECIMAL_COUNT;
 
 impl Rendered {
     pub(crate) fn new(lines: &[ChargeLine]) -> Result<Rendered, String> {
@@ -267,6 +300,12 @@ impl Rendered {
             r.end()?;
             write_map_json(&mut r.text, &l.x_extra);
             r.end()?;
+            for d in l.focus.as_deref().map(|f| f.decimals()).unwrap_or_default() {
+                if let Some(d) = d {
+                    write_canonical(&mut r.text, d);
+                }
+                r.end()?;
+            }
         }
         Ok(r)
     }

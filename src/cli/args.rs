@@ -306,6 +306,32 @@ pub enum ExportWhat {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// The current charges as a FOCUS Cost and Usage dataset (CSV): every column of the
+    /// specification in its order, nulls as empty cells, exact decimals.
+    ///
+    /// Example: costledger export focus --from 2026-10-01 --to 2026-11-01 --out focus-2026-10.csv
+    Focus {
+        /// The FOCUS version to write.
+        #[arg(long, value_enum, default_value = "1.2")]
+        version: crate::focus_export::FocusVersion,
+        /// Charges whose ChargePeriodStart is at or after this date/time (UTC).
+        #[arg(long, value_parser = parse_when)]
+        from: Option<DateTime<Utc>>,
+        /// Charges whose ChargePeriodStart is before this date/time (UTC, exclusive).
+        #[arg(long, value_parser = parse_when)]
+        to: Option<DateTime<Utc>>,
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Append costledger's lineage columns (x_owner, x_allocation_reason, x_load_id,
+        /// x_source, x_source_ref).
+        #[arg(long)]
+        lineage: bool,
+        /// Output file (default: stdout). A regular file is replaced atomically when complete;
+        /// a FIFO or device is written straight into.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub(super) fn parse_state(s: &str) -> Result<LoadState, String> {

@@ -174,6 +174,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("exported {} lines (BilledCost: {})", stats.rows, stats.totals.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export { what: ExportWhat::Focus { version, from, to, source, lineage, out } } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, ..Default::default() };
+            let alloc = app::allocator(store.as_ref(), &env.config).await?;
+            let opts = crate::focus_export::FocusExportOptions { version: *version, lineage: *lineage };
+            use crate::focus_export::export_focus_csv as export;
+            let stats = match out {
+                Some(p) => {
+                    let mut f = crate::outfile::OutFile::create(p)?;
+                    let stats = export(store.as_ref(), &filter, &opts, Some(&alloc), &mut f).await?;
+                    f.commit().with_context(|| format!("cannot write {}", p.display()))?;
+                    stats
+                }
+                None => {
+                    let w = std::io::BufWriter::new(std::io::stdout().lock());
+                    export(store.as_ref(), &filter, &opts, Some(&alloc), w).await?
+                }
+            };
+            eprintln!(
+                "exported {} lines as FOCUS {} (BilledCost: {})",
+                stats.rows,
+                version.as_str(),
+                stats.totals.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Loads { source, state, limit } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

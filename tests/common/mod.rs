@@ -105,6 +105,7 @@ pub fn line(amount: &str, currency: &str) -> ChargeLine {
         commitment_discount_id: None,
         invoice_id: None,
         tags: BTreeMap::from([("team".to_string(), "payments".to_string())]),
+        focus: None,
         x_extra: BTreeMap::new(),
         source_ref: Some("test:1".into()),
     }

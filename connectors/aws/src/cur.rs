@@ -351,6 +351,7 @@ impl RecordFormat for CurColumns {
             commitment_discount_id: s(C::RiArn).or_else(|| s(C::SpArn)),
             invoice_id: s(C::InvoiceId),
             tags,
+            focus: None,
             x_extra,
             source_ref: Some(location.to_string()),
         };

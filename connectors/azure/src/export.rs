@@ -330,6 +330,7 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             commitment_discount_id: s(C::ReservationId),
             invoice_id: s(C::InvoiceId),
             tags,
+            focus: None,
             x_extra,
             source_ref: Some(location.to_string()),
         };

@@ -471,6 +471,7 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
             commitment_discount_id: None,
             invoice_id: None,
             tags,
+            focus: None,
             x_extra,
             source_ref: Some(location.to_string()),
         },

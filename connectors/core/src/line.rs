@@ -147,6 +147,9 @@ pub struct ChargeLine {
     pub commitment_discount_id: Option<String>,
     pub invoice_id: Option<String>,
     pub tags: Tags,
+    /// The FOCUS 1.2 columns beyond the core above (commitment detail, unit prices, types…);
+    /// `None` when the bill carried none of them (most lines of most bills: no allocation).
+    pub focus: Option<Box<crate::FocusColumns>>,
     /// Provider columns worth keeping that FOCUS has no column for.
     pub x_extra: BTreeMap<String, String>,
     /// Lineage: where the line came from (`file:line`, `page 3 row 7`).
@@ -249,6 +252,11 @@ impl ChargeLine {
         ];
         if let Some((name, _)) = texts.iter().find(|(_, nul)| *nul) {
             return Some(name);
+        }
+        if let Some(f) = &self.focus
+            && let Some(i) = f.texts().iter().position(|t| t.is_some_and(has))
+        {
+            return Some(crate::FocusColumns::TEXT[i]);
         }
         if self.tags.iter().any(|(k, v)| has(k) || has(v)) {
             return Some("Tags");

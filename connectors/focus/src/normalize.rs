@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::{clip, opt, parse_tags_json};
 use costledger_core::{
-    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, RowError, parse_amount, parse_timestamp,
+    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT, FocusColumns,
+    RowError, parse_amount, parse_timestamp,
 };
 use rust_decimal::Decimal;
 
@@ -84,6 +85,9 @@ pub fn col_name(c: Col) -> &'static str {
 pub struct ColumnMap {
     names: Vec<String>,
     idx: [Option<usize>; 32],
+    /// Positions of the [`FocusColumns`] text and decimal columns.
+    focus_text: [Option<usize>; FOCUS_TEXT_COUNT],
+    focus_decimal: [Option<usize>; FOCUS_DECIMAL_COUNT],
     extra: Vec<usize>,
 }
 
@@ -105,15 +109,25 @@ impl ColumnMap {
             }
         }
         let mut idx = [None; 32];
+        let mut focus_text = [None; FOCUS_TEXT_COUNT];
+        let mut focus_decimal = [None; FOCUS_DECIMAL_COUNT];
         let mut extra = Vec::new();
+        let find = |names: &[&str], n: &str| names.iter().position(|name| name.eq_ignore_ascii_case(n));
         for (i, n) in names.iter().enumerate() {
-            let known = FOCUS_COLUMNS
-                .iter()
-                .position(|name| name.eq_ignore_ascii_case(n))
+            let known = find(&FOCUS_COLUMNS, n)
                 .or_else(|| ALIASES.iter().find(|(a, _)| a.eq_ignore_ascii_case(n)).map(|(_, c)| *c as usize));
             match known {
                 Some(k) if idx[k].is_none() => idx[k] = Some(i),
-                _ => extra.push(i),
+                Some(_) => extra.push(i),
+                None => {
+                    if let Some(k) = find(FocusColumns::TEXT, n) {
+                        focus_text[k] = Some(i);
+                    } else if let Some(k) = find(FocusColumns::DECIMAL, n) {
+                        focus_decimal[k] = Some(i);
+                    } else {
+                        extra.push(i);
+                    }
+                }
             }
         }
         let missing: Vec<&str> =
@@ -121,7 +135,7 @@ impl ColumnMap {
         if !missing.is_empty() {
             return Err(format!("missing required FOCUS column(s): {}", missing.join(", ")));
         }
-        Ok(ColumnMap { names, idx, extra })
+        Ok(ColumnMap { names, idx, focus_text, focus_decimal, extra })
     }
 
     pub fn width(&self) -> usize {
@@ -221,6 +235,40 @@ impl<'r> Row<'r> {
         }
     }
 
+    /// The FOCUS columns beyond the core (`None` when the file has none of them or they are
+    /// all empty on this row).
+    fn focus(&mut self) -> Result<Option<Box<FocusColumns>>, String> {
+        let cols = self.cols;
+        if cols.focus_text.iter().chain(&cols.focus_decimal).all(Option::is_none) {
+            return Ok(None);
+        }
+        let mut f = FocusColumns::default();
+        for (k, pos) in cols.focus_text.iter().enumerate() {
+            let Some(i) = *pos else { continue };
+            let name = FocusColumns::TEXT[k];
+            if let (Some(v), Some(slot)) = (self.field(i, name)?.and_then(opt), f.text_mut(name)) {
+                *slot = Some(v.to_string());
+            }
+        }
+        for (k, pos) in cols.focus_decimal.iter().enumerate() {
+            let Some(i) = *pos else { continue };
+            let name = FocusColumns::DECIMAL[k];
+            let Some(t) = self.field(i, name)?.and_then(opt) else { continue };
+            let value = match parse_amount(t) {
+                Ok(Some(a)) => {
+                    self.rounded += u64::from(a.rounded);
+                    Some(a.value)
+                }
+                Ok(None) => None,
+                Err(e) => return Err(format!("{name}: {e}")),
+            };
+            if let Some(slot) = f.decimal_mut(name) {
+                *slot = value;
+            }
+        }
+        Ok(f.boxed())
+    }
+
     fn ts(&self, c: Col) -> Result<DateTime<Utc>, String> {
         parse_timestamp(self.required(c)?).map_err(|e| format!("{}: {e}", col_name(c)))
     }
@@ -264,6 +312,7 @@ fn build(row: &mut Row<'_>) -> Result<ChargeLine, String> {
         Some(t) => parse_tags_json(t)?,
         None => BTreeMap::new(),
     };
+    let focus = row.focus()?;
     let mut x_extra = BTreeMap::new();
     for &i in &row.cols.extra {
         let Some(s) = row.field(i, row.cols.name(i))? else { continue };
@@ -304,6 +353,7 @@ fn build(row: &mut Row<'_>) -> Result<ChargeLine, String> {
         commitment_discount_id: row.string(Col::CommitmentDiscountId)?,
         invoice_id: row.string(Col::InvoiceId)?,
         tags,
+        focus,
         x_extra,
         source_ref: None,
     })

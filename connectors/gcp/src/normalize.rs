@@ -187,6 +187,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         commitment_discount_id: None,
         invoice_id: None,
         tags,
+        focus: None,
         x_extra,
         source_ref: Some(location.to_string()),
     };

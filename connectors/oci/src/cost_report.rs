@@ -269,6 +269,7 @@ impl RecordFormat for CostReportColumns {
             commitment_discount_id: None,
             invoice_id: None,
             tags,
+            focus: None,
             x_extra,
             source_ref: Some(location.to_string()),
         };

@@ -201,6 +201,7 @@ pub fn item_line(q: &UsageQuery, raw: &str, location: &str) -> Result<Option<(Ch
         commitment_discount_id: None,
         invoice_id: None,
         tags,
+        focus: None,
         x_extra,
         source_ref: Some(location.to_string()),
     };

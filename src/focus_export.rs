@@ -1,0 +1,362 @@
+//! The ledger as a FOCUS dataset (`costledger export focus`): the Cost and Usage columns of the
+//! FOCUS specification by their column ids, in the specification's (alphabetical) order, dates
+//! as `YYYY-MM-DDTHH:mm:ssZ`, decimals in canonical fixed notation (never an exponent, never a
+//! float), absent values as empty cells (nulls), `Tags` as a JSON object. Streamed in the
+//! ledger's order, so the same ledger always gives the same bytes.
+//!
+//! Unlike the finance CSV, text is written as the bill had it: a FOCUS dataset is read by
+//! tools, not spreadsheets, and a prefixed `'` would change the value a validator checks.
+
+use std::borrow::Cow;
+use std::io::Write;
+
+use costledger_core::{ChargeLine, FocusColumns, canonical, format_ts};
+use futures::StreamExt;
+
+use crate::allocation::Allocator;
+use crate::export::{ExportError, ExportStats, LINEAGE_COLUMNS, LineAllocation};
+use crate::ledger::{ChargeFilter, ChargeRecord, LedgerStore};
+
+/// The FOCUS version a dataset is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FocusVersion {
+    #[value(name = "1.2")]
+    V1_2,
+}
+
+impl FocusVersion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FocusVersion::V1_2 => "1.2",
+        }
+    }
+
+    /// The dataset's columns, in order.
+    pub fn columns(self) -> &'static [&'static str] {
+        match self {
+            FocusVersion::V1_2 => &FOCUS_1_2_COLUMNS,
+        }
+    }
+}
+
+/// Every column of the FOCUS 1.2 Cost and Usage dataset, in the specification's order.
+pub const FOCUS_1_2_COLUMNS: [&str; 57] = [
+    "AvailabilityZone",
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingAccountType",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "CapacityReservationId",
+    "CapacityReservationStatus",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountQuantity",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "CommitmentDiscountUnit",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractedCost",
+    "ContractedUnitPrice",
+    "EffectiveCost",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingCurrency",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuMeter",
+    "SkuPriceDetails",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
+    "SubAccountType",
+    "Tags",
+];
+
+/// The FOCUS 1.2 columns a Cost and Usage dataset must always have (the specification's
+/// Mandatory columns). Every other column is written only when the exported charges hold a
+/// value for it: a Recommended or Conditional column that is present must not be null where
+/// the specification says so, and a column no charge has would be null everywhere.
+pub const FOCUS_1_2_MANDATORY: [&str; 21] = [
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "ContractedCost",
+    "EffectiveCost",
+    "InvoiceIssuerName",
+    "ListCost",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "ServiceCategory",
+    "ServiceName",
+];
+
+/// The ledger's column for FOCUS column `name` (`BillingAccountId` → `billing_account_id`).
+pub fn ledger_column(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, ch) in name.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// The columns a dataset of the filtered charges has: every Mandatory column, and each other
+/// column of `version` that at least one charge has a value for, in the specification's order.
+pub async fn dataset_columns(
+    store: &dyn LedgerStore,
+    filter: &ChargeFilter,
+    version: FocusVersion,
+) -> Result<Vec<&'static str>, ExportError> {
+    let with_values = store.columns_with_values(filter).await?;
+    Ok(version
+        .columns()
+        .iter()
+        .copied()
+        .filter(|c| {
+            FOCUS_1_2_MANDATORY.contains(c) || {
+                let col = ledger_column(c);
+                // Columns that are never NULL in the ledger (ids, dates, amounts billed).
+                !crate::ledger::NULLABLE_COLUMNS.contains(&col.as_str()) || with_values.contains(col.as_str())
+            }
+        })
+        .collect())
+}
+
+/// What `export focus` writes beside the FOCUS columns.
+#[derive(Debug, Clone, Copy)]
+pub struct FocusExportOptions {
+    pub version: FocusVersion,
+    /// Append costledger's `x_` lineage and allocation columns.
+    pub lineage: bool,
+}
+
+/// The value of FOCUS column `name` on `l` (`None`: null). Every column of
+/// [`FOCUS_1_2_COLUMNS`] has an arm; a test checks it.
+pub fn value<'a>(l: &'a ChargeLine, name: &str) -> Option<Cow<'a, str>> {
+    let t = |v: &'a Option<String>| v.as_deref().map(Cow::Borrowed);
+    let d = |v: Option<rust_decimal::Decimal>| v.map(|d| Cow::Owned(canonical(d)));
+    Some(match name {
+        "BilledCost" => Cow::Owned(canonical(l.billed_cost)),
+        "BillingAccountId" => Cow::Borrowed(l.billing_account_id.as_str()),
+        "BillingAccountName" => return t(&l.billing_account_name),
+        "BillingCurrency" => Cow::Borrowed(l.billing_currency.as_str()),
+        "BillingPeriodEnd" => Cow::Owned(format_ts(l.billing_period_end)),
+        "BillingPeriodStart" => Cow::Owned(format_ts(l.billing_period_start)),
+        "ChargeCategory" => Cow::Borrowed(l.charge_category.as_str()),
+        "ChargeClass" => return l.charge_class.map(|c| Cow::Borrowed(c.as_str())),
+        "ChargeDescription" => return t(&l.charge_description),
+        "ChargePeriodEnd" => Cow::Owned(format_ts(l.charge_period_end)),
+        "ChargePeriodStart" => Cow::Owned(format_ts(l.charge_period_start)),
+        "CommitmentDiscountId" => return t(&l.commitment_discount_id),
+        "ConsumedQuantity" => return d(l.consumed_quantity),
+        "ConsumedUnit" => return t(&l.consumed_unit),
+        "ContractedCost" => return d(l.contracted_cost),
+        "EffectiveCost" => return d(l.effective_cost),
+        "InvoiceId" => return t(&l.invoice_id),
+        "InvoiceIssuerName" => return t(&l.invoice_issuer_name),
+        "ListCost" => return d(l.list_cost),
+        "PricingQuantity" => return d(l.pricing_quantity),
+        "PricingUnit" => return t(&l.pricing_unit),
+        "ProviderName" => return t(&l.provider_name),
+        "PublisherName" => return t(&l.publisher_name),
+        "RegionId" => return t(&l.region_id),
+        "ResourceId" => return t(&l.resource_id),
+        "ResourceName" => return t(&l.resource_name),
+        "ServiceCategory" => return t(&l.service_category),
+        "ServiceName" => return t(&l.service_name),
+        "SkuId" => return t(&l.sku_id),
+        "SubAccountId" => return t(&l.sub_account_id),
+        "SubAccountName" => return t(&l.sub_account_name),
+        "Tags" => return l.tags_json().map(Cow::Owned),
+        other => {
+            let f = l.focus.as_deref()?;
+            if let Some(i) = FocusColumns::TEXT.iter().position(|c| *c == other) {
+                return f.texts()[i].map(Cow::Borrowed);
+            }
+            let i = FocusColumns::DECIMAL.iter().position(|c| *c == other)?;
+            return d(f.decimals()[i]);
+        }
+    })
+}
+
+fn record<'a>(
+    r: &'a ChargeRecord,
+    columns: &[&str],
+    opts: &FocusExportOptions,
+    alloc: Option<&LineAllocation<'_>>,
+) -> Vec<Cow<'a, str>> {
+    let mut out: Vec<Cow<'a, str>> = columns.iter().map(|c| value(&r.line, c).unwrap_or(Cow::Borrowed(""))).collect();
+    if opts.lineage {
+        let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
+        out.push(Cow::Owned(owner));
+        out.push(Cow::Owned(reason));
+        out.push(Cow::Owned(r.load_id.to_string()));
+        out.push(Cow::Borrowed(r.source.as_str()));
+        out.push(r.line.source_ref.as_deref().map(Cow::Borrowed).unwrap_or_default());
+    }
+    out
+}
+
+/// Stream the filtered current charges to `out` as a FOCUS CSV dataset.
+pub async fn export_focus_csv<W: Write>(
+    store: &dyn LedgerStore,
+    filter: &ChargeFilter,
+    opts: &FocusExportOptions,
+    alloc: Option<&Allocator>,
+    out: W,
+) -> Result<ExportStats, ExportError> {
+    let columns = dataset_columns(store, filter, opts.version).await?;
+    let columns = columns.as_slice();
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+    let lineage: &[&str] = if opts.lineage { &LINEAGE_COLUMNS } else { &[] };
+    w.write_record(columns.iter().chain(lineage.iter()))?;
+    let line_alloc = match (opts.lineage, alloc) {
+        (true, Some(a)) => Some(LineAllocation::new(store, a).await?),
+        _ => None,
+    };
+    let mut stats = ExportStats::default();
+    let mut rows = store.charges(filter);
+    while let Some(r) = rows.next().await {
+        let r = r?;
+        w.write_record(record(&r, columns, opts, line_alloc.as_ref()).iter().map(|c| c.as_bytes()))?;
+        stats.rows += 1;
+        stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
+    }
+    w.flush()?;
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_focus_1_2_column_has_a_value_and_the_list_is_the_specs_order() {
+        let mut sorted = FOCUS_1_2_COLUMNS.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(sorted, FOCUS_1_2_COLUMNS.to_vec(), "alphabetical, as the specification lists them");
+        let mut all: Vec<&str> = costledger_core::FOCUS_COLUMNS.to_vec();
+        all.extend(FocusColumns::TEXT);
+        all.extend(FocusColumns::DECIMAL);
+        all.sort_unstable();
+        assert_eq!(all, sorted, "the ledger keeps every FOCUS 1.2 column, and only those");
+        // A line with every column filled gives a value for every column.
+        let mut f = FocusColumns::default();
+        for c in FocusColumns::TEXT {
+            *f.text_mut(c).expect("text") = Some("x".into());
+        }
+        for c in FocusColumns::DECIMAL {
+            *f.decimal_mut(c).expect("decimal") = Some(rust_decimal::Decimal::ONE);
+        }
+        let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").expect("ts").to_utc();
+        let l = ChargeLine {
+            billing_account_id: "A".into(),
+            billing_account_name: Some("n".into()),
+            sub_account_id: Some("s".into()),
+            sub_account_name: Some("sn".into()),
+            billing_period_start: start,
+            billing_period_end: start,
+            charge_period_start: start,
+            charge_period_end: start,
+            charge_category: costledger_core::ChargeCategory::Usage,
+            charge_class: Some(costledger_core::ChargeClass::Correction),
+            charge_description: Some("d".into()),
+            service_name: Some("s".into()),
+            service_category: Some("Compute".into()),
+            provider_name: Some("p".into()),
+            publisher_name: Some("p".into()),
+            invoice_issuer_name: Some("p".into()),
+            region_id: Some("r".into()),
+            resource_id: Some("r".into()),
+            resource_name: Some("r".into()),
+            sku_id: Some("k".into()),
+            billed_cost: rust_decimal::Decimal::ONE,
+            effective_cost: Some(rust_decimal::Decimal::ONE),
+            list_cost: Some(rust_decimal::Decimal::ONE),
+            contracted_cost: Some(rust_decimal::Decimal::ONE),
+            billing_currency: "USD".into(),
+            pricing_quantity: Some(rust_decimal::Decimal::ONE),
+            pricing_unit: Some("u".into()),
+            consumed_quantity: Some(rust_decimal::Decimal::ONE),
+            consumed_unit: Some("u".into()),
+            commitment_discount_id: Some("c".into()),
+            invoice_id: Some("i".into()),
+            tags: [("team".to_string(), "a".to_string())].into(),
+            focus: f.boxed(),
+            x_extra: Default::default(),
+            source_ref: None,
+        };
+        for c in FOCUS_1_2_COLUMNS {
+            assert!(value(&l, c).is_some(), "{c} has no value");
+        }
+        assert_eq!(value(&l, "BillingPeriodStart").as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(value(&l, "Tags").as_deref(), Some(r#"{"team":"a"}"#));
+        assert_eq!(value(&l, "NotAColumn"), None);
+        // Every column maps to a ledger column.
+        for c in FOCUS_1_2_COLUMNS {
+            let col = ledger_column(c);
+            assert!(
+                crate::ledger::NULLABLE_COLUMNS.contains(&col.as_str())
+                    || [
+                        "billing_account_id",
+                        "billing_period_start",
+                        "billing_period_end",
+                        "charge_period_start",
+                        "charge_period_end",
+                        "charge_category",
+                        "billed_cost",
+                        "billing_currency"
+                    ]
+                    .contains(&col.as_str()),
+                "{c} → {col}"
+            );
+        }
+        for c in FOCUS_1_2_MANDATORY {
+            assert!(FOCUS_1_2_COLUMNS.contains(&c), "{c}");
+        }
+    }
+}
