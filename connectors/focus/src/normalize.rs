@@ -7,8 +7,7 @@ use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::{clip, opt, parse_tags_json};
 use costledger_core::{
-    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT, FocusColumns,
-    RowError, parse_amount, parse_timestamp,
+    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, FocusColumns, RowError, parse_amount, parse_timestamp,
 };
 use rust_decimal::Decimal;
 
@@ -80,14 +79,20 @@ pub fn col_name(c: Col) -> &'static str {
     FOCUS_COLUMNS[c as usize]
 }
 
+/// One of the [`FocusColumns`]: text column `k` or decimal column `k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FocusCol {
+    Text(usize),
+    Decimal(usize),
+}
+
 /// Header → column positions (by name, case-insensitively; BOM stripped).
 #[derive(Debug, Clone)]
 pub struct ColumnMap {
     names: Vec<String>,
     idx: [Option<usize>; 32],
-    /// Positions of the [`FocusColumns`] text and decimal columns.
-    focus_text: [Option<usize>; FOCUS_TEXT_COUNT],
-    focus_decimal: [Option<usize>; FOCUS_DECIMAL_COUNT],
+    /// The [`FocusColumns`] the file has: (position in the record, which column).
+    focus: Vec<(usize, FocusCol)>,
     extra: Vec<usize>,
 }
 
@@ -109,8 +114,7 @@ impl ColumnMap {
             }
         }
         let mut idx = [None; 32];
-        let mut focus_text = [None; FOCUS_TEXT_COUNT];
-        let mut focus_decimal = [None; FOCUS_DECIMAL_COUNT];
+        let mut focus = Vec::new();
         let mut extra = Vec::new();
         let find = |names: &[&str], n: &str| names.iter().position(|name| name.eq_ignore_ascii_case(n));
         for (i, n) in names.iter().enumerate() {
@@ -121,9 +125,9 @@ impl ColumnMap {
                 Some(_) => extra.push(i),
                 None => {
                     if let Some(k) = find(FocusColumns::TEXT, n) {
-                        focus_text[k] = Some(i);
+                        focus.push((i, FocusCol::Text(k)));
                     } else if let Some(k) = find(FocusColumns::DECIMAL, n) {
-                        focus_decimal[k] = Some(i);
+                        focus.push((i, FocusCol::Decimal(k)));
                     } else {
                         extra.push(i);
                     }
@@ -135,7 +139,7 @@ impl ColumnMap {
         if !missing.is_empty() {
             return Err(format!("missing required FOCUS column(s): {}", missing.join(", ")));
         }
-        Ok(ColumnMap { names, idx, focus_text, focus_decimal, extra })
+        Ok(ColumnMap { names, idx, focus, extra })
     }
 
     pub fn width(&self) -> usize {
@@ -239,31 +243,33 @@ impl<'r> Row<'r> {
     /// all empty on this row).
     fn focus(&mut self) -> Result<Option<Box<FocusColumns>>, String> {
         let cols = self.cols;
-        if cols.focus_text.iter().chain(&cols.focus_decimal).all(Option::is_none) {
+        if cols.focus.is_empty() {
             return Ok(None);
         }
         let mut f = FocusColumns::default();
-        for (k, pos) in cols.focus_text.iter().enumerate() {
-            let Some(i) = *pos else { continue };
-            let name = FocusColumns::TEXT[k];
-            if let (Some(v), Some(slot)) = (self.field(i, name)?.and_then(opt), f.text_mut(name)) {
-                *slot = Some(v.to_string());
-            }
-        }
-        for (k, pos) in cols.focus_decimal.iter().enumerate() {
-            let Some(i) = *pos else { continue };
-            let name = FocusColumns::DECIMAL[k];
-            let Some(t) = self.field(i, name)?.and_then(opt) else { continue };
-            let value = match parse_amount(t) {
-                Ok(Some(a)) => {
-                    self.rounded += u64::from(a.rounded);
-                    Some(a.value)
+        for &(i, col) in &cols.focus {
+            match col {
+                FocusCol::Text(k) => {
+                    let name = FocusColumns::TEXT[k];
+                    if let (Some(v), Some(slot)) = (self.field(i, name)?.and_then(opt), f.text_mut(name)) {
+                        *slot = Some(v.to_string());
+                    }
                 }
-                Ok(None) => None,
-                Err(e) => return Err(format!("{name}: {e}")),
-            };
-            if let Some(slot) = f.decimal_mut(name) {
-                *slot = value;
+                FocusCol::Decimal(k) => {
+                    let name = FocusColumns::DECIMAL[k];
+                    let Some(t) = self.field(i, name)?.and_then(opt) else { continue };
+                    let value = match parse_amount(t) {
+                        Ok(Some(a)) => {
+                            self.rounded += u64::from(a.rounded);
+                            Some(a.value)
+                        }
+                        Ok(None) => None,
+                        Err(e) => return Err(format!("{name}: {e}")),
+                    };
+                    if let Some(slot) = f.decimal_mut(name) {
+                        *slot = value;
+                    }
+                }
             }
         }
         Ok(f.boxed())
