@@ -494,8 +494,9 @@ fn a_full_disk_fails_the_load_keeps_no_staged_rows_and_recovers_once_space_is_fr
         "a full disk is not the input's fault: {said}"
     );
     // Regression (CI): SQLite ended the transaction itself and the pooled connection was
-    // reused as if still inside it, so the failed load could not be marked failed.
-    assert!(!said.contains("transaction depth") && !said.contains("could not mark the load failed"), "{said}");
+    // reused as if still inside it, so marking the load failed broke on "begin_with at non-zero
+    // transaction depth". (Marking it may still fail for want of space: then it is swept.)
+    assert!(!said.contains("transaction depth"), "{said}");
     // Reading still works on the full disk.
     let (code, out, err) = run(&db, &["loads"]);
     assert_eq!(code, 0, "{out}{err}");
