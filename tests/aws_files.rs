@@ -207,3 +207,45 @@ fn two_payers_reports_of_one_name_imported_by_hand_both_stay_current() {
     let (_, out, _) = run(&db, &["import", "--format", "aws-cur", &p("payer1")]);
     assert!(line_of(&out, "daily-cur/2024-03").contains("skipped"), "{out}");
 }
+
+#[test]
+fn the_public_cur_sample_fills_focus_frequency_pricing_category_region_name_and_list_unit_price() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let sample = fixture("aws/sample-anonymous-aws-export-dataset.csv");
+    let (code, _, err) = run(&db, &["import", "--format", "aws-cur", sample.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{err}");
+    let (code, csv, err) = run(&db, &["export", "focus"]);
+    assert_eq!(code, 0, "{err}");
+    let mut rdr = csv::Reader::from_reader(csv.as_bytes());
+    let h = rdr.headers().expect("h").clone();
+    let col = |n: &str| h.iter().position(|x| x == n).unwrap_or_else(|| panic!("no {n} in {h:?}"));
+    let (cat, freq, pricing, region, list) = (
+        col("ChargeCategory"),
+        col("ChargeFrequency"),
+        col("PricingCategory"),
+        col("RegionName"),
+        col("ListUnitPrice"),
+    );
+    // The sample has no availability zones and no commitments: those columns are left out.
+    assert!(!h.iter().any(|c| c == "AvailabilityZone" || c == "CommitmentDiscountCategory"), "{h:?}");
+    let mut counts: std::collections::BTreeMap<(String, String, String), u32> = Default::default();
+    let (mut named, mut priced) = (0, 0);
+    for r in rdr.records() {
+        let r = r.expect("row");
+        *counts.entry((r[cat].to_string(), r[freq].to_string(), r[pricing].to_string())).or_default() += 1;
+        named += u32::from(!r[region].is_empty());
+        priced += u32::from(!r[list].is_empty());
+    }
+    // 901 OnDemand usage lines, 368 usage lines without a term, 12 tax lines (the file's counts).
+    let want: std::collections::BTreeMap<(String, String, String), u32> = [
+        (("Tax", "One-Time", ""), 12),
+        (("Usage", "Usage-Based", ""), 368),
+        (("Usage", "Usage-Based", "Standard"), 901),
+    ]
+    .into_iter()
+    .map(|((a, b, c), n)| ((a.to_string(), b.to_string(), c.to_string()), n))
+    .collect();
+    assert_eq!(counts, want);
+    assert_eq!((named, priced), (823, 1269), "product/location on 823 lines, pricing/publicOnDemandRate on 1269");
+}

@@ -25,7 +25,7 @@ use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 37] = [
+const COLS: [&str; 41] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -63,6 +63,10 @@ const COLS: [&str; 37] = [
     "savingsPlan/UsedCommitment",
     "savingsPlan/SavingsPlanARN",
     "product/productFamily",
+    "pricing/term",
+    "pricing/publicOnDemandRate",
+    "lineItem/AvailabilityZone",
+    "product/location",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +108,10 @@ enum C {
     SpUsed,
     SpArn,
     ProductFamily,
+    PricingTerm,
+    PublicRate,
+    AvailabilityZone,
+    Location,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -127,7 +135,7 @@ pub fn snake(legacy: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct CurColumns {
     names: Vec<String>,
-    idx: [Option<usize>; 37],
+    idx: [Option<usize>; 41],
     /// (column, tag key)
     tags: Vec<(usize, String)>,
     /// CUR 2.0 `resource_tags` map column (JSON text).
@@ -161,7 +169,7 @@ impl RecordFormat for CurColumns {
                 return Err(format!("duplicate column '{n}' (columns {} and {})", j + 1, i + 1));
             }
         }
-        let mut idx = [None; 37];
+        let mut idx = [None; 41];
         let mut tags = Vec::new();
         let mut tag_map = None;
         for (i, n) in names.iter().enumerate() {
@@ -314,6 +322,16 @@ impl RecordFormat for CurColumns {
             }
         }
         let marketplace = s(C::BillingEntity).is_some_and(|e| e.contains("Marketplace"));
+        let mut focus = focus_columns(
+            &kind,
+            s(C::PricingTerm).as_deref(),
+            s(C::UsageType).as_deref(),
+            s(C::RiArn).is_some(),
+            s(C::SpArn).is_some(),
+        );
+        focus.availability_zone = s(C::AvailabilityZone);
+        focus.region_name = s(C::Location);
+        focus.list_unit_price = amt(C::PublicRate)?;
         let line = ChargeLine {
             billing_account_id: s(C::Payer).unwrap_or_default(),
             billing_account_name: s(C::PayerName),
@@ -351,7 +369,7 @@ impl RecordFormat for CurColumns {
             commitment_discount_id: s(C::RiArn).or_else(|| s(C::SpArn)),
             invoice_id: s(C::InvoiceId),
             tags,
-            focus: None,
+            focus: focus.boxed(),
             x_extra,
             source_ref: Some(location.to_string()),
         };
@@ -359,9 +377,97 @@ impl RecordFormat for CurColumns {
     }
 }
 
+/// The FOCUS columns a CUR line type and its pricing term decide (pure):
+/// - ChargeFrequency: usage types → Usage-Based; RIFee and SavingsPlanRecurringFee → Recurring;
+///   every other type (fees, upfront fees, tax, credits, refunds, discounts) → One-Time.
+/// - PricingCategory (usage only): covered by a reservation or Savings Plan → Committed; spot
+///   usage → Dynamic; `pricing/term` OnDemand → Standard; otherwise unknown (null).
+/// - CommitmentDiscountCategory/Type on lines of a reservation (Usage, Reserved Instance) or a
+///   Savings Plan (Spend, Savings Plan); CommitmentDiscountStatus Used on the usage they cover.
+pub fn focus_columns(
+    kind: &str,
+    term: Option<&str>,
+    usage_type: Option<&str>,
+    reservation: bool,
+    savings_plan: bool,
+) -> costledger_core::FocusColumns {
+    let usage = matches!(kind, "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" | "SavingsPlanNegation");
+    let mut f = costledger_core::FocusColumns {
+        charge_frequency: Some(
+            match kind {
+                _ if usage => "Usage-Based",
+                "RIFee" | "SavingsPlanRecurringFee" => "Recurring",
+                _ => "One-Time",
+            }
+            .to_string(),
+        ),
+        ..Default::default()
+    };
+    if usage {
+        f.pricing_category = match (kind, term) {
+            ("DiscountedUsage" | "SavingsPlanCoveredUsage", _) => Some("Committed"),
+            _ if usage_type.is_some_and(|u| u.contains("SpotUsage")) || term == Some("Spot") => Some("Dynamic"),
+            (_, Some("OnDemand")) => Some("Standard"),
+            (_, Some("Reserved")) => Some("Committed"),
+            _ => None,
+        }
+        .map(str::to_string);
+    }
+    let (category, kind_name) = if reservation {
+        (Some("Usage"), Some("Reserved Instance"))
+    } else if savings_plan {
+        (Some("Spend"), Some("Savings Plan"))
+    } else {
+        (None, None)
+    };
+    f.commitment_discount_category = category.map(str::to_string);
+    f.commitment_discount_type = kind_name.map(str::to_string);
+    if category.is_some() && matches!(kind, "DiscountedUsage" | "SavingsPlanCoveredUsage") {
+        f.commitment_discount_status = Some("Used".to_string());
+    }
+    f
+}
+
 #[cfg(test)]
 mod tests {
-    use super::snake;
+    use super::{focus_columns, snake};
+
+    #[test]
+    fn line_types_and_terms_decide_frequency_pricing_category_and_commitment() {
+        let f = focus_columns("Usage", Some("OnDemand"), Some("BoxUsage:m5.large"), false, false);
+        assert_eq!(f.charge_frequency.as_deref(), Some("Usage-Based"));
+        assert_eq!(f.pricing_category.as_deref(), Some("Standard"));
+        assert_eq!(f.commitment_discount_category, None);
+        let f = focus_columns("Usage", None, Some("EUW1-SpotUsage:c5.xlarge"), false, false);
+        assert_eq!(f.pricing_category.as_deref(), Some("Dynamic"));
+        let f = focus_columns("DiscountedUsage", Some("Reserved"), None, true, false);
+        assert_eq!(
+            (
+                f.pricing_category.as_deref(),
+                f.commitment_discount_category.as_deref(),
+                f.commitment_discount_type.as_deref(),
+                f.commitment_discount_status.as_deref()
+            ),
+            (Some("Committed"), Some("Usage"), Some("Reserved Instance"), Some("Used"))
+        );
+        let f = focus_columns("SavingsPlanCoveredUsage", None, None, false, true);
+        assert_eq!(
+            (
+                f.commitment_discount_category.as_deref(),
+                f.commitment_discount_type.as_deref(),
+                f.commitment_discount_status.as_deref()
+            ),
+            (Some("Spend"), Some("Savings Plan"), Some("Used"))
+        );
+        // The fee of a reservation: recurring, a commitment line, no usage status, no pricing category.
+        let f = focus_columns("RIFee", None, None, true, false);
+        assert_eq!(f.charge_frequency.as_deref(), Some("Recurring"));
+        assert_eq!((f.pricing_category, f.commitment_discount_status), (None, None));
+        assert_eq!(f.commitment_discount_category.as_deref(), Some("Usage"));
+        for one_time in ["Fee", "SavingsPlanUpfrontFee", "Tax", "Credit", "Refund", "EdpDiscount"] {
+            assert_eq!(focus_columns(one_time, None, None, false, false).charge_frequency.as_deref(), Some("One-Time"));
+        }
+    }
 
     #[test]
     fn cur2_names() {
