@@ -100,33 +100,12 @@ pub const FOCUS_1_2_COLUMNS: [&str; 57] = [
     "Tags",
 ];
 
-/// The FOCUS 1.2 columns a Cost and Usage dataset must always have (the specification's
-/// Mandatory columns). Every other column is written only when the exported charges hold a
-/// value for it: a Recommended or Conditional column that is present must not be null where
-/// the specification says so, and a column no charge has would be null everywhere.
-pub const FOCUS_1_2_MANDATORY: [&str; 21] = [
-    "BilledCost",
-    "BillingAccountId",
-    "BillingAccountName",
-    "BillingCurrency",
-    "BillingPeriodEnd",
-    "BillingPeriodStart",
-    "ChargeCategory",
-    "ChargeClass",
-    "ChargeDescription",
-    "ChargePeriodEnd",
-    "ChargePeriodStart",
-    "ContractedCost",
-    "EffectiveCost",
-    "InvoiceIssuerName",
-    "ListCost",
-    "PricingQuantity",
-    "PricingUnit",
-    "ProviderName",
-    "PublisherName",
-    "ServiceCategory",
-    "ServiceName",
-];
+/// The FOCUS 1.2 columns that are optional but, when present, must never be null
+/// (Recommended or Conditional columns with an unconditional "MUST NOT be null" rule). Each is
+/// written only when at least one exported charge has a value for it; every other column of the
+/// version is always written, so exports of different bills share one schema.
+pub const NON_NULL_WHEN_PRESENT: [&str; 4] =
+    ["ChargeFrequency", "PricingCurrency", "PricingCurrencyEffectiveCost", "ServiceSubcategory"];
 
 /// The ledger's column for FOCUS column `name` (`BillingAccountId` → `billing_account_id`).
 pub fn ledger_column(name: &str) -> String {
@@ -144,8 +123,8 @@ pub fn ledger_column(name: &str) -> String {
     out
 }
 
-/// The columns a dataset of the filtered charges has: every Mandatory column, and each other
-/// column of `version` that at least one charge has a value for, in the specification's order.
+/// The columns a dataset of the filtered charges has, in the specification's order: every column
+/// of `version` but those of [`NON_NULL_WHEN_PRESENT`] no charge has a value for.
 pub async fn dataset_columns(
     store: &dyn LedgerStore,
     filter: &ChargeFilter,
@@ -156,13 +135,7 @@ pub async fn dataset_columns(
         .columns()
         .iter()
         .copied()
-        .filter(|c| {
-            FOCUS_1_2_MANDATORY.contains(c) || {
-                let col = ledger_column(c);
-                // Columns that are never NULL in the ledger (ids, dates, amounts billed).
-                !crate::ledger::NULLABLE_COLUMNS.contains(&col.as_str()) || with_values.contains(col.as_str())
-            }
-        })
+        .filter(|c| !NON_NULL_WHEN_PRESENT.contains(c) || with_values.contains(ledger_column(c).as_str()))
         .collect())
 }
 
@@ -355,8 +328,9 @@ mod tests {
                 "{c} → {col}"
             );
         }
-        for c in FOCUS_1_2_MANDATORY {
+        for c in NON_NULL_WHEN_PRESENT {
             assert!(FOCUS_1_2_COLUMNS.contains(&c), "{c}");
+            assert!(crate::ledger::NULLABLE_COLUMNS.contains(&ledger_column(c).as_str()), "{c}");
         }
     }
 }

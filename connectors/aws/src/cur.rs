@@ -13,6 +13,14 @@
 //! Tax → Tax; Credit and the discount types → Credit; Refund → Credit with ChargeClass
 //! Correction; Fee, RIFee, SavingsPlanUpfrontFee, SavingsPlanRecurringFee → Purchase; any other
 //! type → Adjustment (kept, never dropped).
+//!
+//! ContractedCost = UnblendedCost (private pricing is already in the unblended rate). FOCUS
+//! columns beyond the core: ChargeFrequency, PricingCategory and the commitment columns from the
+//! line type ([`focus_columns`]); ServiceCategory/Subcategory from the product code and
+//! RegionName from the region code where `product/location` is absent
+//! ([`crate::focus_tables`]); PricingUnit in FOCUS unit format; SkuMeter = `lineItem/UsageType`;
+//! ListUnitPrice = `pricing/publicOnDemandRate`; AvailabilityZone; on a USD bill the pricing
+//! currency's amounts (AWS prices in USD). A tax line has no PricingQuantity or PricingUnit.
 
 use std::collections::BTreeMap;
 
@@ -330,8 +338,30 @@ impl RecordFormat for CurColumns {
             s(C::SpArn).is_some(),
         );
         focus.availability_zone = s(C::AvailabilityZone);
-        focus.region_name = s(C::Location);
+        let region_id = s(C::RegionCode).or_else(|| s(C::Region));
+        // The price list's name when the line has one, else AWS's name for the code.
+        focus.region_name = s(C::Location)
+            .filter(|l| region_id.is_some() && l != "Any")
+            .or_else(|| region_id.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string));
         focus.list_unit_price = amt(C::PublicRate)?;
+        let (service_category, service_subcategory) =
+            crate::focus_tables::service_category(s(C::ProductCode).as_deref());
+        focus.service_subcategory = Some(service_subcategory.to_string());
+        // FOCUS: a tax line has no pricing quantity (nor unit).
+        let (quantity, pricing_unit) = if category == ChargeCategory::Tax {
+            (None, None)
+        } else {
+            (quantity, s(C::PricingUnit).map(|u| crate::focus_tables::focus_unit(&u)))
+        };
+        // The usage type is the meter that measured the line (`USW2-TimedStorage-ByteHrs`).
+        focus.sku_meter = s(C::UsageType);
+        // AWS's public prices are in USD: on a bill in USD the pricing currency's amounts are
+        // the billing currency's. On a bill in another currency they are not known here.
+        if currency == "USD" {
+            focus.pricing_currency = Some(currency.clone());
+            focus.pricing_currency_effective_cost = Some(effective);
+            focus.pricing_currency_list_unit_price = focus.list_unit_price;
+        }
         let line = ChargeLine {
             billing_account_id: s(C::Payer).unwrap_or_default(),
             billing_account_name: s(C::PayerName),
@@ -345,7 +375,7 @@ impl RecordFormat for CurColumns {
             charge_class: class,
             charge_description: s(C::Description),
             service_name: s(C::ProductName).or_else(|| s(C::ProductCode)),
-            service_category: None,
+            service_category: Some(service_category.to_string()),
             provider_name: Some("AWS".into()),
             publisher_name: Some(if marketplace {
                 "AWS Marketplace".into()
@@ -353,17 +383,19 @@ impl RecordFormat for CurColumns {
                 "Amazon Web Services, Inc.".into()
             }),
             invoice_issuer_name: s(C::InvoicingEntity).or_else(|| Some("Amazon Web Services, Inc.".into())),
-            region_id: s(C::RegionCode).or_else(|| s(C::Region)),
+            region_id,
             resource_id: s(C::ResourceId),
             resource_name: None,
             sku_id: s(C::Sku),
             billed_cost: cost,
             effective_cost: Some(effective),
             list_cost: list,
-            contracted_cost: None,
+            // The CUR has no separate negotiated-rate cost: private and enterprise pricing is
+            // already in the unblended rate, so the contracted cost is the unblended cost.
+            contracted_cost: Some(cost),
             billing_currency: currency,
             pricing_quantity: quantity,
-            pricing_unit: s(C::PricingUnit),
+            pricing_unit,
             consumed_quantity: None,
             consumed_unit: None,
             commitment_discount_id: s(C::RiArn).or_else(|| s(C::SpArn)),

@@ -14,6 +14,7 @@
 pub mod ce;
 pub mod cur;
 pub mod files;
+pub mod focus_tables;
 pub mod store;
 
 use std::path::PathBuf;

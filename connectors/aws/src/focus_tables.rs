@@ -1,0 +1,182 @@
+//! What a CUR does not say in FOCUS terms, from AWS's own published names (pure tables):
+//! the FOCUS ServiceCategory and ServiceSubcategory of a product code, and the region name of a
+//! region code (the pricing `location` AWS writes in `product/location` where it has one).
+
+/// `lineItem/ProductCode` → (ServiceCategory, ServiceSubcategory), FOCUS 1.2 allowed values.
+/// A product code not listed is `Other` / `Other (Other)`: a category is never guessed from a
+/// service's name.
+const SERVICES: [(&str, &str, &str); 60] = [
+    ("AWSBackup", "Storage", "Backup Storage"),
+    ("AWSCertificateManager", "Security", "Other (Security)"),
+    ("AWSCloudFormation", "Management and Governance", "Architecture"),
+    ("AWSCloudShell", "Developer Tools", "Development Environments"),
+    ("AWSCloudTrail", "Management and Governance", "Compliance"),
+    ("AWSCodeBuild", "Developer Tools", "Continuous Integration and Deployment"),
+    ("AWSCodeCommit", "Developer Tools", "Source Code Management"),
+    ("AWSCodePipeline", "Developer Tools", "Continuous Integration and Deployment"),
+    ("AWSConfig", "Management and Governance", "Compliance"),
+    ("AWSCostExplorer", "Management and Governance", "Cost Management"),
+    ("AWSDataTransfer", "Networking", "Network Connectivity"),
+    ("AWSDirectConnect", "Networking", "Network Connectivity"),
+    ("AWSELB", "Networking", "Application Networking"),
+    ("AWSEvents", "Integration", "Messaging"),
+    ("AWSGlue", "Analytics", "Data Processing"),
+    ("AWSIoT", "Internet of Things", "IoT Platforms"),
+    ("AWSLambda", "Compute", "Serverless Compute"),
+    ("AWSMigrationHubRefactorSpaces", "Migration", "Resource Migration"),
+    ("AWSQueueService", "Integration", "Messaging"),
+    ("AWSSecretsManager", "Security", "Secret Management"),
+    ("AWSSecurityHub", "Security", "Security Posture Management"),
+    ("AWSShield", "Networking", "Network Security"),
+    ("AWSSupportBusiness", "Management and Governance", "Support"),
+    ("AWSSupportEnterprise", "Management and Governance", "Support"),
+    ("AWSSystemsManager", "Management and Governance", "Endpoint Management"),
+    ("AWSTransfer", "Migration", "Data Migration"),
+    ("AmazonApiGateway", "Integration", "API Management"),
+    ("AmazonAthena", "Analytics", "Data Processing"),
+    ("AmazonBedrock", "AI and Machine Learning", "Generative AI"),
+    ("AmazonCloudFront", "Networking", "Content Delivery"),
+    ("AmazonCloudWatch", "Management and Governance", "Observability"),
+    ("AmazonCognito", "Identity", "Identity and Access Management"),
+    ("AmazonDocDB", "Databases", "NoSQL Databases"),
+    ("AmazonDynamoDB", "Databases", "NoSQL Databases"),
+    ("AmazonEC2", "Compute", "Virtual Machines"),
+    ("AmazonECR", "Compute", "Containers"),
+    ("AmazonECS", "Compute", "Containers"),
+    ("AmazonEFS", "Storage", "File Storage"),
+    ("AmazonEKS", "Compute", "Containers"),
+    ("AmazonES", "Analytics", "Search"),
+    ("AmazonElastiCache", "Databases", "Caching"),
+    ("AmazonFSx", "Storage", "File Storage"),
+    ("AmazonGlacier", "Storage", "Backup Storage"),
+    ("AmazonGuardDuty", "Security", "Threat Detection and Response"),
+    ("AmazonKinesis", "Analytics", "Streaming Analytics"),
+    ("AmazonKinesisFirehose", "Analytics", "Streaming Analytics"),
+    ("AmazonLightsail", "Compute", "Virtual Machines"),
+    ("AmazonMSK", "Analytics", "Streaming Analytics"),
+    ("AmazonNeptune", "Databases", "NoSQL Databases"),
+    ("AmazonQuickSight", "Analytics", "Business Intelligence"),
+    ("AmazonRDS", "Databases", "Relational Databases"),
+    ("AmazonRedshift", "Databases", "Data Warehouses"),
+    ("AmazonRoute53", "Networking", "Network Routing"),
+    ("AmazonS3", "Storage", "Object Storage"),
+    ("AmazonSNS", "Integration", "Messaging"),
+    ("AmazonSageMaker", "AI and Machine Learning", "Machine Learning"),
+    ("AmazonStates", "Integration", "Workflow Orchestration"),
+    ("AmazonVPC", "Networking", "Network Infrastructure"),
+    ("AmazonWorkSpaces", "Compute", "End User Computing"),
+    ("awskms", "Security", "Secret Management"),
+];
+
+/// AWS region code → the region's name as AWS's price list and `product/location` write it.
+const REGIONS: [(&str, &str); 35] = [
+    ("af-south-1", "Africa (Cape Town)"),
+    ("ap-east-1", "Asia Pacific (Hong Kong)"),
+    ("ap-northeast-1", "Asia Pacific (Tokyo)"),
+    ("ap-northeast-2", "Asia Pacific (Seoul)"),
+    ("ap-northeast-3", "Asia Pacific (Osaka)"),
+    ("ap-south-1", "Asia Pacific (Mumbai)"),
+    ("ap-south-2", "Asia Pacific (Hyderabad)"),
+    ("ap-southeast-1", "Asia Pacific (Singapore)"),
+    ("ap-southeast-2", "Asia Pacific (Sydney)"),
+    ("ap-southeast-3", "Asia Pacific (Jakarta)"),
+    ("ap-southeast-4", "Asia Pacific (Melbourne)"),
+    ("ap-southeast-5", "Asia Pacific (Malaysia)"),
+    ("ap-southeast-7", "Asia Pacific (Thailand)"),
+    ("ca-central-1", "Canada (Central)"),
+    ("ca-west-1", "Canada West (Calgary)"),
+    ("eu-central-1", "EU (Frankfurt)"),
+    ("eu-central-2", "EU (Zurich)"),
+    ("eu-north-1", "EU (Stockholm)"),
+    ("eu-south-1", "EU (Milan)"),
+    ("eu-south-2", "EU (Spain)"),
+    ("eu-west-1", "EU (Ireland)"),
+    ("eu-west-2", "EU (London)"),
+    ("eu-west-3", "EU (Paris)"),
+    ("global", "Global"),
+    ("il-central-1", "Israel (Tel Aviv)"),
+    ("me-central-1", "Middle East (UAE)"),
+    ("me-south-1", "Middle East (Bahrain)"),
+    ("mx-central-1", "Mexico (Central)"),
+    ("sa-east-1", "South America (Sao Paulo)"),
+    ("us-east-1", "US East (N. Virginia)"),
+    ("us-east-2", "US East (Ohio)"),
+    ("us-gov-east-1", "AWS GovCloud (US-East)"),
+    ("us-gov-west-1", "AWS GovCloud (US-West)"),
+    ("us-west-1", "US West (N. California)"),
+    ("us-west-2", "US West (Oregon)"),
+];
+
+/// An AWS pricing unit in FOCUS's unit format: AWS abbreviates or singularises the time part of a
+/// unit (`GB-Mo`, `Obj-Month`, `Hrs`), FOCUS writes `<unit>-<plural time unit>` and whole time
+/// unit names (`GB-Months`, `Obj-Months`, `Hours`). Anything else is kept as AWS wrote it.
+pub fn focus_unit(aws: &str) -> String {
+    const TIME: [(&str, &str); 8] = [
+        ("Mo", "Months"),
+        ("Month", "Months"),
+        ("Hrs", "Hours"),
+        ("Hr", "Hours"),
+        ("Hour", "Hours"),
+        ("Day", "Days"),
+        ("Second", "Seconds"),
+        ("Sec", "Seconds"),
+    ];
+    let full = |t: &str| TIME.iter().find(|(a, _)| *a == t).map(|(_, f)| *f);
+    if let Some(f) = full(aws) {
+        return f.to_string();
+    }
+    if let Some((unit, time)) = aws.rsplit_once('-')
+        && !unit.is_empty()
+        && let Some(f) = full(time)
+    {
+        return format!("{unit}-{f}");
+    }
+    aws.to_string()
+}
+
+/// (ServiceCategory, ServiceSubcategory) of a product code.
+pub fn service_category(product_code: Option<&str>) -> (&'static str, &'static str) {
+    product_code
+        .and_then(|p| SERVICES.binary_search_by(|(code, _, _)| code.cmp(&p)).ok())
+        .map(|i| (SERVICES[i].1, SERVICES[i].2))
+        .unwrap_or(("Other", "Other (Other)"))
+}
+
+/// The name of a region code AWS publishes.
+pub fn region_name(code: &str) -> Option<&'static str> {
+    REGIONS.binary_search_by(|(c, _)| c.cmp(&code)).ok().map(|i| REGIONS[i].1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_sorted_for_binary_search_and_use_focus_values() {
+        assert!(SERVICES.windows(2).all(|w| w[0].0 < w[1].0), "SERVICES must be sorted by product code");
+        assert!(REGIONS.windows(2).all(|w| w[0].0 < w[1].0), "REGIONS must be sorted by code");
+        for (_, category, sub) in SERVICES {
+            assert!(
+                sub.starts_with("Other (") && sub.ends_with(&format!("({category})")) || !sub.starts_with("Other"),
+                "{sub} under {category}"
+            );
+        }
+        assert_eq!(service_category(Some("AmazonS3")), ("Storage", "Object Storage"));
+        assert_eq!(service_category(Some("awskms")), ("Security", "Secret Management"));
+        assert_eq!(service_category(Some("SomethingNew")), ("Other", "Other (Other)"));
+        assert_eq!(service_category(None), ("Other", "Other (Other)"));
+        assert_eq!(region_name("eu-west-1"), Some("EU (Ireland)"));
+        assert_eq!(region_name("mars-1"), None);
+        for (aws, focus) in [
+            ("GB-Mo", "GB-Months"),
+            ("Obj-Month", "Obj-Months"),
+            ("Hrs", "Hours"),
+            ("vCPU-Hours", "vCPU-Hours"),
+            ("Requests", "Requests"),
+            ("GB", "GB"),
+            ("-Mo", "-Mo"),
+        ] {
+            assert_eq!(focus_unit(aws), focus, "{aws}");
+        }
+    }
+}
