@@ -26,6 +26,11 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Money(#[from] costledger_core::MoneyError),
+    #[error("writing the Parquet file failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// A value the output format cannot hold exactly (what, where, what to do).
+    #[error("{0}")]
+    NotExact(String),
 }
 
 #[derive(Debug, Default, Clone)]

@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::Arc;
 
 use costledger_core::{ChargeLine, FocusColumns, canonical, format_ts};
 use futures::StreamExt;
@@ -139,6 +140,16 @@ pub async fn dataset_columns(
         .collect())
 }
 
+/// The file format of a FOCUS dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum FocusFormat {
+    /// RFC 4180 CSV, CRLF line ends.
+    #[default]
+    Csv,
+    /// Apache Parquet: amounts DECIMAL(38, 20), dates TIMESTAMP (UTC, microseconds), text UTF-8.
+    Parquet,
+}
+
 /// What `export focus` writes beside the FOCUS columns.
 #[derive(Debug, Clone, Copy)]
 pub struct FocusExportOptions {
@@ -243,9 +254,228 @@ pub async fn export_focus_csv<W: Write>(
     Ok(stats)
 }
 
+/// Decimal scale of every Parquet amount: DECIMAL(38, 20) holds 18 integer digits (a
+/// quintillion) and 20 decimal places, more than any bill has.
+pub const PARQUET_SCALE: u32 = 20;
+/// Rows per Parquet row group: the batch held in memory while it is written column by column.
+pub const PARQUET_ROWS_PER_GROUP: usize = 50_000;
+
+/// How a FOCUS column is typed in Parquet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParquetKind {
+    Text,
+    Decimal,
+    Timestamp,
+}
+
+fn parquet_kind(name: &str) -> ParquetKind {
+    match name {
+        "BillingPeriodStart" | "BillingPeriodEnd" | "ChargePeriodStart" | "ChargePeriodEnd" => ParquetKind::Timestamp,
+        "BilledCost" | "EffectiveCost" | "ListCost" | "ContractedCost" | "PricingQuantity" | "ConsumedQuantity" => {
+            ParquetKind::Decimal
+        }
+        other if FocusColumns::DECIMAL.contains(&other) => ParquetKind::Decimal,
+        _ => ParquetKind::Text,
+    }
+}
+
+/// The exact decimal value of a decimal column of `l`.
+fn decimal_value(l: &ChargeLine, name: &str) -> Option<rust_decimal::Decimal> {
+    match name {
+        "BilledCost" => Some(l.billed_cost),
+        "EffectiveCost" => l.effective_cost,
+        "ListCost" => l.list_cost,
+        "ContractedCost" => l.contracted_cost,
+        "PricingQuantity" => l.pricing_quantity,
+        "ConsumedQuantity" => l.consumed_quantity,
+        other => {
+            let i = FocusColumns::DECIMAL.iter().position(|c| *c == other)?;
+            l.focus.as_deref()?.decimals()[i]
+        }
+    }
+}
+
+fn timestamp_value(l: &ChargeLine, name: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    match name {
+        "BillingPeriodStart" => Some(l.billing_period_start),
+        "BillingPeriodEnd" => Some(l.billing_period_end),
+        "ChargePeriodStart" => Some(l.charge_period_start),
+        "ChargePeriodEnd" => Some(l.charge_period_end),
+        _ => None,
+    }
+}
+
+/// `d` as the unscaled big-endian 16-byte two's complement of DECIMAL(38, [`PARQUET_SCALE`]),
+/// or why it cannot be held exactly.
+pub fn parquet_decimal(d: rust_decimal::Decimal) -> Result<[u8; 16], String> {
+    let d = if d.scale() > PARQUET_SCALE { d.normalize() } else { d };
+    if d.scale() > PARQUET_SCALE {
+        return Err(format!(
+            "{d} has {} decimal places; Parquet DECIMAL(38, {PARQUET_SCALE}) holds {PARQUET_SCALE}",
+            d.scale()
+        ));
+    }
+    let unscaled = d
+        .mantissa()
+        .checked_mul(10i128.pow(PARQUET_SCALE - d.scale()))
+        .filter(|m| m.unsigned_abs() < 10u128.pow(38))
+        .ok_or_else(|| format!("{d} has more than {} integer digits", 38 - PARQUET_SCALE))?;
+    Ok(unscaled.to_be_bytes())
+}
+
+/// The Parquet schema of a dataset with `columns` (and the lineage columns when asked).
+fn parquet_schema(columns: &[&str], lineage: bool) -> String {
+    let mut fields: Vec<String> = columns
+        .iter()
+        .map(|c| match parquet_kind(c) {
+            ParquetKind::Text => format!("OPTIONAL BYTE_ARRAY {c} (STRING);"),
+            ParquetKind::Decimal => format!("OPTIONAL FIXED_LEN_BYTE_ARRAY (16) {c} (DECIMAL(38,{PARQUET_SCALE}));"),
+            ParquetKind::Timestamp => format!("OPTIONAL INT64 {c} (TIMESTAMP(MICROS,true));"),
+        })
+        .collect();
+    if lineage {
+        fields.extend(LINEAGE_COLUMNS.iter().map(|c| format!("OPTIONAL BYTE_ARRAY {c} (STRING);")));
+    }
+    format!("message focus {{ {} }}", fields.join(" "))
+}
+
+/// Write one row group of `rows`, column by column.
+fn write_row_group<W: Write + Send>(
+    w: &mut parquet::file::writer::SerializedFileWriter<W>,
+    rows: &[(ChargeRecord, Option<(String, String)>)],
+    columns: &[&str],
+    lineage: bool,
+) -> Result<(), ExportError> {
+    use parquet::data_type::{ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType, Int64Type};
+    let mut rg = w.next_row_group()?;
+    let lineage_cols: &[&str] = if lineage { &LINEAGE_COLUMNS } else { &[] };
+    for name in columns.iter().chain(lineage_cols) {
+        let Some(mut col) = rg.next_column()? else {
+            return Err(ExportError::NotExact(format!("the Parquet schema has no column {name} (a bug)")));
+        };
+        let mut defs: Vec<i16> = Vec::with_capacity(rows.len());
+        let lineage_value = |(r, a): &(ChargeRecord, Option<(String, String)>)| -> Option<String> {
+            match *name {
+                "x_owner" => a.as_ref().map(|a| a.0.clone()).filter(|o| !o.is_empty()),
+                "x_allocation_reason" => a.as_ref().map(|a| a.1.clone()).filter(|o| !o.is_empty()),
+                "x_load_id" => Some(r.load_id.to_string()),
+                "x_source" => Some(r.source.clone()),
+                "x_source_ref" => r.line.source_ref.clone(),
+                _ => None,
+            }
+        };
+        let kind = if name.starts_with("x_") { ParquetKind::Text } else { parquet_kind(name) };
+        match kind {
+            ParquetKind::Text => {
+                let mut values: Vec<ByteArray> = Vec::new();
+                for row in rows {
+                    let v = if name.starts_with("x_") {
+                        lineage_value(row).map(String::into_bytes)
+                    } else {
+                        value(&row.0.line, name).map(|c| c.into_owned().into_bytes())
+                    };
+                    defs.push(i16::from(v.is_some()));
+                    values.extend(v.map(ByteArray::from));
+                }
+                col.typed::<ByteArrayType>().write_batch(&values, Some(&defs), None)?;
+            }
+            ParquetKind::Decimal => {
+                let mut values: Vec<FixedLenByteArray> = Vec::new();
+                for (r, _) in rows {
+                    let v = decimal_value(&r.line, name);
+                    defs.push(i16::from(v.is_some()));
+                    if let Some(d) = v {
+                        let bytes = parquet_decimal(d).map_err(|e| {
+                            ExportError::NotExact(format!(
+                                "{name} of load {} row {} ({}): {e}; export this selection as CSV, which holds every decimal exactly",
+                                r.load_id,
+                                r.row_no,
+                                r.line.source_ref.as_deref().unwrap_or("no source reference")
+                            ))
+                        })?;
+                        values.push(FixedLenByteArray::from(bytes.to_vec()));
+                    }
+                }
+                col.typed::<FixedLenByteArrayType>().write_batch(&values, Some(&defs), None)?;
+            }
+            ParquetKind::Timestamp => {
+                let mut values: Vec<i64> = Vec::new();
+                for (r, _) in rows {
+                    let v = timestamp_value(&r.line, name);
+                    defs.push(i16::from(v.is_some()));
+                    values.extend(v.map(|t| t.timestamp_micros()));
+                }
+                col.typed::<Int64Type>().write_batch(&values, Some(&defs), None)?;
+            }
+        }
+        col.close()?;
+    }
+    rg.close()?;
+    Ok(())
+}
+
+/// Stream the filtered current charges to `out` as a FOCUS Parquet dataset: one row group per
+/// [`PARQUET_ROWS_PER_GROUP`] charges, so memory stays bounded whatever the ledger's size.
+pub async fn export_focus_parquet<W: Write + Send>(
+    store: &dyn LedgerStore,
+    filter: &ChargeFilter,
+    opts: &FocusExportOptions,
+    alloc: Option<&Allocator>,
+    out: W,
+) -> Result<ExportStats, ExportError> {
+    let columns = dataset_columns(store, filter, opts.version).await?;
+    let schema = parquet::schema::parser::parse_message_type(&parquet_schema(&columns, opts.lineage))?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_created_by(format!("costledger {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut w = parquet::file::writer::SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props))?;
+    let line_alloc = match (opts.lineage, alloc) {
+        (true, Some(a)) => Some(LineAllocation::new(store, a).await?),
+        _ => None,
+    };
+    let mut stats = ExportStats::default();
+    let mut batch: Vec<(ChargeRecord, Option<(String, String)>)> = Vec::with_capacity(PARQUET_ROWS_PER_GROUP);
+    let mut rows = store.charges(filter);
+    while let Some(r) = rows.next().await {
+        let r = r?;
+        stats.rows += 1;
+        stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
+        let a = line_alloc.as_ref().map(|a| a.columns(&r.line));
+        batch.push((r, a));
+        if batch.len() == PARQUET_ROWS_PER_GROUP {
+            write_row_group(&mut w, &batch, &columns, opts.lineage)?;
+            batch.clear();
+        }
+    }
+    if !batch.is_empty() {
+        write_row_group(&mut w, &batch, &columns, opts.lineage)?;
+    }
+    w.close()?;
+    Ok(stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parquet_decimals_are_exact_or_refused() {
+        let d = |s: &str| rust_decimal::Decimal::from_str_exact(s).expect("decimal");
+        let back = |b: [u8; 16]| i128::from_be_bytes(b);
+        assert_eq!(back(parquet_decimal(d("1.5")).expect("fits")), 15 * 10i128.pow(19));
+        assert_eq!(back(parquet_decimal(d("-0.0000000001")).expect("fits")), -(10i128.pow(10)));
+        assert_eq!(
+            back(parquet_decimal(d("123456789012345678.5")).expect("fits")),
+            1234567890123456785 * 10i128.pow(19)
+        );
+        // Trailing zeros beyond the scale are not digits.
+        assert!(parquet_decimal(d("1.0000000000000000000000000")).is_ok());
+        let e = parquet_decimal(d("0.0000000000000000000001")).expect_err("22 places");
+        assert!(e.contains("22 decimal places"), "{e}");
+        let e = parquet_decimal(d("1234567890123456789")).expect_err("19 integer digits");
+        assert!(e.contains("integer digits"), "{e}");
+    }
 
     #[test]
     fn every_focus_1_2_column_has_a_value_and_the_list_is_the_specs_order() {

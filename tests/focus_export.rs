@@ -213,6 +213,65 @@ fn the_synthetic_bills_export_as_focus_1_2_exactly_and_the_validator_passes_them
     assert!(unexplained.is_empty(), "focus-validator failed rules no defect explains: {unexplained:?}");
 }
 
+/// Run `sql` in DuckDB (the venv's PyPI `duckdb`); the rows as `|`-separated text lines.
+fn duckdb(venv: &Path, sql: &str) -> Vec<String> {
+    let script = "import duckdb, sys\nfor row in duckdb.sql(sys.argv[1]).fetchall():\n    print('|'.join(str(v) for v in row))\n";
+    let out = Command::new(venv.join("bin/python")).args(["-c", script, sql]).output().expect("run python");
+    assert!(out.status.success(), "duckdb failed on {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn the_parquet_dataset_is_typed_exact_bounded_and_passes_the_validator() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let bills = dir.path().join("sample.csv");
+    // More lines than one row group holds.
+    let (code, out, err) = run(&db, &["sample", "--rows", "60000", "--out", bills.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let want_totals = out.split("BilledCost: ").nth(1).expect("sample totals").trim().trim_end_matches(')').to_string();
+    let (code, out, err) = run(&db, &["import", "--format", "focus", bills.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let parquet = dir.path().join("focus.parquet");
+    export(&db, &parquet, &["--format", "parquet", "--lineage"]);
+    assert_eq!(&std::fs::read(&parquet).expect("read")[..4], b"PAR1");
+    let Some(venv) = validator() else { return };
+    let p = parquet.display();
+    // Types: exact decimals, UTC timestamps, text ids; one row group per 50,000 charges.
+    let types = duckdb(
+        &venv,
+        &format!(
+            "select any_value(typeof(BilledCost)), any_value(typeof(EffectiveCost)), any_value(typeof(ChargePeriodStart)), \
+             any_value(typeof(BillingAccountId)), any_value(typeof(x_load_id)) from '{p}'"
+        ),
+    );
+    assert_eq!(types, ["DECIMAL(38,20)|DECIMAL(38,20)|TIMESTAMP WITH TIME ZONE|VARCHAR|VARCHAR"]);
+    let groups = duckdb(&venv, &format!("select count(distinct row_group_id) from parquet_metadata('{p}')"));
+    assert_eq!(groups, ["2"], "60,000 charges in row groups of 50,000");
+    // Σ BilledCost per currency read back by DuckDB equals the bills' to the last digit.
+    let sums = duckdb(
+        &venv,
+        &format!("select BillingCurrency, sum(BilledCost)::VARCHAR, count(*) from '{p}' group by 1 order by 1"),
+    );
+    let got: Vec<String> = sums
+        .iter()
+        .map(|l| {
+            let f: Vec<&str> = l.split('|').collect();
+            format!("{} {}", f[0], dec(f[1]).normalize())
+        })
+        .collect();
+    assert_eq!(got.join(", "), want_totals, "DuckDB's sums of the Parquet amounts against the sample's");
+    let rows: u64 = sums.iter().map(|l| l.rsplit('|').next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0)).sum();
+    assert_eq!(rows, 60_000);
+    // A timestamp is the line's instant.
+    let first = duckdb(&venv, &format!("select min(BillingPeriodStart)::VARCHAR from '{p}'"));
+    assert_eq!(first, ["2026-10-01 00:00:00+00"]);
+    let failed = failed_rules(&venv, &parquet, SAMPLE_CRITERIA);
+    let explained: BTreeSet<String> = VALIDATOR_DEFECTS.iter().map(|(id, _)| id.to_string()).collect();
+    let unexplained: Vec<&String> = failed.difference(&explained).collect();
+    assert!(unexplained.is_empty(), "focus-validator failed rules on the Parquet dataset: {unexplained:?}");
+}
+
 #[test]
 fn the_public_aws_cur_sample_mapped_by_costledger_passes_the_validator() {
     let Some(venv) = validator() else { return };
@@ -230,6 +289,16 @@ fn the_public_aws_cur_sample_mapped_by_costledger_passes_the_validator() {
         VALIDATOR_DEFECTS.iter().chain(AWS_SAMPLE_LIMITS.iter()).map(|(id, _)| id.to_string()).collect();
     let unexplained: Vec<&String> = failed.difference(&explained).collect();
     assert!(unexplained.is_empty(), "focus-validator failed rules on costledger's CUR mapping: {unexplained:?}");
+    // In Parquet the ids are typed text: the CSV typing limit is gone.
+    let parquet = dir.path().join("focus.parquet");
+    export(&db, &parquet, &["--format", "parquet"]);
+    let failed = failed_rules(&venv, &parquet, AWS_CRITERIA);
+    assert!(
+        !failed.contains("BillingAccountId-C-002-M") && !failed.contains("SubAccountId-C-001-M"),
+        "a typed account id column must pass: {failed:?}"
+    );
+    let unexplained: Vec<&String> = failed.difference(&explained).collect();
+    assert!(unexplained.is_empty(), "focus-validator failed rules on the CUR mapping in Parquet: {unexplained:?}");
 }
 
 #[tokio::test]

@@ -306,14 +306,18 @@ pub enum ExportWhat {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// The current charges as a FOCUS Cost and Usage dataset (CSV): every column of the
-    /// specification in its order, nulls as empty cells, exact decimals.
+    /// The current charges as a FOCUS Cost and Usage dataset (CSV or Parquet): every column of
+    /// the specification in its order, nulls as empty cells, exact decimals.
     ///
     /// Example: costledger export focus --from 2026-10-01 --to 2026-11-01 --out focus-2026-10.csv
     Focus {
         /// The FOCUS version to write.
         #[arg(long, value_enum, default_value = "1.2")]
         version: crate::focus_export::FocusVersion,
+        /// csv (default) or parquet (amounts DECIMAL(38, 20), dates TIMESTAMP UTC, one row group
+        /// per 50,000 charges).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: crate::focus_export::FocusFormat,
         /// Charges whose ChargePeriodStart is at or after this date/time (UTC).
         #[arg(long, value_parser = parse_when)]
         from: Option<DateTime<Utc>>,
