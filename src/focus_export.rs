@@ -146,7 +146,8 @@ pub enum FocusFormat {
     /// RFC 4180 CSV, CRLF line ends.
     #[default]
     Csv,
-    /// Apache Parquet: amounts DECIMAL(38, 20), dates TIMESTAMP (UTC, microseconds), text UTF-8.
+    /// Apache Parquet: amounts DECIMAL(38, s) (s: the most decimal places of any exported amount),
+    /// dates TIMESTAMP (UTC, microseconds), text UTF-8.
     Parquet,
 }
 
@@ -254,9 +255,9 @@ pub async fn export_focus_csv<W: Write>(
     Ok(stats)
 }
 
-/// Decimal scale of every Parquet amount: DECIMAL(38, 20) holds 18 integer digits (a
-/// quintillion) and 20 decimal places, more than any bill has.
-pub const PARQUET_SCALE: u32 = 20;
+/// Fewest decimal places of a Parquet amount: DECIMAL(38, s) with s the most places any exported
+/// value has (read from the ledger before writing), and at least this.
+pub const PARQUET_MIN_SCALE: u32 = 2;
 /// Rows per Parquet row group: the batch held in memory while it is written column by column.
 pub const PARQUET_ROWS_PER_GROUP: usize = 50_000;
 
@@ -305,31 +306,28 @@ fn timestamp_value(l: &ChargeLine, name: &str) -> Option<chrono::DateTime<chrono
     }
 }
 
-/// `d` as the unscaled big-endian 16-byte two's complement of DECIMAL(38, [`PARQUET_SCALE`]),
-/// or why it cannot be held exactly.
-pub fn parquet_decimal(d: rust_decimal::Decimal) -> Result<[u8; 16], String> {
-    let d = if d.scale() > PARQUET_SCALE { d.normalize() } else { d };
-    if d.scale() > PARQUET_SCALE {
-        return Err(format!(
-            "{d} has {} decimal places; Parquet DECIMAL(38, {PARQUET_SCALE}) holds {PARQUET_SCALE}",
-            d.scale()
-        ));
+/// `d` as the unscaled big-endian 16-byte two's complement of DECIMAL(38, `scale`), or why it
+/// cannot be held exactly.
+pub fn parquet_decimal(d: rust_decimal::Decimal, scale: u32) -> Result<[u8; 16], String> {
+    let d = if d.scale() > scale { d.normalize() } else { d };
+    if d.scale() > scale {
+        return Err(format!("{d} has {} decimal places; the dataset's DECIMAL(38, {scale}) holds {scale}", d.scale()));
     }
     let unscaled = d
         .mantissa()
-        .checked_mul(10i128.pow(PARQUET_SCALE - d.scale()))
+        .checked_mul(10i128.pow(scale - d.scale()))
         .filter(|m| m.unsigned_abs() < 10u128.pow(38))
-        .ok_or_else(|| format!("{d} has more than {} integer digits", 38 - PARQUET_SCALE))?;
+        .ok_or_else(|| format!("{d} has more than {} integer digits, which DECIMAL(38, {scale}) holds", 38 - scale))?;
     Ok(unscaled.to_be_bytes())
 }
 
 /// The Parquet schema of a dataset with `columns` (and the lineage columns when asked).
-fn parquet_schema(columns: &[&str], lineage: bool) -> String {
+fn parquet_schema(columns: &[&str], lineage: bool, scale: u32) -> String {
     let mut fields: Vec<String> = columns
         .iter()
         .map(|c| match parquet_kind(c) {
             ParquetKind::Text => format!("OPTIONAL BYTE_ARRAY {c} (STRING);"),
-            ParquetKind::Decimal => format!("OPTIONAL FIXED_LEN_BYTE_ARRAY (16) {c} (DECIMAL(38,{PARQUET_SCALE}));"),
+            ParquetKind::Decimal => format!("OPTIONAL FIXED_LEN_BYTE_ARRAY (16) {c} (DECIMAL(38,{scale}));"),
             ParquetKind::Timestamp => format!("OPTIONAL INT64 {c} (TIMESTAMP(MICROS,true));"),
         })
         .collect();
@@ -345,6 +343,7 @@ fn write_row_group<W: Write + Send>(
     rows: &[(ChargeRecord, Option<(String, String)>)],
     columns: &[&str],
     lineage: bool,
+    scale: u32,
 ) -> Result<(), ExportError> {
     use parquet::data_type::{ByteArray, ByteArrayType, FixedLenByteArray, FixedLenByteArrayType, Int64Type};
     let mut rg = w.next_row_group()?;
@@ -385,7 +384,7 @@ fn write_row_group<W: Write + Send>(
                     let v = decimal_value(&r.line, name);
                     defs.push(i16::from(v.is_some()));
                     if let Some(d) = v {
-                        let bytes = parquet_decimal(d).map_err(|e| {
+                        let bytes = parquet_decimal(d, scale).map_err(|e| {
                             ExportError::NotExact(format!(
                                 "{name} of load {} row {} ({}): {e}; export this selection as CSV, which holds every decimal exactly",
                                 r.load_id,
@@ -424,7 +423,8 @@ pub async fn export_focus_parquet<W: Write + Send>(
     out: W,
 ) -> Result<ExportStats, ExportError> {
     let columns = dataset_columns(store, filter, opts.version).await?;
-    let schema = parquet::schema::parser::parse_message_type(&parquet_schema(&columns, opts.lineage))?;
+    let scale = store.max_decimal_scale(filter).await?.max(PARQUET_MIN_SCALE);
+    let schema = parquet::schema::parser::parse_message_type(&parquet_schema(&columns, opts.lineage, scale))?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_created_by(format!("costledger {}", env!("CARGO_PKG_VERSION")))
@@ -444,12 +444,12 @@ pub async fn export_focus_parquet<W: Write + Send>(
         let a = line_alloc.as_ref().map(|a| a.columns(&r.line));
         batch.push((r, a));
         if batch.len() == PARQUET_ROWS_PER_GROUP {
-            write_row_group(&mut w, &batch, &columns, opts.lineage)?;
+            write_row_group(&mut w, &batch, &columns, opts.lineage, scale)?;
             batch.clear();
         }
     }
     if !batch.is_empty() {
-        write_row_group(&mut w, &batch, &columns, opts.lineage)?;
+        write_row_group(&mut w, &batch, &columns, opts.lineage, scale)?;
     }
     w.close()?;
     Ok(stats)
@@ -463,17 +463,18 @@ mod tests {
     fn parquet_decimals_are_exact_or_refused() {
         let d = |s: &str| rust_decimal::Decimal::from_str_exact(s).expect("decimal");
         let back = |b: [u8; 16]| i128::from_be_bytes(b);
-        assert_eq!(back(parquet_decimal(d("1.5")).expect("fits")), 15 * 10i128.pow(19));
-        assert_eq!(back(parquet_decimal(d("-0.0000000001")).expect("fits")), -(10i128.pow(10)));
+        assert_eq!(back(parquet_decimal(d("1.5"), 20).expect("fits")), 15 * 10i128.pow(19));
+        assert_eq!(back(parquet_decimal(d("-0.0000000001"), 20).expect("fits")), -(10i128.pow(10)));
         assert_eq!(
-            back(parquet_decimal(d("123456789012345678.5")).expect("fits")),
+            back(parquet_decimal(d("123456789012345678.5"), 20).expect("fits")),
             1234567890123456785 * 10i128.pow(19)
         );
+        assert_eq!(back(parquet_decimal(d("0.000000007292255759239199"), 24).expect("fits")), 7292255759239199);
         // Trailing zeros beyond the scale are not digits.
-        assert!(parquet_decimal(d("1.0000000000000000000000000")).is_ok());
-        let e = parquet_decimal(d("0.0000000000000000000001")).expect_err("22 places");
+        assert!(parquet_decimal(d("1.0000000000000000000000000"), 20).is_ok());
+        let e = parquet_decimal(d("0.0000000000000000000001"), 20).expect_err("22 places");
         assert!(e.contains("22 decimal places"), "{e}");
-        let e = parquet_decimal(d("1234567890123456789")).expect_err("19 integer digits");
+        let e = parquet_decimal(d("1234567890123456789"), 20).expect_err("19 integer digits");
         assert!(e.contains("integer digits"), "{e}");
     }
 

@@ -778,6 +778,9 @@ pub trait LedgerStore: ReconcileStore {
     /// The charge columns (ledger names, [`NULLABLE_COLUMNS`]) holding a value on at least one
     /// of the filtered charges: what a dataset of them can leave out.
     async fn columns_with_values(&self, filter: &ChargeFilter) -> Result<BTreeSet<&'static str>>;
+    /// The most decimal places any decimal column ([`DECIMAL_COLUMNS`]) of the filtered charges
+    /// has (0 when there are none): what a fixed-scale output must hold to stay exact.
+    async fn max_decimal_scale(&self, filter: &ChargeFilter) -> Result<u32>;
     async fn quarantine_rows(&self, load: LoadId) -> Result<Vec<QuarantineRow>>;
     async fn billing_periods(&self) -> Result<Vec<PeriodRow>>;
     /// Current charges (or one load's), in the deterministic export order.
@@ -1086,6 +1089,27 @@ pub const NULLABLE_COLUMNS: [&str; 49] = [
     "pricing_currency_list_unit_price",
 ];
 
+/// The charge columns holding decimals.
+pub const DECIMAL_COLUMNS: [&str; 12] = [
+    "billed_cost",
+    "effective_cost",
+    "list_cost",
+    "contracted_cost",
+    "pricing_quantity",
+    "consumed_quantity",
+    "commitment_discount_quantity",
+    "contracted_unit_price",
+    "list_unit_price",
+    "pricing_currency_contracted_unit_price",
+    "pricing_currency_effective_cost",
+    "pricing_currency_list_unit_price",
+];
+
+/// The largest of per-column maximum scales (NULL when a column has no value).
+pub(crate) fn max_of(scales: &[Option<i64>]) -> u32 {
+    scales.iter().flatten().copied().max().map(|m| u32::try_from(m.max(0)).unwrap_or(0)).unwrap_or(0)
+}
+
 /// `SELECT` list counting the values of every [`NULLABLE_COLUMNS`] column.
 pub(crate) fn count_values_select() -> String {
     NULLABLE_COLUMNS.iter().map(|c| format!("COUNT(c.{c})")).collect::<Vec<_>>().join(", ")
@@ -1175,6 +1199,12 @@ mod tests {
         }
         for c in &CHARGE_COLUMNS[FOCUS_AT..] {
             assert!(NULLABLE_COLUMNS.contains(c), "{c}");
+        }
+        for c in DECIMAL_COLUMNS {
+            assert!(CHARGE_COLUMNS.contains(&c), "{c}");
+        }
+        for c in costledger_core::FocusColumns::DECIMAL_SQL {
+            assert!(DECIMAL_COLUMNS.contains(c), "{c}");
         }
     }
 

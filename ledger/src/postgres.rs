@@ -423,6 +423,19 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         Ok(columns_counted(&counts))
     }
 
+    async fn max_decimal_scale(&self, f: &ChargeFilter) -> Result<u32> {
+        let (w, binds) = filter_sql(f);
+        let select: Vec<String> = DECIMAL_COLUMNS.iter().map(|c| format!("MAX(scale(c.{c}))::bigint")).collect();
+        let sql = format!(
+            "SELECT {} FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id WHERE {w}",
+            select.join(", ")
+        );
+        let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&self.pool).await?;
+        let scales =
+            (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
+        Ok(max_of(&scales))
+    }
+
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
         let cols = charge_select(f.lean, "NULL::text");

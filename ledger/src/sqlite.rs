@@ -517,6 +517,28 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         Ok(columns_counted(&counts))
     }
 
+    async fn max_decimal_scale(&self, f: &ChargeFilter) -> Result<u32> {
+        let (w, binds) = filter_sql(f);
+        // Amounts are canonical text: the scale is the number of digits after the point.
+        let select: Vec<String> = DECIMAL_COLUMNS
+            .iter()
+            .map(|c| format!("MAX(CASE WHEN instr(c.{c}, '.') > 0 THEN length(c.{c}) - instr(c.{c}, '.') ELSE 0 END)"))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id WHERE {w}",
+            select.join(", "),
+            j = charges_of_l!()
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for b in binds {
+            q = q.bind(b);
+        }
+        let row = q.fetch_one(&self.pool).await?;
+        let scales =
+            (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
+        Ok(max_of(&scales))
+    }
+
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
         let cols = charge_select(f.lean, "NULL");

@@ -314,8 +314,8 @@ pub enum ExportWhat {
         /// The FOCUS version to write.
         #[arg(long, value_enum, default_value = "1.2")]
         version: crate::focus_export::FocusVersion,
-        /// csv (default) or parquet (amounts DECIMAL(38, 20), dates TIMESTAMP UTC, one row group
-        /// per 50,000 charges).
+        /// csv (default) or parquet (amounts DECIMAL(38, s), s the most decimal places of any
+        /// exported amount; dates TIMESTAMP UTC; one row group per 50,000 charges).
         #[arg(long, value_enum, default_value = "csv")]
         format: crate::focus_export::FocusFormat,
         /// Charges whose ChargePeriodStart is at or after this date/time (UTC).

@@ -6,7 +6,8 @@
 //! the FOCUS normaliser ([`AzureAuto`] picks by header).
 //!
 //! Cost: an **ActualCost** export is the invoice basis: BilledCost = EffectiveCost = the cost
-//! column. An **AmortizedCost** export spreads commitment purchases over usage: EffectiveCost =
+//! column, except a reservation or savings plan purchase, whose EffectiveCost is 0 (FOCUS: its
+//! cost is amortised over the usage it covers). An **AmortizedCost** export spreads commitment purchases over usage: EffectiveCost =
 //! the cost column; BilledCost = the cost on on-demand rows and 0 on commitment-covered usage and
 //! unused-commitment rows (the purchase itself is billed in the ActualCost export). Load the
 //! ActualCost export for invoice totals.
@@ -58,9 +59,15 @@ enum C {
     PayGPrice,
     ReservationId,
     ServiceFamily,
+    Frequency,
+    ReservationName,
+    AvailabilityZone,
+    UnitPrice,
+    MeterName,
+    PricingCurrency,
 }
 
-const N: usize = 29;
+const N: usize = 35;
 
 /// Each concept's header names (lower case), in order of preference.
 const ALTERNATES: [(C, &[&str]); N] = [
@@ -93,6 +100,12 @@ const ALTERNATES: [(C, &[&str]); N] = [
     (C::PayGPrice, &["paygprice"]),
     (C::ReservationId, &["reservationid", "benefitid"]),
     (C::ServiceFamily, &["servicefamily"]),
+    (C::Frequency, &["frequency"]),
+    (C::ReservationName, &["reservationname", "benefitname"]),
+    (C::AvailabilityZone, &["availabilityzone"]),
+    (C::UnitPrice, &["unitprice"]),
+    (C::MeterName, &["metername"]),
+    (C::PricingCurrency, &["pricingcurrencycode", "pricingcurrency"]),
 ];
 
 /// A date in any shape the exports use: `M/D/YYYY` (EA), `MM/DD/YYYY` (MCA), ISO 8601 with or
@@ -270,6 +283,9 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
         let commitment_row = matches!(pricing.to_ascii_lowercase().as_str(), "reservation" | "savingsplan")
             || charge_type.to_ascii_lowercase().starts_with("unused");
         let billed = if A && commitment_row && category == ChargeCategory::Usage { Decimal::ZERO } else { cost };
+        // A commitment purchase covers future usage: its own EffectiveCost is 0 (FOCUS); the
+        // AmortizedCost export spreads it over the usage it covers.
+        let effective = if commitment_row && category == ChargeCategory::Purchase { Decimal::ZERO } else { cost };
         let tags = match self.get(rec, C::Tags) {
             None => BTreeMap::new(),
             Some(t) => parse_tags(t).map_err(fail)?,
@@ -293,6 +309,34 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             }
         }
         let subscription = s(C::Subscription);
+        let meter_category = s(C::MeterCategory);
+        let (service_category, service_subcategory) = crate::focus_tables::service_category(meter_category.as_deref());
+        let unit = s(C::Unit).map(|u| crate::focus_tables::focus_unit(&u));
+        let unit_price = amt(C::UnitPrice)?;
+        // Cost at the agreement's prices before commitment benefits: UnitPrice × Quantity;
+        // without them (or when the product is not exact), the cost itself.
+        let contracted = match (unit_price, quantity) {
+            (Some(p), Some(q)) => p.checked_mul(q).unwrap_or(cost),
+            _ => cost,
+        };
+        let mut focus =
+            focus_columns(&charge_type, &pricing, s(C::Frequency).as_deref(), s(C::ReservationId).is_some());
+        focus.commitment_discount_name = s(C::ReservationName).filter(|_| s(C::ReservationId).is_some());
+        focus.availability_zone = s(C::AvailabilityZone);
+        focus.region_name = s(C::Location).as_deref().and_then(crate::focus_tables::region_name).map(str::to_string);
+        focus.service_subcategory = Some(service_subcategory.to_string());
+        focus.sku_meter = s(C::MeterName);
+        focus.resource_type = s(C::ResourceId).as_deref().and_then(crate::focus_tables::resource_type);
+        focus.contracted_unit_price = unit_price;
+        focus.list_unit_price = payg;
+        // EA prices are in the billing currency; an MCA export names its pricing currency, and
+        // when that differs the pricing currency's amounts are not in the row.
+        if s(C::PricingCurrency).is_none_or(|p| p.eq_ignore_ascii_case(&currency)) {
+            focus.pricing_currency = Some(currency.clone());
+            focus.pricing_currency_effective_cost = Some(effective);
+            focus.pricing_currency_contracted_unit_price = unit_price;
+            focus.pricing_currency_list_unit_price = payg;
+        }
         let line = ChargeLine {
             billing_account_id: s(C::BillingAccount).or_else(|| subscription.clone()).unwrap_or_default(),
             billing_account_name: s(C::BillingAccountName),
@@ -305,8 +349,8 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             charge_category: category,
             charge_class: class,
             charge_description: s(C::Product),
-            service_name: s(C::MeterCategory).or_else(|| s(C::ServiceName)).or_else(|| s(C::ConsumedService)),
-            service_category: None,
+            service_name: meter_category.or_else(|| s(C::ServiceName)).or_else(|| s(C::ConsumedService)),
+            service_category: Some(service_category.to_string()),
             provider_name: Some("Microsoft".into()),
             publisher_name: Some(if marketplace {
                 s(C::PublisherName).unwrap_or_else(|| "Marketplace".into())
@@ -319,23 +363,73 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             resource_name: s(C::ResourceName),
             sku_id: s(C::MeterId),
             billed_cost: billed,
-            effective_cost: Some(cost),
+            effective_cost: Some(effective),
             list_cost: list,
-            contracted_cost: None,
+            contracted_cost: Some(contracted),
             billing_currency: currency,
             pricing_quantity: quantity,
-            pricing_unit: s(C::Unit),
-            consumed_quantity: quantity,
-            consumed_unit: s(C::Unit),
+            pricing_unit: unit.clone(),
+            consumed_quantity: quantity.filter(|_| category == ChargeCategory::Usage),
+            consumed_unit: unit.filter(|_| category == ChargeCategory::Usage && quantity.is_some()),
             commitment_discount_id: s(C::ReservationId),
             invoice_id: s(C::InvoiceId),
             tags,
-            focus: None,
+            focus: focus.boxed(),
             x_extra,
             source_ref: Some(location.to_string()),
         };
         Ok((line, rounded))
     }
+}
+
+/// The FOCUS columns an Azure charge type, pricing model and `Frequency` decide (pure):
+/// - ChargeFrequency: the export's `Frequency` (`UsageBased`, `OneTime`, `Recurring`) in FOCUS
+///   spelling; without it, usage types → Usage-Based, others → One-Time.
+/// - PricingCategory (usage only): OnDemand → Standard, Spot → Dynamic, Reservation and
+///   SavingsPlan → Committed.
+/// - Commitment columns on rows of a reservation or savings plan: Category Usage / Spend, Type
+///   Reservation / Savings Plan; Status Used on covered usage, Unused on `Unused…` rows.
+pub fn focus_columns(
+    charge_type: &str,
+    pricing_model: &str,
+    frequency: Option<&str>,
+    has_benefit_id: bool,
+) -> costledger_core::FocusColumns {
+    let ct = charge_type.to_ascii_lowercase();
+    let pm = pricing_model.to_ascii_lowercase();
+    let usage = matches!(ct.as_str(), "usage" | "unusedreservation" | "unusedsavingsplan");
+    let frequency = match frequency.map(str::to_ascii_lowercase).as_deref() {
+        Some("usagebased") => "Usage-Based",
+        Some("recurring") => "Recurring",
+        Some("onetime") => "One-Time",
+        _ if usage => "Usage-Based",
+        _ => "One-Time",
+    };
+    let mut f = costledger_core::FocusColumns { charge_frequency: Some(frequency.to_string()), ..Default::default() };
+    if usage {
+        f.pricing_category = match pm.as_str() {
+            "ondemand" => Some("Standard"),
+            "spot" => Some("Dynamic"),
+            "reservation" | "savingsplan" => Some("Committed"),
+            _ => None,
+        }
+        .map(str::to_string);
+    }
+    let (category, kind) = match pm.as_str() {
+        "reservation" => (Some("Usage"), Some("Reservation")),
+        "savingsplan" => (Some("Spend"), Some("Savings Plan")),
+        _ if ct == "unusedreservation" => (Some("Usage"), Some("Reservation")),
+        _ if ct == "unusedsavingsplan" => (Some("Spend"), Some("Savings Plan")),
+        _ => (None, None),
+    };
+    if category.is_some() && (has_benefit_id || ct.starts_with("unused")) {
+        f.commitment_discount_category = category.map(str::to_string);
+        f.commitment_discount_type = kind.map(str::to_string);
+        if usage {
+            f.commitment_discount_status = Some(if ct.starts_with("unused") { "Unused" } else { "Used" }.to_string());
+        }
+    }
+    f
 }
 
 /// An Azure export file: FOCUS columns (a `FocusCost` export) go to the FOCUS normaliser,

@@ -12,6 +12,7 @@
 pub mod blob;
 pub mod export;
 pub mod files;
+pub mod focus_tables;
 pub mod query;
 
 use std::collections::BTreeMap;
