@@ -54,12 +54,14 @@ pub enum Col {
     Tags,
 }
 
-/// Pre-1.0 names some exporters still write.
-const ALIASES: [(&str, Col); 4] = [
+/// Pre-1.0 names some exporters still write (OCI's FOCUS reports among them).
+const ALIASES: [(&str, Col); 6] = [
     ("Provider", Col::ProviderName),
     ("Publisher", Col::PublisherName),
     ("InvoiceIssuer", Col::InvoiceIssuerName),
     ("Region", Col::RegionId),
+    ("UsageQuantity", Col::ConsumedQuantity),
+    ("UsageUnit", Col::ConsumedUnit),
 ];
 
 /// Columns a file must have for its lines to be loadable.

@@ -8,6 +8,12 @@
 //! ChargeClass Correction when `lineItem/isCorrection` is true (the correcting amount is its
 //! own line, so totals equal Oracle's). Compartment, reference numbers, overage and unit price
 //! are kept in `x_extra`.
+//!
+//! FOCUS beyond the core: ContractedCost = the cost (it is at the customer's unit price) and
+//! ContractedUnitPrice = `cost/unitPrice`; ChargeFrequency Usage-Based; ServiceCategory and
+//! Subcategory, RegionName and ResourceType (from the OCID) from [`crate::focus_tables`];
+//! AvailabilityZone = `product/availabilityDomain`; units in FOCUS's format; ConsumedQuantity =
+//! the billed quantity. The report has no list price: ListCost stays null.
 
 use std::collections::BTreeMap;
 
@@ -236,6 +242,21 @@ impl RecordFormat for CostReportColumns {
                 x_extra.insert(key.to_string(), v);
             }
         }
+        let service = s(C::Service);
+        let (service_category, service_subcategory) = crate::focus_tables::service_category(service.as_deref());
+        let unit =
+            s(C::SkuUnitDescription).or_else(|| s(C::BillingUnitReadable)).map(|u| crate::focus_tables::focus_unit(&u));
+        let region = s(C::Region);
+        let unit_price = amount(C::UnitPrice, false)?;
+        let focus = costledger_core::FocusColumns {
+            charge_frequency: Some("Usage-Based".to_string()),
+            availability_zone: s(C::Ad),
+            region_name: region.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string),
+            resource_type: s(C::ResourceId).as_deref().and_then(crate::focus_tables::resource_type),
+            service_subcategory: Some(service_subcategory.to_string()),
+            contracted_unit_price: unit_price,
+            ..Default::default()
+        };
         let line = ChargeLine {
             billing_account_id: s(C::SubscriptionId).unwrap_or_else(|| tenant.clone()),
             billing_account_name: None,
@@ -248,28 +269,29 @@ impl RecordFormat for CostReportColumns {
             charge_category: ChargeCategory::Usage,
             charge_class: correction.then_some(ChargeClass::Correction),
             charge_description: s(C::Description),
-            service_name: s(C::Service),
-            service_category: None,
+            service_name: service,
+            service_category: Some(service_category.to_string()),
             provider_name: Some(PROVIDER.into()),
             publisher_name: Some(PROVIDER.into()),
             invoice_issuer_name: Some(PROVIDER.into()),
-            region_id: s(C::Region),
+            region_id: region,
             resource_id: s(C::ResourceId),
             resource_name: None,
             sku_id: s(C::ProductSku),
             billed_cost: cost,
             effective_cost: Some(cost),
             list_cost: None,
-            contracted_cost: None,
+            // The cost report's cost is at the customer's unit price: the contracted cost.
+            contracted_cost: Some(cost),
             billing_currency: currency,
             pricing_quantity: quantity,
-            pricing_unit: s(C::SkuUnitDescription).or_else(|| s(C::BillingUnitReadable)),
-            consumed_quantity: None,
-            consumed_unit: None,
+            pricing_unit: unit.clone(),
+            consumed_quantity: quantity,
+            consumed_unit: unit.filter(|_| quantity.is_some()),
             commitment_discount_id: None,
             invoice_id: None,
             tags,
-            focus: None,
+            focus: focus.boxed(),
             x_extra,
             source_ref: Some(location.to_string()),
         };

@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod cost_report;
+pub mod focus_tables;
 pub mod reports;
 pub mod signer;
 pub mod usage;
