@@ -5,6 +5,7 @@
 pub mod bigquery;
 pub mod files;
 pub mod focus;
+pub mod focus_tables;
 pub mod normalize;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,14 @@
 //! credits"; `cost_type` regular → Usage, tax → Tax, adjustment and rounding_error →
 //! Adjustment (any other value → Adjustment, kept in x_extra); billing period = `invoice.month`
 //! in US Pacific time (the invoice month, not the UTC month of usage).
+//!
+//! FOCUS beyond the core: ContractedCost = `cost` (the account's prices, before credits; a
+//! credit line's is its amount); ChargeFrequency from the cost type; PricingCategory Dynamic
+//! for spot/preemptible SKUs, else Standard (usage only); ServiceCategory/Subcategory and
+//! RegionName from [`crate::focus_tables`]; committed use discount credits carry the commitment
+//! (category Usage, or Spend for the dollar-based kind; type Committed Use Discount; id and
+//! name); tax lines have no pricing quantity. The standard export has no list cost: ListCost
+//! stays null.
 
 use std::collections::BTreeMap;
 
@@ -154,6 +162,33 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
             x_extra.insert(k.to_string(), v);
         }
     }
+    let service = some(&r.service_description);
+    let (service_category, service_subcategory) = crate::focus_tables::service_category(service.as_deref());
+    let region = some(&r.region).or_else(|| some(&r.location));
+    let sku_text = some(&r.sku_description).unwrap_or_default().to_ascii_lowercase();
+    let usage_line = category == ChargeCategory::Usage;
+    let focus = costledger_core::FocusColumns {
+        charge_frequency: Some(
+            match category {
+                ChargeCategory::Usage => "Usage-Based",
+                ChargeCategory::Tax => "Recurring",
+                _ => "One-Time",
+            }
+            .to_string(),
+        ),
+        // Spot and preemptible SKUs are priced dynamically; other usage at the standard price.
+        pricing_category: usage_line
+            .then(|| if sku_text.contains("spot") || sku_text.contains("preemptible") { "Dynamic" } else { "Standard" })
+            .map(str::to_string),
+        region_name: region.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string),
+        service_subcategory: Some(service_subcategory.to_string()),
+        ..Default::default()
+    };
+    let (pricing, pricing_unit) = if category == ChargeCategory::Tax {
+        (None, None)
+    } else {
+        (pricing, some(&r.usage_pricing_unit).map(|u| crate::focus_tables::focus_unit(&u)))
+    };
     let base = ChargeLine {
         billing_account_id: account,
         billing_account_name: None,
@@ -166,28 +201,29 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         charge_category: category,
         charge_class: None,
         charge_description: some(&r.sku_description),
-        service_name: some(&r.service_description),
-        service_category: None,
+        service_name: service,
+        service_category: Some(service_category.to_string()),
         provider_name: Some(PROVIDER.into()),
         publisher_name: Some(PROVIDER.into()),
         invoice_issuer_name: Some("Google".into()),
-        region_id: some(&r.region).or_else(|| some(&r.location)),
+        region_id: region,
         resource_id: some(&r.resource_global_name).or_else(|| some(&r.resource_name)),
         resource_name: some(&r.resource_name),
         sku_id: some(&r.sku_id),
         billed_cost: cost,
         effective_cost: Some(cost),
         list_cost: None,
-        contracted_cost: None,
+        // `cost` is at the account's prices, before credits: the contracted cost.
+        contracted_cost: Some(cost),
         billing_currency: currency,
         pricing_quantity: pricing,
-        pricing_unit: some(&r.usage_pricing_unit),
-        consumed_quantity: usage,
-        consumed_unit: some(&r.usage_unit),
+        pricing_unit,
+        consumed_quantity: usage.filter(|_| usage_line),
+        consumed_unit: some(&r.usage_unit).filter(|_| usage_line).map(|u| crate::focus_tables::focus_unit(&u)),
         commitment_discount_id: None,
         invoice_id: None,
         tags,
-        focus: None,
+        focus: focus.boxed(),
         x_extra,
         source_ref: Some(location.to_string()),
     };
@@ -201,7 +237,22 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         l.billed_cost = a;
         l.effective_cost = Some(a);
         l.pricing_quantity = None;
+        l.pricing_unit = None;
         l.consumed_quantity = None;
+        l.consumed_unit = None;
+        l.contracted_cost = Some(a);
+        let mut f = l.focus.as_deref().cloned().unwrap_or_default();
+        f.pricing_category = None;
+        // A committed use discount credit is the commitment's discount on this usage.
+        let kind = some(&c.kind).unwrap_or_default();
+        if kind.starts_with("COMMITTED_USAGE_DISCOUNT") {
+            f.commitment_discount_category =
+                Some(if kind == "COMMITTED_USAGE_DISCOUNT_DOLLAR_BASE" { "Spend" } else { "Usage" }.to_string());
+            f.commitment_discount_type = Some("Committed Use Discount".to_string());
+            f.commitment_discount_name = some(&c.full_name).or_else(|| some(&c.name));
+            l.commitment_discount_id = some(&c.id);
+        }
+        l.focus = f.boxed();
         l.charge_description = some(&c.full_name).or_else(|| some(&c.name)).or_else(|| some(&c.kind));
         for (k, v) in [("gcp_credit_type", &c.kind), ("gcp_credit_id", &c.id), ("gcp_credit_name", &c.name)] {
             if let Some(v) = some(v) {
@@ -297,6 +348,16 @@ mod tests {
         let kinds: Vec<&str> =
             lines[1..].iter().filter_map(|l| l.x_extra.get("gcp_credit_type").map(String::as_str)).collect();
         assert_eq!(kinds, types);
+        // Committed use discounts carry their commitment; other credits do not.
+        let commitment = |l: &ChargeLine| {
+            let f = l.focus.as_deref();
+            (f.and_then(|f| f.commitment_discount_category.clone()), f.and_then(|f| f.commitment_discount_type.clone()))
+        };
+        assert_eq!(commitment(&lines[1]), (Some("Usage".into()), Some("Committed Use Discount".into())));
+        assert_eq!(commitment(&lines[2]), (Some("Spend".into()), Some("Committed Use Discount".into())));
+        assert_eq!(commitment(&lines[3]), (None, None));
+        assert!(lines[1..].iter().all(|l| l.contracted_cost == Some(l.billed_cost) && l.pricing_unit.is_none()));
+        assert_eq!(lines[0].focus.as_deref().and_then(|f| f.pricing_category.as_deref()), Some("Standard"));
         let bad = ExportRow { cost: Some("1e".into()), ..row.clone() };
         assert!(row_lines(&bad, "t:2", "").expect_err("bad").reason.starts_with("cost:"));
         let unknown = ExportRow { cost_type: Some("marketplace_fee".into()), credits: vec![], ..row };
