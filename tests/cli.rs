@@ -340,6 +340,10 @@ fn demo_runs_and_is_idempotent() {
     assert!(text.contains("conservation: allocated + shared + unallocated = billed, exactly"), "{text}");
     assert!(text.contains("5. weekly governance report for 2026-W43"), "{text}");
     assert!(text.contains("6. finance CSV with x_owner and x_allocation_reason"), "{text}");
+    assert!(text.contains("7. FOCUS 1.2 dataset"), "{text}");
+    let focus1 = std::fs::read(d.join("focus-1.2.csv")).expect("focus csv");
+    let parquet1 = std::fs::read(d.join("focus-1.2.parquet")).expect("focus parquet");
+    assert!(focus1.starts_with(b"AvailabilityZone,BilledCost,"), "every FOCUS column, in the specification's order");
     let html = d.join("reports/weekly-2026-W43.html");
     assert!(text.contains(&format!("open the HTML report in a browser: {}", html.display())), "{text}");
     let csv1 = std::fs::read(d.join("finance.csv")).expect("csv");
@@ -352,6 +356,8 @@ fn demo_runs_and_is_idempotent() {
     assert_eq!(std::fs::read(d.join("finance.csv")).expect("csv"), csv1);
     assert_eq!(std::fs::read(d.join("reports/weekly-2026-W43.md")).expect("md"), md1, "same ledger, same bytes");
     assert_eq!(std::fs::read(&html).expect("html"), html1, "same ledger, same bytes");
+    assert_eq!(std::fs::read(d.join("focus-1.2.csv")).expect("focus csv"), focus1, "same ledger, same bytes");
+    assert_eq!(std::fs::read(d.join("focus-1.2.parquet")).expect("parquet"), parquet1, "same ledger, same bytes");
 }
 
 #[test]

@@ -1124,7 +1124,7 @@ pub(crate) fn columns_counted(counts: &[i64]) -> BTreeSet<&'static str> {
 pub(crate) fn focus_columns(
     texts: [Result<Option<String>>; costledger_core::FOCUS_TEXT_COUNT],
     decimals: [Result<Option<rust_decimal::Decimal>>; costledger_core::FOCUS_DECIMAL_COUNT],
-) -> Result<Option<Box<costledger_core::FocusColumns>>> {
+) -> Result<Option<Box<costledger_core::FocusValues>>> {
     let mut t: [Option<String>; costledger_core::FOCUS_TEXT_COUNT] = Default::default();
     for (slot, v) in t.iter_mut().zip(texts) {
         *slot = v?;

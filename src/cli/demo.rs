@@ -141,6 +141,21 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         stats.rows,
         stats.totals.display()
     );
+    let opts =
+        crate::focus_export::FocusExportOptions { version: crate::focus_export::FocusVersion::V1_2, lineage: false };
+    let focus_csv = dir.join("focus-1.2.csv");
+    let mut f = crate::outfile::OutFile::create(&focus_csv)?;
+    crate::focus_export::export_focus_csv(store.as_ref(), &ChargeFilter::default(), &opts, None, &mut f).await?;
+    f.commit().with_context(|| format!("cannot write {}", focus_csv.display()))?;
+    let focus_parquet = dir.join("focus-1.2.parquet");
+    let mut f = crate::outfile::OutFile::create(&focus_parquet)?;
+    crate::focus_export::export_focus_parquet(store.as_ref(), &ChargeFilter::default(), &opts, None, &mut f).await?;
+    f.commit().with_context(|| format!("cannot write {}", focus_parquet.display()))?;
+    println!(
+        "\n7. FOCUS 1.2 dataset (every column of the specification, exact decimals): {} and {}",
+        focus_csv.display(),
+        focus_parquet.display()
+    );
     let _ = code;
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
     println!("Try: costledger --database {url} loads");

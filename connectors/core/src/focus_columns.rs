@@ -105,9 +105,98 @@ impl FocusColumns {
         self.texts().iter().all(Option::is_none) && self.decimals().iter().all(Option::is_none)
     }
 
-    /// `None` when empty: a line without any of these columns carries no allocation for them.
-    pub fn boxed(self) -> Option<Box<FocusColumns>> {
-        (!self.is_empty()).then(|| Box::new(self))
+    /// The values a line keeps: `None` when empty (a line without any of these columns carries
+    /// no allocation for them), else only the columns that hold a value.
+    pub fn boxed(self) -> Option<Box<FocusValues>> {
+        if self.is_empty() {
+            return None;
+        }
+        let mut v = FocusValues::default();
+        for (k, t) in self.texts().iter().enumerate() {
+            if let Some(t) = t {
+                v.push_text(k, (*t).into());
+            }
+        }
+        for (k, d) in self.decimals().iter().enumerate() {
+            if let Some(d) = d {
+                v.push_decimal(k, *d);
+            }
+        }
+        Some(Box::new(v))
+    }
+}
+
+/// The FOCUS columns a line holds, compactly: only the columns with a value, by their index in
+/// [`FocusColumns::TEXT`] and [`FocusColumns::DECIMAL`] (a line of a bill that fills four of
+/// the 25 keeps four entries, not 25 slots). Built from [`FocusColumns::boxed`] or pushed
+/// directly by a reader; read back as the same arrays [`FocusColumns`] gives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FocusValues {
+    texts: Vec<(u8, Box<str>)>,
+    decimals: Vec<(u8, Decimal)>,
+}
+
+impl FocusValues {
+    /// Set text column `k` (index in [`FocusColumns::TEXT`]); a later push of the same column
+    /// replaces it.
+    pub fn push_text(&mut self, k: usize, v: Box<str>) {
+        let k = k as u8;
+        match self.texts.iter_mut().find(|(c, _)| *c == k) {
+            Some(slot) => slot.1 = v,
+            None => self.texts.push((k, v)),
+        }
+    }
+
+    /// Set decimal column `k` (index in [`FocusColumns::DECIMAL`]).
+    pub fn push_decimal(&mut self, k: usize, v: Decimal) {
+        let k = k as u8;
+        match self.decimals.iter_mut().find(|(c, _)| *c == k) {
+            Some(slot) => slot.1 = v,
+            None => self.decimals.push((k, v)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty() && self.decimals.is_empty()
+    }
+
+    /// The text columns in [`FocusColumns::TEXT`] order.
+    pub fn texts(&self) -> [Option<&str>; FOCUS_TEXT_COUNT] {
+        let mut out = [None; FOCUS_TEXT_COUNT];
+        for (k, v) in &self.texts {
+            if let Some(slot) = out.get_mut(usize::from(*k)) {
+                *slot = Some(&**v);
+            }
+        }
+        out
+    }
+
+    /// The decimal columns in [`FocusColumns::DECIMAL`] order.
+    pub fn decimals(&self) -> [Option<Decimal>; FOCUS_DECIMAL_COUNT] {
+        let mut out = [None; FOCUS_DECIMAL_COUNT];
+        for (k, v) in &self.decimals {
+            if let Some(slot) = out.get_mut(usize::from(*k)) {
+                *slot = Some(*v);
+            }
+        }
+        out
+    }
+
+    /// Text column `name` (FOCUS name).
+    pub fn text(&self, name: &str) -> Option<&str> {
+        let k = FocusColumns::TEXT.iter().position(|c| *c == name)? as u8;
+        self.texts.iter().find(|(c, _)| *c == k).map(|(_, v)| &**v)
+    }
+
+    /// Decimal column `name` (FOCUS name).
+    pub fn decimal(&self, name: &str) -> Option<Decimal> {
+        let k = FocusColumns::DECIMAL.iter().position(|c| *c == name)? as u8;
+        self.decimals.iter().find(|(c, _)| *c == k).map(|(_, v)| *v)
+    }
+
+    /// Every column by name, to change some and [`FocusColumns::boxed`] again.
+    pub fn to_columns(&self) -> FocusColumns {
+        FocusColumns::from_columns(self.texts().map(|t| t.map(str::to_string)), self.decimals())
     }
 }
 
@@ -128,6 +217,18 @@ mod tests {
         let texts = f.texts().map(|t| t.map(str::to_string));
         let back = FocusColumns::from_columns(texts, f.decimals());
         assert_eq!(back, f);
+        // The compact form gives the same arrays and values by name, and converts back.
+        let compact = f.clone().boxed().expect("not empty");
+        assert_eq!(compact.texts(), f.texts());
+        assert_eq!(compact.decimals(), f.decimals());
+        assert_eq!(compact.text("AvailabilityZone"), Some("v0"));
+        assert_eq!(compact.decimal("ListUnitPrice"), f.list_unit_price);
+        assert_eq!(compact.to_columns(), f);
+        let mut only = FocusValues::default();
+        only.push_text(3, "a".into());
+        only.push_text(3, "b".into());
+        assert_eq!(only.texts()[3], Some("b"), "a later push replaces");
+        assert_eq!(only.texts().iter().flatten().count(), 1);
         assert_eq!(f.texts()[0], Some("v0"));
         assert_eq!(f.decimals()[5], Some(Decimal::new(6, 3)));
         assert!(f.text_mut("BilledCost").is_none() && f.decimal_mut("Tags").is_none());

@@ -149,7 +149,7 @@ pub struct ChargeLine {
     pub tags: Tags,
     /// The FOCUS 1.2 columns beyond the core above (commitment detail, unit prices, types…);
     /// `None` when the bill carried none of them (most lines of most bills: no allocation).
-    pub focus: Option<Box<crate::FocusColumns>>,
+    pub focus: Option<Box<crate::FocusValues>>,
     /// Provider columns worth keeping that FOCUS has no column for.
     pub x_extra: BTreeMap<String, String>,
     /// Lineage: where the line came from (`file:line`, `page 3 row 7`).

@@ -7,7 +7,8 @@ use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::{clip, opt, parse_tags_json};
 use costledger_core::{
-    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, FocusColumns, RowError, parse_amount, parse_timestamp,
+    ChargeCategory, ChargeClass, ChargeLine, FOCUS_COLUMNS, FocusColumns, FocusValues, RowError, parse_amount,
+    parse_timestamp,
 };
 use rust_decimal::Decimal;
 
@@ -54,14 +55,16 @@ pub enum Col {
     Tags,
 }
 
-/// Pre-1.0 names some exporters still write (OCI's FOCUS reports among them).
-const ALIASES: [(&str, Col); 6] = [
+/// Pre-1.0 names some exporters still write (OCI's FOCUS reports among them): 0.5's `Region`
+/// and `AmortizedCost`, 1.0-preview's `UsageQuantity`/`UsageUnit` and the names without `Name`.
+const ALIASES: [(&str, Col); 7] = [
     ("Provider", Col::ProviderName),
     ("Publisher", Col::PublisherName),
     ("InvoiceIssuer", Col::InvoiceIssuerName),
     ("Region", Col::RegionId),
     ("UsageQuantity", Col::ConsumedQuantity),
     ("UsageUnit", Col::ConsumedUnit),
+    ("AmortizedCost", Col::EffectiveCost),
 ];
 
 /// Columns a file must have for its lines to be loadable.
@@ -243,38 +246,34 @@ impl<'r> Row<'r> {
 
     /// The FOCUS columns beyond the core (`None` when the file has none of them or they are
     /// all empty on this row).
-    fn focus(&mut self) -> Result<Option<Box<FocusColumns>>, String> {
+    fn focus(&mut self) -> Result<Option<Box<FocusValues>>, String> {
         let cols = self.cols;
         if cols.focus.is_empty() {
             return Ok(None);
         }
-        let mut f = FocusColumns::default();
+        let mut f = FocusValues::default();
         for &(i, col) in &cols.focus {
             match col {
                 FocusCol::Text(k) => {
-                    let name = FocusColumns::TEXT[k];
-                    if let (Some(v), Some(slot)) = (self.field(i, name)?.and_then(opt), f.text_mut(name)) {
-                        *slot = Some(v.to_string());
+                    if let Some(v) = self.field(i, FocusColumns::TEXT[k])?.and_then(opt) {
+                        f.push_text(k, v.into());
                     }
                 }
                 FocusCol::Decimal(k) => {
                     let name = FocusColumns::DECIMAL[k];
                     let Some(t) = self.field(i, name)?.and_then(opt) else { continue };
-                    let value = match parse_amount(t) {
+                    match parse_amount(t) {
                         Ok(Some(a)) => {
                             self.rounded += u64::from(a.rounded);
-                            Some(a.value)
+                            f.push_decimal(k, a.value);
                         }
-                        Ok(None) => None,
+                        Ok(None) => {}
                         Err(e) => return Err(format!("{name}: {e}")),
-                    };
-                    if let Some(slot) = f.decimal_mut(name) {
-                        *slot = value;
                     }
                 }
             }
         }
-        Ok(f.boxed())
+        Ok((!f.is_empty()).then(|| Box::new(f)))
     }
 
     fn ts(&self, c: Col) -> Result<DateTime<Utc>, String> {

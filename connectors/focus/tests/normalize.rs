@@ -262,3 +262,32 @@ async fn wide_records_close_batches_by_size() {
     let total: rust_decimal::Decimal = batches.iter().flat_map(|b| &b.lines).map(|l| l.billed_cost).sum();
     assert_eq!(canonical(total), "15");
 }
+
+/// Every FOCUS 1.2 column beyond the core is read by name (any case), older names are mapped
+/// (OCI's FOCUS reports write `Region`, `UsageQuantity`, `UsageUnit`, `ServiceSubCategory`;
+/// FOCUS 0.5 `AmortizedCost`), a bad decimal in one of them quarantines its row with the column,
+/// and none of them lands in `x_extra`.
+#[tokio::test]
+async fn focus_columns_and_older_names_are_read() {
+    let input = format!(
+        "{HEAD},Region,UsageQuantity,UsageUnit,AmortizedCost,ServiceSubCategory,commitmentdiscountstatus,ListUnitPrice,x_Custom\n\
+         1.5,USD,A,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,2026-10-02T00:00:00Z,2026-10-02T01:00:00Z,Usage,us-east-1,3.25,Hours,1.2,Virtual Machines,Used,0.0425,k\n\
+         2,USD,A,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,2026-10-02T00:00:00Z,2026-10-02T01:00:00Z,Usage,,,,,,,0.0x,\n"
+    );
+    let batches = read(input.as_bytes(), "in.csv").await.expect("readable");
+    let lines: Vec<_> = batches.iter().flat_map(|b| b.lines.iter()).collect();
+    let errors: Vec<_> = batches.iter().flat_map(|b| b.errors.iter()).collect();
+    assert_eq!(lines.len(), 1);
+    let l = lines[0];
+    assert_eq!(l.region_id.as_deref(), Some("us-east-1"));
+    assert_eq!(l.consumed_quantity.map(canonical).as_deref(), Some("3.25"));
+    assert_eq!(l.consumed_unit.as_deref(), Some("Hours"));
+    assert_eq!(l.effective_cost.map(canonical).as_deref(), Some("1.2"));
+    let f = l.focus.as_deref().expect("focus columns");
+    assert_eq!(f.text("ServiceSubcategory"), Some("Virtual Machines"));
+    assert_eq!(f.text("CommitmentDiscountStatus"), Some("Used"));
+    assert_eq!(f.decimal("ListUnitPrice").map(canonical).as_deref(), Some("0.0425"));
+    assert_eq!(l.x_extra_json().as_deref(), Some(r#"{"x_Custom":"k"}"#), "only unknown columns are extra");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].reason.starts_with("ListUnitPrice:"), "{}", errors[0].reason);
+}

@@ -241,7 +241,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         l.consumed_quantity = None;
         l.consumed_unit = None;
         l.contracted_cost = Some(a);
-        let mut f = l.focus.as_deref().cloned().unwrap_or_default();
+        let mut f = l.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
         f.pricing_category = None;
         // A committed use discount credit is the commitment's discount on this usage.
         let kind = some(&c.kind).unwrap_or_default();
@@ -351,13 +351,16 @@ mod tests {
         // Committed use discounts carry their commitment; other credits do not.
         let commitment = |l: &ChargeLine| {
             let f = l.focus.as_deref();
-            (f.and_then(|f| f.commitment_discount_category.clone()), f.and_then(|f| f.commitment_discount_type.clone()))
+            (
+                f.and_then(|f| f.text("CommitmentDiscountCategory")).map(str::to_string),
+                f.and_then(|f| f.text("CommitmentDiscountType")).map(str::to_string),
+            )
         };
         assert_eq!(commitment(&lines[1]), (Some("Usage".into()), Some("Committed Use Discount".into())));
         assert_eq!(commitment(&lines[2]), (Some("Spend".into()), Some("Committed Use Discount".into())));
         assert_eq!(commitment(&lines[3]), (None, None));
         assert!(lines[1..].iter().all(|l| l.contracted_cost == Some(l.billed_cost) && l.pricing_unit.is_none()));
-        assert_eq!(lines[0].focus.as_deref().and_then(|f| f.pricing_category.as_deref()), Some("Standard"));
+        assert_eq!(lines[0].focus.as_deref().and_then(|f| f.text("PricingCategory")), Some("Standard"));
         let bad = ExportRow { cost: Some("1e".into()), ..row.clone() };
         assert!(row_lines(&bad, "t:2", "").expect_err("bad").reason.starts_with("cost:"));
         let unknown = ExportRow { cost_type: Some("marketplace_fee".into()), credits: vec![], ..row };
