@@ -226,6 +226,18 @@ fn record<'a>(
     out
 }
 
+/// The allocation the lineage columns show (`None` without `--lineage` or an allocator).
+async fn lineage_allocation<'a>(
+    store: &dyn LedgerStore,
+    opts: &FocusExportOptions,
+    alloc: Option<&'a Allocator>,
+) -> Result<Option<LineAllocation<'a>>, ExportError> {
+    Ok(match (opts.lineage, alloc) {
+        (true, Some(a)) => Some(LineAllocation::new(store, a).await?),
+        _ => None,
+    })
+}
+
 /// Stream the filtered current charges to `out` as a FOCUS CSV dataset.
 pub async fn export_focus_csv<W: Write>(
     store: &dyn LedgerStore,
@@ -239,10 +251,7 @@ pub async fn export_focus_csv<W: Write>(
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
     let lineage: &[&str] = if opts.lineage { &LINEAGE_COLUMNS } else { &[] };
     w.write_record(columns.iter().chain(lineage.iter()))?;
-    let line_alloc = match (opts.lineage, alloc) {
-        (true, Some(a)) => Some(LineAllocation::new(store, a).await?),
-        _ => None,
-    };
+    let line_alloc = lineage_allocation(store, opts, alloc).await?;
     let mut stats = ExportStats::default();
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
@@ -430,10 +439,7 @@ pub async fn export_focus_parquet<W: Write + Send>(
         .set_created_by(format!("costledger {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut w = parquet::file::writer::SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props))?;
-    let line_alloc = match (opts.lineage, alloc) {
-        (true, Some(a)) => Some(LineAllocation::new(store, a).await?),
-        _ => None,
-    };
+    let line_alloc = lineage_allocation(store, opts, alloc).await?;
     let mut stats = ExportStats::default();
     let mut batch: Vec<(ChargeRecord, Option<(String, String)>)> = Vec::with_capacity(PARQUET_ROWS_PER_GROUP);
     let mut rows = store.charges(filter);
@@ -544,7 +550,7 @@ mod tests {
         for c in FOCUS_1_2_COLUMNS {
             let col = ledger_column(c);
             assert!(
-                crate::ledger::NULLABLE_COLUMNS.contains(&col.as_str())
+                crate::ledger::is_nullable_column(&col)
                     || [
                         "billing_account_id",
                         "billing_period_start",
@@ -561,7 +567,7 @@ mod tests {
         }
         for c in NON_NULL_WHEN_PRESENT {
             assert!(FOCUS_1_2_COLUMNS.contains(&c), "{c}");
-            assert!(crate::ledger::NULLABLE_COLUMNS.contains(&ledger_column(c).as_str()), "{c}");
+            assert!(crate::ledger::is_nullable_column(&ledger_column(c)), "{c}");
         }
     }
 }

@@ -775,7 +775,7 @@ pub trait LedgerStore: ReconcileStore {
     async fn loads(&self, filter: &LoadFilter) -> Result<Vec<LoadRow>>;
     async fn totals(&self, filter: &ChargeFilter, by: &[Dim]) -> Result<Vec<TotalRow>>;
     async fn count_charges(&self, filter: &ChargeFilter) -> Result<u64>;
-    /// The charge columns (ledger names, [`NULLABLE_COLUMNS`]) holding a value on at least one
+    /// The charge columns (ledger names, [`nullable_columns`]) holding a value on at least one
     /// of the filtered charges: what a dataset of them can leave out.
     async fn columns_with_values(&self, filter: &ChargeFilter) -> Result<BTreeSet<&'static str>>;
     /// The most decimal places any decimal column ([`DECIMAL_COLUMNS`]) of the filtered charges
@@ -1036,8 +1036,8 @@ pub(crate) const CHARGE_COLUMNS: [&str; 61] = [
     "pricing_currency_list_unit_price",
 ];
 
-/// The charge columns that may be NULL: the line's optional values and its FOCUS columns.
-pub const NULLABLE_COLUMNS: [&str; 49] = [
+/// The line's core columns that may be NULL (every FOCUS column after them may be too).
+const NULLABLE_CORE: [&str; 24] = [
     "billing_account_name",
     "sub_account_id",
     "sub_account_name",
@@ -1062,32 +1062,17 @@ pub const NULLABLE_COLUMNS: [&str; 49] = [
     "commitment_discount_id",
     "invoice_id",
     "tags",
-    "availability_zone",
-    "billing_account_type",
-    "capacity_reservation_id",
-    "capacity_reservation_status",
-    "charge_frequency",
-    "commitment_discount_category",
-    "commitment_discount_name",
-    "commitment_discount_status",
-    "commitment_discount_type",
-    "commitment_discount_unit",
-    "pricing_category",
-    "pricing_currency",
-    "region_name",
-    "resource_type",
-    "service_subcategory",
-    "sku_meter",
-    "sku_price_details",
-    "sku_price_id",
-    "sub_account_type",
-    "commitment_discount_quantity",
-    "contracted_unit_price",
-    "list_unit_price",
-    "pricing_currency_contracted_unit_price",
-    "pricing_currency_effective_cost",
-    "pricing_currency_list_unit_price",
 ];
+
+/// The charge columns that may be NULL: the line's optional values, then its FOCUS columns.
+pub fn nullable_columns() -> impl Iterator<Item = &'static str> {
+    NULLABLE_CORE.iter().chain(&CHARGE_COLUMNS[FOCUS_AT..]).copied()
+}
+
+/// Whether charge column `c` may be NULL.
+pub fn is_nullable_column(c: &str) -> bool {
+    nullable_columns().any(|n| n == c)
+}
 
 /// The charge columns holding decimals.
 pub const DECIMAL_COLUMNS: [&str; 12] = [
@@ -1110,14 +1095,14 @@ pub(crate) fn max_of(scales: &[Option<i64>]) -> u32 {
     scales.iter().flatten().copied().max().map(|m| u32::try_from(m.max(0)).unwrap_or(0)).unwrap_or(0)
 }
 
-/// `SELECT` list counting the values of every [`NULLABLE_COLUMNS`] column.
+/// `SELECT` list counting the values of every [`nullable_columns`] column.
 pub(crate) fn count_values_select() -> String {
-    NULLABLE_COLUMNS.iter().map(|c| format!("COUNT(c.{c})")).collect::<Vec<_>>().join(", ")
+    nullable_columns().map(|c| format!("COUNT(c.{c})")).collect::<Vec<_>>().join(", ")
 }
 
 /// The columns whose count is not zero.
 pub(crate) fn columns_counted(counts: &[i64]) -> BTreeSet<&'static str> {
-    NULLABLE_COLUMNS.iter().zip(counts).filter(|(_, n)| **n > 0).map(|(c, _)| *c).collect()
+    nullable_columns().zip(counts).filter(|(_, n)| **n > 0).map(|(c, _)| c).collect()
 }
 
 /// A line's FOCUS columns from a charge read (`None` when every one is NULL).
@@ -1194,12 +1179,11 @@ mod tests {
 
     #[test]
     fn nullable_columns_are_charge_columns_and_cover_the_focus_columns() {
-        for c in NULLABLE_COLUMNS {
+        for c in nullable_columns() {
             assert!(CHARGE_COLUMNS.contains(&c), "{c}");
         }
-        for c in &CHARGE_COLUMNS[FOCUS_AT..] {
-            assert!(NULLABLE_COLUMNS.contains(c), "{c}");
-        }
+        assert_eq!(nullable_columns().count(), 49);
+        assert!(is_nullable_column("availability_zone") && !is_nullable_column("billed_cost"));
         for c in DECIMAL_COLUMNS {
             assert!(CHARGE_COLUMNS.contains(&c), "{c}");
         }

@@ -513,7 +513,8 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             q = q.bind(b);
         }
         let row = q.fetch_one(&self.pool).await?;
-        let counts = (0..NULLABLE_COLUMNS.len()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
+        let counts =
+            (0..nullable_columns().count()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
         Ok(columns_counted(&counts))
     }
 

@@ -5,7 +5,7 @@
 /// `lineItem/ProductCode` → (ServiceCategory, ServiceSubcategory), FOCUS 1.2 allowed values.
 /// A product code not listed is `Other` / `Other (Other)`: a category is never guessed from a
 /// service's name.
-const SERVICES: [(&str, &str, &str); 60] = [
+const SERVICES: &costledger_core::focus_columns::ServiceTable = &[
     ("AWSBackup", "Storage", "Backup Storage"),
     ("AWSCertificateManager", "Security", "Other (Security)"),
     ("AWSCloudFormation", "Management and Governance", "Architecture"),
@@ -69,7 +69,7 @@ const SERVICES: [(&str, &str, &str); 60] = [
 ];
 
 /// AWS region code → the region's name as AWS's price list and `product/location` write it.
-const REGIONS: [(&str, &str); 35] = [
+const REGIONS: &[(&str, &str)] = &[
     ("af-south-1", "Africa (Cape Town)"),
     ("ap-east-1", "Asia Pacific (Hong Kong)"),
     ("ap-northeast-1", "Asia Pacific (Tokyo)"),
@@ -136,15 +136,12 @@ pub fn focus_unit(aws: &str) -> String {
 
 /// (ServiceCategory, ServiceSubcategory) of a product code.
 pub fn service_category(product_code: Option<&str>) -> (&'static str, &'static str) {
-    product_code
-        .and_then(|p| SERVICES.binary_search_by(|(code, _, _)| code.cmp(&p)).ok())
-        .map(|i| (SERVICES[i].1, SERVICES[i].2))
-        .unwrap_or(("Other", "Other (Other)"))
+    costledger_core::focus_columns::service_category_in(SERVICES, product_code)
 }
 
 /// The name of a region code AWS publishes.
 pub fn region_name(code: &str) -> Option<&'static str> {
-    REGIONS.binary_search_by(|(c, _)| c.cmp(&code)).ok().map(|i| REGIONS[i].1)
+    costledger_core::focus_columns::name_in(REGIONS, code)
 }
 
 #[cfg(test)]
@@ -153,8 +150,9 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_for_binary_search_and_use_focus_values() {
-        assert!(SERVICES.windows(2).all(|w| w[0].0 < w[1].0), "SERVICES must be sorted by product code");
-        assert!(REGIONS.windows(2).all(|w| w[0].0 < w[1].0), "REGIONS must be sorted by code");
+        use costledger_core::focus_columns::keys_sorted;
+        assert!(keys_sorted(SERVICES, |s| s.0), "SERVICES must be sorted by product code");
+        assert!(keys_sorted(REGIONS, |r| r.0), "REGIONS must be sorted by code");
         for (_, category, sub) in SERVICES {
             assert!(
                 sub.starts_with("Other (") && sub.ends_with(&format!("({category})")) || !sub.starts_with("Other"),

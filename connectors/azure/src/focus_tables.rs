@@ -4,7 +4,7 @@
 
 /// `MeterCategory` → (ServiceCategory, ServiceSubcategory), FOCUS 1.2 allowed values; sorted by
 /// lower-case meter category. A meter category not listed is `Other` / `Other (Other)`.
-const SERVICES: [(&str, &str, &str); 44] = [
+const SERVICES: &costledger_core::focus_columns::ServiceTable = &[
     ("advanced data security", "Security", "Security Posture Management"),
     ("advanced threat protection", "Security", "Threat Detection and Response"),
     ("api management", "Integration", "API Management"),
@@ -52,7 +52,7 @@ const SERVICES: [(&str, &str, &str); 44] = [
 ];
 
 /// Azure region code (lower case) → its display name.
-const REGIONS: [(&str, &str); 44] = [
+const REGIONS: &[(&str, &str)] = &[
     ("australiacentral", "Australia Central"),
     ("australiaeast", "Australia East"),
     ("australiasoutheast", "Australia Southeast"),
@@ -89,14 +89,14 @@ const REGIONS: [(&str, &str); 44] = [
     ("uaenorth", "UAE North"),
     ("uksouth", "UK South"),
     ("ukwest", "UK West"),
+    ("usgovarizona", "US Gov Arizona"),
+    ("usgovvirginia", "US Gov Virginia"),
     ("westcentralus", "West Central US"),
     ("westeurope", "West Europe"),
     ("westindia", "West India"),
     ("westus", "West US"),
     ("westus2", "West US 2"),
     ("westus3", "West US 3"),
-    ("usgovarizona", "US Gov Arizona"),
-    ("usgovvirginia", "US Gov Virginia"),
 ];
 
 /// The resource type an Azure Resource Manager id names: the provider namespace and the type
@@ -116,19 +116,15 @@ pub fn resource_type(resource_id: &str) -> Option<String> {
     Some(format!("{namespace}/{}", types.join("/")))
 }
 
-/// (ServiceCategory, ServiceSubcategory) of a meter category.
+/// (ServiceCategory, ServiceSubcategory) of a meter category (any case).
 pub fn service_category(meter_category: Option<&str>) -> (&'static str, &'static str) {
-    meter_category
-        .map(str::to_ascii_lowercase)
-        .and_then(|m| SERVICES.binary_search_by(|(c, _, _)| (*c).cmp(m.as_str())).ok())
-        .map(|i| (SERVICES[i].1, SERVICES[i].2))
-        .unwrap_or(("Other", "Other (Other)"))
+    let key = meter_category.map(str::to_ascii_lowercase);
+    costledger_core::focus_columns::service_category_in(SERVICES, key.as_deref())
 }
 
 /// The display name of a region code (any case).
 pub fn region_name(code: &str) -> Option<&'static str> {
-    let code = code.to_ascii_lowercase();
-    REGIONS.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+    costledger_core::focus_columns::name_in(REGIONS, &code.to_ascii_lowercase())
 }
 
 /// An Azure unit of measure in FOCUS's unit format: the block size becomes a quantity
@@ -185,7 +181,9 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_and_units_follow_focus() {
-        assert!(SERVICES.windows(2).all(|w| w[0].0 < w[1].0), "SERVICES must be sorted");
+        use costledger_core::focus_columns::keys_sorted;
+        assert!(keys_sorted(SERVICES, |s| s.0), "SERVICES must be sorted");
+        assert!(keys_sorted(REGIONS, |r| r.0), "REGIONS must be sorted");
         assert_eq!(service_category(Some("Virtual Machines")), ("Compute", "Virtual Machines"));
         assert_eq!(service_category(Some("Azure Data Factory v2")), ("Analytics", "Data Processing"));
         assert_eq!(service_category(Some("Quantum Things")), ("Other", "Other (Other)"));

@@ -200,6 +200,32 @@ impl FocusValues {
     }
 }
 
+/// A table of a provider's services: (key, FOCUS ServiceCategory, FOCUS ServiceSubcategory),
+/// sorted by key (each connector's `focus_tables` has one and tests it is sorted).
+pub type ServiceTable = [(&'static str, &'static str, &'static str)];
+
+/// The FOCUS category of a service a table does not list: never guessed from its name.
+pub const OTHER_SERVICE: (&str, &str) = ("Other", "Other (Other)");
+
+/// (ServiceCategory, ServiceSubcategory) of `key` in a sorted [`ServiceTable`], else
+/// [`OTHER_SERVICE`].
+pub fn service_category_in(table: &ServiceTable, key: Option<&str>) -> (&'static str, &'static str) {
+    key.and_then(|k| table.binary_search_by(|(c, _, _)| (*c).cmp(k)).ok())
+        .map(|i| (table[i].1, table[i].2))
+        .unwrap_or(OTHER_SERVICE)
+}
+
+/// The name `key` has in a sorted (code, name) table.
+pub fn name_in(table: &[(&'static str, &'static str)], key: &str) -> Option<&'static str> {
+    table.binary_search_by(|(c, _)| (*c).cmp(key)).ok().map(|i| table[i].1)
+}
+
+/// Whether a table's keys are strictly increasing (what [`service_category_in`] and [`name_in`]
+/// need).
+pub fn keys_sorted<T>(table: &[T], key: impl Fn(&T) -> &str) -> bool {
+    table.windows(2).all(|w| key(&w[0]) < key(&w[1]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

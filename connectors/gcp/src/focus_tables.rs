@@ -4,7 +4,7 @@
 
 /// `service.description` → (ServiceCategory, ServiceSubcategory), FOCUS 1.2 allowed values;
 /// sorted. A service not listed is `Other` / `Other (Other)`.
-const SERVICES: [(&str, &str, &str); 28] = [
+const SERVICES: &costledger_core::focus_columns::ServiceTable = &[
     ("App Engine", "Web", "Application Platforms"),
     ("Artifact Registry", "Developer Tools", "Other (Developer Tools)"),
     ("BigQuery", "Databases", "Data Warehouses"),
@@ -36,7 +36,7 @@ const SERVICES: [(&str, &str, &str); 28] = [
 ];
 
 /// GCP region or multi-region → its name.
-const REGIONS: [(&str, &str); 33] = [
+const REGIONS: &[(&str, &str)] = &[
     ("asia", "Asia"),
     ("asia-east1", "Taiwan"),
     ("asia-east2", "Hong Kong"),
@@ -73,14 +73,11 @@ const REGIONS: [(&str, &str); 33] = [
 ];
 
 pub fn service_category(service: Option<&str>) -> (&'static str, &'static str) {
-    service
-        .and_then(|s| SERVICES.binary_search_by(|(c, _, _)| (*c).cmp(s)).ok())
-        .map(|i| (SERVICES[i].1, SERVICES[i].2))
-        .unwrap_or(("Other", "Other (Other)"))
+    costledger_core::focus_columns::service_category_in(SERVICES, service)
 }
 
 pub fn region_name(region: &str) -> Option<&'static str> {
-    REGIONS.binary_search_by(|(c, _)| (*c).cmp(region)).ok().map(|i| REGIONS[i].1)
+    costledger_core::focus_columns::name_in(REGIONS, region)
 }
 
 /// A GCP unit in FOCUS's unit format: the time part after a hyphen is a capitalised plural
@@ -111,8 +108,9 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_and_units_follow_focus() {
-        assert!(SERVICES.windows(2).all(|w| w[0].0 < w[1].0), "SERVICES must be sorted");
-        assert!(REGIONS.windows(2).all(|w| w[0].0 < w[1].0), "REGIONS must be sorted");
+        use costledger_core::focus_columns::keys_sorted;
+        assert!(keys_sorted(SERVICES, |s| s.0), "SERVICES must be sorted");
+        assert!(keys_sorted(REGIONS, |r| r.0), "REGIONS must be sorted");
         assert_eq!(service_category(Some("Compute Engine")), ("Compute", "Virtual Machines"));
         assert_eq!(service_category(Some("Invoice")), ("Other", "Other (Other)"));
         assert_eq!(region_name("europe-west4"), Some("Netherlands"));

@@ -4,7 +4,7 @@
 
 /// `product/service` → (ServiceCategory, ServiceSubcategory), FOCUS 1.2 allowed values; sorted.
 /// A service not listed is `Other` / `Other (Other)`.
-const SERVICES: [(&str, &str, &str); 24] = [
+const SERVICES: &costledger_core::focus_columns::ServiceTable = &[
     ("API_GATEWAY", "Integration", "API Management"),
     ("AUTONOMOUS_DATABASE", "Databases", "Relational Databases"),
     ("BLOCK_STORAGE", "Storage", "Block Storage"),
@@ -32,7 +32,7 @@ const SERVICES: [(&str, &str, &str); 24] = [
 ];
 
 /// OCI region identifier → its name.
-const REGIONS: [(&str, &str); 24] = [
+const REGIONS: &[(&str, &str)] = &[
     ("ap-hyderabad-1", "India South (Hyderabad)"),
     ("ap-melbourne-1", "Australia Southeast (Melbourne)"),
     ("ap-mumbai-1", "India West (Mumbai)"),
@@ -61,14 +61,11 @@ const REGIONS: [(&str, &str); 24] = [
 
 /// (ServiceCategory, ServiceSubcategory) of a `product/service`.
 pub fn service_category(service: Option<&str>) -> (&'static str, &'static str) {
-    service
-        .and_then(|s| SERVICES.binary_search_by(|(c, _, _)| (*c).cmp(s)).ok())
-        .map(|i| (SERVICES[i].1, SERVICES[i].2))
-        .unwrap_or(("Other", "Other (Other)"))
+    costledger_core::focus_columns::service_category_in(SERVICES, service)
 }
 
 pub fn region_name(region: &str) -> Option<&'static str> {
-    REGIONS.binary_search_by(|(c, _)| (*c).cmp(region)).ok().map(|i| REGIONS[i].1)
+    costledger_core::focus_columns::name_in(REGIONS, region)
 }
 
 /// The resource type an OCID names: `ocid1.<type>.<realm>.…` → `<type>` (`ocid1.instance.oc1…`
@@ -116,8 +113,9 @@ mod tests {
 
     #[test]
     fn tables_are_sorted_and_names_and_units_follow_focus() {
-        assert!(SERVICES.windows(2).all(|w| w[0].0 < w[1].0), "SERVICES must be sorted");
-        assert!(REGIONS.windows(2).all(|w| w[0].0 < w[1].0), "REGIONS must be sorted");
+        use costledger_core::focus_columns::keys_sorted;
+        assert!(keys_sorted(SERVICES, |s| s.0), "SERVICES must be sorted");
+        assert!(keys_sorted(REGIONS, |r| r.0), "REGIONS must be sorted");
         assert_eq!(service_category(Some("BLOCK_STORAGE")), ("Storage", "Block Storage"));
         assert_eq!(service_category(Some("SOMETHING_NEW")), ("Other", "Other (Other)"));
         assert_eq!(region_name("us-sanjose-1"), Some("US West (San Jose)"));
