@@ -151,10 +151,11 @@ pub enum FocusFormat {
     Parquet,
 }
 
-/// What `export focus` writes beside the FOCUS columns.
+/// What `export focus` writes: version, file format, and whether the lineage columns follow.
 #[derive(Debug, Clone, Copy)]
 pub struct FocusExportOptions {
     pub version: FocusVersion,
+    pub format: FocusFormat,
     /// Append costledger's `x_` lineage and allocation columns.
     pub lineage: bool,
 }
@@ -208,6 +209,19 @@ pub fn value<'a>(l: &'a ChargeLine, name: &str) -> Option<Cow<'a, str>> {
     })
 }
 
+/// The lineage column `name` ([`LINEAGE_COLUMNS`]) of a charge and its allocation (owner,
+/// reason); `None` (an empty cell, a Parquet null) when it has none.
+fn lineage_value(name: &str, r: &ChargeRecord, alloc: Option<&(String, String)>) -> Option<String> {
+    match name {
+        "x_owner" => alloc.map(|a| a.0.clone()).filter(|o| !o.is_empty()),
+        "x_allocation_reason" => alloc.map(|a| a.1.clone()).filter(|o| !o.is_empty()),
+        "x_load_id" => Some(r.load_id.to_string()),
+        "x_source" => Some(r.source.clone()),
+        "x_source_ref" => r.line.source_ref.clone(),
+        _ => None,
+    }
+}
+
 fn record<'a>(
     r: &'a ChargeRecord,
     columns: &[&str],
@@ -216,14 +230,24 @@ fn record<'a>(
 ) -> Vec<Cow<'a, str>> {
     let mut out: Vec<Cow<'a, str>> = columns.iter().map(|c| value(&r.line, c).unwrap_or(Cow::Borrowed(""))).collect();
     if opts.lineage {
-        let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
-        out.push(Cow::Owned(owner));
-        out.push(Cow::Owned(reason));
-        out.push(Cow::Owned(r.load_id.to_string()));
-        out.push(Cow::Borrowed(r.source.as_str()));
-        out.push(r.line.source_ref.as_deref().map(Cow::Borrowed).unwrap_or_default());
+        let a = alloc.map(|a| a.columns(&r.line));
+        out.extend(LINEAGE_COLUMNS.iter().map(|c| Cow::Owned(lineage_value(c, r, a.as_ref()).unwrap_or_default())));
     }
     out
+}
+
+/// Stream the filtered current charges to `out` as a FOCUS dataset in `opts.format`.
+pub async fn export_focus<W: Write + Send>(
+    store: &dyn LedgerStore,
+    filter: &ChargeFilter,
+    opts: &FocusExportOptions,
+    alloc: Option<&Allocator>,
+    out: W,
+) -> Result<ExportStats, ExportError> {
+    match opts.format {
+        FocusFormat::Csv => export_focus_csv(store, filter, opts, alloc, out).await,
+        FocusFormat::Parquet => export_focus_parquet(store, filter, opts, alloc, out).await,
+    }
 }
 
 /// The allocation the lineage columns show (`None` without `--lineage` or an allocator).
@@ -362,23 +386,13 @@ fn write_row_group<W: Write + Send>(
             return Err(ExportError::NotExact(format!("the Parquet schema has no column {name} (a bug)")));
         };
         let mut defs: Vec<i16> = Vec::with_capacity(rows.len());
-        let lineage_value = |(r, a): &(ChargeRecord, Option<(String, String)>)| -> Option<String> {
-            match *name {
-                "x_owner" => a.as_ref().map(|a| a.0.clone()).filter(|o| !o.is_empty()),
-                "x_allocation_reason" => a.as_ref().map(|a| a.1.clone()).filter(|o| !o.is_empty()),
-                "x_load_id" => Some(r.load_id.to_string()),
-                "x_source" => Some(r.source.clone()),
-                "x_source_ref" => r.line.source_ref.clone(),
-                _ => None,
-            }
-        };
         let kind = if name.starts_with("x_") { ParquetKind::Text } else { parquet_kind(name) };
         match kind {
             ParquetKind::Text => {
                 let mut values: Vec<ByteArray> = Vec::new();
                 for row in rows {
                     let v = if name.starts_with("x_") {
-                        lineage_value(row).map(String::into_bytes)
+                        lineage_value(name, &row.0, row.1.as_ref()).map(String::into_bytes)
                     } else {
                         value(&row.0.line, name).map(|c| c.into_owned().into_bytes())
                     };

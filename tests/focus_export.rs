@@ -226,10 +226,21 @@ fn failed_rules(venv: &Path, data: &Path, criteria: &str) -> BTreeSet<String> {
     let out = cmd.output().expect("run focus-validator");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("Total:"), "focus-validator did not validate {}:\n{text}", data.display());
-    text.lines()
+    let failed: BTreeSet<String> = text
+        .lines()
         .filter_map(|l| l.strip_prefix("❌ "))
         .filter_map(|l| l.split_once(": FAIL").map(|(id, _)| id.trim().to_string()))
-        .collect()
+        .collect();
+    // The summary's count must match the rules read: a changed output format must not pass
+    // as "no failures".
+    let fail_count: usize = text
+        .lines()
+        .find_map(|l| l.split("Fail: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'Fail: N' in the validator's summary:\n{text}"));
+    assert_eq!(failed.len(), fail_count, "failed rules read {failed:?} against the summary:\n{text}");
+    failed
 }
 
 /// Σ BilledCost per currency of a FOCUS CSV, exactly.

@@ -294,12 +294,13 @@ impl SqliteLedger {
                     .bind(&l.source_ref)
                     .bind(load)
                     .bind(row_no);
-                let f = l.focus.as_deref();
-                for i in 0..FOCUS_TEXT_COUNT {
-                    q = q.bind(f.and_then(|f| f.texts()[i]).map(str::to_string));
+                let texts = l.focus.as_deref().map(|f| f.texts()).unwrap_or_default();
+                for t in texts {
+                    q = q.bind(t.map(str::to_string));
                 }
-                for i in 0..costledger_core::FOCUS_DECIMAL_COUNT {
-                    q = q.bind(f.and_then(|f| f.decimals()[i]).map(canonical));
+                let decimals = l.focus.as_deref().map(|f| f.decimals()).unwrap_or_default();
+                for d in decimals {
+                    q = q.bind(d.map(canonical));
                 }
                 q = q.bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
                 row_no += 1;

@@ -13,6 +13,7 @@ use super::{Cli, load_env, open_ledger};
 use crate::app;
 use crate::config::{Config, ReportFormat};
 use crate::export::export_csv;
+use crate::focus_export::{FocusExportOptions, FocusFormat, FocusVersion, export_focus};
 use crate::ledger::{ChargeFilter, DatabaseUrl, Dim};
 use crate::report::last_complete_week;
 use crate::sample::{SampleSpec, write_sample_file};
@@ -141,16 +142,16 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         stats.rows,
         stats.totals.display()
     );
-    let opts =
-        crate::focus_export::FocusExportOptions { version: crate::focus_export::FocusVersion::V1_2, lineage: false };
-    let focus_csv = dir.join("focus-1.2.csv");
-    let mut f = crate::outfile::OutFile::create(&focus_csv)?;
-    crate::focus_export::export_focus_csv(store.as_ref(), &ChargeFilter::default(), &opts, None, &mut f).await?;
-    f.commit().with_context(|| format!("cannot write {}", focus_csv.display()))?;
-    let focus_parquet = dir.join("focus-1.2.parquet");
-    let mut f = crate::outfile::OutFile::create(&focus_parquet)?;
-    crate::focus_export::export_focus_parquet(store.as_ref(), &ChargeFilter::default(), &opts, None, &mut f).await?;
-    f.commit().with_context(|| format!("cannot write {}", focus_parquet.display()))?;
+    let mut focus_files = Vec::new();
+    for (format, ext) in [(FocusFormat::Csv, "csv"), (FocusFormat::Parquet, "parquet")] {
+        let opts = FocusExportOptions { version: FocusVersion::V1_2, format, lineage: false };
+        let path = dir.join(format!("focus-1.2.{ext}"));
+        let mut f = crate::outfile::OutFile::create(&path)?;
+        export_focus(store.as_ref(), &ChargeFilter::default(), &opts, None, &mut f).await?;
+        f.commit().with_context(|| format!("cannot write {}", path.display()))?;
+        focus_files.push(path);
+    }
+    let (focus_csv, focus_parquet) = (&focus_files[0], &focus_files[1]);
     println!(
         "\n7. FOCUS 1.2 dataset (every column of the specification, exact decimals): {} and {}",
         focus_csv.display(),

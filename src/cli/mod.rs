@@ -179,33 +179,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = open_ledger(&env.database).await?;
             let filter = ChargeFilter { source: source.clone(), from: *from, to: *to, ..Default::default() };
             let alloc = app::allocator(store.as_ref(), &env.config).await?;
-            let opts = crate::focus_export::FocusExportOptions { version: *version, lineage: *lineage };
-            use crate::focus_export::{FocusFormat, export_focus_csv, export_focus_parquet};
+            let opts =
+                crate::focus_export::FocusExportOptions { version: *version, format: *format, lineage: *lineage };
+            use crate::focus_export::export_focus as export;
             let stats = match out {
                 Some(p) => {
                     let mut f = crate::outfile::OutFile::create(p)?;
-                    let stats = match format {
-                        FocusFormat::Csv => {
-                            export_focus_csv(store.as_ref(), &filter, &opts, Some(&alloc), &mut f).await?
-                        }
-                        FocusFormat::Parquet => {
-                            export_focus_parquet(store.as_ref(), &filter, &opts, Some(&alloc), &mut f).await?
-                        }
-                    };
+                    let stats = export(store.as_ref(), &filter, &opts, Some(&alloc), &mut f).await?;
                     f.commit().with_context(|| format!("cannot write {}", p.display()))?;
                     stats
                 }
-                None => match format {
-                    FocusFormat::Csv => {
-                        let w = std::io::BufWriter::new(std::io::stdout().lock());
-                        export_focus_csv(store.as_ref(), &filter, &opts, Some(&alloc), w).await?
-                    }
-                    // The Parquet writer must be Send: the (unlocked) stdout handle is.
-                    FocusFormat::Parquet => {
-                        let w = std::io::BufWriter::new(std::io::stdout());
-                        export_focus_parquet(store.as_ref(), &filter, &opts, Some(&alloc), w).await?
-                    }
-                },
+                // The Parquet writer must be Send: the (unlocked) stdout handle is.
+                None => {
+                    export(store.as_ref(), &filter, &opts, Some(&alloc), std::io::BufWriter::new(std::io::stdout()))
+                        .await?
+                }
             };
             eprintln!(
                 "exported {} lines as FOCUS {} (BilledCost: {})",

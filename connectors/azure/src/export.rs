@@ -291,7 +291,7 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             Some(t) => parse_tags(t).map_err(fail)?,
         };
         let list = match (payg, quantity) {
-            (Some(p), Some(q)) => p.checked_mul(q),
+            (Some(p), Some(q)) => costledger_core::exact_product(p, q),
             _ => None,
         };
         let marketplace = s(C::PublisherType).is_some_and(|p| p.eq_ignore_ascii_case("marketplace"));
@@ -313,11 +313,13 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
         let (service_category, service_subcategory) = crate::focus_tables::service_category(meter_category.as_deref());
         let unit = s(C::Unit).map(|u| crate::focus_tables::focus_unit(&u));
         let unit_price = amt(C::UnitPrice)?;
-        // Cost at the agreement's prices before commitment benefits: UnitPrice × Quantity;
-        // without them (or when the product is not exact), the cost itself.
+        // Cost at the agreement's prices before commitment benefits: UnitPrice × Quantity
+        // (null when a Decimal cannot hold the product exactly); without a unit price, the cost
+        // itself on a row no commitment covers, and unknown (null) on one it does.
         let contracted = match (unit_price, quantity) {
-            (Some(p), Some(q)) => p.checked_mul(q).unwrap_or(cost),
-            _ => cost,
+            (Some(p), Some(q)) => costledger_core::exact_product(p, q),
+            _ if !commitment_row => Some(cost),
+            _ => None,
         };
         let mut focus =
             focus_columns(&charge_type, &pricing, s(C::Frequency).as_deref(), s(C::ReservationId).is_some());
@@ -365,7 +367,7 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             billed_cost: billed,
             effective_cost: Some(effective),
             list_cost: list,
-            contracted_cost: Some(contracted),
+            contracted_cost: contracted,
             billing_currency: currency,
             pricing_quantity: quantity,
             pricing_unit: unit.clone(),

@@ -238,6 +238,21 @@ fn truncate_for_message(t: &str) -> String {
 
 /// The canonical text of an amount: no exponent, no trailing zeros, no negative zero.
 /// This is what SQLite stores and what exports print.
+/// `a × b` when a `Decimal` holds it exactly (at most [`MAX_SCALE`] places and 96 bits of
+/// mantissa), else `None`: `Decimal`'s own multiplication rounds a product with more places
+/// instead of failing, which no amount may be.
+pub fn exact_product(a: Decimal, b: Decimal) -> Option<Decimal> {
+    let scale = a.scale() + b.scale();
+    if scale > MAX_SCALE {
+        return None;
+    }
+    let m = a.mantissa().checked_mul(b.mantissa())?;
+    if m.unsigned_abs() >= 1u128 << 96 {
+        return None;
+    }
+    Decimal::try_from_i128_with_scale(m, scale).ok()
+}
+
 pub fn canonical(d: Decimal) -> String {
     let mut s = Vec::new();
     write_canonical(&mut s, d);
@@ -540,6 +555,17 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exact_products_or_none() {
+        let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+        assert_eq!(exact_product(d("0.0425"), d("730")), Some(d("31.025")));
+        assert_eq!(exact_product(d("-1.5"), d("2")), Some(d("-3.0")));
+        // 30 places: Decimal's multiplication would round this silently.
+        assert_eq!(exact_product(d("0.000000000000001"), d("0.000000000000001")), None);
+        assert!(d("0.000000000000001").checked_mul(d("0.000000000000001")).is_some(), "the rounding this avoids");
+        assert_eq!(exact_product(d("79228162514264337593543950335"), d("2")), None);
+    }
 
     fn p(s: &str) -> Amount {
         parse_amount(s).expect("parses").expect("present")
