@@ -13,6 +13,11 @@ pub enum FxError {
          (columns month,from,to,rate)"
     )]
     MissingRate { from: String, to: String, month: String },
+    #[error(
+        "{amount} {from} × the {month} rate {rate} has more than 28 decimal places or digits: it cannot be \
+         converted exactly (shorten the rate in the FX file)"
+    )]
+    Inexact { amount: String, from: String, month: String, rate: String },
     #[error("{0}")]
     Money(#[from] MoneyError),
 }
@@ -38,7 +43,15 @@ pub fn convert<'r>(
     if rounded {
         return Err(MoneyError::SumOverflow.into());
     }
-    let product = d.checked_mul(r.rate).ok_or(MoneyError::SumOverflow)?;
+    // `checked_mul` would round a product past 28 decimal places silently: refuse it instead
+    // (a sum comes back at 28 places: its trailing zeros are dropped first).
+    let d = d.normalize();
+    let product = costledger_core::exact_product(d, r.rate).ok_or_else(|| FxError::Inexact {
+        amount: d.to_string(),
+        from: from.into(),
+        month: month.into(),
+        rate: r.rate.to_string(),
+    })?;
     Ok((ExactSum::from(product), Some(r)))
 }
 
@@ -69,6 +82,16 @@ mod tests {
         assert_eq!(c.to_string(), "108.3754185");
         assert_eq!(used.map(describe).as_deref(), Some("2026-10 1 EUR = 1.0837 USD (fx.csv:2)"));
         assert_eq!(convert(&rates, &amount, "USD", "USD", "2026-10").expect("same"), (amount, None));
+    }
+
+    #[test]
+    fn a_product_past_28_places_is_refused_never_rounded() {
+        let mut r = rate();
+        r.rate = "1.0837000000000000000000001".parse().expect("rate");
+        let amount: ExactSum = "100.005".parse().expect("sum");
+        let e = convert(&[r], &amount, "EUR", "USD", "2026-10").expect_err("too many places");
+        assert!(matches!(e, FxError::Inexact { .. }), "{e:?}");
+        assert!(e.to_string().contains("cannot be converted exactly"), "{e}");
     }
 
     #[test]

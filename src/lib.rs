@@ -7,6 +7,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod explain;
 pub mod export;
 pub mod finance_files;
 pub mod focus_export;

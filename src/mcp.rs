@@ -141,6 +141,26 @@ fn tools() -> Vec<Tool> {
             schema(query_schema),
         ),
         Tool::new(
+            "explain_change",
+            "Explain why a cost changed between two periods: for each group (by service, owner, account, tag:KEY …) \
+             the change split into volume (more or less usage at the old price), rate (the same SKUs at a different \
+             price), mix (shift between SKUs), new and gone (services or units in one period only), no_quantity \
+             (credits, tax, fees) and fx (currency rates). The parts add back to the change exactly; each group has \
+             a one-line sentence. The same answer as `costledger explain` and GET /api/v1/explain.",
+            schema(json!({"type": "object", "properties": {
+                "from": {"type": "string", "description": "The earlier period: a month (2026-10), an ISO week (2026-W44), a day or a day range (2026-10-01..2026-10-07)"},
+                "to": {"type": "string", "description": "The later period, of the same kind and length as from"},
+                "by": {"type": "array", "items": {"type": "string"},
+                    "description": format!("Dimensions to explain by (default service): {} or tag:KEY", dimension_list())},
+                "metric": {"type": "string", "enum": ["BilledCost", "EffectiveCost", "ListCost", "ContractedCost"],
+                    "description": "BilledCost (default, the invoice view) or EffectiveCost (amortised) …"},
+                "where": {"type": "array", "items": {"type": "string"},
+                    "description": "Filters, all must hold: DIMENSION=V1,V2 or DIMENSION!=V (globs; (none) is missing)"},
+                "currency": {"type": "string", "description": "Convert to this ISO 4217 currency (else one row per billing currency)"},
+                "top": {"type": "integer", "minimum": 1, "description": "Keep the N largest changes; the rest in one (others) row"}
+            }, "required": ["from", "to"], "additionalProperties": false})),
+        ),
+        Tool::new(
             "list_dimensions",
             "The dimensions costs can be grouped or filtered by, and the metrics, with their meaning.",
             schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
@@ -257,6 +277,55 @@ impl CostServer {
                 let q = app::query::parse(config, &text)?;
                 let r = app::query::query(store, config, &q).await?;
                 Ok(ok(query_summary(&r, &text), crate::api::to_json(&r)))
+            }
+            "explain_change" => {
+                unknown_arguments(args, &["from", "to", "by", "metric", "where", "currency", "top"])?;
+                let required =
+                    |k: &str| string(args, k)?.ok_or_else(|| ToolError(format!("'{k}' is required (e.g. 2026-10)")));
+                let top = match args.get("top") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .filter(|n| *n >= 1)
+                            .ok_or_else(|| ToolError("'top' must be a whole number of at least 1".into()))?,
+                    ),
+                };
+                let text = app::explain::ExplainText {
+                    from: required("from")?,
+                    to: required("to")?,
+                    by: string_list(args, "by")?,
+                    metric: string(args, "metric")?,
+                    filters: string_list(args, "where")?,
+                    currency: string(args, "currency")?,
+                    top,
+                };
+                let q = app::explain::parse(config, &text)?;
+                let e = app::explain::explain(store, config, &q).await?;
+                let mut summary = format!(
+                    "{} from {} to {} by {}, exact decimals per currency. ",
+                    e.metric,
+                    e.from.label,
+                    e.to.label,
+                    e.by.join(", ")
+                );
+                for t in &e.totals {
+                    summary.push_str(&format!(
+                        "Total {}: {} → {} ({}). ",
+                        t.currency,
+                        t.before,
+                        t.after,
+                        crate::explain::grouped(&t.change, true)
+                    ));
+                }
+                let drivers: Vec<&str> =
+                    e.groups.iter().filter(|g| !g.others).take(5).map(|g| g.sentence.as_str()).collect();
+                if !drivers.is_empty() {
+                    summary.push_str("Top drivers: ");
+                    summary.push_str(&drivers.join("; "));
+                    summary.push('.');
+                }
+                Ok(ok(summary, crate::api::to_json(&e)))
             }
             "list_dimensions" => {
                 unknown_arguments(args, &[])?;

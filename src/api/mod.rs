@@ -328,6 +328,91 @@ async fn costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiE
     Ok(axum::Json(CostsPage { result, total_rows, offset, next_offset }).into_response())
 }
 
+const EXPLAIN_PARAMS: &[&str] = &["from", "to", "by", "metric", "where", "currency", "top", "format"];
+
+/// The parameter an explain error is about.
+fn explain_error(e: app::explain::ExplainRunError) -> ApiError {
+    use crate::explain::ExplainError as X;
+    use app::explain::ExplainRunError as E;
+    match e {
+        E::Explain(X::Query(q)) => {
+            let p = match query_error_parameter(&q) {
+                "group_by" => "by",
+                other => other,
+            };
+            ApiError::bad(p, q.to_string())
+        }
+        E::Explain(x @ X::BadPeriod(_, arg)) => ApiError::bad(arg.trim_start_matches('-'), x.to_string()),
+        E::Explain(x @ (X::DifferentGrains { .. } | X::Overlap { .. })) => ApiError::bad("to", x.to_string()),
+        E::Explain(x @ X::NotMoney(_)) => ApiError::bad("metric", x.to_string()),
+        E::Explain(x @ X::ZeroTop) => ApiError::bad("top", x.to_string()),
+        E::Explain(x @ X::Fx(_)) => ApiError::bad("currency", x.to_string()),
+        E::Explain(x) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, x.to_string(), None),
+        E::Query(q) => q.into(),
+        E::Ledger(l) => l.into(),
+    }
+}
+
+/// Why a cost changed between two periods (`costledger explain`): each group's change split
+/// into volume, rate, mix, new, gone, no quantity and FX, adding back exactly.
+#[utoipa::path(get, path = "/api/v1/explain", tag = "costs",
+    params(
+        ("from" = String, Query, description = "The earlier period: a month (2026-10), an ISO week (2026-W44), a day or a day range (2026-10-01..2026-10-07)"),
+        ("to" = String, Query, description = "The later period, of the same kind and length"),
+        ("by" = Option<String>, Query, description = "Dimensions, comma-separated (default service); any of /api/v1/dimensions or tag:KEY"),
+        ("metric" = Option<String>, Query, description = "BilledCost (default), EffectiveCost, ListCost or ContractedCost"),
+        ("where" = Option<Vec<String>>, Query, description = "Filters, repeatable, as for /api/v1/costs"),
+        ("currency" = Option<String>, Query, description = "Convert to this currency; the parts at the rate of the month `from` starts in, FX the rest"),
+        ("top" = Option<usize>, Query, description = "Keep the N largest changes, the rest in one (others) row"),
+        ("format" = Option<String>, Query, description = "json (default) or csv (the CLI's CSV bytes)"),
+    ),
+    responses(
+        (status = 200, description = "The explanation", body = crate::explain::Explanation),
+        (status = 400, description = "A bad parameter, named", body = ApiError),
+        (status = 401, description = "No or a wrong token", body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+async fn explain(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let p = Params::parse(req.uri().query(), EXPLAIN_PARAMS)?;
+    let required = |k: &str| -> Result<String, ApiError> {
+        p.one(k)?
+            .ok_or_else(|| ApiError::bad(k, format!("'{k}' is required (a month, an ISO week, a day or a day range)")))
+    };
+    let text = app::explain::ExplainText {
+        from: required("from")?,
+        to: required("to")?,
+        by: p.all("by"),
+        metric: p.one("metric")?,
+        filters: p.all("where"),
+        currency: p.one("currency")?,
+        top: p.number("top", 1usize, 1_000_000)?,
+    };
+    let csv = match p.one("format")?.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
+    };
+    let config = s.config();
+    let q = app::explain::parse(&config, &text).map_err(|e| explain_error(e.into()))?;
+    let _slot = s.query_slot().await?;
+    let e = app::explain::explain(s.store.as_ref(), &config, &q).await.map_err(explain_error)?;
+    if csv {
+        let mut body = Vec::new();
+        crate::explain::write_csv(&e, &mut body)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"explain.csv\""),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(axum::Json(e).into_response())
+}
+
 /// Every dimension a query can group or filter by (`tag:KEY` besides them).
 #[utoipa::path(get, path = "/api/v1/dimensions", tag = "catalogue",
     responses((status = 200, body = Vec<app::read::DimensionView>), (status = 401, body = ApiError)),
@@ -516,6 +601,7 @@ async fn observe(req: Request, next: Next) -> Response {
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/costs", get(costs))
+        .route("/api/v1/explain", get(explain))
         .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/dimensions/{name}", get(dimension_values))
         .route("/api/v1/sources", get(sources))

@@ -164,6 +164,49 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<QueryFormat>,
     },
+    /// Why a cost changed between two periods: each group's change split into volume, rate,
+    /// mix, new, gone, no quantity (credits, tax, fees) and FX, adding back exactly.
+    ///
+    /// Examples:
+    ///   costledger explain --from 2026-10 --to 2026-11
+    ///   costledger explain --from 2026-W44 --to 2026-W45 --by owner --metric EffectiveCost
+    ///   costledger explain --from 2026-11-01..2026-11-07 --to 2026-11-08..2026-11-14 --by service,sku --top 10
+    ///   costledger explain --from 2026-10 --to 2026-11 --by sub_account --currency EUR --format json
+    ///
+    /// volume = (Q_B − Q_A) × C_A / Q_A per unit class (service × pricing unit) priced in both
+    /// periods; rate = the same SKUs' change beyond their own volume; mix = the rest (SKUs
+    /// swapped or shifted); new/gone = unit classes priced in one period only. Divisions are
+    /// rounded half-to-even to the amounts' places (at least 2); the parts add back exactly.
+    #[command(verbatim_doc_comment)]
+    Explain {
+        /// The earlier period: a month (2026-10), an ISO week (2026-W44), a day or a day range
+        /// (2026-10-01..2026-10-07).
+        #[arg(long)]
+        from: String,
+        /// The later period, of the same kind (and length) as --from.
+        #[arg(long)]
+        to: String,
+        /// Dimensions to explain by, comma-separated or repeated (default service); any
+        /// dimension of `query`, e.g. owner, sub_account, region, tag:team.
+        #[arg(long, value_name = "DIMENSION")]
+        by: Vec<String>,
+        /// BilledCost (default), EffectiveCost, ListCost or ContractedCost.
+        #[arg(long)]
+        metric: Option<String>,
+        /// A filter, repeatable, as for `query` (DIM=V1,V2 or DIM!=V; globs; (none)).
+        #[arg(long = "where", value_name = "FILTER")]
+        filters: Vec<String>,
+        /// Convert to this currency (each part at the rate of the month --from starts in; the
+        /// actual month rates' difference is the FX part).
+        #[arg(long)]
+        currency: Option<String>,
+        /// Keep the N largest changes; the rest are summed into one "(others)" row.
+        #[arg(long)]
+        top: Option<usize>,
+        /// table (default on a terminal), csv (default otherwise) or json.
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
+    },
     /// Exports.
     Export {
         #[command(subcommand)]

@@ -153,6 +153,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print::print_query(&result, *format)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain { from, to, by, metric, filters, currency, top, format } => {
+            let env = load_env(&cli)?;
+            let text = app::explain::ExplainText {
+                from: from.clone(),
+                to: to.clone(),
+                by: by.clone(),
+                metric: metric.clone(),
+                filters: filters.clone(),
+                currency: currency.clone(),
+                top: *top,
+            };
+            let q = app::explain::parse(&env.config, &text)?;
+            let store = open_ledger(&env.database).await?;
+            let e = app::explain::explain(store.as_ref(), &env.config, &q).await?;
+            print::print_explanation(&e, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export { what: ExportWhat::Csv { from, to, source, out } } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

@@ -229,6 +229,26 @@ pub(super) fn print_query(
     Ok(())
 }
 
+pub(super) fn print_explanation(
+    e: &crate::explain::Explanation,
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use super::QueryFormat;
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        QueryFormat::Table => crate::explain::write_table(e, &mut out)?,
+        QueryFormat::Csv => crate::explain::write_csv(e, &mut out)?,
+        QueryFormat::Json => crate::explain::write_json(e, &mut out)?,
+    }
+    out.flush()?;
+    if !e.rates_used.is_empty() {
+        eprintln!("rates: {}", e.rates_used.join("; "));
+    }
+    Ok(())
+}
+
 /// What `rollup` (or `migrate`) built, and which loads are not worth a rollup.
 pub(super) fn print_rollup_build(r: &app::query::RollupBuild) {
     println!("built the daily rollups of {} load(s)", r.built.len());
