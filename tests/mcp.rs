@@ -98,6 +98,9 @@ fn check_backend(py: &str, db: &str) {
         json!(["query_costs", {"colour": "red"}]),
         json!(["query_costs", {"currency": "JPY"}]),
         json!(["list_findings", {"period": "2026"}]),
+        json!(["explain_change", {"from": "2026-10", "to": "2026-11", "by": ["owner", "service"], "currency": "USD"}]),
+        json!(["explain_change", {"from": "2026-10"}]),
+        json!(["explain_change", {"from": "2026-10", "to": "2026-W45"}]),
     ]);
     let report = session(py, db, c, &Value::from(calls));
 
@@ -108,6 +111,7 @@ fn check_backend(py: &str, db: &str) {
         names,
         [
             "query_costs",
+            "explain_change",
             "list_dimensions",
             "dimension_values",
             "top_unallocated",
@@ -175,6 +179,36 @@ fn check_backend(py: &str, db: &str) {
     assert!(err(&rest[7]).contains("unknown argument 'colour'"));
     assert!(err(&rest[8]).contains("no exchange rate from EUR to JPY for 2026-10"));
     assert!(err(&rest[9]).contains("bad period '2026'"));
+    // explain_change: the CLI's answer, with the drivers in the summary.
+    let (code, out, e) = run(
+        db,
+        &[
+            "--config",
+            c,
+            "explain",
+            "--from",
+            "2026-10",
+            "--to",
+            "2026-11",
+            "--by",
+            "owner,service",
+            "--currency",
+            "USD",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{e}");
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(rest[10]["isError"], false, "{}", rest[10]);
+    assert_eq!(rest[10]["structuredContent"], want, "MCP ≠ CLI for explain");
+    let summary = rest[10]["content"][0]["text"].as_str().expect("summary");
+    assert!(
+        summary.contains("BilledCost from 2026-10 to 2026-11 by owner, service") && summary.contains("Top drivers: "),
+        "{summary}"
+    );
+    assert!(err(&rest[11]).contains("'to' is required"));
+    assert!(err(&rest[12]).contains("compare periods of the same kind"));
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{QUESTIONS, config, fill};
+use common::serve::{EXPLAIN_QUESTIONS, QUESTIONS, config, fill};
 use common::*;
 use serde_json::Value;
 
@@ -128,6 +128,21 @@ fn check_api_equals_cli(db: &str) {
         assert!(head.to_ascii_lowercase().contains("content-type: text/csv"), "{head}");
         assert_eq!(body, csv, "CSV for {args:?}");
     }
+    // Explain: the API's JSON is the CLI's, its CSV the CLI's bytes.
+    for (args, params) in EXPLAIN_QUESTIONS {
+        let mut cli = vec!["--config", c, "explain", "--format", "json"];
+        cli.extend_from_slice(args);
+        let (code, out, err) = run(db, &cli);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+        assert_eq!(get_json(port, &format!("/api/v1/explain?{params}")), want, "API ≠ CLI for {args:?}");
+        let mut cli = vec!["--config", c, "explain", "--format", "csv"];
+        cli.extend_from_slice(args);
+        let (_, csv, _) = run(db, &cli);
+        let (status, _, body) =
+            http(port, &format!("/api/v1/explain?{params}&format=csv"), &[("Authorization", &auth())]);
+        assert_eq!((status, body), (200, csv), "CSV for {args:?}");
+    }
     // Exact figures, not only agreement: the fixture's hand-computed USD total.
     let all = get_json(port, "/api/v1/costs?metric=BilledCost");
     let usd = all["totals"].as_array().expect("totals").iter().find(|t| t["currency"] == "USD").expect("USD");
@@ -210,6 +225,13 @@ fn bad_parameters_get_400_naming_them_and_unknown_routes_404() {
         ("/api/v1/costs?limit=0", 400, "limit", "'limit' must be a whole number"),
         ("/api/v1/costs?grain=day&grain=month", 400, "grain", "given 2 times"),
         ("/api/v1/costs?where=service", 400, "where", "bad filter 'service'"),
+        ("/api/v1/explain?to=2026-11", 400, "from", "'from' is required"),
+        ("/api/v1/explain?from=2026-10&to=2026-W45", 400, "to", "compare periods of the same kind"),
+        ("/api/v1/explain?from=Oct&to=2026-11", 400, "from", "bad period 'Oct' for --from"),
+        ("/api/v1/explain?from=2026-10&to=2026-11&by=colour", 400, "by", "unknown dimension 'colour'"),
+        ("/api/v1/explain?from=2026-10&to=2026-11&metric=lines", 400, "metric", "is not a cost"),
+        ("/api/v1/explain?from=2026-10&to=2026-11&currency=JPY", 400, "currency", "EUR to JPY"),
+        ("/api/v1/explain?from=2026-10&to=2026-11&grain=day", 400, "grain", "unknown parameter 'grain'"),
         ("/api/v1/loads?state=done", 400, "state", "unknown load state 'done'"),
         ("/api/v1/findings?period=2026", 400, "period", "bad period '2026'"),
         ("/api/v1/dimensions/colour", 404, "name", "unknown dimension 'colour'"),
@@ -344,6 +366,7 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
     let routes = [
         ("/api/v1/costs", "/api/v1/costs?group_by=service,tag:team&grain=month&top=1"),
+        ("/api/v1/explain", "/api/v1/explain?from=2026-10&to=2026-11&by=service,tag:team&currency=USD"),
         ("/api/v1/dimensions", "/api/v1/dimensions"),
         ("/api/v1/dimensions/{name}", "/api/v1/dimensions/tag:team"),
         ("/api/v1/sources", "/api/v1/sources"),
@@ -367,6 +390,16 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
             let row = doc.pointer("/components/schemas/QueryRow").expect("QueryRow");
             for r in v["rows"].as_array().expect("rows") {
                 conforms(&doc, row, r, "costs row");
+            }
+        }
+        if route == "/api/v1/explain" {
+            let g = doc.pointer("/components/schemas/GroupChange").expect("GroupChange");
+            let groups = v["groups"].as_array().expect("groups");
+            assert!(!groups.is_empty(), "{v}");
+            for r in groups {
+                conforms(&doc, g, r, "explain group");
+                let parts = doc.pointer("/components/schemas/Parts").expect("Parts");
+                conforms(&doc, parts, &r["parts"], "explain parts");
             }
         }
         let err_schema = &op["responses"]["401"]["content"]["application/json"]["schema"];

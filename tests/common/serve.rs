@@ -54,3 +54,16 @@ pub const QUESTIONS: &[(&[&str], &str)] = &[
         "group_by=resource&by_billing_period=true&from=2026-11",
     ),
 ];
+
+/// Explain questions asked both ways (the fixture has October and November charges).
+pub const EXPLAIN_QUESTIONS: &[(&[&str], &str)] = &[
+    (&["--from", "2026-10", "--to", "2026-11"], "from=2026-10&to=2026-11"),
+    (
+        &["--from", "2026-10", "--to", "2026-11", "--by", "owner,service", "--currency", "USD"],
+        "from=2026-10&to=2026-11&by=owner,service&currency=USD",
+    ),
+    (
+        &["--from", "2026-10", "--to", "2026-11", "--metric", "EffectiveCost", "--where", "provider=AWS", "--top", "1"],
+        "from=2026-10&to=2026-11&metric=EffectiveCost&where=provider%3DAWS&top=1",
+    ),
+];
