@@ -570,6 +570,55 @@ fn convert(
 // Renderers
 // ---------------------------------------------------------------------------------------------
 
+/// The "why it changed" table: the largest changes per currency between the previous week and
+/// this one, each split into volume, rate, mix, new, gone, no quantity and FX (`explain`).
+pub fn why_it_changed(e: &crate::explain::Explanation, top: usize) -> Table {
+    let mut rows = Vec::new();
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    for g in e.groups.iter().filter(|g| !g.others && !g.change.is_zero()) {
+        let n = shown.entry(g.currency.as_str()).or_default();
+        if *n == top {
+            continue;
+        }
+        *n += 1;
+        let mut row: Vec<Cell> =
+            g.keys.iter().map(|k| Cell::text(k.clone().unwrap_or_else(|| crate::query::MISSING.into()))).collect();
+        row.push(Cell::text(&g.currency));
+        let p = &g.parts;
+        for v in [g.before, g.after, g.change, p.volume, p.rate, p.mix, p.new, p.gone, p.no_quantity, p.fx] {
+            row.push(Cell::Money(v));
+        }
+        rows.push(row);
+    }
+    let mut headers: Vec<&'static str> = vec!["service"];
+    headers.extend([
+        "currency",
+        "previous week",
+        "this week",
+        "change",
+        "volume",
+        "rate",
+        "mix",
+        "new",
+        "gone",
+        "no quantity",
+        "fx",
+    ]);
+    Table {
+        name: "why_it_changed",
+        title: format!("Why it changed: {} → {}, by service ({})", e.from.label, e.to.label, e.metric),
+        note: Some(format!(
+            "The {top} largest changes per currency. volume + rate + mix + new − gone + no quantity + fx = change, \
+             exactly: volume is more or less usage at last week's price, rate the same SKUs at a different price, mix \
+             a shift between SKUs, new and gone services (or units) billed in one week only, no quantity credits, tax \
+             and fees. `costledger explain --from {} --to {}` shows every group.",
+            e.from.label, e.to.label
+        )),
+        headers,
+        rows,
+    }
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }

@@ -406,7 +406,7 @@ async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
     let cfg = config();
     reconcile(s.as_ref(), &cfg, None, false).await.expect("reconcile");
     let monday = parse_week("2026-W43").expect("week");
-    let r = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
+    let r = costledger::app::report::build(s.as_ref(), &cfg, monday, None).await.expect("report");
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut files = vec![("weekly-2026-W43.md".to_string(), render_markdown(&r).into_bytes())];
     for (name, bytes) in render_csvs(&r).expect("csv") {
@@ -422,7 +422,7 @@ async fn weekly_report_matches_the_golden_files(s: Box<dyn LedgerStore>) {
         assert!(want == bytes, "{name} differs from the golden file:\n{}", String::from_utf8_lossy(&bytes));
     }
     // Same ledger, same bytes.
-    let again = build_weekly(s.as_ref(), &cfg, monday, None).await.expect("report");
+    let again = costledger::app::report::build(s.as_ref(), &cfg, monday, None).await.expect("report");
     assert_eq!(render_markdown(&again), render_markdown(&r));
     assert_eq!(render_html(&again).expect("html"), render_html(&r).expect("html"));
 }

@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{NaiveDate, Utc};
+use chrono::{Datelike, Duration, NaiveDate, Utc};
 use costledger_core::Totals;
 
 use crate::config::{Config, ReportFormat};
 use crate::ledger::{LedgerError, LedgerStore, RunOutcome, RunStatus};
 use crate::reconcile::{ReconcileError, reconcile};
-use crate::report::{ReportError, build_weekly, default_week, week_totals, write_report};
+use crate::report::{Report, ReportError, build_weekly, default_week, week_totals, write_report};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WeeklyError {
@@ -19,6 +19,38 @@ pub enum WeeklyError {
     Report(#[from] ReportError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Explain(#[from] super::explain::ExplainRunError),
+}
+
+/// How many changes per currency the report's "why it changed" table shows.
+pub const WHY_TOP: usize = 5;
+
+/// Build the weekly report of the week starting `monday` (reconciled beforehand): the stored
+/// allocation's tables plus "why it changed" (previous week → this week by service, `explain`).
+pub async fn build(
+    store: &dyn LedgerStore,
+    config: &Config,
+    monday: NaiveDate,
+    currency: Option<&str>,
+) -> Result<Report, WeeklyError> {
+    let mut report = build_weekly(store, config, monday, currency).await?;
+    let label = |d: NaiveDate| {
+        let w = d.iso_week();
+        format!("{}-W{:02}", w.year(), w.week())
+    };
+    let text = super::explain::ExplainText {
+        from: label(monday - Duration::days(7)),
+        to: label(monday),
+        by: vec!["service".into()],
+        currency: currency.map(str::to_string),
+        ..Default::default()
+    };
+    let q = super::explain::parse(config, &text).map_err(super::explain::ExplainRunError::from)?;
+    let e = super::explain::explain(store, config, &q).await?;
+    let at = report.tables.iter().position(|t| t.name == "summary").map_or(0, |i| i + 1);
+    report.tables.insert(at, crate::report::why_it_changed(&e, WHY_TOP));
+    Ok(report)
 }
 
 /// Which week a report covers when none is asked for.
@@ -65,7 +97,7 @@ pub async fn weekly(
     let run = store.start_run("report", None).await?;
     let result: Result<Written, WeeklyError> = async {
         reconcile(store, config, None, false).await?;
-        let report = build_weekly(store, config, monday, currency).await?;
+        let report = build(store, config, monday, currency).await?;
         let paths = write_report(&report, dir, formats)?;
         let totals = week_totals(&report);
         store.record_reported_week(&monday.to_string(), &totals).await?;
