@@ -73,6 +73,9 @@ pub struct ChecksConfig {
     pub anomaly_min_amount_by_currency: BTreeMap<String, Decimal>,
     /// …and the change is at least this share of the week's spend in that currency.
     pub anomaly_min_share_percent: Decimal,
+    /// A commitment whose utilisation (used ÷ (used + unused) EffectiveCost) is below this
+    /// percentage is flagged in `commitments` and the weekly report (default 80).
+    pub commitment_utilization_min: Decimal,
 }
 
 impl ChecksConfig {
@@ -93,6 +96,7 @@ impl Default for ChecksConfig {
             anomaly_min_amount: Decimal::from(100),
             anomaly_min_amount_by_currency: BTreeMap::new(),
             anomaly_min_share_percent: Decimal::ONE,
+            commitment_utilization_min: Decimal::from(80),
         }
     }
 }
@@ -591,13 +595,14 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
             "anomaly_percent" => &mut c.anomaly_percent,
             "anomaly_min_amount" => &mut c.anomaly_min_amount,
             "anomaly_min_share_percent" => &mut c.anomaly_min_share_percent,
+            "commitment_utilization_min" => &mut c.commitment_utilization_min,
             _ => {
                 issue(
                     issues,
                     &path,
                     "unknown key (known: invoice_tolerance, invoice_precision, cross_source_tolerance, \
                      tag_coverage_target_percent, anomaly_percent, anomaly_min_amount, \
-                     anomaly_min_amount_by_currency, anomaly_min_share_percent)",
+                     anomaly_min_amount_by_currency, anomaly_min_share_percent, commitment_utilization_min)",
                 );
                 continue;
             }
@@ -609,6 +614,9 @@ fn parse_checks(v: Value, issues: &mut Vec<ConfigIssue>) -> ChecksConfig {
     }
     if c.tag_coverage_target_percent > Decimal::ONE_HUNDRED {
         issue(issues, "checks.tag_coverage_target_percent", "must be at most 100");
+    }
+    if c.commitment_utilization_min > Decimal::ONE_HUNDRED {
+        issue(issues, "checks.commitment_utilization_min", "must be at most 100");
     }
     c
 }

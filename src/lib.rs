@@ -5,6 +5,7 @@ pub mod api;
 pub mod app;
 pub mod checks;
 pub mod cli;
+pub mod commitments;
 pub mod config;
 pub mod daemon;
 pub mod explain;

@@ -98,8 +98,9 @@ pub async fn query_via(
         agg = agg.with_allocation(&columns);
     }
     let (from, to) = q.range.charge_bounds(config.timezone);
-    // The allocator reads the publisher (marketplace charges), which a lean read leaves out.
-    let lean = line_alloc.is_none();
+    // The allocator reads the publisher (marketplace charges) and the commitment dimensions
+    // their columns, which a lean read leaves out.
+    let lean = line_alloc.is_none() && !q.needs_full_rows();
     let filter = ChargeFilter { from, to, unordered: true, lean, ..Default::default() };
     let mut charges = store.charges(&filter);
     while let Some(rec) = charges.next().await {

@@ -49,6 +49,12 @@ pub enum QueryFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CommitmentView {
+    Utilisation,
+    Coverage,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -203,6 +209,42 @@ pub enum Command {
         /// Keep the N largest changes; the rest are summed into one "(others)" row.
         #[arg(long)]
         top: Option<usize>,
+        /// table (default on a terminal), csv (default otherwise) or json.
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
+    },
+    /// Commitment utilisation (used ÷ used + unused per reservation, savings plan or CUD) and
+    /// coverage (usage covered by commitments ÷ all usage, per service or another dimension).
+    ///
+    /// Examples:
+    ///   costledger commitments --from 2026-10 --to 2026-11 --grain month
+    ///   costledger commitments --view coverage --by owner --basis ListCost
+    ///
+    /// From the FOCUS commitment columns (CommitmentDiscountId, Status, Category, Type).
+    /// Utilisation below checks.commitment_utilization_min (default 80%) is flagged.
+    #[command(verbatim_doc_comment)]
+    Commitments {
+        /// First day, month or ISO week of the range.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, month or ISO week of the range, inclusive.
+        #[arg(long)]
+        to: Option<String>,
+        /// none (default), day, week, month or billing_period.
+        #[arg(long)]
+        grain: Option<String>,
+        /// Coverage per these dimensions (default service), comma-separated or repeated.
+        #[arg(long, value_name = "DIMENSION")]
+        by: Vec<String>,
+        /// Coverage basis: ContractedCost (default, an on-demand equivalent) or ListCost.
+        #[arg(long)]
+        basis: Option<String>,
+        /// A filter, repeatable, as for `query`.
+        #[arg(long = "where", value_name = "FILTER")]
+        filters: Vec<String>,
+        /// utilisation (default) or coverage, for table and CSV output (JSON has both).
+        #[arg(long, value_enum, default_value_t = CommitmentView::Utilisation)]
+        view: CommitmentView,
         /// table (default on a terminal), csv (default otherwise) or json.
         #[arg(long, value_enum)]
         format: Option<QueryFormat>,

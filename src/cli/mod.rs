@@ -170,6 +170,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print::print_explanation(&e, *format)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Commitments { from, to, grain, by, basis, filters, view, format } => {
+            let env = load_env(&cli)?;
+            let text = app::commitments::CommitmentsText {
+                from: from.clone(),
+                to: to.clone(),
+                grain: grain.clone(),
+                by: by.clone(),
+                basis: basis.clone(),
+                filters: filters.clone(),
+            };
+            let store = open_ledger(&env.database).await?;
+            let c = app::commitments::commitments(store.as_ref(), &env.config, &text).await?;
+            print::print_commitments(&c, *view, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export { what: ExportWhat::Csv { from, to, source, out } } => {
             let env = load_env(&cli)?;
             let store = open_ledger(&env.database).await?;

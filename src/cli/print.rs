@@ -249,6 +249,36 @@ pub(super) fn print_explanation(
     Ok(())
 }
 
+pub(super) fn print_commitments(
+    c: &crate::commitments::Commitments,
+    view: super::args::CommitmentView,
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use super::QueryFormat;
+    use crate::commitments::View;
+    let view = match view {
+        super::args::CommitmentView::Utilisation => View::Utilisation,
+        super::args::CommitmentView::Coverage => View::Coverage,
+    };
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        QueryFormat::Table => crate::commitments::write_table(c, view, &mut out)?,
+        QueryFormat::Csv => crate::commitments::write_csv(c, view, &mut out)?,
+        QueryFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, c)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    let low = c.utilisation.iter().filter(|u| u.below_minimum).count();
+    if low > 0 {
+        eprintln!("{low} commitment(s) below {}% utilisation", c.utilisation_minimum_percent);
+    }
+    Ok(())
+}
+
 /// What `rollup` (or `migrate`) built, and which loads are not worth a rollup.
 pub(super) fn print_rollup_build(r: &app::query::RollupBuild) {
     println!("built the daily rollups of {} load(s)", r.built.len());

@@ -778,39 +778,8 @@ pub fn write_table(e: &Explanation, mut out: impl Write) -> std::io::Result<()> 
         r.extend(part_values(&t.parts).iter().map(|v| v.to_fixed(2)));
         rows.push(r);
     }
-    let mut width: Vec<usize> = h.iter().map(|s| s.chars().count()).collect();
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let line = |cells: &[String]| -> String {
-        let mut s = String::new();
-        for (i, (c, w)) in cells.iter().zip(&width).enumerate() {
-            if i > 0 {
-                s.push_str("  ");
-            }
-            let pad = " ".repeat(w - c.chars().count());
-            if i >= keys {
-                s.push_str(&pad);
-                s.push_str(c);
-            } else {
-                s.push_str(c);
-                if i + 1 < cells.len() {
-                    s.push_str(&pad);
-                }
-            }
-        }
-        s.trim_end().to_string()
-    };
     writeln!(out, "{} {} → {} ({})", e.metric, e.from.label, e.to.label, e.by.join(", "))?;
-    writeln!(out, "{}", line(&h))?;
-    for (i, r) in rows.iter().enumerate() {
-        if i == data {
-            writeln!(out, "{}", line(&width.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>()))?;
-        }
-        writeln!(out, "{}", line(r))?;
-    }
+    crate::query::render::write_aligned(&mut out, &h, &rows, keys, Some(data))?;
     if e.groups.is_empty() {
         writeln!(out, "(no charges in either period)")?;
         return Ok(());

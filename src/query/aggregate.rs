@@ -169,8 +169,17 @@ pub fn dimension_value<'a>(
         Dimension::Source => Some(source),
         // From the allocator, which `Aggregator::add_line` consults.
         Dimension::Owner | Dimension::Allocation => None,
+        Dimension::Commitment => s(&line.commitment_discount_id),
+        Dimension::CommitmentStatus => focus_text(line, "CommitmentDiscountStatus"),
+        Dimension::CommitmentCategory => focus_text(line, "CommitmentDiscountCategory"),
+        Dimension::CommitmentType => focus_text(line, "CommitmentDiscountType"),
+        Dimension::PricingCategory => focus_text(line, "PricingCategory"),
         Dimension::Tag(k) => line.tags.iter().find(|(key, _)| normalise_tag(key) == *k).map(|(_, v)| v.as_str()),
     }
+}
+
+fn focus_text<'a>(line: &'a ChargeLine, column: &str) -> Option<&'a str> {
+    line.focus.as_ref().and_then(|f| f.text(column))
 }
 
 /// Sums charges into the query's groups; [`Aggregator::finish`] converts, ranks and sorts.
@@ -252,8 +261,14 @@ impl<'q> Aggregator<'q> {
                 Dimension::Resource => None,
                 Dimension::PricingUnit => s(&r.pricing_unit),
                 Dimension::Source => Some(rec.source.as_str()),
-                // Rollups do not hold the allocation (`RollupSpec::holds`).
-                Dimension::Owner | Dimension::Allocation => None,
+                // Rollups do not hold the allocation or the commitments (`RollupSpec::holds`).
+                Dimension::Owner
+                | Dimension::Allocation
+                | Dimension::Commitment
+                | Dimension::CommitmentStatus
+                | Dimension::CommitmentCategory
+                | Dimension::CommitmentType
+                | Dimension::PricingCategory => None,
                 Dimension::Tag(k) => tags.get(k).map(String::as_str),
             }
         };

@@ -67,6 +67,16 @@ pub enum Dimension {
     /// How the owner was decided, or why there is none (as the finance CSV's
     /// `x_allocation_reason`).
     Allocation,
+    /// The commitment (reservation, savings plan, CUD) a line is covered by or belongs to.
+    Commitment,
+    /// Used or Unused (the commitment's unused share is its own lines).
+    CommitmentStatus,
+    /// Spend or Usage.
+    CommitmentCategory,
+    /// The provider's kind of commitment (Reserved Instance, Savings Plan …).
+    CommitmentType,
+    /// Standard (on demand), Committed, Dynamic (spot …) or Other.
+    PricingCategory,
     /// A tag, by its normalised key (after the configured aliases, lower-cased).
     Tag(String),
 }
@@ -168,6 +178,37 @@ pub const DIMENSIONS: &[DimensionInfo] = &[
         meaning: "how the owner was decided (tag:team, rule:NAME, shared:…) or why there is none \
                   (untagged, untaggable_charge …)",
     },
+    DimensionInfo {
+        dimension: Dimension::Commitment,
+        name: "commitment",
+        column: "CommitmentDiscountId",
+        meaning: "the commitment (reservation, savings plan, committed use discount) that covers the charge or that \
+                  the charge buys; missing for on-demand charges",
+    },
+    DimensionInfo {
+        dimension: Dimension::CommitmentStatus,
+        name: "commitment_status",
+        column: "CommitmentDiscountStatus",
+        meaning: "Used (usage the commitment covered) or Unused (the commitment's unused share)",
+    },
+    DimensionInfo {
+        dimension: Dimension::CommitmentCategory,
+        name: "commitment_category",
+        column: "CommitmentDiscountCategory",
+        meaning: "Spend (a commitment to spend an amount) or Usage (a commitment to use a quantity)",
+    },
+    DimensionInfo {
+        dimension: Dimension::CommitmentType,
+        name: "commitment_type",
+        column: "CommitmentDiscountType",
+        meaning: "the provider's kind of commitment (Reserved Instance, Compute Savings Plan, Reservation …)",
+    },
+    DimensionInfo {
+        dimension: Dimension::PricingCategory,
+        name: "pricing_category",
+        column: "PricingCategory",
+        meaning: "Standard (on demand), Committed (priced by a commitment), Dynamic (spot …) or Other",
+    },
 ];
 
 impl Dimension {
@@ -175,12 +216,30 @@ impl Dimension {
     pub fn needs_allocation(&self) -> bool {
         matches!(self, Dimension::Owner | Dimension::Allocation)
     }
+
+    /// Whether the dimension's values are in columns a lean charge read leaves out (the
+    /// commitment id and the FOCUS columns).
+    pub fn needs_full_rows(&self) -> bool {
+        matches!(
+            self,
+            Dimension::Commitment
+                | Dimension::CommitmentStatus
+                | Dimension::CommitmentCategory
+                | Dimension::CommitmentType
+                | Dimension::PricingCategory
+        )
+    }
 }
 
 impl Query {
     /// Whether any grouped or filtered dimension needs the allocator.
     pub fn needs_allocation(&self) -> bool {
         self.group_by.iter().chain(self.filters.iter().map(|f| &f.dimension)).any(Dimension::needs_allocation)
+    }
+
+    /// Whether any grouped or filtered dimension needs full charge rows.
+    pub fn needs_full_rows(&self) -> bool {
+        self.group_by.iter().chain(self.filters.iter().map(|f| &f.dimension)).any(Dimension::needs_full_rows)
     }
 }
 

@@ -83,8 +83,25 @@ pub fn write_table(r: &QueryResult, mut out: impl Write) -> std::io::Result<()> 
         c.extend(t.values.iter().map(|v| v.map(|a| a.to_string()).unwrap_or_default()));
         rows.push(c);
     }
-    let mut width: Vec<usize> = h.iter().map(|s| s.chars().count()).collect();
-    for row in &rows {
+    let data = rows.len() - r.totals.len();
+    write_aligned(&mut out, &h, &rows, keys, Some(data))?;
+    if r.rows.is_empty() {
+        writeln!(out, "(no charges match)")?;
+    }
+    Ok(())
+}
+
+/// An aligned text table: the first `text_cols` columns left-aligned, the rest (numbers)
+/// right-aligned, two spaces between columns, a rule of dashes before row `rule_at` (totals).
+pub fn write_aligned(
+    mut out: impl Write,
+    headers: &[String],
+    rows: &[Vec<String>],
+    text_cols: usize,
+    rule_at: Option<usize>,
+) -> std::io::Result<()> {
+    let mut width: Vec<usize> = headers.iter().map(|s| s.chars().count()).collect();
+    for row in rows {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
@@ -96,7 +113,7 @@ pub fn write_table(r: &QueryResult, mut out: impl Write) -> std::io::Result<()> 
                 s.push_str("  ");
             }
             let pad = w - c.chars().count();
-            if i >= keys {
+            if i >= text_cols {
                 s.push_str(&" ".repeat(pad));
                 s.push_str(c);
             } else {
@@ -108,17 +125,13 @@ pub fn write_table(r: &QueryResult, mut out: impl Write) -> std::io::Result<()> 
         }
         s
     };
-    writeln!(out, "{}", line(&h))?;
-    let data = rows.len() - r.totals.len();
+    writeln!(out, "{}", line(headers))?;
     for (i, row) in rows.iter().enumerate() {
-        if i == data {
+        if Some(i) == rule_at {
             let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
             writeln!(out, "{}", line(&rule))?;
         }
         writeln!(out, "{}", line(row))?;
-    }
-    if r.rows.is_empty() {
-        writeln!(out, "(no charges match)")?;
     }
     Ok(())
 }

@@ -46,9 +46,12 @@ impl RollupSpec {
         format!("v1 tz={} tags={} aliases={}", self.tz.name(), self.tag_keys.join(","), aliases.join(","))
     }
 
-    /// Whether the rollup holds dimension `d` (everything but the resource id, the allocation
-    /// and other tags).
+    /// Whether the rollup holds dimension `d` (everything but the resource id, the allocation,
+    /// the commitment columns and other tags).
     pub fn holds(&self, d: &Dimension) -> bool {
+        if d.needs_full_rows() {
+            return false;
+        }
         match d {
             Dimension::Resource | Dimension::Owner | Dimension::Allocation => false,
             Dimension::Tag(k) => self.tag_keys.binary_search(k).is_ok(),

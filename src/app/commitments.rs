@@ -1,0 +1,103 @@
+//! Commitment utilisation and coverage: two cost queries through the query engine (the
+//! commitment dimensions are read from the charges), their rows handed to the pure
+//! arithmetic of `commitments`.
+
+use crate::commitments::{self, Basis, Commitments};
+use crate::config::Config;
+use crate::query::{Dimension, Filter, Grain, Metric, Query, QueryError, QueryText};
+
+use super::query::{QueryRunError, tag_normaliser};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitmentsError {
+    #[error(transparent)]
+    Query(#[from] QueryRunError),
+    #[error("unknown basis '{0}': use ContractedCost (the default) or ListCost")]
+    BadBasis(String),
+    #[error("{0}")]
+    Money(#[from] costledger_core::MoneyError),
+}
+
+impl From<QueryError> for CommitmentsError {
+    fn from(e: QueryError) -> Self {
+        CommitmentsError::Query(e.into())
+    }
+}
+
+/// The question as every edge receives it.
+#[derive(Debug, Clone, Default)]
+pub struct CommitmentsText {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub grain: Option<String>,
+    /// Coverage groups (default `service`).
+    pub by: Vec<String>,
+    pub basis: Option<String>,
+    pub filters: Vec<String>,
+}
+
+/// Utilisation per commitment and coverage per group over the range, exactly.
+pub async fn commitments(
+    store: &dyn crate::ledger::LedgerStore,
+    config: &Config,
+    t: &CommitmentsText,
+) -> Result<Commitments, CommitmentsError> {
+    let norm = tag_normaliser(config);
+    let basis = match &t.basis {
+        None => Basis::default(),
+        Some(b) => Basis::parse(b).ok_or_else(|| CommitmentsError::BadBasis(b.clone()))?,
+    };
+    let base = QueryText {
+        group_by: if t.by.iter().all(|s| s.trim().is_empty()) { vec!["service".into()] } else { t.by.clone() },
+        grain: t.grain.clone(),
+        filters: t.filters.clone(),
+        from: t.from.clone(),
+        to: t.to.clone(),
+        ..Default::default()
+    }
+    .parse(&norm)?;
+    let usage = Filter::parse("charge_category=Usage", &norm)?;
+    let mut filters = base.filters.clone();
+    filters.push(usage);
+
+    let mut uf = filters.clone();
+    uf.push(Filter::parse("commitment!=(none)", &norm)?);
+    let u = Query {
+        metrics: vec![Metric::EffectiveCost],
+        group_by: vec![
+            Dimension::Commitment,
+            Dimension::CommitmentType,
+            Dimension::CommitmentCategory,
+            Dimension::CommitmentStatus,
+        ],
+        grain: base.grain,
+        filters: uf,
+        range: base.range,
+        currency: None,
+        top: None,
+    };
+    let u = super::query::query(store, config, &u).await?;
+
+    let mut group_by = base.group_by.clone();
+    group_by.push(Dimension::CommitmentStatus);
+    let c = Query {
+        metrics: vec![basis.metric()],
+        group_by,
+        grain: base.grain,
+        filters,
+        range: base.range,
+        currency: None,
+        top: None,
+    };
+    let c = super::query::query(store, config, &c).await?;
+    Ok(Commitments {
+        grain: if base.grain == Grain::None { "none" } else { base.grain.name() },
+        from: t.from.clone(),
+        to: t.to.clone(),
+        basis: basis.metric().name(),
+        by: base.group_by.iter().map(Dimension::name).collect(),
+        utilisation_minimum_percent: config.checks.commitment_utilization_min,
+        utilisation: commitments::utilisation(&u.rows, config.checks.commitment_utilization_min)?,
+        coverage: commitments::coverage(&c.rows, base.group_by.len())?,
+    })
+}
