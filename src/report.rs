@@ -619,6 +619,64 @@ pub fn why_it_changed(e: &crate::explain::Explanation, top: usize) -> Table {
     }
 }
 
+/// The commitments section: utilisation per commitment (the least used first) and coverage per
+/// service (the largest usage first, at most `top` rows per currency).
+pub fn commitment_tables(c: &crate::commitments::Commitments, top: usize) -> Vec<Table> {
+    let pct = |p: Option<Decimal>| Cell::Pct(p);
+    let utilisation = c
+        .utilisation
+        .iter()
+        .map(|u| {
+            vec![
+                Cell::text(&u.commitment),
+                Cell::text(u.commitment_type.clone().unwrap_or_default()),
+                Cell::text(&u.currency),
+                Cell::Money(u.used),
+                Cell::Money(u.unused),
+                pct(u.utilisation_percent),
+                Cell::text(if u.below_minimum { "below minimum" } else { "" }),
+            ]
+        })
+        .collect();
+    let mut shown: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut coverage = Vec::new();
+    for v in &c.coverage {
+        let n = shown.entry(v.currency.as_str()).or_default();
+        if *n == top {
+            continue;
+        }
+        *n += 1;
+        let mut row: Vec<Cell> =
+            v.keys.iter().map(|k| Cell::text(k.clone().unwrap_or_else(|| crate::query::MISSING.into()))).collect();
+        row.extend([Cell::text(&v.currency), Cell::Money(v.covered), Cell::Money(v.eligible), pct(v.coverage_percent)]);
+        coverage.push(row);
+    }
+    vec![
+        Table {
+            name: "commitment_utilisation",
+            title: "Commitment utilisation".into(),
+            note: Some(format!(
+                "Used ÷ (used + unused) EffectiveCost per commitment (reservation, savings plan, committed use \
+                 discount); below {}% (`checks.commitment_utilization_min`) is flagged.",
+                c.utilisation_minimum_percent
+            )),
+            headers: vec!["commitment", "type", "currency", "used", "unused", "utilisation", "flag"],
+            rows: utilisation,
+        },
+        Table {
+            name: "commitment_coverage",
+            title: format!("Commitment coverage by service ({})", c.basis),
+            note: Some(format!(
+                "Usage covered by commitments ÷ all usage, both on {} (unused commitment lines are not usage); the \
+                 {top} largest services per currency.",
+                c.basis
+            )),
+            headers: vec!["service", "currency", "covered", "usage", "coverage"],
+            rows: coverage,
+        },
+    ]
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }

@@ -82,6 +82,17 @@ fn check_backend(db: &str) {
          ri-1,,USD,0\r\n"
     );
 
+    // The weekly report of that week has the commitments section.
+    let out_dir = tempfile::tempdir().expect("tmp");
+    let dir = out_dir.path().to_str().expect("utf8");
+    let (code, _, err) = cli(db, &cfg, &["report", "weekly", "--week", "2026-W41", "--out", dir, "--format", "md"]);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(out_dir.path().join("weekly-2026-W41.md")).expect("md");
+    assert!(md.contains("## Commitment utilisation"), "{md}");
+    assert!(md.contains("| ri-1 | Reserved Instance | USD | 60.00 | 40.00 | 60.00% | below minimum |"), "{md}");
+    assert!(md.contains("| sp-1 | Compute Savings Plan | USD | 90.00 | 10.00 | 90.00% |  |"), "{md}");
+    assert!(md.contains("| Amazon EC2 | USD | 100.00 | 150.00 | 66.67% |"), "{md}");
+
     // Bad input: exit 2 with what to use.
     let (code, _, err) = cli(db, &cfg, &["commitments", "--basis", "Price"]);
     assert_eq!(code, 2);

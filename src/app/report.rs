@@ -21,13 +21,16 @@ pub enum WeeklyError {
     Ledger(#[from] LedgerError),
     #[error(transparent)]
     Explain(#[from] super::explain::ExplainRunError),
+    #[error(transparent)]
+    Commitments(#[from] super::commitments::CommitmentsError),
 }
 
 /// How many changes per currency the report's "why it changed" table shows.
 pub const WHY_TOP: usize = 5;
 
 /// Build the weekly report of the week starting `monday` (reconciled beforehand): the stored
-/// allocation's tables plus "why it changed" (previous week → this week by service, `explain`).
+/// allocation's tables plus "why it changed" (previous week → this week by service, `explain`)
+/// and, when the week has commitment lines, commitment utilisation and coverage.
 pub async fn build(
     store: &dyn LedgerStore,
     config: &Config,
@@ -50,6 +53,18 @@ pub async fn build(
     let e = super::explain::explain(store, config, &q).await?;
     let at = report.tables.iter().position(|t| t.name == "summary").map_or(0, |i| i + 1);
     report.tables.insert(at, crate::report::why_it_changed(&e, WHY_TOP));
+    // Commitments, when the week has any commitment lines.
+    let week = label(monday);
+    let text = super::commitments::CommitmentsText {
+        from: Some(week.clone()),
+        to: Some(week),
+        by: vec!["service".into()],
+        ..Default::default()
+    };
+    let c = super::commitments::commitments(store, config, &text).await?;
+    if !c.utilisation.is_empty() {
+        report.tables.extend(crate::report::commitment_tables(&c, WHY_TOP * 2));
+    }
     Ok(report)
 }
 
