@@ -161,6 +161,21 @@ fn tools() -> Vec<Tool> {
             }, "required": ["from", "to"], "additionalProperties": false})),
         ),
         Tool::new(
+            "commitment_utilisation",
+            "Commitments (reservations, savings plans, committed use discounts): utilisation per commitment \
+             (used ÷ (used + unused) EffectiveCost, flagged below the configured minimum, default 80%) and coverage \
+             per service or another dimension (usage covered by commitments ÷ all usage, on ContractedCost or \
+             ListCost). Exact amounts as strings. The same answer as `costledger commitments`.",
+            schema(json!({"type": "object", "properties": {
+                "from": {"type": "string", "description": "First day, month or ISO week"},
+                "to": {"type": "string", "description": "Last day, month or ISO week, inclusive"},
+                "grain": {"type": "string", "enum": ["none", "day", "week", "month", "billing_period"]},
+                "by": {"type": "array", "items": {"type": "string"}, "description": "Coverage per these dimensions (default service)"},
+                "basis": {"type": "string", "enum": ["ContractedCost", "ListCost"], "description": "Coverage basis (default ContractedCost)"},
+                "where": {"type": "array", "items": {"type": "string"}, "description": "Filters, as for query_costs"}
+            }, "additionalProperties": false})),
+        ),
+        Tool::new(
             "list_dimensions",
             "The dimensions costs can be grouped or filtered by, and the metrics, with their meaning.",
             schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
@@ -326,6 +341,41 @@ impl CostServer {
                     summary.push('.');
                 }
                 Ok(ok(summary, crate::api::to_json(&e)))
+            }
+            "commitment_utilisation" => {
+                unknown_arguments(args, &["from", "to", "grain", "by", "basis", "where"])?;
+                let text = app::commitments::CommitmentsText {
+                    from: string(args, "from")?,
+                    to: string(args, "to")?,
+                    grain: string(args, "grain")?,
+                    by: string_list(args, "by")?,
+                    basis: string(args, "basis")?,
+                    filters: string_list(args, "where")?,
+                };
+                let c = app::commitments::commitments(store, config, &text).await?;
+                let low: Vec<String> = c
+                    .utilisation
+                    .iter()
+                    .filter(|u| u.below_minimum)
+                    .map(|u| {
+                        format!(
+                            "{} {}% ({} {} unused)",
+                            u.commitment,
+                            u.utilisation_percent.map(|p| p.to_string()).unwrap_or_default(),
+                            u.unused,
+                            u.currency
+                        )
+                    })
+                    .collect();
+                let summary = format!(
+                    "{} commitments, {} coverage rows ({} basis); below {}% utilisation: {}.",
+                    c.utilisation.len(),
+                    c.coverage.len(),
+                    c.basis,
+                    c.utilisation_minimum_percent,
+                    if low.is_empty() { "none".to_string() } else { low.join("; ") }
+                );
+                Ok(ok(summary, crate::api::to_json(&c)))
             }
             "list_dimensions" => {
                 unknown_arguments(args, &[])?;

@@ -101,6 +101,7 @@ fn check_backend(py: &str, db: &str) {
         json!(["explain_change", {"from": "2026-10", "to": "2026-11", "by": ["owner", "service"], "currency": "USD"}]),
         json!(["explain_change", {"from": "2026-10"}]),
         json!(["explain_change", {"from": "2026-10", "to": "2026-W45"}]),
+        json!(["commitment_utilisation", {"by": ["owner"], "grain": "month"}]),
     ]);
     let report = session(py, db, c, &Value::from(calls));
 
@@ -112,6 +113,7 @@ fn check_backend(py: &str, db: &str) {
         [
             "query_costs",
             "explain_change",
+            "commitment_utilisation",
             "list_dimensions",
             "dimension_values",
             "top_unallocated",
@@ -209,6 +211,13 @@ fn check_backend(py: &str, db: &str) {
     );
     assert!(err(&rest[11]).contains("'to' is required"));
     assert!(err(&rest[12]).contains("compare periods of the same kind"));
+    let (code, out, e) =
+        run(db, &["--config", c, "commitments", "--by", "owner", "--grain", "month", "--format", "json"]);
+    assert_eq!(code, 0, "{e}");
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(rest[13]["structuredContent"], want, "MCP ≠ CLI for commitments");
+    let summary = rest[13]["content"][0]["text"].as_str().expect("summary");
+    assert!(summary.contains("(ContractedCost basis); below 80% utilisation: none."), "{summary}");
 }
 
 #[test]

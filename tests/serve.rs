@@ -143,6 +143,12 @@ fn check_api_equals_cli(db: &str) {
             http(port, &format!("/api/v1/explain?{params}&format=csv"), &[("Authorization", &auth())]);
         assert_eq!((status, body), (200, csv), "CSV for {args:?}");
     }
+    // Commitments: the API's JSON is the CLI's.
+    let (code, out, err) =
+        run(db, &["--config", c, "commitments", "--by", "owner", "--grain", "month", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(get_json(port, "/api/v1/commitments?by=owner&grain=month"), want, "API ≠ CLI for commitments");
     // Exact figures, not only agreement: the fixture's hand-computed USD total.
     let all = get_json(port, "/api/v1/costs?metric=BilledCost");
     let usd = all["totals"].as_array().expect("totals").iter().find(|t| t["currency"] == "USD").expect("USD");
@@ -232,6 +238,9 @@ fn bad_parameters_get_400_naming_them_and_unknown_routes_404() {
         ("/api/v1/explain?from=2026-10&to=2026-11&metric=lines", 400, "metric", "is not a cost"),
         ("/api/v1/explain?from=2026-10&to=2026-11&currency=JPY", 400, "currency", "EUR to JPY"),
         ("/api/v1/explain?from=2026-10&to=2026-11&grain=day", 400, "grain", "unknown parameter 'grain'"),
+        ("/api/v1/commitments?basis=Price", 400, "basis", "unknown basis 'Price'"),
+        ("/api/v1/commitments?by=colour", 400, "by", "unknown dimension 'colour'"),
+        ("/api/v1/commitments?view=table", 400, "view", "unknown view 'table'"),
         ("/api/v1/loads?state=done", 400, "state", "unknown load state 'done'"),
         ("/api/v1/findings?period=2026", 400, "period", "bad period '2026'"),
         ("/api/v1/dimensions/colour", 404, "name", "unknown dimension 'colour'"),
@@ -367,6 +376,7 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
     let routes = [
         ("/api/v1/costs", "/api/v1/costs?group_by=service,tag:team&grain=month&top=1"),
         ("/api/v1/explain", "/api/v1/explain?from=2026-10&to=2026-11&by=service,tag:team&currency=USD"),
+        ("/api/v1/commitments", "/api/v1/commitments?by=service&grain=month"),
         ("/api/v1/dimensions", "/api/v1/dimensions"),
         ("/api/v1/dimensions/{name}", "/api/v1/dimensions/tag:team"),
         ("/api/v1/sources", "/api/v1/sources"),

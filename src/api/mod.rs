@@ -413,6 +413,79 @@ async fn explain(State(s): State<ApiState>, req: Request) -> Result<Response, Ap
     Ok(axum::Json(e).into_response())
 }
 
+const COMMITMENTS_PARAMS: &[&str] = &["from", "to", "grain", "by", "basis", "where", "format", "view"];
+
+/// Commitment utilisation per commitment and coverage per group (`costledger commitments`).
+#[utoipa::path(get, path = "/api/v1/commitments", tag = "costs",
+    params(
+        ("from" = Option<String>, Query, description = "First day, month or ISO week"),
+        ("to" = Option<String>, Query, description = "Last day, month or ISO week (inclusive)"),
+        ("grain" = Option<String>, Query, description = "none (default), day, week, month, billing_period"),
+        ("by" = Option<String>, Query, description = "Coverage per these dimensions (default service)"),
+        ("basis" = Option<String>, Query, description = "Coverage basis: ContractedCost (default) or ListCost"),
+        ("where" = Option<Vec<String>>, Query, description = "Filters, repeatable, as for /api/v1/costs"),
+        ("format" = Option<String>, Query, description = "json (default) or csv (with view)"),
+        ("view" = Option<String>, Query, description = "utilisation (default) or coverage: the table format=csv returns"),
+    ),
+    responses(
+        (status = 200, description = "Utilisation and coverage", body = crate::commitments::Commitments),
+        (status = 400, description = "A bad parameter, named", body = ApiError),
+        (status = 401, description = "No or a wrong token", body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+async fn commitments(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    use app::commitments::CommitmentsError as E;
+    let p = Params::parse(req.uri().query(), COMMITMENTS_PARAMS)?;
+    let text = app::commitments::CommitmentsText {
+        from: p.one("from")?,
+        to: p.one("to")?,
+        grain: p.one("grain")?,
+        by: p.all("by"),
+        basis: p.one("basis")?,
+        filters: p.all("where"),
+    };
+    let view = match p.one("view")?.as_deref() {
+        None | Some("utilisation") => crate::commitments::View::Utilisation,
+        Some("coverage") => crate::commitments::View::Coverage,
+        Some(o) => return Err(ApiError::bad("view", format!("unknown view '{o}': use utilisation or coverage"))),
+    };
+    let csv = match p.one("format")?.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
+    };
+    let config = s.config();
+    let _slot = s.query_slot().await?;
+    let c = match app::commitments::commitments(s.store.as_ref(), &config, &text).await {
+        Ok(c) => c,
+        Err(E::BadBasis(b)) => return Err(ApiError::bad("basis", E::BadBasis(b).to_string())),
+        Err(E::Query(app::query::QueryRunError::Query(q))) => {
+            let param = match query_error_parameter(&q) {
+                "group_by" => "by",
+                other => other,
+            };
+            return Err(ApiError::bad(param, q.to_string()));
+        }
+        Err(E::Query(q)) => return Err(q.into()),
+        Err(e @ E::Money(_)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)),
+    };
+    if csv {
+        let mut body = Vec::new();
+        crate::commitments::write_csv(&c, view, &mut body)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"commitments.csv\""),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(axum::Json(c).into_response())
+}
+
 /// Every dimension a query can group or filter by (`tag:KEY` besides them).
 #[utoipa::path(get, path = "/api/v1/dimensions", tag = "catalogue",
     responses((status = 200, body = Vec<app::read::DimensionView>), (status = 401, body = ApiError)),
@@ -602,6 +675,7 @@ pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/api/v1/costs", get(costs))
         .route("/api/v1/explain", get(explain))
+        .route("/api/v1/commitments", get(commitments))
         .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/dimensions/{name}", get(dimension_values))
         .route("/api/v1/sources", get(sources))

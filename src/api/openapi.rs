@@ -35,6 +35,7 @@ impl Modify for Bearer {
     paths(
         super::costs,
         super::explain,
+        super::commitments,
         super::dimensions,
         super::dimension_values,
         super::sources,
@@ -57,6 +58,9 @@ impl Modify for Bearer {
         crate::explain::Parts,
         crate::explain::QuantityChange,
         crate::explain::Period,
+        crate::commitments::Commitments,
+        crate::commitments::UtilisationRow,
+        crate::commitments::CoverageRow,
         read::SourceView,
         read::LoadView,
         read::PeriodView,
