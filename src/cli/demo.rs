@@ -117,6 +117,7 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
     let data_end = store.reconcile_states().await?.into_iter().filter_map(|s| s.data_end).max();
     let last_day = data_end.as_deref().and_then(|e| parse_timestamp(e).ok()).map(|t| t.date_naive());
     let reports = dir.join("reports");
+    let mut explain_hint = None;
     if let Some(day) = last_day {
         let monday = last_complete_week(day);
         println!(
@@ -129,6 +130,21 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         }
         let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));
         println!("   open the HTML report in a browser: {}", html.display());
+        let label = crate::reconcile::iso_week_label;
+        let text = app::explain::ExplainText {
+            from: label(monday - chrono::Duration::days(7)),
+            to: label(monday),
+            by: vec!["service".into()],
+            top: Some(3),
+            ..Default::default()
+        };
+        let q = app::explain::parse(&env.config, &text)?;
+        let e = app::explain::explain(store.as_ref(), &env.config, &q).await?;
+        println!("   why it changed ({} → {}, the 3 largest changes by service per currency):", text.from, text.to);
+        for g in e.groups.iter().filter(|g| !g.others) {
+            println!("   - {}", g.sentence);
+        }
+        explain_hint = Some((text.from, text.to));
     }
 
     let csv = dir.join("finance.csv");
@@ -161,6 +177,9 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");
     println!("Try: costledger --database {url} loads");
     println!("     costledger --database {url} query --group-by provider,service --grain month --top 10");
+    if let Some((a, b)) = explain_hint {
+        println!("     costledger --database {url} explain --from {a} --to {b} --by service,sku --top 10");
+    }
     println!("     costledger --database {url} serve   (the API and the cost-explorer page on http://127.0.0.1:9464/)");
     Ok(ExitCode::SUCCESS)
 }

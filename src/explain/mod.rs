@@ -679,8 +679,8 @@ fn sentence(g: &GroupChange) -> String {
     let volume_note = match &g.quantity {
         Some(q) => match q.percent {
             Some(pct) => {
-                let sign = if pct.is_sign_negative() { "" } else { "+" };
-                format!(" ({sign}{pct}% {})", q.pricing_unit.as_deref().unwrap_or("units"))
+                let sign = if pct.is_sign_negative() { "−" } else { "+" };
+                format!(" ({sign}{}% {})", pct.abs(), q.pricing_unit.as_deref().unwrap_or("units"))
             }
             None => String::new(),
         },

@@ -81,6 +81,14 @@ fn a_volume_only_change_is_all_volume() {
 }
 
 #[test]
+fn a_fall_in_usage_reads_with_a_minus_sign() {
+    let a = [usage("ec2", "EC2", "m5", "10", "100", false)];
+    let b = [usage("ec2", "EC2", "m5", "8", "80", true)];
+    let e = decompose(&spec(&["service"], None), &a, &b, &[]).expect("explains");
+    assert_eq!(e.groups[0].sentence, "ec2: −2.00 USD (10.00 → 8.00), of which volume −2.00 (−20.00% Hours)");
+}
+
+#[test]
 fn volume_and_rate_together_split_at_the_old_price() {
     let a = [usage("ec2", "EC2", "m5.large", "10", "100", false)];
     let b = [usage("ec2", "EC2", "m5.large", "14.40", "120", true)];
