@@ -189,6 +189,22 @@ pub struct Config {
     pub rollup_tags: Vec<String>,
     /// `api`: who may read the HTTP API, the web page and the MCP server over HTTP.
     pub api: ApiConfig,
+    /// `budgets`: amounts per month or quarter over a scope, with alert thresholds.
+    pub budgets: Vec<BudgetConfig>,
+}
+
+/// One budget: a cost metric over a scope (query filters) per month or quarter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetConfig {
+    pub name: String,
+    /// Query filters (`owner=payments`, `provider=AWS`, `tag:env=prod` …); all must hold.
+    pub scope: Vec<String>,
+    pub amount: Decimal,
+    pub currency: String,
+    pub period: crate::budgets::BudgetPeriod,
+    /// Percentages of the amount that raise a finding when the actual or forecast reaches them.
+    pub thresholds: Vec<Decimal>,
+    pub metric: crate::query::Metric,
 }
 
 /// `api.tokens` (read-only bearer tokens, usually `${VAR}`) and `api.allow_anonymous`.
@@ -250,6 +266,7 @@ impl Default for Config {
             report: ReportConfig::default(),
             daemon: DaemonConfig::default(),
             rollup_tags: Vec::new(),
+            budgets: Vec::new(),
             api: ApiConfig::default(),
         }
     }
@@ -526,11 +543,12 @@ impl Config {
                         cfg.api = ApiConfig { tokens: a.tokens, allow_anonymous: a.allow_anonymous };
                     }
                 }
+                "budgets" => cfg.budgets = parse_budgets(v, &mut issues),
                 other => issue(
                     &mut issues,
                     other,
                     "unknown key (known: database, timezone, server, retention, ingest, sources, allocation, checks, \
-                     report, daemon, query, api)",
+                     report, daemon, query, api, budgets)",
                 ),
             }
         }
@@ -664,6 +682,96 @@ fn parse_daemon(v: Value, issues: &mut Vec<ConfigIssue>) -> DaemonConfig {
         d.retention_schedule = s;
     }
     d
+}
+
+fn parse_budgets(v: Value, issues: &mut Vec<ConfigIssue>) -> Vec<BudgetConfig> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Raw {
+        name: String,
+        #[serde(default)]
+        scope: Vec<String>,
+        amount: Value,
+        currency: String,
+        #[serde(default)]
+        period: Option<String>,
+        #[serde(default)]
+        thresholds: Option<Vec<Value>>,
+        #[serde(default)]
+        metric: Option<String>,
+    }
+    let Some(raw) = typed::<Vec<Raw>>(v, "budgets", issues) else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let at = |k: &str| format!("budgets[{i}].{k}");
+        let before = issues.len();
+        if b.name.trim().is_empty() {
+            issue(issues, &at("name"), "must not be empty");
+        } else if !names.insert(b.name.clone()) {
+            issue(issues, &at("name"), &format!("'{}' is used by an earlier budget; names must be unique", b.name));
+        }
+        let lc = |k: &str| k.trim().to_lowercase();
+        for (j, f) in b.scope.iter().enumerate() {
+            if let Err(e) = crate::query::Filter::parse(f, &lc) {
+                issue(issues, &format!("budgets[{i}].scope[{j}]"), &e.to_string());
+            }
+        }
+        let amount = match yaml_decimal(&b.amount) {
+            Some(a) if a > Decimal::ZERO => a,
+            _ => {
+                issue(issues, &at("amount"), "must be a number above 0 (write it as text, e.g. \"10000.00\")");
+                Decimal::ZERO
+            }
+        };
+        if !costledger_core::currency::is_iso4217(&b.currency) {
+            issue(issues, &at("currency"), &format!("'{}' is not an ISO 4217 currency code", b.currency));
+        }
+        let period = match b.period.as_deref() {
+            None => crate::budgets::BudgetPeriod::Month,
+            Some(p) => crate::budgets::BudgetPeriod::parse(p).unwrap_or_else(|| {
+                issue(issues, &at("period"), &format!("'{p}' is not month or quarter"));
+                crate::budgets::BudgetPeriod::Month
+            }),
+        };
+        let mut thresholds = Vec::new();
+        for (j, t) in b.thresholds.unwrap_or_else(|| vec![Value::from(80), Value::from(100)]).iter().enumerate() {
+            match yaml_decimal(t) {
+                Some(t) if t > Decimal::ZERO && t <= Decimal::from(1000) => thresholds.push(t),
+                _ => issue(
+                    issues,
+                    &format!("budgets[{i}].thresholds[{j}]"),
+                    "must be a percentage above 0, at most 1000",
+                ),
+            }
+        }
+        let metric = match b.metric.as_deref() {
+            None => crate::query::Metric::BilledCost,
+            Some(m) => match crate::query::Metric::parse(m) {
+                Ok(m) if m.kind() == crate::query::MetricKind::Money => m,
+                _ => {
+                    issue(
+                        issues,
+                        &at("metric"),
+                        &format!("'{m}' is not BilledCost, EffectiveCost, ListCost or ContractedCost"),
+                    );
+                    crate::query::Metric::BilledCost
+                }
+            },
+        };
+        if issues.len() == before {
+            out.push(BudgetConfig {
+                name: b.name,
+                scope: b.scope,
+                amount,
+                currency: b.currency,
+                period,
+                thresholds,
+                metric,
+            });
+        }
+    }
+    out
 }
 
 fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {

@@ -3,6 +3,7 @@
 pub mod allocation;
 pub mod api;
 pub mod app;
+pub mod budgets;
 pub mod checks;
 pub mod cli;
 pub mod commitments;

@@ -176,6 +176,15 @@ fn tools() -> Vec<Tool> {
             }, "additionalProperties": false})),
         ),
         Tool::new(
+            "budgets",
+            "The configured budgets as of a day: actual cost of the month or quarter to date, the period-end \
+             forecast (weekday run rates), percentages of the budget and the thresholds reached. Exact amounts as \
+             strings. The same answer as `costledger budgets`.",
+            schema(json!({"type": "object", "properties": {
+                "as_of": {"type": "string", "description": "The first day not counted as actual (YYYY-MM-DD); default the day after the last day with data"}
+            }, "additionalProperties": false})),
+        ),
+        Tool::new(
             "list_dimensions",
             "The dimensions costs can be grouped or filtered by, and the metrics, with their meaning.",
             schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
@@ -376,6 +385,26 @@ impl CostServer {
                     if low.is_empty() { "none".to_string() } else { low.join("; ") }
                 );
                 Ok(ok(summary, crate::api::to_json(&c)))
+            }
+            "budgets" => {
+                unknown_arguments(args, &["as_of"])?;
+                let as_of = match string(args, "as_of")? {
+                    Some(d) => chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+                        .map_err(|_| ToolError(format!("bad date '{d}' for as_of: use YYYY-MM-DD")))?,
+                    None => app::budgets::default_as_of(store, config).await?,
+                };
+                let v = app::budgets::statuses(store, config, as_of).await?;
+                let notes: Vec<String> = v.iter().filter_map(crate::budgets::message).collect();
+                let summary = format!(
+                    "{} budgets as of {as_of}{}",
+                    v.len(),
+                    if notes.is_empty() {
+                        ": none reached a threshold.".to_string()
+                    } else {
+                        format!(". {}.", notes.join("; "))
+                    }
+                );
+                Ok(ok(summary, crate::api::to_json(&v)))
             }
             "list_dimensions" => {
                 unknown_arguments(args, &[])?;

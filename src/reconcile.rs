@@ -333,6 +333,18 @@ pub async fn reconcile(
     selected: Option<&[String]>,
     force: bool,
 ) -> Result<ReconcileSummary, ReconcileError> {
+    reconcile_with(store, cfg, selected, force, Vec::new()).await
+}
+
+/// [`reconcile`], storing `extra` findings (budgets, commitments: worked out by the
+/// application layer) with the reconciler's own; those of periods not reconciled are dropped.
+pub async fn reconcile_with(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+    extra: Vec<Finding>,
+) -> Result<ReconcileSummary, ReconcileError> {
     let all = ledger_periods(store).await?;
     let periods: Vec<String> = match selected {
         Some(sel) => all.iter().filter(|p| sel.contains(p)).cloned().collect(),
@@ -394,9 +406,10 @@ pub async fn reconcile(
     findings.extend(crate::checks::run_checks(store, cfg, &periods, &rows).await?);
     let (invoice_findings, matched, without_bill) = crate::checks::invoices(store, cfg, &all, selected).await?;
     findings.extend(invoice_findings);
-    findings.sort();
     let mut finding_periods = periods.clone();
     finding_periods.extend(without_bill);
+    findings.extend(extra.into_iter().filter(|f| finding_periods.contains(&f.period)));
+    findings.sort();
     store.replace_findings(&finding_periods, &findings).await?;
     summary.findings = findings;
     summary.invoices_matched = matched;

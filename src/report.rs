@@ -677,6 +677,54 @@ pub fn commitment_tables(c: &crate::commitments::Commitments, top: usize) -> Vec
     ]
 }
 
+/// The budgets section: each budget as of the end of the report's week.
+pub fn budget_table(statuses: &[crate::budgets::BudgetStatus]) -> Table {
+    let rows = statuses
+        .iter()
+        .map(|s| {
+            let reached = match (s.actual_crossed, s.forecast_crossed) {
+                (Some(a), _) => format!("{a}% reached"),
+                (None, Some(f)) => format!("{f}% forecast"),
+                (None, None) => String::new(),
+            };
+            vec![
+                Cell::text(&s.name),
+                Cell::text(&s.period),
+                Cell::text(&s.currency),
+                Cell::Money(ExactSum::from(s.amount)),
+                Cell::Money(s.actual),
+                Cell::Pct(s.actual_percent),
+                Cell::Money(s.forecast),
+                Cell::Pct(s.forecast_percent),
+                Cell::text(reached),
+            ]
+        })
+        .collect();
+    Table {
+        name: "budgets",
+        title: "Budgets".into(),
+        note: statuses.first().map(|s| {
+            format!(
+                "Actual to {} and the forecast to the period's end (each remaining day at the mean of the last 4 same \
+                 weekdays with 4 weeks of history, else of the last 7 days).",
+                s.as_of - Duration::days(1)
+            )
+        }),
+        headers: vec![
+            "budget",
+            "period",
+            "currency",
+            "amount",
+            "actual",
+            "actual %",
+            "forecast",
+            "forecast %",
+            "threshold",
+        ],
+        rows,
+    }
+}
+
 fn md_escape(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
 }

@@ -454,10 +454,14 @@ pub enum CheckKind {
     TagCoverage,
     /// A week far from the weeks before it.
     Anomaly,
+    /// A budget's actual or forecast cost reached one of its thresholds.
+    Budget,
+    /// A commitment used less than `checks.commitment_utilization_min` of its cost.
+    CommitmentUtilization,
 }
 
 impl CheckKind {
-    pub const ALL: [CheckKind; 7] = [
+    pub const ALL: [CheckKind; 9] = [
         CheckKind::Conservation,
         CheckKind::Invoice,
         CheckKind::CrossSource,
@@ -465,6 +469,8 @@ impl CheckKind {
         CheckKind::Restatement,
         CheckKind::TagCoverage,
         CheckKind::Anomaly,
+        CheckKind::Budget,
+        CheckKind::CommitmentUtilization,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -476,6 +482,8 @@ impl CheckKind {
             CheckKind::Restatement => "restatement",
             CheckKind::TagCoverage => "tag_coverage",
             CheckKind::Anomaly => "anomaly",
+            CheckKind::Budget => "budget",
+            CheckKind::CommitmentUtilization => "commitment_utilization",
         }
     }
 

@@ -413,6 +413,63 @@ async fn explain(State(s): State<ApiState>, req: Request) -> Result<Response, Ap
     Ok(axum::Json(e).into_response())
 }
 
+/// Budgets as of a day (`costledger budgets`).
+#[utoipa::path(get, path = "/api/v1/budgets", tag = "costs",
+    params(
+        ("as_of" = Option<String>, Query, description = "The first day not counted as actual (YYYY-MM-DD); default the day after the last day with data, at most today"),
+        ("format" = Option<String>, Query, description = "json (default) or csv"),
+    ),
+    responses(
+        (status = 200, description = "Each configured budget", body = Vec<crate::budgets::BudgetStatus>),
+        (status = 400, description = "A bad parameter, named", body = ApiError),
+        (status = 401, description = "No or a wrong token", body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+async fn budgets(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    let p = Params::parse(req.uri().query(), &["as_of", "format"])?;
+    let as_of = match p.one("as_of")? {
+        None => None,
+        Some(d) => Some(
+            chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d")
+                .map_err(|_| ApiError::bad("as_of", format!("bad date '{d}' for as_of: use YYYY-MM-DD")))?,
+        ),
+    };
+    let csv = match p.one("format")?.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
+    };
+    let config = s.config();
+    let _slot = s.query_slot().await?;
+    let store = s.store.as_ref();
+    let as_of = match as_of {
+        Some(d) => d,
+        None => app::budgets::default_as_of(store, &config).await?,
+    };
+    let statuses = app::budgets::statuses(store, &config, as_of).await.map_err(|e| match e {
+        app::budgets::BudgetsError::Query {
+            source: app::query::QueryRunError::Aggregate(AggregateError::Fx(f)),
+            name,
+        } => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("budget '{name}': {f}"), None),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string(), None),
+    })?;
+    if csv {
+        let mut body = Vec::new();
+        crate::budgets::write_csv(&statuses, &mut body)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"budgets.csv\""),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(axum::Json(statuses).into_response())
+}
+
 const COMMITMENTS_PARAMS: &[&str] = &["from", "to", "grain", "by", "basis", "where", "format", "view"];
 
 /// Commitment utilisation per commitment and coverage per group (`costledger commitments`).
@@ -676,6 +733,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/costs", get(costs))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/commitments", get(commitments))
+        .route("/api/v1/budgets", get(budgets))
         .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/dimensions/{name}", get(dimension_values))
         .route("/api/v1/sources", get(sources))

@@ -12,10 +12,12 @@
 //! | the weekly report, recorded as a run | [`report::weekly`] |
 //! | the allocator of the reconciler and the finance CSV | [`allocator`] |
 //! | a cost query (metrics × dimensions × grain, filters, FX, top N) | [`query::query`] |
+//! | budgets as of a day, their forecast, budget and commitment findings | [`budgets`] |
 //! | commitment utilisation and coverage | [`commitments::commitments`] |
 //! | why a cost changed between two periods (volume, rate, mix, new, gone, FX) | [`explain::explain`] |
 //! | sources and freshness, loads, periods, findings, allocation, dimension values | [`read`] |
 
+pub mod budgets;
 pub mod commitments;
 pub mod explain;
 pub mod ingest;

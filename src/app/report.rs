@@ -8,7 +8,7 @@ use costledger_core::Totals;
 
 use crate::config::{Config, ReportFormat};
 use crate::ledger::{LedgerError, LedgerStore, RunOutcome, RunStatus};
-use crate::reconcile::{ReconcileError, reconcile};
+use crate::reconcile::{ReconcileError, reconcile_with};
 use crate::report::{Report, ReportError, build_weekly, default_week, week_totals, write_report};
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum WeeklyError {
     Explain(#[from] super::explain::ExplainRunError),
     #[error(transparent)]
     Commitments(#[from] super::commitments::CommitmentsError),
+    #[error(transparent)]
+    Budgets(#[from] super::budgets::BudgetsError),
 }
 
 /// How many changes per currency the report's "why it changed" table shows.
@@ -53,6 +55,11 @@ pub async fn build(
     let e = super::explain::explain(store, config, &q).await?;
     let at = report.tables.iter().position(|t| t.name == "summary").map_or(0, |i| i + 1);
     report.tables.insert(at, crate::report::why_it_changed(&e, WHY_TOP));
+    // Budgets as they stood at the end of the week.
+    if !config.budgets.is_empty() {
+        let statuses = super::budgets::statuses(store, config, monday + Duration::days(7)).await?;
+        report.tables.insert(at + 1, crate::report::budget_table(&statuses));
+    }
     // Commitments, when the week has any commitment lines.
     let week = label(monday);
     let text = super::commitments::CommitmentsText {
@@ -111,7 +118,8 @@ pub async fn weekly(
 ) -> Result<Written, WeeklyError> {
     let run = store.start_run("report", None).await?;
     let result: Result<Written, WeeklyError> = async {
-        reconcile(store, config, None, false).await?;
+        let extra = super::budgets::extra_findings(store, config).await?;
+        reconcile_with(store, config, None, false, extra).await?;
         let report = build(store, config, monday, currency).await?;
         let paths = write_report(&report, dir, formats)?;
         let totals = week_totals(&report);

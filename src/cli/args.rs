@@ -249,6 +249,25 @@ pub enum Command {
         #[arg(long, value_enum)]
         format: Option<QueryFormat>,
     },
+    /// Budgets (config `budgets:`) as of a day: actual cost of the month or quarter to date,
+    /// the period-end forecast, and the thresholds reached.
+    ///
+    /// Examples:
+    ///   costledger budgets
+    ///   costledger budgets --as-of 2026-11-20 --format json
+    ///
+    /// The forecast adds, per remaining day, the mean of the last 4 same weekdays (with 4 weeks
+    /// of history) or of the last 7 days; rates rounded half-to-even to 4 places.
+    #[command(verbatim_doc_comment)]
+    Budgets {
+        /// The first day not counted as actual (default: the day after the last day with data,
+        /// at most today).
+        #[arg(long)]
+        as_of: Option<chrono::NaiveDate>,
+        /// table (default on a terminal), csv (default otherwise) or json.
+        #[arg(long, value_enum)]
+        format: Option<QueryFormat>,
+    },
     /// Exports.
     Export {
         #[command(subcommand)]

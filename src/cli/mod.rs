@@ -170,6 +170,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print::print_explanation(&e, *format)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Budgets { as_of, format } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            let as_of = match as_of {
+                Some(d) => *d,
+                None => app::budgets::default_as_of(store.as_ref(), &env.config).await?,
+            };
+            let statuses = app::budgets::statuses(store.as_ref(), &env.config, as_of).await?;
+            print::print_budgets(&statuses, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Commitments { from, to, grain, by, basis, filters, view, format } => {
             let env = load_env(&cli)?;
             let text = app::commitments::CommitmentsText {

@@ -38,7 +38,7 @@ pub(super) async fn reconcile_and_print(
     let summary = match app::reconcile::run(store, config, selected, force).await {
         Ok(s) => s,
         Err(e) => {
-            if let ReconcileError::Conservation(_) = &e {
+            if let app::reconcile::RunError::Reconcile(ReconcileError::Conservation(_)) = &e {
                 print_findings(&store.findings(None).await?);
             }
             return Err(e.into());
@@ -246,6 +246,26 @@ pub(super) fn print_explanation(
     if !e.rates_used.is_empty() {
         eprintln!("rates: {}", e.rates_used.join("; "));
     }
+    Ok(())
+}
+
+pub(super) fn print_budgets(
+    statuses: &[crate::budgets::BudgetStatus],
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use super::QueryFormat;
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        QueryFormat::Table => crate::budgets::write_table(statuses, &mut out)?,
+        QueryFormat::Csv => crate::budgets::write_csv(statuses, &mut out)?,
+        QueryFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, statuses)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

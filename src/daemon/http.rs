@@ -44,6 +44,10 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
         "Unallocated spend after the last reconcile, per currency (rounded to 2 places)"
     );
     metrics::describe_gauge!("costledger_findings", "Findings of the last reconcile");
+    metrics::describe_gauge!(
+        "costledger_budget_ratio",
+        "A budget's actual (kind=actual) or period-end forecast (kind=forecast) cost over its amount"
+    );
     metrics::describe_counter!("costledger_http_requests_total", "HTTP requests, per route and status");
     metrics::describe_histogram!("costledger_http_request_duration_seconds", "HTTP request latency, per route");
     metrics::gauge!("costledger_up").set(1.0);

@@ -279,6 +279,33 @@ async fn ingest_job(shared: &Arc<Shared>, cfg: &Config, source: &SourceConfig) -
     o
 }
 
+/// `costledger_budget_ratio{budget, kind}`: each budget's actual and forecast cost as a share
+/// of its amount (1.0 = the whole budget), as of the day after the last day with data.
+async fn budget_metrics(shared: &Arc<Shared>, cfg: &Config) {
+    if cfg.budgets.is_empty() {
+        return;
+    }
+    let store = shared.store.as_ref();
+    let statuses = match app::budgets::default_as_of(store, cfg).await {
+        Ok(as_of) => app::budgets::statuses(store, cfg, as_of).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match statuses {
+        Ok(statuses) => {
+            for s in statuses {
+                for (kind, pct) in [("actual", s.actual_percent), ("forecast", s.forecast_percent)] {
+                    let ratio: f64 = pct
+                        .and_then(|p| p.checked_div(rust_decimal::Decimal::ONE_HUNDRED))
+                        .map(|r| r.to_string().parse().unwrap_or(0.0))
+                        .unwrap_or(0.0);
+                    metrics::gauge!("costledger_budget_ratio", "budget" => s.name.clone(), "kind" => kind).set(ratio);
+                }
+            }
+        }
+        Err(e) => error!(error = %e, "budgets could not be evaluated"),
+    }
+}
+
 /// A reconcile job after each ingest that changed the ledger; its findings become metrics.
 async fn reconcile_after_ingest(shared: &Arc<Shared>, cfg: &Config) {
     let started = Instant::now();
@@ -297,6 +324,7 @@ async fn reconcile_after_ingest(shared: &Arc<Shared>, cfg: &Config) {
             }
             metrics::gauge!("costledger_findings").set(sum.findings.len() as f64);
             info!(findings = sum.findings.len(), "reconciled");
+            budget_metrics(shared, cfg).await;
             RunStatus::Ok
         }
         Err(e) => {
