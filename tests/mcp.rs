@@ -102,6 +102,8 @@ fn check_backend(py: &str, db: &str) {
         json!(["explain_change", {"from": "2026-10"}]),
         json!(["explain_change", {"from": "2026-10", "to": "2026-W45"}]),
         json!(["commitment_utilisation", {"by": ["owner"], "grain": "month"}]),
+        json!(["budgets", {"as_of": "2026-11-03"}]),
+        json!(["budgets", {"as_of": "tomorrow"}]),
     ]);
     let report = session(py, db, c, &Value::from(calls));
 
@@ -114,6 +116,7 @@ fn check_backend(py: &str, db: &str) {
             "query_costs",
             "explain_change",
             "commitment_utilisation",
+            "budgets",
             "list_dimensions",
             "dimension_values",
             "top_unallocated",
@@ -218,6 +221,12 @@ fn check_backend(py: &str, db: &str) {
     assert_eq!(rest[13]["structuredContent"], want, "MCP ≠ CLI for commitments");
     let summary = rest[13]["content"][0]["text"].as_str().expect("summary");
     assert!(summary.contains("(ContractedCost basis); below 80% utilisation: none."), "{summary}");
+    // budgets: the CLI's JSON (the config has none: an empty list, said so).
+    let (_, out, _) = run(db, &["--config", c, "budgets", "--as-of", "2026-11-03", "--format", "json"]);
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(rest[14]["structuredContent"]["items"], want, "MCP ≠ CLI for budgets");
+    assert!(rest[14]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("0 budgets as of 2026-11-03")));
+    assert!(err(&rest[15]).contains("bad date 'tomorrow' for as_of"));
 }
 
 #[test]

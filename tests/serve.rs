@@ -241,6 +241,7 @@ fn bad_parameters_get_400_naming_them_and_unknown_routes_404() {
         ("/api/v1/commitments?basis=Price", 400, "basis", "unknown basis 'Price'"),
         ("/api/v1/commitments?by=colour", 400, "by", "unknown dimension 'colour'"),
         ("/api/v1/commitments?view=table", 400, "view", "unknown view 'table'"),
+        ("/api/v1/budgets?as_of=11/03/2026", 400, "as_of", "bad date '11/03/2026' for as_of"),
         ("/api/v1/loads?state=done", 400, "state", "unknown load state 'done'"),
         ("/api/v1/findings?period=2026", 400, "period", "bad period '2026'"),
         ("/api/v1/dimensions/colour", 404, "name", "unknown dimension 'colour'"),
@@ -369,7 +370,8 @@ fn schema_items(doc: &Value, schema: &Value) -> Option<Value> {
 
 #[test]
 fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
-    let (_dir, s) = one_server(&format!("api: {{ tokens: [\"{TOKEN}\"] }}\n"));
+    let budgets = "budgets: [{ name: all, amount: \"10\", currency: USD }]\n";
+    let (_dir, s) = one_server(&format!("api: {{ tokens: [\"{TOKEN}\"] }}\n{budgets}"));
     let doc = get_json(s.port, "/api/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
@@ -377,6 +379,7 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
         ("/api/v1/costs", "/api/v1/costs?group_by=service,tag:team&grain=month&top=1"),
         ("/api/v1/explain", "/api/v1/explain?from=2026-10&to=2026-11&by=service,tag:team&currency=USD"),
         ("/api/v1/commitments", "/api/v1/commitments?by=service&grain=month"),
+        ("/api/v1/budgets", "/api/v1/budgets?as_of=2026-11-03"),
         ("/api/v1/dimensions", "/api/v1/dimensions"),
         ("/api/v1/dimensions/{name}", "/api/v1/dimensions/tag:team"),
         ("/api/v1/sources", "/api/v1/sources"),
