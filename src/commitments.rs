@@ -175,10 +175,13 @@ pub fn utilisation(rows: &[QueryRow], minimum: Decimal) -> Result<Vec<Utilisatio
     Ok(out)
 }
 
+/// (bucket, group keys, currency) of a coverage row.
+type RowKey = (Option<String>, Vec<Option<String>>, String);
+
 /// Coverage from rows grouped by the `--by` dimensions then commitment status (metric: the
 /// basis; Usage lines only).
 pub fn coverage(rows: &[QueryRow], by: usize) -> Result<Vec<CoverageRow>, MoneyError> {
-    let mut groups: BTreeMap<(Option<String>, Vec<Option<String>>, String), CoverageRow> = BTreeMap::new();
+    let mut groups: BTreeMap<RowKey, CoverageRow> = BTreeMap::new();
     for r in rows.iter().filter(|r| !r.others) {
         let st = status(r.keys[by].as_deref());
         if st == Some(false) {
@@ -373,7 +376,8 @@ mod tests {
             row(&[Some("S3"), None], "USD", None),
         ];
         let c = coverage(&rows, 1).expect("sums");
-        let got: Vec<(Option<&str>, String, String, Option<String>, bool)> = c
+        type Got<'a> = (Option<&'a str>, String, String, Option<String>, bool);
+        let got: Vec<Got<'_>> = c
             .iter()
             .map(|r| {
                 (
