@@ -127,6 +127,9 @@ pub struct ReportConfig {
     pub formats: Vec<ReportFormat>,
     /// Also show totals converted to this currency (needs `fx_rates`).
     pub currency: Option<String>,
+    /// `report.metric`: the cost "why it changed" explains (BilledCost, the default, or
+    /// EffectiveCost, the amortised view; ListCost, ContractedCost).
+    pub metric: crate::query::Metric,
 }
 
 impl Default for ReportConfig {
@@ -136,6 +139,7 @@ impl Default for ReportConfig {
             out_dir: PathBuf::from("reports"),
             formats: vec![ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv],
             currency: None,
+            metric: crate::query::Metric::BilledCost,
         }
     }
 }
@@ -782,6 +786,7 @@ fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {
         out_dir: Option<PathBuf>,
         formats: Option<Vec<String>>,
         currency: Option<String>,
+        metric: Option<String>,
     }
     let mut r = ReportConfig::default();
     let Some(raw) = typed::<Raw>(v, "report", issues) else { return r };
@@ -814,6 +819,16 @@ fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {
             issue(issues, "report.currency", &format!("'{c}' is not an ISO 4217 currency code"));
         }
         r.currency = Some(c);
+    }
+    if let Some(m) = raw.metric {
+        match crate::query::Metric::parse(&m) {
+            Ok(metric) if metric.kind() == crate::query::MetricKind::Money => r.metric = metric,
+            _ => issue(
+                issues,
+                "report.metric",
+                &format!("'{m}' is not BilledCost, EffectiveCost, ListCost or ContractedCost"),
+            ),
+        }
     }
     r
 }

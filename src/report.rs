@@ -202,8 +202,9 @@ pub async fn build_weekly(
         name: "summary",
         title: "Spend this week".into(),
         note: Some(
-            "Allocated + shared + unallocated = total, exactly (the conservation check proves it per billing \
-             account). Currencies are never added together."
+            "BilledCost (the invoice view), as every table built from the allocation. Allocated + shared + \
+             unallocated = total, exactly (the conservation check proves it per billing account). Currencies are \
+             never added together."
                 .into(),
         ),
         headers: vec![
@@ -606,7 +607,7 @@ pub fn why_it_changed(e: &crate::explain::Explanation, top: usize) -> Table {
     ]);
     Table {
         name: "why_it_changed",
-        title: format!("Why it changed: {} → {}, by service ({})", e.from.label, e.to.label, e.metric),
+        title: format!("Why it changed: {} → {}, by service ({}, `report.metric`)", e.from.label, e.to.label, e.metric),
         note: Some(format!(
             "The {top} largest changes per currency. volume + rate + mix + new − gone + no quantity + fx = change, \
              exactly: volume is more or less usage at last week's price, rate the same SKUs at a different price, mix \
@@ -675,6 +676,41 @@ pub fn commitment_tables(c: &crate::commitments::Commitments, top: usize) -> Vec
             rows: coverage,
         },
     ]
+}
+
+/// BilledCost (cash) and EffectiveCost (amortised) by service, for the services where they
+/// differ (answer of a query with those two metrics by service); `None` when none differ.
+pub fn billed_vs_amortised(r: &crate::query::aggregate::QueryResult) -> Option<Table> {
+    let mut rows = Vec::new();
+    for row in &r.rows {
+        let billed = row.values[0].unwrap_or_default();
+        let Some(effective) = row.values[1] else { continue };
+        if billed == effective {
+            continue;
+        }
+        let diff = effective.checked_sub(&billed).ok()?;
+        rows.push(vec![
+            Cell::text(row.keys[0].clone().unwrap_or_else(|| crate::query::MISSING.into())),
+            Cell::text(&row.currency),
+            Cell::Money(billed),
+            Cell::Money(effective),
+            Cell::Money(diff),
+        ]);
+    }
+    if rows.is_empty() {
+        return None;
+    }
+    Some(Table {
+        name: "billed_vs_amortised",
+        title: "Billed and amortised cost by service".into(),
+        note: Some(
+            "BilledCost is what the invoice charges this week; EffectiveCost spreads commitment purchases over the \
+             usage they cover and applies discounts. Only services where the two differ are listed."
+                .into(),
+        ),
+        headers: vec!["service", "currency", "BilledCost", "EffectiveCost", "difference"],
+        rows,
+    })
 }
 
 /// The budgets section: each budget as of the end of the report's week.

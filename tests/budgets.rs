@@ -81,7 +81,7 @@ fn bad_budgets_are_named_in_the_config_check() {
     std::fs::write(
         &cfg,
         "budgets:\n  - name: a\n    amount: -5\n    currency: dollars\n    period: week\n    scope: [\"colour=red\"]\n    \
-         thresholds: [0]\n    metric: lines\n  - name: a\n    amount: \"1\"\n    currency: USD\n",
+         thresholds: [0]\n    metric: lines\n  - name: a\n    amount: \"1\"\n    currency: USD\nreport: { metric: Price }\n",
     )
     .expect("write");
     let (code, _, err) = run(&sqlite_url(dir.path()), &["--config", cfg.to_str().expect("utf8"), "check-config"]);
@@ -94,6 +94,7 @@ fn bad_budgets_are_named_in_the_config_check() {
         "budgets[0].thresholds[0]: must be a percentage above 0",
         "budgets[0].metric: 'lines' is not BilledCost",
         "budgets[1].name: 'a' is used by an earlier budget",
+        "report.metric: 'Price' is not BilledCost, EffectiveCost",
     ] {
         assert!(err.contains(want), "{want}: {err}");
     }

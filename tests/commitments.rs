@@ -85,6 +85,11 @@ fn check_backend(db: &str) {
     // The weekly report of that week has the commitments section.
     let out_dir = tempfile::tempdir().expect("tmp");
     let dir = out_dir.path().to_str().expect("utf8");
+    // With `report.metric: EffectiveCost`, "why it changed" explains the amortised cost.
+    let amortised = out_dir.path().join("amortised.yaml");
+    let base = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&amortised, format!("{base}report: {{ metric: EffectiveCost }}\n")).expect("write");
+    let cfg = amortised.to_str().expect("utf8").to_string();
     let (code, _, err) = cli(db, &cfg, &["report", "weekly", "--week", "2026-W41", "--out", dir, "--format", "md"]);
     assert_eq!(code, 0, "{err}");
     let md = std::fs::read_to_string(out_dir.path().join("weekly-2026-W41.md")).expect("md");
@@ -92,6 +97,12 @@ fn check_backend(db: &str) {
     assert!(md.contains("| ri-1 | Reserved Instance | USD | 60.00 | 40.00 | 60.00% | below minimum |"), "{md}");
     assert!(md.contains("| sp-1 | Compute Savings Plan | USD | 90.00 | 10.00 | 90.00% |  |"), "{md}");
     assert!(md.contains("| Amazon EC2 | USD | 100.00 | 150.00 | 66.67% |"), "{md}");
+    // BilledCost and EffectiveCost side by side where they differ (EC2's purchase and its
+    // amortised use are both 150: not listed).
+    assert!(md.contains("## Billed and amortised cost by service"), "{md}");
+    assert!(md.contains("| AWS Lambda | USD | 0.00 | 90.00 | 90.00 |"), "{md}");
+    assert!(!md.contains("| Amazon EC2 | USD | 150.00 | 150.00 |"), "{md}");
+    assert!(md.contains("by service (EffectiveCost, `report.metric`)"), "{md}");
 
     // Bad input: exit 2 with what to use.
     let (code, _, err) = cli(db, &cfg, &["commitments", "--basis", "Price"]);

@@ -25,6 +25,8 @@ pub enum WeeklyError {
     Commitments(#[from] super::commitments::CommitmentsError),
     #[error(transparent)]
     Budgets(#[from] super::budgets::BudgetsError),
+    #[error(transparent)]
+    Query(#[from] super::query::QueryRunError),
 }
 
 /// How many changes per currency the report's "why it changed" table shows.
@@ -48,6 +50,7 @@ pub async fn build(
         from: label(monday - Duration::days(7)),
         to: label(monday),
         by: vec!["service".into()],
+        metric: Some(config.report.metric.name().to_string()),
         currency: currency.map(str::to_string),
         ..Default::default()
     };
@@ -55,6 +58,19 @@ pub async fn build(
     let e = super::explain::explain(store, config, &q).await?;
     let at = report.tables.iter().position(|t| t.name == "summary").map_or(0, |i| i + 1);
     report.tables.insert(at, crate::report::why_it_changed(&e, WHY_TOP));
+    // BilledCost and EffectiveCost side by side where they differ (commitments, credits).
+    let both = crate::query::QueryText {
+        metrics: vec!["BilledCost,EffectiveCost".into()],
+        group_by: vec!["service".into()],
+        from: Some(label(monday)),
+        to: Some(label(monday)),
+        ..Default::default()
+    };
+    let q = super::query::parse(config, &both).map_err(super::query::QueryRunError::from)?;
+    let r = super::query::query(store, config, &q).await?;
+    if let Some(t) = crate::report::billed_vs_amortised(&r) {
+        report.tables.insert(at + 1, t);
+    }
     // Budgets as they stood at the end of the week.
     if !config.budgets.is_empty() {
         let statuses = super::budgets::statuses(store, config, monday + Duration::days(7)).await?;
