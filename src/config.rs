@@ -130,6 +130,18 @@ pub struct ReportConfig {
     /// `report.metric`: the cost "why it changed" explains (BilledCost, the default, or
     /// EffectiveCost, the amortised view; ListCost, ContractedCost).
     pub metric: crate::query::Metric,
+    /// `report.unit_costs`: unit costs the report shows for its week.
+    pub unit_costs: Vec<UnitCostConfig>,
+}
+
+/// One unit cost in the weekly report: `cost` per `per` of business metric `metric`, by `by`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitCostConfig {
+    pub metric: String,
+    pub per: Decimal,
+    pub cost: crate::query::Metric,
+    pub by: Vec<String>,
+    pub places: u32,
 }
 
 impl Default for ReportConfig {
@@ -140,6 +152,7 @@ impl Default for ReportConfig {
             formats: vec![ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv],
             currency: None,
             metric: crate::query::Metric::BilledCost,
+            unit_costs: Vec::new(),
         }
     }
 }
@@ -787,6 +800,21 @@ fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {
         formats: Option<Vec<String>>,
         currency: Option<String>,
         metric: Option<String>,
+        #[serde(default)]
+        unit_costs: Vec<RawUnit>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct RawUnit {
+        metric: String,
+        #[serde(default)]
+        per: Option<Value>,
+        #[serde(default)]
+        cost: Option<String>,
+        #[serde(default)]
+        by: Vec<String>,
+        #[serde(default)]
+        places: Option<u32>,
     }
     let mut r = ReportConfig::default();
     let Some(raw) = typed::<Raw>(v, "report", issues) else { return r };
@@ -828,6 +856,56 @@ fn parse_report(v: Value, issues: &mut Vec<ConfigIssue>) -> ReportConfig {
                 "report.metric",
                 &format!("'{m}' is not BilledCost, EffectiveCost, ListCost or ContractedCost"),
             ),
+        }
+    }
+    if raw.unit_costs.len() > crate::report::UNIT_COST_TABLES.len() {
+        issue(
+            issues,
+            "report.unit_costs",
+            &format!("at most {} unit costs (one report table each)", crate::report::UNIT_COST_TABLES.len()),
+        );
+    }
+    for (i, u) in raw.unit_costs.into_iter().enumerate() {
+        let at = |k: &str| format!("report.unit_costs[{i}].{k}");
+        let before = issues.len();
+        if u.metric.trim().is_empty() {
+            issue(issues, &at("metric"), "must name a business metric (costledger metrics list)");
+        }
+        let per = match &u.per {
+            None => Decimal::ONE,
+            Some(v) => match yaml_decimal(v) {
+                Some(p) if p > Decimal::ZERO => p,
+                _ => {
+                    issue(issues, &at("per"), "must be a number above 0 (e.g. 1000)");
+                    Decimal::ONE
+                }
+            },
+        };
+        let cost = match u.cost.as_deref() {
+            None => crate::query::Metric::BilledCost,
+            Some(c) => match crate::query::Metric::parse(c) {
+                Ok(m) if m.kind() == crate::query::MetricKind::Money => m,
+                _ => {
+                    issue(
+                        issues,
+                        &at("cost"),
+                        &format!("'{c}' is not BilledCost, EffectiveCost, ListCost or ContractedCost"),
+                    );
+                    crate::query::Metric::BilledCost
+                }
+            },
+        };
+        for (j, d) in u.by.iter().enumerate() {
+            if crate::query::Dimension::parse(d, &|k: &str| k.trim().to_lowercase()).is_err() {
+                issue(issues, &format!("report.unit_costs[{i}].by[{j}]"), &format!("unknown dimension '{d}'"));
+            }
+        }
+        let places = u.places.unwrap_or(4);
+        if places > 12 {
+            issue(issues, &at("places"), "must be at most 12");
+        }
+        if issues.len() == before {
+            r.unit_costs.push(UnitCostConfig { metric: u.metric, per, cost, by: u.by, places });
         }
     }
     r

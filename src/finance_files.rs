@@ -8,7 +8,7 @@ use std::path::Path;
 use costledger_core::{BillingPeriod, currency::is_iso4217, parse_amount};
 use rust_decimal::Decimal;
 
-use crate::ledger::{FxRate, InvoiceRow};
+use crate::ledger::{BusinessMetric, FxRate, InvoiceRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -25,6 +25,16 @@ struct Table {
 }
 
 fn read_table(path: &Path, required: &[&str], optional: &[&str]) -> Result<Table, FileError> {
+    read_table_with(path, required, optional, &|_| false)
+}
+
+/// [`read_table`], also taking the columns `extra` accepts.
+fn read_table_with(
+    path: &Path,
+    required: &[&str],
+    optional: &[&str],
+    extra: &dyn Fn(&str) -> bool,
+) -> Result<Table, FileError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| FileError::Read { path: p.clone(), source })?;
     let text = String::from_utf8(bytes).map_err(|e| FileError::Invalid {
@@ -38,7 +48,7 @@ fn read_table(path: &Path, required: &[&str], optional: &[&str]) -> Result<Table
     let mut cols = BTreeMap::new();
     for (i, h) in header.iter().enumerate() {
         let k = h.trim().to_ascii_lowercase();
-        if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) {
+        if !required.contains(&k.as_str()) && !optional.contains(&k.as_str()) && !extra(&k) {
             return Err(invalid(format!(
                 "line 1: unknown column '{h}' (columns: {}{})",
                 required.join(", "),
@@ -174,6 +184,70 @@ pub fn read_fx(path: &Path) -> Result<Vec<FxRate>, FileError> {
             } else {
                 format!("{src} ({}:{line})", t.path)
             },
+        });
+    }
+    if problems.is_empty() { Ok(out) } else { Err(FileError::Invalid { path: t.path, problems }) }
+}
+
+/// `date,metric,value[,owner][,DIMENSION…]`: a business metric's value for a day (requests,
+/// active users …), per owner and any further query dimension (`service`, `region`, `tag:env` …).
+pub fn read_metrics(path: &Path) -> Result<Vec<BusinessMetric>, FileError> {
+    let is_dimension = |c: &str| {
+        !matches!(c, "owner" | "allocation")
+            && crate::query::Dimension::parse(c, &|k: &str| k.trim().to_lowercase()).is_ok()
+    };
+    let t = read_table_with(path, &["date", "metric", "value"], &["owner"], &is_dimension)?;
+    let dims: Vec<(String, String)> = t
+        .cols
+        .keys()
+        .filter(|c| !matches!(c.as_str(), "date" | "metric" | "value" | "owner"))
+        .map(|c| {
+            let name = crate::query::Dimension::parse(c, &|k: &str| k.trim().to_lowercase())
+                .map(|d| d.name())
+                .unwrap_or_else(|_| c.clone());
+            (c.clone(), name)
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let mut seen = BTreeMap::new();
+    for (line, rec) in &t.rows {
+        let at = format!("line {line}");
+        let date = t.get(rec, "date");
+        let name = t.get(rec, "metric");
+        let value = t.get(rec, "value");
+        let before = problems.len();
+        if chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_err() {
+            problems.push(format!("{at}: date '{date}' is not YYYY-MM-DD"));
+        }
+        if name.is_empty() {
+            problems.push(format!("{at}: the metric name is empty"));
+        }
+        let v = decimal(value).filter(|v| !v.is_sign_negative());
+        if v.is_none() {
+            problems.push(format!("{at}: value '{value}' must be a decimal number of at least 0"));
+        }
+        if problems.len() > before {
+            continue;
+        }
+        let owner = t.get(rec, "owner");
+        let dimensions: std::collections::BTreeMap<String, String> = dims
+            .iter()
+            .map(|(col, name)| (name.clone(), t.get(rec, col).to_string()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        let key = (name.to_string(), date.to_string(), owner.to_string(), dimensions.clone());
+        if let Some(first) = seen.insert(key, *line) {
+            problems.push(format!("{at}: the same metric, date, owner and dimensions as line {first}"));
+            continue;
+        }
+        out.push(BusinessMetric {
+            name: name.to_string(),
+            day: date.to_string(),
+            owner: (!owner.is_empty()).then(|| owner.to_string()),
+            dimensions,
+            value: v.unwrap_or_default(),
+            provenance: format!("{}:{line}", t.path),
         });
     }
     if problems.is_empty() { Ok(out) } else { Err(FileError::Invalid { path: t.path, problems }) }

@@ -24,3 +24,4 @@ pub mod reconcile;
 pub mod registry;
 pub mod report;
 pub mod sample;
+pub mod unit_costs;

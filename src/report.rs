@@ -713,6 +713,47 @@ pub fn billed_vs_amortised(r: &crate::query::aggregate::QueryResult) -> Option<T
     })
 }
 
+/// The CSV names of the report's unit-cost tables (at most this many: `report.unit_costs`).
+pub const UNIT_COST_TABLES: [&str; 4] = ["unit_costs", "unit_costs_2", "unit_costs_3", "unit_costs_4"];
+
+/// A unit cost of the week (`report.unit_costs`): cost, the metric's sum, their quotient.
+pub fn unit_cost_table(u: &crate::unit_costs::UnitCosts, index: usize) -> Table {
+    let rows = u
+        .rows
+        .iter()
+        .map(|r| {
+            let mut c: Vec<Cell> =
+                r.keys.iter().map(|k| Cell::text(k.clone().unwrap_or_else(|| crate::query::MISSING.into()))).collect();
+            c.push(Cell::text(&r.currency));
+            c.push(Cell::Money(r.cost));
+            c.push(Cell::text(r.quantity.map(|q| q.to_string()).unwrap_or_default()));
+            c.push(r.unit_cost.map(|x| Cell::text(x.to_string())).unwrap_or_else(|| Cell::text("n/a")));
+            c
+        })
+        .collect();
+    // Headers are static names: a dimension's own, `tag` for a tag key.
+    let mut headers: Vec<&'static str> = u
+        .group_by
+        .iter()
+        .map(|g| crate::query::DIMENSIONS.iter().find(|d| d.name == g.as_str()).map_or("tag", |d| d.name))
+        .collect();
+    headers.extend(["currency", "cost", "quantity", "unit cost"]);
+    Table {
+        name: UNIT_COST_TABLES.get(index).copied().unwrap_or("unit_costs"),
+        title: format!("Unit cost: {} per {} {}", u.cost_metric, u.per, u.per_metric),
+        note: Some(format!(
+            "The week's {} divided by the {} imported with `costledger metrics import`, per {}; unit costs rounded \
+             half-to-even to {} places, the cost and the quantity exact in the CSV.",
+            u.cost_metric,
+            u.per_metric,
+            if u.group_by.is_empty() { "the whole week".to_string() } else { u.group_by.join(", ") },
+            u.places
+        )),
+        headers,
+        rows,
+    }
+}
+
 /// The budgets section: each budget as of the end of the report's week.
 pub fn budget_table(statuses: &[crate::budgets::BudgetStatus]) -> Table {
     let rows = statuses

@@ -666,6 +666,21 @@ pub struct FxRate {
     pub provenance: String,
 }
 
+/// One day's value of a business metric (requests, active users …) for unit costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BusinessMetric {
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    /// `None` when the value is not per owner.
+    pub owner: Option<String>,
+    /// Further dimensions by query dimension name (`service`, `tag:env` …).
+    pub dimensions: std::collections::BTreeMap<String, String>,
+    pub value: rust_decimal::Decimal,
+    /// `file:line`.
+    pub provenance: String,
+}
+
 /// One load's contribution to one billing period, with the load's state (restatement history).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodLoad {
@@ -708,6 +723,12 @@ pub trait ReconcileStore: Send + Sync {
     async fn invoices(&self) -> Result<Vec<InvoiceRow>>;
     async fn upsert_fx_rates(&self, rows: &[FxRate]) -> Result<u64>;
     async fn fx_rates(&self) -> Result<Vec<FxRate>>;
+    /// Insert or replace business metric values, all in one transaction; returns rows written.
+    async fn upsert_business_metrics(&self, rows: &[BusinessMetric]) -> Result<u64>;
+    /// The values of metric `name` (all days), sorted by day, owner, dimensions.
+    async fn business_metrics(&self, name: &str) -> Result<Vec<BusinessMetric>>;
+    /// The names of the stored business metrics, sorted.
+    async fn business_metric_names(&self) -> Result<Vec<String>>;
     /// Remember what a weekly report said about its week.
     async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()>;
     async fn reported_weeks(&self) -> Result<Vec<(String, Totals)>>;

@@ -56,6 +56,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0008_focus_columns.sql"),
         include_str!("../../migrations/postgres/0008_focus_columns.sql"),
     ),
+    (
+        9,
+        "business_metrics",
+        include_str!("../../migrations/sqlite/0009_business_metrics.sql"),
+        include_str!("../../migrations/postgres/0009_business_metrics.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

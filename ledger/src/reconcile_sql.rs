@@ -29,7 +29,7 @@ pub(crate) const INSERT_CHUNK: usize = 1_000;
 macro_rules! reconcile_sql {
     ($db:ty, $pool:ty, $ph:path, $charges_of_l:expr) => {
         use super::reconcile_sql::INSERT_CHUNK;
-        use super::{AllocationRow, Finding, FxRate, InvoiceRow, ReconcileState};
+        use super::{AllocationRow, BusinessMetric, Finding, FxRate, InvoiceRow, ReconcileState};
         use sqlx::QueryBuilder;
 
         fn q(sql: &str) -> sqlx::AssertSqlSafe<String> {
@@ -296,6 +296,65 @@ macro_rules! reconcile_sql {
             .collect()
         }
 
+        pub(crate) async fn rec_upsert_metrics(pool: &$pool, rows: &[BusinessMetric]) -> Result<u64> {
+            let mut tx = pool.begin().await?;
+            for r in rows {
+                let dims = serde_json::to_string(&r.dimensions).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+                let owner = r.owner.clone().unwrap_or_default();
+                sqlx::query(q("DELETE FROM business_metrics WHERE name = ? AND day = ? AND owner = ? AND dimensions = ?"))
+                    .bind(&r.name)
+                    .bind(&r.day)
+                    .bind(&owner)
+                    .bind(&dims)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(q("INSERT INTO business_metrics (name, day, owner, dimensions, value, provenance) \
+                     VALUES (?, ?, ?, ?, ?, ?)"))
+                .bind(&r.name)
+                .bind(&r.day)
+                .bind(&owner)
+                .bind(&dims)
+                .bind(costledger_core::canonical(r.value))
+                .bind(&r.provenance)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(rows.len() as u64)
+        }
+
+        pub(crate) async fn rec_metrics(pool: &$pool, name: &str) -> Result<Vec<BusinessMetric>> {
+            sqlx::query(q("SELECT name, day, owner, dimensions, value, provenance FROM business_metrics \
+                 WHERE name = ? ORDER BY day, owner, dimensions"))
+            .bind(name)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| {
+                let owner: String = r.try_get(2)?;
+                let dims: String = r.try_get(3)?;
+                Ok(BusinessMetric {
+                    name: r.try_get(0)?,
+                    day: r.try_get(1)?,
+                    owner: (!owner.is_empty()).then_some(owner),
+                    dimensions: serde_json::from_str(&dims)
+                        .map_err(|e| LedgerError::Corrupt(format!("business_metrics.dimensions '{dims}': {e}")))?,
+                    value: dec_text(r.try_get(4)?)?,
+                    provenance: r.try_get(5)?,
+                })
+            })
+            .collect()
+        }
+
+        pub(crate) async fn rec_metric_names(pool: &$pool) -> Result<Vec<String>> {
+            sqlx::query(q("SELECT DISTINCT name FROM business_metrics ORDER BY name"))
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| Ok(r.try_get(0)?))
+                .collect()
+        }
+
         pub(crate) async fn rec_record_week(pool: &$pool, week: &str, totals: &costledger_core::Totals) -> Result<()> {
             let mut tx = pool.begin().await?;
             sqlx::query(q("DELETE FROM reported_weeks WHERE week = ?")).bind(week).execute(&mut *tx).await?;
@@ -392,6 +451,15 @@ macro_rules! reconcile_impl {
             }
             async fn fx_rates(&self) -> Result<Vec<FxRate>> {
                 rec::rec_fx(&self.pool).await
+            }
+            async fn upsert_business_metrics(&self, rows: &[BusinessMetric]) -> Result<u64> {
+                rec::rec_upsert_metrics(&self.pool, rows).await
+            }
+            async fn business_metrics(&self, name: &str) -> Result<Vec<BusinessMetric>> {
+                rec::rec_metrics(&self.pool, name).await
+            }
+            async fn business_metric_names(&self) -> Result<Vec<String>> {
+                rec::rec_metric_names(&self.pool).await
             }
             async fn record_reported_week(&self, week: &str, totals: &Totals) -> Result<()> {
                 rec::rec_record_week(&self.pool, week, totals).await

@@ -13,6 +13,7 @@
 //! | the allocator of the reconciler and the finance CSV | [`allocator`] |
 //! | a cost query (metrics × dimensions × grain, filters, FX, top N) | [`query::query`] |
 //! | budgets as of a day, their forecast, budget and commitment findings | [`budgets`] |
+//! | business metrics and unit costs (cost per 1,000 requests …) | [`unit_costs`] |
 //! | commitment utilisation and coverage | [`commitments::commitments`] |
 //! | why a cost changed between two periods (volume, rate, mix, new, gone, FX) | [`explain::explain`] |
 //! | sources and freshness, loads, periods, findings, allocation, dimension values | [`read`] |
@@ -26,6 +27,7 @@ pub mod read;
 pub mod reconcile;
 pub mod report;
 pub mod retention;
+pub mod unit_costs;
 
 use crate::allocation::Allocator;
 use crate::config::Config;

@@ -27,6 +27,8 @@ pub enum WeeklyError {
     Budgets(#[from] super::budgets::BudgetsError),
     #[error(transparent)]
     Query(#[from] super::query::QueryRunError),
+    #[error(transparent)]
+    UnitCost(#[from] super::unit_costs::UnitCostRunError),
 }
 
 /// How many changes per currency the report's "why it changed" table shows.
@@ -70,6 +72,19 @@ pub async fn build(
     let r = super::query::query(store, config, &q).await?;
     if let Some(t) = crate::report::billed_vs_amortised(&r) {
         report.tables.insert(at + 1, t);
+    }
+    // Unit costs of the week (report.unit_costs).
+    for (i, u) in config.report.unit_costs.iter().enumerate() {
+        let text = crate::query::QueryText {
+            metrics: vec![u.cost.name().to_string()],
+            group_by: u.by.clone(),
+            from: Some(label(monday)),
+            to: Some(label(monday)),
+            ..Default::default()
+        };
+        let q = super::query::parse(config, &text).map_err(super::query::QueryRunError::from)?;
+        let uc = super::unit_costs::unit_costs(store, config, &q, &u.metric, u.per, u.places).await?;
+        report.tables.push(crate::report::unit_cost_table(&uc, i));
     }
     // Budgets as they stood at the end of the week.
     if !config.budgets.is_empty() {

@@ -49,6 +49,16 @@ pub enum QueryFormat {
     Json,
 }
 
+#[derive(Debug, Subcommand)]
+pub enum MetricsWhat {
+    /// Import daily values: CSV with date,metric,value[,owner][,DIMENSION…] (e.g. service,
+    /// tag:env); all or nothing, every bad line reported. A value already stored for the same
+    /// metric, date, owner and dimensions is replaced.
+    Import { file: PathBuf },
+    /// The stored metric names.
+    List,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CommitmentView {
     Utilisation,
@@ -166,9 +176,24 @@ pub enum Command {
         /// Keep the N largest groups; the rest are summed into one "(others)" row.
         #[arg(long)]
         top: Option<usize>,
+        /// Divide the first metric by this business metric (`costledger metrics import`): a
+        /// unit cost per group and time bucket, e.g. --per requests --per-unit 1000.
+        #[arg(long, value_name = "BUSINESS_METRIC")]
+        per: Option<String>,
+        /// The unit cost is per this many of --per (default 1).
+        #[arg(long, requires = "per", default_value = "1")]
+        per_unit: rust_decimal::Decimal,
+        /// Decimal places of the unit cost (rounded half-to-even; default 4).
+        #[arg(long, requires = "per", default_value_t = 4)]
+        places: u32,
         /// table (default on a terminal), csv (default otherwise) or json.
         #[arg(long, value_enum)]
         format: Option<QueryFormat>,
+    },
+    /// Business metrics (requests, active users …) that costs are divided by for unit costs.
+    Metrics {
+        #[command(subcommand)]
+        what: MetricsWhat,
     },
     /// Why a cost changed between two periods: each group's change split into volume, rate,
     /// mix, new, gone, no quantity (credits, tax, fees) and FX, adding back exactly.

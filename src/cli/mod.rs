@@ -134,7 +134,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Command::Query { metrics, group_by, grain, filters, from, to, by_billing_period, currency, top, format } => {
+        Command::Query {
+            metrics,
+            group_by,
+            grain,
+            filters,
+            from,
+            to,
+            by_billing_period,
+            currency,
+            top,
+            per,
+            per_unit,
+            places,
+            format,
+        } => {
             let env = load_env(&cli)?;
             let text = crate::query::QueryText {
                 metrics: metrics.clone(),
@@ -149,8 +163,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let q = app::query::parse(&env.config, &text)?;
             let store = open_ledger(&env.database).await?;
+            if let Some(name) = per {
+                let u = app::unit_costs::unit_costs(store.as_ref(), &env.config, &q, name, *per_unit, *places).await?;
+                print::print_unit_costs(&u, *format)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             let result = app::query::query(store.as_ref(), &env.config, &q).await?;
             print::print_query(&result, *format)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics { what } => {
+            let env = load_env(&cli)?;
+            let store = open_ledger(&env.database).await?;
+            match what {
+                args::MetricsWhat::Import { file } => {
+                    let rows = crate::finance_files::read_metrics(file)?;
+                    let n = app::unit_costs::import(store.as_ref(), &rows).await?;
+                    println!("stored {n} business metric value(s) from {}", file.display());
+                }
+                args::MetricsWhat::List => {
+                    for name in store.business_metric_names().await? {
+                        println!("{name}");
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain { from, to, by, metric, filters, currency, top, format } => {

@@ -249,6 +249,26 @@ pub(super) fn print_explanation(
     Ok(())
 }
 
+pub(super) fn print_unit_costs(
+    u: &crate::unit_costs::UnitCosts,
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use super::QueryFormat;
+    let stdout = std::io::stdout();
+    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match format {
+        QueryFormat::Table => crate::unit_costs::write_table(u, &mut out)?,
+        QueryFormat::Csv => crate::unit_costs::write_csv(u, &mut out)?,
+        QueryFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, u)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
 pub(super) fn print_budgets(
     statuses: &[crate::budgets::BudgetStatus],
     format: Option<super::QueryFormat>,
