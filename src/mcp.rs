@@ -185,6 +185,23 @@ fn tools() -> Vec<Tool> {
             }, "additionalProperties": false})),
         ),
         Tool::new(
+            "unit_costs",
+            "Unit costs: a cost divided by a business metric imported with `costledger metrics import` (requests, \
+             users …), per group and time bucket, e.g. EffectiveCost per 1000 requests per owner per week. The exact \
+             cost and quantity beside the rounded quotient. The same answer as `costledger query --per`.",
+            schema(json!({"type": "object", "properties": {
+                "per": {"type": "string", "description": "The business metric to divide by"},
+                "per_unit": {"type": "string", "description": "The unit cost is per this many of the metric (default 1), e.g. \"1000\""},
+                "places": {"type": "integer", "minimum": 0, "maximum": 12, "description": "Decimal places of the unit cost (default 4)"},
+                "metric": {"type": "array", "items": {"type": "string"}, "description": "The cost metric (default BilledCost)"},
+                "group_by": {"type": "array", "items": {"type": "string"}, "description": "Dimensions the metric values carry (owner or the file's columns)"},
+                "grain": {"type": "string", "enum": ["none", "day", "week", "month", "billing_period"]},
+                "where": {"type": "array", "items": {"type": "string"}},
+                "from": {"type": "string"},
+                "to": {"type": "string"}
+            }, "required": ["per"], "additionalProperties": false})),
+        ),
+        Tool::new(
             "list_dimensions",
             "The dimensions costs can be grouped or filtered by, and the metrics, with their meaning.",
             schema(json!({"type": "object", "properties": {}, "additionalProperties": false})),
@@ -405,6 +422,51 @@ impl CostServer {
                     }
                 );
                 Ok(ok(summary, crate::api::to_json(&v)))
+            }
+            "unit_costs" => {
+                unknown_arguments(
+                    args,
+                    &["per", "per_unit", "places", "metric", "group_by", "grain", "where", "from", "to"],
+                )?;
+                let per = string(args, "per")?
+                    .ok_or_else(|| ToolError("'per' is required: a business metric name".into()))?;
+                let per_unit = match string(args, "per_unit")? {
+                    None => rust_decimal::Decimal::ONE,
+                    Some(u) => u
+                        .trim()
+                        .parse::<rust_decimal::Decimal>()
+                        .ok()
+                        .filter(|d| *d > rust_decimal::Decimal::ZERO)
+                        .ok_or_else(|| ToolError(format!("'per_unit' must be a number above 0, not '{u}'")))?,
+                };
+                let places = match args.get("places") {
+                    None | Some(Value::Null) => 4,
+                    Some(v) => v
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n <= 12)
+                        .ok_or_else(|| ToolError("'places' must be a whole number from 0 to 12".into()))?,
+                };
+                let text = QueryText {
+                    metrics: string_list(args, "metric")?,
+                    group_by: string_list(args, "group_by")?,
+                    grain: string(args, "grain")?,
+                    filters: string_list(args, "where")?,
+                    from: string(args, "from")?,
+                    to: string(args, "to")?,
+                    ..Default::default()
+                };
+                let q = app::query::parse(config, &text)?;
+                let u = app::unit_costs::unit_costs(store, config, &q, &per, per_unit, places).await?;
+                let summary = format!(
+                    "{} rows of {} per {} {} (exact cost and quantity; unit cost rounded half-to-even to {} places).",
+                    u.rows.len(),
+                    u.cost_metric,
+                    u.per,
+                    u.per_metric,
+                    u.places
+                );
+                Ok(ok(summary, crate::api::to_json(&u)))
             }
             "list_dimensions" => {
                 unknown_arguments(args, &[])?;

@@ -133,14 +133,12 @@ pub fn divide(
             Some(qty) if !qty.is_zero() => {
                 let c = exact(&cost)?;
                 let n = exact(&qty)?;
-                c.checked_mul(per)
-                    .and_then(|x| x.checked_div(n))
-                    .map(|x| {
-                        // Rounded, then shown with exactly `places` decimals.
-                        let mut r = x.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
-                        r.rescale(places);
-                        r
-                    })
+                c.checked_mul(per).and_then(|x| x.checked_div(n)).map(|x| {
+                    // Rounded, then shown with exactly `places` decimals.
+                    let mut r = x.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
+                    r.rescale(places);
+                    r
+                })
             }
             _ => None,
         };

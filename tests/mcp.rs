@@ -104,6 +104,7 @@ fn check_backend(py: &str, db: &str) {
         json!(["commitment_utilisation", {"by": ["owner"], "grain": "month"}]),
         json!(["budgets", {"as_of": "2026-11-03"}]),
         json!(["budgets", {"as_of": "tomorrow"}]),
+        json!(["unit_costs", {"per": "requests", "per_unit": "1000", "group_by": ["owner"], "grain": "month"}]),
     ]);
     let report = session(py, db, c, &Value::from(calls));
 
@@ -117,6 +118,7 @@ fn check_backend(py: &str, db: &str) {
             "explain_change",
             "commitment_utilisation",
             "budgets",
+            "unit_costs",
             "list_dimensions",
             "dimension_values",
             "top_unallocated",
@@ -227,6 +229,26 @@ fn check_backend(py: &str, db: &str) {
     assert_eq!(rest[14]["structuredContent"]["items"], want, "MCP ≠ CLI for budgets");
     assert!(rest[14]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("0 budgets as of 2026-11-03")));
     assert!(err(&rest[15]).contains("bad date 'tomorrow' for as_of"));
+    let (_, out, _) = run(
+        db,
+        &[
+            "--config",
+            c,
+            "query",
+            "--group-by",
+            "owner",
+            "--grain",
+            "month",
+            "--per",
+            "requests",
+            "--per-unit",
+            "1000",
+            "--format",
+            "json",
+        ],
+    );
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(rest[16]["structuredContent"], want, "MCP ≠ CLI for unit costs");
 }
 
 #[test]

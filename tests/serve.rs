@@ -143,6 +143,22 @@ fn check_api_equals_cli(db: &str) {
             http(port, &format!("/api/v1/explain?{params}&format=csv"), &[("Authorization", &auth())]);
         assert_eq!((status, body), (200, csv), "CSV for {args:?}");
     }
+    // Unit costs: the API's JSON is the CLI's, its CSV the CLI's bytes.
+    let uc = ["query", "--group-by", "owner", "--grain", "month", "--per", "requests", "--per-unit", "1000"];
+    let mut cli = vec!["--config", c];
+    cli.extend_from_slice(&uc);
+    cli.extend_from_slice(&["--format", "json"]);
+    let (code, out, err) = run(db, &cli);
+    assert_eq!(code, 0, "{err}");
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    let params = "group_by=owner&grain=month&per=requests&per_unit=1000";
+    assert_eq!(get_json(port, &format!("/api/v1/unit_costs?{params}")), want, "API ≠ CLI for unit costs");
+    let payments = want["rows"].as_array().expect("rows").iter().find(|r| r["keys"][0] == "payments").cloned();
+    // October: 10.0050001 for 1,000 requests; November: 7.123456789 for 250.
+    assert_eq!(
+        payments.map(|r| (r["cost"].clone(), r["unit_cost"].clone())),
+        Some(("10.0050001".into(), "10.0050".into()))
+    );
     // Commitments: the API's JSON is the CLI's.
     let (code, out, err) =
         run(db, &["--config", c, "commitments", "--by", "owner", "--grain", "month", "--format", "json"]);
@@ -242,6 +258,10 @@ fn bad_parameters_get_400_naming_them_and_unknown_routes_404() {
         ("/api/v1/commitments?by=colour", 400, "by", "unknown dimension 'colour'"),
         ("/api/v1/commitments?view=table", 400, "view", "unknown view 'table'"),
         ("/api/v1/budgets?as_of=11/03/2026", 400, "as_of", "bad date '11/03/2026' for as_of"),
+        ("/api/v1/unit_costs?group_by=owner", 400, "per", "'per' is required"),
+        ("/api/v1/unit_costs?per=orders", 400, "per", "no business metric 'orders' is stored"),
+        ("/api/v1/unit_costs?per=requests&group_by=service", 400, "group_by", "has no service on every value"),
+        ("/api/v1/unit_costs?per=requests&per_unit=0", 400, "per_unit", "'per_unit' must be a number above 0"),
         ("/api/v1/loads?state=done", 400, "state", "unknown load state 'done'"),
         ("/api/v1/findings?period=2026", 400, "period", "bad period '2026'"),
         ("/api/v1/dimensions/colour", 404, "name", "unknown dimension 'colour'"),
@@ -380,6 +400,7 @@ fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
         ("/api/v1/explain", "/api/v1/explain?from=2026-10&to=2026-11&by=service,tag:team&currency=USD"),
         ("/api/v1/commitments", "/api/v1/commitments?by=service&grain=month"),
         ("/api/v1/budgets", "/api/v1/budgets?as_of=2026-11-03"),
+        ("/api/v1/unit_costs", "/api/v1/unit_costs?per=requests&group_by=owner&grain=month"),
         ("/api/v1/dimensions", "/api/v1/dimensions"),
         ("/api/v1/dimensions/{name}", "/api/v1/dimensions/tag:team"),
         ("/api/v1/sources", "/api/v1/sources"),

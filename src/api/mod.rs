@@ -328,6 +328,94 @@ async fn costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiE
     Ok(axum::Json(CostsPage { result, total_rows, offset, next_offset }).into_response())
 }
 
+const UNIT_COST_PARAMS: &[&str] = &[
+    "metric",
+    "group_by",
+    "grain",
+    "where",
+    "from",
+    "to",
+    "by_billing_period",
+    "currency",
+    "top",
+    "per",
+    "per_unit",
+    "places",
+    "format",
+];
+
+/// Unit costs (`costledger query --per`): the cost query divided by a business metric.
+#[utoipa::path(get, path = "/api/v1/unit_costs", tag = "costs",
+    params(
+        ("per" = String, Query, description = "The business metric to divide by (costledger metrics import)"),
+        ("per_unit" = Option<String>, Query, description = "The unit cost is per this many of the metric (default 1)"),
+        ("places" = Option<u32>, Query, description = "Decimal places of the unit cost, half-to-even (default 4)"),
+        ("metric" = Option<String>, Query, description = "The cost metric (the first is divided)"),
+        ("group_by" = Option<String>, Query, description = "Dimensions the metric values carry (owner or the file's columns)"),
+        ("grain" = Option<String>, Query, description = "none (default), day, week, month, billing_period"),
+        ("where" = Option<Vec<String>>, Query, description = "Filters, repeatable, as for /api/v1/costs"),
+        ("from" = Option<String>, Query, description = "First day, month or ISO week"),
+        ("to" = Option<String>, Query, description = "Last day, month or ISO week (inclusive)"),
+        ("format" = Option<String>, Query, description = "json (default) or csv (the CLI's CSV bytes)"),
+    ),
+    responses(
+        (status = 200, description = "Unit costs", body = crate::unit_costs::UnitCosts),
+        (status = 400, description = "A bad parameter, named", body = ApiError),
+        (status = 401, description = "No or a wrong token", body = ApiError),
+    ),
+    security(("bearer" = []))
+)]
+async fn unit_costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
+    use app::unit_costs::UnitCostRunError as E;
+    let p = Params::parse(req.uri().query(), UNIT_COST_PARAMS)?;
+    let text = costs_text(&p)?;
+    let per = p.one("per")?.ok_or_else(|| ApiError::bad("per", "'per' is required: a business metric name"))?;
+    let per_unit = match p.one("per_unit")? {
+        None => rust_decimal::Decimal::ONE,
+        Some(u) => u
+            .trim()
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            .filter(|d| *d > rust_decimal::Decimal::ZERO)
+            .ok_or_else(|| ApiError::bad("per_unit", format!("'per_unit' must be a number above 0, not '{u}'")))?,
+    };
+    let places = p.number("places", 0u32, 12)?.unwrap_or(4);
+    let csv = match p.one("format")?.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
+    };
+    let config = s.config();
+    let q = app::query::parse(&config, &text).map_err(app::query::QueryRunError::from)?;
+    let _slot = s.query_slot().await?;
+    let u = match app::unit_costs::unit_costs(s.store.as_ref(), &config, &q, &per, per_unit, places).await {
+        Ok(u) => u,
+        Err(E::Query(q)) => return Err(q.into()),
+        Err(E::Ledger(l)) => return Err(l.into()),
+        Err(E::UnitCost(e @ crate::unit_costs::UnitCostError::MissingDimension { .. })) => {
+            return Err(ApiError::bad("group_by", e.to_string()));
+        }
+        Err(E::UnitCost(e @ crate::unit_costs::UnitCostError::UnknownMetric { .. })) => {
+            return Err(ApiError::bad("per", e.to_string()));
+        }
+        Err(E::UnitCost(e)) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)),
+    };
+    if csv {
+        let mut body = Vec::new();
+        crate::unit_costs::write_csv(&u, &mut body)
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+        return Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                (header::CONTENT_DISPOSITION, "attachment; filename=\"unit_costs.csv\""),
+            ],
+            body,
+        )
+            .into_response());
+    }
+    Ok(axum::Json(u).into_response())
+}
+
 const EXPLAIN_PARAMS: &[&str] = &["from", "to", "by", "metric", "where", "currency", "top", "format"];
 
 /// The parameter an explain error is about.
@@ -734,6 +822,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/commitments", get(commitments))
         .route("/api/v1/budgets", get(budgets))
+        .route("/api/v1/unit_costs", get(unit_costs))
         .route("/api/v1/dimensions", get(dimensions))
         .route("/api/v1/dimensions/{name}", get(dimension_values))
         .route("/api/v1/sources", get(sources))

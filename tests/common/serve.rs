@@ -21,6 +21,8 @@ pub fn fill(db: &str, cfg: &Path) {
     assert_eq!(code, 0, "import: {err}");
     let (code, _, err) = run(db, &["fx", "import", &fixture("query/fx.csv").display().to_string()]);
     assert_eq!(code, 0, "fx: {err}");
+    let (code, _, err) = run(db, &["metrics", "import", &fixture("query/requests.csv").display().to_string()]);
+    assert_eq!(code, 0, "metrics: {err}");
     // An invoice 0.99 USD above the ledger (9.2550001, compared at 2 places): a finding to serve.
     let inv = Path::new(cfg).with_file_name("invoices.csv");
     std::fs::write(&inv, "billing_account_id,billing_period,currency,amount\nP1,2026-10,USD,10.25\n").expect("write");
