@@ -139,6 +139,10 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         "ServiceSubcategory",
         "RegionName",
         "ResourceType",
+        "CommitmentDiscountCategory",
+        "CommitmentDiscountStatus",
+        "CommitmentDiscountType",
+        "PricingCategory",
     ]))?;
     let mut rng = Rng(spec.seed ^ 0x5EED_C057_1ED6_E400);
     let start = spec.period.start();
@@ -188,6 +192,10 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
         } else if i % 67 == 3 {
             let d = amount(-(rng.below(5_000_000_000) as i64 + 1), 10);
             ("Credit", d, d.to_string(), "Promotional credit".to_string())
+        } else if acct.provider == "AWS" && i % 331 == 17 {
+            // The savings plan's unused share of an hour: billed 0, its EffectiveCost below.
+            commitment = format!("arn:aws:savingsplans::{}:savingsplan/sp-0001", acct.billing_id);
+            ("Usage", Decimal::ZERO, "0".to_string(), "Unused Savings Plan commitment".to_string())
         } else {
             let digits = 6 + rng.below(7) as u32;
             let m = rng.below(10u64.pow(digits)) as i64;
@@ -201,10 +209,32 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             1 => amount(72, 2),
             _ => amount(85, 2),
         };
+        // Every 5th AWS usage hour is covered by the account's savings plan: billed 0 (the
+        // purchase paid for it), its EffectiveCost the amortised rate, its ContractedCost and
+        // ListCost those of the on-demand hour (FOCUS).
+        let unused = !commitment.is_empty() && kind == "Usage";
+        let covered = kind == "Usage" && acct.provider == "AWS" && commitment.is_empty() && i % 5 == 2;
+        if covered {
+            commitment = format!("arn:aws:savingsplans::{}:savingsplan/sp-0001", acct.billing_id);
+        }
+        let on_demand = billed;
+        let (billed, billed_text) = if covered { (Decimal::ZERO, "0".to_string()) } else { (billed, billed_text) };
         // A purchase that covers future usage is amortised into that usage: its own
         // EffectiveCost is 0 (FOCUS).
-        let effective = if kind == "Purchase" { Decimal::ZERO } else { (billed * factor).round_dp(10) };
-        let list = (billed * amount(115, 2)).round_dp(10);
+        let effective = match (kind, covered, unused) {
+            ("Purchase", _, _) => Decimal::ZERO,
+            (_, true, _) => (on_demand * amount(72, 2)).round_dp(10),
+            (_, _, true) => amount(rng.below(400_000_000) as i64 + 1, 6),
+            _ => (billed * factor).round_dp(10),
+        };
+        let list = (on_demand * amount(115, 2)).round_dp(10);
+        let (commit_category, commit_status, commit_type, pricing_category) = match (kind, covered, unused) {
+            ("Purchase", _, _) => ("Spend", "", "Compute Savings Plan", "Committed"),
+            (_, true, _) => ("Spend", "Used", "Compute Savings Plan", "Committed"),
+            (_, _, true) => ("Spend", "Unused", "Compute Savings Plan", "Committed"),
+            ("Usage", _, _) => ("", "", "", "Standard"),
+            _ => ("", "", "", ""),
+        };
         let qty = amount(rng.below(1_000_000) as i64 + 1, 3);
         let resource = match acct.provider {
             "AWS" => format!("arn:aws:ec2:{region}:{sub_id}:instance/i-{:016x}", rng.below(500)),
@@ -214,7 +244,7 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             _ => format!("//compute.googleapis.com/projects/{sub_id}/instances/vm-{}", rng.below(300)),
         };
         let mut tags: Vec<(String, String)> = Vec::new();
-        if kind == "Usage" || kind == "Credit" {
+        if (kind == "Usage" && !unused) || kind == "Credit" {
             let team = *rng.pick(&TEAMS);
             if rng.percent(8) {
                 // no owner tag
@@ -244,7 +274,7 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             "Tax" => "Recurring",
             _ => "One-Time",
         };
-        let row: [&str; 36] = [
+        let row: [&str; 40] = [
             acct.billing_id,
             acct.billing_name,
             sub_id,
@@ -262,13 +292,13 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             acct.publisher,
             acct.issuer,
             region,
-            if is_usage { &resource } else { "" },
-            if is_usage { resource.rsplit('/').next().unwrap_or_default() } else { "" },
+            if is_usage && !unused { &resource } else { "" },
+            if is_usage && !unused { resource.rsplit('/').next().unwrap_or_default() } else { "" },
             &sku,
             &billed_text,
             &effective.to_string(),
             &list.to_string(),
-            &billed.to_string(),
+            &on_demand.to_string(),
             acct.currency,
             &if is_usage { qty.to_string() } else { String::new() },
             if is_usage { unit } else { "" },
@@ -280,7 +310,11 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             frequency,
             subcategory,
             region_name,
-            if is_usage { "Virtual Machine" } else { "" },
+            if is_usage && !unused { "Virtual Machine" } else { "" },
+            commit_category,
+            commit_status,
+            commit_type,
+            pricing_category,
         ];
         w.write_record(row)?;
         stats.rows += 1;

@@ -50,6 +50,18 @@ fn check_backend(db: &str) {
     );
     assert!(out.contains("budget all-quarter (2000 USD for 2026-Q4)"), "{out}");
 
+    // A budget in another currency without an exchange rate: `budgets` says so (exit 2), and
+    // reconcile records it as a finding instead of failing.
+    let eur = dir_with_eur_budget(&cfg);
+    let eur_cfg = eur.path().join("eur.yaml").to_str().expect("utf8").to_string();
+    let (code, _, err) = cli(db, &eur_cfg, &["budgets"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("budget 'eur': no exchange rate from USD to EUR for 2026-10"), "{err}");
+    let (code, _, err) = cli(db, &eur_cfg, &["reconcile"]);
+    assert_eq!(code, 1, "{err}");
+    let (_, out, _) = cli(db, &eur_cfg, &["findings", "--period", "2026-11"]);
+    assert!(out.contains("cannot be evaluated: budget 'eur': no exchange rate from USD to EUR"), "{out}");
+
     // The weekly report shows each budget as of the end of its week.
     let dir = tempfile::tempdir().expect("tmp");
     let d = dir.path().to_str().expect("utf8");
@@ -60,6 +72,15 @@ fn check_backend(db: &str) {
         md.contains("| payments-monthly | 2026-11 | USD | 250.00 | 56.00 | 22.40% | 228.00 | 91.20% | 80% forecast |"),
         "{md}"
     );
+}
+
+/// The budgets config plus a EUR budget (no USD→EUR rate is imported).
+fn dir_with_eur_budget(cfg: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tmp");
+    let base = std::fs::read_to_string(cfg).expect("config");
+    std::fs::write(dir.path().join("eur.yaml"), format!("{base}  - {{ name: eur, amount: \"10\", currency: EUR }}\n"))
+        .expect("write");
+    dir
 }
 
 #[test]

@@ -10,6 +10,7 @@ use costledger_core::ExactSum;
 use crate::budgets::{self, BudgetStatus};
 use crate::config::{BudgetConfig, Config};
 use crate::ledger::{CheckKind, Finding, LedgerError, LedgerStore};
+use crate::query::aggregate::AggregateError;
 use crate::query::{Filter, Grain, Query, Range, RangeBy};
 
 use super::query::{QueryRunError, tag_normaliser};
@@ -193,9 +194,32 @@ pub async fn commitment_findings(
 
 /// Findings the application layer adds to a reconcile: budgets and commitments, as of the
 /// default day.
+///
+/// A budget that cannot be evaluated for want of an exchange rate is itself a finding (what is
+/// missing and what to do), so one missing rate never stops the reconcile.
 pub async fn extra_findings(store: &dyn LedgerStore, config: &Config) -> Result<Vec<Finding>, BudgetsError> {
     let as_of = default_as_of(store, config).await?;
-    let mut out = budget_findings(&statuses(store, config, as_of).await?);
+    let mut evaluated = Vec::new();
+    let mut out = Vec::new();
+    for b in &config.budgets {
+        match status(store, config, b, as_of).await {
+            Ok(s) => evaluated.push(s),
+            Err(e @ BudgetsError::Query { source: QueryRunError::Aggregate(AggregateError::Fx(_)), .. }) => {
+                out.push(Finding {
+                    check: CheckKind::Budget,
+                    period: (as_of - Duration::days(1)).format("%Y-%m").to_string(),
+                    billing_account_id: None,
+                    currency: Some(b.currency.clone()),
+                    amount: None,
+                    subject: Some(b.name.clone()),
+                    message: format!("cannot be evaluated: {e}"),
+                    evidence: serde_json::json!({"error": e.to_string()}).to_string(),
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    out.extend(budget_findings(&evaluated));
     out.extend(commitment_findings(store, config, as_of).await?);
     Ok(out)
 }

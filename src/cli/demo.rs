@@ -40,6 +40,34 @@ allocation:
       shared: proportional
 "#;
 
+/// A budget and a unit cost the demo shows when the config has none.
+pub const DEMO_BUDGETS: &str = r#"
+budgets:
+  - name: payments-usd
+    scope: ["owner=payments", "provider=AWS"]
+    amount: "30000"
+    currency: USD
+    thresholds: [50, 80, 100]
+report:
+  unit_costs:
+    - { metric: requests, per: 1000, cost: EffectiveCost, by: [owner] }
+"#;
+
+/// The demo's business metric: requests per owner per day of `period` (deterministic).
+fn demo_requests(period: BillingPeriod) -> String {
+    let mut out = String::from("date,metric,value,owner\n");
+    let start = period.start().date_naive();
+    let days = (period.end().date_naive() - start).num_days();
+    for d in 0..days {
+        let day = start + chrono::Duration::days(d);
+        for (i, owner) in ["payments", "search", "platform", "data"].iter().enumerate() {
+            let value = 200_000 + 1_000 * d + 50_000 * i as i64;
+            out.push_str(&format!("{day},requests,{value},{owner}\n"));
+        }
+    }
+    out
+}
+
 pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow::Result<ExitCode> {
     let mut env = load_env(cli)?;
     if env.config.allocation == crate::allocation::AllocationConfig::default() {
@@ -47,11 +75,19 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
             .map_err(|e| anyhow::anyhow!("built-in demo allocation rules are invalid: {e:?}"))?;
         env.config.allocation = demo.allocation;
     }
+    if env.config.budgets.is_empty() && env.config.report.unit_costs.is_empty() {
+        let demo = Config::parse(DEMO_BUDGETS, &|_| None)
+            .map_err(|e| anyhow::anyhow!("built-in demo budgets are invalid: {e:?}"))?;
+        env.config.budgets = demo.budgets;
+        env.config.report.unit_costs = demo.report.unit_costs;
+    }
     let bills = dir.join("bills");
     std::fs::create_dir_all(&bills).with_context(|| format!("cannot create {}", bills.display()))?;
     let period: BillingPeriod = "2026-10".parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let synthetic = bills.join("synthetic-2026-10.csv");
     let stats = write_sample_file(&synthetic, SampleSpec { rows, seed, period })?;
+    let requests = dir.join("requests-2026-10.csv");
+    std::fs::write(&requests, demo_requests(period)).with_context(|| format!("cannot write {}", requests.display()))?;
     let public = bills.join("focus-sample-data-1.0.csv");
     std::fs::write(&public, BUNDLED_FOCUS_SAMPLE).with_context(|| format!("cannot write {}", public.display()))?;
     println!(
@@ -73,6 +109,10 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
     if !ok {
         return Ok(ExitCode::from(2));
     }
+
+    let metrics = crate::finance_files::read_metrics(&requests)?;
+    app::unit_costs::import(store.as_ref(), &metrics).await?;
+    println!("   business metric 'requests' per owner and day: {} ({} values)", requests.display(), metrics.len());
 
     println!("\n3. summary of current charges (per provider, billing account and currency):");
     let by = [Dim::Provider, Dim::BillingAccount];
@@ -144,6 +184,19 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         for g in e.groups.iter().filter(|g| !g.others) {
             println!("   - {}", g.sentence);
         }
+        for b in app::budgets::statuses(store.as_ref(), &env.config, monday + chrono::Duration::days(7)).await? {
+            println!(
+                "   budget {} ({} {} for {}): actual {} ({}), forecast {} ({})",
+                b.name,
+                b.amount,
+                b.currency,
+                b.period,
+                b.actual.to_fixed(2),
+                b.actual_percent.map(|p| format!("{p}%")).unwrap_or_default(),
+                b.forecast.to_fixed(2),
+                b.forecast_percent.map(|p| format!("{p}%")).unwrap_or_default()
+            );
+        }
         explain_hint = Some((text.from, text.to));
     }
 
@@ -180,6 +233,10 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
     if let Some((a, b)) = explain_hint {
         println!("     costledger --database {url} explain --from {a} --to {b} --by service,sku --top 10");
     }
+    println!("     costledger --database {url} commitments --view coverage");
+    println!(
+        "     costledger --database {url} query --group-by owner --grain week --per requests --per-unit 1000 --metric EffectiveCost"
+    );
     println!("     costledger --database {url} serve   (the API and the cost-explorer page on http://127.0.0.1:9464/)");
     Ok(ExitCode::SUCCESS)
 }
