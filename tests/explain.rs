@@ -41,12 +41,12 @@ fn check_backend(db: &str) {
     // credits −1 → −3 → no quantity −2. RDS gone, Lambda new, S3 unchanged, EUR unchanged.
     assert_eq!(
         explain(&["--format", "csv"]),
-        "service,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx\r\n\
-         Virtual Machines,EUR,100,100,0,0.00,0,0,0,0,0,0,0\r\n\
-         Amazon RDS,USD,7,0,-7,-100.00,0,0,0,0,7,0,0\r\n\
-         Amazon EC2,USD,19,21,2,10.53,4,1,-1,0,0,-2,0\r\n\
-         AWS Lambda,USD,0,0.2,0.2,,0,0,0,0.2,0,0,0\r\n\
-         Amazon S3,USD,23,23,0,0.00,0,0,0,0,0,0,0\r\n"
+        "service,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx,allocation\r\n\
+         Virtual Machines,EUR,100,100,0,0.00,0,0,0,0,0,0,0,0\r\n\
+         Amazon RDS,USD,7,0,-7,-100.00,0,0,0,0,7,0,0,0\r\n\
+         Amazon EC2,USD,19,21,2,10.53,4,1,-1,0,0,-2,0,0\r\n\
+         AWS Lambda,USD,0,0.2,0.2,,0,0,0,0.2,0,0,0,0\r\n\
+         Amazon S3,USD,23,23,0,0.00,0,0,0,0,0,0,0,0\r\n"
     );
 
     // Converted to USD: the EUR service's change is all FX (100 × 1.08 → 100 × 1.10).
@@ -82,20 +82,50 @@ fn check_backend(db: &str) {
     // By owner (the allocator's tag rule): search lost RDS and gained Lambda.
     assert_eq!(
         explain(&["--by", "owner", "--where", "provider=AWS", "--format", "csv"]),
-        "owner,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx\r\n\
-         search,USD,30,23.2,-6.8,-22.67,0,0,0,0.2,7,0,0\r\n\
-         payments,USD,19,21,2,10.53,4,1,-1,0,0,-2,0\r\n"
+        "owner,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx,allocation\r\n\
+         search,USD,30,23.2,-6.8,-22.67,0,0,0,0.2,7,0,0,0\r\n\
+         payments,USD,19,21,2,10.53,4,1,-1,0,0,-2,0,0\r\n"
     );
     // Top 1: the rest in one exact (others) row.
     assert_eq!(
         explain(&["--by", "service", "--where", "provider=AWS", "--top", "1", "--format", "csv"]),
-        "service,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx\r\n\
-         Amazon RDS,USD,7,0,-7,-100.00,0,0,0,0,7,0,0\r\n\
-         (others),USD,42,44.2,2.2,5.24,4,1,-1,0.2,0,-2,0\r\n"
+        "service,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx,allocation\r\n\
+         Amazon RDS,USD,7,0,-7,-100.00,0,0,0,0,7,0,0,0\r\n\
+         (others),USD,42,44.2,2.2,5.24,4,1,-1,0.2,0,-2,0,0\r\n"
     );
     // The table ends with the top drivers as sentences.
     let table = explain(&["--where", "provider=AWS", "--format", "table"]);
     assert!(table.contains("Top drivers:\n- Amazon RDS: −7.00 USD (7.00 → 0.00), of which gone −7.00\n"), "{table}");
+
+    // The rules change after week 2026-W41 was reconciled: RDS now goes to data. By owner,
+    // search's W41 baseline is what the reconcile stored (30); today's rules moved 7 to data.
+    let (code, _, err) = run(db, &["--config", &cfg, "reconcile"]);
+    assert!(code == 0 || code == 1, "{err}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let r2 = dir.path().join("r2.yaml");
+    let base = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &r2,
+        base.replace(
+            "allocation:\n",
+            "allocation:\n  rules:\n    - { name: rds-to-data, match: { service: \"Amazon RDS\" }, owner: data }\n",
+        ),
+    )
+    .expect("write");
+    let r2 = r2.to_str().expect("utf8");
+    assert_eq!(
+        cli(db, r2, "explain", &["--from", "2026-W41", "--to", "2026-W45", "--by", "owner", "--format", "csv"]),
+        "owner,currency,before,after,change,change_percent,volume,rate,mix,new,gone,no_quantity,fx,allocation\r\n\
+         data,EUR,100,100,0,0.00,0,0,0,0,0,0,0,0\r\n\
+         search,USD,30,23.2,-6.8,-22.67,0,0,0,0.2,0,0,0,-7\r\n\
+         payments,USD,19,21,2,10.53,4,1,-1,0,0,-2,0,0\r\n\
+         data,USD,0,0,0,,0,0,0,0,7,0,0,7\r\n"
+    );
+    // Under the rules the reconcile used there is nothing to move.
+    let same =
+        cli(db, &cfg, "explain", &["--from", "2026-W41", "--to", "2026-W45", "--by", "owner", "--format", "json"]);
+    let v: Value = serde_json::from_str(&same).expect("json");
+    assert!(v["groups"].as_array().expect("groups").iter().all(|g| g["parts"]["allocation"] == "0"), "{same}");
 
     // Bad input: what is wrong and what to use; exit 2.
     for (args, want) in [

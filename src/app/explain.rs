@@ -129,5 +129,49 @@ pub async fn explain(
         Some(_) => store.fx_rates().await?,
         None => Vec::new(),
     };
-    Ok(explain::decompose(&q.spec, &a, &b, &rates)?)
+    let stored = stored_before(store, q, &a).await?;
+    Ok(explain::decompose_with(&q.spec, &a, &b, &rates, stored.as_ref())?)
+}
+
+/// What the last reconcile stored for period A per owner, when it differs from today's
+/// allocation of the same charges (the rules changed since): only for `--by owner`, BilledCost
+/// (what the reconciler allocates), an ISO week (what it stores), no filters or conversion.
+/// `None` when nothing is stored or when the stored totals differ from today's (the charges
+/// changed, not the rules: a reconcile brings them level).
+async fn stored_before(
+    store: &dyn LedgerStore,
+    q: &ExplainQuestion,
+    a: &[Fact],
+) -> Result<Option<explain::StoredBefore>, ExplainRunError> {
+    let s = &q.spec;
+    if q.by != [Dimension::Owner]
+        || s.metric != Metric::BilledCost
+        || s.currency.is_some()
+        || !q.filters.is_empty()
+        || s.from.kind != explain::PeriodKind::Week
+    {
+        return Ok(None);
+    }
+    let week = s.from.start.to_string();
+    let rows = store.allocations(Some((&week, &week))).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let mut stored = explain::StoredBefore::new();
+    let mut stored_total: std::collections::BTreeMap<String, ExactSum> = Default::default();
+    for r in rows.iter().filter(|r| r.week == week) {
+        // The query's owner of a shared rule's charges is `shared`; the reconciler splits them.
+        let owner = if r.basis.starts_with("shared:") { Some("shared".to_string()) } else { r.owner.clone() };
+        stored.entry((vec![owner], r.currency.clone())).or_default().merge(&r.amount).map_err(ExplainError::from)?;
+        stored_total.entry(r.currency.clone()).or_default().merge(&r.amount).map_err(ExplainError::from)?;
+    }
+    let mut today: std::collections::BTreeMap<(Vec<Option<String>>, String), ExactSum> = Default::default();
+    let mut today_total: std::collections::BTreeMap<String, ExactSum> = Default::default();
+    for f in a {
+        today.entry((f.keys.clone(), f.currency.clone())).or_default().merge(&f.cost).map_err(ExplainError::from)?;
+        today_total.entry(f.currency.clone()).or_default().merge(&f.cost).map_err(ExplainError::from)?;
+    }
+    let same_charges = stored_total == today_total;
+    let moved = stored.iter().any(|(k, v)| today.get(k) != Some(v)) || today.keys().any(|k| !stored.contains_key(k));
+    Ok((same_charges && moved).then_some(stored))
 }

@@ -2,7 +2,7 @@
 //! **rate**, **mix**, **new**, **gone**, **no quantity** and **FX**, so that
 //!
 //! ```text
-//! volume + rate + mix + new − gone + no_quantity + fx = after − before   (exactly)
+//! volume + rate + mix + new − gone + no_quantity + fx + allocation = after − before   (exactly)
 //! ```
 //!
 //! Pure: [`decompose`] takes the facts of the two periods (sums per group, unit class, SKU,
@@ -25,6 +25,8 @@
 //! decimal places (at least 2); rate and mix are remainders, so the parts add back to the
 //! change exactly. When money is converted to one currency, every part is converted at the
 //! reference rate (the month `--from` starts in) and **fx** is what the actual month rates add.
+//! When period A is an ISO week already reconciled and explained by owner, `before` is what
+//! that reconcile stored and **allocation** is what today's rules move between owners.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -216,13 +218,18 @@ pub struct Parts {
     #[serde(serialize_with = "as_text")]
     #[schema(value_type = String)]
     pub fx: ExactSum,
+    /// The same charges of period A given to another group by today's allocation rules than
+    /// by the rules its reconcile used (`before` is then what that reconcile stored).
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub allocation: ExactSum,
 }
 
 impl Parts {
-    /// volume + rate + mix + new − gone + no_quantity + fx.
+    /// volume + rate + mix + new − gone + no_quantity + fx + allocation.
     pub fn sum(&self) -> Result<ExactSum, MoneyError> {
         let mut s = ExactSum::ZERO;
-        for v in [&self.volume, &self.rate, &self.mix, &self.new, &self.no_quantity, &self.fx] {
+        for v in [&self.volume, &self.rate, &self.mix, &self.new, &self.no_quantity, &self.fx, &self.allocation] {
             s.merge(v)?;
         }
         s.checked_sub(&self.gone)
@@ -235,7 +242,8 @@ impl Parts {
         self.new.merge(&o.new)?;
         self.gone.merge(&o.gone)?;
         self.no_quantity.merge(&o.no_quantity)?;
-        self.fx.merge(&o.fx)
+        self.fx.merge(&o.fx)?;
+        self.allocation.merge(&o.allocation)
     }
 
     /// Every part but fx multiplied by `rate` exactly (a conversion at the reference rate).
@@ -254,6 +262,7 @@ impl Parts {
             gone: m(&self.gone)?,
             no_quantity: m(&self.no_quantity)?,
             fx: ExactSum::ZERO,
+            allocation: ExactSum::ZERO,
         })
     }
 }
@@ -345,7 +354,8 @@ pub const METHOD: &str = "volume = (Q_B − Q_A) × C_A / Q_A per unit class (se
      rate = the same SKUs' change beyond their own volume; mix = the rest of the unit class's change; new/gone = unit \
      classes priced in one period only; no_quantity = lines without a usable PricingQuantity (credits, tax, fees); \
      divisions rounded half-to-even to the amounts' decimal places (at least 2), so the parts add back exactly; \
-     converted parts use the rate of the month --from starts in, fx is the rest";
+     converted parts use the rate of the month --from starts in, fx is the rest; allocation = period A's charges moved \
+     between owners by today's rules against those of its reconcile (by owner, ISO weeks)";
 
 /// How the two periods are compared.
 #[derive(Debug, Clone)]
@@ -475,6 +485,22 @@ fn decompose_cell(c: &Cell, group: &str) -> Result<(Parts, Option<QuantityChange
 /// Explain the change from the facts of period A to those of period B. `rates` are the stored
 /// FX rates (used only when `spec.currency` is set).
 pub fn decompose(spec: &Spec, a: &[Fact], b: &[Fact], rates: &[FxRate]) -> Result<Explanation, ExplainError> {
+    decompose_with(spec, a, b, rates, None)
+}
+
+/// Period A's cost per (group, currency) as its reconcile stored it (the allocation rules of
+/// that time), when it differs from today's allocation of the same charges.
+pub type StoredBefore = BTreeMap<(Vec<Option<String>>, String), ExactSum>;
+
+/// [`decompose`]; with `stored`, each group's `before` is what period A's reconcile stored and
+/// the **allocation** part is today's allocation of A minus it (the same charges, another owner).
+pub fn decompose_with(
+    spec: &Spec,
+    a: &[Fact],
+    b: &[Fact],
+    rates: &[FxRate],
+    stored: Option<&StoredBefore>,
+) -> Result<Explanation, ExplainError> {
     if spec.top == Some(0) {
         return Err(ExplainError::ZeroTop);
     }
@@ -552,6 +578,32 @@ pub fn decompose(spec: &Spec, a: &[Fact], b: &[Fact], rates: &[FxRate]) -> Resul
         let n = cells_per_row.entry((keys.clone(), e.currency.clone())).or_default();
         *n += 1;
         e.quantity = if *n == 1 { quantity } else { None };
+    }
+    // 2b. A stored baseline: groups it has and today's allocation does not, and the allocation part.
+    if let Some(stored) = stored {
+        for ((keys, currency), then) in stored {
+            let e = rows.entry((keys.clone(), currency.clone())).or_insert_with(|| GroupChange {
+                keys: keys.clone(),
+                others: false,
+                currency: currency.clone(),
+                before: ExactSum::ZERO,
+                after: ExactSum::ZERO,
+                change: ExactSum::ZERO,
+                percent: None,
+                parts: Parts::default(),
+                quantity: None,
+                sentence: String::new(),
+            });
+            e.parts.allocation = e.before.checked_sub(then)?;
+            e.before = *then;
+        }
+        for ((keys, currency), e) in rows.iter_mut() {
+            if !stored.contains_key(&(keys.clone(), currency.clone())) {
+                // Nothing stored for this group: today's rules gave it all of its A cost.
+                e.parts.allocation = e.before;
+                e.before = ExactSum::ZERO;
+            }
+        }
     }
     // 3. Change, fx as the remainder, percent.
     let mut groups: Vec<GroupChange> = Vec::with_capacity(rows.len());
@@ -694,6 +746,7 @@ fn sentence(g: &GroupChange) -> String {
     named.push(("gone", gone, String::new()));
     named.push(("no quantity", p.no_quantity, String::new()));
     named.push(("FX", p.fx, String::new()));
+    named.push(("allocation rules", p.allocation, String::new()));
     let shown: Vec<String> = named
         .into_iter()
         .filter(|(_, v, _)| !v.round_dp(2).is_zero())
@@ -706,10 +759,10 @@ fn sentence(g: &GroupChange) -> String {
 }
 
 /// The parts' column names in every format, in order.
-pub const PART_NAMES: [&str; 7] = ["volume", "rate", "mix", "new", "gone", "no_quantity", "fx"];
+pub const PART_NAMES: [&str; 8] = ["volume", "rate", "mix", "new", "gone", "no_quantity", "fx", "allocation"];
 
-fn part_values(p: &Parts) -> [ExactSum; 7] {
-    [p.volume, p.rate, p.mix, p.new, p.gone, p.no_quantity, p.fx]
+fn part_values(p: &Parts) -> [ExactSum; 8] {
+    [p.volume, p.rate, p.mix, p.new, p.gone, p.no_quantity, p.fx, p.allocation]
 }
 
 fn headers(e: &Explanation) -> Vec<String> {

@@ -172,6 +172,23 @@ fn a_currency_move_alone_is_all_fx() {
 }
 
 #[test]
+fn charges_moved_between_owners_by_new_rules_are_the_allocation_part() {
+    // Today's rules give A's 7.00 of RDS to data; the reconcile of A had given it to search.
+    let a = [usage("search", "S3", "std", "23", "1000", false), usage("data", "RDS", "db", "7", "10", false)];
+    let b = [usage("search", "S3", "std", "23", "1000", true)];
+    let key = |g: &str| (vec![Some(g.to_string())], "USD".to_string());
+    let stored = StoredBefore::from([(key("search"), sum("30"))]);
+    let e = decompose_with(&spec(&["owner"], None), &a, &b, &[], Some(&stored)).expect("explains");
+    assert_adds_back(&e);
+    let search = e.groups.iter().find(|g| g.keys == key("search").0).expect("search");
+    assert_eq!((search.before.to_string(), search.change.to_string()), ("30".into(), "-7".into()));
+    assert_eq!(only(search.parts), vec![("allocation", "-7".into())]);
+    let data = e.groups.iter().find(|g| g.keys == key("data").0).expect("data");
+    assert_eq!(only(data.parts), vec![("gone", "7".into()), ("allocation", "7".into())]);
+    assert!(search.sentence.ends_with("of which allocation rules −7.00"), "{}", search.sentence);
+}
+
+#[test]
 fn top_n_keeps_the_largest_changes_and_others_keeps_the_total() {
     let a = [
         usage("a", "EC2", "x", "10", "1", false),
