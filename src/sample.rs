@@ -302,8 +302,9 @@ pub fn write_sample<W: Write>(out: W, spec: SampleSpec) -> std::io::Result<Sampl
             acct.currency,
             &if is_usage { qty.to_string() } else { String::new() },
             if is_usage { unit } else { "" },
-            &if is_usage { qty.to_string() } else { String::new() },
-            if is_usage { unit } else { "" },
+            // A commitment's unused share consumed nothing (FOCUS: ConsumedQuantity null).
+            &if is_usage && !unused { qty.to_string() } else { String::new() },
+            if is_usage && !unused { unit } else { "" },
             &commitment,
             acct.invoice.unwrap_or_default(),
             &tags_json,
