@@ -125,9 +125,14 @@ fn a_daemon_schedules_serves_health_and_metrics_and_stops_cleanly() {
     let dir = tempfile::tempdir().expect("tmp");
     let db = sqlite_url(dir.path());
     let port = free_port();
-    let cfg = write_config(dir.path(), &db, port, &bills(dir.path()), "* * * * * *", "");
+    // A EUR budget without an exchange rate cannot be evaluated; it must not hide the other.
+    let budget = "budgets:\n  - { name: eur, amount: \"1\", currency: EUR }\n  \
+                  - { name: all-usd, scope: [\"provider=AWS\"], amount: \"1000\", currency: USD }\n";
+    let cfg = write_config(dir.path(), &db, port, &bills(dir.path()), "* * * * * *", budget);
     let d = Daemon::start(&cfg, dir.path(), "a", port);
     let series = [
+        "costledger_budget_ratio{budget=\"all-usd\",kind=\"actual\"}",
+        "costledger_budget_ratio{budget=\"all-usd\",kind=\"forecast\"}",
         "costledger_rows_ingested_total{source=\"drop\"} 172",
         "costledger_source_last_success_timestamp_seconds{source=\"drop\"}",
         "costledger_source_last_run_ok{source=\"drop\"} 1",
@@ -158,6 +163,24 @@ fn a_daemon_schedules_serves_health_and_metrics_and_stops_cleanly() {
     for series in series {
         assert!(metrics.contains(series), "missing {series} in\n{metrics}");
     }
+    // The budget gauge is `costledger budgets`' percentage over 100 (asked with the USD budget
+    // alone: the EUR one is an error there, and a finding of the daemon's reconcile).
+    let usd_only = dir.path().join("usd.yaml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&usd_only, text.replace("  - { name: eur, amount: \"1\", currency: EUR }\n", "")).expect("write");
+    let (code, out, err) = run(&db, &["--config", usd_only.to_str().expect("utf8"), "budgets", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let b: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(b[0]["name"], "all-usd", "{out}");
+    let pct: rust_decimal::Decimal = b[0]["actual_percent"].as_str().expect("percent").parse().expect("number");
+    let gauge: rust_decimal::Decimal = metrics
+        .lines()
+        .find(|l| l.starts_with("costledger_budget_ratio{budget=\"all-usd\",kind=\"actual\"}"))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("gauge value");
+    assert!(pct > rust_decimal::Decimal::ZERO, "{out}");
+    assert_eq!((gauge * rust_decimal::Decimal::ONE_HUNDRED).normalize(), pct.normalize(), "gauge {gauge} vs {pct}%");
     wait_until("a second ingest run (every second)", Duration::from_secs(30), || {
         get(port, "/metrics").is_some_and(|(_, m)| {
             m.lines()

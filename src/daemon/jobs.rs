@@ -286,13 +286,18 @@ async fn budget_metrics(shared: &Arc<Shared>, cfg: &Config) {
         return;
     }
     let store = shared.store.as_ref();
-    let statuses = match app::budgets::default_as_of(store, cfg).await {
-        Ok(as_of) => app::budgets::statuses(store, cfg, as_of).await.map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+    let as_of = match app::budgets::default_as_of(store, cfg).await {
+        Ok(d) => d,
+        Err(e) => {
+            error!(error = %e, "budgets could not be evaluated");
+            return;
+        }
     };
-    match statuses {
-        Ok(statuses) => {
-            for s in statuses {
+    // Each budget on its own: one without an exchange rate (a finding of the reconcile) does
+    // not hide the others.
+    for b in &cfg.budgets {
+        match app::budgets::status(store, cfg, b, as_of).await {
+            Ok(s) => {
                 for (kind, pct) in [("actual", s.actual_percent), ("forecast", s.forecast_percent)] {
                     let ratio: f64 = pct
                         .and_then(|p| p.checked_div(rust_decimal::Decimal::ONE_HUNDRED))
@@ -301,8 +306,8 @@ async fn budget_metrics(shared: &Arc<Shared>, cfg: &Config) {
                     metrics::gauge!("costledger_budget_ratio", "budget" => s.name.clone(), "kind" => kind).set(ratio);
                 }
             }
+            Err(e) => error!(budget = %b.name, error = %e, "a budget could not be evaluated"),
         }
-        Err(e) => error!(error = %e, "budgets could not be evaluated"),
     }
 }
 
