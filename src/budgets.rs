@@ -290,13 +290,7 @@ pub fn cells(statuses: &[BudgetStatus]) -> (Vec<String>, Vec<Vec<String>>) {
 /// CSV (RFC 4180): one row per budget, exact amounts.
 pub fn write_csv(statuses: &[BudgetStatus], out: impl std::io::Write) -> Result<(), csv::Error> {
     let (h, rows) = cells(statuses);
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(&h)?;
-    for r in rows {
-        w.write_record(r.iter().map(|x| crate::export::neutralise(x)).collect::<Vec<_>>().iter().map(|x| x.as_ref()))?;
-    }
-    w.flush()?;
-    Ok(())
+    crate::query::render::write_cells_csv(out, &h, &rows)
 }
 
 /// An aligned table, then a sentence per budget that reached a threshold.

@@ -290,13 +290,7 @@ pub fn cells(c: &Commitments, view: View) -> (Vec<String>, Vec<Vec<String>>) {
 /// CSV of one view (RFC 4180, exact amounts, text neutralised against formulas).
 pub fn write_csv(c: &Commitments, view: View, out: impl Write) -> Result<(), csv::Error> {
     let (h, rows) = cells(c, view);
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(&h)?;
-    for r in rows {
-        w.write_record(r.iter().map(|x| crate::export::neutralise(x)).collect::<Vec<_>>().iter().map(|x| x.as_ref()))?;
-    }
-    w.flush()?;
-    Ok(())
+    crate::query::render::write_cells_csv(out, &h, &rows)
 }
 
 /// An aligned table of one view (missing keys shown as `(none)`).

@@ -197,13 +197,7 @@ pub fn cells(u: &UnitCosts) -> (Vec<String>, Vec<Vec<String>>) {
 
 pub fn write_csv(u: &UnitCosts, out: impl Write) -> Result<(), csv::Error> {
     let (h, rows) = cells(u);
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(&h)?;
-    for r in rows {
-        w.write_record(r.iter().map(|x| crate::export::neutralise(x)).collect::<Vec<_>>().iter().map(|x| x.as_ref()))?;
-    }
-    w.flush()?;
-    Ok(())
+    crate::query::render::write_cells_csv(out, &h, &rows)
 }
 
 pub fn write_table(u: &UnitCosts, mut out: impl Write) -> std::io::Result<()> {

@@ -201,21 +201,36 @@ fn print_reports(source: &str, reports: &[Result<LoadReport, IngestError>], tall
 
 /// A query's answer on stdout in the chosen format (a table on a terminal, else CSV), with a
 /// line on stderr saying what was read.
-pub(super) fn print_query(
-    r: &crate::query::aggregate::QueryResult,
+/// An answer printed in one of the read formats: the table on a terminal, else CSV; JSON as
+/// the API serves it (amounts as strings).
+fn print_answer<T: serde::Serialize + ?Sized>(
+    value: &T,
     format: Option<super::QueryFormat>,
+    table: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    csv: impl FnOnce(&mut dyn Write) -> Result<(), csv::Error>,
 ) -> anyhow::Result<()> {
     use super::QueryFormat;
-    use crate::query::render;
     let stdout = std::io::stdout();
     let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
     let mut out = std::io::BufWriter::new(stdout.lock());
     match format {
-        QueryFormat::Table => render::write_table(r, &mut out)?,
-        QueryFormat::Csv => render::write_csv(r, &mut out)?,
-        QueryFormat::Json => render::write_json(r, &mut out)?,
+        QueryFormat::Table => table(&mut out)?,
+        QueryFormat::Csv => csv(&mut out)?,
+        QueryFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, value)?;
+            out.write_all(b"\n")?;
+        }
     }
     out.flush()?;
+    Ok(())
+}
+
+pub(super) fn print_query(
+    r: &crate::query::aggregate::QueryResult,
+    format: Option<super::QueryFormat>,
+) -> anyhow::Result<()> {
+    use crate::query::render;
+    print_answer(r, format, |o| render::write_table(r, o), |o| render::write_csv(r, o))?;
     let from = match r.answered_from {
         crate::query::aggregate::AnsweredFrom::Rollups => "daily rollups",
         crate::query::aggregate::AnsweredFrom::Charges => "charges",
@@ -233,16 +248,8 @@ pub(super) fn print_explanation(
     e: &crate::explain::Explanation,
     format: Option<super::QueryFormat>,
 ) -> anyhow::Result<()> {
-    use super::QueryFormat;
-    let stdout = std::io::stdout();
-    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        QueryFormat::Table => crate::explain::write_table(e, &mut out)?,
-        QueryFormat::Csv => crate::explain::write_csv(e, &mut out)?,
-        QueryFormat::Json => crate::explain::write_json(e, &mut out)?,
-    }
-    out.flush()?;
+    use crate::explain::{write_csv, write_table};
+    print_answer(e, format, |o| write_table(e, o), |o| write_csv(e, o))?;
     if !e.rates_used.is_empty() {
         eprintln!("rates: {}", e.rates_used.join("; "));
     }
@@ -253,40 +260,16 @@ pub(super) fn print_unit_costs(
     u: &crate::unit_costs::UnitCosts,
     format: Option<super::QueryFormat>,
 ) -> anyhow::Result<()> {
-    use super::QueryFormat;
-    let stdout = std::io::stdout();
-    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        QueryFormat::Table => crate::unit_costs::write_table(u, &mut out)?,
-        QueryFormat::Csv => crate::unit_costs::write_csv(u, &mut out)?,
-        QueryFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, u)?;
-            out.write_all(b"\n")?;
-        }
-    }
-    out.flush()?;
-    Ok(())
+    use crate::unit_costs::{write_csv, write_table};
+    print_answer(u, format, |o| write_table(u, o), |o| write_csv(u, o))
 }
 
 pub(super) fn print_budgets(
     statuses: &[crate::budgets::BudgetStatus],
     format: Option<super::QueryFormat>,
 ) -> anyhow::Result<()> {
-    use super::QueryFormat;
-    let stdout = std::io::stdout();
-    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        QueryFormat::Table => crate::budgets::write_table(statuses, &mut out)?,
-        QueryFormat::Csv => crate::budgets::write_csv(statuses, &mut out)?,
-        QueryFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, statuses)?;
-            out.write_all(b"\n")?;
-        }
-    }
-    out.flush()?;
-    Ok(())
+    use crate::budgets::{write_csv, write_table};
+    print_answer(statuses, format, |o| write_table(statuses, o), |o| write_csv(statuses, o))
 }
 
 pub(super) fn print_commitments(
@@ -294,24 +277,12 @@ pub(super) fn print_commitments(
     view: super::args::CommitmentView,
     format: Option<super::QueryFormat>,
 ) -> anyhow::Result<()> {
-    use super::QueryFormat;
-    use crate::commitments::View;
+    use crate::commitments::{View, write_csv, write_table};
     let view = match view {
         super::args::CommitmentView::Utilisation => View::Utilisation,
         super::args::CommitmentView::Coverage => View::Coverage,
     };
-    let stdout = std::io::stdout();
-    let format = format.unwrap_or(if stdout.is_terminal() { QueryFormat::Table } else { QueryFormat::Csv });
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match format {
-        QueryFormat::Table => crate::commitments::write_table(c, view, &mut out)?,
-        QueryFormat::Csv => crate::commitments::write_csv(c, view, &mut out)?,
-        QueryFormat::Json => {
-            serde_json::to_writer_pretty(&mut out, c)?;
-            out.write_all(b"\n")?;
-        }
-    }
-    out.flush()?;
+    print_answer(c, format, |o| write_table(c, view, o), |o| write_csv(c, view, o))?;
     let low = c.utilisation.iter().filter(|u| u.below_minimum).count();
     if low > 0 {
         eprintln!("{low} commitment(s) below {}% utilisation", c.utilisation_minimum_percent);

@@ -135,3 +135,43 @@ pub fn write_aligned(
     }
     Ok(())
 }
+
+/// RFC 4180 CSV of a header and rows of cells, CRLF: text a spreadsheet would run as a formula
+/// is neutralised, a decimal number never is (`-2.25` stays a number, `=HYPERLINK(…)` or
+/// `-1+2` become text).
+pub fn write_cells_csv(out: impl Write, headers: &[String], rows: &[Vec<String>]) -> Result<(), csv::Error> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
+    w.write_record(headers)?;
+    for r in rows {
+        let cells: Vec<std::borrow::Cow<'_, str>> = r
+            .iter()
+            .map(|x| {
+                if x.parse::<rust_decimal::Decimal>().is_ok() {
+                    std::borrow::Cow::Borrowed(x.as_str())
+                } else {
+                    neutralise(x)
+                }
+            })
+            .collect();
+        w.write_record(cells.iter().map(|x| x.as_ref()))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_csv_neutralises_formulas_but_never_numbers() {
+        let mut out = Vec::new();
+        let rows =
+            vec![vec!["=HYPERLINK(\"x\")".to_string(), "-300".into(), "-1+2".into(), "0.0771".into(), "".into()]];
+        write_cells_csv(&mut out, &["a", "b", "c", "d", "e"].map(String::from), &rows).expect("csv");
+        assert_eq!(
+            String::from_utf8(out).expect("utf8"),
+            "a,b,c,d,e\r\n\"'=HYPERLINK(\"\"x\"\")\",-300,'-1+2,0.0771,\r\n"
+        );
+    }
+}
