@@ -58,6 +58,19 @@ fn string(args: &Args, k: &str) -> Result<Option<String>, ToolError> {
     }
 }
 
+/// A whole number of at least 1, when given.
+fn positive(args: &Args, k: &str) -> Result<Option<usize>, ToolError> {
+    match args.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|n| *n >= 1)
+            .map(Some)
+            .ok_or_else(|| ToolError(format!("'{k}' must be a whole number of at least 1"))),
+    }
+}
+
 fn unknown_arguments(args: &Args, known: &[&str]) -> Result<(), ToolError> {
     match args.keys().find(|k| !known.contains(&k.as_str())) {
         Some(k) => Err(ToolError(format!("unknown argument '{k}': this tool takes {}", known.join(", ")))),
@@ -71,15 +84,7 @@ const QUERY_ARGS: &[&str] =
 /// `query_costs` arguments → the query text every edge shares.
 fn query_text(args: &Args) -> Result<QueryText, ToolError> {
     unknown_arguments(args, QUERY_ARGS)?;
-    let top = match args.get("top") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .and_then(|n| usize::try_from(n).ok())
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| ToolError("'top' must be a whole number of at least 1".into()))?,
-        ),
-    };
+    let top = positive(args, "top")?;
     Ok(QueryText {
         metrics: string_list(args, "metric")?,
         group_by: string_list(args, "group_by")?,
@@ -323,15 +328,7 @@ impl CostServer {
                 unknown_arguments(args, &["from", "to", "by", "metric", "where", "currency", "top"])?;
                 let required =
                     |k: &str| string(args, k)?.ok_or_else(|| ToolError(format!("'{k}' is required (e.g. 2026-10)")));
-                let top = match args.get("top") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(
-                        v.as_u64()
-                            .and_then(|n| usize::try_from(n).ok())
-                            .filter(|n| *n >= 1)
-                            .ok_or_else(|| ToolError("'top' must be a whole number of at least 1".into()))?,
-                    ),
-                };
+                let top = positive(args, "top")?;
                 let text = app::explain::ExplainText {
                     from: required("from")?,
                     to: required("to")?,
@@ -486,14 +483,7 @@ impl CostServer {
             "top_unallocated" => {
                 unknown_arguments(args, &["period", "top"])?;
                 let period = period_arg(args)?;
-                let top = match args.get("top") {
-                    None | Some(Value::Null) => 10,
-                    Some(v) => v
-                        .as_u64()
-                        .and_then(|n| usize::try_from(n).ok())
-                        .filter(|n| *n >= 1)
-                        .ok_or_else(|| ToolError("'top' must be a whole number of at least 1".into()))?,
-                };
+                let top = positive(args, "top")?.unwrap_or(10);
                 let rows = app::read::top_unallocated(store, period.as_deref(), top).await?;
                 let summary = if rows.is_empty() {
                     "No unallocated spend (or no reconcile has run yet: `costledger reconcile`).".to_string()

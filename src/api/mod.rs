@@ -216,6 +216,15 @@ impl Params {
         }
     }
 
+    /// `format=json` (default) or `format=csv`.
+    fn wants_csv(&self) -> Result<bool, ApiError> {
+        match self.one("format")?.as_deref() {
+            None | Some("json") => Ok(false),
+            Some("csv") => Ok(true),
+            Some(o) => Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
+        }
+    }
+
     fn flag(&self, k: &str) -> Result<bool, ApiError> {
         match self.one(k)?.as_deref() {
             None | Some("false") | Some("0") => Ok(false),
@@ -223,6 +232,22 @@ impl Params {
             Some(o) => Err(ApiError::bad(k, format!("'{k}' must be true or false, not '{o}'"))),
         }
     }
+}
+
+/// A CSV download: the bytes `write` renders (the CLI's CSV), as an attachment `name`.
+fn csv_response(name: &str, write: impl FnOnce(&mut Vec<u8>) -> Result<(), csv::Error>) -> Result<Response, ApiError> {
+    let mut body = Vec::new();
+    write(&mut body).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{name}\""))
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8")),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 /// The most rows one page of `/costs` returns.
@@ -296,11 +321,7 @@ fn costs_text(p: &Params) -> Result<QueryText, ApiError> {
 async fn costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiError> {
     let p = Params::parse(req.uri().query(), COSTS_PARAMS)?;
     let text = costs_text(&p)?;
-    let csv = match p.one("format")?.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
-    };
+    let csv = p.wants_csv()?;
     let limit = p.number("limit", 1usize, MAX_PAGE_ROWS)?.unwrap_or(MAX_PAGE_ROWS);
     let offset = p.number("offset", 0usize, usize::MAX)?.unwrap_or(0);
     let config = s.config();
@@ -308,17 +329,7 @@ async fn costs(State(s): State<ApiState>, req: Request) -> Result<Response, ApiE
     let _slot = s.query_slot().await?;
     let result = app::query::query(s.store.as_ref(), &config, &q).await?;
     if csv {
-        let mut body = Vec::new();
-        crate::query::render::write_csv(&result, &mut body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"costs.csv\""),
-            ],
-            body,
-        )
-            .into_response());
+        return csv_response("costs.csv", |body| crate::query::render::write_csv(&result, body));
     }
     let total_rows = result.rows.len();
     let mut result = result;
@@ -380,11 +391,7 @@ async fn unit_costs(State(s): State<ApiState>, req: Request) -> Result<Response,
             .ok_or_else(|| ApiError::bad("per_unit", format!("'per_unit' must be a number above 0, not '{u}'")))?,
     };
     let places = p.number("places", 0u32, 12)?.unwrap_or(4);
-    let csv = match p.one("format")?.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
-    };
+    let csv = p.wants_csv()?;
     let config = s.config();
     let q = app::query::parse(&config, &text).map_err(app::query::QueryRunError::from)?;
     let _slot = s.query_slot().await?;
@@ -401,17 +408,7 @@ async fn unit_costs(State(s): State<ApiState>, req: Request) -> Result<Response,
         Err(E::UnitCost(e)) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string(), None)),
     };
     if csv {
-        let mut body = Vec::new();
-        crate::unit_costs::write_csv(&u, &mut body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"unit_costs.csv\""),
-            ],
-            body,
-        )
-            .into_response());
+        return csv_response("unit_costs.csv", |body| crate::unit_costs::write_csv(&u, body));
     }
     Ok(axum::Json(u).into_response())
 }
@@ -476,27 +473,13 @@ async fn explain(State(s): State<ApiState>, req: Request) -> Result<Response, Ap
         currency: p.one("currency")?,
         top: p.number("top", 1usize, 1_000_000)?,
     };
-    let csv = match p.one("format")?.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
-    };
+    let csv = p.wants_csv()?;
     let config = s.config();
     let q = app::explain::parse(&config, &text).map_err(|e| explain_error(e.into()))?;
     let _slot = s.query_slot().await?;
     let e = app::explain::explain(s.store.as_ref(), &config, &q).await.map_err(explain_error)?;
     if csv {
-        let mut body = Vec::new();
-        crate::explain::write_csv(&e, &mut body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"explain.csv\""),
-            ],
-            body,
-        )
-            .into_response());
+        return csv_response("explain.csv", |body| crate::explain::write_csv(&e, body));
     }
     Ok(axum::Json(e).into_response())
 }
@@ -523,11 +506,7 @@ async fn budgets(State(s): State<ApiState>, req: Request) -> Result<Response, Ap
                 .map_err(|_| ApiError::bad("as_of", format!("bad date '{d}' for as_of: use YYYY-MM-DD")))?,
         ),
     };
-    let csv = match p.one("format")?.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
-    };
+    let csv = p.wants_csv()?;
     let config = s.config();
     let _slot = s.query_slot().await?;
     let store = s.store.as_ref();
@@ -543,17 +522,7 @@ async fn budgets(State(s): State<ApiState>, req: Request) -> Result<Response, Ap
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string(), None),
     })?;
     if csv {
-        let mut body = Vec::new();
-        crate::budgets::write_csv(&statuses, &mut body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"budgets.csv\""),
-            ],
-            body,
-        )
-            .into_response());
+        return csv_response("budgets.csv", |body| crate::budgets::write_csv(&statuses, body));
     }
     Ok(axum::Json(statuses).into_response())
 }
@@ -595,11 +564,7 @@ async fn commitments(State(s): State<ApiState>, req: Request) -> Result<Response
         Some("coverage") => crate::commitments::View::Coverage,
         Some(o) => return Err(ApiError::bad("view", format!("unknown view '{o}': use utilisation or coverage"))),
     };
-    let csv = match p.one("format")?.as_deref() {
-        None | Some("json") => false,
-        Some("csv") => true,
-        Some(o) => return Err(ApiError::bad("format", format!("unknown format '{o}': use json or csv"))),
-    };
+    let csv = p.wants_csv()?;
     let config = s.config();
     let _slot = s.query_slot().await?;
     let c = match app::commitments::commitments(s.store.as_ref(), &config, &text).await {
@@ -616,17 +581,7 @@ async fn commitments(State(s): State<ApiState>, req: Request) -> Result<Response
         Err(e @ E::Money(_)) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None)),
     };
     if csv {
-        let mut body = Vec::new();
-        crate::commitments::write_csv(&c, view, &mut body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string(), None))?;
-        return Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (header::CONTENT_DISPOSITION, "attachment; filename=\"commitments.csv\""),
-            ],
-            body,
-        )
-            .into_response());
+        return csv_response("commitments.csv", |body| crate::commitments::write_csv(&c, view, body));
     }
     Ok(axum::Json(c).into_response())
 }

@@ -313,6 +313,23 @@ pub struct GroupChange {
     pub sentence: String,
 }
 
+impl GroupChange {
+    fn empty(keys: Vec<Option<String>>, currency: String, others: bool) -> GroupChange {
+        GroupChange {
+            keys,
+            others,
+            currency,
+            before: ExactSum::ZERO,
+            after: ExactSum::ZERO,
+            change: ExactSum::ZERO,
+            percent: None,
+            parts: Parts::default(),
+            quantity: None,
+            sentence: String::new(),
+        }
+    }
+}
+
 /// The whole change per currency (the rows add up to it exactly).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChangeTotal {
@@ -559,18 +576,9 @@ pub fn decompose_with(
             used.extend(r.map(crate::fx::describe));
             parts = parts.times(rate, &group)?;
         }
-        let e = rows.entry((keys.clone(), out_currency.clone())).or_insert_with(|| GroupChange {
-            keys: keys.clone(),
-            others: false,
-            currency: out_currency,
-            before: ExactSum::ZERO,
-            after: ExactSum::ZERO,
-            change: ExactSum::ZERO,
-            percent: None,
-            parts: Parts::default(),
-            quantity: None,
-            sentence: String::new(),
-        });
+        let e = rows
+            .entry((keys.clone(), out_currency.clone()))
+            .or_insert_with(|| GroupChange::empty(keys.clone(), out_currency, false));
         e.before.merge(&cell.before)?;
         e.after.merge(&cell.after)?;
         e.parts.merge(&parts)?;
@@ -582,18 +590,9 @@ pub fn decompose_with(
     // 2b. A stored baseline: groups it has and today's allocation does not, and the allocation part.
     if let Some(stored) = stored {
         for ((keys, currency), then) in stored {
-            let e = rows.entry((keys.clone(), currency.clone())).or_insert_with(|| GroupChange {
-                keys: keys.clone(),
-                others: false,
-                currency: currency.clone(),
-                before: ExactSum::ZERO,
-                after: ExactSum::ZERO,
-                change: ExactSum::ZERO,
-                percent: None,
-                parts: Parts::default(),
-                quantity: None,
-                sentence: String::new(),
-            });
+            let e = rows
+                .entry((keys.clone(), currency.clone()))
+                .or_insert_with(|| GroupChange::empty(keys.clone(), currency.clone(), false));
             e.parts.allocation = e.before.checked_sub(then)?;
             e.before = *then;
         }
@@ -629,18 +628,9 @@ pub fn decompose_with(
                 kept.push(g);
                 continue;
             }
-            let o = others.entry(g.currency.clone()).or_insert_with(|| GroupChange {
-                keys: vec![None; spec.by.len()],
-                others: true,
-                currency: g.currency.clone(),
-                before: ExactSum::ZERO,
-                after: ExactSum::ZERO,
-                change: ExactSum::ZERO,
-                percent: None,
-                parts: Parts::default(),
-                quantity: None,
-                sentence: String::new(),
-            });
+            let o = others
+                .entry(g.currency.clone())
+                .or_insert_with(|| GroupChange::empty(vec![None; spec.by.len()], g.currency.clone(), true));
             o.before.merge(&g.before)?;
             o.after.merge(&g.after)?;
             o.change.merge(&g.change)?;
