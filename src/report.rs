@@ -678,6 +678,45 @@ pub fn commitment_tables(c: &crate::commitments::Commitments, top: usize) -> Vec
     ]
 }
 
+/// Spend by owner in the report's metric (`report.metric`, e.g. EffectiveCost) from a query by
+/// owner and ISO week over the previous week and this one. Shared rules' charges are the owner
+/// `shared` here (the allocation tables split them).
+pub fn owners_in_metric(r: &crate::query::aggregate::QueryResult, prev: &str, this: &str) -> Result<Table, MoneyError> {
+    let mut by: BTreeMap<(String, String), [ExactSum; 2]> = BTreeMap::new();
+    for row in &r.rows {
+        let owner = row.keys[0].clone().unwrap_or_else(|| "(unallocated)".into());
+        let e = by.entry((row.currency.clone(), owner)).or_default();
+        let v = row.values[0].unwrap_or_default();
+        match row.bucket.as_deref() {
+            Some(b) if b == this => e[0].merge(&v)?,
+            Some(b) if b == prev => e[1].merge(&v)?,
+            _ => {}
+        }
+    }
+    let mut rows = Vec::new();
+    for ((currency, owner), [t, p]) in by {
+        rows.push(vec![
+            Cell::text(owner),
+            Cell::text(currency),
+            Cell::Money(t),
+            Cell::Money(p),
+            Cell::Money(t.checked_sub(&p)?),
+            Cell::Pct(pct_change(&t, &p)?),
+        ]);
+    }
+    let metric = r.metrics.first().copied().unwrap_or("BilledCost");
+    Ok(Table {
+        name: "owners_by_metric",
+        title: format!("Spend by owner ({metric}, `report.metric`)"),
+        note: Some(format!(
+            "{metric} by the owner the allocation rules give each charge; a shared rule's charges are the owner \
+             `shared` (the BilledCost tables split them)."
+        )),
+        headers: vec!["owner", "currency", "this week", "previous week", "change", "change %"],
+        rows,
+    })
+}
+
 /// BilledCost (cash) and EffectiveCost (amortised) by service, for the services where they
 /// differ (answer of a query with those two metrics by service); `None` when none differ.
 pub fn billed_vs_amortised(r: &crate::query::aggregate::QueryResult) -> Option<Table> {

@@ -103,6 +103,11 @@ fn check_backend(db: &str) {
     assert!(md.contains("| AWS Lambda | USD | 0.00 | 90.00 | 90.00 |"), "{md}");
     assert!(!md.contains("| Amazon EC2 | USD | 150.00 | 150.00 |"), "{md}");
     assert!(md.contains("by service (EffectiveCost, `report.metric`)"), "{md}");
+    // The owners in EffectiveCost: payments' covered usage (60 + 90.005, shown half-even) is
+    // amortised though billed 0; the unused shares (40 + 9.995) have no owner.
+    assert!(md.contains("## Spend by owner (EffectiveCost, `report.metric`)"), "{md}");
+    assert!(md.contains("| payments | USD | 150.00 | 0.00 | 150.00 | n/a |"), "{md}");
+    assert!(md.contains("| (unallocated) | USD | 50.00 | 0.00 | 50.00 | n/a |"), "{md}");
 
     // Bad input: exit 2 with what to use.
     let (code, _, err) = cli(db, &cfg, &["commitments", "--basis", "Price"]);

@@ -60,6 +60,23 @@ pub async fn build(
     let e = super::explain::explain(store, config, &q).await?;
     let at = report.tables.iter().position(|t| t.name == "summary").map_or(0, |i| i + 1);
     report.tables.insert(at, crate::report::why_it_changed(&e, WHY_TOP));
+    // The owners in the report's metric when it is not BilledCost (the allocation tables are
+    // BilledCost): this week and the previous one, from the query engine's owner dimension.
+    if config.report.metric != crate::query::Metric::BilledCost {
+        let by_owner = crate::query::QueryText {
+            metrics: vec![config.report.metric.name().to_string()],
+            group_by: vec!["owner".into()],
+            grain: Some("week".into()),
+            from: Some(label(monday - Duration::days(7))),
+            to: Some(label(monday)),
+            ..Default::default()
+        };
+        let q = super::query::parse(config, &by_owner).map_err(super::query::QueryRunError::from)?;
+        let r = super::query::query(store, config, &q).await?;
+        let t = crate::report::owners_in_metric(&r, &label(monday - Duration::days(7)), &label(monday))
+            .map_err(ReportError::from)?;
+        report.tables.insert(at + 1, t);
+    }
     // BilledCost and EffectiveCost side by side where they differ (commitments, credits).
     let both = crate::query::QueryText {
         metrics: vec!["BilledCost,EffectiveCost".into()],
