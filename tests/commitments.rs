@@ -109,6 +109,20 @@ fn check_backend(db: &str) {
     assert!(md.contains("| payments | USD | 150.00 | 0.00 | 150.00 | n/a |"), "{md}");
     assert!(md.contains("| (unallocated) | USD | 50.00 | 0.00 | 50.00 | n/a |"), "{md}");
 
+    // `report weekly --metric` overrides report.metric (the base config has none).
+    let base_cfg = fixture("query/config.yaml").display().to_string();
+    let (code, _, err) = cli(
+        db,
+        &base_cfg,
+        &["report", "weekly", "--week", "2026-W41", "--out", dir, "--format", "md", "--metric", "EffectiveCost"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(out_dir.path().join("weekly-2026-W41.md")).expect("md");
+    assert!(md.contains("## Spend by owner (EffectiveCost, `report.metric`)"), "{md}");
+    let (code, _, err) = cli(db, &base_cfg, &["report", "weekly", "--week", "2026-W41", "--metric", "lines"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--metric lines: use BilledCost, EffectiveCost"), "{err}");
+
     // Bad input: exit 2 with what to use.
     let (code, _, err) = cli(db, &cfg, &["commitments", "--basis", "Price"]);
     assert_eq!(code, 2);

@@ -414,6 +414,11 @@ pub enum ReportWhat {
         /// Also show totals converted to this currency (rates from `fx import`).
         #[arg(long)]
         currency: Option<String>,
+        /// The cost "why it changed" explains and, when not BilledCost, the owners table shows:
+        /// BilledCost or EffectiveCost (amortised), ListCost, ContractedCost; default
+        /// report.metric from the config (BilledCost).
+        #[arg(long)]
+        metric: Option<String>,
     },
 }
 

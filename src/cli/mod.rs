@@ -440,8 +440,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Report { what: ReportWhat::Weekly { week, out, format, currency } } => {
-            let env = load_env(&cli)?;
+        Command::Report { what: ReportWhat::Weekly { week, out, format, currency, metric } } => {
+            let mut env = load_env(&cli)?;
+            if let Some(m) = metric {
+                let m = crate::query::Metric::parse(m)?;
+                if m.kind() != crate::query::MetricKind::Money {
+                    bail!("--metric {}: use BilledCost, EffectiveCost, ListCost or ContractedCost", m.name());
+                }
+                env.config.report.metric = m;
+            }
             let store = open_ledger(&env.database).await?;
             let monday = match week {
                 Some(w) => parse_week(w)?,
