@@ -82,10 +82,7 @@ pub struct Forecast {
 }
 
 fn rate(sum: &ExactSum, days: u32) -> Result<Decimal, MoneyError> {
-    let (d, rounded) = sum.to_decimal().ok_or(MoneyError::SumOverflow)?;
-    if rounded {
-        return Err(MoneyError::SumOverflow);
-    }
+    let d = sum.to_exact_decimal().ok_or(MoneyError::SumOverflow)?;
     let r = d.checked_div(Decimal::from(days)).ok_or(MoneyError::SumOverflow)?;
     Ok(r.round_dp_with_strategy(4, RoundingStrategy::MidpointNearestEven))
 }
@@ -158,10 +155,6 @@ pub fn forecast(
     Ok(Forecast { actual, forecast, method, history_days: used })
 }
 
-fn as_text<S: serde::Serializer>(v: &ExactSum, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
-
 /// A budget as it stands on `as_of`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BudgetStatus {
@@ -183,10 +176,10 @@ pub struct BudgetStatus {
     pub currency: String,
     #[schema(value_type = String)]
     pub amount: Decimal,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub actual: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub forecast: ExactSum,
     #[schema(value_type = Option<String>)]

@@ -48,10 +48,6 @@ impl Basis {
     }
 }
 
-fn as_text<S: serde::Serializer>(v: &ExactSum, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
-
 /// One commitment in one bucket and currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct UtilisationRow {
@@ -62,11 +58,11 @@ pub struct UtilisationRow {
     pub commitment_category: Option<String>,
     pub currency: String,
     /// EffectiveCost of the usage it covered.
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub used: ExactSum,
     /// EffectiveCost of its unused share.
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub unused: ExactSum,
     /// used ÷ (used + unused) in percent, 2 places; null when both are zero.
@@ -85,11 +81,11 @@ pub struct CoverageRow {
     pub keys: Vec<Option<String>>,
     pub currency: String,
     /// Usage covered by commitments, on the basis.
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub covered: ExactSum,
     /// All usage, on the basis (covered included).
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub eligible: ExactSum,
     /// covered ÷ eligible in percent, 2 places; null when eligible is zero.

@@ -39,13 +39,8 @@ pub fn convert<'r>(
         .iter()
         .find(|r| r.month == month && r.from == from && r.to == to)
         .ok_or_else(|| FxError::MissingRate { from: from.into(), to: to.into(), month: month.into() })?;
-    let (d, rounded) = amount.to_decimal().ok_or(MoneyError::SumOverflow)?;
-    if rounded {
-        return Err(MoneyError::SumOverflow.into());
-    }
-    // `checked_mul` would round a product past 28 decimal places silently: refuse it instead
-    // (a sum comes back at 28 places: its trailing zeros are dropped first).
-    let d = d.normalize();
+    let d = amount.to_exact_decimal().ok_or(MoneyError::SumOverflow)?;
+    // `checked_mul` would round a product past 28 decimal places silently: refuse it instead.
     let product = costledger_core::exact_product(d, r.rate).ok_or_else(|| FxError::Inexact {
         amount: d.to_string(),
         from: from.into(),

@@ -15,6 +15,7 @@ pub mod finance_files;
 pub mod focus_export;
 pub mod fx;
 pub mod ingest;
+pub mod json;
 pub mod mcp;
 /// The ledger crate, under its old path: `crate::ledger::…` everywhere.
 pub use costledger_ledger as ledger;

@@ -427,15 +427,7 @@ impl CostServer {
                 )?;
                 let per = string(args, "per")?
                     .ok_or_else(|| ToolError("'per' is required: a business metric name".into()))?;
-                let per_unit = match string(args, "per_unit")? {
-                    None => rust_decimal::Decimal::ONE,
-                    Some(u) => u
-                        .trim()
-                        .parse::<rust_decimal::Decimal>()
-                        .ok()
-                        .filter(|d| *d > rust_decimal::Decimal::ZERO)
-                        .ok_or_else(|| ToolError(format!("'per_unit' must be a number above 0, not '{u}'")))?,
-                };
+                let per_unit = crate::unit_costs::parse_per_unit(string(args, "per_unit")?.as_deref())?;
                 let places = match args.get("places") {
                     None | Some(Value::Null) => 4,
                     Some(v) => v

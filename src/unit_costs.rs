@@ -31,21 +31,10 @@ pub enum UnitCostError {
          metric file has (owner or its own columns), or add the column"
     )]
     MissingDimension { name: String, dimension: String, provenance: String },
-    #[error("--per-unit must be a number above 0, not {0}")]
+    #[error("the unit (per_unit, --per-unit) must be a number above 0, not '{0}'")]
     BadUnit(String),
     #[error("{0}")]
     Money(#[from] MoneyError),
-}
-
-fn as_text<S: serde::Serializer>(v: &ExactSum, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
-
-fn opt_text<S: serde::Serializer>(v: &Option<ExactSum>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_str(&v.to_string()),
-        None => s.serialize_none(),
-    }
 }
 
 /// One row: a cost, the metric's sum over the same bucket and group, and their quotient.
@@ -55,11 +44,11 @@ pub struct UnitCostRow {
     pub bucket: Option<String>,
     pub keys: Vec<Option<String>>,
     pub currency: String,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub cost: ExactSum,
     /// The metric's exact sum (null: no value for this bucket and group).
-    #[serde(serialize_with = "opt_text")]
+    #[serde(serialize_with = "crate::json::opt_exact")]
     #[schema(value_type = Option<String>)]
     pub quantity: Option<ExactSum>,
     /// cost × per ÷ quantity, rounded half-to-even to `places`.
@@ -83,6 +72,20 @@ pub struct UnitCosts {
     #[schema(value_type = String)]
     pub grain: &'static str,
     pub rows: Vec<UnitCostRow>,
+}
+
+/// The unit a unit cost is per, as the API and MCP receive it (`None`: 1); the CLI's
+/// `--per-unit` is parsed by clap and checked by [`divide`].
+pub fn parse_per_unit(s: Option<&str>) -> Result<Decimal, UnitCostError> {
+    match s {
+        None => Ok(Decimal::ONE),
+        Some(u) => u
+            .trim()
+            .parse::<Decimal>()
+            .ok()
+            .filter(|d| *d > Decimal::ZERO)
+            .ok_or_else(|| UnitCostError::BadUnit(u.to_string())),
+    }
 }
 
 /// The value of group dimension `d` on a metric value.
@@ -131,8 +134,8 @@ pub fn divide(
         let quantity = denominators.get(&(row.bucket.clone(), row.keys.clone())).copied();
         let unit_cost = match quantity {
             Some(qty) if !qty.is_zero() => {
-                let c = exact(&cost)?;
-                let n = exact(&qty)?;
+                let c = cost.to_exact_decimal().ok_or(MoneyError::SumOverflow)?;
+                let n = qty.to_exact_decimal().ok_or(MoneyError::SumOverflow)?;
                 c.checked_mul(per).and_then(|x| x.checked_div(n)).map(|x| {
                     // Rounded, then shown with exactly `places` decimals.
                     let mut r = x.round_dp_with_strategy(places, RoundingStrategy::MidpointNearestEven);
@@ -160,13 +163,6 @@ pub fn divide(
         grain: r.grain,
         rows,
     })
-}
-
-fn exact(v: &ExactSum) -> Result<Decimal, MoneyError> {
-    match v.to_decimal() {
-        Some((d, false)) => Ok(d.normalize()),
-        _ => Err(MoneyError::SumOverflow),
-    }
 }
 
 /// Headers and cells (exact) of the unit-cost table.

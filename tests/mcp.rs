@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::process::Stdio;
 
-use common::serve::{QUESTIONS, config, fill};
+use common::serve::{BUDGET, QUESTIONS, config, fill};
 use common::*;
 use serde_json::{Value, json};
 
@@ -82,7 +82,7 @@ fn session(py: &str, db: &str, cfg: &str, calls: &Value) -> Value {
 
 fn check_backend(py: &str, db: &str) {
     let dir = tempfile::tempdir().expect("tmp");
-    let cfg = config(dir.path(), "127.0.0.1:9", "");
+    let cfg = config(dir.path(), "127.0.0.1:9", BUDGET);
     fill(db, &cfg);
     let c = cfg.to_str().expect("p");
     let mut calls: Vec<Value> = QUESTIONS.iter().map(|(cli, _)| json!(["query_costs", mcp_arguments(cli)])).collect();
@@ -102,7 +102,7 @@ fn check_backend(py: &str, db: &str) {
         json!(["explain_change", {"from": "2026-10"}]),
         json!(["explain_change", {"from": "2026-10", "to": "2026-W45"}]),
         json!(["commitment_utilisation", {"by": ["owner"], "grain": "month"}]),
-        json!(["budgets", {"as_of": "2026-11-03"}]),
+        json!(["budgets", {"as_of": "2026-11-04"}]),
         json!(["budgets", {"as_of": "tomorrow"}]),
         json!(["unit_costs", {"per": "requests", "per_unit": "1000", "group_by": ["owner"], "grain": "month"}]),
     ]);
@@ -224,10 +224,13 @@ fn check_backend(py: &str, db: &str) {
     let summary = rest[13]["content"][0]["text"].as_str().expect("summary");
     assert!(summary.contains("(ContractedCost basis); below 80% utilisation: none."), "{summary}");
     // budgets: the CLI's JSON (the config has none: an empty list, said so).
-    let (_, out, _) = run(db, &["--config", c, "budgets", "--as-of", "2026-11-03", "--format", "json"]);
+    let (_, out, _) = run(db, &["--config", c, "budgets", "--as-of", "2026-11-04", "--format", "json"]);
     let want: Value = serde_json::from_str(&out).expect("CLI JSON");
     assert_eq!(rest[14]["structuredContent"]["items"], want, "MCP ≠ CLI for budgets");
-    assert!(rest[14]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("0 budgets as of 2026-11-03")));
+    // November to 2026-11-03 holds one AWS line: 7.123456789 USD of the 100 budgeted.
+    assert_eq!(want[0]["actual"], "7.123456789");
+    assert_eq!(want[0]["actual_percent"], "7.12");
+    assert!(rest[14]["content"][0]["text"].as_str().is_some_and(|t| t.starts_with("1 budgets as of 2026-11-04")));
     assert!(err(&rest[15]).contains("bad date 'tomorrow' for as_of"));
     let (_, out, _) = run(
         db,

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{EXPLAIN_QUESTIONS, QUESTIONS, config, fill};
+use common::serve::{BUDGET, EXPLAIN_QUESTIONS, QUESTIONS, config, fill};
 use common::*;
 use serde_json::Value;
 
@@ -100,7 +100,7 @@ impl Drop for Server {
 fn check_api_equals_cli(db: &str) {
     let dir = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let cfg = config(dir.path(), &format!("127.0.0.1:{port}"), &format!("api: {{ tokens: [\"{TOKEN}\"] }}\n"));
+    let cfg = config(dir.path(), &format!("127.0.0.1:{port}"), &format!("api: {{ tokens: [\"{TOKEN}\"] }}\n{BUDGET}"));
     fill(db, &cfg);
     let server = Server::start(db, &cfg, dir.path(), port);
     let c = cfg.to_str().expect("p");
@@ -159,6 +159,15 @@ fn check_api_equals_cli(db: &str) {
         payments.map(|r| (r["cost"].clone(), r["unit_cost"].clone())),
         Some(("10.0050001".into(), "10.0050".into()))
     );
+    // Budgets: the API's JSON and CSV are the CLI's, with the fixture's exact figure.
+    let (code, out, err) = run(db, &["--config", c, "budgets", "--as-of", "2026-11-04", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let want: Value = serde_json::from_str(&out).expect("CLI JSON");
+    assert_eq!(want[0]["actual"], "7.123456789");
+    assert_eq!(get_json(port, "/api/v1/budgets?as_of=2026-11-04"), want, "API ≠ CLI for budgets");
+    let (_, csv, _) = run(db, &["--config", c, "budgets", "--as-of", "2026-11-04", "--format", "csv"]);
+    let (status, _, body) = http(port, "/api/v1/budgets?as_of=2026-11-04&format=csv", &[("Authorization", &auth())]);
+    assert_eq!((status, body), (200, csv), "budgets CSV");
     // Commitments: the API's JSON is the CLI's.
     let (code, out, err) =
         run(db, &["--config", c, "commitments", "--by", "owner", "--grain", "month", "--format", "json"]);
@@ -261,7 +270,12 @@ fn bad_parameters_get_400_naming_them_and_unknown_routes_404() {
         ("/api/v1/unit_costs?group_by=owner", 400, "per", "'per' is required"),
         ("/api/v1/unit_costs?per=orders", 400, "per", "no business metric 'orders' is stored"),
         ("/api/v1/unit_costs?per=requests&group_by=service", 400, "group_by", "has no service on every value"),
-        ("/api/v1/unit_costs?per=requests&per_unit=0", 400, "per_unit", "'per_unit' must be a number above 0"),
+        (
+            "/api/v1/unit_costs?per=requests&per_unit=0",
+            400,
+            "per_unit",
+            "the unit (per_unit, --per-unit) must be a number above 0, not '0'",
+        ),
         ("/api/v1/loads?state=done", 400, "state", "unknown load state 'done'"),
         ("/api/v1/findings?period=2026", 400, "period", "bad period '2026'"),
         ("/api/v1/dimensions/colour", 404, "name", "unknown dimension 'colour'"),
@@ -390,8 +404,7 @@ fn schema_items(doc: &Value, schema: &Value) -> Option<Value> {
 
 #[test]
 fn the_openapi_document_describes_every_route_and_real_responses_match_it() {
-    let budgets = "budgets: [{ name: all, amount: \"10\", currency: USD }]\n";
-    let (_dir, s) = one_server(&format!("api: {{ tokens: [\"{TOKEN}\"] }}\n{budgets}"));
+    let (_dir, s) = one_server(&format!("api: {{ tokens: [\"{TOKEN}\"] }}\n{BUDGET}"));
     let doc = get_json(s.port, "/api/v1/openapi.json");
     assert_eq!(doc["openapi"], "3.1.0");
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");

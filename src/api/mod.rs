@@ -381,15 +381,8 @@ async fn unit_costs(State(s): State<ApiState>, req: Request) -> Result<Response,
     let p = Params::parse(req.uri().query(), UNIT_COST_PARAMS)?;
     let text = costs_text(&p)?;
     let per = p.one("per")?.ok_or_else(|| ApiError::bad("per", "'per' is required: a business metric name"))?;
-    let per_unit = match p.one("per_unit")? {
-        None => rust_decimal::Decimal::ONE,
-        Some(u) => u
-            .trim()
-            .parse::<rust_decimal::Decimal>()
-            .ok()
-            .filter(|d| *d > rust_decimal::Decimal::ZERO)
-            .ok_or_else(|| ApiError::bad("per_unit", format!("'per_unit' must be a number above 0, not '{u}'")))?,
-    };
+    let per_unit = crate::unit_costs::parse_per_unit(p.one("per_unit")?.as_deref())
+        .map_err(|e| ApiError::bad("per_unit", e.to_string()))?;
     let places = p.number("places", 0u32, 12)?.unwrap_or(4);
     let csv = p.wants_csv()?;
     let config = s.config();

@@ -37,7 +37,6 @@ use costledger_core::{BillingPeriod, ExactSum, MoneyError};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
-use crate::export::neutralise;
 use crate::fx::FxError;
 use crate::ledger::FxRate;
 use crate::query::{MISSING, Metric, QueryError, parse_span};
@@ -197,30 +196,30 @@ pub struct Fact {
 /// The parts of one change. `gone` is the cost in A that has no counterpart in B (subtracted).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Parts {
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub volume: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub rate: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub mix: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub new: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub gone: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub no_quantity: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub fx: ExactSum,
     /// The same charges of period A given to another group by today's allocation rules than
     /// by the rules its reconcile used (`before` is then what that reconcile stored).
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub allocation: ExactSum,
 }
@@ -267,18 +266,14 @@ impl Parts {
     }
 }
 
-fn as_text<S: serde::Serializer>(v: &ExactSum, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&v.to_string())
-}
-
 /// The quantity of a group with a single unit class in both periods.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct QuantityChange {
     pub pricing_unit: Option<String>,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub before: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub after: ExactSum,
     /// Percent change, 2 places half-to-even; null when `before` is zero.
@@ -294,13 +289,13 @@ pub struct GroupChange {
     /// The row sums the groups beyond the top N.
     pub others: bool,
     pub currency: String,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub before: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub after: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub change: ExactSum,
     /// Percent change, 2 places half-to-even; null when `before` is zero.
@@ -334,13 +329,13 @@ impl GroupChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ChangeTotal {
     pub currency: String,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub before: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub after: ExactSum,
-    #[serde(serialize_with = "as_text")]
+    #[serde(serialize_with = "crate::json::exact")]
     #[schema(value_type = String)]
     pub change: ExactSum,
     #[schema(value_type = Option<String>)]
@@ -411,11 +406,7 @@ struct Cell {
 }
 
 fn to_decimal(v: &ExactSum, what: &'static str, group: &str) -> Result<Decimal, ExplainError> {
-    match v.to_decimal() {
-        // A sum comes back at 28 places: trailing zeros dropped so products keep their scale.
-        Some((d, false)) => Ok(d.normalize()),
-        _ => Err(ExplainError::TooWide { what, group: group.to_string() }),
-    }
+    v.to_exact_decimal().ok_or_else(|| ExplainError::TooWide { what, group: group.to_string() })
 }
 
 /// `n × c / q` rounded half-to-even to `dp` places (`q` not zero).
@@ -764,26 +755,23 @@ fn headers(e: &Explanation) -> Vec<String> {
 
 /// CSV (RFC 4180): one row per group, exact amounts, text neutralised against formulas.
 pub fn write_csv(e: &Explanation, out: impl Write) -> Result<(), csv::Error> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(headers(e))?;
-    for g in &e.groups {
-        let mut rec: Vec<String> = g
-            .keys
-            .iter()
-            .map(|k| match (g.others, k) {
-                (true, _) => "(others)".to_string(),
-                (false, Some(k)) => neutralise(k).into_owned(),
-                (false, None) => String::new(),
-            })
-            .collect();
-        rec.push(g.currency.clone());
-        rec.extend([g.before, g.after, g.change].iter().map(ExactSum::to_string));
-        rec.push(g.percent.map(|p| p.to_string()).unwrap_or_default());
-        rec.extend(part_values(&g.parts).iter().map(ExactSum::to_string));
-        w.write_record(&rec)?;
-    }
-    w.flush()?;
-    Ok(())
+    let rows: Vec<Vec<String>> = e
+        .groups
+        .iter()
+        .map(|g| {
+            let mut rec: Vec<String> = g
+                .keys
+                .iter()
+                .map(|k| if g.others { "(others)".to_string() } else { k.clone().unwrap_or_default() })
+                .collect();
+            rec.push(g.currency.clone());
+            rec.extend([g.before, g.after, g.change].iter().map(ExactSum::to_string));
+            rec.push(g.percent.map(|p| p.to_string()).unwrap_or_default());
+            rec.extend(part_values(&g.parts).iter().map(ExactSum::to_string));
+            rec
+        })
+        .collect();
+    crate::query::render::write_cells_csv(out, &headers(e), &rows)
 }
 
 /// JSON: the whole explanation, amounts as decimal strings.

@@ -13,6 +13,9 @@ pub fn config(dir: &Path, bind: &str, extra: &str) -> PathBuf {
     p
 }
 
+/// A budget over the fixture's AWS (USD) charges, so budget answers carry figures.
+pub const BUDGET: &str = "budgets: [{ name: aws-usd, scope: [\"provider=AWS\"], amount: \"100\", currency: USD }]\n";
+
 /// Import the query fixture, its FX rates, and reconcile.
 pub fn fill(db: &str, cfg: &Path) {
     let cfg = cfg.to_str().expect("p");

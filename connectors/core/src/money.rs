@@ -396,6 +396,15 @@ impl ExactSum {
         fit_decimal(self.0, MAX_SCALE)
     }
 
+    /// The sum as a `Decimal` only when it fits exactly, without trailing zeros (so a product
+    /// or quotient of it keeps its real scale); `None` when it would be rounded or is too large.
+    pub fn to_exact_decimal(&self) -> Option<Decimal> {
+        match self.to_decimal()? {
+            (d, false) => Some(d.normalize()),
+            (_, true) => None,
+        }
+    }
+
     /// The sum rounded half-to-even to `dp` decimal places (for presentation only).
     pub fn round_dp(&self, dp: u32) -> ExactSum {
         let dp = dp.min(MAX_SCALE);
@@ -623,6 +632,17 @@ mod tests {
         assert_eq!(parse_amount("NULL").expect("ok"), None);
         assert_eq!(parse_amount("null").expect("ok"), None);
         assert_eq!(p("0").value, Decimal::ZERO);
+    }
+
+    #[test]
+    fn an_exact_decimal_keeps_its_own_scale_and_is_refused_when_it_would_round() {
+        let mut s = ExactSum::ZERO;
+        s.add(Decimal::new(100005, 3)).expect("add");
+        assert_eq!(s.to_exact_decimal().map(|d| (d.to_string(), d.scale())), Some(("100.005".into(), 3)));
+        // 1e-28 on top of 10^20 needs more than 28 significant digits: no exact Decimal.
+        let mut wide = ExactSum::from(Decimal::from(10u128.pow(20)));
+        wide.add(Decimal::new(1, 28)).expect("add");
+        assert_eq!(wide.to_exact_decimal(), None);
     }
 
     #[test]
