@@ -276,7 +276,8 @@ async fn answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Vec<Query
     for t in questions() {
         let q = costledger::app::query::parse(cfg, &t).expect("query parses");
         let mut r = query_via(s, cfg, &q, path).await.unwrap_or_else(|e| panic!("{t:?}: {e}"));
-        let want = if path == ReadPath::Rollups { AnsweredFrom::Rollups } else { AnsweredFrom::Charges };
+        let rollups = matches!(path, ReadPath::Rollups | ReadPath::GroupedRollups);
+        let want = if rollups { AnsweredFrom::Rollups } else { AnsweredFrom::Charges };
         assert_eq!(r.answered_from, want);
         r.answered_from = AnsweredFrom::Charges;
         out.push(r);
@@ -284,7 +285,8 @@ async fn answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Vec<Query
     out
 }
 
-/// Every question answered from the rollups equals the charges' answer, to the digit, after
+/// Every question answered from the rollups (and from the database's grouped sums) equals the
+/// charges' answer, to the digit, after
 /// two loads, a superseding load, and a load whose rollup was built afterwards.
 async fn rollup_equals_scan(s: &dyn LedgerStore, lines: Vec<ChargeLine>) {
     let cfg = rollup_config();
@@ -306,7 +308,12 @@ async fn rollup_equals_scan(s: &dyn LedgerStore, lines: Vec<ChargeLine>) {
     // Superseded: scope a now holds its lines twice over; the old rollup must go with it.
     let twice: Vec<ChargeLine> = a.iter().chain(a).cloned().collect();
     load_with_rollup(s, Some(&spec), "a", "a2", &twice).await;
-    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, answers(s, &cfg, ReadPath::Charges).await);
+    let scanned = answers(s, &cfg, ReadPath::Charges).await;
+    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, scanned);
+    // The database's grouped sums (of charges, of rollup rows) give the same answers as the
+    // line-by-line scan.
+    assert_eq!(answers(s, &cfg, ReadPath::Grouped).await, scanned);
+    assert_eq!(answers(s, &cfg, ReadPath::GroupedRollups).await, scanned);
     // A load without a rollup (an older ledger): the rollups cannot answer until it is built.
     load_with_rollup(s, None, "c", "c1", b).await;
     let q = costledger::app::query::parse(&cfg, &QueryText::default()).expect("q");
@@ -314,7 +321,10 @@ async fn rollup_equals_scan(s: &dyn LedgerStore, lines: Vec<ChargeLine>) {
     let built = build_missing_rollups(s, &cfg).await.expect("build");
     assert_eq!(built.built.len(), 1);
     assert!(costledger::app::query::rollups_answer(s, &cfg, &q).await.expect("check"));
-    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, answers(s, &cfg, ReadPath::Charges).await);
+    let scanned = answers(s, &cfg, ReadPath::Charges).await;
+    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, scanned);
+    assert_eq!(answers(s, &cfg, ReadPath::GroupedRollups).await, scanned);
+    assert_eq!(answers(s, &cfg, ReadPath::Grouped).await, scanned);
     // Another time zone is another spec: nothing is answered from the old rollups.
     let other = Config { timezone: chrono_tz::UTC, ..rollup_config() };
     assert!(!costledger::app::query::rollups_answer(s, &other, &q).await.expect("check"));

@@ -73,8 +73,8 @@ fn no_sql_or_sqlx_outside_the_ledger_crate() {
 }
 
 #[test]
-fn no_unsafe_outside_the_two_sqlite_modules() {
-    const ALLOWED: [&str; 2] = ["ledger/src/sqlite_bulk.rs", "ledger/src/decimal_sum.rs"];
+fn no_unsafe_outside_the_sqlite_c_api_modules() {
+    const ALLOWED: [&str; 3] = ["ledger/src/sqlite_bulk.rs", "ledger/src/sqlite_read.rs", "ledger/src/decimal_sum.rs"];
     let mut hits = Vec::new();
     for dir in ["src", "ledger", "connectors"] {
         for (rel, text) in files(dir, &[".rs"]) {

@@ -7,7 +7,7 @@
 //! sqlx documents the raw handle as semver-exempt, hence the exact `libsqlite3-sys` pin.
 #![allow(unsafe_code)]
 
-use std::ffi::{CString, c_char, c_int};
+use std::ffi::{c_char, c_int};
 
 use costledger_core::ExactSum;
 use libsqlite3_sys as ffi;
@@ -77,13 +77,25 @@ unsafe extern "C" fn finalize(ctx: *mut ffi::sqlite3_context) {
 /// Register `decimal_sum` on one connection (called from the pool's `after_connect`).
 pub async fn register(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
     let mut handle = conn.lock_handle().await?;
-    let name = CString::new("decimal_sum").map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
-    // SAFETY: the raw handle is valid while `handle` (the connection lock) is held; the
-    // callbacks are plain functions with SQLite's signatures and no user data.
-    let rc = unsafe {
+    // SAFETY: the raw handle is valid while `handle` (the connection lock) is held.
+    let rc = unsafe { register_raw(handle.as_raw_handle().as_ptr()) };
+    if rc != ffi::SQLITE_OK {
+        return Err(sqlx::Error::Protocol(format!("registering decimal_sum failed with SQLite code {rc}")));
+    }
+    Ok(())
+}
+
+/// Register `decimal_sum` on a raw connection (the C-API reader's); SQLite's result code.
+///
+/// # Safety
+/// `db` must be a valid, open connection not used by another thread during the call.
+pub(crate) unsafe fn register_raw(db: *mut ffi::sqlite3) -> c_int {
+    // SAFETY: the caller guarantees `db`; the callbacks are plain functions with SQLite's
+    // signatures and no user data; the name is a static NUL-terminated string.
+    unsafe {
         ffi::sqlite3_create_function_v2(
-            handle.as_raw_handle().as_ptr(),
-            name.as_ptr(),
+            db,
+            c"decimal_sum".as_ptr(),
             1,
             ffi::SQLITE_UTF8 | ffi::SQLITE_DETERMINISTIC,
             std::ptr::null_mut(),
@@ -92,9 +104,5 @@ pub async fn register(conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
             Some(finalize),
             None,
         )
-    };
-    if rc != ffi::SQLITE_OK {
-        return Err(sqlx::Error::Protocol(format!("registering decimal_sum failed with SQLite code {rc}")));
     }
-    Ok(())
 }

@@ -12,9 +12,12 @@ mod load_sql;
 pub mod migrations;
 mod pg_binary;
 pub mod postgres;
+mod query_sql;
 mod reconcile_sql;
 pub mod sqlite;
 mod sqlite_bulk;
+mod sqlite_read;
+pub use query_sql::{GroupColumn, GroupedRow};
 
 pub use db_url::DatabaseUrl;
 pub use load_sql::{CommitDecision, commit_decision};
@@ -814,6 +817,18 @@ pub trait LedgerStore: ReconcileStore {
     async fn billing_periods(&self) -> Result<Vec<PeriodRow>>;
     /// Current charges (or one load's), in the deterministic export order.
     fn charges<'a>(&'a self, filter: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>>;
+    /// The charges `filter` selects, grouped by `by` (and the currency) and summed exactly in
+    /// SQL, in no particular order: what a query that needs neither the allocation nor the
+    /// FOCUS columns reads instead of every charge.
+    fn grouped<'a>(&'a self, filter: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>>;
+    /// The rollup rows of current primary loads whose day is in `[from, to)` (`YYYY-MM-DD`),
+    /// grouped by `by` (and the currency) and summed exactly in SQL.
+    fn grouped_rollups<'a>(
+        &'a self,
+        from: Option<String>,
+        to: Option<String>,
+        by: &'a [GroupColumn],
+    ) -> BoxStream<'a, Result<GroupedRow>>;
 
     /// Per provider, billing account and account (sub account, else the billing account): the
     /// earliest ChargePeriodStart among current charges.
@@ -969,6 +984,14 @@ pub(crate) fn parse_totals(s: Option<String>) -> Result<Totals> {
         None => Ok(Totals::default()),
         Some(s) => Totals::from_json(&s).map_err(|e| LedgerError::Corrupt(format!("totals {s}: {e}"))),
     }
+}
+
+/// Column access shared by the sqlx rows and the C-API reader (`sqlite_read`), so a
+/// charge is decoded by one function whichever way it was read.
+pub(crate) trait ChargeRow {
+    /// Column `i` as text (`None` for NULL); valid until the row moves on.
+    fn text(&self, i: usize) -> Result<Option<&str>>;
+    fn int(&self, i: usize) -> Result<i64>;
 }
 
 pub(crate) fn parse_sum(s: Option<String>) -> Result<ExactSum> {

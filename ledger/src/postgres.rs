@@ -16,6 +16,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
+use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql};
 use super::*;
 
 pub struct PgLedger {
@@ -129,6 +130,49 @@ fn dim_sql(d: Dim) -> &'static str {
         Dim::Load => "l.id::text",
         Dim::ChargeDay => "to_char(c.charge_period_start AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         other => dim_column(other),
+    }
+}
+
+/// How PostgreSQL spells a grouped read's sums, timestamps and join.
+const GROUPED: GroupDialect = GroupDialect {
+    sum: ("SUM(", ")::text"),
+    text_sum: ("SUM(", "::numeric)::text"),
+    ts_text: ("to_char(", " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"),
+    month_text: ("to_char(", " AT TIME ZONE 'UTC', 'YYYY-MM')"),
+    charges_of_l: "l.id = c.load_id",
+};
+
+impl PgLedger {
+    fn grouped_read<'a>(
+        &'a self,
+        table: GroupedTable,
+        by: &[GroupColumn],
+        w: String,
+        binds: Vec<Bind>,
+    ) -> BoxStream<'a, Result<GroupedRow>> {
+        let sql = match grouped_sql(&GROUPED, table, by, &w) {
+            Ok(sql) => sql,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
+        };
+        let n = by.len();
+        let pool = &self.pool;
+        Box::pin(
+            futures::stream::once(async move {
+                bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+                    .fetch(pool)
+                    .map(move |r| r.map_err(LedgerError::from).and_then(|row| grouped_row(&row, n)))
+            })
+            .flatten(),
+        )
+    }
+}
+
+impl ChargeRow for PgRow {
+    fn text(&self, i: usize) -> Result<Option<&str>> {
+        Ok(self.try_get::<Option<&str>, _>(i)?)
+    }
+    fn int(&self, i: usize) -> Result<i64> {
+        Ok(self.try_get::<i64, _>(i)?)
     }
 }
 
@@ -435,6 +479,28 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         let scales =
             (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
         Ok(max_of(&scales))
+    }
+
+    fn grouped<'a>(&'a self, f: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>> {
+        let (w, binds) = filter_sql(f);
+        self.grouped_read(GroupedTable::Charges, by, w, binds)
+    }
+
+    fn grouped_rollups<'a>(
+        &'a self,
+        from: Option<String>,
+        to: Option<String>,
+        by: &'a [GroupColumn],
+    ) -> BoxStream<'a, Result<GroupedRow>> {
+        let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
+        let mut binds = Vec::new();
+        for (op, v) in [(">=", from), ("<", to)] {
+            if let Some(v) = v {
+                binds.push(Bind::S(v));
+                w.push_str(&format!(" AND r.day {op} ${}", binds.len()));
+            }
+        }
+        self.grouped_read(GroupedTable::Rollups, by, w, binds)
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {

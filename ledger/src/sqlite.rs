@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::load_sql::Dialect;
+use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql};
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
@@ -35,6 +36,15 @@ macro_rules! charges_of_l {
         "c.load_id = l.id AND c.id BETWEEN l.id * 4294967296 AND l.id * 4294967296 + 4294967295"
     };
 }
+
+/// How SQLite spells a grouped read's sums, timestamps and join.
+const GROUPED: GroupDialect = GroupDialect {
+    sum: ("decimal_sum(", ")"),
+    text_sum: ("decimal_sum(", ")"),
+    ts_text: ("", ""),
+    month_text: ("substr(", ", 1, 7)"),
+    charges_of_l: charges_of_l!(),
+};
 
 /// Delete the charges of load `?1`.
 const DELETE_LOAD_CHARGES: &str =
@@ -65,10 +75,6 @@ fn ts(s: &str) -> Result<DateTime<Utc>> {
 
 fn opt_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>> {
     s.as_deref().map(ts).transpose()
-}
-
-fn dec(s: Option<String>) -> Result<Option<Decimal>> {
-    s.map(|s| Decimal::from_str_exact(&s).map_err(|e| LedgerError::Corrupt(format!("amount '{s}': {e}")))).transpose()
 }
 
 fn now() -> String {
@@ -159,22 +165,42 @@ fn dim_sql(d: Dim) -> &'static str {
     }
 }
 
-fn charge_record(r: &SqliteRow) -> Result<ChargeRecord> {
-    let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get::<Option<String>, _>(i)?) };
-    let req = |i: usize| -> Result<String> {
-        s(i)?.ok_or_else(|| LedgerError::Corrupt(format!("NULL in required column {}", CHARGE_COLUMNS[i])))
+impl ChargeRow for SqliteRow {
+    fn text(&self, i: usize) -> Result<Option<&str>> {
+        Ok(self.try_get::<Option<&str>, _>(i)?)
+    }
+    fn int(&self, i: usize) -> Result<i64> {
+        Ok(self.try_get::<i64, _>(i)?)
+    }
+}
+
+fn dec_str(s: Option<&str>) -> Result<Option<Decimal>> {
+    s.map(|s| Decimal::from_str_exact(s).map_err(|e| LedgerError::Corrupt(format!("amount '{s}': {e}")))).transpose()
+}
+
+pub(crate) fn charge_record<R: ChargeRow>(r: &R) -> Result<ChargeRecord> {
+    let s = |i: usize| -> Result<Option<String>> { Ok(r.text(i)?.map(str::to_owned)) };
+    let req_str = |i: usize| -> Result<&str> {
+        r.text(i)?.ok_or_else(|| LedgerError::Corrupt(format!("NULL in required column {}", CHARGE_COLUMNS[i])))
+    };
+    let req = |i: usize| -> Result<String> { req_str(i).map(str::to_owned) };
+    let tags = |i: usize| -> Result<BTreeMap<String, String>> {
+        match r.text(i)? {
+            None => Ok(BTreeMap::new()),
+            Some(t) => serde_json::from_str(t).map_err(|e| LedgerError::Corrupt(format!("tags {t}: {e}"))),
+        }
     };
     let line = ChargeLine {
         billing_account_id: req(0)?,
         billing_account_name: s(1)?,
         sub_account_id: s(2)?,
         sub_account_name: s(3)?,
-        billing_period_start: ts(&req(4)?)?,
-        billing_period_end: ts(&req(5)?)?,
-        charge_period_start: ts(&req(6)?)?,
-        charge_period_end: ts(&req(7)?)?,
-        charge_category: ChargeCategory::from_str(&req(8)?).map_err(LedgerError::Corrupt)?,
-        charge_class: s(9)?.map(|c| ChargeClass::from_str(&c)).transpose().map_err(LedgerError::Corrupt)?,
+        billing_period_start: ts(req_str(4)?)?,
+        billing_period_end: ts(req_str(5)?)?,
+        charge_period_start: ts(req_str(6)?)?,
+        charge_period_end: ts(req_str(7)?)?,
+        charge_category: ChargeCategory::from_str(req_str(8)?).map_err(LedgerError::Corrupt)?,
+        charge_class: r.text(9)?.map(ChargeClass::from_str).transpose().map_err(LedgerError::Corrupt)?,
         charge_description: s(10)?,
         service_name: s(11)?,
         service_category: s(12)?,
@@ -185,26 +211,26 @@ fn charge_record(r: &SqliteRow) -> Result<ChargeRecord> {
         resource_id: s(17)?,
         resource_name: s(18)?,
         sku_id: s(19)?,
-        billed_cost: dec(Some(req(20)?))?.unwrap_or_default(),
-        effective_cost: dec(s(21)?)?,
-        list_cost: dec(s(22)?)?,
-        contracted_cost: dec(s(23)?)?,
+        billed_cost: dec_str(Some(req_str(20)?))?.unwrap_or_default(),
+        effective_cost: dec_str(r.text(21)?)?,
+        list_cost: dec_str(r.text(22)?)?,
+        contracted_cost: dec_str(r.text(23)?)?,
         billing_currency: req(24)?,
-        pricing_quantity: dec(s(25)?)?,
+        pricing_quantity: dec_str(r.text(25)?)?,
         pricing_unit: s(26)?,
-        consumed_quantity: dec(s(27)?)?,
+        consumed_quantity: dec_str(r.text(27)?)?,
         consumed_unit: s(28)?,
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
-        tags: parse_tags(s(31)?)?,
+        tags: tags(31)?,
         focus: focus_columns(
             std::array::from_fn(|i| s(FOCUS_AT + i)),
-            std::array::from_fn(|i| dec(s(FOCUS_AT + FOCUS_TEXT_COUNT + i)?)),
+            std::array::from_fn(|i| dec_str(r.text(FOCUS_AT + FOCUS_TEXT_COUNT + i)?)),
         )?,
-        x_extra: parse_tags(s(32)?)?,
+        x_extra: tags(32)?,
         source_ref: s(33)?,
     };
-    Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(SOURCE_AT)?, line })
+    Ok(ChargeRecord { load_id: r.int(34)?, row_no: r.int(35)?, source: req(SOURCE_AT)?, line })
 }
 
 impl SqliteLedger {
@@ -241,6 +267,34 @@ impl SqliteLedger {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A grouped read: through the C-API reader on a file, sqlx in memory.
+    fn grouped_read<'a>(
+        &'a self,
+        table: GroupedTable,
+        by: &[GroupColumn],
+        w: String,
+        binds: Vec<String>,
+    ) -> BoxStream<'a, Result<GroupedRow>> {
+        let sql = match grouped_sql(&GROUPED, table, by, &w) {
+            Ok(sql) => sql,
+            Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
+        };
+        let n = by.len();
+        match &self.bulk {
+            Some((path, _)) => Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, move |r| grouped_row(r, n))),
+            None => Box::pin(
+                futures::stream::once(async move {
+                    let mut q = sqlx::query(AssertSqlSafe(sql));
+                    for b in binds {
+                        q = q.bind(b);
+                    }
+                    q.fetch(&self.pool).map(move |r| r.map_err(LedgerError::from).and_then(|row| grouped_row(&row, n)))
+                })
+                .flatten(),
+            ),
+        }
     }
 
     /// The sqlx path (multi-row VALUES), used for in-memory databases.
@@ -552,7 +606,33 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) },
             j = charges_of_l!()
         );
-        Box::pin(async_stream_rows(&self.pool, sql, binds))
+        match &self.bulk {
+            // A file: the C-API reader (no per-value copies).
+            Some((path, _)) => Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, |r| charge_record(r))),
+            None => Box::pin(async_stream_rows(&self.pool, sql, binds)),
+        }
+    }
+
+    fn grouped<'a>(&'a self, f: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>> {
+        let (w, binds) = filter_sql(f);
+        self.grouped_read(GroupedTable::Charges, by, w, binds)
+    }
+
+    fn grouped_rollups<'a>(
+        &'a self,
+        from: Option<String>,
+        to: Option<String>,
+        by: &'a [GroupColumn],
+    ) -> BoxStream<'a, Result<GroupedRow>> {
+        let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
+        let mut binds = Vec::new();
+        for (cond, v) in [(" AND r.day >= ?", from), (" AND r.day < ?", to)] {
+            if let Some(v) = v {
+                w.push_str(cond);
+                binds.push(v);
+            }
+        }
+        self.grouped_read(GroupedTable::Rollups, by, w, binds)
     }
 
     async fn try_job_lock(&self, _key: &str) -> Result<Option<Box<dyn JobLock>>> {

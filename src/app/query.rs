@@ -6,7 +6,9 @@ use futures::StreamExt;
 use crate::allocation::normalise_key;
 use crate::config::Config;
 use crate::ledger::{ChargeFilter, LedgerError, LedgerStore, LoadId};
-use crate::query::aggregate::{AggregateError, Aggregator, AnsweredFrom, QueryResult};
+use crate::query::aggregate::{
+    AggregateError, Aggregator, AnsweredFrom, QueryResult, grouped_columns, grouped_rollup_columns,
+};
 use crate::query::rollup::{RollupBuilder, RollupSpec};
 use crate::query::{Query, QueryError, QueryText, RangeBy};
 
@@ -36,10 +38,15 @@ pub enum ReadPath {
     /// The rollups when they hold every dimension asked for and every current load has one
     /// built with today's spec; else the charges.
     Auto,
-    /// Every current charge line (tests prove the rollups against this).
+    /// Every current charge line, one by one (tests prove the rollups and the grouped reads
+    /// against this).
     Charges,
-    /// The rollups, whatever the spec (tests).
+    /// The charges grouped and summed by the database (tests).
+    Grouped,
+    /// The rollups, whatever the spec, row by row (tests).
     Rollups,
+    /// The rollups grouped and summed by the database, whatever the spec (tests).
+    GroupedRollups,
 }
 
 /// Run `q` over the current charges of primary sources, from the rollups when they can answer.
@@ -67,8 +74,8 @@ pub async fn query_via(
     };
     let use_rollups = match path {
         ReadPath::Auto => rollups_answer(store, config, q).await?,
-        ReadPath::Charges => false,
-        ReadPath::Rollups => true,
+        ReadPath::Charges | ReadPath::Grouped => false,
+        ReadPath::Rollups | ReadPath::GroupedRollups => true,
     };
     if use_rollups {
         let mut agg = Aggregator::new(q, config.timezone, &norm);
@@ -77,11 +84,35 @@ pub async fn query_via(
             RangeBy::ChargePeriod => (q.range.from.map(day), q.range.to.map(day)),
             RangeBy::BillingPeriod => (None, None),
         };
-        let mut rows = store.rollups(from, to);
-        while let Some(r) = rows.next().await {
-            agg.add_rollup(&r?)?;
+        match grouped_rollup_columns(q) {
+            // The database groups the rollup rows too.
+            Some(cols) if path != ReadPath::Rollups => {
+                let mut rows = store.grouped_rollups(from, to, &cols);
+                while let Some(r) = rows.next().await {
+                    agg.add_grouped(&r?, &cols, true)?;
+                }
+            }
+            _ => {
+                let mut rows = store.rollups(from, to);
+                while let Some(r) = rows.next().await {
+                    agg.add_rollup(&r?)?;
+                }
+            }
         }
         return Ok(agg.finish(&rates, AnsweredFrom::Rollups)?);
+    }
+    if path != ReadPath::Charges
+        && let Some(cols) = grouped_columns(q, config.timezone)
+    {
+        // The database groups and sums; each group is one fact for the aggregator.
+        let mut agg = Aggregator::new(q, config.timezone, &norm);
+        let (from, to) = q.range.charge_bounds(config.timezone);
+        let filter = ChargeFilter { from, to, unordered: true, ..Default::default() };
+        let mut rows = store.grouped(&filter, &cols);
+        while let Some(r) = rows.next().await {
+            agg.add_grouped(&r?, &cols, false)?;
+        }
+        return Ok(agg.finish(&rates, AnsweredFrom::Charges)?);
     }
     // Owner and allocation come from the allocator, as the finance CSV has them.
     let allocator = match q.needs_allocation() {

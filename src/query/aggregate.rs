@@ -8,8 +8,8 @@ use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::{Dimension, Metric, MetricKind, Query};
-use crate::ledger::{FxRate, RollupRecord, RollupRow};
+use super::{Dimension, Grain, Metric, MetricKind, Query, RangeBy};
+use crate::ledger::{FxRate, GroupColumn, GroupedRow, RollupRecord, RollupRow};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
@@ -178,6 +178,82 @@ pub fn dimension_value<'a>(
     }
 }
 
+/// The raw column a dimension's value is in, for a grouped read; `None` for the dimensions a
+/// grouped read cannot give (tags are read from the tag JSON, owner and allocation from the
+/// allocator, the commitment dimensions from the FOCUS columns).
+pub fn group_column(d: &Dimension) -> Option<GroupColumn> {
+    Some(match d {
+        Dimension::Provider => GroupColumn::Provider,
+        Dimension::BillingAccount => GroupColumn::BillingAccount,
+        Dimension::SubAccount => GroupColumn::SubAccount,
+        Dimension::Service => GroupColumn::Service,
+        Dimension::ServiceCategory => GroupColumn::ServiceCategory,
+        Dimension::Region => GroupColumn::Region,
+        Dimension::ChargeCategory => GroupColumn::ChargeCategory,
+        Dimension::ChargeClass => GroupColumn::ChargeClass,
+        Dimension::Sku => GroupColumn::Sku,
+        Dimension::Resource => GroupColumn::Resource,
+        Dimension::PricingUnit => GroupColumn::PricingUnit,
+        Dimension::Source => GroupColumn::Source,
+        Dimension::Tag(_) => GroupColumn::Tags,
+        Dimension::Owner
+        | Dimension::Allocation
+        | Dimension::Commitment
+        | Dimension::CommitmentStatus
+        | Dimension::CommitmentCategory
+        | Dimension::CommitmentType
+        | Dimension::PricingCategory => return None,
+    })
+}
+
+/// The columns a grouped read of `q` groups by, or `None` when the database cannot answer it
+/// (a dimension needs the allocator or the FOCUS columns). The charge day is read only when
+/// the grain needs it or the range cannot be applied exactly by the database (a local midnight
+/// that does not exist); the billing period when the grain, the range or a conversion needs it.
+pub fn grouped_columns(q: &Query, tz: chrono_tz::Tz) -> Option<Vec<GroupColumn>> {
+    let mut cols = Vec::new();
+    for d in q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)) {
+        cols.push(group_column(d)?);
+    }
+    let (from, to) = q.range.charge_bounds(tz);
+    let range_in_sql = q.range.by == RangeBy::ChargePeriod
+        && (q.range.from.is_none() || from.is_some())
+        && (q.range.to.is_none() || to.is_some());
+    if matches!(q.grain, Grain::Day | Grain::Week | Grain::Month)
+        || (q.range.by == RangeBy::ChargePeriod && !range_in_sql)
+    {
+        cols.push(GroupColumn::ChargePeriodStart);
+    }
+    Some(with_period(q, cols))
+}
+
+/// The columns a grouped read of the rollups groups by for `q` (whose dimensions the rollups
+/// hold, see `RollupSpec::holds`): the rollups' local day when the grain needs it (the range on
+/// days is applied by the database exactly).
+pub fn grouped_rollup_columns(q: &Query) -> Option<Vec<GroupColumn>> {
+    let mut cols = Vec::new();
+    for d in q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)) {
+        match group_column(d)? {
+            GroupColumn::Resource => return None,
+            c => cols.push(c),
+        }
+    }
+    if matches!(q.grain, Grain::Day | Grain::Week | Grain::Month) {
+        cols.push(GroupColumn::Day);
+    }
+    Some(with_period(q, cols))
+}
+
+/// Add the billing period when the grain, the range or a conversion needs it; sorted.
+fn with_period(q: &Query, mut cols: Vec<GroupColumn>) -> Vec<GroupColumn> {
+    if q.grain == Grain::BillingPeriod || q.range.by == RangeBy::BillingPeriod || q.currency.is_some() {
+        cols.push(GroupColumn::BillingPeriod);
+    }
+    cols.sort();
+    cols.dedup();
+    cols
+}
+
 fn focus_text<'a>(line: &'a ChargeLine, column: &str) -> Option<&'a str> {
     line.focus.as_ref().and_then(|f| f.text(column))
 }
@@ -226,7 +302,7 @@ impl<'q> Aggregator<'q> {
             (Dimension::Allocation, Some((_, reason))) => (!reason.is_empty()).then_some(reason.as_str()),
             _ => dimension_value(line, source, d, norm),
         };
-        self.add_fact(day, period, &line.billing_currency, dim, values, 1)
+        self.add_fact(Some(day), Some(period), &line.billing_currency, dim, values, 1)
     }
 
     /// Add one rollup row (its tags are already normalised and limited to the rollup's keys).
@@ -272,21 +348,90 @@ impl<'q> Aggregator<'q> {
                 Dimension::Tag(k) => tags.get(k).map(String::as_str),
             }
         };
-        self.add_fact(day, period, &r.billing_currency, dim, values, r.lines)
+        self.add_fact(Some(day), Some(period), &r.billing_currency, dim, values, r.lines)
     }
 
+    /// Add one group of a grouped read (`cols` are the columns it was grouped by, from
+    /// [`grouped_columns`]): the range was applied by the database where the day is not read.
+    /// Rollup groups carry normalised tag keys; charge groups the keys as billed.
+    pub fn add_grouped(
+        &mut self,
+        row: &GroupedRow,
+        cols: &[GroupColumn],
+        tags_normalised: bool,
+    ) -> Result<(), AggregateError> {
+        let at = |c: GroupColumn| cols.iter().position(|x| *x == c).and_then(|i| row.keys[i].as_deref());
+        let bad = |what: &str, v: &str| AggregateError::Corrupt(format!("{what} '{v}' in a grouped read"));
+        let day = match (at(GroupColumn::ChargePeriodStart), at(GroupColumn::Day)) {
+            (Some(t), _) => Some(
+                costledger_core::parse_timestamp(t)
+                    .map_err(|_| bad("timestamp", t))?
+                    .with_timezone(&self.tz)
+                    .date_naive(),
+            ),
+            (None, Some(d)) => Some(NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| bad("day", d))?),
+            (None, None) => None,
+        };
+        let period = at(GroupColumn::BillingPeriod)
+            .map(|p| p.parse::<BillingPeriod>().map_err(|_| bad("billing period", p)))
+            .transpose()?;
+        let tags: BTreeMap<String, String> = match at(GroupColumn::Tags) {
+            Some(t) => serde_json::from_str(t).map_err(|_| bad("tags", t))?,
+            None => BTreeMap::new(),
+        };
+        let norm = self.normalise_tag;
+        let values = self
+            .q
+            .metrics
+            .iter()
+            .map(|m| match m {
+                Metric::BilledCost => Some(row.billed_cost),
+                Metric::EffectiveCost => row.effective_cost,
+                Metric::ListCost => row.list_cost,
+                Metric::ContractedCost => row.contracted_cost,
+                Metric::PricingQuantity => row.pricing_quantity,
+                Metric::ConsumedQuantity => row.consumed_quantity,
+                Metric::Lines => Some(ExactSum::from(Decimal::from(row.lines))),
+            })
+            .collect();
+        let dim = |d: &Dimension| -> Option<&str> {
+            match d {
+                Dimension::Tag(k) if tags_normalised => tags.get(k).map(String::as_str),
+                Dimension::Tag(k) => tags.iter().find(|(key, _)| norm(key) == *k).map(|(_, v)| v.as_str()),
+                other => group_column(other).and_then(at),
+            }
+        };
+        self.add_fact(day, period, &row.currency, dim, values, row.lines)
+    }
+
+    /// `day` and `period` are `None` only when the grouped read left them out (see
+    /// [`grouped_columns`]): the database applied the range, and the grain does not need them.
     fn add_fact<'a>(
         &mut self,
-        day: NaiveDate,
-        period: BillingPeriod,
+        day: Option<NaiveDate>,
+        period: Option<BillingPeriod>,
         currency: &str,
         dim: impl Fn(&Dimension) -> Option<&'a str>,
         values: Sums,
         lines: u64,
     ) -> Result<(), AggregateError> {
-        if !self.q.range.contains(day, period) {
+        let when = match self.q.range.by {
+            RangeBy::ChargePeriod => day,
+            RangeBy::BillingPeriod => period.map(|p| p.start().date_naive()),
+        };
+        if when.is_some_and(|d| !self.q.range.contains_date(d)) {
             return Ok(());
         }
+        let missing = |what: &str| AggregateError::Corrupt(format!("grouped read without the {what} (a bug)"));
+        let bucket = match self.q.grain {
+            Grain::None => None,
+            Grain::BillingPeriod => Some(period.ok_or_else(|| missing("billing period"))?.to_string()),
+            g => g.bucket(day.ok_or_else(|| missing("charge day"))?, BillingPeriod::of(chrono::DateTime::UNIX_EPOCH)),
+        };
+        let fx_month = match self.q.currency.as_ref().filter(|c| *c != currency) {
+            Some(_) => Some(period.ok_or_else(|| missing("billing period"))?),
+            None => None,
+        };
         for f in &self.q.filters {
             if !f.matches(dim(&f.dimension)) {
                 return Ok(());
@@ -294,10 +439,10 @@ impl<'q> Aggregator<'q> {
         }
         self.lines += lines;
         let key = GroupKey {
-            bucket: self.q.grain.bucket(day, period),
+            bucket,
             keys: self.q.group_by.iter().map(|d| dim(d).map(str::to_string)).collect(),
             currency: currency.to_string(),
-            fx_month: self.q.currency.as_ref().filter(|c| *c != currency).map(|_| period),
+            fx_month,
         };
         if self.groups.len() >= self.max_groups && !self.groups.contains_key(&key) {
             return Err(AggregateError::TooManyGroups { limit: self.max_groups });

@@ -500,10 +500,15 @@ impl Range {
 
     /// Whether a line (local charge day, billing period) is inside.
     pub fn contains(&self, day: NaiveDate, period: BillingPeriod) -> bool {
-        let d = match self.by {
+        self.contains_date(match self.by {
             RangeBy::ChargePeriod => day,
             RangeBy::BillingPeriod => period.start().date_naive(),
-        };
+        })
+    }
+
+    /// Whether the date the range applies to (the local charge day, or the first day of the
+    /// billing period) is inside.
+    pub fn contains_date(&self, d: NaiveDate) -> bool {
         self.from.is_none_or(|f| d >= f) && self.to.is_none_or(|t| d < t)
     }
 
