@@ -2,7 +2,8 @@
 # Query benchmark (not a test): import ROWS synthetic FOCUS lines (`costledger sample`) into
 # SQLite and PostgreSQL, then time `costledger query` — answered from the daily rollups (month ×
 # service, day × tag:team) and from the charges (a resource-level top 10, and month × service
-# forced onto the charges by a filter on the resource) — median of RUNS runs, with peak RSS.
+# forced onto the charges by a filter on the resource; owner: every line allocated) — median of
+# RUNS runs, with peak RSS; then one `export csv` and one `reconcile`.
 #
 #   bench/query.sh [ROWS] [RUNS] [POSTGRES_ADMIN_URL]
 #   Defaults: 1000000 lines, 5 runs, postgres://postgres@127.0.0.1:5432/postgres (a database
@@ -39,11 +40,22 @@ q() { # label, url, query arguments…
     'BEGIN { printf "  %-42s %8.3f s (median)  %5d rows  from %-13s peak RSS %6.1f MB\n", l, m, r, f, k / 1024 }'
 }
 
+once() { # label, url, command…  (one run: time, lines/s over ROWS, peak RSS)
+  local label=$1 url=$2; shift 2
+  /usr/bin/time -f "%e %M" -o "$OUT/time.txt" $BIN --database "$url" "$@" > /dev/null 2> "$OUT/once.err"
+  read -r secs kb < "$OUT/time.txt"
+  awk -v l="$label" -v s="$secs" -v k="$kb" -v r="$ROWS" \
+    'BEGIN { printf "  %-42s %8.2f s %10.0f lines/s   peak RSS %6.1f MB\n", l, s, r / s, k / 1024 }'
+}
+
 queries() { # url
   q "month x service" "$1" --group-by service --grain month
   q "day x tag:team" "$1" --group-by tag:team --grain day
   q "resource, top 10 (charges)" "$1" --group-by resource --top 10
   q "month x service, forced onto the charges" "$1" --group-by service --grain month --where 'resource!=no-such'
+  q "owner, top 10 (charges, allocated)" "$1" --group-by owner --top 10
+  once "export csv (all lines)" "$1" export csv
+  once "reconcile" "$1" reconcile
 }
 
 rm -f "$OUT"/qbench.db*
