@@ -1191,10 +1191,10 @@ pub(crate) fn dim_column(d: Dim) -> &'static str {
     }
 }
 
-pub(crate) fn parse_tags(s: Option<String>) -> Result<BTreeMap<String, String>> {
+pub(crate) fn parse_tags(s: Option<&str>) -> Result<BTreeMap<String, String>> {
     match s {
         None => Ok(BTreeMap::new()),
-        Some(s) => serde_json::from_str(&s).map_err(|e| LedgerError::Corrupt(format!("tags {s}: {e}"))),
+        Some(s) => serde_json::from_str(s).map_err(|e| LedgerError::Corrupt(format!("tags {s}: {e}"))),
     }
 }
 

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
-use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql};
+use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql, rollup_where};
 use super::*;
 
 pub struct PgLedger {
@@ -211,12 +211,12 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
         consumed_unit: s(28)?,
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
-        tags: parse_tags(s(31)?)?,
+        tags: parse_tags(s(31)?.as_deref())?,
         focus: focus_columns(
             std::array::from_fn(|i| s(FOCUS_AT + i)),
             std::array::from_fn(|i| d(FOCUS_AT + FOCUS_TEXT_COUNT + i)),
         )?,
-        x_extra: parse_tags(s(32)?)?,
+        x_extra: parse_tags(s(32)?.as_deref())?,
         source_ref: s(33)?,
     };
     Ok(ChargeRecord { load_id: r.try_get(34)?, row_no: r.try_get(35)?, source: r.try_get(SOURCE_AT)?, line })
@@ -492,14 +492,9 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         to: Option<String>,
         by: &'a [GroupColumn],
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
-        let mut binds = Vec::new();
-        for (op, v) in [(">=", from), ("<", to)] {
-            if let Some(v) = v {
-                binds.push(Bind::S(v));
-                w.push_str(&format!(" AND r.day {op} ${}", binds.len()));
-            }
-        }
+        let (w, binds) = rollup_where(from, to);
+        let w = Dialect::POSTGRES.render(&w);
+        let binds = binds.into_iter().map(Bind::S).collect();
         self.grouped_read(GroupedTable::Rollups, by, w, binds)
     }
 

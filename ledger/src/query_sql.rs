@@ -136,6 +136,20 @@ pub(crate) fn grouped_sql(d: &GroupDialect, table: GroupedTable, by: &[GroupColu
     ))
 }
 
+/// The WHERE clause (`?` placeholders) and binds of a grouped rollup read: current loads of
+/// primary sources, rollup days in `[from, to)` (`YYYY-MM-DD`).
+pub(crate) fn rollup_where(from: Option<String>, to: Option<String>) -> (String, Vec<String>) {
+    let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
+    let mut binds = Vec::new();
+    for (cond, v) in [(" AND r.day >= ?", from), (" AND r.day < ?", to)] {
+        if let Some(v) = v {
+            w.push_str(cond);
+            binds.push(v);
+        }
+    }
+    (w, binds)
+}
+
 /// Decode one row of [`grouped_sql`] with `n` group columns.
 pub(crate) fn grouped_row<R: crate::ChargeRow>(r: &R, n: usize) -> Result<GroupedRow> {
     let sum = |i: usize| -> Result<Option<ExactSum>> {

@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::load_sql::Dialect;
-use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql};
+use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql, rollup_where};
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
@@ -184,12 +184,7 @@ pub(crate) fn charge_record<R: ChargeRow>(r: &R) -> Result<ChargeRecord> {
         r.text(i)?.ok_or_else(|| LedgerError::Corrupt(format!("NULL in required column {}", CHARGE_COLUMNS[i])))
     };
     let req = |i: usize| -> Result<String> { req_str(i).map(str::to_owned) };
-    let tags = |i: usize| -> Result<BTreeMap<String, String>> {
-        match r.text(i)? {
-            None => Ok(BTreeMap::new()),
-            Some(t) => serde_json::from_str(t).map_err(|e| LedgerError::Corrupt(format!("tags {t}: {e}"))),
-        }
-    };
+    let tags = |i: usize| parse_tags(r.text(i)?);
     let line = ChargeLine {
         billing_account_id: req(0)?,
         billing_account_name: s(1)?,
@@ -624,14 +619,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         to: Option<String>,
         by: &'a [GroupColumn],
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
-        let mut binds = Vec::new();
-        for (cond, v) in [(" AND r.day >= ?", from), (" AND r.day < ?", to)] {
-            if let Some(v) = v {
-                w.push_str(cond);
-                binds.push(v);
-            }
-        }
+        let (w, binds) = rollup_where(from, to);
         self.grouped_read(GroupedTable::Rollups, by, w, binds)
     }
 
