@@ -257,7 +257,7 @@ fn questions() -> Vec<QueryText> {
         ("billing_account,service", "day"),
         ("region,tag:team", "week"),
         ("tag:env,charge_category,charge_class", "month"),
-        ("sub_account,sku,pricing_unit", "billing_period"),
+        ("sub_account,pricing_unit", "billing_period"),
         ("service_category,source", "day"),
     ] {
         out.push(q(g, grain));
@@ -380,7 +380,7 @@ fn a_rollup_past_its_row_cap_is_written_in_chunks_that_add_up() {
     let mut b = RollupBuilder::new(&spec).with_min_compression(0);
     let mut chunks = Vec::new();
     for i in 0..(MAX_ROLLUP_ROWS * 2 + 7) {
-        l.sku_id = Some(format!("SKU-{}", i % (MAX_ROLLUP_ROWS + 5)));
+        l.sub_account_id = Some(format!("S-{}", i % (MAX_ROLLUP_ROWS + 5)));
         b.add(&l).expect("add");
         if b.is_full() {
             chunks.push(b.take_rows());
@@ -411,7 +411,7 @@ async fn failed_loads_leave_no_rollup_chunks_and_rebuilds_do_not_double() {
     let lines: Vec<ChargeLine> = (0..10)
         .map(|i| {
             let mut l = line("2.5", "USD");
-            l.sku_id = Some(format!("S{i}"));
+            l.sub_account_id = Some(format!("S{i}"));
             l
         })
         .collect();
@@ -460,6 +460,129 @@ fn too_many_groups_is_refused_with_what_to_do() {
     assert!(e.to_string().contains("more than 2 groups: narrow the range (--from/--to), add filters"), "{e}");
 }
 
+/// Regression (`bench/query.sh`: 1M CUR lines over 5,000 SKUs gave their rollup up, so every
+/// query read the charges): the SKU is not a rollup dimension, so a bill with a new SKU on every
+/// line still compresses; a SKU question reads the charges and equals the scan.
+#[tokio::test]
+async fn a_bill_with_a_sku_per_line_keeps_its_rollup_and_sku_questions_read_the_charges() {
+    use costledger::query::rollup::{MAX_ROLLUP_ROWS, MIN_ROLLUP_COMPRESSION};
+    let cfg = rollup_config();
+    let spec = RollupSpec::from_config(&cfg);
+    let mut l = line("0.5", "USD");
+    let mut b = RollupBuilder::new(&spec);
+    let n = MAX_ROLLUP_ROWS * usize::try_from(MIN_ROLLUP_COMPRESSION).expect("n") + 1;
+    for i in 0..n {
+        l.sku_id = Some(format!("SKU-{i}"));
+        b.add(&l).expect("add");
+        assert!(!b.is_full(), "one row whatever the SKUs");
+    }
+    let rollup = b.finish().expect("a rollup is kept");
+    assert_eq!(rollup.rows.len(), 1);
+    assert_eq!(rollup.rows[0].lines, u64::try_from(n).expect("n"));
+
+    let (s, _dir) = sqlite_store().await;
+    let lines: Vec<ChargeLine> = (0..12)
+        .map(|i| {
+            let mut l = line(&format!("1.{i}"), "USD");
+            l.sku_id = Some(format!("SKU-{}", i % 5));
+            l
+        })
+        .collect();
+    load_with_rollup(s.as_ref(), Some(&spec), "a", "a1", &lines).await;
+    let ask = |g: &str| {
+        let t = QueryText { group_by: vec![g.into()], ..Default::default() };
+        costledger::app::query::parse(&cfg, &t).expect("query parses")
+    };
+    let by_service = query_via(s.as_ref(), &cfg, &ask("service"), ReadPath::Auto).await.expect("q");
+    assert_eq!(by_service.answered_from, AnsweredFrom::Rollups);
+    let mut by_sku = query_via(s.as_ref(), &cfg, &ask("sku"), ReadPath::Auto).await.expect("q");
+    assert_eq!(by_sku.answered_from, AnsweredFrom::Charges, "the rollups do not hold the SKU");
+    let scanned = query_via(s.as_ref(), &cfg, &ask("sku"), ReadPath::Charges).await.expect("q");
+    by_sku.answered_from = scanned.answered_from;
+    assert_eq!(by_sku, scanned);
+    assert_eq!(by_sku.rows.len(), 5, "{by_sku:?}");
+}
+
+/// Upgrade (migration 10): a rollup built with the SKU under schema 9 ("v1") is still read after
+/// the migration drops the column (its rows are finer, and rollup rows are summed), with answers
+/// equal to the charges', on both backends.
+#[tokio::test]
+async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
+    use costledger::ledger::Backend;
+    use costledger::ledger::migrations::migrator_upto;
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("tmp");
+    let lite = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut urls = vec![(Backend::Sqlite, lite)];
+    if let Some(pg) = pg_schema_url().await {
+        urls.push((Backend::Postgres, pg));
+    }
+    let cfg = rollup_config();
+    let spec = RollupSpec::from_config(&cfg);
+    let lines: Vec<ChargeLine> = (0..9)
+        .map(|i| {
+            let mut l = line(&format!("0.00{i}"), "USD");
+            l.sku_id = Some(format!("SKU-{}", i % 3));
+            l
+        })
+        .collect();
+    for (backend, url) in urls {
+        match backend {
+            Backend::Sqlite => {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                migrator_upto(backend, 9).run(&mut c).await.expect("schema 9");
+            }
+            Backend::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                migrator_upto(backend, 9).run(&mut c).await.expect("schema 9");
+            }
+        }
+        let exec = |sql: String| {
+            let (backend, url) = (backend, url.clone());
+            async move {
+                match backend {
+                    Backend::Sqlite => {
+                        let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("sql");
+                    }
+                    Backend::Postgres => {
+                        let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("sql");
+                    }
+                }
+            }
+        };
+        let s = costledger::ledger::open(url.as_str()).await.expect("open");
+        // What a schema-9 costledger wrote: one rollup row per day × dimension × SKU, spec v1.
+        let source = s.ensure_source("bill", "focus").await.expect("source");
+        let id = s.begin_load(&new_load(source, "a", "a1", "test:1:1")).await.expect("begin");
+        s.stage_lines(id, 0, lines.clone(), None).await.expect("stage");
+        for k in 0..3 {
+            let sku = format!("SKU-{k}");
+            let mut b = RollupBuilder::new(&spec).with_min_compression(0);
+            for l in lines.iter().filter(|l| l.sku_id.as_deref() == Some(sku.as_str())) {
+                b.add(l).expect("add");
+            }
+            s.append_rollup(id, &b.take_rows()).await.expect("append");
+            exec(format!("UPDATE rollups SET sku_id = '{sku}' WHERE sku_id IS NULL")).await;
+        }
+        let mut sm = summary_of(&lines);
+        let v1 = spec.fingerprint().replacen("v2 ", "v1 ", 1);
+        sm.rollup = Some(costledger::ledger::Rollup { spec: v1, rows: Vec::new() });
+        s.commit_load(id, &sm).await.expect("commit");
+        let q = costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["service".into()], ..Default::default() })
+            .expect("q");
+        let before = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
+        assert_eq!(before.answered_from, AnsweredFrom::Charges, "{backend:?}: a v1 rollup is not read by this build");
+        s.migrate().await.expect("migrate to 10");
+        let mut after = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
+        assert_eq!(after.answered_from, AnsweredFrom::Rollups, "{backend:?}: the upgraded rollup is read");
+        after.answered_from = AnsweredFrom::Charges;
+        assert_eq!(after, before, "{backend:?}");
+        assert_eq!(after.totals[0].values[0].map(|v| v.to_string()).as_deref(), Some("0.036"), "{backend:?}");
+    }
+}
+
 /// A load whose lines are nearly all distinct per day and dimension gets no rollup (it would
 /// be as large as the charges: importing it would cost twice and queries gain nothing); a load
 /// that compresses keeps its rollup, in chunks past the cap.
@@ -470,7 +593,7 @@ fn a_rollup_that_would_not_compress_is_given_up_before_anything_is_written() {
     let mut l = line("1", "USD");
     let mut b = RollupBuilder::new(&spec);
     for i in 0..=MAX_ROLLUP_ROWS {
-        l.sku_id = Some(format!("SKU-{i}"));
+        l.sub_account_id = Some(format!("S-{i}"));
         b.add(&l).expect("add");
         assert!(!b.is_full(), "nothing is written for a rollup that does not compress");
     }
@@ -482,7 +605,7 @@ fn a_rollup_that_would_not_compress_is_given_up_before_anything_is_written() {
     let mut chunks = 0;
     for i in 0..=(MAX_ROLLUP_ROWS * per) {
         let key = if i == MAX_ROLLUP_ROWS * per { MAX_ROLLUP_ROWS } else { i % (MAX_ROLLUP_ROWS - 1) };
-        l.sku_id = Some(format!("SKU-{key}"));
+        l.sub_account_id = Some(format!("S-{key}"));
         b.add(&l).expect("add");
         if b.is_full() {
             chunks += 1;
@@ -502,7 +625,7 @@ fn chunked_rollup_through_the_loader(db: &str) {
     let cfg = fixture("query/config.yaml").display().to_string();
     let mut csv = String::from(
         "BilledCost,BillingCurrency,BillingAccountId,ProviderName,ServiceName,BillingPeriodStart,BillingPeriodEnd,\
-         ChargePeriodStart,ChargePeriodEnd,ChargeCategory,SkuId,ResourceId\n",
+         ChargePeriodStart,ChargePeriodEnd,ChargeCategory,SubAccountId,ResourceId\n",
     );
     let skus = costledger::query::rollup::MAX_ROLLUP_ROWS + 10;
     for i in 0..skus * 5 {

@@ -222,7 +222,6 @@ pub struct RollupRow {
     pub region_id: Option<String>,
     pub charge_category: String,
     pub charge_class: Option<String>,
-    pub sku_id: Option<String>,
     pub pricing_unit: Option<String>,
     pub billing_currency: String,
     /// The rollup tag keys the lines carry (normalised key → value), as a JSON object.

@@ -94,13 +94,13 @@ pub fn commit_decision(current: Option<(LoadId, &str)>, key: &str) -> CommitDeci
     }
 }
 
-/// Rollup rows per multi-row INSERT (22 binds each: under both backends' bind limits).
+/// Rollup rows per multi-row INSERT (21 binds each: under both backends' bind limits).
 pub(crate) const ROLLUP_CHUNK: usize = 1_000;
 
 /// The columns of a rollup row after `load_id`, in the order they are bound and read.
 pub(crate) const ROLLUP_COLUMNS: &str = "day, billing_period, provider_name, billing_account_id, sub_account_id, \
-     service_name, service_category, region_id, charge_category, charge_class, sku_id, pricing_unit, billing_currency, \
-     tags, lines, billed_cost, effective_cost, list_cost, contracted_cost, pricing_quantity, consumed_quantity";
+     service_name, service_category, region_id, charge_category, charge_class, pricing_unit, billing_currency, tags, \
+     lines, billed_cost, effective_cost, list_cost, contracted_cost, pricing_quantity, consumed_quantity";
 
 /// The scope's previous finished load, as `record_failure` sees it.
 pub(crate) struct PreviousLoad {
@@ -721,7 +721,6 @@ macro_rules! load_helpers {
                         .push_bind(x.region_id.clone())
                         .push_bind(x.charge_category.clone())
                         .push_bind(x.charge_class.clone())
-                        .push_bind(x.sku_id.clone())
                         .push_bind(x.pricing_unit.clone())
                         .push_bind(x.billing_currency.clone())
                         .push_bind(x.tags.clone())
@@ -739,7 +738,7 @@ macro_rules! load_helpers {
         }
 
         const ROLLUP_COLUMNS_R: &str = "r.day, r.billing_period, r.provider_name, r.billing_account_id, r.sub_account_id, \
-             r.service_name, r.service_category, r.region_id, r.charge_category, r.charge_class, r.sku_id, r.pricing_unit, \
+             r.service_name, r.service_category, r.region_id, r.charge_category, r.charge_class, r.pricing_unit, \
              r.billing_currency, r.tags, r.lines, r.billed_cost, r.effective_cost, r.list_cost, r.contracted_cost, \
              r.pricing_quantity, r.consumed_quantity";
 
@@ -767,17 +766,16 @@ macro_rules! load_helpers {
                     region_id: r.try_get(8)?,
                     charge_category: r.try_get(9)?,
                     charge_class: r.try_get(10)?,
-                    sku_id: r.try_get(11)?,
-                    pricing_unit: r.try_get(12)?,
-                    billing_currency: r.try_get(13)?,
-                    tags: r.try_get(14)?,
-                    lines: to_u64(r.try_get(15)?),
-                    billed_cost: sum(r.try_get(16)?)?,
-                    effective_cost: opt(17)?,
-                    list_cost: opt(18)?,
-                    contracted_cost: opt(19)?,
-                    pricing_quantity: opt(20)?,
-                    consumed_quantity: opt(21)?,
+                    pricing_unit: r.try_get(11)?,
+                    billing_currency: r.try_get(12)?,
+                    tags: r.try_get(13)?,
+                    lines: to_u64(r.try_get(14)?),
+                    billed_cost: sum(r.try_get(15)?)?,
+                    effective_cost: opt(16)?,
+                    list_cost: opt(17)?,
+                    contracted_cost: opt(18)?,
+                    pricing_quantity: opt(19)?,
+                    consumed_quantity: opt(20)?,
                 },
             })
         }

@@ -62,6 +62,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0009_business_metrics.sql"),
         include_str!("../../migrations/postgres/0009_business_metrics.sql"),
     ),
+    (
+        10,
+        "rollups_without_sku",
+        include_str!("../../migrations/sqlite/0010_rollups_without_sku.sql"),
+        include_str!("../../migrations/postgres/0010_rollups_without_sku.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -234,7 +234,7 @@ pub fn grouped_rollup_columns(q: &Query) -> Option<Vec<GroupColumn>> {
     let mut cols = Vec::new();
     for d in q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)) {
         match group_column(d)? {
-            GroupColumn::Resource => return None,
+            GroupColumn::Resource | GroupColumn::Sku => return None,
             c => cols.push(c),
         }
     }
@@ -333,8 +333,8 @@ impl<'q> Aggregator<'q> {
                 Dimension::Region => s(&r.region_id),
                 Dimension::ChargeCategory => Some(r.charge_category.as_str()),
                 Dimension::ChargeClass => s(&r.charge_class),
-                Dimension::Sku => s(&r.sku_id),
-                Dimension::Resource => None,
+                // Rollups hold neither (`RollupSpec::holds`).
+                Dimension::Sku | Dimension::Resource => None,
                 Dimension::PricingUnit => s(&r.pricing_unit),
                 Dimension::Source => Some(rec.source.as_str()),
                 // Rollups do not hold the allocation or the commitments (`RollupSpec::holds`).
