@@ -503,6 +503,32 @@ async fn a_bill_with_a_sku_per_line_keeps_its_rollup_and_sku_questions_read_the_
     assert_eq!(by_sku.rows.len(), 5, "{by_sku:?}");
 }
 
+/// The builder keys a row by one byte string of its dimensions: texts that would read the same
+/// run together ("ab" + "c", "a" + "bc"), and an empty text beside a missing one, stay apart.
+#[test]
+fn rollup_keys_keep_adjacent_and_empty_dimensions_apart() {
+    let spec = RollupSpec::from_config(&rollup_config());
+    let mut b = RollupBuilder::new(&spec).with_min_compression(0);
+    let shapes: [(Option<&str>, Option<&str>, Option<&str>); 5] = [
+        (Some("ab"), Some("c"), None),
+        (Some("a"), Some("bc"), None),
+        (Some("a"), Some("bc"), Some("")),
+        (Some(""), Some("abc"), None),
+        (None, Some("abc"), None),
+    ];
+    for (service, region, provider) in shapes {
+        let mut l = line("1", "USD");
+        l.service_name = service.map(str::to_string);
+        l.region_id = region.map(str::to_string);
+        l.provider_name = provider.map(str::to_string);
+        b.add(&l).expect("add");
+        b.add(&l).expect("add");
+    }
+    let rows = b.finish().expect("kept").rows;
+    assert_eq!(rows.len(), 5, "{rows:#?}");
+    assert!(rows.iter().all(|r| r.lines == 2));
+}
+
 /// Upgrade (migration 10): a rollup built with the SKU under schema 9 ("v1") is still read after
 /// the migration drops the column (its rows are finer, and rollup rows are summed), with answers
 /// equal to the charges', on both backends.
@@ -570,8 +596,9 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         let v1 = spec.fingerprint().replacen("v2 ", "v1 ", 1);
         sm.rollup = Some(costledger::ledger::Rollup { spec: v1, rows: Vec::new() });
         s.commit_load(id, &sm).await.expect("commit");
-        let q = costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["service".into()], ..Default::default() })
-            .expect("q");
+        let q =
+            costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["service".into()], ..Default::default() })
+                .expect("q");
         let before = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
         assert_eq!(before.answered_from, AnsweredFrom::Charges, "{backend:?}: a v1 rollup is not read by this build");
         s.migrate().await.expect("migrate to 10");

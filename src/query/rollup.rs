@@ -2,9 +2,10 @@
 //! resource id and the SKU, with only the configured tag keys. The loader feeds every staged line to a
 //! [`RollupBuilder`]; the ledger writes the rows in the load's commit transaction. Pure.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{Hash, Hasher};
+use std::collections::BTreeMap;
+
+use chrono::Datelike;
+use rustc_hash::FxHashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
@@ -69,20 +70,28 @@ impl RollupSpec {
 /// memory stays bounded whatever the bill.
 pub const MAX_ROLLUP_ROWS: usize = 20_000;
 
+/// Charge starts whose local day is remembered (a month of hourly starts is 744).
+const DAY_CACHE: usize = 8_192;
+
 /// Sums lines into rollup rows; memory grows with the distinct day × dimension combinations
 /// (up to [`MAX_ROLLUP_ROWS`]), not with the lines.
 pub struct RollupBuilder<'s> {
     spec: &'s RollupSpec,
-    /// Hash of a row's key → indexes of the rows with that hash.
-    index: HashMap<u64, Vec<usize>>,
+    /// A row's key, written as one contiguous byte string (see [`write_key`]) → the row's index:
+    /// a line that joins a row costs one hash and one comparison of its key bytes, instead of a
+    /// dozen comparisons of strings scattered over the heap.
+    index: FxHashMap<Box<[u8]>, usize>,
+    /// The current line's key (reused).
+    key: Vec<u8>,
     rows: Vec<RollupRow>,
-    /// Each row's tags, sorted by key (what the row's `tags` JSON says).
-    row_tags: Vec<Vec<(String, String)>>,
     /// Raw tag key → normalised key, when it is a kept key.
-    keys: HashMap<String, Option<String>>,
-    /// Each row's (local day, billing period), compared without touching its text.
-    row_dates: Vec<(NaiveDate, (i32, u32))>,
+    keys: FxHashMap<String, Option<String>>,
     last_day: Option<(DateTime<Utc>, NaiveDate)>,
+    /// Local day of each charge start seen (hourly bills repeat a few hundred starts a month;
+    /// the time-zone conversion was the builder's largest cost). Cleared past [`DAY_CACHE`].
+    days: FxHashMap<DateTime<Utc>, NaiveDate>,
+    /// The last billing period start and its `(year, month)`.
+    last_period: Option<(DateTime<Utc>, BillingPeriod)>,
     /// Rows held before [`is_full`](Self::is_full) says to write them out.
     cap: usize,
     /// Lines added so far.
@@ -104,12 +113,13 @@ impl<'s> RollupBuilder<'s> {
     pub fn new(spec: &'s RollupSpec) -> RollupBuilder<'s> {
         RollupBuilder {
             spec,
-            index: HashMap::new(),
+            index: FxHashMap::default(),
+            key: Vec::new(),
             rows: Vec::new(),
-            row_tags: Vec::new(),
-            keys: HashMap::new(),
-            row_dates: Vec::new(),
+            keys: FxHashMap::default(),
             last_day: None,
+            days: FxHashMap::default(),
+            last_period: None,
             cap: MAX_ROLLUP_ROWS,
             lines: 0,
             chunks: 0,
@@ -138,76 +148,54 @@ impl<'s> RollupBuilder<'s> {
         let day = match self.last_day {
             Some((t, d)) if t == l.charge_period_start => d,
             _ => {
-                let d = l.charge_period_start.with_timezone(&self.spec.tz).date_naive();
+                if self.days.len() >= DAY_CACHE {
+                    self.days.clear();
+                }
+                let tz = self.spec.tz;
+                let d = *self
+                    .days
+                    .entry(l.charge_period_start)
+                    .or_insert_with(|| l.charge_period_start.with_timezone(&tz).date_naive());
                 self.last_day = Some((l.charge_period_start, d));
                 d
             }
         };
-        let bp = BillingPeriod::of(l.billing_period_start);
-        let period = (bp.year, bp.month);
-        for k in l.tags.keys() {
-            if !self.keys.contains_key(k.as_str()) {
-                let n = normalise_key(&self.spec.aliases, k);
-                let keep = self.spec.tag_keys.binary_search(&n).is_ok().then_some(n);
-                self.keys.insert(k.clone(), keep);
+        let bp = match self.last_period {
+            Some((t, bp)) if t == l.billing_period_start => bp,
+            _ => {
+                let bp = BillingPeriod::of(l.billing_period_start);
+                self.last_period = Some((l.billing_period_start, bp));
+                bp
             }
-        }
+        };
         let mut tags: Vec<(&str, &str)> = Vec::new();
-        for (k, v) in &l.tags {
-            // The first tag of a normalised key wins (as the allocator reads them).
-            if let Some(Some(nk)) = self.keys.get(k.as_str())
-                && !tags.iter().any(|(x, _)| x == nk)
-            {
-                tags.push((nk.as_str(), v.as_str()));
+        if !self.spec.tag_keys.is_empty() {
+            for k in l.tags.keys() {
+                if !self.keys.contains_key(k.as_str()) {
+                    let n = normalise_key(&self.spec.aliases, k);
+                    let keep = self.spec.tag_keys.binary_search(&n).is_ok().then_some(n);
+                    self.keys.insert(k.clone(), keep);
+                }
             }
+            for (k, v) in &l.tags {
+                // The first tag of a normalised key wins (as the allocator reads them).
+                if let Some(Some(nk)) = self.keys.get(k.as_str())
+                    && !tags.iter().any(|(x, _)| x == nk)
+                {
+                    tags.push((nk.as_str(), v.as_str()));
+                }
+            }
+            tags.sort_unstable();
         }
-        tags.sort_unstable();
         let class = l.charge_class.map(|c| c.as_str());
-        let key = (
-            day,
-            period,
-            l.provider_name.as_deref(),
-            l.billing_account_id.as_str(),
-            l.sub_account_id.as_deref(),
-            l.service_name.as_deref(),
-            l.service_category.as_deref(),
-            l.region_id.as_deref(),
-            l.charge_category.as_str(),
-            class,
-            l.pricing_unit.as_deref(),
-            l.billing_currency.as_str(),
-        );
-        let mut h = DefaultHasher::new();
-        (key.0, key.1, key.2, key.3, key.4, key.5, key.6).hash(&mut h);
-        (key.7, key.8, key.9, key.10, key.11).hash(&mut h);
-        tags.hash(&mut h);
-        let hash = h.finish();
-        let candidates = self.index.entry(hash).or_default();
-        let found = candidates.iter().copied().find(|&i| {
-            let r = &self.rows[i];
-            self.row_dates[i] == (key.0, key.1)
-                && r.provider_name.as_deref() == key.2
-                && r.billing_account_id == key.3
-                && r.sub_account_id.as_deref() == key.4
-                && r.service_name.as_deref() == key.5
-                && r.service_category.as_deref() == key.6
-                && r.region_id.as_deref() == key.7
-                && r.charge_category == key.8
-                && r.charge_class.as_deref() == key.9
-                && r.pricing_unit.as_deref() == key.10
-                && r.billing_currency == key.11
-                && self.row_tags[i].len() == tags.len()
-                && self.row_tags[i].iter().zip(&tags).all(|((a, b), (c, d))| a == c && b == d)
-        });
-        let i = match found {
-            Some(i) => i,
+        write_key(&mut self.key, day, bp, l, class, &tags);
+        let i = match self.index.get(self.key.as_slice()) {
+            Some(&i) => i,
             None => {
-                let owned: Vec<(String, String)> = tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-                let json = (!owned.is_empty()).then(|| {
-                    let m: BTreeMap<&str, &str> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let json = (!tags.is_empty()).then(|| {
+                    let m: BTreeMap<&str, &str> = tags.iter().copied().collect();
                     serde_json::to_string(&m).unwrap_or_default()
                 });
-                self.row_dates.push((day, period));
                 self.rows.push(RollupRow {
                     day: day.format("%Y-%m-%d").to_string(),
                     billing_period: bp.to_string(),
@@ -224,9 +212,9 @@ impl<'s> RollupBuilder<'s> {
                     tags: json,
                     ..Default::default()
                 });
-                self.row_tags.push(owned);
-                candidates.push(self.rows.len() - 1);
-                self.rows.len() - 1
+                let i = self.rows.len() - 1;
+                self.index.insert(self.key.as_slice().into(), i);
+                i
             }
         };
         let r = &mut self.rows[i];
@@ -269,8 +257,6 @@ impl<'s> RollupBuilder<'s> {
     pub fn take_rows(&mut self) -> Vec<RollupRow> {
         self.chunks += 1;
         self.index.clear();
-        self.row_tags.clear();
-        self.row_dates.clear();
         let mut rows = std::mem::take(&mut self.rows);
         rows.sort();
         rows
@@ -283,5 +269,50 @@ impl<'s> RollupBuilder<'s> {
             return None;
         }
         Some(Rollup { spec: self.spec.fingerprint(), rows: self.take_rows() })
+    }
+}
+
+/// A rollup row's key as one byte string: the day, the billing period, then each dimension
+/// (absent and empty told apart) and the kept tags, every text length-prefixed so no two keys
+/// write the same bytes.
+fn write_key(
+    out: &mut Vec<u8>,
+    day: NaiveDate,
+    bp: BillingPeriod,
+    l: &ChargeLine,
+    class: Option<&str>,
+    tags: &[(&str, &str)],
+) {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn opt(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                out.push(1);
+                text(out, s);
+            }
+            None => out.push(0),
+        }
+    }
+    out.clear();
+    out.extend_from_slice(&day.num_days_from_ce().to_le_bytes());
+    out.extend_from_slice(&bp.year.to_le_bytes());
+    out.extend_from_slice(&bp.month.to_le_bytes());
+    opt(out, l.provider_name.as_deref());
+    text(out, &l.billing_account_id);
+    opt(out, l.sub_account_id.as_deref());
+    opt(out, l.service_name.as_deref());
+    opt(out, l.service_category.as_deref());
+    opt(out, l.region_id.as_deref());
+    text(out, l.charge_category.as_str());
+    opt(out, class);
+    opt(out, l.pricing_unit.as_deref());
+    text(out, &l.billing_currency);
+    out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
+    for (k, v) in tags {
+        text(out, k);
+        text(out, v);
     }
 }
