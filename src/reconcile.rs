@@ -11,11 +11,12 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use costledger_core::{BillingPeriod, ChargeCategory, ExactSum, MoneyError, Totals, format_ts};
 use futures::StreamExt;
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use sha2::{Digest, Sha256};
 
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
 use crate::config::Config;
-use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
+use crate::ledger::{AllocationRow, ChargeColumns, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -78,7 +79,7 @@ pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 struct GroupKey {
     week: String,
     provider: Option<String>,
@@ -98,11 +99,16 @@ pub async fn allocate_period(
 ) -> Result<(Vec<AllocationRow>, Option<(DateTime<Utc>, DateTime<Utc>)>), ReconcileError> {
     let p = period.to_string();
     // (group, owner, basis, reason, resource, coverage) → (rows, amount)
-    let mut direct: BTreeMap<DirectKey, (u64, ExactSum)> = BTreeMap::new();
+    let mut direct: FxHashMap<DirectKey, (u64, ExactSum)> = FxHashMap::default();
     // (group, rule) → (rows, amount, coverage-tagged amount / untagged)
     let mut shared: BTreeMap<(GroupKey, usize, Option<bool>), (u64, ExactSum)> = BTreeMap::new();
+    // ISO week (its Monday, as text) of each charge start seen: formatting it per line was a
+    // visible cost. Bounded: cleared past 8,192 starts.
+    let mut weeks: FxHashMap<DateTime<Utc>, String> = FxHashMap::default();
     let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
-    let filter = ChargeFilter { period: Some(period), ..Default::default() };
+    // Only the columns the allocator and the groups read, in whatever order the database reads.
+    let filter =
+        ChargeFilter { period: Some(period), unordered: true, columns: ChargeColumns::Allocation, ..Default::default() };
     let mut stream = store.charges(&filter);
     while let Some(rec) = stream.next().await {
         let rec = rec?;
@@ -112,8 +118,15 @@ pub async fn allocate_period(
         }));
         let tags = alloc.tags(l);
         let coverage = (l.charge_category == ChargeCategory::Usage).then(|| alloc.is_tagged(&tags));
+        if weeks.len() >= 8_192 {
+            weeks.clear();
+        }
+        let week = weeks
+            .entry(l.charge_period_start)
+            .or_insert_with(|| week_of(l.charge_period_start, cfg.timezone).to_string())
+            .clone();
         let g = GroupKey {
-            week: week_of(l.charge_period_start, cfg.timezone).to_string(),
+            week,
             provider: l.provider_name.clone(),
             billing_account: l.billing_account_id.clone(),
             sub_account: l.sub_account_id.clone(),
@@ -177,7 +190,7 @@ pub async fn allocate_period(
             amount,
         }
     };
-    let direct = cap_resources(direct)?;
+    let direct = cap_resources(direct.into_iter().collect())?;
     for ((g, owner, basis, reason, res, cov), (rows, amt)) in direct {
         out.push(row(&g, owner, basis, reason, res, cov, rows, amt));
     }

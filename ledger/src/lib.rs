@@ -17,7 +17,7 @@ mod reconcile_sql;
 pub mod sqlite;
 mod sqlite_bulk;
 mod sqlite_read;
-pub use query_sql::{GroupColumn, GroupedRow};
+pub use query_sql::{GroupColumn, GroupedRow, SUMMED, Summed};
 
 pub use db_url::DatabaseUrl;
 pub use load_sql::{CommitDecision, commit_decision};
@@ -300,11 +300,43 @@ pub struct ChargeFilter {
     pub include_check_sources: bool,
     /// Rows in whatever order the database reads them (aggregations), not the export order.
     pub unordered: bool,
-    /// Leave out the descriptive columns no aggregation reads ([`LEAN_SKIPPED`]: names,
-    /// description, invoice and commitment ids, `x_extra`, the source reference, and every
-    /// column of `ChargeLine::focus`): they come back as `None`, and the row decodes faster.
-    pub lean: bool,
+    /// Which columns are read (the others come back as `None`, and the row decodes faster).
+    pub columns: ChargeColumns,
 }
+
+/// The columns a charge read returns; the others come back as `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ChargeColumns {
+    /// Every column (exports).
+    #[default]
+    All,
+    /// Without the descriptive columns no aggregation reads ([`LEAN_SKIPPED`]: names,
+    /// description, invoice and commitment ids, `x_extra`, the source reference) and without
+    /// every column of `ChargeLine::focus`.
+    Lean,
+    /// What the allocator reads ([`ALLOCATION_COLUMNS`]): the dimensions its rules and reasons
+    /// look at, the tags, the charge period and BilledCost.
+    Allocation,
+}
+
+/// The columns a [`ChargeColumns::Allocation`] read returns (besides `load_id` and `row_no`).
+pub const ALLOCATION_COLUMNS: [&str; 15] = [
+    "billing_account_id",
+    "sub_account_id",
+    "billing_period_start",
+    "billing_period_end",
+    "charge_period_start",
+    "charge_period_end",
+    "charge_category",
+    "service_name",
+    "provider_name",
+    "publisher_name",
+    "region_id",
+    "resource_id",
+    "billed_cost",
+    "billing_currency",
+    "tags",
+];
 
 /// The columns a lean read returns as NULL.
 pub const LEAN_SKIPPED: [&str; 10] = [
@@ -321,15 +353,18 @@ pub const LEAN_SKIPPED: [&str; 10] = [
 ];
 
 /// The select list of a charge read (`null` is the backend's typed NULL).
-pub(crate) fn charge_select(lean: bool, null: &str) -> String {
+pub(crate) fn charge_select(columns: ChargeColumns, null: &str) -> String {
     CHARGE_COLUMNS
         .iter()
         .enumerate()
-        .map(
-            |(i, c)| {
-                if lean && (LEAN_SKIPPED.contains(c) || i >= FOCUS_AT) { null.to_string() } else { format!("c.{c}") }
-            },
-        )
+        .map(|(i, c)| {
+            let read = match columns {
+                ChargeColumns::All => true,
+                ChargeColumns::Lean => !LEAN_SKIPPED.contains(c) && i < FOCUS_AT,
+                ChargeColumns::Allocation => ALLOCATION_COLUMNS.contains(c) || matches!(*c, "load_id" | "row_no"),
+            };
+            if read { format!("c.{c}") } else { null.to_string() }
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -819,7 +854,12 @@ pub trait LedgerStore: ReconcileStore {
     /// The charges `filter` selects, grouped by `by` (and the currency) and summed exactly in
     /// SQL, in no particular order: what a query that needs neither the allocation nor the
     /// FOCUS columns reads instead of every charge.
-    fn grouped<'a>(&'a self, filter: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>>;
+    fn grouped<'a>(
+        &'a self,
+        filter: &'a ChargeFilter,
+        by: &'a [GroupColumn],
+        sums: Summed,
+    ) -> BoxStream<'a, Result<GroupedRow>>;
     /// The rollup rows of current primary loads whose day is in `[from, to)` (`YYYY-MM-DD`),
     /// grouped by `by` (and the currency) and summed exactly in SQL.
     fn grouped_rollups<'a>(
@@ -827,6 +867,7 @@ pub trait LedgerStore: ReconcileStore {
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
+        sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>>;
 
     /// Per provider, billing account and account (sub account, else the billing account): the

@@ -16,7 +16,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
-use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql, rollup_where};
+use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
 use super::*;
 
 pub struct PgLedger {
@@ -147,10 +147,11 @@ impl PgLedger {
         &'a self,
         table: GroupedTable,
         by: &[GroupColumn],
+        sums: Summed,
         w: String,
         binds: Vec<Bind>,
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let sql = match grouped_sql(&GROUPED, table, by, &w) {
+        let sql = match grouped_sql(&GROUPED, table, by, sums, &w) {
             Ok(sql) => sql,
             Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
@@ -481,9 +482,14 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         Ok(max_of(&scales))
     }
 
-    fn grouped<'a>(&'a self, f: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>> {
+    fn grouped<'a>(
+        &'a self,
+        f: &'a ChargeFilter,
+        by: &'a [GroupColumn],
+        sums: Summed,
+    ) -> BoxStream<'a, Result<GroupedRow>> {
         let (w, binds) = filter_sql(f);
-        self.grouped_read(GroupedTable::Charges, by, w, binds)
+        self.grouped_read(GroupedTable::Charges, by, sums, w, binds)
     }
 
     fn grouped_rollups<'a>(
@@ -491,16 +497,17 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
+        sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>> {
         let (w, binds) = rollup_where(from, to);
         let w = Dialect::POSTGRES.render(&w);
         let binds = binds.into_iter().map(Bind::S).collect();
-        self.grouped_read(GroupedTable::Rollups, by, w, binds)
+        self.grouped_read(GroupedTable::Rollups, by, sums, w, binds)
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
-        let cols = charge_select(f.lean, "NULL::text");
+        let cols = charge_select(f.columns, "NULL::text");
         let order: Vec<String> = ORDER_COLUMNS
             .iter()
             .map(|c| match *c {

@@ -30,6 +30,30 @@ pub enum GroupColumn {
     PricingUnit,
     Tags,
     Source,
+    /// CommitmentDiscountId.
+    Commitment,
+    /// The FOCUS commitment and pricing columns (charges only; rollups do not hold them).
+    CommitmentStatus,
+    CommitmentCategory,
+    CommitmentType,
+    PricingCategory,
+}
+
+impl GroupColumn {
+    /// Whether the rollups hold this column.
+    pub fn in_rollups(self) -> bool {
+        !matches!(
+            self,
+            GroupColumn::ChargePeriodStart
+                | GroupColumn::Sku
+                | GroupColumn::Resource
+                | GroupColumn::Commitment
+                | GroupColumn::CommitmentStatus
+                | GroupColumn::CommitmentCategory
+                | GroupColumn::CommitmentType
+                | GroupColumn::PricingCategory
+        )
+    }
 }
 
 /// What a grouped read reads.
@@ -47,7 +71,7 @@ impl GroupColumn {
         let rollups = table == GroupedTable::Rollups;
         let plain = |c: &str| Some(format!("{}.{c}", if rollups { "r" } else { "c" }));
         match self {
-            GroupColumn::ChargePeriodStart if rollups => None,
+            _ if rollups && !self.in_rollups() => None,
             GroupColumn::ChargePeriodStart => Some(format!("{}c.charge_period_start{}", d.ts_text.0, d.ts_text.1)),
             GroupColumn::Day if rollups => Some("r.day".into()),
             GroupColumn::Day => None,
@@ -62,11 +86,15 @@ impl GroupColumn {
             GroupColumn::ChargeCategory => plain("charge_category"),
             GroupColumn::ChargeClass => plain("charge_class"),
             GroupColumn::Sku => plain("sku_id"),
-            GroupColumn::Resource if rollups => None,
             GroupColumn::Resource => plain("resource_id"),
             GroupColumn::PricingUnit => plain("pricing_unit"),
             GroupColumn::Tags => plain("tags"),
             GroupColumn::Source => Some("s.name".into()),
+            GroupColumn::Commitment => plain("commitment_discount_id"),
+            GroupColumn::CommitmentStatus => plain("commitment_discount_status"),
+            GroupColumn::CommitmentCategory => plain("commitment_discount_category"),
+            GroupColumn::CommitmentType => plain("commitment_discount_type"),
+            GroupColumn::PricingCategory => plain("pricing_category"),
         }
     }
 }
@@ -78,7 +106,8 @@ pub struct GroupedRow {
     pub keys: Vec<Option<String>>,
     pub currency: String,
     pub lines: u64,
-    pub billed_cost: ExactSum,
+    /// `None` when not summed ([`Summed`]); a summed BilledCost is never `None`.
+    pub billed_cost: Option<ExactSum>,
     pub effective_cost: Option<ExactSum>,
     pub list_cost: Option<ExactSum>,
     pub contracted_cost: Option<ExactSum>,
@@ -100,13 +129,40 @@ pub(crate) struct GroupDialect {
     pub charges_of_l: &'static str,
 }
 
-/// The amounts summed, in the order they are selected after the currency and the count.
-const SUMMED: [&str; 6] =
+/// The amounts a grouped read can sum, in the order they are selected after the currency and
+/// the count.
+pub const SUMMED: [&str; 6] =
     ["billed_cost", "effective_cost", "list_cost", "contracted_cost", "pricing_quantity", "consumed_quantity"];
+
+/// Which of [`SUMMED`] a grouped read sums; the others are selected as NULL and come back as
+/// `None` (each exact sum costs a decimal parse per row: a query sums only what it shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summed(pub [bool; 6]);
+
+impl Summed {
+    pub const ALL: Summed = Summed([true; 6]);
+
+    /// The amounts named (column names of [`SUMMED`]); an unknown name is ignored.
+    pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Summed {
+        let mut s = [false; 6];
+        for n in names {
+            if let Some(i) = SUMMED.iter().position(|c| *c == n) {
+                s[i] = true;
+            }
+        }
+        Summed(s)
+    }
+}
 
 /// The grouped read's SQL: `w` is the WHERE clause (the backend's charge filter, or the
 /// rollups' state, role and day conditions). A column `table` does not hold is an error.
-pub(crate) fn grouped_sql(d: &GroupDialect, table: GroupedTable, by: &[GroupColumn], w: &str) -> Result<String> {
+pub(crate) fn grouped_sql(
+    d: &GroupDialect,
+    table: GroupedTable,
+    by: &[GroupColumn],
+    sums: Summed,
+    w: &str,
+) -> Result<String> {
     let mut group = Vec::with_capacity(by.len() + 1);
     for c in by {
         group.push(
@@ -127,7 +183,11 @@ pub(crate) fn grouped_sql(d: &GroupDialect, table: GroupedTable, by: &[GroupColu
     };
     group.push(format!("{alias}.billing_currency"));
     let positions: Vec<String> = (1..=group.len()).map(|i| i.to_string()).collect();
-    let sums: Vec<String> = SUMMED.iter().map(|c| format!("{}{alias}.{c}{}", sum.0, sum.1)).collect();
+    let sums: Vec<String> = SUMMED
+        .iter()
+        .zip(sums.0)
+        .map(|(c, on)| if on { format!("{}{alias}.{c}{}", sum.0, sum.1) } else { "NULL".to_string() })
+        .collect();
     Ok(format!(
         "SELECT {}, {count}, {} FROM {from} JOIN sources s ON s.id = l.source_id WHERE {w} GROUP BY {}",
         group.join(", "),
@@ -163,7 +223,7 @@ pub(crate) fn grouped_row<R: crate::ChargeRow>(r: &R, n: usize) -> Result<Groupe
         keys,
         currency: r.text(n)?.ok_or_else(|| LedgerError::Corrupt("NULL billing currency".into()))?.to_owned(),
         lines: u64::try_from(r.int(n + 1)?).unwrap_or(0),
-        billed_cost: sum(n + 2)?.unwrap_or(ExactSum::ZERO),
+        billed_cost: sum(n + 2)?,
         effective_cost: sum(n + 3)?,
         list_cost: sum(n + 4)?,
         contracted_cost: sum(n + 5)?,

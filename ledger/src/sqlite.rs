@@ -19,7 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::load_sql::Dialect;
-use super::query_sql::{GroupDialect, GroupedTable, grouped_row, grouped_sql, rollup_where};
+use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
 use super::*;
 
@@ -269,10 +269,11 @@ impl SqliteLedger {
         &'a self,
         table: GroupedTable,
         by: &[GroupColumn],
+        sums: Summed,
         w: String,
         binds: Vec<String>,
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let sql = match grouped_sql(&GROUPED, table, by, &w) {
+        let sql = match grouped_sql(&GROUPED, table, by, sums, &w) {
             Ok(sql) => sql,
             Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
@@ -592,7 +593,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
-        let cols = charge_select(f.lean, "NULL");
+        let cols = charge_select(f.columns, "NULL");
         let order: Vec<String> = ORDER_COLUMNS.iter().map(|c| format!("c.{c} NULLS FIRST")).collect();
         let sql = format!(
             "SELECT {}, s.name FROM charges c JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
@@ -608,9 +609,14 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         }
     }
 
-    fn grouped<'a>(&'a self, f: &'a ChargeFilter, by: &'a [GroupColumn]) -> BoxStream<'a, Result<GroupedRow>> {
+    fn grouped<'a>(
+        &'a self,
+        f: &'a ChargeFilter,
+        by: &'a [GroupColumn],
+        sums: Summed,
+    ) -> BoxStream<'a, Result<GroupedRow>> {
         let (w, binds) = filter_sql(f);
-        self.grouped_read(GroupedTable::Charges, by, w, binds)
+        self.grouped_read(GroupedTable::Charges, by, sums, w, binds)
     }
 
     fn grouped_rollups<'a>(
@@ -618,9 +624,10 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
+        sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>> {
         let (w, binds) = rollup_where(from, to);
-        self.grouped_read(GroupedTable::Rollups, by, w, binds)
+        self.grouped_read(GroupedTable::Rollups, by, sums, w, binds)
     }
 
     async fn try_job_lock(&self, _key: &str) -> Result<Option<Box<dyn JobLock>>> {

@@ -5,7 +5,7 @@ use futures::StreamExt;
 
 use crate::allocation::normalise_key;
 use crate::config::Config;
-use crate::ledger::{ChargeFilter, LedgerError, LedgerStore, LoadId};
+use crate::ledger::{ChargeColumns, ChargeFilter, LedgerError, LedgerStore, LoadId, Summed};
 use crate::query::aggregate::{
     AggregateError, Aggregator, AnsweredFrom, QueryResult, grouped_columns, grouped_rollup_columns,
 };
@@ -72,6 +72,8 @@ pub async fn query_via(
         Some(_) => store.fx_rates().await?,
         None => Vec::new(),
     };
+    // The database sums only the amounts the query shows.
+    let sums = Summed::of(q.metrics.iter().filter_map(|m| m.column()));
     let use_rollups = match path {
         ReadPath::Auto => rollups_answer(store, config, q).await?,
         ReadPath::Charges | ReadPath::Grouped => false,
@@ -87,7 +89,7 @@ pub async fn query_via(
         match grouped_rollup_columns(q) {
             // The database groups the rollup rows too.
             Some(cols) if path != ReadPath::Rollups => {
-                let mut rows = store.grouped_rollups(from, to, &cols);
+                let mut rows = store.grouped_rollups(from, to, &cols, sums);
                 while let Some(r) = rows.next().await {
                     agg.add_grouped(&r?, &cols, true)?;
                 }
@@ -108,7 +110,7 @@ pub async fn query_via(
         let mut agg = Aggregator::new(q, config.timezone, &norm);
         let (from, to) = q.range.charge_bounds(config.timezone);
         let filter = ChargeFilter { from, to, unordered: true, ..Default::default() };
-        let mut rows = store.grouped(&filter, &cols);
+        let mut rows = store.grouped(&filter, &cols, sums);
         while let Some(r) = rows.next().await {
             agg.add_grouped(&r?, &cols, false)?;
         }
@@ -131,8 +133,11 @@ pub async fn query_via(
     let (from, to) = q.range.charge_bounds(config.timezone);
     // The allocator reads the publisher (marketplace charges) and the commitment dimensions
     // their columns, which a lean read leaves out.
-    let lean = line_alloc.is_none() && !q.needs_full_rows();
-    let filter = ChargeFilter { from, to, unordered: true, lean, ..Default::default() };
+    let columns = match line_alloc.is_none() && !q.needs_full_rows() {
+        true => ChargeColumns::Lean,
+        false => ChargeColumns::All,
+    };
+    let filter = ChargeFilter { from, to, unordered: true, columns, ..Default::default() };
     let mut charges = store.charges(&filter);
     while let Some(rec) = charges.next().await {
         let rec = rec?;
@@ -162,7 +167,8 @@ pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> 
     for load in store.loads_without_rollup(&spec.fingerprint()).await? {
         store.clear_rollup(load).await?;
         let mut b = RollupBuilder::new(&spec);
-        let filter = ChargeFilter { load: Some(load), unordered: true, lean: true, ..Default::default() };
+        let filter =
+            ChargeFilter { load: Some(load), unordered: true, columns: ChargeColumns::Lean, ..Default::default() };
         {
             // Chunks are written while the charges stream (a second connection: WAL on SQLite).
             let mut charges = store.charges(&filter);

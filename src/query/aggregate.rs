@@ -179,8 +179,8 @@ pub fn dimension_value<'a>(
 }
 
 /// The raw column a dimension's value is in, for a grouped read; `None` for the dimensions a
-/// grouped read cannot give (tags are read from the tag JSON, owner and allocation from the
-/// allocator, the commitment dimensions from the FOCUS columns).
+/// grouped read cannot give (owner and allocation come from the allocator). Tags are read from
+/// the tag JSON.
 pub fn group_column(d: &Dimension) -> Option<GroupColumn> {
     Some(match d {
         Dimension::Provider => GroupColumn::Provider,
@@ -196,18 +196,17 @@ pub fn group_column(d: &Dimension) -> Option<GroupColumn> {
         Dimension::PricingUnit => GroupColumn::PricingUnit,
         Dimension::Source => GroupColumn::Source,
         Dimension::Tag(_) => GroupColumn::Tags,
-        Dimension::Owner
-        | Dimension::Allocation
-        | Dimension::Commitment
-        | Dimension::CommitmentStatus
-        | Dimension::CommitmentCategory
-        | Dimension::CommitmentType
-        | Dimension::PricingCategory => return None,
+        Dimension::Commitment => GroupColumn::Commitment,
+        Dimension::CommitmentStatus => GroupColumn::CommitmentStatus,
+        Dimension::CommitmentCategory => GroupColumn::CommitmentCategory,
+        Dimension::CommitmentType => GroupColumn::CommitmentType,
+        Dimension::PricingCategory => GroupColumn::PricingCategory,
+        Dimension::Owner | Dimension::Allocation => return None,
     })
 }
 
 /// The columns a grouped read of `q` groups by, or `None` when the database cannot answer it
-/// (a dimension needs the allocator or the FOCUS columns). The charge day is read only when
+/// (a dimension needs the allocator). The charge day is read only when
 /// the grain needs it or the range cannot be applied exactly by the database (a local midnight
 /// that does not exist); the billing period when the grain, the range or a conversion needs it.
 pub fn grouped_columns(q: &Query, tz: chrono_tz::Tz) -> Option<Vec<GroupColumn>> {
@@ -234,7 +233,7 @@ pub fn grouped_rollup_columns(q: &Query) -> Option<Vec<GroupColumn>> {
     let mut cols = Vec::new();
     for d in q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)) {
         match group_column(d)? {
-            GroupColumn::Resource | GroupColumn::Sku => return None,
+            c if !c.in_rollups() => return None,
             c => cols.push(c),
         }
     }
@@ -385,7 +384,7 @@ impl<'q> Aggregator<'q> {
             .metrics
             .iter()
             .map(|m| match m {
-                Metric::BilledCost => Some(row.billed_cost),
+                Metric::BilledCost => row.billed_cost,
                 Metric::EffectiveCost => row.effective_cost,
                 Metric::ListCost => row.list_cost,
                 Metric::ContractedCost => row.contracted_cost,

@@ -309,6 +309,8 @@ pub struct MetricInfo {
     pub name: &'static str,
     pub kind: MetricKind,
     pub meaning: &'static str,
+    /// The ledger column summed (`None`: the line count).
+    pub column: Option<&'static str>,
 }
 
 pub const METRICS: &[MetricInfo] = &[
@@ -317,38 +319,50 @@ pub const METRICS: &[MetricInfo] = &[
         name: "BilledCost",
         kind: MetricKind::Money,
         meaning: "what the invoice charges: the cash view (default)",
+        column: Some("billed_cost"),
     },
     MetricInfo {
         metric: Metric::EffectiveCost,
         name: "EffectiveCost",
         kind: MetricKind::Money,
         meaning: "cost after discounts with commitment purchases spread over their use: the amortised view",
+        column: Some("effective_cost"),
     },
     MetricInfo {
         metric: Metric::ListCost,
         name: "ListCost",
         kind: MetricKind::Money,
         meaning: "the cost at public list prices, before any discount",
+        column: Some("list_cost"),
     },
     MetricInfo {
         metric: Metric::ContractedCost,
         name: "ContractedCost",
         kind: MetricKind::Money,
         meaning: "the cost at negotiated prices, before commitment discounts",
+        column: Some("contracted_cost"),
     },
     MetricInfo {
         metric: Metric::PricingQuantity,
         name: "PricingQuantity",
         kind: MetricKind::Quantity,
         meaning: "the quantity charged, in PricingUnit",
+        column: Some("pricing_quantity"),
     },
     MetricInfo {
         metric: Metric::ConsumedQuantity,
         name: "ConsumedQuantity",
         kind: MetricKind::Quantity,
         meaning: "the quantity used, in ConsumedUnit",
+        column: Some("consumed_quantity"),
     },
-    MetricInfo { metric: Metric::Lines, name: "lines", kind: MetricKind::Count, meaning: "the number of charge lines" },
+    MetricInfo {
+        metric: Metric::Lines,
+        name: "lines",
+        kind: MetricKind::Count,
+        meaning: "the number of charge lines",
+        column: None,
+    },
 ];
 
 impl Metric {
@@ -372,6 +386,11 @@ impl Metric {
 
     pub fn kind(self) -> MetricKind {
         self.info().kind
+    }
+
+    /// The ledger column summed for this metric (`None`: the line count).
+    pub fn column(self) -> Option<&'static str> {
+        self.info().column
     }
 }
 
