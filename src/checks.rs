@@ -10,23 +10,68 @@ use rust_decimal::Decimal;
 use serde_json::json;
 
 use crate::config::{Config, InvoicePrecision};
-use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, LoadState};
+use crate::ledger::{
+    AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, LoadState, SourceRole, TotalRow,
+};
 use crate::reconcile::{ReconcileError, iso_week_label};
+
+/// One billing period's charge totals per provider × billing account × source × load × UTC
+/// charge day × currency, `check` sources included: the conservation, cross-source and overlap
+/// checks all read these (one grouped scan of the period's charges instead of three).
+pub struct PeriodTotals {
+    rows: Vec<TotalRow>,
+    /// Sources whose role is `check` (compared, never summed).
+    check_sources: BTreeSet<String>,
+}
+
+/// The key positions of a [`PeriodTotals`] row.
+const BY: [Dim; 5] = [Dim::Provider, Dim::BillingAccount, Dim::Source, Dim::Load, Dim::ChargeDay];
+const PROVIDER: usize = 0;
+const ACCOUNT: usize = 1;
+const SOURCE: usize = 2;
+const LOAD: usize = 3;
+const DAY: usize = 4;
+
+impl PeriodTotals {
+    pub async fn read(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
+        let check_sources =
+            store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
+        let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
+        Ok(PeriodTotals { rows: store.totals(&filter, &BY).await?, check_sources })
+    }
+
+    fn key(t: &TotalRow, i: usize) -> &str {
+        t.keys[i].as_deref().unwrap_or_default()
+    }
+
+    /// The rows of primary sources (what the ledger sums).
+    fn primary(&self) -> impl Iterator<Item = &TotalRow> {
+        self.rows.iter().filter(|t| !self.check_sources.contains(Self::key(t, SOURCE)))
+    }
+
+    /// BilledCost of primary sources per (billing account, currency), exactly.
+    pub fn billed_by_account(&self) -> Result<BTreeMap<(String, String), ExactSum>, ReconcileError> {
+        let mut out: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+        for t in self.primary() {
+            out.entry((Self::key(t, ACCOUNT).to_string(), t.currency.clone())).or_default().merge(&t.billed_cost)?;
+        }
+        Ok(out)
+    }
+}
 
 pub async fn run_checks(
     store: &dyn LedgerStore,
     cfg: &Config,
     periods: &[String],
+    totals: &BTreeMap<String, PeriodTotals>,
     rows: &[AllocationRow],
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut out = Vec::new();
     for p in periods {
-        let bp: BillingPeriod = match p.parse() {
-            Ok(b) => b,
-            Err(_) => continue,
-        };
-        out.extend(cross_source(store, cfg, p, bp).await?);
-        out.extend(overlap(store, p, bp).await?);
+        if let Some(t) = totals.get(p) {
+            out.extend(cross_source(cfg, p, t)?);
+            out.extend(overlap(store, p, t).await?);
+        }
         out.extend(tag_coverage(cfg, p, rows)?);
     }
     out.extend(restatements(store, periods).await?);
@@ -174,19 +219,13 @@ pub async fn invoices(
     Ok((out, matched, missing_periods.into_iter().collect()))
 }
 
-async fn cross_source(
-    store: &dyn LedgerStore,
-    cfg: &Config,
-    p: &str,
-    bp: BillingPeriod,
-) -> Result<Vec<Finding>, ReconcileError> {
+fn cross_source(cfg: &Config, p: &str, totals: &PeriodTotals) -> Result<Vec<Finding>, ReconcileError> {
     // The one reader of `check` sources: they are compared, never summed.
-    let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
     let mut groups: BTreeMap<(String, String), BTreeMap<String, ExactSum>> = BTreeMap::new();
-    for t in store.totals(&filter, &[Dim::BillingAccount, Dim::Source]).await? {
-        let acct = t.keys[0].clone().unwrap_or_default();
-        let src = t.keys[1].clone().unwrap_or_default();
-        groups.entry((acct, t.currency)).or_default().insert(src, t.billed_cost);
+    for t in &totals.rows {
+        let acct = PeriodTotals::key(t, ACCOUNT).to_string();
+        let src = PeriodTotals::key(t, SOURCE).to_string();
+        groups.entry((acct, t.currency.clone())).or_default().entry(src).or_default().merge(&t.billed_cost)?;
     }
     let mut out = Vec::new();
     for ((acct, cur), sources) in groups {
@@ -227,16 +266,14 @@ struct Cover {
 /// from one source when the two loads share a charge day (a restated file saved under a new
 /// path; a copy). Loads of one source on disjoint days (daily files) are a split bill, not an
 /// overlap. One finding per provider × account, naming every load involved and its amounts.
-async fn overlap(store: &dyn LedgerStore, p: &str, bp: BillingPeriod) -> Result<Vec<Finding>, ReconcileError> {
-    let filter = ChargeFilter { period: Some(bp), ..Default::default() };
-    let by = [Dim::Provider, Dim::BillingAccount, Dim::Source, Dim::Load, Dim::ChargeDay];
+async fn overlap(store: &dyn LedgerStore, p: &str, totals: &PeriodTotals) -> Result<Vec<Finding>, ReconcileError> {
     let mut groups: BTreeMap<(String, String), BTreeMap<i64, Cover>> = BTreeMap::new();
-    for t in store.totals(&filter, &by).await? {
-        let key = |i: usize| t.keys[i].clone().unwrap_or_default();
-        let load: i64 = key(3).parse().unwrap_or_default();
-        let c = groups.entry((key(0), key(1))).or_default().entry(load).or_default();
-        c.source = key(2);
-        c.days.insert(key(4));
+    for t in totals.primary() {
+        let key = |i: usize| PeriodTotals::key(t, i).to_string();
+        let load: i64 = key(LOAD).parse().unwrap_or_default();
+        let c = groups.entry((key(PROVIDER), key(ACCOUNT))).or_default().entry(load).or_default();
+        c.source = key(SOURCE);
+        c.days.insert(key(DAY));
         c.totals.0.entry(t.currency.clone()).or_default().merge(&t.billed_cost)?;
     }
     let mut scopes: Option<BTreeMap<i64, String>> = None;

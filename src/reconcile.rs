@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
 use crate::config::Config;
-use crate::ledger::{AllocationRow, ChargeColumns, ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore, ReconcileState};
+use crate::ledger::{
+    AllocationRow, ChargeColumns, ChargeFilter, CheckKind, Finding, LedgerError, LedgerStore, ReconcileState,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
@@ -107,8 +109,12 @@ pub async fn allocate_period(
     let mut weeks: FxHashMap<DateTime<Utc>, String> = FxHashMap::default();
     let mut span: Option<(DateTime<Utc>, DateTime<Utc>)> = None;
     // Only the columns the allocator and the groups read, in whatever order the database reads.
-    let filter =
-        ChargeFilter { period: Some(period), unordered: true, columns: ChargeColumns::Allocation, ..Default::default() };
+    let filter = ChargeFilter {
+        period: Some(period),
+        unordered: true,
+        columns: ChargeColumns::Allocation,
+        ..Default::default()
+    };
     let mut stream = store.charges(&filter);
     while let Some(rec) = stream.next().await {
         let rec = rec?;
@@ -368,6 +374,7 @@ pub async fn reconcile_with(
     let mut summary = ReconcileSummary::default();
     let mut findings = Vec::new();
     let mut broken = Vec::new();
+    let mut period_totals = BTreeMap::new();
     for p in &periods {
         let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
         let mut ps = PeriodSummary { period: p.clone(), recomputed: recomputed.contains(p), ..Default::default() };
@@ -386,14 +393,12 @@ pub async fn reconcile_with(
                 ps.by_reason.entry((reason.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
             }
         }
-        let billed =
-            store.totals(&ChargeFilter { period: Some(bp), ..Default::default() }, &[Dim::BillingAccount]).await?;
-        let mut billed_map: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
-        for t in billed {
-            let acct = t.keys[0].clone().unwrap_or_default();
-            ps.billed.0.entry(t.currency.clone()).or_default().merge(&t.billed_cost)?;
-            billed_map.insert((acct, t.currency), t.billed_cost);
+        let totals = crate::checks::PeriodTotals::read(store, bp).await?;
+        let billed_map = totals.billed_by_account()?;
+        for ((_, currency), amount) in &billed_map {
+            ps.billed.0.entry(currency.clone()).or_default().merge(amount)?;
         }
+        period_totals.insert(p.clone(), totals);
         let keys: BTreeSet<&(String, String)> = alloc_sum.keys().chain(billed_map.keys()).collect();
         for k in keys {
             let a = alloc_sum.get(k).copied().unwrap_or_default();
@@ -416,7 +421,7 @@ pub async fn reconcile_with(
         }
         summary.periods.push(ps);
     }
-    findings.extend(crate::checks::run_checks(store, cfg, &periods, &rows).await?);
+    findings.extend(crate::checks::run_checks(store, cfg, &periods, &period_totals, &rows).await?);
     let (invoice_findings, matched, without_bill) = crate::checks::invoices(store, cfg, &all, selected).await?;
     findings.extend(invoice_findings);
     let mut finding_periods = periods.clone();
