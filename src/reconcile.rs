@@ -81,7 +81,7 @@ pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey {
     week: String,
     provider: Option<String>,
@@ -101,7 +101,7 @@ pub async fn allocate_period(
 ) -> Result<(Vec<AllocationRow>, Option<(DateTime<Utc>, DateTime<Utc>)>), ReconcileError> {
     let p = period.to_string();
     // (group, owner, basis, reason, resource, coverage) → (rows, amount)
-    let mut direct: FxHashMap<DirectKey, (u64, ExactSum)> = FxHashMap::default();
+    let mut direct: BTreeMap<DirectKey, (u64, ExactSum)> = BTreeMap::new();
     // (group, rule) → (rows, amount, coverage-tagged amount / untagged)
     let mut shared: BTreeMap<(GroupKey, usize, Option<bool>), (u64, ExactSum)> = BTreeMap::new();
     // ISO week (its Monday, as text) of each charge start seen: formatting it per line was a
@@ -196,7 +196,7 @@ pub async fn allocate_period(
             amount,
         }
     };
-    let direct = cap_resources(direct.into_iter().collect())?;
+    let direct = cap_resources(direct)?;
     for ((g, owner, basis, reason, res, cov), (rows, amt)) in direct {
         out.push(row(&g, owner, basis, reason, res, cov, rows, amt));
     }
