@@ -14,7 +14,7 @@ use costledger::ledger::{
     ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome, RunStatus,
 };
 use costledger_core::{
-    Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, Totals, parse_timestamp,
+    Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp,
 };
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
@@ -417,6 +417,76 @@ async fn upgrade_to_charge_keys_keeps_every_charge() {
         assert_eq!(s.gc_superseded(Utc::now() + chrono::Duration::days(1)).await.expect("gc"), 1, "{url}");
         let legacy_left = ChargeFilter { load: Some(1), ..Default::default() };
         assert_eq!(s.count_charges(&legacy_left).await.expect("count"), 0, "{url}");
+    }
+}
+
+/// Upgrade (migration 11): loads committed before `load_periods.data_end` existed get it from
+/// their charges, so "data as of" (`source_data_end`) is the same before and after, on both
+/// backends; new loads write it at commit.
+#[tokio::test]
+async fn upgrade_fills_each_load_periods_data_end_from_its_charges() {
+    use costledger::ledger::Backend;
+    use costledger::ledger::migrations::migrator_upto;
+    use sqlx::Connection;
+    let common = [
+        "INSERT INTO sources (name, kind, created_at) VALUES ('legacy', 'focus', '2026-10-01T00:00:00Z')",
+        "INSERT INTO loads (source_id, scope, delivery_key, state, owner, started_at, heartbeat_at, row_count) \
+         VALUES (1, 'a.csv', 'k1', 'current', 'o', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z', 3)",
+        "INSERT INTO load_periods (load_id, period, row_count, totals, all_invoiced) VALUES \
+         (1, '2026-10', 2, '{}', false), (1, '2026-11', 1, '{}', false)",
+    ];
+    let charges = |id: bool| {
+        let row = |n: u64, bp: &str, bp_end: &str, end: &str| {
+            let key = if id { format!("{}, ", 4_294_967_296u64 + n) } else { String::new() };
+            format!("({key}1, {n}, 'acct', '{bp}', '{bp_end}', '2026-10-02T00:00:00Z', '{end}', 'Usage', '1', 'USD')")
+        };
+        format!(
+            "INSERT INTO charges ({}load_id, row_no, billing_account_id, billing_period_start, billing_period_end, \
+             charge_period_start, charge_period_end, charge_category, billed_cost, billing_currency) VALUES {}, {}, {}",
+            if id { "id, " } else { "" },
+            row(0, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "2026-10-30T23:00:00Z"),
+            row(1, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "2026-10-31T01:00:00Z"),
+            row(2, "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-11-03T00:00:00Z"),
+        )
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lite = format!("sqlite://{}?mode=rwc", dir.path().join("old.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&lite).await.expect("sqlite");
+    migrator_upto(Backend::Sqlite, 10).run(&mut c).await.expect("schema 10");
+    for q in common.iter().map(|q| q.to_string()).chain([charges(true)]) {
+        sqlx::query(sqlx::AssertSqlSafe(q.clone())).execute(&mut c).await.expect(&q);
+    }
+    c.close().await.expect("close");
+    let mut urls = vec![lite];
+    if let Some(pg) = pg_schema_url().await {
+        let mut c = sqlx::PgConnection::connect(&pg).await.expect("postgres");
+        migrator_upto(Backend::Postgres, 10).run(&mut c).await.expect("schema 10");
+        for q in common.iter().map(|q| q.to_string()).chain([charges(false)]) {
+            sqlx::query(sqlx::AssertSqlSafe(q.clone())).execute(&mut c).await.expect(&q);
+        }
+        urls.push(pg);
+    }
+    for url in urls {
+        let s = costledger::ledger::open(&url).await.expect("open");
+        s.migrate().await.expect("migrate to the latest schema");
+        let ends: Vec<(String, String, String)> =
+            s.source_data_end().await.expect("ends").into_iter().map(|(a, p, t)| (a, p, format_ts(t))).collect();
+        let want = vec![
+            ("legacy".to_string(), "2026-10".to_string(), "2026-10-31T01:00:00Z".to_string()),
+            ("legacy".to_string(), "2026-11".to_string(), "2026-11-03T00:00:00Z".to_string()),
+        ];
+        assert_eq!(ends, want, "{url}");
+        // A new load of another source writes its own at commit.
+        let src = s.ensure_source("fresh", "focus").await.expect("source");
+        let mut l = line("2", "USD");
+        l.charge_period_end = costledger_core::parse_timestamp("2026-10-15T06:00:00Z").expect("ts");
+        l.charge_period_start = l.charge_period_end - chrono::Duration::hours(1);
+        load_lines(s.as_ref(), src, "b.csv", "k2", &[l]).await;
+        let ends = s.source_data_end().await.expect("ends");
+        assert!(
+            ends.iter().any(|(n, p, t)| n == "fresh" && p == "2026-10" && format_ts(*t) == "2026-10-15T06:00:00Z"),
+            "{url}: {ends:?}"
+        );
     }
 }
 

@@ -174,6 +174,9 @@ pub struct PeriodContribution {
     pub invoice_ids: BTreeSet<String>,
     /// Every line of the period carried an invoice id (the provider invoiced it).
     pub all_invoiced: bool,
+    /// The latest ChargePeriodEnd of the period's lines ("data as of", kept per load so
+    /// `source_data_end` does not scan the charges).
+    pub data_end: Option<DateTime<Utc>>,
 }
 
 /// Everything known about a staged load when it is committed.

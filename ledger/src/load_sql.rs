@@ -155,6 +155,28 @@ macro_rules! ledger_store_impl {
             Ok(())
         }
 
+        async fn source_data_end(&self) -> Result<Vec<(String, String, chrono::DateTime<chrono::Utc>)>> {
+            // Each current load's own latest ChargePeriodEnd per period (written at commit,
+            // migration 0011): a few rows per load instead of a scan of every charge; the latest
+            // per source is taken here, comparing instants rather than text.
+            let rows = sqlx::query(q(
+                "SELECT s.name, lp.period, lp.data_end FROM load_periods lp JOIN loads l ON l.id = lp.load_id \
+                 JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' AND lp.data_end IS NOT NULL",
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            let mut latest: std::collections::BTreeMap<(String, String), chrono::DateTime<chrono::Utc>> =
+                std::collections::BTreeMap::new();
+            for r in rows {
+                let end: String = r.try_get(2)?;
+                let end = costledger_core::parse_timestamp(&end)
+                    .map_err(|e| LedgerError::Corrupt(format!("load_periods.data_end '{end}': {e}")))?;
+                let e = latest.entry((r.try_get(0)?, r.try_get(1)?)).or_insert(end);
+                *e = (*e).max(end);
+            }
+            Ok(latest.into_iter().map(|((s, p), t)| (s, p, t)).collect())
+        }
+
         async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>> {
             sqlx::query(q("SELECT name, role FROM sources ORDER BY name{C}"))
                 .fetch_all(&self.pool)
@@ -286,8 +308,8 @@ macro_rules! ledger_store_impl {
             .await?;
             for (p, c) in &sm.periods {
                 sqlx::query(q(
-                    "INSERT INTO load_periods (load_id, period, row_count, totals, invoice_ids, all_invoiced) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO load_periods (load_id, period, row_count, totals, invoice_ids, all_invoiced, data_end) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(load)
                 .bind(p)
@@ -295,6 +317,7 @@ macro_rules! ledger_store_impl {
                 .bind(c.totals.to_json())
                 .bind(set_json(&c.invoice_ids))
                 .bind(c.all_invoiced)
+                .bind(c.data_end.map(costledger_core::format_ts))
                 .execute(&mut *tx)
                 .await?;
             }

@@ -68,6 +68,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0010_rollups_without_sku.sql"),
         include_str!("../../migrations/postgres/0010_rollups_without_sku.sql"),
     ),
+    (
+        11,
+        "load_period_data_end",
+        include_str!("../../migrations/sqlite/0011_load_period_data_end.sql"),
+        include_str!("../../migrations/postgres/0011_load_period_data_end.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -325,21 +325,6 @@ fn not_staging(load: LoadId) -> LedgerError {
 super::load_sql::load_helpers!(sqlx::Postgres);
 
 super::load_sql::ledger_store_impl!(PgLedger, {
-    async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
-        let mut rows: Vec<(String, String, DateTime<Utc>)> = sqlx::query(
-            "SELECT s.name, to_char(c.billing_period_start AT TIME ZONE 'UTC', 'YYYY-MM'), MAX(c.charge_period_end) \
-             FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-             WHERE l.state = 'current' GROUP BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .collect::<Result<_>>()?;
-        rows.sort();
-        Ok(rows)
-    }
-
     async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
         let mut v = sqlx::query(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \

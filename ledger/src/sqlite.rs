@@ -405,20 +405,6 @@ fn row_opt_ts(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>> {
 super::load_sql::load_helpers!(sqlx::Sqlite);
 
 super::load_sql::ledger_store_impl!(SqliteLedger, {
-    async fn source_data_end(&self) -> Result<Vec<(String, String, DateTime<Utc>)>> {
-        sqlx::query(concat!(
-            "SELECT s.name, substr(c.billing_period_start, 1, 7), MAX(c.charge_period_end) \
-             FROM charges c JOIN loads l ON ",
-            charges_of_l!(),
-            " JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' GROUP BY 1, 2 ORDER BY 1, 2",
-        ))
-        .fetch_all(&self.pool)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, ts(&r.try_get::<String, _>(2)?)?)))
-        .collect()
-    }
-
     async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
         let mut v = sqlx::query(concat!(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \

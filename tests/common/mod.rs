@@ -144,6 +144,7 @@ pub fn summary_of(lines: &[ChargeLine]) -> LoadSummary {
             .entry(BillingPeriod::of(l.billing_period_start).to_string())
             .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
         p.rows += 1;
+        p.data_end = Some(p.data_end.map_or(l.charge_period_end, |e| e.max(l.charge_period_end)));
         p.totals.add(&l.billing_currency, l.billed_cost).expect("add");
         match &l.invoice_id {
             Some(i) => {
