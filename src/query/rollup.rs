@@ -51,7 +51,7 @@ impl RollupSpec {
     /// allocation, the commitment columns and other tags). The SKU is left out because it has
     /// nearly the cardinality of a resource on real bills (an AWS account bills thousands of
     /// SKUs, an Azure one thousands of meters): with it, a rollup is barely smaller than the
-    /// charges and is given up (measured on 1M CUR lines: 465,000 rows with the SKU, 3,720
+    /// charges and is given up (measured on 1M `sample` lines: 972,852 rows with the SKU, 36,875
     /// without). SKU questions are answered by the database's grouped read of the charges.
     pub fn holds(&self, d: &Dimension) -> bool {
         if d.needs_full_rows() {
