@@ -17,7 +17,7 @@ mod reconcile_sql;
 pub mod sqlite;
 mod sqlite_bulk;
 mod sqlite_read;
-pub use query_sql::{GroupColumn, GroupedRow, SUMMED, Summed};
+pub use query_sql::{GroupColumn, GroupedRow, Summed};
 
 pub use db_url::DatabaseUrl;
 pub use load_sql::{CommitDecision, commit_decision};

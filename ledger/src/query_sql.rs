@@ -131,7 +131,7 @@ pub(crate) struct GroupDialect {
 
 /// The amounts a grouped read can sum, in the order they are selected after the currency and
 /// the count.
-pub const SUMMED: [&str; 6] =
+const SUMMED: [&str; 6] =
     ["billed_cost", "effective_cost", "list_cost", "contracted_cost", "pricing_quantity", "consumed_quantity"];
 
 /// Which of [`SUMMED`] a grouped read sums; the others are selected as NULL and come back as
@@ -140,8 +140,6 @@ pub const SUMMED: [&str; 6] =
 pub struct Summed(pub [bool; 6]);
 
 impl Summed {
-    pub const ALL: Summed = Summed([true; 6]);
-
     /// The amounts named (column names of [`SUMMED`]); an unknown name is ignored.
     pub fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> Summed {
         let mut s = [false; 6];

@@ -1,14 +1,13 @@
 //! Daily rollups: a load's lines summed per local day over every query dimension but the
-//! resource id and the SKU, with only the configured tag keys. The loader feeds every staged line to a
-//! [`RollupBuilder`]; the ledger writes the rows in the load's commit transaction. Pure.
+//! resource id and the SKU, with only the configured tag keys. The loader feeds every staged
+//! line to a [`RollupBuilder`]; the ledger writes the rows in the load's commit transaction.
+//! Pure.
 
 use std::collections::BTreeMap;
 
-use chrono::Datelike;
-use rustc_hash::FxHashMap;
-
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
+use rustc_hash::FxHashMap;
 
 use super::Dimension;
 use crate::allocation::normalise_key;
