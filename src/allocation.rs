@@ -789,7 +789,12 @@ pub fn split_exact(amount: ExactSum, weights: &[(String, ExactSum)]) -> Result<V
 /// [`split_exact`] for `Decimal` amounts and weights.
 pub fn split(amount: Decimal, weights: &[(String, Decimal)]) -> Result<Vec<(String, Decimal)>, String> {
     let w: Vec<(String, ExactSum)> = weights.iter().map(|(o, w)| (o.clone(), ExactSum::from(*w))).collect();
-    let s = split_exact(ExactSum::from(amount), &w)?;
+    split_by(amount, &w)
+}
+
+/// [`split_exact`] for a `Decimal` amount: each share at the amount's scale (at least 2).
+pub fn split_by(amount: Decimal, weights: &[(String, ExactSum)]) -> Result<Vec<(String, Decimal)>, String> {
+    let s = split_exact(ExactSum::from(amount), weights)?;
     // Shares are multiples of 10^-max(2, scale of amount): they fit a Decimal at that scale.
     let scale = amount.scale().max(2);
     s.into_iter()

@@ -31,12 +31,22 @@ pub enum ExportError {
     /// A value the output format cannot hold exactly (what, where, what to do).
     #[error("{0}")]
     NotExact(String),
+    /// FOCUS 1.3 splits shared charges as the reconciler did: a period it has not allocated
+    /// cannot be split.
+    #[error(
+        "billing period {0} has charges a shared allocation rule splits, but it has not been reconciled: \
+         run `costledger reconcile` first (FOCUS 1.3's Allocated* columns are the reconciled shared-cost splits)"
+    )]
+    NotReconciled(String),
 }
 
 #[derive(Debug, Default, Clone)]
 pub struct ExportStats {
+    /// Rows written (a split charge writes one row per owner).
     pub rows: u64,
     pub totals: Totals,
+    /// Charges written as one row per owner's share (FOCUS 1.3's split cost allocation).
+    pub split_charges: u64,
 }
 
 /// A text cell beginning with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'` so a

@@ -8,27 +8,34 @@
 //! tools, not spreadsheets, and a prefixed `'` would change the value a validator checks.
 
 use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 
-use costledger_core::{ChargeLine, FocusColumns, canonical, format_ts};
+use costledger_core::{BillingPeriod, ChargeLine, ExactSum, FocusColumns, canonical, format_ts};
 use futures::StreamExt;
+use rust_decimal::Decimal;
 
-use crate::allocation::Allocator;
+use crate::allocation::{Allocator, Decision, RuleAction, split_by, split_exact};
 use crate::export::{ExportError, ExportStats, LINEAGE_COLUMNS, LineAllocation};
 use crate::ledger::{ChargeFilter, ChargeRecord, LedgerStore};
+use crate::reconcile::{DirectSpend, shared_weights};
 
 /// The FOCUS version a dataset is written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FocusVersion {
     #[value(name = "1.2")]
     V1_2,
+    /// 1.2's columns and the eight 1.3 added ([`FOCUS_1_3_ADDED`]).
+    #[value(name = "1.3")]
+    V1_3,
 }
 
 impl FocusVersion {
     pub fn as_str(self) -> &'static str {
         match self {
             FocusVersion::V1_2 => "1.2",
+            FocusVersion::V1_3 => "1.3",
         }
     }
 
@@ -36,6 +43,7 @@ impl FocusVersion {
     pub fn columns(self) -> &'static [&'static str] {
         match self {
             FocusVersion::V1_2 => &FOCUS_1_2_COLUMNS,
+            FocusVersion::V1_3 => &FOCUS_1_3_COLUMNS,
         }
     }
 }
@@ -90,6 +98,89 @@ pub const FOCUS_1_2_COLUMNS: [&str; 57] = [
     "ResourceType",
     "ServiceCategory",
     "ServiceName",
+    "ServiceSubcategory",
+    "SkuId",
+    "SkuMeter",
+    "SkuPriceDetails",
+    "SkuPriceId",
+    "SubAccountId",
+    "SubAccountName",
+    "SubAccountType",
+    "Tags",
+];
+
+/// The Cost and Usage columns FOCUS 1.3 added to 1.2's (1.3 keeps `ProviderName` and
+/// `PublisherName`, deprecated in favour of `ServiceProviderName` and `HostProviderName`).
+pub const FOCUS_1_3_ADDED: [&str; 8] = [
+    "AllocatedMethodDetails",
+    "AllocatedMethodId",
+    "AllocatedResourceId",
+    "AllocatedResourceName",
+    "AllocatedTags",
+    "ContractApplied",
+    "HostProviderName",
+    "ServiceProviderName",
+];
+
+/// Every column of the FOCUS 1.3 Cost and Usage dataset, in alphabetical order: 1.2's and
+/// [`FOCUS_1_3_ADDED`] (a test checks the list is exactly their union).
+pub const FOCUS_1_3_COLUMNS: [&str; 65] = [
+    "AllocatedMethodDetails",
+    "AllocatedMethodId",
+    "AllocatedResourceId",
+    "AllocatedResourceName",
+    "AllocatedTags",
+    "AvailabilityZone",
+    "BilledCost",
+    "BillingAccountId",
+    "BillingAccountName",
+    "BillingAccountType",
+    "BillingCurrency",
+    "BillingPeriodEnd",
+    "BillingPeriodStart",
+    "CapacityReservationId",
+    "CapacityReservationStatus",
+    "ChargeCategory",
+    "ChargeClass",
+    "ChargeDescription",
+    "ChargeFrequency",
+    "ChargePeriodEnd",
+    "ChargePeriodStart",
+    "CommitmentDiscountCategory",
+    "CommitmentDiscountId",
+    "CommitmentDiscountName",
+    "CommitmentDiscountQuantity",
+    "CommitmentDiscountStatus",
+    "CommitmentDiscountType",
+    "CommitmentDiscountUnit",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "ContractApplied",
+    "ContractedCost",
+    "ContractedUnitPrice",
+    "EffectiveCost",
+    "HostProviderName",
+    "InvoiceId",
+    "InvoiceIssuerName",
+    "ListCost",
+    "ListUnitPrice",
+    "PricingCategory",
+    "PricingCurrency",
+    "PricingCurrencyContractedUnitPrice",
+    "PricingCurrencyEffectiveCost",
+    "PricingCurrencyListUnitPrice",
+    "PricingQuantity",
+    "PricingUnit",
+    "ProviderName",
+    "PublisherName",
+    "RegionId",
+    "RegionName",
+    "ResourceId",
+    "ResourceName",
+    "ResourceType",
+    "ServiceCategory",
+    "ServiceName",
+    "ServiceProviderName",
     "ServiceSubcategory",
     "SkuId",
     "SkuMeter",
@@ -222,16 +313,231 @@ fn lineage_value(name: &str, r: &ChargeRecord, alloc: Option<&(String, String)>)
     }
 }
 
-fn record<'a>(
-    r: &'a ChargeRecord,
-    columns: &[&str],
-    opts: &FocusExportOptions,
-    alloc: Option<&LineAllocation<'_>>,
-) -> Vec<Cow<'a, str>> {
-    let mut out: Vec<Cow<'a, str>> = columns.iter().map(|c| value(&r.line, c).unwrap_or(Cow::Borrowed(""))).collect();
+/// One owner's share of a charge that a shared allocation rule splits: FOCUS 1.3's Allocated*
+/// columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// `AllocatedMethodId`: the allocation basis, as the reconciler and the finance CSV name it
+    /// (`shared:proportional:rule:NAME`, `shared:even:rule:NAME`, `shared:fixed:rule:NAME`,
+    /// `shared:even(no direct spend):rule:NAME`).
+    pub method_id: String,
+    /// `AllocatedMethodDetails`: `{"Elements":[{"AllocatedRatio":R}]}`, R the owner's weight over
+    /// all weights to [`RATIO_PLACES`] places; the ratios of one charge sum to exactly 1.
+    pub details: String,
+    /// `AllocatedResourceId` and `AllocatedResourceName`: the owner the share is allocated to.
+    pub owner: String,
+}
+
+/// Decimal places of an `AllocatedRatio` (the ratios are split like an amount, so they sum to 1).
+pub const RATIO_PLACES: u32 = 14;
+
+/// The tag key `AllocatedTags` names a share's owner with (`{"costledger/owner":"payments"}`).
+pub const OWNER_TAG_KEY: &str = "costledger/owner";
+
+/// One row of a dataset: a charge, or (FOCUS 1.3) one owner's share of a charge a shared rule
+/// splits, its amounts and quantities that owner's exact share.
+#[derive(Debug, Clone)]
+pub struct DatasetRow {
+    pub rec: ChargeRecord,
+    /// (owner, allocation reason) for the lineage columns, when asked.
+    lineage: Option<(String, String)>,
+    share: Option<Share>,
+}
+
+/// The value of column `name` of a dataset row (`None`: null).
+fn cell<'a>(row: &'a DatasetRow, name: &str) -> Option<Cow<'a, str>> {
+    let share = row.share.as_ref();
+    let l = &row.rec.line;
+    match name {
+        "AllocatedMethodId" => share.map(|s| Cow::Borrowed(s.method_id.as_str())),
+        "AllocatedMethodDetails" => share.map(|s| Cow::Borrowed(s.details.as_str())),
+        "AllocatedResourceId" | "AllocatedResourceName" => share.map(|s| Cow::Borrowed(s.owner.as_str())),
+        "AllocatedTags" => {
+            share.map(|s| Cow::Owned(format!("{{{}:{}}}", json_string(OWNER_TAG_KEY), json_string(&s.owner))))
+        }
+        // costledger reads no contract commitments from any bill.
+        "ContractApplied" => None,
+        // The cloud whose bill it is: it sells and hosts what the bill charges for (marketplace
+        // sellers are not named consistently by the bills; see docs/focus.md).
+        "ServiceProviderName" | "HostProviderName" => l.provider_name.as_deref().map(Cow::Borrowed),
+        _ => value(l, name),
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The amounts and quantities a share of a charge divides (unit prices stay as they are).
+const SPLIT_DECIMALS: [&str; 2] = ["CommitmentDiscountQuantity", "PricingCurrencyEffectiveCost"];
+
+/// Owners and their weights, as a split takes them.
+type Weights = Vec<(String, ExactSum)>;
+
+/// Divides the charges of shared allocation rules among owners the way the last reconcile did
+/// (same weights: the owners' direct spend of the period, the even split, or the fixed
+/// percentages), for FOCUS 1.3's Allocated* columns.
+pub struct Splitter<'a> {
+    alloc: &'a Allocator,
+    /// Billing period → the owners' direct spend in it, from the reconciled allocation.
+    spend: BTreeMap<String, DirectSpend>,
+    /// Billing periods the reconciler has allocated.
+    reconciled: BTreeSet<String>,
+}
+
+impl<'a> Splitter<'a> {
+    pub async fn new(store: &dyn LedgerStore, alloc: &'a Allocator) -> Result<Splitter<'a>, ExportError> {
+        let mut spend: BTreeMap<String, DirectSpend> = BTreeMap::new();
+        for a in store.allocations(None).await? {
+            let Some(owner) = a.owner else { continue };
+            if a.basis.starts_with("shared:") {
+                continue;
+            }
+            spend
+                .entry(a.period)
+                .or_default()
+                .entry(a.currency)
+                .or_default()
+                .entry(owner)
+                .or_default()
+                .merge(&a.amount)?;
+        }
+        let reconciled = store.reconcile_states().await?.into_iter().map(|s| s.period).collect();
+        Ok(Splitter { alloc, spend, reconciled })
+    }
+
+    /// The shares of `line` (owner, ratio, basis) when a shared rule splits it; `None` when no
+    /// shared rule applies or nobody has a weight (the reconciler leaves it unallocated).
+    fn weights(&self, line: &ChargeLine) -> Result<Option<(Weights, String)>, ExportError> {
+        let tags = self.alloc.tags(line);
+        let Decision::Shared(rule) = self.alloc.decide(line, &tags) else { return Ok(None) };
+        let r = &self.alloc.cfg.rules[rule];
+        let RuleAction::Shared(how) = &r.action else { return Ok(None) };
+        let period = BillingPeriod::of(line.billing_period_start).to_string();
+        if !self.reconciled.contains(&period) {
+            return Err(ExportError::NotReconciled(period));
+        }
+        let none = DirectSpend::new();
+        let (weights, mode) =
+            shared_weights(self.alloc, how, self.spend.get(&period).unwrap_or(&none), &line.billing_currency);
+        if weights.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((weights, format!("shared:{mode}:rule:{}", r.name))))
+    }
+
+    /// The rows of one charge, appended to `out`: the charge itself, or one row per owner with
+    /// that owner's exact share of every amount and quantity (the shares sum to the charge's
+    /// amounts exactly). `true` when the charge was split.
+    pub fn rows(
+        &self,
+        rec: ChargeRecord,
+        lineage: Option<(String, String)>,
+        out: &mut Vec<DatasetRow>,
+    ) -> Result<bool, ExportError> {
+        let Some((weights, method_id)) = self.weights(&rec.line)? else {
+            out.push(DatasetRow { rec, lineage, share: None });
+            return Ok(false);
+        };
+        let where_ = |e: String| {
+            ExportError::NotExact(format!(
+                "splitting load {} row {} ({}) by rule {method_id}: {e}",
+                rec.load_id,
+                rec.row_no,
+                rec.line.source_ref.as_deref().unwrap_or("no source reference")
+            ))
+        };
+        let units = Decimal::from(10u64.pow(RATIO_PLACES - 2));
+        let ratios = split_exact(ExactSum::from(units), &weights).map_err(where_)?;
+        let l = &rec.line;
+        let split = |d: Decimal| split_by(d, &weights).map_err(where_);
+        let opt =
+            |d: Option<Decimal>| -> Result<Option<Vec<(String, Decimal)>>, ExportError> { d.map(split).transpose() };
+        let billed = split(l.billed_cost)?;
+        let effective = opt(l.effective_cost)?;
+        let list = opt(l.list_cost)?;
+        let contracted = opt(l.contracted_cost)?;
+        let pricing_q = opt(l.pricing_quantity)?;
+        let consumed_q = opt(l.consumed_quantity)?;
+        let focus = l.focus.as_deref().map(|f| f.to_columns());
+        let mut extra = Vec::with_capacity(SPLIT_DECIMALS.len());
+        for name in SPLIT_DECIMALS {
+            extra.push(opt(focus.as_ref().and_then(|f| f.decimals()[decimal_index(name)]))?);
+        }
+        for (i, (owner, ratio)) in ratios.iter().enumerate() {
+            debug_assert_eq!(billed[i].0, *owner, "every split lists the owners in one order");
+            // The ratio's units are 10^-(RATIO_PLACES - 2) of a whole, each share at 2 places.
+            let r = ratio
+                .to_decimal()
+                .map(|(r, _)| r.normalize())
+                .and_then(|r| Decimal::try_from_i128_with_scale(r.mantissa(), r.scale() + RATIO_PLACES - 2).ok())
+                .ok_or_else(|| where_(format!("ratio {ratio} out of range")))?
+                .normalize();
+            let mut line = l.clone();
+            line.billed_cost = billed[i].1;
+            let pick = |v: &Option<Vec<(String, Decimal)>>| v.as_ref().map(|v| v[i].1);
+            line.effective_cost = pick(&effective);
+            line.list_cost = pick(&list);
+            line.contracted_cost = pick(&contracted);
+            line.pricing_quantity = pick(&pricing_q);
+            line.consumed_quantity = pick(&consumed_q);
+            if let Some(f) = &focus {
+                let mut f = f.clone();
+                for (name, v) in SPLIT_DECIMALS.iter().zip(&extra) {
+                    if let Some(slot) = f.decimal_mut(name) {
+                        *slot = pick(v);
+                    }
+                }
+                line.focus = f.boxed();
+            }
+            let share = Share {
+                method_id: method_id.clone(),
+                details: format!("{{\"Elements\":[{{\"AllocatedRatio\":{}}}]}}", canonical(r)),
+                owner: owner.clone(),
+            };
+            let lineage = lineage.as_ref().map(|_| (owner.clone(), method_id.clone()));
+            out.push(DatasetRow {
+                rec: ChargeRecord { load_id: rec.load_id, row_no: rec.row_no, source: rec.source.clone(), line },
+                lineage,
+                share: Some(share),
+            });
+        }
+        Ok(true)
+    }
+}
+
+fn decimal_index(name: &str) -> usize {
+    FocusColumns::DECIMAL.iter().position(|c| *c == name).unwrap_or_else(|| unreachable!("{name} is a FOCUS decimal"))
+}
+
+/// The rows of one charge: split by `splitter` when it is given (FOCUS 1.3 with an allocator),
+/// else the charge itself.
+fn expand(
+    splitter: Option<&Splitter<'_>>,
+    rec: ChargeRecord,
+    lineage: Option<(String, String)>,
+    out: &mut Vec<DatasetRow>,
+    stats: &mut ExportStats,
+) -> Result<(), ExportError> {
+    let split = match splitter {
+        Some(s) => s.rows(rec, lineage, out)?,
+        None => {
+            out.push(DatasetRow { rec, lineage, share: None });
+            false
+        }
+    };
+    stats.split_charges += u64::from(split);
+    Ok(())
+}
+
+fn record<'a>(row: &'a DatasetRow, columns: &[&str], opts: &FocusExportOptions) -> Vec<Cow<'a, str>> {
+    let mut out: Vec<Cow<'a, str>> = columns.iter().map(|c| cell(row, c).unwrap_or(Cow::Borrowed(""))).collect();
     if opts.lineage {
-        let a = alloc.map(|a| a.columns(&r.line));
-        out.extend(LINEAGE_COLUMNS.iter().map(|c| Cow::Owned(lineage_value(c, r, a.as_ref()).unwrap_or_default())));
+        out.extend(
+            LINEAGE_COLUMNS
+                .iter()
+                .map(|c| Cow::Owned(lineage_value(c, &row.rec, row.lineage.as_ref()).unwrap_or_default())),
+        );
     }
     out
 }
@@ -262,6 +568,18 @@ async fn lineage_allocation<'a>(
     })
 }
 
+/// The splitter of shared charges: FOCUS 1.3 with an allocator only.
+async fn splitter<'a>(
+    store: &dyn LedgerStore,
+    opts: &FocusExportOptions,
+    alloc: Option<&'a Allocator>,
+) -> Result<Option<Splitter<'a>>, ExportError> {
+    Ok(match (opts.version, alloc) {
+        (FocusVersion::V1_3, Some(a)) => Some(Splitter::new(store, a).await?),
+        _ => None,
+    })
+}
+
 /// Stream the filtered current charges to `out` as a FOCUS CSV dataset.
 pub async fn export_focus_csv<W: Write>(
     store: &dyn LedgerStore,
@@ -276,13 +594,19 @@ pub async fn export_focus_csv<W: Write>(
     let lineage: &[&str] = if opts.lineage { &LINEAGE_COLUMNS } else { &[] };
     w.write_record(columns.iter().chain(lineage.iter()))?;
     let line_alloc = lineage_allocation(store, opts, alloc).await?;
+    let splitter = splitter(store, opts, alloc).await?;
     let mut stats = ExportStats::default();
+    let mut buf: Vec<DatasetRow> = Vec::new();
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
         let r = r?;
-        w.write_record(record(&r, columns, opts, line_alloc.as_ref()).iter().map(|c| c.as_bytes()))?;
-        stats.rows += 1;
-        stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
+        let lin = line_alloc.as_ref().map(|a| a.columns(&r.line));
+        expand(splitter.as_ref(), r, lin, &mut buf, &mut stats)?;
+        for row in buf.drain(..) {
+            w.write_record(record(&row, columns, opts).iter().map(|c| c.as_bytes()))?;
+            stats.rows += 1;
+            stats.totals.add(&row.rec.line.billing_currency, row.rec.line.billed_cost)?;
+        }
     }
     w.flush()?;
     Ok(stats)
@@ -373,7 +697,7 @@ fn parquet_schema(columns: &[&str], lineage: bool, scale: u32) -> String {
 /// Write one row group of `rows`, column by column.
 fn write_row_group<W: Write + Send>(
     w: &mut parquet::file::writer::SerializedFileWriter<W>,
-    rows: &[(ChargeRecord, Option<(String, String)>)],
+    rows: &[DatasetRow],
     columns: &[&str],
     lineage: bool,
     scale: u32,
@@ -392,9 +716,9 @@ fn write_row_group<W: Write + Send>(
                 let mut values: Vec<ByteArray> = Vec::new();
                 for row in rows {
                     let v = if name.starts_with("x_") {
-                        lineage_value(name, &row.0, row.1.as_ref()).map(String::into_bytes)
+                        lineage_value(name, &row.rec, row.lineage.as_ref()).map(String::into_bytes)
                     } else {
-                        value(&row.0.line, name).map(|c| c.into_owned().into_bytes())
+                        cell(row, name).map(|c| c.into_owned().into_bytes())
                     };
                     defs.push(i16::from(v.is_some()));
                     values.extend(v.map(ByteArray::from));
@@ -403,7 +727,7 @@ fn write_row_group<W: Write + Send>(
             }
             ParquetKind::Decimal => {
                 let mut values: Vec<FixedLenByteArray> = Vec::new();
-                for (r, _) in rows {
+                for DatasetRow { rec: r, .. } in rows {
                     let v = decimal_value(&r.line, name);
                     defs.push(i16::from(v.is_some()));
                     if let Some(d) = v {
@@ -422,7 +746,7 @@ fn write_row_group<W: Write + Send>(
             }
             ParquetKind::Timestamp => {
                 let mut values: Vec<i64> = Vec::new();
-                for (r, _) in rows {
+                for DatasetRow { rec: r, .. } in rows {
                     let v = timestamp_value(&r.line, name);
                     defs.push(i16::from(v.is_some()));
                     values.extend(v.map(|t| t.timestamp_micros()));
@@ -454,18 +778,23 @@ pub async fn export_focus_parquet<W: Write + Send>(
         .build();
     let mut w = parquet::file::writer::SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props))?;
     let line_alloc = lineage_allocation(store, opts, alloc).await?;
+    let splitter = splitter(store, opts, alloc).await?;
     let mut stats = ExportStats::default();
-    let mut batch: Vec<(ChargeRecord, Option<(String, String)>)> = Vec::with_capacity(PARQUET_ROWS_PER_GROUP);
+    let mut buf: Vec<DatasetRow> = Vec::new();
+    let mut batch: Vec<DatasetRow> = Vec::with_capacity(PARQUET_ROWS_PER_GROUP);
     let mut rows = store.charges(filter);
     while let Some(r) = rows.next().await {
         let r = r?;
-        stats.rows += 1;
-        stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
         let a = line_alloc.as_ref().map(|a| a.columns(&r.line));
-        batch.push((r, a));
-        if batch.len() == PARQUET_ROWS_PER_GROUP {
-            write_row_group(&mut w, &batch, &columns, opts.lineage, scale)?;
-            batch.clear();
+        expand(splitter.as_ref(), r, a, &mut buf, &mut stats)?;
+        for row in buf.drain(..) {
+            stats.rows += 1;
+            stats.totals.add(&row.rec.line.billing_currency, row.rec.line.billed_cost)?;
+            batch.push(row);
+            if batch.len() == PARQUET_ROWS_PER_GROUP {
+                write_row_group(&mut w, &batch, &columns, opts.lineage, scale)?;
+                batch.clear();
+            }
         }
     }
     if !batch.is_empty() {
@@ -583,5 +912,31 @@ mod tests {
             assert!(FOCUS_1_2_COLUMNS.contains(&c), "{c}");
             assert!(crate::ledger::is_nullable_column(&ledger_column(c)), "{c}");
         }
+        // FOCUS 1.3: 1.2's columns and the eight added, alphabetically; a share fills every
+        // added column but ContractApplied (costledger reads no contract commitments).
+        let mut v13 = FOCUS_1_2_COLUMNS.to_vec();
+        v13.extend(FOCUS_1_3_ADDED);
+        v13.sort_unstable();
+        assert_eq!(v13, FOCUS_1_3_COLUMNS.to_vec());
+        assert_eq!(FocusVersion::V1_3.columns(), FOCUS_1_3_COLUMNS.as_slice());
+        let rec = ChargeRecord { load_id: 1, row_no: 1, source: "s".into(), line: l };
+        let plain = DatasetRow { rec: rec.clone(), lineage: None, share: None };
+        let share = Share {
+            method_id: "shared:fixed:rule:tax".into(),
+            details: r#"{"Elements":[{"AllocatedRatio":0.6}]}"#.into(),
+            owner: "pay\"ments".into(),
+        };
+        let shared = DatasetRow { rec, lineage: None, share: Some(share) };
+        for c in FOCUS_1_3_COLUMNS {
+            if c != "ContractApplied" {
+                assert!(cell(&shared, c).is_some(), "{c} has no value on a share");
+            }
+        }
+        for c in FOCUS_1_3_ADDED.iter().filter(|c| c.starts_with("Allocated") || **c == "ContractApplied") {
+            assert_eq!(cell(&plain, c), None, "{c} is null on a charge no rule splits");
+        }
+        assert_eq!(cell(&shared, "AllocatedTags").as_deref(), Some(r#"{"costledger/owner":"pay\"ments"}"#));
+        assert_eq!(cell(&plain, "ServiceProviderName").as_deref(), Some("p"));
+        assert_eq!(cell(&plain, "HostProviderName").as_deref(), Some("p"));
     }
 }

@@ -163,7 +163,7 @@ pub async fn allocate_period(
     drop(stream);
 
     // Owners' direct spend per currency (the weights of proportional splits).
-    let mut direct_spend: BTreeMap<String, BTreeMap<String, ExactSum>> = BTreeMap::new();
+    let mut direct_spend: DirectSpend = BTreeMap::new();
     for ((g, owner, ..), (_, amt)) in &direct {
         if let Some(o) = owner {
             direct_spend.entry(g.currency.clone()).or_default().entry(o.clone()).or_default().merge(amt)?;
@@ -203,37 +203,7 @@ pub async fn allocate_period(
     for ((g, rule, cov), (rows, amt)) in shared {
         let r = &alloc.cfg.rules[rule];
         let RuleAction::Shared(how) = &r.action else { continue };
-        let even: Vec<(String, ExactSum)> = if alloc.cfg.owners.is_empty() {
-            direct_spend
-                .values()
-                .flat_map(|m| m.keys())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .map(|o| (o.clone(), ExactSum::from(Decimal::ONE)))
-                .collect()
-        } else {
-            alloc.cfg.owners.iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
-        };
-        let (weights, mode) = match how {
-            SharedSplit::Fixed(parts) => {
-                (parts.iter().map(|(o, p)| (o.clone(), ExactSum::from(*p))).collect(), "fixed")
-            }
-            SharedSplit::Even => (even, "even"),
-            SharedSplit::Proportional => {
-                let w: Vec<(String, ExactSum)> = direct_spend
-                    .get(&g.currency)
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(_, v)| !v.is_negative() && !v.is_zero())
-                            .map(|(o, v)| (o.clone(), *v))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                // No owner has direct spend in this period and currency: split evenly instead,
-                // and say so in the basis.
-                if w.is_empty() { (even, EVEN_NO_DIRECT_SPEND) } else { (w, "proportional") }
-            }
-        };
+        let (weights, mode) = shared_weights(alloc, how, &direct_spend, &g.currency);
         if weights.is_empty() {
             out.push(row(&g, None, "unallocated".into(), Some(Reason::SharedNoRule), None, cov, rows, amt));
             continue;
@@ -250,6 +220,50 @@ pub async fn allocate_period(
     }
     out.sort();
     Ok((out, span))
+}
+
+/// Owners' direct spend in one billing period: currency → owner → amount.
+pub type DirectSpend = BTreeMap<String, BTreeMap<String, ExactSum>>;
+
+/// The weights a shared charge in `currency` is split by under `how`, and the split's name in
+/// the basis (`proportional`, `even`, `fixed`, or [`EVEN_NO_DIRECT_SPEND`]), given the owners'
+/// direct spend in the charge's billing period. Empty weights: nobody to split to (the charge
+/// stays unallocated, `shared_no_rule`). Pure: the reconciler and the FOCUS 1.3 export's
+/// Allocated* columns split by the same weights.
+pub fn shared_weights(
+    alloc: &Allocator,
+    how: &SharedSplit,
+    direct_spend: &DirectSpend,
+    currency: &str,
+) -> (Vec<(String, ExactSum)>, &'static str) {
+    let even = || -> Vec<(String, ExactSum)> {
+        if alloc.cfg.owners.is_empty() {
+            direct_spend
+                .values()
+                .flat_map(|m| m.keys())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .map(|o| (o.clone(), ExactSum::from(Decimal::ONE)))
+                .collect()
+        } else {
+            alloc.cfg.owners.iter().map(|o| (o.clone(), ExactSum::from(Decimal::ONE))).collect()
+        }
+    };
+    match how {
+        SharedSplit::Fixed(parts) => (parts.iter().map(|(o, p)| (o.clone(), ExactSum::from(*p))).collect(), "fixed"),
+        SharedSplit::Even => (even(), "even"),
+        SharedSplit::Proportional => {
+            let w: Vec<(String, ExactSum)> = direct_spend
+                .get(currency)
+                .map(|m| {
+                    m.iter().filter(|(_, v)| !v.is_negative() && !v.is_zero()).map(|(o, v)| (o.clone(), *v)).collect()
+                })
+                .unwrap_or_default();
+            // No owner has direct spend in this period and currency: split evenly instead,
+            // and say so in the basis.
+            if w.is_empty() { (even(), EVEN_NO_DIRECT_SPEND) } else { (w, "proportional") }
+        }
+    }
 }
 
 /// The split a `shared: proportional` rule falls back to when no owner has direct spend in the

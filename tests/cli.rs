@@ -344,6 +344,11 @@ fn demo_runs_and_is_idempotent() {
     let focus1 = std::fs::read(d.join("focus-1.2.csv")).expect("focus csv");
     let parquet1 = std::fs::read(d.join("focus-1.2.parquet")).expect("focus parquet");
     assert!(focus1.starts_with(b"AvailabilityZone,BilledCost,"), "every FOCUS column, in the specification's order");
+    // FOCUS 1.3 with the demo's shared tax split per team.
+    assert!(text.contains("FOCUS 1.3 dataset,"), "{text}");
+    let focus13 = std::fs::read_to_string(d.join("focus-1.3.csv")).expect("focus 1.3 csv");
+    assert!(focus13.starts_with("AllocatedMethodDetails,AllocatedMethodId,"), "{focus13:.200}");
+    assert!(focus13.contains("shared:proportional:rule:tax-shared"), "the demo's tax is split per owner");
     let html = d.join("reports/weekly-2026-W43.html");
     assert!(text.contains(&format!("open the HTML report in a browser: {}", html.display())), "{text}");
     let csv1 = std::fs::read(d.join("finance.csv")).expect("csv");
@@ -358,6 +363,11 @@ fn demo_runs_and_is_idempotent() {
     assert_eq!(std::fs::read(&html).expect("html"), html1, "same ledger, same bytes");
     assert_eq!(std::fs::read(d.join("focus-1.2.csv")).expect("focus csv"), focus1, "same ledger, same bytes");
     assert_eq!(std::fs::read(d.join("focus-1.2.parquet")).expect("parquet"), parquet1, "same ledger, same bytes");
+    assert_eq!(
+        std::fs::read_to_string(d.join("focus-1.3.csv")).expect("focus 1.3"),
+        focus13,
+        "same ledger, same bytes"
+    );
 }
 
 #[test]

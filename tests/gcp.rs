@@ -70,7 +70,14 @@ fn seed(bq: &Bq) {
     p.insert(
         ("2024-03-01".into(), "202403".into()),
         vec![
-            bq_row("2024-03-01", 0, "Compute Engine", "0.731234", 1_709_262_000_123_456, &[("credits_json", credits)]),
+            bq_row(
+                "2024-03-01",
+                0,
+                "Compute Engine",
+                "0.731234",
+                1_709_262_000_123_456,
+                &[("credits_json", credits), ("zone", "us-central1-a"), ("cost_at_list", "0.950604")],
+            ),
             bq_row(
                 "2024-03-01",
                 1,
@@ -142,6 +149,27 @@ async fn pages_cost_types_credits_and_the_invoice_month_crossover() {
         s.charges(&f).map(|r| r.expect("row")).collect::<Vec<_>>().await
     };
     assert!(recs.iter().any(|r| r.line.tags.get("cost-center/π").map(String::as_str) == Some("ünïcode, \"quoted\"")));
+    // ListCost from `cost_at_list` (null where the row has none); a credit's is its amount;
+    // AvailabilityZone from `location.zone`.
+    let engine = recs
+        .iter()
+        .find(|r| {
+            r.line.service_name.as_deref() == Some("Compute Engine")
+                && r.line.charge_category == costledger_core::ChargeCategory::Usage
+        })
+        .expect("compute engine");
+    assert_eq!(engine.line.list_cost.map(|d| d.to_string()).as_deref(), Some("0.950604"));
+    assert_eq!(engine.line.focus.as_deref().and_then(|f| f.text("AvailabilityZone")), Some("us-central1-a"));
+    let sud = recs
+        .iter()
+        .find(|r| {
+            r.line.commitment_discount_id.is_none()
+                && r.line.x_extra.get("gcp_credit_id").map(String::as_str) == Some("sud-1")
+        })
+        .expect("credit");
+    assert_eq!(sud.line.list_cost, Some(sud.line.billed_cost), "a credit's ListCost is its amount");
+    let storage = recs.iter().find(|r| r.line.service_name.as_deref() == Some("Cloud Storage")).expect("storage");
+    assert_eq!(storage.line.list_cost, None, "no cost_at_list, no ListCost");
     let tax = recs.iter().find(|r| r.line.charge_category == costledger_core::ChargeCategory::Tax).expect("tax");
     assert_eq!(tax.line.sub_account_id, None);
     assert_eq!(tax.line.billing_period_start.to_rfc3339(), "2024-03-01T08:00:00+00:00", "Pacific invoice month");

@@ -220,11 +220,22 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         f.commit().with_context(|| format!("cannot write {}", path.display()))?;
         focus_files.push(path);
     }
+    // FOCUS 1.3: the shared tax split among the teams as the reconciler split it.
+    let opts = FocusExportOptions { version: FocusVersion::V1_3, format: FocusFormat::Csv, lineage: false };
+    let focus_13 = dir.join("focus-1.3.csv");
+    let mut f = crate::outfile::OutFile::create(&focus_13)?;
+    let stats_13 = export_focus(store.as_ref(), &ChargeFilter::default(), &opts, Some(&alloc), &mut f).await?;
+    f.commit().with_context(|| format!("cannot write {}", focus_13.display()))?;
     let (focus_csv, focus_parquet) = (&focus_files[0], &focus_files[1]);
     println!(
         "\n7. FOCUS 1.2 dataset (every column of the specification, exact decimals): {} and {}",
         focus_csv.display(),
         focus_parquet.display()
+    );
+    println!(
+        "   FOCUS 1.3 dataset, {} shared charges split per owner (AllocatedMethodId, AllocatedResourceId): {}",
+        stats_13.split_charges,
+        focus_13.display()
     );
     let _ = code;
     println!("\nRun the demo again: every delivery is skipped and every total stays the same.");

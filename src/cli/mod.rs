@@ -274,8 +274,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?
                 }
             };
+            let split = match stats.split_charges {
+                0 => String::new(),
+                n => format!("; {n} shared charges written as one row per owner's share"),
+            };
             eprintln!(
-                "exported {} lines as FOCUS {} (BilledCost: {})",
+                "exported {} lines as FOCUS {} (BilledCost: {}{split})",
                 stats.rows,
                 version.as_str(),
                 stats.totals.display()

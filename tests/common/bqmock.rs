@@ -14,7 +14,7 @@ use axum::http::{Request, Response};
 
 /// Scalar columns of the connector's row query, in order (then `labels`, `project_labels`,
 /// `credits` as REPEATED RECORDs, rendered from the row's `*_json` values).
-pub const ROW_COLUMNS: [&str; 26] = [
+pub const ROW_COLUMNS: [&str; 28] = [
     "invoice_month",
     "cost_type",
     "billing_account_id",
@@ -26,6 +26,7 @@ pub const ROW_COLUMNS: [&str; 26] = [
     "project_name",
     "region",
     "location",
+    "zone",
     "resource_name",
     "resource_global_name",
     "usage_start_time",
@@ -34,6 +35,7 @@ pub const ROW_COLUMNS: [&str; 26] = [
     "currency",
     "currency_conversion_rate",
     "cost",
+    "cost_at_list",
     "usage_amount",
     "usage_unit",
     "usage_pricing_amount",
@@ -53,7 +55,7 @@ struct Job {
     nested: bool,
 }
 
-const SCALARS: usize = 23;
+const SCALARS: usize = 25;
 
 /// `[{"key":"team","value":"x"}]` JSON → a REPEATED RECORD cell in f/v form.
 fn repeated(json_text: &Option<String>, fields: &[&str]) -> String {

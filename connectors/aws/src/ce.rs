@@ -436,7 +436,14 @@ fn normalize(row: &Row, location: &str, query: &CeQuery) -> Result<(ChargeLine, 
             commitment_discount_id: None,
             invoice_id: None,
             tags,
-            focus: None,
+            // What Cost Explorer carries of the FOCUS columns: how often the charge recurs.
+            focus: costledger_core::FocusColumns {
+                charge_frequency: Some(
+                    if category == ChargeCategory::Tax { "Recurring" } else { "Usage-Based" }.to_string(),
+                ),
+                ..Default::default()
+            }
+            .boxed(),
             x_extra,
             source_ref: Some(location.to_string()),
         },

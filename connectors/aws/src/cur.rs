@@ -33,7 +33,7 @@ use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 41] = [
+const COLS: [&str; 42] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -75,6 +75,7 @@ const COLS: [&str; 41] = [
     "pricing/publicOnDemandRate",
     "lineItem/AvailabilityZone",
     "product/location",
+    "pricing/RateCode",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,7 @@ enum C {
     PublicRate,
     AvailabilityZone,
     Location,
+    RateCode,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -143,7 +145,7 @@ pub fn snake(legacy: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct CurColumns {
     names: Vec<String>,
-    idx: [Option<usize>; 41],
+    idx: [Option<usize>; COLS.len()],
     /// (column, tag key)
     tags: Vec<(usize, String)>,
     /// CUR 2.0 `resource_tags` map column (JSON text).
@@ -177,7 +179,7 @@ impl RecordFormat for CurColumns {
                 return Err(format!("duplicate column '{n}' (columns {} and {})", j + 1, i + 1));
             }
         }
-        let mut idx = [None; 41];
+        let mut idx = [None; COLS.len()];
         let mut tags = Vec::new();
         let mut tag_map = None;
         for (i, n) in names.iter().enumerate() {
@@ -355,6 +357,9 @@ impl RecordFormat for CurColumns {
         };
         // The usage type is the meter that measured the line (`USW2-TimedStorage-ByteHrs`).
         focus.sku_meter = s(C::UsageType);
+        // The rate code (`SKU.OfferTermCode.RateCode`) names the SKU's price the line was billed
+        // at: its SkuPriceId (FOCUS: null on tax).
+        focus.sku_price_id = s(C::RateCode).filter(|_| category != ChargeCategory::Tax);
         // AWS's public prices are in USD: on a bill in USD the pricing currency's amounts are
         // the billing currency's. On a bill in another currency they are not known here.
         if currency == "USD" {

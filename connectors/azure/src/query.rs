@@ -433,6 +433,20 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
     }
     let subscription = dim(r, &["SubscriptionId", "SubscriptionGuid"]).map(str::to_string);
     let period = BillingPeriod::of(start);
+    // The FOCUS columns the answer carries, mapped as for a cost export: ChargeFrequency and
+    // PricingCategory from the charge type (and PricingModel / Frequency when grouped by them),
+    // the service's category, region name, resource type.
+    let service = dim(r, &["ServiceName", "MeterCategory"]);
+    let (service_category, service_subcategory) = crate::focus_tables::service_category(service);
+    let mut focus = crate::export::focus_columns(
+        charge_type,
+        dim(r, &["PricingModel"]).unwrap_or(""),
+        dim(r, &["Frequency", "ChargeFrequency"]),
+        false,
+    );
+    focus.service_subcategory = Some(service_subcategory.to_string());
+    focus.region_name = dim(r, &["ResourceLocation"]).and_then(crate::focus_tables::region_name).map(str::to_string);
+    focus.resource_type = dim(r, &["ResourceId"]).and_then(crate::focus_tables::resource_type);
     Ok((
         ChargeLine {
             billing_account_id: spec
@@ -450,8 +464,8 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
             charge_category: category,
             charge_class: None,
             charge_description: dim(r, &["Meter", "MeterSubCategory"]).map(str::to_string),
-            service_name: dim(r, &["ServiceName", "MeterCategory"]).map(str::to_string),
-            service_category: None,
+            service_name: service.map(str::to_string),
+            service_category: Some(service_category.to_string()),
             provider_name: Some("Microsoft".into()),
             publisher_name: Some("Microsoft".into()),
             invoice_issuer_name: Some("Microsoft".into()),
@@ -471,7 +485,7 @@ fn normalize(r: &Row, location: &str, spec: &QuerySpec) -> Result<(ChargeLine, u
             commitment_discount_id: None,
             invoice_id: None,
             tags,
-            focus: None,
+            focus: focus.boxed(),
             x_extra,
             source_ref: Some(location.to_string()),
         },

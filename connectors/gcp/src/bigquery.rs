@@ -118,12 +118,13 @@ pub fn rows_sql(table: &str, detailed: bool, day: NaiveDate, invoice_month: &str
         "SELECT invoice.month AS invoice_month, cost_type, billing_account_id, service.id AS service_id, \
          service.description AS service_description, sku.id AS sku_id, sku.description AS sku_description, \
          project.id AS project_id, project.name AS project_name, location.region AS region, \
-         location.location AS location, {resource} \
+         location.location AS location, location.zone AS zone, {resource} \
          CAST(UNIX_MICROS(usage_start_time) AS STRING) AS usage_start_time, \
          CAST(UNIX_MICROS(usage_end_time) AS STRING) AS usage_end_time, \
          CAST(UNIX_MICROS(export_time) AS STRING) AS export_time, currency, \
          CAST(currency_conversion_rate AS STRING) AS currency_conversion_rate, \
-         CAST(CAST(cost AS NUMERIC) AS STRING) AS cost, CAST(usage.amount AS STRING) AS usage_amount, \
+         CAST(CAST(cost AS NUMERIC) AS STRING) AS cost, \
+         CAST(CAST(cost_at_list AS NUMERIC) AS STRING) AS cost_at_list, CAST(usage.amount AS STRING) AS usage_amount, \
          usage.unit AS usage_unit, CAST(usage.amount_in_pricing_units AS STRING) AS usage_pricing_amount, \
          usage.pricing_unit AS usage_pricing_unit, labels, project.labels AS project_labels, \
          ARRAY(SELECT AS STRUCT c.name, c.full_name, c.id, c.type, CAST(c.amount AS NUMERIC) AS amount \

@@ -123,6 +123,7 @@ pub fn json_row(line: &str) -> Result<ExportRow, String> {
         project_name: field(&o, &["project", "name"]),
         region: field(&o, &["location", "region"]),
         location: field(&o, &["location", "location"]),
+        zone: field(&o, &["location", "zone"]),
         resource_name: field(&o, &["resource", "name"]),
         resource_global_name: field(&o, &["resource", "global_name"]),
         usage_start_time: field(&o, &["usage_start_time"]),
@@ -131,6 +132,7 @@ pub fn json_row(line: &str) -> Result<ExportRow, String> {
         currency: field(&o, &["currency"]),
         currency_conversion_rate: field(&o, &["currency_conversion_rate"]),
         cost: field(&o, &["cost"]),
+        cost_at_list: field(&o, &["cost_at_list"]),
         usage_amount: field(&o, &["usage", "amount"]),
         usage_unit: field(&o, &["usage", "unit"]),
         usage_pricing_amount: field(&o, &["usage", "amount_in_pricing_units"]),
@@ -149,8 +151,9 @@ fn json_amount(line: &str) -> (Option<String>, Option<String>) {
     }
 }
 
-/// The flattened query's columns (also the CSV header of an extract of it).
-pub const FLAT_COLUMNS: [&str; 27] = [
+/// The flattened query's columns (also the CSV header of an extract of it). `zone` and
+/// `cost_at_list` are read when present (older extracts do not have them).
+pub const FLAT_COLUMNS: [&str; 29] = [
     "invoice_month",
     "cost_type",
     "billing_account_id",
@@ -162,6 +165,7 @@ pub const FLAT_COLUMNS: [&str; 27] = [
     "project_name",
     "region",
     "location",
+    "zone",
     "resource_name",
     "resource_global_name",
     "usage_start_time",
@@ -170,6 +174,7 @@ pub const FLAT_COLUMNS: [&str; 27] = [
     "currency",
     "currency_conversion_rate",
     "cost",
+    "cost_at_list",
     "usage_amount",
     "usage_unit",
     "usage_pricing_amount",
@@ -194,6 +199,7 @@ pub fn flat_row(get: &dyn Fn(&str) -> Option<String>) -> Result<ExportRow, Strin
         project_name: get("project_name"),
         region: get("region"),
         location: get("location"),
+        zone: get("zone"),
         resource_name: get("resource_name"),
         resource_global_name: get("resource_global_name"),
         usage_start_time: get("usage_start_time"),
@@ -202,6 +208,7 @@ pub fn flat_row(get: &dyn Fn(&str) -> Option<String>) -> Result<ExportRow, Strin
         currency: get("currency"),
         currency_conversion_rate: get("currency_conversion_rate"),
         cost: get("cost"),
+        cost_at_list: get("cost_at_list"),
         usage_amount: get("usage_amount"),
         usage_unit: get("usage_unit"),
         usage_pricing_amount: get("usage_pricing_amount"),
@@ -338,6 +345,7 @@ fn flat_name(h: &str) -> String {
     match n.as_str() {
         "location_region" => "region".into(),
         "location_location" => "location".into(),
+        "location_zone" => "zone".into(),
         "location_country" => "location_country".into(),
         "usage_amount_in_pricing_units" => "usage_pricing_amount".into(),
         "labels" => "labels_json".into(),

@@ -17,8 +17,9 @@
 //! for spot/preemptible SKUs, else Standard (usage only); ServiceCategory/Subcategory and
 //! RegionName from [`crate::focus_tables`]; committed use discount credits carry the commitment
 //! (category Usage, or Spend for the dollar-based kind; type Committed Use Discount; id and
-//! name); tax lines have no pricing quantity. The standard export has no list cost: ListCost
-//! stays null.
+//! name); tax lines have no pricing quantity. ListCost = `cost_at_list` where the export has it
+//! (null where it does not: an older export or extract), a credit's its amount;
+//! AvailabilityZone = `location.zone`.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,8 @@ pub struct ExportRow {
     pub project_name: Option<String>,
     pub region: Option<String>,
     pub location: Option<String>,
+    /// `location.zone` (`us-central1-a`): the AvailabilityZone.
+    pub zone: Option<String>,
     pub resource_name: Option<String>,
     pub resource_global_name: Option<String>,
     /// Timestamps: microseconds since the epoch, RFC 3339, or `2024-03-01 00:00:00 UTC`.
@@ -61,6 +64,8 @@ pub struct ExportRow {
     pub currency: Option<String>,
     pub currency_conversion_rate: Option<String>,
     pub cost: Option<String>,
+    /// `cost_at_list`: the cost at list prices (the ListCost), where the export has it.
+    pub cost_at_list: Option<String>,
     pub usage_amount: Option<String>,
     pub usage_unit: Option<String>,
     pub usage_pricing_amount: Option<String>,
@@ -141,6 +146,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
     let cost = amount(&r.cost, "cost", &mut rounded).map_err(fail)?.ok_or_else(|| fail("cost is empty".into()))?;
     let usage = amount(&r.usage_amount, "usage.amount", &mut rounded).map_err(fail)?;
     let pricing = amount(&r.usage_pricing_amount, "usage.amount_in_pricing_units", &mut rounded).map_err(fail)?;
+    let list = amount(&r.cost_at_list, "cost_at_list", &mut rounded).map_err(fail)?;
     let cost_type = some(&r.cost_type).unwrap_or_else(|| "regular".into());
     let category = match cost_type.as_str() {
         "regular" => ChargeCategory::Usage,
@@ -182,6 +188,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
             .map(str::to_string),
         region_name: region.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string),
         service_subcategory: Some(service_subcategory.to_string()),
+        availability_zone: some(&r.zone),
         ..Default::default()
     };
     let (pricing, pricing_unit) = if category == ChargeCategory::Tax {
@@ -212,7 +219,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         sku_id: some(&r.sku_id),
         billed_cost: cost,
         effective_cost: Some(cost),
-        list_cost: None,
+        list_cost: list,
         // `cost` is at the account's prices, before credits: the contracted cost.
         contracted_cost: Some(cost),
         billing_currency: currency,
@@ -241,6 +248,8 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         l.consumed_quantity = None;
         l.consumed_unit = None;
         l.contracted_cost = Some(a);
+        // A credit's ListCost is its amount (FOCUS: a charge not calculated from others).
+        l.list_cost = Some(a);
         let mut f = l.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
         f.pricing_category = None;
         // A committed use discount credit is the commitment's discount on this usage.

@@ -168,6 +168,18 @@ pub fn item_line(q: &UsageQuery, raw: &str, location: &str) -> Result<Option<(Ch
         }
     }
     let category = if q.query_type.contains("CREDIT") { ChargeCategory::Credit } else { ChargeCategory::Usage };
+    // The FOCUS columns the answer carries, mapped as for a cost report (the service by its
+    // cost-report key: `Block Storage` → `BLOCK_STORAGE`).
+    let service_key = it.service.as_deref().map(|s| s.trim().to_ascii_uppercase().replace([' ', '-'], "_"));
+    let (service_category, service_subcategory) = crate::focus_tables::service_category(service_key.as_deref());
+    let focus = costledger_core::FocusColumns {
+        charge_frequency: Some(if category == ChargeCategory::Usage { "Usage-Based" } else { "One-Time" }.to_string()),
+        service_subcategory: Some(service_subcategory.to_string()),
+        region_name: it.region.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string),
+        resource_type: it.resource_id.as_deref().and_then(crate::focus_tables::resource_type),
+        availability_zone: it.ad.clone().filter(|a| !a.is_empty()),
+        ..Default::default()
+    };
     let line = ChargeLine {
         billing_account_id: q.billing_account_id.clone().unwrap_or_else(|| q.tenancy.clone()),
         billing_account_name: None,
@@ -181,7 +193,7 @@ pub fn item_line(q: &UsageQuery, raw: &str, location: &str) -> Result<Option<(Ch
         charge_class: None,
         charge_description: it.sku_name.clone(),
         service_name: it.service.clone(),
-        service_category: None,
+        service_category: Some(service_category.to_string()),
         provider_name: Some(PROVIDER.into()),
         publisher_name: Some(PROVIDER.into()),
         invoice_issuer_name: Some(PROVIDER.into()),
@@ -201,7 +213,7 @@ pub fn item_line(q: &UsageQuery, raw: &str, location: &str) -> Result<Option<(Ch
         commitment_discount_id: None,
         invoice_id: None,
         tags,
-        focus: None,
+        focus: focus.boxed(),
         x_extra,
         source_ref: Some(location.to_string()),
     };
