@@ -408,6 +408,32 @@ async fn query_api_pages_join_actual_and_amortized_exactly() {
     let (_, csv, _) = run(&db, &["export", "csv"]);
     assert_eq!(sum(&csv_column(&csv, "EffectiveCost")), dec("12.719205218477484"), "from AmortizedCost");
     assert!(csv.contains("ea-70664866"));
+    // The FOCUS columns the answer carries, mapped as for an export: the service's category and
+    // subcategory, ChargeFrequency from the charge type.
+    let (_, focus, _) = run(&db, &["export", "focus"]);
+    let rows: Vec<(String, String, String, String)> = {
+        let mut r = csv::Reader::from_reader(focus.as_bytes());
+        let h = r.headers().expect("header").clone();
+        let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n}"));
+        let (name, cat, sub, freq) =
+            (at("ServiceName"), at("ServiceCategory"), at("ServiceSubcategory"), at("ChargeFrequency"));
+        let mut v: Vec<_> = r
+            .records()
+            .map(|x| x.expect("row"))
+            .map(|x| (x[name].to_string(), x[cat].to_string(), x[sub].to_string(), x[freq].to_string()))
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let vm_usage = (
+        "Virtual Machines".to_string(),
+        "Compute".to_string(),
+        "Virtual Machines".to_string(),
+        "Usage-Based".to_string(),
+    );
+    assert!(rows.contains(&vm_usage), "{rows:?}");
+    assert!(rows.iter().any(|r| r.0 == "Reservations" && r.3 == "One-Time"), "a purchase is one-time: {rows:?}");
     // Unchanged answers: skipped.
     let r = ingest(s.as_ref(), &c).await.expect("ingest");
     assert!(matches!(r[0].as_ref().expect("x").outcome, LoadOutcome::Skipped { .. }));

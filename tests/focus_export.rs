@@ -553,9 +553,12 @@ fn focus_1_3_splits_each_shared_charge_by_the_reconcilers_weights_exactly() {
             let s = parts.iter().any(|p| !p[col].is_empty()).then(|| sum_of(parts, col));
             assert_eq!(s, o, "{col} of the shares of {k:?}");
         }
+        // The ratio's JSON number read as its text (never through f64).
         let ratio = |p: &BTreeMap<String, String>| -> Decimal {
-            let v: serde_json::Value = serde_json::from_str(&p["AllocatedMethodDetails"]).expect("details json");
-            dec(&v["Elements"][0]["AllocatedRatio"].to_string())
+            type Details = BTreeMap<String, Vec<BTreeMap<String, Box<serde_json::value::RawValue>>>>;
+            let v: Details = serde_json::from_str(&p["AllocatedMethodDetails"]).expect("details json");
+            assert_eq!(v.len(), 1, "only Elements: {v:?}");
+            dec(v["Elements"][0]["AllocatedRatio"].get())
         };
         assert_eq!(parts.iter().map(|p| ratio(p)).sum::<Decimal>(), Decimal::ONE, "ratios of {k:?}");
         for p in parts {

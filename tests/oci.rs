@@ -79,6 +79,18 @@ async fn usage_api_pages_load_exactly_once_and_restate() {
         "{body}"
     );
     assert!(body.contains("\"granularity\":\"DAILY\"") && body.contains("\"queryType\":\"COST\""), "{body}");
+    // The FOCUS columns the answer carries, mapped as for a cost report.
+    let recs: Vec<_> = {
+        use futures::StreamExt;
+        s.charges(&ChargeFilter::default()).map(|r| r.expect("row")).collect::<Vec<_>>().await
+    };
+    let compute = recs.iter().find(|r| r.line.service_name.as_deref() == Some("COMPUTE")).expect("compute");
+    assert_eq!(compute.line.service_category.as_deref(), Some("Compute"));
+    let f = compute.line.focus.as_deref().expect("focus columns");
+    assert_eq!(
+        (f.text("ChargeFrequency"), f.text("ServiceSubcategory"), f.text("RegionName")),
+        (Some("Usage-Based"), Some("Virtual Machines"), Some("US East (Ashburn)"))
+    );
     // Same answer again: nothing changes.
     let again = ingest(s.as_ref(), &c).await.expect("ingest");
     assert!(matches!(again[0].as_ref().expect("ok").outcome, LoadOutcome::Skipped { .. }));

@@ -552,9 +552,12 @@ mod tests {
         assert_eq!(l.billing_account_id, "111122223333");
         assert_eq!(l.sub_account_name.as_deref(), Some("payments-prod"));
         assert_eq!(l.billing_period_start.to_rfc3339(), "2024-03-01T00:00:00+00:00");
+        let freq = |l: &ChargeLine| l.focus.as_deref().and_then(|f| f.text("ChargeFrequency")).map(str::to_string);
+        assert_eq!(freq(&l).as_deref(), Some("Usage-Based"));
         let (l, _) = normalize(&row("41.23", "38.99", Some("payments"), "Tax"), "x", &q(Some("team"))).expect("line");
         assert_eq!(l.tags.get("team").map(String::as_str), Some("payments"));
         assert_eq!(l.charge_category, ChargeCategory::Tax);
+        assert_eq!(freq(&l).as_deref(), Some("Recurring"));
     }
 
     #[test]
