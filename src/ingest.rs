@@ -331,7 +331,12 @@ pub async fn load_delivery(
         })
         .await
         .map_err(ledger_err)?;
-    let (staged, key) = if d.key_pending {
+    // A file keyed by its content is hashed by a second read beside staging only where that
+    // can save the staging: when its scope already holds a load, the same bytes again are
+    // found as soon as the hash is known. A scope that holds nothing is staged alone, and its
+    // key is the hash of the bytes the parser read: one read of the file, not two.
+    let hash_beside = d.key_pending && store.current_load(source_id, &d.scope).await.map_err(ledger_err)?.is_some();
+    let (staged, key) = if hash_beside {
         info!(scope = %d.scope, load, "staging delivery while its key is computed");
         // The key (a content hash) is computed alongside staging; when that delivery turns out
         // to be current already, staging is stopped and the load discarded.
@@ -415,6 +420,9 @@ pub async fn load_delivery(
             ),
             Err(e) => (Err(e), None),
         }
+    } else if d.key_pending {
+        info!(scope = %d.scope, load, "staging delivery; its key is the hash of the bytes read");
+        (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
     } else {
         info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
         (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
@@ -471,6 +479,26 @@ pub async fn load_delivery(
             return Err(e);
         }
     };
+    // Staged alone (see `hash_beside`): the same bytes current under another path of the
+    // source are the same bill twice, found now that the key is known.
+    if d.key_pending
+        && !hash_beside
+        && let Some(read) = &summary.delivery_key
+    {
+        match store.current_load_with_key(source_id, read).await {
+            Ok(Some(cur)) if cur.scope != d.scope => {
+                if let Err(e) = store.discard_load(load).await {
+                    warn!(load, error = %e, "could not discard the load; the next start sweeps it");
+                }
+                return Ok(elsewhere(cur));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = store.fail_load(load, &e.to_string()).await;
+                return Err(ledger_err(e));
+            }
+        }
+    }
     let outcome = match store.commit_load(load, &summary).await {
         Ok(CommitOutcome::Current { superseded }) => LoadOutcome::Created { load, superseded },
         Ok(CommitOutcome::Duplicate { existing }) => LoadOutcome::Duplicate { existing },

@@ -111,6 +111,11 @@ async fn same_bytes_under_another_path_are_skipped_and_say_where(s: Box<dyn Ledg
     assert_eq!(dir_total[0].billed_cost.to_string(), "3.75");
 }
 
+async fn source_total(s: &dyn LedgerStore, source: &str) -> String {
+    let f = ChargeFilter { source: Some(source.into()), ..Default::default() };
+    s.totals(&f, &[]).await.expect("totals")[0].billed_cost.to_string()
+}
+
 /// A connector whose separate hash of the file disagrees with the bytes its reader parsed:
 /// what a file overwritten between the two reads looks like to the loader.
 struct ChangedUnderUs(FocusConnector);
@@ -135,20 +140,79 @@ impl Connector for ChangedUnderUs {
 }
 
 /// The key committed is the key of the bytes parsed: when another read of the file hashes
-/// differently, the file changed under the reader, and nothing is committed.
+/// differently, the file changed under the reader, and nothing is committed. (The second
+/// read runs where the scope already holds a load: a redelivery is then found before the
+/// whole file is staged.)
 async fn a_file_that_changed_while_read_commits_nothing(s: Box<dyn LedgerStore>) {
     let dir = tempfile::tempdir().expect("tmp");
-    let f = write(&dir.path().join("oct.csv"), &bill("A1", &["4"]));
+    let f = write(&dir.path().join("oct.csv"), &bill("A1", &["1"]));
     let c = ChangedUnderUs(FocusConnector::ad_hoc(vec![f.clone()]));
+    // An empty scope is staged alone: its key is the hash of the bytes read.
+    let r = ingest_source(s.as_ref(), "drop", &c, window(), &Context::new("drop"), None).await.expect("listing");
+    assert!(matches!(r[0].as_ref().expect("first load").outcome, LoadOutcome::Created { .. }), "{r:?}");
+    write(&f, &bill("A1", &["4"]));
     let r = ingest_source(s.as_ref(), "drop", &c, window(), &Context::new("drop"), None).await.expect("listing");
     let err = r[0].as_ref().expect_err("changed").to_string();
     assert!(err.contains("the file changed while it was read"), "{err}");
-    assert_eq!(s.count_charges(&ChargeFilter::default()).await.expect("n"), 0);
-    // The file, read whole, then loads under the hash of its bytes.
-    let ok = import(s.as_ref(), &FocusConnector::ad_hoc(vec![f.clone()])).await;
-    assert!(matches!(ok[0].outcome, LoadOutcome::Created { .. }));
+    assert_eq!(source_total(s.as_ref(), "drop").await, "1");
+    // The file, read whole, then restates the first bill under the hash of its bytes.
+    let ok = ingest_source(s.as_ref(), "drop", &c.0, window(), &Context::new("drop"), None).await.expect("listing");
+    assert!(
+        matches!(ok[0].as_ref().expect("load").outcome, LoadOutcome::Created { superseded: Some(_), .. }),
+        "{ok:?}"
+    );
+    assert_eq!(source_total(s.as_ref(), "drop").await, "4");
     let cur = s.loads(&LoadFilter { state: Some(LoadState::Current), ..Default::default() }).await.expect("l");
+    assert_eq!(cur.len(), 1);
     assert_eq!(cur[0].delivery_key, costledger_focus::file_sha256(&f).expect("hash"));
+}
+
+/// A FOCUS connector that counts its separate whole-file hashes.
+struct CountingKeys(FocusConnector, std::sync::atomic::AtomicUsize);
+
+#[async_trait::async_trait]
+impl Connector for CountingKeys {
+    fn kind(&self) -> &'static str {
+        "focus"
+    }
+    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
+        self.0.check(cx).await
+    }
+    async fn deliveries(&self, w: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
+        self.0.deliveries(w, cx).await
+    }
+    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
+        self.0.fetch(d, cx)
+    }
+    async fn delivery_key(&self, d: &Delivery, cx: &Context) -> Result<String, ConnectorError> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.delivery_key(d, cx).await
+    }
+}
+
+/// A new file is read once (its key is the hash of the bytes parsed); a redelivery of a file
+/// already loaded is still skipped without staging it, and a copy under another path is
+/// still found as the same bill.
+async fn a_new_file_is_hashed_once_and_a_redelivery_is_still_skipped(s: Box<dyn LedgerStore>) {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = bill("A1", &["1.5", "1.25"]);
+    let f = write(&dir.path().join("drop/oct.csv"), &text);
+    let c = CountingKeys(FocusConnector::ad_hoc(vec![f.clone()]), AtomicUsize::new(0));
+    let first = import(s.as_ref(), &c).await;
+    assert!(matches!(first[0].outcome, LoadOutcome::Created { superseded: None, .. }), "{first:?}");
+    assert_eq!(c.1.load(SeqCst), 0, "a new file is not hashed by a second read");
+    let again = import(s.as_ref(), &c).await;
+    assert!(matches!(again[0].outcome, LoadOutcome::Skipped { .. }), "{again:?}");
+    assert_eq!(c.1.load(SeqCst), 1, "a scope holding a load is hashed beside staging");
+    let copy = write(&dir.path().join("copy/oct-again.csv"), &text);
+    let c2 = CountingKeys(FocusConnector::ad_hoc(vec![copy]), AtomicUsize::new(0));
+    let elsewhere = import(s.as_ref(), &c2).await;
+    assert!(matches!(elsewhere[0].outcome, LoadOutcome::SameBytesElsewhere { .. }), "{elsewhere:?}");
+    assert_eq!(c2.1.load(SeqCst), 0);
+    assert_eq!(usd(s.as_ref()).await, "2.75");
+    let all = s.loads(&LoadFilter::default()).await.expect("loads");
+    assert_eq!(all.len(), 1, "the copy left no load behind: {all:?}");
 }
 
 /// A file appended to while its reader is part-way through fails with a clear message; the
@@ -342,6 +406,7 @@ conformance!(
     two_bills_with_one_file_name_both_stay_current,
     same_bytes_under_another_path_are_skipped_and_say_where,
     a_file_that_changed_while_read_commits_nothing,
+    a_new_file_is_hashed_once_and_a_redelivery_is_still_skipped,
     impossible_dates_are_quarantined_at_the_door,
     a_nul_byte_is_quarantined_alike_on_both_backends,
     line_numbers_are_physical_lines_for_crlf_and_cr,
