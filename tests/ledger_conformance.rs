@@ -574,3 +574,38 @@ async fn a_transaction_sqlite_ended_by_itself_does_not_poison_the_pool() {
     }
     assert_eq!(total(&lite, "USD").await.to_string(), "1.25");
 }
+
+/// A new SQLite ledger is made of 16 KiB pages (smaller file, fewer WAL frames per import); a
+/// ledger made before keeps its 4 KiB pages and opens and loads as before.
+#[tokio::test]
+async fn a_new_sqlite_ledger_has_16k_pages_and_an_old_one_keeps_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let page_size = |lite: &costledger::ledger::sqlite::SqliteLedger| {
+        let pool = lite.pool().clone();
+        async move { sqlx::query_scalar::<_, i64>("PRAGMA page_size").fetch_one(&pool).await.expect("pragma") }
+    };
+    let url = format!("sqlite://{}", dir.path().join("new.db").display());
+    let lite = costledger::ledger::sqlite::SqliteLedger::connect(&url).await.expect("open");
+    lite.migrate().await.expect("migrate");
+    assert_eq!(page_size(&lite).await, 16384);
+    // An existing file with 4 KiB pages (made as before this change).
+    let old = dir.path().join("old.db");
+    {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&old)
+            .create_if_missing(true)
+            .page_size(4096)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&opts).await.expect("create");
+        sqlx::query("CREATE TABLE before_upgrade (x)").execute(&mut c).await.expect("table");
+        sqlx::Connection::close(c).await.expect("close");
+    }
+    let lite = costledger::ledger::sqlite::SqliteLedger::connect(&format!("sqlite://{}", old.display()))
+        .await
+        .expect("open old");
+    lite.migrate().await.expect("migrate old");
+    assert_eq!(page_size(&lite).await, 4096);
+    let src = lite.ensure_source("m", "test").await.expect("source");
+    load_lines(&lite, src, "a", "k1", &[line("1.25", "USD"), line("2", "USD")]).await;
+    assert_eq!(total(&lite, "USD").await.to_string(), "3.25");
+}

@@ -433,7 +433,7 @@ fn read_file(
             }
             flush(&mut batch, false)?;
         }
-        // The hashing thread finishes when the reader (which feeds it) is gone.
+        // Every byte is hashed once the reader is done with it.
         drop(buf);
     } else {
         let mut rdr = costledger_focus::fastcsv::FastCsv::with_limit(buf, limits.max_record_bytes);
