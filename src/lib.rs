@@ -4,7 +4,6 @@ pub mod allocation;
 pub mod api;
 pub mod app;
 pub mod budgets;
-pub mod checks;
 pub mod cli;
 pub mod commitments;
 pub mod config;

@@ -1,85 +1,18 @@
-//! Reconcile: allocate every current charge of each billing period, store the
-//! allocation (aggregated), then run the checks and store their findings.
-//!
-//! A period's allocation is recomputed only when its inputs changed: the fingerprint is the
-//! allocation config, the time zone and the set of current loads. Findings are recomputed on
-//! every run (they read the stored allocation and a few SQL totals).
+//! Allocation of one billing period: every current charge to an owner, a shared split or an
+//! unallocated reason, summed per ISO week and group. The split weights are pure.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use costledger_core::{BillingPeriod, ChargeCategory, ExactSum, MoneyError, Totals, format_ts};
+use chrono::{DateTime, Utc};
+use costledger_core::{BillingPeriod, ChargeCategory, ExactSum};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
-use sha2::{Digest, Sha256};
 
+use super::{ReconcileError, week_of};
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
 use crate::config::Config;
-use crate::ledger::{
-    AllocationRow, ChargeColumns, ChargeFilter, CheckKind, Finding, LedgerError, LedgerStore, ReconcileState,
-};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error(transparent)]
-    Ledger(#[from] LedgerError),
-    #[error("{0}")]
-    Money(#[from] MoneyError),
-    #[error("period {period}: splitting shared charges of rule '{rule}' failed: {msg}")]
-    Split { period: String, rule: String, msg: String },
-    #[error(
-        "conservation check failed (allocated + unallocated ≠ billed cost): {0}. This is a bug in costledger: \
-         please report it with the output of `costledger findings`"
-    )]
-    Conservation(String),
-}
-
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PeriodSummary {
-    pub period: String,
-    pub recomputed: bool,
-    pub billed: Totals,
-    pub allocated: Totals,
-    pub shared: Totals,
-    pub unallocated: Totals,
-    /// (reason, currency) → amount
-    pub by_reason: BTreeMap<(String, String), ExactSum>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct ReconcileSummary {
-    pub periods: Vec<PeriodSummary>,
-    pub findings: Vec<Finding>,
-    /// Invoices the ledger matches.
-    pub invoices_matched: Vec<crate::checks::InvoiceMatch>,
-}
-
-/// The Monday (in `tz`) of the ISO week containing `t`.
-pub fn week_of(t: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
-    let d = t.with_timezone(&tz).date_naive();
-    d - Duration::days(i64::from(d.weekday().num_days_from_monday()))
-}
-
-/// `2026-W47` for a Monday.
-pub fn iso_week_label(monday: NaiveDate) -> String {
-    let w = monday.iso_week();
-    format!("{}-W{:02}", w.year(), w.week())
-}
-
-/// The fingerprint of everything a period's allocation depends on.
-pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
-    let mut h = Sha256::new();
-    h.update(cfg.allocation.canonical.as_bytes());
-    h.update(b"\0");
-    h.update(cfg.timezone.name().as_bytes());
-    h.update(b"\0");
-    for id in current_loads {
-        h.update(id.to_le_bytes());
-    }
-    let d = h.finalize();
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::ledger::{AllocationRow, ChargeColumns, ChargeFilter, LedgerStore};
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct GroupKey {
@@ -314,141 +247,6 @@ fn cap_resources(
         e.1.merge(&amt)?;
     }
     Ok(out)
-}
-
-/// Which periods exist in the ledger (any source), ascending.
-pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<String>, ReconcileError> {
-    let set: BTreeSet<String> = store.billing_periods().await?.into_iter().map(|p| p.period).collect();
-    Ok(set.into_iter().collect())
-}
-
-/// Recompute the allocation of every selected period whose inputs changed (or all with
-/// `force`). Returns the periods recomputed.
-pub async fn ensure_allocated(
-    store: &dyn LedgerStore,
-    cfg: &Config,
-    periods: &[String],
-    force: bool,
-) -> Result<Vec<String>, ReconcileError> {
-    let loads = store.current_load_ids().await?;
-    let fp = fingerprint(cfg, &loads);
-    let states: BTreeMap<String, ReconcileState> =
-        store.reconcile_states().await?.into_iter().map(|s| (s.period.clone(), s)).collect();
-    let stale: Vec<&String> =
-        periods.iter().filter(|p| force || states.get(*p).is_none_or(|s| s.fingerprint != fp)).collect();
-    if stale.is_empty() {
-        return Ok(Vec::new());
-    }
-    let alloc = Allocator::new(cfg.allocation.clone(), store.account_first_seen().await?);
-    let mut done = Vec::new();
-    for p in stale {
-        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
-        let span = tracing::info_span!("allocate", period = %p);
-        let _g = span.enter();
-        let (rows, span) = allocate_period(store, cfg, &alloc, bp).await?;
-        tracing::info!(rows = rows.len(), "allocation computed");
-        let state = ReconcileState {
-            period: p.clone(),
-            fingerprint: fp.clone(),
-            data_start: span.map(|s| format_ts(s.0)),
-            data_end: span.map(|s| format_ts(s.1)),
-        };
-        store.replace_allocations(&state, &rows).await?;
-        done.push(p.clone());
-    }
-    Ok(done)
-}
-
-/// Allocate (where needed), check, store findings. A conservation failure is an error.
-pub async fn reconcile(
-    store: &dyn LedgerStore,
-    cfg: &Config,
-    selected: Option<&[String]>,
-    force: bool,
-) -> Result<ReconcileSummary, ReconcileError> {
-    reconcile_with(store, cfg, selected, force, Vec::new()).await
-}
-
-/// [`reconcile`], storing `extra` findings (budgets, commitments: worked out by the
-/// application layer) with the reconciler's own; those of periods not reconciled are dropped.
-pub async fn reconcile_with(
-    store: &dyn LedgerStore,
-    cfg: &Config,
-    selected: Option<&[String]>,
-    force: bool,
-    extra: Vec<Finding>,
-) -> Result<ReconcileSummary, ReconcileError> {
-    let all = ledger_periods(store).await?;
-    let periods: Vec<String> = match selected {
-        Some(sel) => all.iter().filter(|p| sel.contains(p)).cloned().collect(),
-        None => all.clone(),
-    };
-    let recomputed = ensure_allocated(store, cfg, &periods, force).await?;
-    let rows = store.allocations(None).await?;
-    let mut summary = ReconcileSummary::default();
-    let mut findings = Vec::new();
-    let mut broken = Vec::new();
-    let mut period_totals = BTreeMap::new();
-    for p in &periods {
-        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
-        let mut ps = PeriodSummary { period: p.clone(), recomputed: recomputed.contains(p), ..Default::default() };
-        // Conservation, per billing account and currency: the stored allocation against an
-        // independent SQL sum of the charges.
-        let mut alloc_sum: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
-        for r in rows.iter().filter(|r| &r.period == p) {
-            alloc_sum.entry((r.billing_account_id.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
-            let t = match (&r.owner, r.basis.starts_with("shared:")) {
-                (None, _) => &mut ps.unallocated,
-                (Some(_), true) => &mut ps.shared,
-                (Some(_), false) => &mut ps.allocated,
-            };
-            t.0.entry(r.currency.clone()).or_default().merge(&r.amount)?;
-            if let Some(reason) = &r.reason {
-                ps.by_reason.entry((reason.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
-            }
-        }
-        let totals = crate::checks::PeriodTotals::read(store, bp).await?;
-        let billed_map = totals.billed_by_account()?;
-        for ((_, currency), amount) in &billed_map {
-            ps.billed.0.entry(currency.clone()).or_default().merge(amount)?;
-        }
-        period_totals.insert(p.clone(), totals);
-        let keys: BTreeSet<&(String, String)> = alloc_sum.keys().chain(billed_map.keys()).collect();
-        for k in keys {
-            let a = alloc_sum.get(k).copied().unwrap_or_default();
-            let b = billed_map.get(k).copied().unwrap_or_default();
-            if a != b {
-                let delta = a.checked_sub(&b)?;
-                broken.push(format!("{p} account {} {}: allocated+unallocated {a} vs billed {b}", k.0, k.1));
-                findings.push(Finding {
-                    check: CheckKind::Conservation,
-                    period: p.clone(),
-                    billing_account_id: Some(k.0.clone()),
-                    currency: Some(k.1.clone()),
-                    amount: Some(delta),
-                    subject: None,
-                    message: format!("allocated + unallocated is {a} but the billed cost is {b}"),
-                    evidence: serde_json::json!({"allocated_plus_unallocated": a.to_string(), "billed": b.to_string()})
-                        .to_string(),
-                });
-            }
-        }
-        summary.periods.push(ps);
-    }
-    findings.extend(crate::checks::run_checks(store, cfg, &periods, &period_totals, &rows).await?);
-    let (invoice_findings, matched, without_bill) = crate::checks::invoices(store, cfg, &all, selected).await?;
-    findings.extend(invoice_findings);
-    let mut finding_periods = periods.clone();
-    finding_periods.extend(without_bill);
-    findings.extend(extra.into_iter().filter(|f| finding_periods.contains(&f.period)));
-    findings.sort();
-    store.replace_findings(&finding_periods, &findings).await?;
-    summary.findings = findings;
-    summary.invoices_matched = matched;
-    if !broken.is_empty() {
-        return Err(ReconcileError::Conservation(broken.join("; ")));
-    }
-    Ok(summary)
 }
 
 #[cfg(test)]

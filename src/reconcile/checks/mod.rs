@@ -1,0 +1,102 @@
+//! The reconciler's checks besides conservation: invoice, cross-source,
+//! restatement, tag coverage and anomaly. Each returns findings; none changes the ledger.
+//! Percentages are computed exactly and rounded half-to-even to 0.01.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::NaiveDate;
+use costledger_core::{BillingPeriod, ExactSum};
+use rust_decimal::Decimal;
+
+use crate::config::Config;
+use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerStore, SourceRole, TotalRow};
+use crate::reconcile::ReconcileError;
+
+mod anomaly;
+mod cross_source;
+mod invoice;
+mod restatement;
+mod tag_coverage;
+
+pub use anomaly::Severity;
+use anomaly::anomalies;
+use cross_source::{cross_source, overlap};
+pub use invoice::{InvoiceMatch, invoices};
+use restatement::{reported_weeks, restatements};
+use tag_coverage::tag_coverage;
+
+/// One billing period's charge totals per provider × billing account × source × load × UTC
+/// charge day × currency, `check` sources included: the conservation, cross-source and overlap
+/// checks all read these (one grouped scan of the period's charges instead of three).
+pub struct PeriodTotals {
+    rows: Vec<TotalRow>,
+    /// Sources whose role is `check` (compared, never summed).
+    check_sources: BTreeSet<String>,
+}
+
+/// The key positions of a [`PeriodTotals`] row.
+const BY: [Dim; 5] = [Dim::Provider, Dim::BillingAccount, Dim::Source, Dim::Load, Dim::ChargeDay];
+const PROVIDER: usize = 0;
+const ACCOUNT: usize = 1;
+const SOURCE: usize = 2;
+const LOAD: usize = 3;
+const DAY: usize = 4;
+
+impl PeriodTotals {
+    pub async fn read(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
+        let check_sources =
+            store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
+        let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
+        Ok(PeriodTotals { rows: store.totals(&filter, &BY).await?, check_sources })
+    }
+
+    fn key(t: &TotalRow, i: usize) -> &str {
+        t.keys[i].as_deref().unwrap_or_default()
+    }
+
+    /// The rows of primary sources (what the ledger sums).
+    fn primary(&self) -> impl Iterator<Item = &TotalRow> {
+        self.rows.iter().filter(|t| !self.check_sources.contains(Self::key(t, SOURCE)))
+    }
+
+    /// BilledCost of primary sources per (billing account, currency), exactly.
+    pub fn billed_by_account(&self) -> Result<BTreeMap<(String, String), ExactSum>, ReconcileError> {
+        let mut out: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
+        for t in self.primary() {
+            out.entry((Self::key(t, ACCOUNT).to_string(), t.currency.clone())).or_default().merge(&t.billed_cost)?;
+        }
+        Ok(out)
+    }
+}
+
+pub async fn run_checks(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    periods: &[String],
+    totals: &BTreeMap<String, PeriodTotals>,
+    rows: &[AllocationRow],
+) -> Result<Vec<Finding>, ReconcileError> {
+    let mut out = Vec::new();
+    for p in periods {
+        if let Some(t) = totals.get(p) {
+            out.extend(cross_source(cfg, p, t)?);
+            out.extend(overlap(store, p, t).await?);
+        }
+        out.extend(tag_coverage(cfg, p, rows)?);
+    }
+    out.extend(restatements(store, periods).await?);
+    out.extend(reported_weeks(store, periods, rows).await?);
+    let day = |e: &Option<String>| e.as_deref().and_then(|e| NaiveDate::parse_from_str(e.get(..10)?, "%Y-%m-%d").ok());
+    let spans: Vec<(NaiveDate, NaiveDate)> =
+        store.reconcile_states().await?.iter().filter_map(|s| Some((day(&s.data_start)?, day(&s.data_end)?))).collect();
+    out.extend(anomalies(cfg, periods, rows, &spans)?);
+    Ok(out)
+}
+
+fn exceeds(delta: &ExactSum, tolerance: Decimal) -> bool {
+    delta.abs() > ExactSum::from(tolerance)
+}
+
+fn month_of(monday: &str) -> String {
+    monday.get(..7).unwrap_or(monday).to_string()
+}

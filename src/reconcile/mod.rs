@@ -1,0 +1,182 @@
+//! Reconcile: allocate every current charge of each billing period, store the
+//! allocation (aggregated), then run the checks and store their findings.
+//!
+//! A period's allocation is recomputed only when its inputs changed: the fingerprint is the
+//! allocation config, the time zone and the set of current loads. Findings are recomputed on
+//! every run (they read the stored allocation and a few SQL totals).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use costledger_core::{BillingPeriod, ExactSum, MoneyError, Totals, format_ts};
+use sha2::{Digest, Sha256};
+
+use crate::allocation::Allocator;
+use crate::config::Config;
+pub mod allocate;
+pub mod checks;
+mod conservation;
+
+pub use allocate::{DirectSpend, EVEN_NO_DIRECT_SPEND, TOP_RESOURCES, allocate_period, shared_weights};
+
+use crate::ledger::{Finding, LedgerError, LedgerStore, ReconcileState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("{0}")]
+    Money(#[from] MoneyError),
+    #[error("period {period}: splitting shared charges of rule '{rule}' failed: {msg}")]
+    Split { period: String, rule: String, msg: String },
+    #[error(
+        "conservation check failed (allocated + unallocated ≠ billed cost): {0}. This is a bug in costledger: \
+         please report it with the output of `costledger findings`"
+    )]
+    Conservation(String),
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PeriodSummary {
+    pub period: String,
+    pub recomputed: bool,
+    pub billed: Totals,
+    pub allocated: Totals,
+    pub shared: Totals,
+    pub unallocated: Totals,
+    /// (reason, currency) → amount
+    pub by_reason: BTreeMap<(String, String), ExactSum>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ReconcileSummary {
+    pub periods: Vec<PeriodSummary>,
+    pub findings: Vec<Finding>,
+    /// Invoices the ledger matches.
+    pub invoices_matched: Vec<checks::InvoiceMatch>,
+}
+
+/// The Monday (in `tz`) of the ISO week containing `t`.
+pub fn week_of(t: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
+    let d = t.with_timezone(&tz).date_naive();
+    d - Duration::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+/// `2026-W47` for a Monday.
+pub fn iso_week_label(monday: NaiveDate) -> String {
+    let w = monday.iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}
+
+/// The fingerprint of everything a period's allocation depends on.
+pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
+    let mut h = Sha256::new();
+    h.update(cfg.allocation.canonical.as_bytes());
+    h.update(b"\0");
+    h.update(cfg.timezone.name().as_bytes());
+    h.update(b"\0");
+    for id in current_loads {
+        h.update(id.to_le_bytes());
+    }
+    let d = h.finalize();
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Which periods exist in the ledger (any source), ascending.
+pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<String>, ReconcileError> {
+    let set: BTreeSet<String> = store.billing_periods().await?.into_iter().map(|p| p.period).collect();
+    Ok(set.into_iter().collect())
+}
+
+/// Recompute the allocation of every selected period whose inputs changed (or all with
+/// `force`). Returns the periods recomputed.
+pub async fn ensure_allocated(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    periods: &[String],
+    force: bool,
+) -> Result<Vec<String>, ReconcileError> {
+    let loads = store.current_load_ids().await?;
+    let fp = fingerprint(cfg, &loads);
+    let states: BTreeMap<String, ReconcileState> =
+        store.reconcile_states().await?.into_iter().map(|s| (s.period.clone(), s)).collect();
+    let stale: Vec<&String> =
+        periods.iter().filter(|p| force || states.get(*p).is_none_or(|s| s.fingerprint != fp)).collect();
+    if stale.is_empty() {
+        return Ok(Vec::new());
+    }
+    let alloc = Allocator::new(cfg.allocation.clone(), store.account_first_seen().await?);
+    let mut done = Vec::new();
+    for p in stale {
+        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
+        let span = tracing::info_span!("allocate", period = %p);
+        let _g = span.enter();
+        let (rows, span) = allocate_period(store, cfg, &alloc, bp).await?;
+        tracing::info!(rows = rows.len(), "allocation computed");
+        let state = ReconcileState {
+            period: p.clone(),
+            fingerprint: fp.clone(),
+            data_start: span.map(|s| format_ts(s.0)),
+            data_end: span.map(|s| format_ts(s.1)),
+        };
+        store.replace_allocations(&state, &rows).await?;
+        done.push(p.clone());
+    }
+    Ok(done)
+}
+
+/// Allocate (where needed), check, store findings. A conservation failure is an error.
+pub async fn reconcile(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+) -> Result<ReconcileSummary, ReconcileError> {
+    reconcile_with(store, cfg, selected, force, Vec::new()).await
+}
+
+/// [`reconcile`], storing `extra` findings (budgets, commitments: worked out by the
+/// application layer) with the reconciler's own; those of periods not reconciled are dropped.
+pub async fn reconcile_with(
+    store: &dyn LedgerStore,
+    cfg: &Config,
+    selected: Option<&[String]>,
+    force: bool,
+    extra: Vec<Finding>,
+) -> Result<ReconcileSummary, ReconcileError> {
+    let all = ledger_periods(store).await?;
+    let periods: Vec<String> = match selected {
+        Some(sel) => all.iter().filter(|p| sel.contains(p)).cloned().collect(),
+        None => all.clone(),
+    };
+    let recomputed = ensure_allocated(store, cfg, &periods, force).await?;
+    let rows = store.allocations(None).await?;
+    let mut summary = ReconcileSummary::default();
+    let mut findings = Vec::new();
+    let mut broken = Vec::new();
+    let mut period_totals = BTreeMap::new();
+    for p in &periods {
+        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
+        let mut ps = PeriodSummary { period: p.clone(), recomputed: recomputed.contains(p), ..Default::default() };
+        let totals = checks::PeriodTotals::read(store, bp).await?;
+        let (f, b) = conservation::check_period(p, &rows, &totals.billed_by_account()?, &mut ps)?;
+        findings.extend(f);
+        broken.extend(b);
+        period_totals.insert(p.clone(), totals);
+        summary.periods.push(ps);
+    }
+    findings.extend(checks::run_checks(store, cfg, &periods, &period_totals, &rows).await?);
+    let (invoice_findings, matched, without_bill) = checks::invoices(store, cfg, &all, selected).await?;
+    findings.extend(invoice_findings);
+    let mut finding_periods = periods.clone();
+    finding_periods.extend(without_bill);
+    findings.extend(extra.into_iter().filter(|f| finding_periods.contains(&f.period)));
+    findings.sort();
+    store.replace_findings(&finding_periods, &findings).await?;
+    summary.findings = findings;
+    summary.invoices_matched = matched;
+    if !broken.is_empty() {
+        return Err(ReconcileError::Conservation(broken.join("; ")));
+    }
+    Ok(summary)
+}
