@@ -572,6 +572,61 @@ pub enum Basis {
     Rule(usize),
 }
 
+/// An allocation row's basis as the ledger stores it (text, one closed set): `tag:KEY` (the
+/// owner tag that decided), `rule:NAME` (an owner rule), `shared:MODE:rule:NAME` (a shared
+/// rule's split; MODE is `proportional`, `even`, `fixed` or
+/// [`EVEN_NO_DIRECT_SPEND`](crate::reconcile::EVEN_NO_DIRECT_SPEND)) and `unallocated`. Parsed
+/// and written only here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredBasis<'a> {
+    Tag(&'a str),
+    Rule(&'a str),
+    Shared {
+        mode: &'a str,
+        rule: &'a str,
+    },
+    Unallocated,
+    /// Text this version does not write (kept as is).
+    Other(&'a str),
+}
+
+impl<'a> StoredBasis<'a> {
+    pub fn parse(s: &'a str) -> StoredBasis<'a> {
+        if s == "unallocated" {
+            return StoredBasis::Unallocated;
+        }
+        if let Some(rest) = s.strip_prefix("shared:")
+            && let Some((mode, rule)) = rest.split_once(":rule:")
+        {
+            return StoredBasis::Shared { mode, rule };
+        }
+        if let Some(k) = s.strip_prefix("tag:") {
+            return StoredBasis::Tag(k);
+        }
+        if let Some(r) = s.strip_prefix("rule:") {
+            return StoredBasis::Rule(r);
+        }
+        StoredBasis::Other(s)
+    }
+
+    /// A share of a shared rule's charges (an owner's split, not its direct spend).
+    pub fn is_shared(s: &str) -> bool {
+        matches!(StoredBasis::parse(s), StoredBasis::Shared { .. })
+    }
+}
+
+impl std::fmt::Display for StoredBasis<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoredBasis::Tag(k) => write!(f, "tag:{k}"),
+            StoredBasis::Rule(r) => write!(f, "rule:{r}"),
+            StoredBasis::Shared { mode, rule } => write!(f, "shared:{mode}:rule:{rule}"),
+            StoredBasis::Unallocated => f.write_str("unallocated"),
+            StoredBasis::Other(s) => f.write_str(s),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Owner {
@@ -606,16 +661,16 @@ impl Allocator {
 
     pub fn basis_text(&self, b: Basis) -> String {
         match b {
-            Basis::Tag(i) => format!("tag:{}", self.cfg.owner_tags[i]),
-            Basis::Rule(i) => format!("rule:{}", self.cfg.rules[i].name),
+            Basis::Tag(i) => StoredBasis::Tag(&self.cfg.owner_tags[i]).to_string(),
+            Basis::Rule(i) => StoredBasis::Rule(&self.cfg.rules[i].name).to_string(),
         }
     }
 
     pub fn shared_text(&self, rule: usize) -> String {
         let r = &self.cfg.rules[rule];
         match &r.action {
-            RuleAction::Shared(s) => format!("shared:{}:rule:{}", s.as_str(), r.name),
-            RuleAction::Owner(_) => format!("rule:{}", r.name),
+            RuleAction::Shared(s) => StoredBasis::Shared { mode: s.as_str(), rule: &r.name }.to_string(),
+            RuleAction::Owner(_) => StoredBasis::Rule(&r.name).to_string(),
         }
     }
 
@@ -823,6 +878,30 @@ fn pow10(n: u32) -> I256 {
 
 #[cfg(test)]
 mod tests {
+
+    /// Every stored basis reads back as what wrote it, including rule names with colons and
+    /// the `even(no direct spend)` fallback; only `shared:…:rule:…` counts as shared.
+    #[test]
+    fn stored_basis_round_trips_and_only_splits_are_shared() {
+        let cases = [
+            StoredBasis::Tag("team"),
+            StoredBasis::Rule("platform:net"),
+            StoredBasis::Shared { mode: "proportional", rule: "support" },
+            StoredBasis::Shared { mode: crate::reconcile::EVEN_NO_DIRECT_SPEND, rule: "a:rule:b" },
+            StoredBasis::Unallocated,
+        ];
+        for b in cases {
+            let text = b.to_string();
+            assert_eq!(StoredBasis::parse(&text), b, "{text}");
+        }
+        assert_eq!(StoredBasis::Shared { mode: "fixed", rule: "tax" }.to_string(), "shared:fixed:rule:tax");
+        assert!(StoredBasis::is_shared("shared:even:rule:x"));
+        assert!(!StoredBasis::is_shared("rule:shared:x"));
+        assert!(!StoredBasis::is_shared("tag:team"));
+        assert!(!StoredBasis::is_shared("unallocated"));
+        assert_eq!(StoredBasis::parse("shared:oops"), StoredBasis::Other("shared:oops"));
+    }
+
     use super::*;
 
     fn d(s: &str) -> Decimal {

@@ -10,7 +10,7 @@ use costledger_core::{FOCUS_COLUMNS, Totals, canonical, format_ts};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
-use crate::allocation::{Allocator, Decision};
+use crate::allocation::{Allocator, Decision, StoredBasis};
 use crate::ledger::{ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
 
 /// Lineage columns written after the FOCUS columns.
@@ -93,10 +93,12 @@ pub struct LineAllocation<'a> {
 impl<'a> LineAllocation<'a> {
     /// Reads which proportional splits the last reconcile made evenly.
     pub async fn new(store: &dyn LedgerStore, alloc: &'a Allocator) -> Result<LineAllocation<'a>, LedgerError> {
-        let marker = format!("shared:{}:", crate::reconcile::EVEN_NO_DIRECT_SPEND);
         let mut fallbacks = Fallbacks::new();
         for a in store.allocations(None).await? {
-            if a.basis.starts_with(&marker) {
+            if matches!(
+                StoredBasis::parse(&a.basis),
+                StoredBasis::Shared { mode: crate::reconcile::EVEN_NO_DIRECT_SPEND, .. }
+            ) {
                 fallbacks.insert((a.period, a.currency, a.basis));
             }
         }
@@ -106,8 +108,10 @@ impl<'a> LineAllocation<'a> {
     /// (owner — empty when unallocated —, allocation reason) of one line.
     pub fn columns(&self, line: &costledger_core::ChargeLine) -> (String, String) {
         let (owner, mut reason) = allocation_columns(self.alloc, line);
-        if !self.fallbacks.is_empty() && reason.starts_with("shared:proportional:") {
-            let even = reason.replacen("proportional", crate::reconcile::EVEN_NO_DIRECT_SPEND, 1);
+        if !self.fallbacks.is_empty()
+            && let StoredBasis::Shared { mode: "proportional", rule } = StoredBasis::parse(&reason)
+        {
+            let even = StoredBasis::Shared { mode: crate::reconcile::EVEN_NO_DIRECT_SPEND, rule }.to_string();
             let period = costledger_core::BillingPeriod::of(line.billing_period_start).to_string();
             if self.fallbacks.contains(&(period, line.billing_currency.clone(), even.clone())) {
                 reason = even;

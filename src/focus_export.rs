@@ -16,7 +16,7 @@ use costledger_core::{BillingPeriod, ChargeLine, ExactSum, FocusColumns, canonic
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
-use crate::allocation::{Allocator, Decision, RuleAction, split_by, split_exact};
+use crate::allocation::{Allocator, Decision, RuleAction, StoredBasis, split_by, split_exact};
 use crate::export::{ExportError, ExportStats, LINEAGE_COLUMNS, LineAllocation};
 use crate::ledger::{ChargeFilter, ChargeRecord, LedgerStore};
 use crate::reconcile::{DirectSpend, shared_weights};
@@ -390,7 +390,7 @@ impl<'a> Splitter<'a> {
         let mut spend: BTreeMap<String, DirectSpend> = BTreeMap::new();
         for a in store.allocations(None).await? {
             let Some(owner) = a.owner else { continue };
-            if a.basis.starts_with("shared:") {
+            if StoredBasis::is_shared(&a.basis) {
                 continue;
             }
             spend
@@ -423,7 +423,7 @@ impl<'a> Splitter<'a> {
         if weights.is_empty() {
             return Ok(None);
         }
-        Ok(Some((weights, format!("shared:{mode}:rule:{}", r.name))))
+        Ok(Some((weights, StoredBasis::Shared { mode, rule: &r.name }.to_string())))
     }
 
     /// The rows of one charge, appended to `out`: the charge itself, or one row per owner with

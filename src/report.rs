@@ -12,7 +12,7 @@ use chrono::{Duration, NaiveDate};
 use costledger_core::{ExactSum, MoneyError, format_ts};
 use rust_decimal::Decimal;
 
-use crate::allocation::Reason;
+use crate::allocation::{Reason, StoredBasis};
 use crate::config::{Config, ReportFormat};
 use crate::ledger::{AllocationRow, CheckKind, Finding, FxRate, LedgerError, LedgerStore};
 use crate::reconcile::iso_week_label;
@@ -170,7 +170,7 @@ pub async fn build_weekly(
     for r in &this {
         let e = cur_this.entry(r.currency.clone()).or_default();
         e[0].merge(&r.amount)?;
-        let i = match (&r.owner, r.basis.starts_with("shared:")) {
+        let i = match (&r.owner, StoredBasis::is_shared(&r.basis)) {
             (None, _) => 3,
             (Some(_), true) => 2,
             (Some(_), false) => 1,
@@ -295,7 +295,7 @@ pub async fn build_weekly(
     for r in &this {
         if let Some(o) = &r.owner {
             let e = split.entry((o.clone(), r.currency.clone())).or_default();
-            e[usize::from(r.basis.starts_with("shared:"))].merge(&r.amount)?;
+            e[usize::from(StoredBasis::is_shared(&r.basis))].merge(&r.amount)?;
         }
     }
     for row in by_owner.iter_mut() {

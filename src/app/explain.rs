@@ -161,7 +161,11 @@ async fn stored_before(
     let mut stored_total: std::collections::BTreeMap<String, ExactSum> = Default::default();
     for r in rows.iter().filter(|r| r.week == week) {
         // The query's owner of a shared rule's charges is `shared`; the reconciler splits them.
-        let owner = if r.basis.starts_with("shared:") { Some("shared".to_string()) } else { r.owner.clone() };
+        let owner = if crate::allocation::StoredBasis::is_shared(&r.basis) {
+            Some("shared".to_string())
+        } else {
+            r.owner.clone()
+        };
         stored.entry((vec![owner], r.currency.clone())).or_default().merge(&r.amount).map_err(ExplainError::from)?;
         stored_total.entry(r.currency.clone()).or_default().merge(&r.amount).map_err(ExplainError::from)?;
     }

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
 use super::{ReconcileError, week_of};
-use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, split_exact};
+use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, StoredBasis, split_exact};
 use crate::config::Config;
 use crate::ledger::{AllocationRow, ChargeColumns, ChargeFilter, LedgerStore};
 
@@ -76,7 +76,7 @@ pub async fn allocate_period(
         let (key, slot) = match alloc.decide(l, &tags) {
             Decision::Owner { owner, basis } => ((g, Some(owner), alloc.basis_text(basis), None, None, coverage), None),
             Decision::Unallocated(r) => {
-                ((g, None, "unallocated".to_string(), Some(r), l.resource_id.clone(), coverage), None)
+                ((g, None, StoredBasis::Unallocated.to_string(), Some(r), l.resource_id.clone(), coverage), None)
             }
             Decision::Shared(rule) => ((g.clone(), None, String::new(), None, None, None), Some((g, rule, coverage))),
         };
@@ -138,7 +138,16 @@ pub async fn allocate_period(
         let RuleAction::Shared(how) = &r.action else { continue };
         let (weights, mode) = shared_weights(alloc, how, &direct_spend, &g.currency);
         if weights.is_empty() {
-            out.push(row(&g, None, "unallocated".into(), Some(Reason::SharedNoRule), None, cov, rows, amt));
+            out.push(row(
+                &g,
+                None,
+                StoredBasis::Unallocated.to_string(),
+                Some(Reason::SharedNoRule),
+                None,
+                cov,
+                rows,
+                amt,
+            ));
             continue;
         }
         let shares = split_exact(amt, &weights).map_err(|msg| ReconcileError::Split {
@@ -146,7 +155,7 @@ pub async fn allocate_period(
             rule: r.name.clone(),
             msg,
         })?;
-        let basis = format!("shared:{mode}:rule:{}", r.name);
+        let basis = StoredBasis::Shared { mode, rule: &r.name }.to_string();
         for (owner, share) in shares {
             out.push(row(&g, Some(owner), basis.clone(), None, None, cov, rows, share));
         }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use costledger_core::ExactSum;
 
 use super::{PeriodSummary, ReconcileError};
+use crate::allocation::StoredBasis;
 use crate::ledger::{AllocationRow, CheckKind, Finding};
 
 /// Check period `p`: fills `ps` (billed, allocated, shared, unallocated, by reason) and returns
@@ -24,7 +25,7 @@ pub(super) fn check_period(
     let mut alloc_sum: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.period == p) {
         alloc_sum.entry((r.billing_account_id.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
-        let t = match (&r.owner, r.basis.starts_with("shared:")) {
+        let t = match (&r.owner, StoredBasis::is_shared(&r.basis)) {
             (None, _) => &mut ps.unallocated,
             (Some(_), true) => &mut ps.shared,
             (Some(_), false) => &mut ps.allocated,
