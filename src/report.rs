@@ -9,13 +9,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use chrono::{Duration, NaiveDate};
-use costledger_core::{ExactSum, MoneyError, format_ts};
+use costledger_core::{ExactSum, MoneyError, format_ts, iso_week_label};
 use rust_decimal::Decimal;
 
 use crate::allocation::{Reason, StoredBasis};
 use crate::config::{Config, ReportFormat};
 use crate::ledger::{AllocationRow, CheckKind, Finding, FxRate, LedgerError, LedgerStore};
-use crate::reconcile::iso_week_label;
 
 mod chart;
 

@@ -162,15 +162,15 @@ pub(super) async fn demo(cli: &Cli, dir: &Path, rows: u64, seed: u64) -> anyhow:
         let monday = last_complete_week(day);
         println!(
             "\n5. weekly governance report for {} (the last complete week of data):",
-            crate::reconcile::iso_week_label(monday)
+            costledger_core::iso_week_label(monday)
         );
         let formats = [ReportFormat::Md, ReportFormat::Html, ReportFormat::Csv];
         for p in app::report::weekly(store.as_ref(), &env.config, monday, &reports, &formats, None).await?.paths {
             println!("   wrote {}", p.display());
         }
-        let html = reports.join(format!("weekly-{}.html", crate::reconcile::iso_week_label(monday)));
+        let html = reports.join(format!("weekly-{}.html", costledger_core::iso_week_label(monday)));
         println!("   open the HTML report in a browser: {}", html.display());
-        let label = crate::reconcile::iso_week_label;
+        let label = costledger_core::iso_week_label;
         let text = app::explain::ExplainText {
             from: label(monday - chrono::Duration::days(7)),
             to: label(monday),

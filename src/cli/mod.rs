@@ -461,7 +461,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         app::report::default_report_week(store.as_ref(), &env.config).await?;
                     println!(
                         "report for {}: {}; pass --week to choose another",
-                        crate::reconcile::iso_week_label(monday),
+                        costledger_core::iso_week_label(monday),
                         if by_data {
                             "the last complete week with data (the ledger's data ends before last week)"
                         } else {
@@ -492,7 +492,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprintln!(
                     "warning: the ledger has no charges in {}: the report's tables are empty; check the week \
                      (`costledger periods` shows what the ledger holds)",
-                    crate::reconcile::iso_week_label(monday)
+                    costledger_core::iso_week_label(monday)
                 );
             }
             Ok(ExitCode::SUCCESS)

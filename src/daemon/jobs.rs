@@ -218,7 +218,7 @@ async fn execute(shared: Arc<Shared>, spec: Arc<JobSpec>) -> RunOutcome {
             .await;
             match r {
                 Ok(w) => {
-                    info!(week = %crate::reconcile::iso_week_label(monday), files = w.paths.len(), "weekly report written");
+                    info!(week = %costledger_core::iso_week_label(monday), files = w.paths.len(), "weekly report written");
                     outcome(RunStatus::Ok, None)
                 }
                 Err(e) => outcome(RunStatus::Failed, Some(e.to_string())),

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 
-use super::{ReconcileError, week_of};
+use super::ReconcileError;
 use crate::allocation::{Allocator, Decision, Reason, RuleAction, SharedSplit, StoredBasis, split_exact};
 use crate::config::Config;
 use crate::ledger::{AllocationRow, ChargeColumns, ChargeFilter, LedgerStore};
@@ -62,7 +62,7 @@ pub async fn allocate_period(
         }
         let week = weeks
             .entry(l.charge_period_start)
-            .or_insert_with(|| week_of(l.charge_period_start, cfg.timezone).to_string())
+            .or_insert_with(|| costledger_core::week_of(l.charge_period_start, &cfg.timezone).to_string())
             .clone();
         let g = GroupKey {
             week,

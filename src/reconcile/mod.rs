@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use costledger_core::{BillingPeriod, ExactSum, MoneyError, Totals, format_ts};
 use sha2::{Digest, Sha256};
 
@@ -54,18 +53,6 @@ pub struct ReconcileSummary {
     pub findings: Vec<Finding>,
     /// Invoices the ledger matches.
     pub invoices_matched: Vec<checks::InvoiceMatch>,
-}
-
-/// The Monday (in `tz`) of the ISO week containing `t`.
-pub fn week_of(t: DateTime<Utc>, tz: chrono_tz::Tz) -> NaiveDate {
-    let d = t.with_timezone(&tz).date_naive();
-    d - Duration::days(i64::from(d.weekday().num_days_from_monday()))
-}
-
-/// `2026-W47` for a Monday.
-pub fn iso_week_label(monday: NaiveDate) -> String {
-    let w = monday.iso_week();
-    format!("{}-W{:02}", w.year(), w.week())
 }
 
 /// The fingerprint of everything a period's allocation depends on.

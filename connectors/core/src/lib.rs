@@ -19,4 +19,4 @@ pub use error::{ConnectorError, RowError};
 pub use focus_columns::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT, FocusColumns, FocusValues};
 pub use line::{ChargeCategory, ChargeClass, ChargeLine, DateBounds, FOCUS_COLUMNS, Tags, write_map_json};
 pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, exact_product, parse_amount, write_canonical};
-pub use period::{BillingPeriod, TimeError, format_ts, parse_timestamp, write_ts};
+pub use period::{BillingPeriod, TimeError, format_ts, iso_week_label, parse_timestamp, week_of, write_ts};

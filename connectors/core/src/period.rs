@@ -174,9 +174,37 @@ pub fn write_ts(out: &mut Vec<u8>, t: DateTime<Utc>) {
     out.extend_from_slice(&b);
 }
 
+/// The Monday (in time zone `tz`) of the ISO week containing `t`: the week a charge is
+/// reported and allocated in.
+pub fn week_of<Z: TimeZone>(t: DateTime<Utc>, tz: &Z) -> NaiveDate {
+    let d = t.with_timezone(tz).date_naive();
+    d - chrono::Duration::days(i64::from(d.weekday().num_days_from_monday()))
+}
+
+/// `2026-W47` for a Monday (the ISO week-numbering year, which differs from the calendar year
+/// around New Year: 2024-12-30 is `2025-W01`).
+pub fn iso_week_label(monday: NaiveDate) -> String {
+    let w = monday.iso_week();
+    format!("{}-W{:02}", w.year(), w.week())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ISO weeks: the label's year is the ISO year around New Year, and the week's Monday is
+    /// taken in the given time zone (a Sunday-evening charge in UTC is Monday in Tokyo).
+    #[test]
+    fn iso_weeks_cross_new_year_and_follow_the_time_zone() {
+        let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").expect("date");
+        assert_eq!(iso_week_label(d("2024-12-30")), "2025-W01");
+        assert_eq!(iso_week_label(d("2021-01-04")), "2021-W01");
+        assert_eq!(iso_week_label(d("2020-12-28")), "2020-W53");
+        let sunday_evening = parse_timestamp("2026-11-22T20:00:00Z").expect("ts");
+        assert_eq!(week_of(sunday_evening, &Utc), d("2026-11-16"));
+        let tokyo = chrono::FixedOffset::east_opt(9 * 3600).expect("offset");
+        assert_eq!(week_of(sunday_evening, &tokyo), d("2026-11-23"));
+    }
 
     #[test]
     fn every_shape_parses_to_the_same_instant() {

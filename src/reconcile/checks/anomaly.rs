@@ -10,7 +10,9 @@ use serde_json::json;
 use super::month_of;
 use crate::config::Config;
 use crate::ledger::{AllocationRow, CheckKind, Finding};
-use crate::reconcile::{ReconcileError, iso_week_label};
+use costledger_core::iso_week_label;
+
+use crate::reconcile::ReconcileError;
 
 /// Week-over-week change per owner and per service beyond the thresholds, for weeks starting
 /// in the reconciled periods, when both weeks lie wholly inside the ledger's data (a partial

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use super::month_of;
 use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerStore, LoadState};
-use crate::reconcile::{ReconcileError, iso_week_label};
+use costledger_core::iso_week_label;
+
+use crate::reconcile::ReconcileError;
 
 /// A load that made its period final (every line invoiced) was superseded by one with other
 /// totals: the invoiced bill was restated.
