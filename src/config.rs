@@ -13,22 +13,11 @@ use serde::Deserialize;
 use serde_yaml::{Mapping, Value};
 
 use crate::allocation::{AllocationConfig, parse_allocation};
+pub use crate::config_issue::ConfigIssue;
 
 /// Where the ledger lives when neither `--database`, `COSTLEDGER_DATABASE_URL` nor the config
 /// says: a SQLite file in the working directory.
 pub const DEFAULT_DATABASE: &str = "sqlite://costledger.db";
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigIssue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigIssue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

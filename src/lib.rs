@@ -7,6 +7,7 @@ pub mod budgets;
 pub mod cli;
 pub mod commitments;
 pub mod config;
+pub mod config_issue;
 pub mod daemon;
 pub mod explain;
 pub mod export;

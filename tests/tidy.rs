@@ -277,3 +277,28 @@ fn the_read_edges_call_the_app_layer_only() {
     }
     assert_none("a read edge calls the ledger instead of app::query / app::read", hits);
 }
+
+#[test]
+fn allocation_and_config_do_not_import_each_other() {
+    // The config parser reads the allocation rules through `allocation::parse_allocation`;
+    // both report problems through the leaf `config_issue`, so allocation never needs config.
+    let mut hits = Vec::new();
+    for (rel, text) in files("src/allocation", &[".rs"]) {
+        hits.extend(code_hits(&rel, &text, "crate::config::"));
+        hits.extend(code_hits(&rel, &text, "crate::config;"));
+    }
+    let leaf = std::fs::read_to_string(root().join("src/config_issue.rs")).expect("src/config_issue.rs");
+    hits.extend(code_hits("src/config_issue.rs", &leaf, "crate::"));
+    assert_none("allocation imports config, or config_issue is not a leaf", hits);
+}
+
+#[test]
+fn each_reconcile_check_has_its_own_file() {
+    for check in ["invoice", "cross_source", "restatement", "tag_coverage", "anomaly"] {
+        let p = root().join(format!("src/reconcile/checks/{check}.rs"));
+        assert!(p.is_file(), "{} is missing: each check of the reconciler lives in its own file", p.display());
+    }
+    for gone in ["src/checks.rs", "src/reconcile.rs", "src/allocation.rs"] {
+        assert!(!root().join(gone).exists(), "{gone} is back: its code lives in a module directory now");
+    }
+}
