@@ -6,13 +6,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::keyed::{KeyMode, Keyed};
 use common::*;
 use costledger::ingest::{LoadOutcome, LoadReport, ingest_source};
 use costledger::ledger::{ChargeFilter, LedgerStore, LoadFilter, LoadState};
-use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
+use costledger_core::{Connector, Context, PeriodWindow};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 
 const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription";
 
@@ -116,29 +116,6 @@ async fn source_total(s: &dyn LedgerStore, source: &str) -> String {
     s.totals(&f, &[]).await.expect("totals")[0].billed_cost.to_string()
 }
 
-/// A connector whose separate hash of the file disagrees with the bytes its reader parsed:
-/// what a file overwritten between the two reads looks like to the loader.
-struct ChangedUnderUs(FocusConnector);
-
-#[async_trait::async_trait]
-impl Connector for ChangedUnderUs {
-    fn kind(&self) -> &'static str {
-        "focus"
-    }
-    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
-        self.0.check(cx).await
-    }
-    async fn deliveries(&self, w: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
-        self.0.deliveries(w, cx).await
-    }
-    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
-        self.0.fetch(d, cx)
-    }
-    async fn delivery_key(&self, _d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
-        Ok(format!("sha256:{}", "0".repeat(64)))
-    }
-}
-
 /// The key committed is the key of the bytes parsed: when another read of the file hashes
 /// differently, the file changed under the reader, and nothing is committed. (The second
 /// read runs where the scope already holds a load: a redelivery is then found before the
@@ -146,7 +123,7 @@ impl Connector for ChangedUnderUs {
 async fn a_file_that_changed_while_read_commits_nothing(s: Box<dyn LedgerStore>) {
     let dir = tempfile::tempdir().expect("tmp");
     let f = write(&dir.path().join("oct.csv"), &bill("A1", &["1"]));
-    let c = ChangedUnderUs(FocusConnector::ad_hoc(vec![f.clone()]));
+    let c = Keyed::new(FocusConnector::ad_hoc(vec![f.clone()]), KeyMode::Fixed(format!("sha256:{}", "0".repeat(64))));
     // An empty scope is staged alone: its key is the hash of the bytes read.
     let r = ingest_source(s.as_ref(), "drop", &c, window(), &Context::new("drop"), None).await.expect("listing");
     assert!(matches!(r[0].as_ref().expect("first load").outcome, LoadOutcome::Created { .. }), "{r:?}");
@@ -156,7 +133,7 @@ async fn a_file_that_changed_while_read_commits_nothing(s: Box<dyn LedgerStore>)
     assert!(err.contains("the file changed while it was read"), "{err}");
     assert_eq!(source_total(s.as_ref(), "drop").await, "1");
     // The file, read whole, then restates the first bill under the hash of its bytes.
-    let ok = ingest_source(s.as_ref(), "drop", &c.0, window(), &Context::new("drop"), None).await.expect("listing");
+    let ok = ingest_source(s.as_ref(), "drop", &c.inner, window(), &Context::new("drop"), None).await.expect("listing");
     assert!(
         matches!(ok[0].as_ref().expect("load").outcome, LoadOutcome::Created { superseded: Some(_), .. }),
         "{ok:?}"
@@ -167,49 +144,25 @@ async fn a_file_that_changed_while_read_commits_nothing(s: Box<dyn LedgerStore>)
     assert_eq!(cur[0].delivery_key, costledger_focus::file_sha256(&f).expect("hash"));
 }
 
-/// A FOCUS connector that counts its separate whole-file hashes.
-struct CountingKeys(FocusConnector, std::sync::atomic::AtomicUsize);
-
-#[async_trait::async_trait]
-impl Connector for CountingKeys {
-    fn kind(&self) -> &'static str {
-        "focus"
-    }
-    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
-        self.0.check(cx).await
-    }
-    async fn deliveries(&self, w: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
-        self.0.deliveries(w, cx).await
-    }
-    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
-        self.0.fetch(d, cx)
-    }
-    async fn delivery_key(&self, d: &Delivery, cx: &Context) -> Result<String, ConnectorError> {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.0.delivery_key(d, cx).await
-    }
-}
-
 /// A new file is read once (its key is the hash of the bytes parsed); a redelivery of a file
 /// already loaded is still skipped without staging it, and a copy under another path is
 /// still found as the same bill.
 async fn a_new_file_is_hashed_once_and_a_redelivery_is_still_skipped(s: Box<dyn LedgerStore>) {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
     let dir = tempfile::tempdir().expect("tmp");
     let text = bill("A1", &["1.5", "1.25"]);
     let f = write(&dir.path().join("drop/oct.csv"), &text);
-    let c = CountingKeys(FocusConnector::ad_hoc(vec![f.clone()]), AtomicUsize::new(0));
+    let c = Keyed::new(FocusConnector::ad_hoc(vec![f.clone()]), KeyMode::Real);
     let first = import(s.as_ref(), &c).await;
     assert!(matches!(first[0].outcome, LoadOutcome::Created { superseded: None, .. }), "{first:?}");
-    assert_eq!(c.1.load(SeqCst), 0, "a new file is not hashed by a second read");
+    assert_eq!(c.key_calls(), 0, "a new file is not hashed by a second read");
     let again = import(s.as_ref(), &c).await;
     assert!(matches!(again[0].outcome, LoadOutcome::Skipped { .. }), "{again:?}");
-    assert_eq!(c.1.load(SeqCst), 1, "a scope holding a load is hashed beside staging");
+    assert_eq!(c.key_calls(), 1, "a scope holding a load is hashed beside staging");
     let copy = write(&dir.path().join("copy/oct-again.csv"), &text);
-    let c2 = CountingKeys(FocusConnector::ad_hoc(vec![copy]), AtomicUsize::new(0));
+    let c2 = Keyed::new(FocusConnector::ad_hoc(vec![copy]), KeyMode::Real);
     let elsewhere = import(s.as_ref(), &c2).await;
     assert!(matches!(elsewhere[0].outcome, LoadOutcome::SameBytesElsewhere { .. }), "{elsewhere:?}");
-    assert_eq!(c2.1.load(SeqCst), 0);
+    assert_eq!(c2.key_calls(), 0);
     assert_eq!(usd(s.as_ref()).await, "2.75");
     let all = s.loads(&LoadFilter::default()).await.expect("loads");
     assert_eq!(all.len(), 1, "the copy left no load behind: {all:?}");

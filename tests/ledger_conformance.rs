@@ -8,17 +8,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
+use common::keyed::{KeyMode, Keyed};
 use common::*;
 use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
     ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome, RunStatus,
 };
-use costledger_core::{
-    Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, Totals, format_ts, parse_timestamp,
-};
+use costledger_core::{ChargeLine, Context, PeriodWindow, Totals, format_ts, parse_timestamp};
 use costledger_focus::FocusConnector;
 use futures::StreamExt;
-use futures::stream::BoxStream;
 
 async fn million_tiny_amounts_sum_exactly(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
@@ -212,28 +210,6 @@ async fn a_discarded_load_leaves_no_trace(s: Box<dyn LedgerStore>) {
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "5");
 }
 
-/// A FOCUS source whose pending key cannot be computed (say the file vanished while loading).
-struct KeyFails(FocusConnector);
-
-#[async_trait::async_trait]
-impl Connector for KeyFails {
-    fn kind(&self) -> &'static str {
-        "focus"
-    }
-    async fn check(&self, cx: &Context) -> Result<(), ConnectorError> {
-        self.0.check(cx).await
-    }
-    async fn deliveries(&self, w: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
-        self.0.deliveries(w, cx).await
-    }
-    fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
-        self.0.fetch(d, cx)
-    }
-    async fn delivery_key(&self, _d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
-        Err(ConnectorError::Transient("reading the file to hash it failed".into()))
-    }
-}
-
 /// The separate hash runs where the scope already holds a load (a new scope is keyed by the
 /// bytes its parser read): when it fails, the restatement commits nothing.
 async fn a_failed_pending_key_commits_nothing(s: Box<dyn LedgerStore>) {
@@ -252,7 +228,7 @@ async fn a_failed_pending_key_commits_nothing(s: Box<dyn LedgerStore>) {
     text.push_str(&last);
     text.push('\n');
     std::fs::write(&f, text).expect("write");
-    let c = KeyFails(FocusConnector::new(vec![f]));
+    let c = Keyed::new(FocusConnector::new(vec![f]), KeyMode::Fails("reading the file to hash it failed".into()));
     let r = ingest_source(s.as_ref(), "drop", &c, w, &Context::new("drop"), None).await.expect("listing");
     let err = r[0].as_ref().expect_err("no key, no load");
     assert!(err.to_string().contains("reading the file to hash it failed"), "{err}");

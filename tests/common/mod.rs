@@ -4,6 +4,7 @@
 pub mod azurite;
 pub mod bqmock;
 pub mod cur;
+pub mod keyed;
 pub mod moto;
 pub mod ocimock;
 pub mod serve;
