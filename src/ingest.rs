@@ -420,11 +420,12 @@ pub async fn load_delivery(
             ),
             Err(e) => (Err(e), None),
         }
-    } else if d.key_pending {
-        info!(scope = %d.scope, load, "staging delivery; its key is the hash of the bytes read");
-        (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
     } else {
-        info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
+        if d.key_pending {
+            info!(scope = %d.scope, load, "staging delivery; its key is the hash of the bytes read");
+        } else {
+            info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
+        }
         (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
     };
     // A pending key is the key of the bytes the parser read (reported by the stream), never

@@ -66,7 +66,7 @@ impl ReadConn {
         // Reads only; waits for a writer's checkpoint like the pool does. `threads = 2` lets
         // SQLite's sorter use a helper thread: the export's ORDER BY sorts every row, and the
         // second core was otherwise idle while it did (measured, `export csv` of 1M lines:
-        // 7.6–8.6 s → 6.3–6.8 s, same bytes; a 16 MB cache for the sorter gained nothing).
+        // 7.6–8.6 s → 6.2–6.8 s, same bytes; a 16 MB cache for the sorter gained nothing).
         let pragmas = c"PRAGMA busy_timeout = 30000; PRAGMA query_only = 1; PRAGMA threads = 2";
         // SAFETY: valid handle and C string; no callback.
         if unsafe { ffi::sqlite3_exec(conn.db, pragmas.as_ptr(), None, ptr::null_mut(), ptr::null_mut()) }

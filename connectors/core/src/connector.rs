@@ -89,10 +89,12 @@ pub struct Delivery {
     pub items: Vec<String>,
     /// The provider says the periods in this delivery are final (invoiced).
     pub final_periods: bool,
-    /// `delivery_key` is not known yet (it is empty): it is a content hash the connector
-    /// computes with [`Connector::delivery_key`] while the loader already stages the
-    /// delivery, so hashing a large file does not delay loading it. The loader checks the key
-    /// before it commits (and discards the staged load when that delivery is already current).
+    /// `delivery_key` is not known yet (it is empty): it is a content hash. The load commits
+    /// under the key of the bytes the reader parsed ([`Batch::content_key`]). Only when the
+    /// scope already holds a load does the loader also ask [`Connector::delivery_key`] beside
+    /// staging, so a re-delivered file is skipped without being staged; a new scope's file is
+    /// read once. Either way the key is checked before the commit (a delivery already current,
+    /// here or under another scope, is discarded).
     pub key_pending: bool,
 }
 
@@ -147,7 +149,8 @@ pub trait Connector: Send + Sync {
     /// of it becomes visible); row-level problems travel inside the batches.
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>>;
     /// The key of a delivery listed with `key_pending` (e.g. the SHA-256 of its file), computed
-    /// while it is being fetched. Connectors that list keys up front need not implement it.
+    /// by a separate read while it is being fetched, when its scope already holds a load (see
+    /// [`Delivery::key_pending`]). Connectors that list keys up front need not implement it.
     async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {
         Ok(d.delivery_key.clone())
     }
