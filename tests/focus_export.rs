@@ -70,7 +70,7 @@ const VALIDATOR_DEFECTS: [(&str, &str); 11] = [
 /// account and sub-account names, regions and availability zones, tags, usage measurement,
 /// per-resource billing with resource types, a public price list, several pricing categories
 /// (on-demand, committed, spot), commitment discounts (RIs, Savings Plans) and capacity
-/// reservations. Not claimed yet: unit pricing (SkuPriceId and SkuPriceDetails are not mapped),
+/// reservations. Not claimed yet: unit pricing (SkuPriceDetails is not mapped),
 /// negotiated pricing (ContractedUnitPrice), pricing in another currency than the bill's.
 const AWS_CRITERIA: &str = "ACCOUNT_NAMING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,REGION_SUPPORTED,TAGGING_SUPPORTED,\
      USAGE_MEASUREMENT_SUPPORTED,BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED,PUBLIC_PRICE_LIST_SUPPORTED,\
@@ -80,7 +80,7 @@ const AWS_CRITERIA: &str = "ACCOUNT_NAMING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,REGIO
 /// A CSV carries no types: the validator's CSV reader infers a column of all-digit account ids
 /// (AWS account numbers, EA enrollment numbers) as an integer, though the export writes the
 /// bill's text. The Parquet export types them as text and passes these rules.
-const CSV_TYPING: [(&str, &str); 6] = [
+const CSV_TYPING: [(&str, &str); 8] = [
     ("BillingAccountId-C-002-M", "all-digit billing account ids read back as integers from CSV"),
     ("BillingAccountId-C-000-M", "composite of BillingAccountId-C-002-M"),
     ("SubAccountId-C-001-M", "all-digit sub account ids read back as integers from CSV"),
@@ -90,6 +90,8 @@ const CSV_TYPING: [(&str, &str); 6] = [
         "whole-number quantities (3600 seconds) read back as integers, not decimals, from CSV",
     ),
     ("ConsumedQuantity-C-000-C", "composite of ConsumedQuantity-C-001-M"),
+    ("PricingQuantity-C-001-M", "whole-number quantities (24 hours) read back as integers, not decimals, from CSV"),
+    ("PricingQuantity-C-000-M", "composite of PricingQuantity-C-001-M"),
 ];
 
 /// Failures that come from the public AWS CUR sample, not from the mapping.
@@ -105,6 +107,21 @@ const AWS_SAMPLE_LIMITS: [(&str, &str); 5] = [
     ),
     ("SubAccountName-C-003-C", "composite of SubAccountName-C-005-C"),
     ("SubAccountName-C-000-C", "composite of SubAccountName-C-003-C"),
+];
+
+/// Where costledger's mapping of a CUR's commitment lines differs from the FOCUS model.
+const AWS_COMMITMENT_LIMITS: [(&str, &str); 2] = [
+    (
+        "EffectiveCost-C-005-C",
+        "'EffectiveCost MUST be 0 when ChargeCategory is Purchase and the purchase covers future \
+         charges': a CUR carries a reservation's or Savings Plan's unused share only on its \
+         recurring fee line (RIFee: the unused amortised upfront and recurring fee; \
+         SavingsPlanRecurringFee: commitment − used), and costledger keeps it there as that line's \
+         EffectiveCost, so the sum of EffectiveCost equals AWS's amortised cost; the FOCUS model \
+         moves it to a separate Usage row with CommitmentDiscountStatus Unused, which the export \
+         does not write yet",
+    ),
+    ("EffectiveCost-C-000-M", "composite of EffectiveCost-C-005-C"),
 ];
 
 /// What Azure supports, as the validator's applicability criteria, for an EA/MCA cost export
@@ -389,6 +406,18 @@ fn the_public_aws_cur_sample_mapped_by_costledger_passes_the_validator() {
     let Some(venv) = validator() else { return };
     let input = fixture("aws/sample-anonymous-aws-export-dataset.csv");
     imported_bill_passes(&venv, "aws-cur", &input, AWS_CRITERIA, &AWS_SAMPLE_LIMITS);
+}
+
+/// A CUR month with every commitment line type (reservation usage, monthly and upfront fees;
+/// Savings Plan usage, negation, recurring and upfront fees) and EC2 instance ids: the
+/// commitment columns (CommitmentDiscountQuantity/Unit/Status) and ResourceType pass the
+/// validator's rules. (Regression: a real CUR's commitment lines had no quantity, and its
+/// resource ids no type, so AWS's own bills failed rules the public sample never reached.)
+#[test]
+fn a_cur_with_reservations_and_savings_plans_passes_the_validator() {
+    let Some(venv) = validator() else { return };
+    let input = fixture("aws/cur-commitments-2026-10.csv");
+    imported_bill_passes(&venv, "aws-cur", &input, AWS_CRITERIA, &AWS_COMMITMENT_LIMITS);
 }
 
 #[tokio::test]

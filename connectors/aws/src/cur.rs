@@ -19,7 +19,9 @@
 //! line type ([`focus_columns`]); ServiceCategory/Subcategory from the product code and
 //! RegionName from the region code where `product/location` is absent
 //! ([`crate::focus_tables`]); PricingUnit in FOCUS unit format; SkuMeter = `lineItem/UsageType`;
-//! ListUnitPrice = `pricing/publicOnDemandRate`; AvailabilityZone; on a USD bill the pricing
+//! ListUnitPrice = `pricing/publicOnDemandRate`; AvailabilityZone; ResourceType from the resource
+//! id ([`crate::focus_tables::resource_type`]); CommitmentDiscountQuantity/Unit
+//! ([`commitment_quantity`]); on a USD bill the pricing
 //! currency's amounts (AWS prices in USD). A tax line has no PricingQuantity or PricingUnit.
 
 use std::collections::BTreeMap;
@@ -33,7 +35,7 @@ use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 42] = [
+const COLS: [&str; 45] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -76,6 +78,9 @@ const COLS: [&str; 42] = [
     "lineItem/AvailabilityZone",
     "product/location",
     "pricing/RateCode",
+    "reservation/NumberOfReservations",
+    "reservation/StartTime",
+    "reservation/EndTime",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +127,9 @@ enum C {
     AvailabilityZone,
     Location,
     RateCode,
+    RiCount,
+    RiStart,
+    RiEnd,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -339,7 +347,27 @@ impl RecordFormat for CurColumns {
             s(C::RiArn).is_some(),
             s(C::SpArn).is_some(),
         );
+        if category == ChargeCategory::Usage || category == ChargeCategory::Purchase {
+            let term_hours = match (self.get(rec, C::RiStart).and_then(ts), self.get(rec, C::RiEnd).and_then(ts)) {
+                (Some(a), Some(b)) if b > a => Some(Decimal::from((b - a).num_seconds()) / Decimal::from(3600)),
+                _ => None,
+            };
+            let held = CommitmentAmounts {
+                usage_amount: quantity,
+                cost,
+                sp_effective: amt(C::SpEffective)?,
+                sp_commitment: amt(C::SpCommitment)?,
+                reservations: amt(C::RiCount)?,
+                term_hours,
+            };
+            let (q, unit) = commitment_quantity(&kind, s(C::RiArn).is_some(), s(C::SpArn).is_some(), &held, &currency);
+            focus.commitment_discount_quantity = q;
+            focus.commitment_discount_unit = unit;
+        }
         focus.availability_zone = s(C::AvailabilityZone);
+        focus.resource_type = self
+            .get(rec, C::ResourceId)
+            .and_then(|id| crate::focus_tables::resource_type(id, self.get(rec, C::ProductCode)));
         let region_id = s(C::RegionCode).or_else(|| s(C::Region));
         // The price list's name when the line has one, else AWS's name for the code.
         focus.region_name = s(C::Location)
@@ -412,6 +440,71 @@ impl RecordFormat for CurColumns {
         };
         Ok((line, rounded))
     }
+}
+
+/// What a CUR line says about the commitment it belongs to (the amounts of its row).
+#[derive(Debug, Clone, Default)]
+pub struct CommitmentAmounts {
+    /// `lineItem/UsageAmount`.
+    pub usage_amount: Option<Decimal>,
+    /// `lineItem/UnblendedCost`.
+    pub cost: Decimal,
+    /// `savingsPlan/SavingsPlanEffectiveCost`.
+    pub sp_effective: Option<Decimal>,
+    /// `savingsPlan/TotalCommitmentToDate`.
+    pub sp_commitment: Option<Decimal>,
+    /// `reservation/NumberOfReservations`.
+    pub reservations: Option<Decimal>,
+    /// Hours from `reservation/StartTime` to `reservation/EndTime` (the term).
+    pub term_hours: Option<Decimal>,
+}
+
+/// CommitmentDiscountQuantity and CommitmentDiscountUnit of a usage or purchase line of a
+/// reservation or Savings Plan (pure; `None` for every other line).
+///
+/// A reservation is measured in hours of the reserved instance (`Hours`; size flexibility is
+/// not normalised): the hours its covered usage consumed (`DiscountedUsage`: UsageAmount), the
+/// hours its monthly fee makes available (`RIFee`: UsageAmount) and, on its upfront fee, the
+/// hours of the whole term for every reservation bought (NumberOfReservations × term hours).
+/// A Savings Plan is a commitment to spend, measured in the bill's currency (`USD`): the
+/// commitment its covered usage consumed (SavingsPlanEffectiveCost), the commitment its
+/// recurring fee makes available for the fee's period (TotalCommitmentToDate), and the upfront
+/// fee itself (the commitment paid upfront). A negation line (which cancels the covered
+/// usage's on-demand cost) consumes nothing: quantity 0, so summing the consumed quantity of a
+/// plan does not count its usage twice.
+pub fn commitment_quantity(
+    kind: &str,
+    reservation: bool,
+    savings_plan: bool,
+    a: &CommitmentAmounts,
+    currency: &str,
+) -> (Option<Decimal>, Option<String>) {
+    let quantity = if reservation {
+        match kind {
+            "DiscountedUsage" | "RIFee" => a.usage_amount,
+            "Fee" => match (a.reservations, a.term_hours) {
+                (Some(n), Some(h)) => n.checked_mul(h),
+                _ => None,
+            },
+            _ => None,
+        }
+    } else if savings_plan {
+        match kind {
+            "SavingsPlanCoveredUsage" => a.sp_effective,
+            "SavingsPlanNegation" => Some(Decimal::ZERO),
+            "SavingsPlanRecurringFee" => a.sp_commitment,
+            "SavingsPlanUpfrontFee" => Some(a.cost),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let unit = match quantity {
+        None => None,
+        Some(_) if reservation => Some("Hours".to_string()),
+        Some(_) => Some(currency.to_string()),
+    };
+    (quantity.map(|q| q.normalize()), unit)
 }
 
 /// The FOCUS columns a CUR line type and its pricing term decide (pure):
@@ -504,6 +597,42 @@ mod tests {
         for one_time in ["Fee", "SavingsPlanUpfrontFee", "Tax", "Credit", "Refund", "EdpDiscount"] {
             assert_eq!(focus_columns(one_time, None, None, false, false).charge_frequency.as_deref(), Some("One-Time"));
         }
+    }
+
+    #[test]
+    fn every_commitment_line_has_its_quantity_and_unit() {
+        use super::{CommitmentAmounts, commitment_quantity};
+        use rust_decimal::Decimal;
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        let a = CommitmentAmounts {
+            usage_amount: Some(d("744")),
+            cost: d("219"),
+            sp_effective: Some(d("0.1380")),
+            sp_commitment: Some(d("0.15")),
+            reservations: Some(d("2")),
+            term_hours: Some(d("8760")),
+        };
+        let q = |kind: &str, ri: bool, sp: bool| {
+            let (q, u) = commitment_quantity(kind, ri, sp, &a, "USD");
+            (q.map(|q| q.to_string()), u)
+        };
+        let hours = |v: &str| (Some(v.to_string()), Some("Hours".to_string()));
+        let usd = |v: &str| (Some(v.to_string()), Some("USD".to_string()));
+        assert_eq!(q("DiscountedUsage", true, false), hours("744"));
+        assert_eq!(q("RIFee", true, false), hours("744"));
+        // Upfront: every reservation bought, for its whole term.
+        assert_eq!(q("Fee", true, false), hours("17520"));
+        assert_eq!(q("SavingsPlanCoveredUsage", false, true), usd("0.138"));
+        assert_eq!(q("SavingsPlanNegation", false, true), usd("0"));
+        assert_eq!(q("SavingsPlanRecurringFee", false, true), usd("0.15"));
+        assert_eq!(q("SavingsPlanUpfrontFee", false, true), usd("219"));
+        // No commitment, or a line type that carries none: both null.
+        assert_eq!(q("Usage", false, false), (None, None));
+        assert_eq!(q("Fee", false, false), (None, None));
+        assert_eq!(q("Refund", true, false), (None, None));
+        // An upfront fee without its term: unknown, null (never a guess).
+        let partial = CommitmentAmounts { term_hours: None, ..a.clone() };
+        assert_eq!(commitment_quantity("Fee", true, false, &partial, "USD"), (None, None));
     }
 
     #[test]

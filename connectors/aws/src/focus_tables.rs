@@ -144,6 +144,60 @@ pub fn region_name(code: &str) -> Option<&'static str> {
     costledger_core::focus_columns::name_in(REGIONS, code)
 }
 
+/// Bare EC2-family resource ids by prefix → their ARN resource type (`service/type`), longest
+/// prefix first where one contains another (`tgw-attach-` before `tgw-`).
+const ID_PREFIXES: &[(&str, &str)] = &[
+    ("ami-", "ec2/image"),
+    ("eipalloc-", "ec2/elastic-ip"),
+    ("eni-", "ec2/network-interface"),
+    ("fs-", "elasticfilesystem/file-system"),
+    ("i-", "ec2/instance"),
+    ("igw-", "ec2/internet-gateway"),
+    ("nat-", "ec2/natgateway"),
+    ("snap-", "ec2/snapshot"),
+    ("tgw-attach-", "ec2/transit-gateway-attachment"),
+    ("tgw-", "ec2/transit-gateway"),
+    ("vol-", "ec2/volume"),
+    ("vpce-", "ec2/vpc-endpoint"),
+    ("vpn-", "ec2/vpn-connection"),
+];
+
+/// ResourceType of a CUR line's `lineItem/ResourceId`, in the `service/type` form of AWS's
+/// resource names (the ARN's service and resource type; the same shape as Azure's
+/// `Microsoft.Compute/virtualMachines`): an ARN gives its own (`arn:aws:lambda:…:function:f` →
+/// `lambda/function`; a resource part without a type, as for S3, `arn:aws:s3:::bucket` →
+/// `s3/bucket`); a bare EC2-family id its prefix's (`i-0abc…` → `ec2/instance`); an S3 bucket
+/// name (product `AmazonS3`) is `s3/bucket`; any other id the product code that billed it, so
+/// a line with a resource id always has a type.
+pub fn resource_type(resource_id: &str, product_code: Option<&str>) -> Option<String> {
+    let id = resource_id.trim();
+    if id.is_empty() {
+        return None;
+    }
+    if let Some(rest) = id.strip_prefix("arn:") {
+        // arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE
+        let parts: Vec<&str> = rest.splitn(5, ':').collect();
+        if let [_, service, _, _, resource] = parts[..]
+            && !service.is_empty()
+        {
+            let kind = resource.split(['/', ':']).next().filter(|k| *k != resource && !k.is_empty());
+            return Some(match (service, kind) {
+                (_, Some(k)) => format!("{service}/{k}"),
+                ("s3", None) => "s3/bucket".to_string(),
+                (_, None) => service.to_string(),
+            });
+        }
+    }
+    if let Some((_, t)) = ID_PREFIXES.iter().find(|(p, _)| id.starts_with(p)) {
+        return Some((*t).to_string());
+    }
+    match product_code {
+        Some("AmazonS3") => Some("s3/bucket".to_string()),
+        Some(code) if !code.is_empty() => Some(code.to_string()),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +217,25 @@ mod tests {
         assert_eq!(service_category(Some("awskms")), ("Security", "Secret Management"));
         assert_eq!(service_category(Some("SomethingNew")), ("Other", "Other (Other)"));
         assert_eq!(service_category(None), ("Other", "Other (Other)"));
+        for (id, code, kind) in [
+            ("i-0aaa000000000001", Some("AmazonEC2"), Some("ec2/instance")),
+            ("vol-0123", Some("AmazonEC2"), Some("ec2/volume")),
+            ("tgw-attach-0123", Some("AmazonVPC"), Some("ec2/transit-gateway-attachment")),
+            ("tgw-0123", Some("AmazonVPC"), Some("ec2/transit-gateway")),
+            ("arn:aws:lambda:eu-west-1:444455556666:function:resize", Some("AWSLambda"), Some("lambda/function")),
+            ("arn:aws:rds:eu-west-1:444455556666:db:orders", Some("AmazonRDS"), Some("rds/db")),
+            (
+                "arn:aws:elasticloadbalancing:eu-west-1:444455556666:loadbalancer/app/web/50dc6c",
+                Some("AWSELB"),
+                Some("elasticloadbalancing/loadbalancer"),
+            ),
+            ("arn:aws:s3:::my-bucket", Some("AmazonS3"), Some("s3/bucket")),
+            ("my-bucket", Some("AmazonS3"), Some("s3/bucket")),
+            ("Z0123456789", Some("AmazonRoute53"), Some("AmazonRoute53")),
+            ("", Some("AmazonEC2"), None),
+        ] {
+            assert_eq!(resource_type(id, code).as_deref(), kind, "{id}");
+        }
         assert_eq!(region_name("eu-west-1"), Some("EU (Ireland)"));
         assert_eq!(region_name("mars-1"), None);
         for (aws, focus) in [
