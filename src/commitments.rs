@@ -4,7 +4,10 @@
 //!
 //! - **Utilisation** of a commitment = used ÷ (used + unused), where used is the EffectiveCost of
 //!   the Usage lines it covered (CommitmentDiscountStatus `Used`) and unused the EffectiveCost of
-//!   its unused share (`Unused` lines), per period bucket and currency. Below
+//!   its unused share: its `Unused` lines, plus the EffectiveCost of its Purchase lines (0 in
+//!   FOCUS, where the unused share is a Usage line of its own; an AWS CUR keeps it on the
+//!   reservation's RIFee and the Savings Plan's recurring fee line), per period bucket and
+//!   currency. Below
 //!   `checks.commitment_utilization_min` (default 80%) a commitment is flagged.
 //! - **Coverage** of a group (service, owner, …) = the usage commitments covered ÷ all its usage,
 //!   both on one basis: ContractedCost (the default: the negotiated price before commitment
@@ -16,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use costledger_core::{ExactSum, MoneyError};
+use costledger_core::{ChargeCategory, ExactSum, MoneyError};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
@@ -123,8 +126,9 @@ fn status(s: Option<&str>) -> Option<bool> {
     }
 }
 
-/// Utilisation from rows grouped by commitment, commitment type, commitment category and
-/// commitment status (metric EffectiveCost; Usage lines of a commitment only).
+/// Utilisation from rows grouped by commitment, commitment type, commitment category,
+/// commitment status and charge category (metric EffectiveCost; the Usage and Purchase lines
+/// of a commitment).
 pub fn utilisation(rows: &[QueryRow], minimum: Decimal) -> Result<Vec<UtilisationRow>, MoneyError> {
     let mut by: BTreeMap<(Option<String>, String, String), UtilisationRow> = BTreeMap::new();
     for r in rows.iter().filter(|r| !r.others) {
@@ -147,7 +151,9 @@ pub fn utilisation(rows: &[QueryRow], minimum: Decimal) -> Result<Vec<Utilisatio
             e.commitment_category = r.keys[2].clone();
         }
         let v = r.values[0].unwrap_or_default();
+        let purchase = r.keys.get(4).and_then(|c| c.as_deref()) == Some(ChargeCategory::Purchase.as_str());
         match status(r.keys[3].as_deref()) {
+            _ if purchase => e.unused.merge(&v)?,
             Some(true) => e.used.merge(&v)?,
             Some(false) => e.unused.merge(&v)?,
             None => {}
@@ -353,6 +359,26 @@ mod tests {
             vec![("cud-1", None, false), ("ri-1", Some("60.00".into()), true), ("sp-1", Some("90.00".into()), false)]
         );
         assert_eq!((u[1].used.to_string(), u[1].unused.to_string()), ("60".into(), "40".into()));
+    }
+
+    /// Regression: an AWS CUR keeps a reservation's unused share on its RIFee (a Purchase line
+    /// with no status); it was left out, so every CUR reservation showed 100% utilisation.
+    #[test]
+    fn a_purchase_lines_effective_cost_is_its_commitments_unused_share() {
+        let ri = [Some("ri-1"), Some("Reserved Instance"), Some("Usage")];
+        let rows = [
+            row(&[ri[0], ri[1], ri[2], Some("Used"), Some("Usage")], "USD", Some("1.512")),
+            row(&[ri[0], ri[1], ri[2], None, Some("Purchase")], "USD", Some("43.68")),
+            // An upfront fee is amortised into the covered usage: EffectiveCost 0.
+            row(&[ri[0], ri[1], ri[2], None, Some("Purchase")], "USD", Some("0")),
+            // A usage line without status (a Savings Plan's negation) is neither.
+            row(&[ri[0], ri[1], ri[2], None, Some("Usage")], "USD", Some("0")),
+        ];
+        let u = utilisation(&rows, Decimal::from(80)).expect("sums");
+        assert_eq!(u.len(), 1);
+        assert_eq!((u[0].used.to_string(), u[0].unused.to_string()), ("1.512".into(), "43.68".into()));
+        assert_eq!(u[0].utilisation_percent.map(|p| p.to_string()), Some("3.35".into()));
+        assert!(u[0].below_minimum);
     }
 
     #[test]

@@ -140,3 +140,49 @@ async fn commitments_are_exact_on_postgres() {
     let Some(url) = pg_schema_url().await else { return };
     tokio::task::spawn_blocking(move || check_backend(&url)).await.expect("join");
 }
+
+/// An AWS CUR month (`aws/cur-commitments-2026-10.csv`): a reservation used 24 h of its month
+/// (EffectiveCost 1.512) with its unused share on the RIFee line (18.48 + 25.20), a Savings Plan
+/// that covered 0.192 of on-demand usage (EffectiveCost 0.138, unused 0.012 on its recurring fee)
+/// and whose negation line cancels that usage's billed cost. Regressions: the unused shares were
+/// left out (both showed 100%), and the negation's −0.192 counted against eligible usage
+/// (coverage 70.18% instead of 0.192 ÷ (0.2736 + 0.192) = 41.24%).
+fn check_cur_commitments(db: &str) {
+    let cfg = fixture("query/config.yaml").display().to_string();
+    let cur = fixture("aws/cur-commitments-2026-10.csv").display().to_string();
+    let (code, _, err) = cli(db, &cfg, &["import", "--format", "aws-cur", "--source", "cur", &cur]);
+    assert_eq!(code, 0, "import: {err}");
+    let (code, out, err) = cli(db, &cfg, &["commitments", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let ri = "arn:aws:ec2:eu-west-1:444455556666:reserved-instances/1f2e3d4c-0000-4000-8000-000000000001";
+    let sp = "arn:aws:savingsplans::444455556666:savingsplan/5a6b7c8d-0000-4000-8000-000000000002";
+    let up = "arn:aws:savingsplans::444455556666:savingsplan/9e8d7c6b-0000-4000-8000-000000000003";
+    assert_eq!(
+        out,
+        format!(
+            "commitment,commitment_type,commitment_category,currency,used,unused,utilisation_percent,below_minimum\r\n\
+             {up},Savings Plan,Spend,USD,0,0,,false\r\n\
+             {ri},Reserved Instance,Usage,USD,1.512,43.68,3.35,true\r\n\
+             {sp},Savings Plan,Spend,USD,0.138,0.012,92.00,false\r\n"
+        )
+    );
+    let (code, out, err) = cli(db, &cfg, &["commitments", "--view", "coverage", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "service,currency,covered,eligible,coverage_percent\r\n\
+         Amazon Elastic Compute Cloud,USD,0.192,0.4656,41.24\r\n"
+    );
+}
+
+#[test]
+fn a_cur_months_commitments_count_unused_shares_and_negations_once_on_sqlite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    check_cur_commitments(&sqlite_url(dir.path()));
+}
+
+#[tokio::test]
+async fn a_cur_months_commitments_count_unused_shares_and_negations_once_on_postgres() {
+    let Some(url) = pg_schema_url().await else { return };
+    tokio::task::spawn_blocking(move || check_cur_commitments(&url)).await.expect("join");
+}

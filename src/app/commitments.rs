@@ -60,7 +60,10 @@ pub async fn commitments(
     let mut filters = base.filters.clone();
     filters.push(usage);
 
-    let mut uf = filters.clone();
+    // Utilisation reads a commitment's usage lines and its purchase lines: a purchase's
+    // EffectiveCost is 0 in FOCUS, but a CUR keeps a commitment's unused share there.
+    let mut uf = base.filters.clone();
+    uf.push(Filter::parse("charge_category=Usage,Purchase", &norm)?);
     uf.push(Filter::parse("commitment!=(none)", &norm)?);
     let u = Query {
         metrics: vec![Metric::EffectiveCost],
@@ -69,6 +72,7 @@ pub async fn commitments(
             Dimension::CommitmentType,
             Dimension::CommitmentCategory,
             Dimension::CommitmentStatus,
+            Dimension::ChargeCategory,
         ],
         grain: base.grain,
         filters: uf,

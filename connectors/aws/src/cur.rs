@@ -14,7 +14,10 @@
 //! Correction; Fee, RIFee, SavingsPlanUpfrontFee, SavingsPlanRecurringFee → Purchase; any other
 //! type → Adjustment (kept, never dropped).
 //!
-//! ContractedCost = UnblendedCost (private pricing is already in the unblended rate). FOCUS
+//! ContractedCost = UnblendedCost (private pricing is already in the unblended rate), except on
+//! a SavingsPlanNegation line, whose ContractedCost and ListCost are 0: it only cancels the
+//! billed on-demand cost of covered usage whose list and contracted cost are on the covered
+//! line (counting them again would halve a plan's coverage). FOCUS
 //! columns beyond the core: ChargeFrequency, PricingCategory and the commitment columns from the
 //! line type ([`focus_columns`]); ServiceCategory/Subcategory from the product code and
 //! RegionName from the region code where `product/location` is absent
@@ -283,7 +286,12 @@ impl RecordFormat for CurColumns {
             },
             _ => cost,
         };
-        let list = amt(C::PublicCost)?;
+        // A Savings Plan's negation line cancels the billed on-demand cost of the usage the plan
+        // covered; that usage's list and contracted cost are on its covered-usage line, so the
+        // negation adds none (else coverage and list-cost views would count it away).
+        let negation = kind == "SavingsPlanNegation";
+        let list = if negation { Some(zero) } else { amt(C::PublicCost)? };
+        let contracted = if negation { zero } else { cost };
         let quantity = amt(C::UsageAmount)?;
         let (category, class) = match kind.as_str() {
             "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" | "SavingsPlanNegation" => {
@@ -425,7 +433,7 @@ impl RecordFormat for CurColumns {
             list_cost: list,
             // The CUR has no separate negotiated-rate cost: private and enterprise pricing is
             // already in the unblended rate, so the contracted cost is the unblended cost.
-            contracted_cost: Some(cost),
+            contracted_cost: Some(contracted),
             billing_currency: currency,
             pricing_quantity: quantity,
             pricing_unit,
