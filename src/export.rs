@@ -47,6 +47,8 @@ pub struct ExportStats {
     pub totals: Totals,
     /// Charges written as one row per owner's share (FOCUS 1.3's split cost allocation).
     pub split_charges: u64,
+    /// Commitment purchases whose unused share was written as a row of its own (FOCUS export).
+    pub unused_commitment_rows: u64,
 }
 
 /// A text cell beginning with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'` so a

@@ -12,7 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::sync::Arc;
 
-use costledger_core::{BillingPeriod, ChargeLine, ExactSum, FocusColumns, canonical, format_ts};
+use costledger_core::line::X_UNUSED_COMMITMENT_QUANTITY;
+use costledger_core::{BillingPeriod, ChargeCategory, ChargeLine, ExactSum, FocusColumns, canonical, format_ts};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
@@ -506,6 +507,60 @@ impl<'a> Splitter<'a> {
     }
 }
 
+/// A commitment purchase that carries its commitment's unused share as EffectiveCost (an AWS
+/// CUR's RIFee and SavingsPlanRecurringFee lines; FOCUS requires a purchase's EffectiveCost to
+/// be 0) as the two rows FOCUS models it with: the purchase, EffectiveCost 0; and a Usage row,
+/// CommitmentDiscountStatus `Unused`, ChargeFrequency `Usage-Based`, that carries the unused
+/// share: EffectiveCost (and PricingCurrencyEffectiveCost) the purchase's, BilledCost, ListCost
+/// and ContractedCost 0, no consumed quantity, CommitmentDiscountQuantity the unused quantity
+/// (a spend commitment measured in the bill's currency: the unused spend, which is the
+/// EffectiveCost; a reservation: the CUR's unused hours, [`X_UNUSED_COMMITMENT_QUANTITY`]; else null),
+/// PricingQuantity that quantity when the pricing unit is the commitment's unit, else 0. Each
+/// amount of the pair sums to the purchase's exactly. `None` for every other line. Pure.
+pub fn unused_commitment_split(line: &ChargeLine) -> Option<(ChargeLine, ChargeLine)> {
+    let unused = line.effective_cost.filter(|e| !e.is_zero())?;
+    if line.charge_category != ChargeCategory::Purchase || line.commitment_discount_id.is_none() {
+        return None;
+    }
+    let zero = Decimal::ZERO;
+    let mut purchase = line.clone();
+    purchase.effective_cost = Some(zero);
+    let mut pf = line.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
+    let pce = pf.pricing_currency_effective_cost;
+    if pce.is_some() {
+        pf.pricing_currency_effective_cost = Some(zero);
+    }
+    purchase.focus = pf.boxed();
+
+    let mut u = line.clone();
+    u.charge_category = ChargeCategory::Usage;
+    u.billed_cost = zero;
+    u.effective_cost = Some(unused);
+    u.list_cost = Some(zero);
+    u.contracted_cost = Some(zero);
+    u.consumed_quantity = None;
+    u.consumed_unit = None;
+    let mut f = line.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
+    f.charge_frequency = Some("Usage-Based".to_string());
+    f.commitment_discount_status = Some("Unused".to_string());
+    let quantity = match f.commitment_discount_unit.as_deref() {
+        Some(unit) if unit == line.billing_currency => Some(unused),
+        Some(_) => line.x_extra.get(X_UNUSED_COMMITMENT_QUANTITY).and_then(|q| q.parse::<Decimal>().ok()),
+        None => None,
+    };
+    if quantity.is_none() {
+        f.commitment_discount_unit = None;
+    }
+    u.pricing_quantity = match quantity {
+        Some(q) if line.pricing_unit.is_some() && line.pricing_unit == f.commitment_discount_unit => Some(q),
+        _ => line.pricing_quantity.map(|_| zero),
+    };
+    f.commitment_discount_quantity = quantity;
+    f.pricing_currency_effective_cost = pce;
+    u.focus = f.boxed();
+    Some((purchase, u))
+}
+
 fn decimal_index(name: &str) -> usize {
     FocusColumns::DECIMAL.iter().position(|c| *c == name).unwrap_or_else(|| unreachable!("{name} is a FOCUS decimal"))
 }
@@ -519,6 +574,7 @@ fn expand(
     out: &mut Vec<DatasetRow>,
     stats: &mut ExportStats,
 ) -> Result<(), ExportError> {
+    let first = out.len();
     let split = match splitter {
         Some(s) => s.rows(rec, lineage, out)?,
         None => {
@@ -527,6 +583,19 @@ fn expand(
         }
     };
     stats.split_charges += u64::from(split);
+    // A purchase carrying its commitment's unused share: the purchase and an Unused usage row.
+    let mut i = first;
+    while i < out.len() {
+        if let Some((purchase, unused)) = unused_commitment_split(&out[i].rec.line) {
+            let mut row = out[i].clone();
+            row.rec.line = unused;
+            out[i].rec.line = purchase;
+            out.insert(i + 1, row);
+            stats.unused_commitment_rows += 1;
+            i += 1;
+        }
+        i += 1;
+    }
     Ok(())
 }
 

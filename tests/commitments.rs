@@ -142,7 +142,7 @@ async fn commitments_are_exact_on_postgres() {
 }
 
 /// An AWS CUR month (`aws/cur-commitments-2026-10.csv`): a reservation used 24 h of its month
-/// (EffectiveCost 1.512) with its unused share on the RIFee line (18.48 + 25.20), a Savings Plan
+/// (EffectiveCost 1.44) with its unused share on the RIFee line (18.00 + 25.20), a Savings Plan
 /// that covered 0.192 of on-demand usage (EffectiveCost 0.138, unused 0.012 on its recurring fee)
 /// and whose negation line cancels that usage's billed cost. Regressions: the unused shares were
 /// left out (both showed 100%), and the negation's −0.192 counted against eligible usage
@@ -162,7 +162,7 @@ fn check_cur_commitments(db: &str) {
         format!(
             "commitment,commitment_type,commitment_category,currency,used,unused,utilisation_percent,below_minimum\r\n\
              {up},Savings Plan,Spend,USD,0,0,,false\r\n\
-             {ri},Reserved Instance,Usage,USD,1.512,43.68,3.35,true\r\n\
+             {ri},Reserved Instance,Usage,USD,1.44,43.2,3.23,true\r\n\
              {sp},Savings Plan,Spend,USD,0.138,0.012,92.00,false\r\n"
         )
     );

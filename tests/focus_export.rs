@@ -109,21 +109,6 @@ const AWS_SAMPLE_LIMITS: [(&str, &str); 5] = [
     ("SubAccountName-C-000-C", "composite of SubAccountName-C-003-C"),
 ];
 
-/// Where costledger's mapping of a CUR's commitment lines differs from the FOCUS model.
-const AWS_COMMITMENT_LIMITS: [(&str, &str); 2] = [
-    (
-        "EffectiveCost-C-005-C",
-        "'EffectiveCost MUST be 0 when ChargeCategory is Purchase and the purchase covers future \
-         charges': a CUR carries a reservation's or Savings Plan's unused share only on its \
-         recurring fee line (RIFee: the unused amortised upfront and recurring fee; \
-         SavingsPlanRecurringFee: commitment − used), and costledger keeps it there as that line's \
-         EffectiveCost, so the sum of EffectiveCost equals AWS's amortised cost; the FOCUS model \
-         moves it to a separate Usage row with CommitmentDiscountStatus Unused, which the export \
-         does not write yet",
-    ),
-    ("EffectiveCost-C-000-M", "composite of EffectiveCost-C-005-C"),
-];
-
 /// What Azure supports, as the validator's applicability criteria, for an EA/MCA cost export
 /// costledger mapped: account and subscription names, regions and availability zones, tags,
 /// usage measurement, per-resource billing with resource types (from the resource id), a public
@@ -417,7 +402,67 @@ fn the_public_aws_cur_sample_mapped_by_costledger_passes_the_validator() {
 fn a_cur_with_reservations_and_savings_plans_passes_the_validator() {
     let Some(venv) = validator() else { return };
     let input = fixture("aws/cur-commitments-2026-10.csv");
-    imported_bill_passes(&venv, "aws-cur", &input, AWS_CRITERIA, &AWS_COMMITMENT_LIMITS);
+    imported_bill_passes(&venv, "aws-cur", &input, AWS_CRITERIA, &[]);
+}
+
+/// A CUR keeps a commitment's unused share on its recurring fee (a Purchase); FOCUS wants a
+/// purchase's EffectiveCost 0 and the unused share on a Usage row of its own
+/// (EffectiveCost-C-005-C failed on every CUR with reservations or Savings Plans). The export
+/// writes the pair; every amount sums to the ledger's.
+#[test]
+fn a_cur_commitment_fees_unused_share_is_a_row_of_its_own() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let input = fixture("aws/cur-commitments-2026-10.csv");
+    let (code, out, err) = run(&db, &["import", "--format", "aws-cur", input.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let csv_path = dir.path().join("focus.csv");
+    export(&db, &csv_path, &[]);
+    let mut r = csv::Reader::from_path(&csv_path).expect("open export");
+    let h = r.headers().expect("header").clone();
+    let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n} column"));
+    let cols = [
+        "ChargeCategory",
+        "ChargeFrequency",
+        "CommitmentDiscountStatus",
+        "BilledCost",
+        "EffectiveCost",
+        "ListCost",
+        "ContractedCost",
+        "CommitmentDiscountQuantity",
+        "CommitmentDiscountUnit",
+        "PricingQuantity",
+    ];
+    let idx: Vec<usize> = cols.iter().map(|c| at(c)).collect();
+    let commitment = at("CommitmentDiscountId");
+    let mut rows = Vec::new();
+    let (mut billed, mut effective) = (Decimal::ZERO, Decimal::ZERO);
+    for rec in r.records() {
+        let rec = rec.expect("record");
+        billed += dec(&rec[at("BilledCost")]);
+        effective += dec(&rec[at("EffectiveCost")]);
+        if rec[commitment].contains("1f2e3d4c") || rec[commitment].contains("5a6b7c8d") {
+            rows.push(idx.iter().map(|&i| rec[i].to_string()).collect::<Vec<_>>().join("|"));
+        }
+    }
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            // The reservation: upfront fee (8760 h), monthly fee and its unused 720 h, 24 h used.
+            "Purchase|One-Time||219|0|219|219|8760|Hours|1",
+            "Purchase|Recurring||0.15|0|0.15|0.15|0.15|USD|1",
+            "Purchase|Recurring||26.04|0|80.352|26.04|744|Hours|744",
+            "Usage|Usage-Based|Unused|0|0.012|0|0|0.012|USD|0",
+            "Usage|Usage-Based|Unused|0|43.2|0|0|720|Hours|720",
+            "Usage|Usage-Based|Used|0.192|0.138|0.192|0.192|0.138|USD|1",
+            "Usage|Usage-Based|Used|0|1.44|2.592|0|24|Hours|24",
+            "Usage|Usage-Based||-0.192|0|0|0|0|USD|1",
+        ]
+    );
+    // Σ of the pair is the purchase: the dataset's totals are the bill's.
+    assert_eq!(billed, dec("1362.5136"));
+    assert_eq!(effective, dec("0.2736") + dec("1.44") + dec("43.2") + dec("0.138") + dec("0.012") + dec("241.05"));
 }
 
 #[tokio::test]

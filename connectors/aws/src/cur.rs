@@ -38,7 +38,7 @@ use costledger_focus::reader::RecordFormat;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 45] = [
+const COLS: [&str; 46] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -84,6 +84,7 @@ const COLS: [&str; 45] = [
     "reservation/NumberOfReservations",
     "reservation/StartTime",
     "reservation/EndTime",
+    "reservation/UnusedQuantity",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,6 +134,7 @@ enum C {
     RiCount,
     RiStart,
     RiEnd,
+    RiUnusedQuantity,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -342,6 +344,7 @@ impl RecordFormat for CurColumns {
             (C::ProductCode, "aws_ProductCode"),
             (C::LineItemId, "aws_LineItemId"),
             (C::ProductFamily, "aws_ProductFamily"),
+            (C::RiUnusedQuantity, costledger_core::line::X_UNUSED_COMMITMENT_QUANTITY),
         ] {
             if let Some(v) = s(c) {
                 x_extra.insert(key.to_string(), v);

@@ -111,6 +111,11 @@ impl FromStr for ChargeClass {
     }
 }
 
+/// The `x_extra` key under which a commitment purchase line keeps its commitment's unused
+/// quantity for the fee's period, where the bill has it on that line (an AWS CUR's RIFee:
+/// `reservation/UnusedQuantity`, hours). The FOCUS export writes it on the line's Unused row.
+pub const X_UNUSED_COMMITMENT_QUANTITY: &str = "aws_UnusedQuantity";
+
 /// One normalised charge. Money is `Decimal`; `billed_cost` (the invoice basis) and the
 /// currency are required, every other amount may be absent.
 #[derive(Debug, Clone, PartialEq)]
