@@ -141,7 +141,7 @@ async fn a_file_that_changed_while_read_commits_nothing(s: Box<dyn LedgerStore>)
     assert_eq!(source_total(s.as_ref(), "drop").await, "4");
     let cur = s.loads(&LoadFilter { state: Some(LoadState::Current), ..Default::default() }).await.expect("l");
     assert_eq!(cur.len(), 1);
-    assert_eq!(cur[0].delivery_key, costledger_focus::file_sha256(&f).expect("hash"));
+    assert_eq!(cur[0].delivery_key, costledger_files::file_sha256(&f).expect("hash"));
 }
 
 /// A new file is read once (its key is the hash of the bytes parsed); a redelivery of a file

@@ -130,7 +130,7 @@ async fn same_delivery_twice_changes_nothing(s: Box<dyn LedgerStore>) {
     // alongside hashing, then found the key current) left no load behind.
     let loads = s.loads(&LoadFilter::default()).await.expect("loads");
     assert_eq!(loads.len(), 1);
-    assert_eq!(loads[0].delivery_key, costledger_focus::file_sha256(&f).expect("sha"));
+    assert_eq!(loads[0].delivery_key, costledger_files::file_sha256(&f).expect("sha"));
     assert!(loads[0].delivery_key.starts_with("sha256:"), "{}", loads[0].delivery_key);
 }
 
@@ -162,7 +162,7 @@ async fn restated_file_replaces_the_old_one(s: Box<dyn LedgerStore>) {
     let loads = s.loads(&LoadFilter::default()).await.expect("loads");
     let states: Vec<(i64, LoadState, Option<i64>)> = loads.iter().map(|l| (l.id, l.state, l.superseded_by)).collect();
     assert_eq!(states, vec![(l1, LoadState::Superseded, Some(l2)), (l2, LoadState::Current, None)]);
-    assert_eq!(loads[1].delivery_key, costledger_focus::file_sha256(&f).expect("sha"));
+    assert_eq!(loads[1].delivery_key, costledger_files::file_sha256(&f).expect("sha"));
     assert_ne!(loads[0].delivery_key, loads[1].delivery_key);
     // The same bytes written again (a new mtime) are the same delivery.
     std::fs::write(&f, v2).expect("write");

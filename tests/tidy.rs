@@ -238,6 +238,29 @@ fn source_type_names_are_written_once() {
     assert_none("a source type name written outside config::SOURCE_TYPES", hits);
 }
 
+/// The file plumbing knows no bill format: it depends on core only, and no connector's
+/// knowledge (a FOCUS column map, a CUR or export normaliser) is named in it.
+#[test]
+fn the_files_crate_depends_on_core_only() {
+    let manifest = std::fs::read_to_string(root().join("connectors/files/Cargo.toml")).expect("files manifest");
+    let ours: Vec<&str> = manifest
+        .lines()
+        .filter(|l| {
+            l.starts_with("costledger-") && !l.starts_with("costledger-core") && !l.starts_with("costledger-files")
+        })
+        .collect();
+    assert!(ours.is_empty(), "costledger-files depends on {ours:?}: it may depend on costledger-core only");
+    let mut hits = Vec::new();
+    for (rel, text) in files("connectors/files", &[".rs"]) {
+        for needle in
+            ["costledger_focus", "costledger_aws", "costledger_azure", "costledger_gcp", "costledger_oci", "ColumnMap"]
+        {
+            hits.extend(code_hits(&rel, &text, needle));
+        }
+    }
+    assert_none("the file plumbing names a bill format", hits);
+}
+
 #[test]
 fn the_ledger_crate_depends_on_core_only() {
     let manifest = std::fs::read_to_string(root().join("ledger/Cargo.toml")).expect("ledger/Cargo.toml");

@@ -33,8 +33,8 @@ use chrono::{DateTime, Utc};
 use costledger_core::currency::is_iso4217;
 use costledger_core::text::clip;
 use costledger_core::{ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp};
-use costledger_focus::normalize::first_non_utf8_field;
-use costledger_focus::reader::RecordFormat;
+use costledger_files::reader::RecordFormat;
+use costledger_files::record::first_non_utf8_field;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.

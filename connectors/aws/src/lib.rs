@@ -26,8 +26,8 @@ use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_credential_types::provider::SharedCredentialsProvider;
 use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
+use costledger_files::reader::stream_files_as;
 use costledger_focus::normalize::ColumnMap;
-use costledger_focus::reader::stream_files_as;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
@@ -432,7 +432,7 @@ impl Connector for AwsFileConnector {
                             .map(move |b| {
                                 // The temporary copy lives as long as its batches are read.
                                 let _keep = &local;
-                                b.map(|b| costledger_focus::spool::relabel(b, &tmp, &label))
+                                b.map(|b| costledger_files::spool::relabel(b, &tmp, &label))
                             })
                             .boxed()
                     }

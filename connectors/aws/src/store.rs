@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aws_sdk_s3::Client;
 use costledger_core::ConnectorError;
-use costledger_focus::file_sha256;
+use costledger_files::file_sha256;
 use tokio::io::AsyncWriteExt;
 
 /// One object of a listing.
@@ -96,7 +96,7 @@ impl Root {
             Root::Dir(d) => {
                 let d = d.clone();
                 tokio::task::spawn_blocking(move || {
-                    costledger_focus::walk_keys(&d)
+                    costledger_files::walk_keys(&d)
                         .map(|v| v.into_iter().map(|(key, _)| ObjectInfo { key, etag: None }).collect::<Vec<_>>())
                 })
                 .await

@@ -24,8 +24,9 @@ use costledger_core::text::clip;
 use costledger_core::{
     BillingPeriod, ChargeCategory, ChargeClass, ChargeLine, RowError, parse_amount, parse_timestamp,
 };
-use costledger_focus::normalize::{ColumnMap, first_non_utf8_field};
-use costledger_focus::reader::RecordFormat;
+use costledger_files::reader::RecordFormat;
+use costledger_files::record::first_non_utf8_field;
+use costledger_focus::normalize::ColumnMap;
 use rust_decimal::Decimal;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use azure_core::http::{ClientOptions, Pipeline};
 use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
-use costledger_focus::file_sha256;
-use costledger_focus::reader::stream_files_as;
+use costledger_files::file_sha256;
+use costledger_files::reader::stream_files_as;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
@@ -178,7 +178,7 @@ impl Root {
             Root::Dir(d) => {
                 let d = d.clone();
                 tokio::task::spawn_blocking(move || {
-                    costledger_focus::walk_keys(&d).map(|v| {
+                    costledger_files::walk_keys(&d).map(|v| {
                         v.into_iter()
                             .map(|(key, p)| {
                                 let modified = std::fs::metadata(&p)
@@ -370,7 +370,7 @@ impl Connector for AzureExportConnector {
                     };
                     s.map(move |b| {
                         let _keep = &local;
-                        b.map(|b| costledger_focus::spool::relabel(b, &tmp, &label))
+                        b.map(|b| costledger_files::spool::relabel(b, &tmp, &label))
                     })
                     .boxed()
                 }

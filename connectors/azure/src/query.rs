@@ -26,7 +26,7 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeCategory, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow,
     RowError, parse_amount,
 };
-use costledger_focus::spool::stream_lines;
+use costledger_files::spool::stream_lines;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;

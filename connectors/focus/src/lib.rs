@@ -1,33 +1,46 @@
-//! FOCUS 1.0–1.2 CSV files (plain or gzip), from a file or a directory.
+//! FOCUS 1.0–1.2 files (CSV, plain or gzip, or Parquet), from a file or a directory.
 //!
-//! IO is thin ([`reader`]: open, gunzip, CSV records, batches over a bounded channel);
-//! normalisation is pure ([`normalize`]: header → column map, record → `ChargeLine` or a row
-//! error) and tested from fixtures.
+//! IO is thin (`costledger_files::reader`: open, gunzip, records, batches over a bounded
+//! channel); normalisation is pure ([`normalize`]: header → column map, record → `ChargeLine`
+//! or a row error) and tested from fixtures.
 
-pub mod fastcsv;
 pub mod normalize;
-pub mod parquet;
-pub mod reader;
-pub mod spool;
-pub mod tap;
 
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
+use costledger_core::{Batch, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow, RowError};
+use costledger_files::reader::{RecordFormat, stream_files_as};
+use costledger_files::{Scoping, file_sha256, list_files};
 use futures::stream::BoxStream;
-use sha2::{Digest, Sha256};
 
-/// How a file source names its deliveries' scopes (what a newer file replaces).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scoping {
-    /// A configured source: a file's path relative to the configured directory it was found
-    /// in (or its name, when the file itself is configured). Stable as long as the
-    /// directory's layout is.
-    Relative,
-    /// An ad hoc import: the file's canonical absolute path, so the same file is one scope
-    /// however it was named on the command line, and two files never share one by accident.
-    Absolute,
+use crate::normalize::{ColumnMap, normalize_record};
+
+impl RecordFormat for ColumnMap {
+    const HEADER_HINT: &'static str = "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row";
+    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
+        ColumnMap::from_header(header)
+    }
+    fn width(&self) -> usize {
+        ColumnMap::width(self)
+    }
+    fn column_name(&self, i: usize) -> &str {
+        self.name(i)
+    }
+    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
+        ColumnMap::raw_amount(self, rec)
+    }
+    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
+        ColumnMap::raw_currency(self, rec)
+    }
+    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
+        normalize_record(self, rec, location)
+    }
+}
+
+/// FOCUS files, in order, as batches.
+pub fn stream_files(paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
+    stream_files_as::<ColumnMap>(paths, cx)
 }
 
 /// Where a FOCUS source reads: files and/or directories (searched recursively for `.csv`,
@@ -57,145 +70,9 @@ impl FocusConnector {
     }
 }
 
-/// (scope, file) for every file under `paths` (files, or directories searched recursively)
-/// that `wanted` accepts, sorted by scope; two files with one scope are an error.
-pub fn list_files(
-    paths: &[PathBuf],
-    wanted: fn(&Path) -> bool,
-    scoping: Scoping,
-) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
-    let mut out: Vec<(String, PathBuf)> = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
-        let found = if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(p, wanted, &mut found)?;
-            found
-        } else if meta.is_file() {
-            vec![p.clone()]
-        } else {
-            return Err(ConnectorError::input(
-                p.display().to_string(),
-                "is not a regular file (a FIFO, socket or device): a bill is read twice, once to key it and once to load it",
-                "copy the bill into a regular file and import that",
-            ));
-        };
-        for f in found {
-            let scope = match scoping {
-                Scoping::Absolute => {
-                    let abs = std::fs::canonicalize(&f).map_err(|e| ConnectorError::io(f.display().to_string(), e))?;
-                    abs.to_string_lossy().into_owned()
-                }
-                Scoping::Relative if meta.is_dir() => {
-                    let rel = f.strip_prefix(p).unwrap_or(&f);
-                    rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
-                }
-                Scoping::Relative => f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            };
-            out.push((scope, f));
-        }
-    }
-    out.sort();
-    // The same file named twice (a file and its directory, say) is one delivery.
-    out.dedup_by(|b, a| {
-        a.0 == b.0 && std::fs::canonicalize(&a.1).ok().is_some_and(|x| std::fs::canonicalize(&b.1).ok() == Some(x))
-    });
-    for w in out.windows(2) {
-        if w[0].0 == w[1].0 {
-            return Err(ConnectorError::input(
-                w[1].1.display().to_string(),
-                format!(
-                    "this file and {} both map to scope '{}', so one would replace the other",
-                    w[0].1.display(),
-                    w[0].0
-                ),
-                "import them under different --source names or rename one of them",
-            ));
-        }
-    }
-    Ok(out)
-}
-
 fn is_bill_file(p: &Path) -> bool {
     let n = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     n.ends_with(".csv") || n.ends_with(".csv.gz") || n.ends_with(".parquet")
-}
-
-fn walk(dir: &Path, wanted: fn(&Path) -> bool, out: &mut Vec<PathBuf>) -> Result<(), ConnectorError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-        let p = entry.path();
-        let ft = entry.file_type().map_err(|e| ConnectorError::io(p.display().to_string(), e))?;
-        if ft.is_dir() {
-            walk(&p, wanted, out)?;
-        } else if wanted(&p) && is_regular(&p) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
-/// Whether `p` (symlinks followed) is a regular file. Anything else found in a source directory
-/// (a FIFO, a socket, a device, a dangling link) is skipped with a warning: opening a FIFO
-/// would block the import forever.
-fn is_regular(p: &Path) -> bool {
-    match std::fs::metadata(p) {
-        Ok(m) if m.is_file() => true,
-        Ok(_) => {
-            tracing::warn!(path = %p.display(), "skipped: not a regular file (a FIFO, socket or device)");
-            false
-        }
-        Err(e) => {
-            tracing::warn!(path = %p.display(), error = %e, "skipped: cannot be read");
-            false
-        }
-    }
-}
-
-/// Every file below `root` (recursively) with its `/`-separated key relative to `root`, sorted
-/// by key: how the object-store connectors see a directory synced from a bucket.
-pub fn walk_keys(root: &Path) -> Result<Vec<(String, PathBuf)>, ConnectorError> {
-    fn go(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> Result<(), ConnectorError> {
-        let rd = std::fs::read_dir(dir).map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-        for e in rd {
-            let e = e.map_err(|e| ConnectorError::io(dir.display().to_string(), e))?;
-            let p = e.path();
-            if p.is_dir() {
-                go(root, &p, out)?;
-            } else if is_regular(&p) {
-                let rel = p.strip_prefix(root).unwrap_or(&p);
-                let key = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
-                out.push((key, p));
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    go(root, root, &mut out)?;
-    out.sort();
-    Ok(out)
-}
-
-/// `sha256:<hex>` of a file's bytes, streamed.
-pub fn file_sha256(path: &Path) -> Result<String, ConnectorError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
-    let mut h = Sha256::new();
-    // 1 MiB reads: `io::copy`'s 8 KiB buffer costs a system call per 8 KiB (65,000 for a
-    // 500 MB bill), which showed as kernel time beside the import.
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        match f.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(ConnectorError::io(path.display().to_string(), e)),
-        }
-    }
-    let digest = h.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("sha256:{hex}"))
 }
 
 #[async_trait]
@@ -240,7 +117,7 @@ impl Connector for FocusConnector {
 
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let paths: Vec<PathBuf> = d.items.iter().map(PathBuf::from).collect();
-        reader::stream_files(paths, cx)
+        stream_files(paths, cx)
     }
 
     async fn delivery_key(&self, d: &Delivery, _cx: &Context) -> Result<String, ConnectorError> {

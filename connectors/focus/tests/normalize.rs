@@ -4,7 +4,7 @@
 use std::io::Write;
 
 use costledger_core::{Batch, ConnectorError, canonical};
-use costledger_focus::reader::stream_files;
+use costledger_focus::stream_files;
 use futures::StreamExt;
 
 const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory";
@@ -237,7 +237,7 @@ async fn public_focus_sample_loads_every_row() {
 /// so memory stays bounded whatever the width of the file; nothing is lost across batches.
 #[tokio::test]
 async fn wide_records_close_batches_by_size() {
-    use costledger_focus::reader::MAX_BATCH_BYTES;
+    use costledger_files::reader::MAX_BATCH_BYTES;
     let pad = "x".repeat(4000);
     let mut csv = format!("{HEAD},ChargeDescription\n");
     let rows = 1500;

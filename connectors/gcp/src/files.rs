@@ -362,12 +362,12 @@ fn read_file(
     tx: &mpsc::Sender<Result<Batch, ConnectorError>>,
     cancel: &CancellationToken,
 ) -> Result<(), ConnectorError> {
-    use costledger_focus::reader::{BoundedLine, oversized_error, oversized_quoted, read_line_bounded};
+    use costledger_files::reader::{BoundedLine, oversized_error, oversized_quoted, read_line_bounded};
     let file = path.display().to_string();
     // The raw bytes are hashed as they are read: the load's key is the key of these bytes.
-    let (input, _, tap) = costledger_focus::reader::open_tapped(path, limits)?;
+    let (input, _, tap) = costledger_files::reader::open_tapped(path, limits)?;
     let mut buf = std::io::BufReader::new(input);
-    let read_error = |at: String, e: std::io::Error| match costledger_focus::reader::limit_message(&e) {
+    let read_error = |at: String, e: std::io::Error| match costledger_files::reader::limit_message(&e) {
         Some(m) => ConnectorError::input(at, m, "nothing from this file was loaded; check the file"),
         None => ConnectorError::input(at, e.to_string(), "check the file"),
     };
@@ -404,7 +404,7 @@ fn read_file(
             {
                 BoundedLine::End => break,
                 BoundedLine::Oversized(skipped) => {
-                    let o = costledger_focus::fastcsv::Oversized { line: n, bytes: skipped, quoted: false };
+                    let o = costledger_files::fastcsv::Oversized { line: n, bytes: skipped, quoted: false };
                     batch.records += 1;
                     batch.errors.push(oversized_error(&file, &o, limits.max_record_bytes));
                 }
@@ -436,9 +436,9 @@ fn read_file(
         // Every byte is hashed once the reader is done with it.
         drop(buf);
     } else {
-        let mut rdr = costledger_focus::fastcsv::FastCsv::with_limit(buf, limits.max_record_bytes);
+        let mut rdr = costledger_files::fastcsv::FastCsv::with_limit(buf, limits.max_record_bytes);
         let mut rec = csv::ByteRecord::new();
-        let read = |rdr: &mut costledger_focus::fastcsv::FastCsv<_>, rec: &mut csv::ByteRecord, line: u64| {
+        let read = |rdr: &mut costledger_files::fastcsv::FastCsv<_>, rec: &mut csv::ByteRecord, line: u64| {
             rdr.read_byte_record(rec).map_err(|e| match rdr.oversized() {
                 Some(o) => oversized_quoted(&file, &o, limits.max_record_bytes),
                 None => match e.into_kind() {

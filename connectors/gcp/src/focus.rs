@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use costledger_core::{ChargeLine, RowError};
+use costledger_files::reader::RecordFormat;
 use costledger_focus::normalize::ColumnMap;
-use costledger_focus::reader::RecordFormat;
 use serde_json::value::RawValue;
 
 /// Charge days, billing months and a content fingerprint of each (day, month).

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use costledger_core::{Batch, Connector, ConnectorError, Context, Delivery, PeriodWindow};
-use costledger_focus::{Scoping, file_sha256, list_files};
+use costledger_files::{Scoping, file_sha256, list_files};
 use futures::stream::BoxStream;
 use serde::Deserialize;
 

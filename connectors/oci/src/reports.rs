@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use costledger_core::{Batch, ConnectorError, Context, Delivery, PeriodWindow};
+use costledger_files::file_sha256;
+use costledger_files::reader::stream_files_as;
+use costledger_focus::FocusConnector;
 use costledger_focus::normalize::ColumnMap;
-use costledger_focus::reader::stream_files_as;
-use costledger_focus::{FocusConnector, file_sha256};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -273,7 +274,7 @@ impl costledger_core::Connector for OciReportConnector {
                         stream
                             .map(move |b| {
                                 let _keep = &tmp;
-                                b.map(|b| costledger_focus::spool::relabel(b, &tmp_str, &label))
+                                b.map(|b| costledger_files::spool::relabel(b, &tmp_str, &label))
                             })
                             .boxed()
                     }

@@ -366,7 +366,7 @@ impl costledger_core::Connector for OciUsageConnector {
     fn fetch<'a>(&'a self, d: &'a Delivery, cx: &'a Context) -> BoxStream<'a, Result<Batch, ConnectorError>> {
         let path = d.items.first().cloned().unwrap_or_default();
         let q = self.query.clone();
-        costledger_focus::spool::stream_lines(path, cx.batch_rows, cx.cancel.clone(), move |line, _| {
+        costledger_files::spool::stream_lines(path, cx.batch_rows, cx.cancel.clone(), move |line, _| {
             let (loc, raw) = line.split_once('\t').unwrap_or(("?", line));
             Ok(item_line(&q, raw, &format!("usage API {loc}")).transpose())
         })

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use costledger_core::{Batch, ChargeClass, ExactSum, Totals};
-use costledger_focus::reader::{RecordFormat, stream_files_as};
+use costledger_files::reader::{RecordFormat, stream_files_as};
 use costledger_oci::cost_report::CostReportColumns;
 use costledger_oci::usage::{UsageQuery, item_line};
 use futures::StreamExt;

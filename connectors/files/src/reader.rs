@@ -1,5 +1,6 @@
-//! Reading FOCUS CSV: gzip by magic bytes, records as bytes (UTF-8 checked per field), batches
-//! sent over a bounded channel from a blocking thread so parsing overlaps the database writes.
+//! Reading bill files (CSV or Parquet): gzip by magic bytes, records as bytes (UTF-8 checked
+//! per field), batches sent over a bounded channel from a blocking thread so parsing overlaps
+//! the database writes.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -13,7 +14,7 @@ use futures::stream::BoxStream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::normalize::{ColumnMap, MAX_FIELD_BYTES, normalize_record, raw_record};
+use crate::record::{MAX_FIELD_BYTES, raw_record};
 use crate::tap::Tap;
 
 /// Batches in flight between the parser thread and the loader.
@@ -28,7 +29,8 @@ pub const MAX_BATCH_BYTES: usize = 2 << 20;
 
 /// A CSV bill format: its header becomes a column map that turns records into lines. The
 /// reader (gzip detection, record limits, batching, the bounded channel) is shared by every
-/// CSV format (FOCUS here; OCI cost reports in `costledger-oci`).
+/// CSV format (FOCUS files in `costledger-focus`, CURs, Azure exports, OCI cost reports in
+/// their connectors).
 pub trait RecordFormat: Sized + Send + 'static {
     /// What to do when the header is unusable, e.g. "export the data as FOCUS … CSV".
     const HEADER_HINT: &'static str;
@@ -42,33 +44,6 @@ pub trait RecordFormat: Sized + Send + 'static {
     fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String>;
     /// A line and the number of amounts rounded beyond 28 places, or a row error.
     fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError>;
-}
-
-impl RecordFormat for ColumnMap {
-    const HEADER_HINT: &'static str = "export the data as FOCUS 1.0, 1.1 or 1.2 CSV with a header row";
-    fn from_header(header: &csv::ByteRecord) -> Result<Self, String> {
-        ColumnMap::from_header(header)
-    }
-    fn width(&self) -> usize {
-        ColumnMap::width(self)
-    }
-    fn column_name(&self, i: usize) -> &str {
-        self.name(i)
-    }
-    fn raw_amount(&self, rec: &csv::ByteRecord) -> Option<String> {
-        ColumnMap::raw_amount(self, rec)
-    }
-    fn raw_currency(&self, rec: &csv::ByteRecord) -> Option<String> {
-        ColumnMap::raw_currency(self, rec)
-    }
-    fn normalize(&self, rec: &csv::ByteRecord, location: &str) -> Result<(ChargeLine, u64), RowError> {
-        normalize_record(self, rec, location)
-    }
-}
-
-/// FOCUS files, in order, as batches.
-pub fn stream_files(paths: Vec<PathBuf>, cx: &Context) -> BoxStream<'static, Result<Batch, ConnectorError>> {
-    stream_files_as::<ColumnMap>(paths, cx)
 }
 
 /// Files of format `F`, in order, as batches parsed on a blocking thread (batch size, limits
@@ -268,7 +243,7 @@ fn push_record<F: RecordFormat>(
 ) {
     batch.records += 1;
     let original = || match info.raw {
-        Some(raw) => costledger_core::text::clip(&String::from_utf8_lossy(raw), crate::normalize::MAX_RAW_BYTES),
+        Some(raw) => costledger_core::text::clip(&String::from_utf8_lossy(raw), crate::record::MAX_RAW_BYTES),
         None => raw_record(rec),
     };
     let aligned = rec.len() == cols.width();
