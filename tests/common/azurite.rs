@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use costledger_azure::blob::{STORAGE_VERSION, SharedKeyPolicy};
+use costledger_azure::store::{STORAGE_VERSION, SharedKeyPolicy};
 
 pub const AZURITE_ENV: &str = "COSTLEDGER_TEST_AZURITE";
 /// azurite's well-known development account.

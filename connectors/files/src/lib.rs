@@ -3,10 +3,13 @@
 //! channel), the fast CSV splitter ([`fastcsv`]), Parquet rows ([`parquet`]), spooling of API
 //! answers ([`spool`]), the hash of the bytes read ([`tap`]), the record helpers every
 //! normaliser uses ([`record`]), and finding files: directory walks with scopes
-//! ([`list_files`], [`walk_keys`]) and a file's SHA-256 ([`file_sha256`]). What a record means
+//! ([`list_files`], [`walk_keys`]), a file's SHA-256 ([`file_sha256`]), and the object roots of
+//! the object-store connectors ([`object`]: a directory, a file, or a remote store of which each
+//! connector implements only the remote side). What a record means
 //! is each connector's (`RecordFormat`); this crate knows no bill format.
 
 pub mod fastcsv;
+pub mod object;
 pub mod parquet;
 pub mod reader;
 pub mod record;

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 use costledger_core::{Batch, ConnectorError, Context, Delivery, PeriodWindow};
 use costledger_files::file_sha256;
+use costledger_files::object::{ObjectBytes, ObjectInfo, RemoteStore, download};
 use costledger_files::reader::stream_files_as;
 use costledger_focus::FocusConnector;
 use costledger_focus::normalize::ColumnMap;
@@ -89,9 +90,12 @@ impl ObjectStore {
             utf8_percent_encode(&self.bucket, SEGMENT)
         )
     }
+}
 
-    /// Every report object under the prefix, in name order (paged with `start`).
-    pub async fn list(&self) -> Result<Vec<String>, ConnectorError> {
+#[async_trait::async_trait]
+impl RemoteStore for ObjectStore {
+    /// Every report object under the prefix (paged with `start`).
+    async fn list(&self) -> Result<Vec<ObjectInfo>, ConnectorError> {
         let mut out = Vec::new();
         let mut start: Option<String> = None;
         loop {
@@ -108,32 +112,46 @@ impl ObjectStore {
             let page: ListObjects = serde_json::from_slice(&bytes).map_err(|e| {
                 ConnectorError::input(&path, format!("not an object listing: {e}"), "check the endpoint URL")
             })?;
-            out.extend(page.objects.into_iter().map(|o| o.name).filter(|n| is_report(n)));
+            out.extend(page.objects.into_iter().filter(|o| is_report(&o.name)).map(|o| ObjectInfo {
+                key: o.name,
+                etag: None,
+                modified: None,
+            }));
             match page.next_start_with.filter(|s| !s.is_empty()) {
                 Some(s) => start = Some(s),
                 None => break,
             }
         }
-        out.sort();
-        out.dedup();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.dedup_by(|a, b| a.key == b.key);
         Ok(out)
     }
 
-    /// Download one object to a temporary file, streamed.
-    pub async fn download(&self, name: &str) -> Result<tempfile::TempPath, ConnectorError> {
+    /// One object's bytes, streamed.
+    async fn get(&self, name: &str) -> Result<ObjectBytes<'_>, ConnectorError> {
         let path = format!("{}/{}", self.base_path(), utf8_percent_encode(name, SEGMENT));
-        let mut resp = self.client.send(Method::GET, &path, None).await?;
-        let tmp = tempfile::NamedTempFile::new().map_err(|e| ConnectorError::io("temporary download file", e))?;
-        let (file, tmp_path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        use tokio::io::AsyncWriteExt;
-        while let Some(chunk) =
-            resp.chunk().await.map_err(|e| ConnectorError::Transient(format!("downloading {name}: {e}")))?
-        {
-            file.write_all(&chunk).await.map_err(|e| ConnectorError::io(tmp_path.display().to_string(), e))?;
-        }
-        file.flush().await.map_err(|e| ConnectorError::io(tmp_path.display().to_string(), e))?;
-        Ok(tmp_path)
+        let resp = self.client.send(Method::GET, &path, None).await?;
+        let name = name.to_string();
+        let chunks = futures::stream::unfold(Some(resp), move |resp| {
+            let name = name.clone();
+            async move {
+                let mut resp = resp?;
+                match resp.chunk().await {
+                    Ok(Some(c)) => Some((Ok(c.to_vec()), Some(resp))),
+                    Ok(None) => None,
+                    Err(e) => Some((Err(ConnectorError::Transient(format!("downloading {name}: {e}"))), None)),
+                }
+            }
+        });
+        Ok(Box::pin(chunks))
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("oci://{}/{}/{key}", self.namespace, self.bucket)
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.client.calls()
     }
 }
 
@@ -229,7 +247,7 @@ impl costledger_core::Connector for OciReportConnector {
             }
             ReportSource::ObjectStorage(s) => {
                 let before = s.client.calls();
-                let names = s.list().await?;
+                let names: Vec<String> = s.list().await?.into_iter().map(|o| o.key).collect();
                 tracing::info!(source = %cx.source, objects = names.len(), api_calls = s.client.calls() - before, "OCI report objects listed");
                 Ok(names
                     .into_iter()
@@ -237,7 +255,7 @@ impl costledger_core::Connector for OciReportConnector {
                         scope: n.clone(),
                         delivery_key: n.clone(),
                         billing_period: None,
-                        description: format!("oci://{}/{}/{n}", s.namespace, s.bucket),
+                        description: s.url(&n),
                         items: vec![n],
                         final_periods: false,
                         key_pending: false,
@@ -264,21 +282,23 @@ impl costledger_core::Connector for OciReportConnector {
             ReportSource::Directory(_) => self.parse(d.items.iter().map(PathBuf::from).collect(), cx),
             ReportSource::ObjectStorage(s) => {
                 let name = d.items.first().cloned().unwrap_or_default();
-                let label = format!("oci://{}/{}/{name}", s.namespace, s.bucket);
-                Box::pin(futures::stream::once(async move { s.download(&name).await }).flat_map(move |r| match r {
-                    Ok(tmp) => {
-                        let tmp_str = tmp.display().to_string();
-                        let label = label.clone();
-                        let stream = self.parse(vec![tmp.to_path_buf()], cx);
-                        // `tmp` lives as long as the stream: the file is deleted after parsing.
-                        stream
-                            .map(move |b| {
-                                let _keep = &tmp;
-                                b.map(|b| costledger_files::spool::relabel(b, &tmp_str, &label))
-                            })
-                            .boxed()
+                let label = s.url(&name);
+                Box::pin(futures::stream::once(async move { download(s.as_ref(), &name).await }).flat_map(move |r| {
+                    match r {
+                        Ok(tmp) => {
+                            let tmp_str = tmp.display().to_string();
+                            let label = label.clone();
+                            let stream = self.parse(vec![tmp.to_path_buf()], cx);
+                            // `tmp` lives as long as the stream: the file is deleted after parsing.
+                            stream
+                                .map(move |b| {
+                                    let _keep = &tmp;
+                                    b.map(|b| costledger_files::spool::relabel(b, &tmp_str, &label))
+                                })
+                                .boxed()
+                        }
+                        Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                     }
-                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
                 }))
             }
         }

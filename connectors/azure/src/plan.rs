@@ -17,15 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use costledger_core::{BillingPeriod, ConnectorError, Delivery};
+use costledger_files::object::ObjectInfo;
 use serde::Deserialize;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
-    pub key: String,
-    pub etag: Option<String>,
-    /// RFC 3339 (sortable), when known.
-    pub modified: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -129,7 +122,7 @@ fn cost_of(configured: Option<CostType>, key: &str) -> CostType {
 /// What the planner needs besides the listing.
 pub struct Plan<'a> {
     pub root: usize,
-    pub objects: &'a [Object],
+    pub objects: &'a [ObjectInfo],
     /// The manifests' parsed contents by key.
     pub manifests: &'a BTreeMap<String, Manifest>,
     pub cost_type: Option<CostType>,
@@ -139,7 +132,7 @@ pub struct Plan<'a> {
 /// The deliveries of one root. `version` gives a key's content version for old-style files.
 pub fn plan(
     p: &Plan<'_>,
-    version: &mut dyn FnMut(&Object) -> Result<String, ConnectorError>,
+    version: &mut dyn FnMut(&ObjectInfo) -> Result<String, ConnectorError>,
 ) -> Result<Vec<Delivery>, ConnectorError> {
     let listed: BTreeSet<&str> = p.objects.iter().map(|o| o.key.as_str()).collect();
     let mut claimed: BTreeSet<String> = BTreeSet::new();
@@ -212,8 +205,8 @@ pub fn plan(
         });
     }
     // Old-style: the newest file per month folder.
-    let mut months: BTreeMap<String, (String, BillingPeriod, &Object)> = BTreeMap::new();
-    let unclaimed: Vec<&Object> =
+    let mut months: BTreeMap<String, (String, BillingPeriod, &ObjectInfo)> = BTreeMap::new();
+    let unclaimed: Vec<&ObjectInfo> =
         p.objects.iter().filter(|o| !claimed.contains(&o.key) && is_data_file(&o.key)).collect();
     for o in unclaimed {
         if let Some((prefix, export, month)) = month_folder(&o.key) {
@@ -257,8 +250,8 @@ pub fn plan(
 mod tests {
     use super::*;
 
-    fn obj(key: &str, modified: &str) -> Object {
-        Object { key: key.into(), etag: Some(format!("e-{key}")), modified: Some(modified.into()) }
+    fn obj(key: &str, modified: &str) -> ObjectInfo {
+        ObjectInfo { key: key.into(), etag: Some(format!("e-{key}")), modified: Some(modified.into()) }
     }
 
     fn manifest(run: &str, submitted: &str, blobs: &[&str]) -> Manifest {
@@ -293,7 +286,7 @@ mod tests {
         );
         let display = |k: &str| k.to_string();
         let plan_in = Plan { root: 0, objects: &objects, manifests: &manifests, cost_type: None, display: &display };
-        let d = plan(&plan_in, &mut |o: &Object| Ok(o.etag.clone().unwrap_or_default())).expect("plan");
+        let d = plan(&plan_in, &mut |o: &ObjectInfo| Ok(o.etag.clone().unwrap_or_default())).expect("plan");
         let summary: Vec<(String, String, Vec<String>)> =
             d.iter().map(|d| (d.scope.clone(), d.delivery_key.clone(), d.items.clone())).collect();
         assert_eq!(

@@ -18,7 +18,7 @@ use costledger_core::{BillingPeriod, ConnectorError, Delivery};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::store::{ObjectInfo, Root};
+use costledger_files::object::{ObjectInfo, ObjectRoot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
@@ -118,7 +118,7 @@ pub fn parse_item(s: &str) -> (usize, &str) {
 }
 
 /// Every delivery under one root.
-pub async fn discover(ri: usize, root: &Root, layout: Layout) -> Result<Vec<Delivery>, ConnectorError> {
+pub async fn discover(ri: usize, root: &ObjectRoot, layout: Layout) -> Result<Vec<Delivery>, ConnectorError> {
     let objects = root.list().await?;
     let listed: BTreeSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
     let by_key: BTreeMap<&str, &ObjectInfo> = objects.iter().map(|o| (o.key.as_str(), o)).collect();

@@ -1,5 +1,5 @@
 //! Blob storage through `azure_core`'s HTTP pipeline: List Blobs (XML, `marker` paging) and Get
-//! Blob (streamed to a temporary file). Authentication: the storage account's shared key
+//! Blob (streamed), as the remote side of an object root (`costledger_files::object`). Authentication: the storage account's shared key
 //! (signed per try by [`SharedKeyPolicy`]), a SAS token appended to every URL, or an Entra ID
 //! bearer token (azure_identity) for `https` endpoints.
 
@@ -10,6 +10,7 @@ use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{Context, Method, Pipeline, Request, Url};
 use base64::Engine as _;
 use costledger_core::ConnectorError;
+use costledger_files::object::{ObjectBytes, ObjectInfo, RemoteStore};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -188,7 +189,7 @@ fn parse_list(xml: &str) -> Result<(Vec<BlobInfo>, Option<String>), String> {
 }
 
 impl BlobContainer {
-    fn url(&self, rel: &str, query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
+    fn request_url(&self, rel: &str, query: &[(&str, &str)]) -> Result<Url, ConnectorError> {
         let mut u = Url::parse(&format!("{}{rel}", self.container_url.trim_end_matches('/'))).map_err(|e| {
             ConnectorError::input(&self.container_url, format!("not a URL: {e}"), "check blob.endpoint")
         })?;
@@ -212,16 +213,19 @@ impl BlobContainer {
         format!("{}/{name}", self.container_url.trim_end_matches('/'))
     }
 
-    async fn get(&self, url: Url) -> Result<azure_core::http::AsyncRawResponse, ConnectorError> {
+    async fn send_get(&self, url: Url) -> Result<azure_core::http::AsyncRawResponse, ConnectorError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         let what = url.as_str().split('?').next().unwrap_or_default().to_string();
         let mut req = Request::new(url, Method::Get);
         req.insert_header("x-ms-version", STORAGE_VERSION);
         self.pipeline.stream(&Context::new(), &mut req, None).await.map_err(|e| http_error(&what, e))
     }
+}
 
+#[async_trait::async_trait]
+impl RemoteStore for BlobContainer {
     /// Every blob under the prefix.
-    pub async fn list(&self) -> Result<Vec<BlobInfo>, ConnectorError> {
+    async fn list(&self) -> Result<Vec<ObjectInfo>, ConnectorError> {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         loop {
@@ -229,8 +233,8 @@ impl BlobContainer {
             if let Some(m) = &marker {
                 q.push(("marker", m.as_str()));
             }
-            let url = self.url("", &q)?;
-            let resp = self.get(url).await?;
+            let url = self.request_url("", &q)?;
+            let resp = self.send_get(url).await?;
             let body = resp
                 .into_body()
                 .collect()
@@ -239,7 +243,7 @@ impl BlobContainer {
             let text = String::from_utf8_lossy(&body);
             let (blobs, next) = parse_list(text.trim_start_matches('\u{feff}'))
                 .map_err(|e| ConnectorError::input(&self.container_url, e, "check blob.endpoint and container"))?;
-            out.extend(blobs);
+            out.extend(blobs.into_iter().map(|b| ObjectInfo { key: b.name, etag: b.etag, modified: b.modified }));
             match next {
                 Some(m) => marker = Some(m),
                 None => break,
@@ -248,38 +252,26 @@ impl BlobContainer {
         Ok(out)
     }
 
-    /// A blob, whole (manifests: refused above 64 MiB).
-    pub async fn read_small(&self, name: &str) -> Result<Vec<u8>, ConnectorError> {
-        let url = self.url(&format!("/{}", encode_path(name)), &[])?;
-        let resp = self.get(url).await?;
-        let body = resp
+    /// A blob's bytes, streamed.
+    async fn get(&self, name: &str) -> Result<ObjectBytes<'_>, ConnectorError> {
+        use futures::StreamExt;
+        let url = self.request_url(&format!("/{}", encode_path(name)), &[])?;
+        let resp = self.send_get(url).await?;
+        let at = self.display(name);
+        Ok(resp
             .into_body()
-            .collect()
-            .await
-            .map_err(|e| ConnectorError::Transient(format!("reading {}: {e}", self.display(name))))?;
-        if body.len() > 64 << 20 {
-            return Err(ConnectorError::input(self.display(name), "manifest larger than 64 MiB", "check the blob"));
-        }
-        Ok(body.to_vec())
+            .map(move |chunk| {
+                chunk.map(|c| c.to_vec()).map_err(|e| ConnectorError::Transient(format!("reading {at}: {e}")))
+            })
+            .boxed())
     }
 
-    /// A blob streamed to a temporary file.
-    pub async fn download(&self, name: &str) -> Result<tempfile::TempPath, ConnectorError> {
-        use futures::StreamExt;
-        use tokio::io::AsyncWriteExt;
-        let url = self.url(&format!("/{}", encode_path(name)), &[])?;
-        let resp = self.get(url).await?;
-        let tmp = tempfile::NamedTempFile::new().map_err(|e| ConnectorError::io("temporary download file", e))?;
-        let (file, path) = tmp.into_parts();
-        let mut file = tokio::fs::File::from_std(file);
-        let mut body = resp.into_body();
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|e| ConnectorError::Transient(format!("downloading {}: {e}", self.display(name))))?;
-            file.write_all(&chunk).await.map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
-        }
-        file.flush().await.map_err(|e| ConnectorError::io(path.display().to_string(), e))?;
-        Ok(path)
+    fn url(&self, key: &str) -> String {
+        self.display(key)
+    }
+
+    fn api_calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 }
 
