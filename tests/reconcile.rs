@@ -248,7 +248,7 @@ async fn invoices_compare_at_their_precision_and_a_missing_bill_is_found(s: Box<
     let one = of_check(&sum.findings, "invoice").into_iter().find(|x| x.subject.as_deref() == Some("INV-1")).cloned();
     assert_eq!(one.and_then(|x| x.amount).map(|a| a.to_string()).as_deref(), Some("0.0044090406"));
     // Only the selected period's invoices when a period is selected.
-    let sel = vec!["2026-10".to_string()];
+    let sel = vec!["2026-10".parse::<costledger_core::BillingPeriod>().expect("period")];
     let sum = reconcile(s.as_ref(), &cfg, Some(&sel), false).await.expect("reconcile");
     assert!(of_check(&sum.findings, "invoice").iter().all(|x| x.period == "2026-10"));
 }

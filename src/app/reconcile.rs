@@ -19,7 +19,7 @@ pub enum RunError {
 pub async fn run(
     store: &dyn LedgerStore,
     config: &Config,
-    selected: Option<&[String]>,
+    selected: Option<&[costledger_core::BillingPeriod]>,
     force: bool,
 ) -> Result<ReconcileSummary, RunError> {
     let run = store.start_run("reconcile", None).await.map_err(ReconcileError::from)?;

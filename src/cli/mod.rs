@@ -407,14 +407,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let n = store.upsert_invoices(&rows).await?;
                 println!("stored {n} invoice total(s) from {}", f.display());
             }
-            let selected: Option<Vec<String>> = match (period, from, to) {
-                (Some(p), _, _) => Some(vec![p.to_string()]),
+            let selected: Option<Vec<costledger_core::BillingPeriod>> = match (period, from, to) {
+                (Some(p), _, _) => Some(vec![*p]),
                 (None, None, None) => None,
                 (None, f, t) => {
                     let all = crate::reconcile::ledger_periods(store.as_ref()).await?;
-                    let lo = f.map(|p| p.to_string()).unwrap_or_default();
-                    let hi = t.map(|p| p.to_string()).unwrap_or_else(|| "9999-12".into());
-                    Some(all.into_iter().filter(|p| *p >= lo && *p <= hi).collect())
+                    Some(all.into_iter().filter(|p| f.is_none_or(|f| *p >= f) && t.is_none_or(|t| *p <= t)).collect())
                 }
             };
             reconcile_and_print(store.as_ref(), &env.config, selected.as_deref(), *force).await

@@ -32,7 +32,7 @@ pub(super) fn print_findings(findings: &[Finding]) {
 pub(super) async fn reconcile_and_print(
     store: &dyn LedgerStore,
     config: &Config,
-    selected: Option<&[String]>,
+    selected: Option<&[costledger_core::BillingPeriod]>,
     force: bool,
 ) -> anyhow::Result<ExitCode> {
     let summary = match app::reconcile::run(store, config, selected, force).await {

@@ -150,11 +150,8 @@ pub async fn allocate_period(
             ));
             continue;
         }
-        let shares = split_exact(amt, &weights).map_err(|msg| ReconcileError::Split {
-            period: p.clone(),
-            rule: r.name.clone(),
-            msg,
-        })?;
+        let shares =
+            split_exact(amt, &weights).map_err(|msg| ReconcileError::Split { period, rule: r.name.clone(), msg })?;
         let basis = StoredBasis::Shared { mode, rule: &r.name }.to_string();
         for (owner, share) in shares {
             out.push(row(&g, Some(owner), basis.clone(), None, None, cov, rows, share));

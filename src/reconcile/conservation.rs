@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use costledger_core::ExactSum;
+use costledger_core::{BillingPeriod, ExactSum};
 
 use super::{PeriodSummary, ReconcileError};
 use crate::allocation::StoredBasis;
@@ -13,7 +13,7 @@ use crate::ledger::{AllocationRow, CheckKind, Finding};
 /// Check period `p`: fills `ps` (billed, allocated, shared, unallocated, by reason) and returns
 /// the findings and the broken sums (each a line of the error).
 pub(super) fn check_period(
-    p: &str,
+    p: BillingPeriod,
     rows: &[AllocationRow],
     billed_map: &BTreeMap<(String, String), ExactSum>,
     ps: &mut PeriodSummary,
@@ -23,7 +23,8 @@ pub(super) fn check_period(
     // Conservation, per billing account and currency: the stored allocation against an
     // independent SQL sum of the charges.
     let mut alloc_sum: BTreeMap<(String, String), ExactSum> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.period == p) {
+    let key = p.to_string();
+    for r in rows.iter().filter(|r| r.period == key) {
         alloc_sum.entry((r.billing_account_id.clone(), r.currency.clone())).or_default().merge(&r.amount)?;
         let t = match (&r.owner, StoredBasis::is_shared(&r.basis)) {
             (None, _) => &mut ps.unallocated,

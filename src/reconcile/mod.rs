@@ -27,7 +27,7 @@ pub enum ReconcileError {
     #[error("{0}")]
     Money(#[from] MoneyError),
     #[error("period {period}: splitting shared charges of rule '{rule}' failed: {msg}")]
-    Split { period: String, rule: String, msg: String },
+    Split { period: BillingPeriod, rule: String, msg: String },
     #[error(
         "conservation check failed (allocated + unallocated ≠ billed cost): {0}. This is a bug in costledger: \
          please report it with the output of `costledger findings`"
@@ -35,9 +35,9 @@ pub enum ReconcileError {
     Conservation(String),
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeriodSummary {
-    pub period: String,
+    pub period: BillingPeriod,
     pub recomputed: bool,
     pub billed: Totals,
     pub allocated: Totals,
@@ -45,6 +45,20 @@ pub struct PeriodSummary {
     pub unallocated: Totals,
     /// (reason, currency) → amount
     pub by_reason: BTreeMap<(String, String), ExactSum>,
+}
+
+impl PeriodSummary {
+    pub fn new(period: BillingPeriod, recomputed: bool) -> PeriodSummary {
+        PeriodSummary {
+            period,
+            recomputed,
+            billed: Totals::default(),
+            allocated: Totals::default(),
+            shared: Totals::default(),
+            unallocated: Totals::default(),
+            by_reason: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -69,10 +83,19 @@ pub fn fingerprint(cfg: &Config, current_loads: &[i64]) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Which periods exist in the ledger (any source), ascending.
-pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<String>, ReconcileError> {
-    let set: BTreeSet<String> = store.billing_periods().await?.into_iter().map(|p| p.period).collect();
+/// Which periods exist in the ledger (any source), ascending. The ledger stores a period as
+/// text (`2026-10`); it is parsed here, once, and a malformed one is a corrupt ledger.
+pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<BillingPeriod>, ReconcileError> {
+    let mut set: BTreeSet<BillingPeriod> = BTreeSet::new();
+    for p in store.billing_periods().await? {
+        set.insert(parse_period(&p.period)?);
+    }
     Ok(set.into_iter().collect())
+}
+
+/// A period as the ledger stores it, parsed.
+pub(crate) fn parse_period(p: &str) -> Result<BillingPeriod, LedgerError> {
+    p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))
 }
 
 /// Recompute the allocation of every selected period whose inputs changed (or all with
@@ -80,34 +103,36 @@ pub async fn ledger_periods(store: &dyn LedgerStore) -> Result<Vec<String>, Reco
 pub async fn ensure_allocated(
     store: &dyn LedgerStore,
     cfg: &Config,
-    periods: &[String],
+    periods: &[BillingPeriod],
     force: bool,
-) -> Result<Vec<String>, ReconcileError> {
+) -> Result<Vec<BillingPeriod>, ReconcileError> {
     let loads = store.current_load_ids().await?;
     let fp = fingerprint(cfg, &loads);
     let states: BTreeMap<String, ReconcileState> =
         store.reconcile_states().await?.into_iter().map(|s| (s.period.clone(), s)).collect();
-    let stale: Vec<&String> =
-        periods.iter().filter(|p| force || states.get(*p).is_none_or(|s| s.fingerprint != fp)).collect();
+    let stale: Vec<BillingPeriod> = periods
+        .iter()
+        .copied()
+        .filter(|p| force || states.get(&p.to_string()).is_none_or(|s| s.fingerprint != fp))
+        .collect();
     if stale.is_empty() {
         return Ok(Vec::new());
     }
     let alloc = Allocator::new(cfg.allocation.clone(), store.account_first_seen().await?);
     let mut done = Vec::new();
     for p in stale {
-        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
         let span = tracing::info_span!("allocate", period = %p);
         let _g = span.enter();
-        let (rows, span) = allocate_period(store, cfg, &alloc, bp).await?;
+        let (rows, span) = allocate_period(store, cfg, &alloc, p).await?;
         tracing::info!(rows = rows.len(), "allocation computed");
         let state = ReconcileState {
-            period: p.clone(),
+            period: p.to_string(),
             fingerprint: fp.clone(),
             data_start: span.map(|s| format_ts(s.0)),
             data_end: span.map(|s| format_ts(s.1)),
         };
         store.replace_allocations(&state, &rows).await?;
-        done.push(p.clone());
+        done.push(p);
     }
     Ok(done)
 }
@@ -116,7 +141,7 @@ pub async fn ensure_allocated(
 pub async fn reconcile(
     store: &dyn LedgerStore,
     cfg: &Config,
-    selected: Option<&[String]>,
+    selected: Option<&[BillingPeriod]>,
     force: bool,
 ) -> Result<ReconcileSummary, ReconcileError> {
     reconcile_with(store, cfg, selected, force, Vec::new()).await
@@ -127,13 +152,13 @@ pub async fn reconcile(
 pub async fn reconcile_with(
     store: &dyn LedgerStore,
     cfg: &Config,
-    selected: Option<&[String]>,
+    selected: Option<&[BillingPeriod]>,
     force: bool,
     extra: Vec<Finding>,
 ) -> Result<ReconcileSummary, ReconcileError> {
     let all = ledger_periods(store).await?;
-    let periods: Vec<String> = match selected {
-        Some(sel) => all.iter().filter(|p| sel.contains(p)).cloned().collect(),
+    let periods: Vec<BillingPeriod> = match selected {
+        Some(sel) => all.iter().filter(|p| sel.contains(p)).copied().collect(),
         None => all.clone(),
     };
     let recomputed = ensure_allocated(store, cfg, &periods, force).await?;
@@ -142,21 +167,20 @@ pub async fn reconcile_with(
     let mut findings = Vec::new();
     let mut broken = Vec::new();
     let mut period_totals = BTreeMap::new();
-    for p in &periods {
-        let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("period {p}: {e}")))?;
-        let mut ps = PeriodSummary { period: p.clone(), recomputed: recomputed.contains(p), ..Default::default() };
-        let totals = checks::PeriodTotals::read(store, bp).await?;
+    for &p in &periods {
+        let mut ps = PeriodSummary::new(p, recomputed.contains(&p));
+        let totals = checks::PeriodTotals::read(store, p).await?;
         let (f, b) = conservation::check_period(p, &rows, &totals.billed_by_account()?, &mut ps)?;
         findings.extend(f);
         broken.extend(b);
-        period_totals.insert(p.clone(), totals);
+        period_totals.insert(p, totals);
         summary.periods.push(ps);
     }
     findings.extend(checks::run_checks(store, cfg, &periods, &period_totals, &rows).await?);
     let (invoice_findings, matched, without_bill) = checks::invoices(store, cfg, &all, selected).await?;
     findings.extend(invoice_findings);
-    let mut finding_periods = periods.clone();
-    finding_periods.extend(without_bill);
+    let mut finding_periods: Vec<String> = periods.iter().map(BillingPeriod::to_string).collect();
+    finding_periods.extend(without_bill.iter().map(BillingPeriod::to_string));
     findings.extend(extra.into_iter().filter(|f| finding_periods.contains(&f.period)));
     findings.sort();
     store.replace_findings(&finding_periods, &findings).await?;

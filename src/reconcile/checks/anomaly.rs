@@ -3,11 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{Duration, NaiveDate};
-use costledger_core::ExactSum;
+use costledger_core::{BillingPeriod, ExactSum};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use super::month_of;
+use super::{is_selected, month_of};
 use crate::config::Config;
 use crate::ledger::{AllocationRow, CheckKind, Finding};
 use costledger_core::iso_week_label;
@@ -49,7 +49,7 @@ impl Severity {
 
 pub(super) fn anomalies(
     cfg: &Config,
-    periods: &[String],
+    periods: &[BillingPeriod],
     rows: &[AllocationRow],
     spans: &[(NaiveDate, NaiveDate)],
 ) -> Result<Vec<Finding>, ReconcileError> {
@@ -81,7 +81,7 @@ pub(super) fn anomalies(
     let mut out = Vec::new();
     for week in &weeks {
         let Ok(monday) = NaiveDate::parse_from_str(week, "%Y-%m-%d") else { continue };
-        if !periods.contains(&month_of(week)) || !covered(monday) || !covered(monday - Duration::days(7)) {
+        if !is_selected(periods, &month_of(week)) || !covered(monday) || !covered(monday - Duration::days(7)) {
             continue;
         }
         let prev = (monday - Duration::days(7)).to_string();

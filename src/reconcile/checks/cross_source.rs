@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use costledger_core::{ExactSum, Totals};
+use costledger_core::{BillingPeriod, ExactSum, Totals};
 use serde_json::json;
 
 use super::{ACCOUNT, DAY, LOAD, PROVIDER, PeriodTotals, SOURCE, exceeds};
@@ -11,7 +11,11 @@ use crate::config::Config;
 use crate::ledger::{CheckKind, Finding, LedgerStore, LoadState};
 use crate::reconcile::ReconcileError;
 
-pub(super) fn cross_source(cfg: &Config, p: &str, totals: &PeriodTotals) -> Result<Vec<Finding>, ReconcileError> {
+pub(super) fn cross_source(
+    cfg: &Config,
+    p: BillingPeriod,
+    totals: &PeriodTotals,
+) -> Result<Vec<Finding>, ReconcileError> {
     // The one reader of `check` sources: they are compared, never summed.
     let mut groups: BTreeMap<(String, String), BTreeMap<String, ExactSum>> = BTreeMap::new();
     for t in &totals.rows {
@@ -60,7 +64,7 @@ struct Cover {
 /// overlap. One finding per provider × account, naming every load involved and its amounts.
 pub(super) async fn overlap(
     store: &dyn LedgerStore,
-    p: &str,
+    p: BillingPeriod,
     totals: &PeriodTotals,
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut groups: BTreeMap<(String, String), BTreeMap<i64, Cover>> = BTreeMap::new();

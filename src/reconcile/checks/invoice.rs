@@ -8,13 +8,13 @@ use serde_json::json;
 
 use super::exceeds;
 use crate::config::{Config, InvoicePrecision};
-use crate::ledger::{ChargeFilter, CheckKind, Dim, Finding, LedgerError, LedgerStore};
-use crate::reconcile::ReconcileError;
+use crate::ledger::{ChargeFilter, CheckKind, Dim, Finding, LedgerStore};
+use crate::reconcile::{ReconcileError, parse_period};
 
 /// An invoice the ledger matches (shown by `reconcile`, so a match is confirmed, not silent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvoiceMatch {
-    pub period: String,
+    pub period: BillingPeriod,
     /// `invoice ID` or `billing account ID`.
     pub what: String,
     pub currency: String,
@@ -34,18 +34,22 @@ pub struct InvoiceMatch {
 pub async fn invoices(
     store: &dyn LedgerStore,
     cfg: &Config,
-    ledger_periods: &[String],
-    selected: Option<&[String]>,
-) -> Result<(Vec<Finding>, Vec<InvoiceMatch>, Vec<String>), ReconcileError> {
-    let invoices: Vec<_> =
-        store.invoices().await?.into_iter().filter(|i| selected.is_none_or(|sel| sel.contains(&i.period))).collect();
+    ledger_periods: &[BillingPeriod],
+    selected: Option<&[BillingPeriod]>,
+) -> Result<(Vec<Finding>, Vec<InvoiceMatch>, Vec<BillingPeriod>), ReconcileError> {
+    let mut invoices = Vec::new();
+    for inv in store.invoices().await? {
+        let p = parse_period(&inv.period)?;
+        if selected.is_none_or(|sel| sel.contains(&p)) {
+            invoices.push((p, inv));
+        }
+    }
     let mut out = Vec::new();
     let mut matched = Vec::new();
-    let mut missing_periods: BTreeSet<String> = BTreeSet::new();
+    let mut missing_periods: BTreeSet<BillingPeriod> = BTreeSet::new();
     type Sums = BTreeMap<(String, String), ExactSum>;
-    let mut cache: BTreeMap<String, (Sums, Sums)> = BTreeMap::new();
-    for inv in invoices {
-        let p = inv.period.clone();
+    let mut cache: BTreeMap<BillingPeriod, (Sums, Sums)> = BTreeMap::new();
+    for (p, inv) in invoices {
         let what = if inv.invoice_id.is_empty() {
             format!("billing account {}", inv.billing_account_id)
         } else {
@@ -63,7 +67,7 @@ pub async fn invoices(
         };
         let finding = |amount: ExactSum, message: String, evidence: String| Finding {
             check: CheckKind::Invoice,
-            period: p.clone(),
+            period: p.to_string(),
             billing_account_id: Some(inv.billing_account_id.clone()),
             currency: Some(inv.currency.clone()),
             amount: Some(amount),
@@ -76,7 +80,7 @@ pub async fn invoices(
             evidence,
         };
         if !ledger_periods.contains(&p) {
-            missing_periods.insert(p.clone());
+            missing_periods.insert(p);
             out.push(finding(
                 ExactSum::default().checked_sub(&expected)?,
                 format!(
@@ -90,9 +94,8 @@ pub async fn invoices(
             ));
             continue;
         }
-        if !cache.contains_key(&p) {
-            let bp: BillingPeriod = p.parse().map_err(|e| LedgerError::Corrupt(format!("invoice period {p}: {e}")))?;
-            let filter = ChargeFilter { period: Some(bp), ..Default::default() };
+        if let std::collections::btree_map::Entry::Vacant(slot) = cache.entry(p) {
+            let filter = ChargeFilter { period: Some(p), ..Default::default() };
             let mut by_invoice = Sums::new();
             for t in store.totals(&filter, &[Dim::InvoiceId]).await? {
                 if let Some(id) = &t.keys[0] {
@@ -103,7 +106,7 @@ pub async fn invoices(
             for t in store.totals(&filter, &[Dim::BillingAccount]).await? {
                 by_account.insert((t.keys[0].clone().unwrap_or_default(), t.currency), t.billed_cost);
             }
-            cache.insert(p.clone(), (by_invoice, by_account));
+            slot.insert((by_invoice, by_account));
         }
         let (by_invoice, by_account) = &cache[&p];
         let actual = if inv.invoice_id.is_empty() {

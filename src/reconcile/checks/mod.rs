@@ -72,13 +72,13 @@ impl PeriodTotals {
 pub async fn run_checks(
     store: &dyn LedgerStore,
     cfg: &Config,
-    periods: &[String],
-    totals: &BTreeMap<String, PeriodTotals>,
+    periods: &[BillingPeriod],
+    totals: &BTreeMap<BillingPeriod, PeriodTotals>,
     rows: &[AllocationRow],
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut out = Vec::new();
-    for p in periods {
-        if let Some(t) = totals.get(p) {
+    for &p in periods {
+        if let Some(t) = totals.get(&p) {
             out.extend(cross_source(cfg, p, t)?);
             out.extend(overlap(store, p, t).await?);
         }
@@ -91,6 +91,11 @@ pub async fn run_checks(
         store.reconcile_states().await?.iter().filter_map(|s| Some((day(&s.data_start)?, day(&s.data_end)?))).collect();
     out.extend(anomalies(cfg, periods, rows, &spans)?);
     Ok(out)
+}
+
+/// Whether a period as the ledger writes it (`2026-10`) is one of `periods`.
+fn is_selected(periods: &[BillingPeriod], text: &str) -> bool {
+    text.parse::<BillingPeriod>().is_ok_and(|p| periods.contains(&p))
 }
 
 fn exceeds(delta: &ExactSum, tolerance: Decimal) -> bool {

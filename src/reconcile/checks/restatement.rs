@@ -6,7 +6,7 @@ use chrono::NaiveDate;
 use costledger_core::{BillingPeriod, ExactSum, Totals};
 use serde_json::json;
 
-use super::month_of;
+use super::{is_selected, month_of};
 use crate::ledger::{AllocationRow, ChargeFilter, CheckKind, Dim, Finding, LedgerStore, LoadState};
 use costledger_core::iso_week_label;
 
@@ -14,11 +14,14 @@ use crate::reconcile::ReconcileError;
 
 /// A load that made its period final (every line invoiced) was superseded by one with other
 /// totals: the invoiced bill was restated.
-pub(super) async fn restatements(store: &dyn LedgerStore, periods: &[String]) -> Result<Vec<Finding>, ReconcileError> {
+pub(super) async fn restatements(
+    store: &dyn LedgerStore,
+    periods: &[BillingPeriod],
+) -> Result<Vec<Finding>, ReconcileError> {
     let history = store.period_history().await?;
     let mut out = Vec::new();
     for old in history.iter().filter(|h| h.state == LoadState::Superseded && h.all_invoiced) {
-        if !periods.contains(&old.period) {
+        if !is_selected(periods, &old.period) {
             continue;
         }
         let Some(new_id) = old.superseded_by else { continue };
@@ -154,13 +157,13 @@ fn week_totals(rows: &[AllocationRow], week: &str) -> Result<Totals, ReconcileEr
 /// A week a weekly report already described has changed since.
 pub(super) async fn reported_weeks(
     store: &dyn LedgerStore,
-    periods: &[String],
+    periods: &[BillingPeriod],
     rows: &[AllocationRow],
 ) -> Result<Vec<Finding>, ReconcileError> {
     let mut out = Vec::new();
     for (week, reported) in store.reported_weeks().await? {
         let period = month_of(&week);
-        if !periods.contains(&period) {
+        if !is_selected(periods, &period) {
             continue;
         }
         let now = week_totals(rows, &week)?;

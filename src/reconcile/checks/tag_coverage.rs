@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use costledger_core::ExactSum;
+use costledger_core::{BillingPeriod, ExactSum};
 use serde_json::json;
 
 use crate::config::Config;
@@ -11,9 +11,14 @@ use crate::reconcile::ReconcileError;
 
 /// Tag coverage per billing account and currency: the share of Usage cost carrying every
 /// required tag.
-pub(super) fn tag_coverage(cfg: &Config, p: &str, rows: &[AllocationRow]) -> Result<Vec<Finding>, ReconcileError> {
+pub(super) fn tag_coverage(
+    cfg: &Config,
+    p: BillingPeriod,
+    rows: &[AllocationRow],
+) -> Result<Vec<Finding>, ReconcileError> {
+    let key = p.to_string();
     let mut acc: BTreeMap<(String, String), (ExactSum, ExactSum)> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.period == p) {
+    for r in rows.iter().filter(|r| r.period == key) {
         let Some(c) = &r.coverage else { continue };
         let e = acc.entry((r.billing_account_id.clone(), r.currency.clone())).or_default();
         e.1.merge(&r.amount)?;
