@@ -14,9 +14,8 @@
 //! (`Context::final_periods`) is not asked again.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use aws_sdk_costexplorer::Client;
 use aws_sdk_costexplorer::types::{
@@ -28,7 +27,7 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeCategory, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow,
     RowError, parse_amount,
 };
-use costledger_files::spool::stream_lines;
+use costledger_files::spool::{SpoolWriter, Spools, stream_lines};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -54,7 +53,7 @@ pub struct CostExplorerConnector {
     now: Clock,
     calls: Arc<AtomicU64>,
     /// Spool files of the deliveries listed by the last `deliveries` call.
-    spools: Mutex<Vec<tempfile::TempPath>>,
+    spools: Spools,
 }
 
 /// One normalised group of one day (a spool line).
@@ -144,7 +143,7 @@ fn day(d: NaiveDate) -> String {
 
 impl CostExplorerConnector {
     pub fn new(client: Client, query: CeQuery, calls: Arc<AtomicU64>, now: Clock) -> Self {
-        CostExplorerConnector { client, query, now, calls, spools: Mutex::new(Vec::new()) }
+        CostExplorerConnector { client, query, now, calls, spools: Spools::default() }
     }
 
     /// Tests pin "now" (the month-to-date end and which months are closed).
@@ -260,10 +259,7 @@ impl CostExplorerConnector {
             return Ok(None);
         }
         let (start, end) = (day(first), day(last));
-        let mut spool = tempfile::NamedTempFile::new()
-            .map_err(|e| ConnectorError::io("temporary spool file for Cost Explorer", e))?;
-        let spool_name = spool.path().display().to_string();
-        let mut hash = Sha256::new();
+        let mut spool = SpoolWriter::new("Cost Explorer")?;
         let mut seen: HashSet<[u8; 32]> = HashSet::new();
         let mut rows = 0u64;
         let mut duplicates = 0u64;
@@ -281,11 +277,8 @@ impl CostExplorerConnector {
             // The key covers the content, not the page numbering.
             let mut keyed = r;
             keyed.page = 0;
-            hash.update(
-                serde_json::to_string(&keyed).map_err(|e| ConnectorError::Transient(e.to_string()))?.as_bytes(),
-            );
-            hash.update(b"\n");
-            writeln!(spool, "{text}").map_err(|e| ConnectorError::io(spool_name.clone(), e))?;
+            let keyed = serde_json::to_string(&keyed).map_err(|e| ConnectorError::Transient(e.to_string()))?;
+            spool.write(&text, &keyed)?;
             rows += 1;
             Ok(())
         };
@@ -322,15 +315,10 @@ impl CostExplorerConnector {
         if duplicates > 0 {
             tracing::warn!(source = %cx.source, month = %month, duplicates, "Cost Explorer repeated groups across pages; kept the first");
         }
-        spool.flush().map_err(|e| ConnectorError::io(spool_name.clone(), e))?;
         let closed = month.end().date_naive() <= now.date_naive();
         let settled = closed && !any_estimated && !days.is_empty();
-        let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let path = spool.into_temp_path();
-        let item = path.display().to_string();
-        if let Ok(mut s) = self.spools.lock() {
-            s.push(path);
-        }
+        let (path, key) = spool.finish()?;
+        let item = self.spools.keep(path);
         tracing::info!(
             source = %cx.source, month = %month, pages, rows, estimated = any_estimated,
             api_calls = self.calls.load(Ordering::Relaxed) - before,
@@ -338,7 +326,7 @@ impl CostExplorerConnector {
         );
         Ok(Some(Delivery {
             scope: format!("ce/{month}"),
-            delivery_key: format!("sha256:{key}"),
+            delivery_key: key,
             billing_period: Some(month),
             description: format!(
                 "Cost Explorer {month}: {rows} groups in {pages} page(s){}",
@@ -481,9 +469,7 @@ impl Connector for CostExplorerConnector {
     }
 
     async fn deliveries(&self, window: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
-        if let Ok(mut s) = self.spools.lock() {
-            s.clear();
-        }
+        self.spools.clear();
         let before = self.calls.load(Ordering::Relaxed);
         let current = BillingPeriod::of((self.now)());
         let mut out = Vec::new();

@@ -14,9 +14,8 @@
 //! longest of those headers (or `Retry-After`) is waited, capped by `max_wait_secs`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use azure_core::http::{Context as AzContext, Method, Pipeline, Request, Url};
@@ -26,11 +25,10 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeCategory, ChargeLine, Connector, ConnectorError, Context, Delivery, PeriodWindow,
     RowError, parse_amount,
 };
-use costledger_files::spool::stream_lines;
+use costledger_files::spool::{SpoolWriter, Spools, stream_lines};
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
 pub const API_VERSION: &str = "2023-11-01";
 
@@ -60,7 +58,7 @@ pub struct AzureQueryConnector {
     spec: QuerySpec,
     now: Clock,
     calls: AtomicU64,
-    spools: Mutex<Vec<tempfile::TempPath>>,
+    spools: Spools,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +127,7 @@ impl AzureQueryConnector {
             spec,
             now: Arc::new(Utc::now),
             calls: AtomicU64::new(0),
-            spools: Mutex::new(Vec::new()),
+            spools: Spools::default(),
         }
     }
 
@@ -325,29 +323,19 @@ impl AzureQueryConnector {
                 })
                 .await?;
         }
-        let mut spool = tempfile::NamedTempFile::new()
-            .map_err(|e| ConnectorError::io("temporary spool file for Cost Management", e))?;
-        let name = spool.path().display().to_string();
-        let mut hash = Sha256::new();
+        let mut spool = SpoolWriter::new("Cost Management")?;
         let rows = joined.len();
         for ((day, dims, currency), (actual, amortized)) in joined {
             let text = serde_json::to_string(&Row { day, currency, dims, actual, amortized })
                 .map_err(|e| ConnectorError::Transient(e.to_string()))?;
-            hash.update(text.as_bytes());
-            hash.update(b"\n");
-            writeln!(spool, "{text}").map_err(|e| ConnectorError::io(name.clone(), e))?;
+            spool.write(&text, &text)?;
         }
-        spool.flush().map_err(|e| ConnectorError::io(name.clone(), e))?;
-        let key: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        let path = spool.into_temp_path();
-        let item = path.display().to_string();
-        if let Ok(mut s) = self.spools.lock() {
-            s.push(path);
-        }
+        let (path, key) = spool.finish()?;
+        let item = self.spools.keep(path);
         tracing::info!(source = %cx.source, month = %month, pages, rows, "Cost Management month fetched");
         Ok(Some(Delivery {
             scope: format!("query/{month}"),
-            delivery_key: format!("sha256:{key}"),
+            delivery_key: key,
             billing_period: Some(month),
             description: format!("Cost Management {month}: {rows} rows in {pages} page(s)"),
             items: vec![item],
@@ -520,9 +508,7 @@ impl Connector for AzureQueryConnector {
     }
 
     async fn deliveries(&self, window: PeriodWindow, cx: &Context) -> Result<Vec<Delivery>, ConnectorError> {
-        if let Ok(mut s) = self.spools.lock() {
-            s.clear();
-        }
+        self.spools.clear();
         let before = self.api_calls();
         let mut out = Vec::new();
         let mut m = window.from;

@@ -7,8 +7,6 @@
 //! never through a float.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 use costledger_core::currency::is_iso4217;
@@ -17,11 +15,11 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeCategory, ChargeLine, ConnectorError, Context, Delivery, PeriodWindow, RowError,
     parse_amount, parse_timestamp,
 };
+use costledger_files::spool::{SpoolWriter, Spools};
 use futures::stream::BoxStream;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
 use crate::client::OciClient;
 use crate::cost_report::PROVIDER;
@@ -47,7 +45,7 @@ pub const DEFAULT_GROUP_BY: [&str; 5] = ["service", "compartmentName", "region",
 pub struct OciUsageConnector {
     client: OciClient,
     query: UsageQuery,
-    spools: Mutex<Vec<tempfile::TempPath>>,
+    spools: Spools,
     /// "Now", for the end of the current month's window (tests pin it).
     now: fn() -> DateTime<Utc>,
 }
@@ -222,7 +220,7 @@ pub fn item_line(q: &UsageQuery, raw: &str, location: &str) -> Result<Option<(Ch
 
 impl OciUsageConnector {
     pub fn new(client: OciClient, query: UsageQuery) -> Self {
-        OciUsageConnector { client, query, spools: Mutex::new(Vec::new()), now: Utc::now }
+        OciUsageConnector { client, query, spools: Spools::default(), now: Utc::now }
     }
 
     /// Pin "now" (tests).
@@ -261,9 +259,7 @@ impl OciUsageConnector {
             return Ok(None);
         }
         let body = self.body(start, end);
-        let mut spool = tempfile::NamedTempFile::new()
-            .map_err(|e| ConnectorError::io("temporary spool file for the OCI Usage API", e))?;
-        let mut hash = Sha256::new();
+        let mut spool = SpoolWriter::new("the OCI Usage API")?;
         let mut page_token: Option<String> = None;
         let mut pages = 0u32;
         let mut items = 0u64;
@@ -299,10 +295,8 @@ impl OciUsageConnector {
             })?;
             for (i, item) in page.items.iter().enumerate() {
                 let raw = item.get();
-                hash.update(raw.as_bytes());
-                hash.update(b"\n");
-                writeln!(spool, "page {pages} item {}\t{raw}", i + 1)
-                    .map_err(|e| ConnectorError::io(spool.path().display().to_string(), e))?;
+                // The key covers the items, not the page numbering.
+                spool.write(&format!("page {pages} item {}\t{raw}", i + 1), raw)?;
                 items += 1;
             }
             match next.filter(|n| !n.is_empty()) {
@@ -310,18 +304,12 @@ impl OciUsageConnector {
                 None => break,
             }
         }
-        spool.flush().map_err(|e| ConnectorError::io(spool.path().display().to_string(), e))?;
-        let digest = hash.finalize();
-        let key: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        let path = spool.into_temp_path();
-        let item = path.display().to_string();
-        if let Ok(mut s) = self.spools.lock() {
-            s.push(path);
-        }
+        let (path, key) = spool.finish()?;
+        let item = self.spools.keep(path);
         tracing::info!(source = %cx.source, month = %month, pages, items, "OCI Usage API month fetched");
         Ok(Some(Delivery {
             scope: format!("usage/{month}"),
-            delivery_key: format!("sha256:{key}"),
+            delivery_key: key,
             billing_period: Some(month),
             description: format!("OCI Usage API {month}: {items} items in {pages} page(s)"),
             items: vec![item],
