@@ -2,7 +2,7 @@
 //!
 //! [`LedgerStore`] is the one seam; [`sqlite::SqliteLedger`] and [`postgres::PgLedger`]
 //! implement it with the same behaviour, proved by one conformance suite
-//! (`tests/ledger_conformance.rs`) run against both. Money goes in as `Decimal` and comes out
+//! (`tests/it/ledger_conformance.rs`) run against both. Money goes in as `Decimal` and comes out
 //! as `Decimal` or [`ExactSum`]; no sum is ever computed in floating point (SQLite:
 //! `decimal_sum()`, PostgreSQL: `SUM(numeric)::text`).
 

@@ -3,9 +3,7 @@
 //! actuals and weekday-seasonal forecasts are computed independently (Python `Decimal`, the
 //! numbers below), the findings a reconcile stores, the report's section, and bad config.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn cli(db: &str, cfg: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--config", cfg];

@@ -4,13 +4,11 @@
 //! validator tests are skipped. Exact sums and the byte-identical export of both backends are
 //! checked whether or not the validator is there.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use rust_decimal::Decimal;
 
 const VALIDATOR_ENV: &str = "COSTLEDGER_TEST_FOCUS_VALIDATOR";

@@ -2,15 +2,13 @@
 //! request's signature** with the test key's public half (a request signed wrongly gets 401, so
 //! these tests fail if signing breaks). Loaded into a real SQLite ledger.
 
-mod common;
-
 use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::common::ocimock::*;
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::ocimock::*;
-use common::*;
 use costledger::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source};
 use costledger::ledger::{ChargeFilter, LedgerStore};
 use costledger_core::{Connector, Context, PeriodWindow};

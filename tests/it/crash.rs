@@ -2,12 +2,10 @@
 //! load; after each kill the ledger must show the old bill exactly; the next run sweeps the
 //! stale staging loads and lands the new bill exactly.
 
-mod common;
-
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use costledger::ledger::{self, ChargeFilter, LedgerStore, LoadFilter, LoadState};
 
 const ROWS: u64 = 100_000;

@@ -1,15 +1,13 @@
 //! `costledger run` end to end: real processes, real SQLite and PostgreSQL, real signals, the
 //! HTTP endpoints; plus the deployment files.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

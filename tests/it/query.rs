@@ -3,9 +3,7 @@
 //! `tests/fixtures/query/charges.csv`, tag aliases, grains, FX conversion, top N + others,
 //! and the errors bad input gets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn setup(db: &str) -> String {
     let cfg = fixture("query/config.yaml").display().to_string();

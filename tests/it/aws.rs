@@ -3,15 +3,13 @@
 //! `/moto-api/static/ce/cost-and-usage-results`), and a loopback server that throttles, for the
 //! retry path. Loaded into a real SQLite ledger through the load contract.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::cur::*;
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::cur::*;
-use common::*;
 use costledger::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source};
 use costledger::ledger::LedgerStore;
 use costledger_aws::{

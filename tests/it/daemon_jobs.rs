@@ -1,14 +1,12 @@
 //! Daemon runs in process: retries of a throttled source against a loopback OCI server while
 //! another source runs unaffected; overlap skipped; a run cancelled at shutdown.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use common::ocimock::*;
-use common::*;
+use crate::common::ocimock::*;
+use crate::common::*;
 use costledger::config::Config;
 use costledger::daemon::job_specs;
 use costledger::daemon::jobs::{JobSpec, Shared, run_tick};

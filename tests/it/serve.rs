@@ -3,16 +3,14 @@
 //! does, demands its tokens without leaking them, names bad parameters, pages, and matches its
 //! own OpenAPI document.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::serve::{BUDGET, EXPLAIN_QUESTIONS, QUESTIONS, config, fill};
-use common::*;
+use crate::common::serve::{BUDGET, EXPLAIN_QUESTIONS, QUESTIONS, config, fill};
+use crate::common::*;
 use serde_json::Value;
 
 const TOKEN: &str = "test-token-0123456789abcdef";

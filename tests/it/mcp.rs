@@ -3,13 +3,11 @@
 //! resources, calls every tool, and checks the answers against `costledger query` to the digit,
 //! on SQLite and (when COSTLEDGER_TEST_POSTGRES_URL is set) PostgreSQL.
 
-mod common;
-
 use std::io::Write;
 use std::process::Stdio;
 
-use common::serve::{BUDGET, QUESTIONS, config, fill};
-use common::*;
+use crate::common::serve::{BUDGET, QUESTIONS, config, fill};
+use crate::common::*;
 use serde_json::{Value, json};
 
 const PY_ENV: &str = "COSTLEDGER_TEST_MCP_PYTHON";

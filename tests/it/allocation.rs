@@ -1,12 +1,10 @@
 //! Allocation rules (pure): each matcher, rule order, tag aliases and case, reason codes,
 //! validation errors; and a property test of conservation through the real reconciler.
 
-mod common;
-
 use std::collections::BTreeMap;
 
+use crate::common::{dec, line, load_lines};
 use chrono::{DateTime, Utc};
-use common::{dec, line, load_lines};
 use costledger::allocation::{Allocator, Decision, Reason};
 use costledger::config::Config;
 use costledger::ledger::FirstSeen;

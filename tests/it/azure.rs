@@ -3,16 +3,14 @@
 //! writes them, and the Cost Management Query API against a loopback server (paging, 429 with
 //! the rate-limit headers, 401). Loaded into a real SQLite ledger.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{ClientOptions, Pipeline, Request, RetryOptions};
 use chrono::{DateTime, TimeZone, Utc};
-use common::*;
 use costledger::ingest::{IngestError, LoadOutcome, LoadReport, ingest_source};
 use costledger::ledger::LedgerStore;
 use costledger_azure::query::{AzureQueryConnector, QuerySpec};

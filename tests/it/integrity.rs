@@ -1,13 +1,10 @@
 //! Integrity regressions: no bill doubled, dropped, truncated or poisoned, whatever the import
 //! layout, and one behaviour on both backends. Each test is named for the failure it pins.
 
-#[macro_use]
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::keyed::{KeyMode, Keyed};
-use common::*;
+use crate::common::keyed::{KeyMode, Keyed};
+use crate::common::*;
 use costledger::ingest::{LoadOutcome, LoadReport, ingest_source};
 use costledger::ledger::{ChargeFilter, LedgerStore, LoadFilter, LoadState};
 use costledger_core::{Connector, Context, PeriodWindow};

@@ -1,12 +1,10 @@
 //! AWS bill files from a directory laid out as AWS delivers them (legacy CUR by manifest, CUR 2.0
 //! Data Exports by BILLING_PERIOD), imported into a real SQLite ledger.
 
-mod common;
-
 use std::path::Path;
 
-use common::cur::*;
-use common::*;
+use crate::common::cur::*;
+use crate::common::*;
 
 fn manifest(root: &Path, assembly: &str) {
     let m = format!(

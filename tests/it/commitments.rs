@@ -3,9 +3,7 @@
 //! plan (90.005% used, rounded half-to-even) and on-demand usage, whose utilisation and coverage
 //! are known by construction; the commitment dimensions in `query`; the weekly report's section.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn cli(db: &str, cfg: &str, args: &[&str]) -> (i32, String, String) {

@@ -1,13 +1,11 @@
 //! End-to-end tests of the `costledger` binary on real SQLite (and PostgreSQL when
 //! COSTLEDGER_TEST_POSTGRES_URL is set).
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::str::FromStr;
 
-use common::*;
+use crate::common::*;
 use costledger::ledger::{self, LoadFilter, LoadState};
 use costledger_core::Totals;
 use rust_decimal::Decimal;

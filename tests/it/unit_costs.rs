@@ -2,9 +2,7 @@
 //! set): business metrics imported all or nothing, cost per 1,000 requests per owner and week
 //! (exact numerator and denominator, the stated rounding), errors, and the report's table.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn cli(db: &str, cfg: &str, args: &[&str]) -> (i32, String, String) {
     let mut all = vec!["--config", cfg];

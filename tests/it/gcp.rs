@@ -1,13 +1,11 @@
 //! GCP billing export through `google-cloud-bigquery` against a wire-exact loopback BigQuery
 //! server, into a real SQLite ledger; and extract files by hand.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 
+use crate::common::bqmock::*;
+use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
-use common::bqmock::*;
-use common::*;
 use costledger::ingest::{LoadOutcome, ingest_source};
 use costledger::ledger::{ChargeFilter, Dim, LedgerStore};
 use costledger_core::{BillingPeriod, Connector, Context, PeriodWindow};

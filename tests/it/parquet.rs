@@ -2,12 +2,10 @@
 //! parquet crate's own writer (Snappy, costs as DOUBLE, timestamps in milliseconds as the
 //! providers write them), laid out as delivered, imported through the binary.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use parquet::basic::Compression;
 use parquet::column::writer::ColumnWriter;
 use parquet::data_type::ByteArray;

@@ -1,12 +1,9 @@
 //! The reconciler and the weekly report, on SQLite and PostgreSQL (one suite, both backends).
 
-#[macro_use]
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use costledger::config::Config;
 use costledger::ingest::ingest_source;
 use costledger::ledger::{AllocationRow, Finding, FxRate, InvoiceRow, LedgerStore};

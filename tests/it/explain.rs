@@ -4,9 +4,7 @@
 //! service, a currency move), exact in every format, equal to `query`'s totals, and the errors
 //! bad input gets.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn setup(db: &str) -> String {

@@ -1,15 +1,12 @@
 //! One conformance suite, run against SQLite and PostgreSQL (ARCHITECTURE.md: two backends, one behaviour). PostgreSQL
 //! runs when COSTLEDGER_TEST_POSTGRES_URL is set (CI sets it) and fails if it is unreachable.
 
-#[macro_use]
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::common::keyed::{KeyMode, Keyed};
+use crate::common::*;
 use chrono::Utc;
-use common::keyed::{KeyMode, Keyed};
-use common::*;
 use costledger::ingest::{LoadOutcome, ingest_source, sweep_stale};
 use costledger::ledger::{
     ChargeFilter, CommitOutcome, Dim, LedgerStore, LoadFilter, LoadState, LoadSummary, RunOutcome, RunStatus,

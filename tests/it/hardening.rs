@@ -1,15 +1,13 @@
 //! Operational hardening of the `costledger` binary: hostile files stay bounded, no secret is
 //! printed, output paths are never replaced unless regular, a closed pipe is a quiet exit.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 const HEAD: &str = "BilledCost,BillingCurrency,BillingAccountId,BillingPeriodStart,BillingPeriodEnd,ChargePeriodStart,ChargePeriodEnd,ChargeCategory,ChargeDescription";
 
