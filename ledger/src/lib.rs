@@ -1037,6 +1037,51 @@ pub(crate) trait ChargeRow {
     fn int(&self, i: usize) -> Result<i64>;
 }
 
+/// A `totals` row — the group keys, the currency, the line count and the two sums as text —
+/// decoded alike from either backend's row (their SQL differs, the row does not).
+pub(crate) fn total_row<R>(r: &R, n: usize) -> Result<TotalRow>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut keys = Vec::with_capacity(n);
+    for i in 0..n {
+        keys.push(r.try_get::<Option<String>, _>(i)?);
+    }
+    Ok(TotalRow {
+        keys,
+        currency: r.try_get(n)?,
+        rows: to_u64(r.try_get(n + 1)?),
+        billed_cost: parse_sum(r.try_get(n + 2)?)?,
+        effective_cost: parse_sum(r.try_get(n + 3)?)?,
+    })
+}
+
+/// The columns with a value, from the one row of [`count_values_select`] (either backend).
+pub(crate) fn counted_columns_of<R>(row: &R) -> Result<BTreeSet<&'static str>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let counts = (0..nullable_columns().count()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(columns_counted(&counts))
+}
+
+/// The largest decimal scale, from the one row of per-column maxima of [`DECIMAL_COLUMNS`]
+/// (either backend; the SQL that computes a scale is the dialect's).
+pub(crate) fn max_scale_of<R>(row: &R) -> Result<u32>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let scales = (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
+    Ok(max_of(&scales))
+}
+
 pub(crate) fn parse_sum(s: Option<String>) -> Result<ExactSum> {
     match s {
         None => Ok(ExactSum::ZERO),

@@ -417,19 +417,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(|r| {
-                let mut keys = Vec::with_capacity(n);
-                for i in 0..n {
-                    keys.push(r.try_get::<Option<String>, _>(i)?);
-                }
-                Ok(TotalRow {
-                    keys,
-                    currency: r.try_get(n)?,
-                    rows: to_u64(r.try_get(n + 1)?),
-                    billed_cost: parse_sum(r.try_get(n + 2)?)?,
-                    effective_cost: parse_sum(r.try_get(n + 3)?)?,
-                })
-            })
+            .map(|r| total_row(r, n))
             .collect()
     }
 
@@ -449,9 +437,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             count_values_select()
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&self.pool).await?;
-        let counts =
-            (0..nullable_columns().count()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
-        Ok(columns_counted(&counts))
+        counted_columns_of(&row)
     }
 
     async fn max_decimal_scale(&self, f: &ChargeFilter) -> Result<u32> {
@@ -462,9 +448,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             select.join(", ")
         );
         let row = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch_one(&self.pool).await?;
-        let scales =
-            (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
-        Ok(max_of(&scales))
+        max_scale_of(&row)
     }
 
     fn grouped<'a>(

@@ -511,23 +511,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             q = q.bind(b);
         }
         let n = dims.len();
-        q.fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(|r| {
-                let mut keys = Vec::with_capacity(n);
-                for i in 0..n {
-                    keys.push(r.try_get::<Option<String>, _>(i)?);
-                }
-                Ok(TotalRow {
-                    keys,
-                    currency: r.try_get(n)?,
-                    rows: to_u64(r.try_get(n + 1)?),
-                    billed_cost: parse_sum(r.try_get(n + 2)?)?,
-                    effective_cost: parse_sum(r.try_get(n + 3)?)?,
-                })
-            })
-            .collect()
+        q.fetch_all(&self.pool).await?.iter().map(|r| total_row(r, n)).collect()
     }
 
     async fn count_charges(&self, f: &ChargeFilter) -> Result<u64> {
@@ -555,9 +539,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             q = q.bind(b);
         }
         let row = q.fetch_one(&self.pool).await?;
-        let counts =
-            (0..nullable_columns().count()).map(|i| row.try_get::<i64, _>(i)).collect::<Result<Vec<_>, _>>()?;
-        Ok(columns_counted(&counts))
+        counted_columns_of(&row)
     }
 
     async fn max_decimal_scale(&self, f: &ChargeFilter) -> Result<u32> {
@@ -577,9 +559,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             q = q.bind(b);
         }
         let row = q.fetch_one(&self.pool).await?;
-        let scales =
-            (0..DECIMAL_COLUMNS.len()).map(|i| row.try_get::<Option<i64>, _>(i)).collect::<Result<Vec<_>, _>>()?;
-        Ok(max_of(&scales))
+        max_scale_of(&row)
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
