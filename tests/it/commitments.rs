@@ -143,8 +143,10 @@ async fn commitments_are_exact_on_postgres() {
 /// (EffectiveCost 1.44) with its unused share on the RIFee line (18.00 + 25.20), a Savings Plan
 /// that covered 0.192 of on-demand usage (EffectiveCost 0.138, unused 0.012 on its recurring fee)
 /// and whose negation line cancels that usage's billed cost. Regressions: the unused shares were
-/// left out (both showed 100%), and the negation's −0.192 counted against eligible usage
-/// (coverage 70.18% instead of 0.192 ÷ (0.2736 + 0.192) = 41.24%).
+/// left out (both showed 100%), the negation's −0.192 counted against eligible usage, and the
+/// reservation's covered usage (billed 0) counted as nothing: coverage was 70.18% instead of
+/// (2.592 + 0.192) ÷ (0.2736 + 2.592 + 0.192) = 91.05%, the reservation's 24 hours at their
+/// on-demand 2.592 and the plan's 0.192 covered.
 fn check_cur_commitments(db: &str) {
     let cfg = fixture("query/config.yaml").display().to_string();
     let cur = fixture("aws/cur-commitments-2026-10.csv").display().to_string();
@@ -169,7 +171,7 @@ fn check_cur_commitments(db: &str) {
     assert_eq!(
         out,
         "service,currency,covered,eligible,coverage_percent\r\n\
-         Amazon Elastic Compute Cloud,USD,0.192,0.4656,41.24\r\n"
+         Amazon Elastic Compute Cloud,USD,2.784,3.0576,91.05\r\n"
     );
 }
 

@@ -454,7 +454,7 @@ fn a_cur_commitment_fees_unused_share_is_a_row_of_its_own() {
             "Usage|Usage-Based|Unused|0|0.012|0|0|0.012|USD|0",
             "Usage|Usage-Based|Unused|0|43.2|0|0|720|Hours|720",
             "Usage|Usage-Based|Used|0.192|0.138|0.192|0.192|0.138|USD|1",
-            "Usage|Usage-Based|Used|0|1.44|2.592|0|24|Hours|24",
+            "Usage|Usage-Based|Used|0|1.44|2.592|2.592|24|Hours|24",
             "Usage|Usage-Based||-0.192|0|0|0|0|USD|1",
         ]
     );

@@ -15,9 +15,11 @@
 //! type → Adjustment (kept, never dropped).
 //!
 //! ContractedCost = UnblendedCost (private pricing is already in the unblended rate), except on
-//! a SavingsPlanNegation line, whose ContractedCost and ListCost are 0: it only cancels the
+//! a SavingsPlanNegation line, whose ContractedCost and ListCost are 0 (it only cancels the
 //! billed on-demand cost of covered usage whose list and contracted cost are on the covered
-//! line (counting them again would halve a plan's coverage). FOCUS
+//! line: counting them again would halve a plan's coverage), and on usage a reservation
+//! covered (DiscountedUsage, billed 0), whose ContractedCost is its on-demand cost
+//! (`pricing/publicOnDemandCost`): the cost before commitment discounts. FOCUS
 //! columns beyond the core: ChargeFrequency, PricingCategory and the commitment columns from the
 //! line type ([`focus_columns`]); ServiceCategory/Subcategory from the product code and
 //! RegionName from the region code where `product/location` is absent
@@ -293,7 +295,13 @@ impl RecordFormat for CurColumns {
         // negation adds none (else coverage and list-cost views would count it away).
         let negation = kind == "SavingsPlanNegation";
         let list = if negation { Some(zero) } else { amt(C::PublicCost)? };
-        let contracted = if negation { zero } else { cost };
+        // Usage a reservation covered is billed 0 (its cost is the RIFee's); before commitment
+        // discounts it costs its on-demand price, the only one the CUR gives for it.
+        let contracted = match kind.as_str() {
+            "SavingsPlanNegation" => zero,
+            "DiscountedUsage" => list.unwrap_or(cost),
+            _ => cost,
+        };
         let quantity = amt(C::UsageAmount)?;
         let (category, class) = match kind.as_str() {
             "Usage" | "DiscountedUsage" | "SavingsPlanCoveredUsage" | "SavingsPlanNegation" => {
