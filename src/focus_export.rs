@@ -511,6 +511,9 @@ pub fn unused_commitment_split(line: &ChargeLine) -> Option<(ChargeLine, ChargeL
     let mut f = line.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
     f.charge_frequency = Some("Usage-Based".to_string());
     f.commitment_discount_status = Some("Unused".to_string());
+    // Nothing is priced at a contracted rate on this row (its ContractedCost is 0).
+    f.contracted_unit_price = None;
+    f.pricing_currency_contracted_unit_price = None;
     let quantity = match f.commitment_discount_unit.as_deref() {
         Some(unit) if unit == line.billing_currency => Some(unused),
         Some(_) => line.x_extra.get(X_UNUSED_COMMITMENT_QUANTITY).and_then(|q| q.parse::<Decimal>().ok()),

@@ -430,6 +430,7 @@ fn a_cur_commitment_fees_unused_share_is_a_row_of_its_own() {
         "CommitmentDiscountQuantity",
         "CommitmentDiscountUnit",
         "PricingQuantity",
+        "ContractedUnitPrice",
     ];
     let idx: Vec<usize> = cols.iter().map(|c| at(c)).collect();
     let commitment = at("CommitmentDiscountId");
@@ -448,14 +449,14 @@ fn a_cur_commitment_fees_unused_share_is_a_row_of_its_own() {
         rows,
         vec![
             // The reservation: upfront fee (8760 h), monthly fee and its unused 720 h, 24 h used.
-            "Purchase|One-Time||219|0|219|219|8760|Hours|1",
-            "Purchase|Recurring||0.15|0|0.15|0.15|0.15|USD|1",
-            "Purchase|Recurring||26.04|0|80.352|26.04|744|Hours|744",
-            "Usage|Usage-Based|Unused|0|0.012|0|0|0.012|USD|0",
-            "Usage|Usage-Based|Unused|0|43.2|0|0|720|Hours|720",
-            "Usage|Usage-Based|Used|0.192|0.138|0.192|0.192|0.138|USD|1",
-            "Usage|Usage-Based|Used|0|1.44|2.592|2.592|24|Hours|24",
-            "Usage|Usage-Based||-0.192|0|0|0|0|USD|1",
+            "Purchase|One-Time||219|0|219|219|8760|Hours|1|219",
+            "Purchase|Recurring||0.15|0|0.15|0.15|0.15|USD|1|0.15",
+            "Purchase|Recurring||26.04|0|80.352|26.04|744|Hours|744|0.035",
+            "Usage|Usage-Based|Unused|0|0.012|0|0|0.012|USD|0|",
+            "Usage|Usage-Based|Unused|0|43.2|0|0|720|Hours|720|",
+            "Usage|Usage-Based|Used|0.192|0.138|0.192|0.192|0.138|USD|1|0.192",
+            "Usage|Usage-Based|Used|0|1.44|2.592|2.592|24|Hours|24|0.108",
+            "Usage|Usage-Based||-0.192|0|0|0|0|USD|1|",
         ]
     );
     // Σ of the pair is the purchase: the dataset's totals are the bill's.

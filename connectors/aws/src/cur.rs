@@ -26,7 +26,8 @@
 //! ([`crate::focus_tables`]); PricingUnit in FOCUS unit format; SkuMeter = `lineItem/UsageType`;
 //! ListUnitPrice = `pricing/publicOnDemandRate`; AvailabilityZone; ResourceType from the resource
 //! id ([`crate::focus_tables::resource_type`]); CommitmentDiscountQuantity/Unit
-//! ([`commitment_quantity`]); on a USD bill the pricing
+//! ([`commitment_quantity`]); ContractedUnitPrice where the rate prices the line exactly
+//! ([`contracted_unit_price`]); on a USD bill the pricing
 //! currency's amounts (AWS prices in USD). A tax line has no PricingQuantity or PricingUnit.
 
 use std::collections::BTreeMap;
@@ -40,7 +41,7 @@ use costledger_files::record::first_non_utf8_field;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 46] = [
+const COLS: [&str; 47] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -87,6 +88,7 @@ const COLS: [&str; 46] = [
     "reservation/StartTime",
     "reservation/EndTime",
     "reservation/UnusedQuantity",
+    "lineItem/UnblendedRate",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,7 @@ enum C {
     RiStart,
     RiEnd,
     RiUnusedQuantity,
+    UnblendedRate,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -393,6 +396,13 @@ impl RecordFormat for CurColumns {
             .filter(|l| region_id.is_some() && l != "Any")
             .or_else(|| region_id.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string));
         focus.list_unit_price = amt(C::PublicRate)?;
+        // The negotiated unit price of usage and purchases: the rate the line was billed at (for
+        // covered usage, billed 0, the on-demand rate its ContractedCost was priced at), only
+        // where rate × quantity is exactly the ContractedCost — a CUR's rate can average tiers.
+        if matches!(category, ChargeCategory::Usage | ChargeCategory::Purchase) && !negation {
+            let rate = if kind == "DiscountedUsage" { focus.list_unit_price } else { amt(C::UnblendedRate)? };
+            focus.contracted_unit_price = contracted_unit_price(rate, quantity, contracted);
+        }
         let (service_category, service_subcategory) =
             crate::focus_tables::service_category(s(C::ProductCode).as_deref());
         focus.service_subcategory = Some(service_subcategory.to_string());
@@ -413,6 +423,7 @@ impl RecordFormat for CurColumns {
             focus.pricing_currency = Some(currency.clone());
             focus.pricing_currency_effective_cost = Some(effective);
             focus.pricing_currency_list_unit_price = focus.list_unit_price;
+            focus.pricing_currency_contracted_unit_price = focus.contracted_unit_price;
         }
         let line = ChargeLine {
             billing_account_id: s(C::Payer).unwrap_or_default(),
@@ -459,6 +470,13 @@ impl RecordFormat for CurColumns {
         };
         Ok((line, rounded))
     }
+}
+
+/// ContractedUnitPrice from a line's rate: the rate, when rate × quantity is exactly the
+/// contracted cost (pure; else `None`, never a rounded guess).
+pub fn contracted_unit_price(rate: Option<Decimal>, quantity: Option<Decimal>, contracted: Decimal) -> Option<Decimal> {
+    let (r, q) = (rate?, quantity?);
+    (r.checked_mul(q)? == contracted).then_some(r)
 }
 
 /// What a CUR line says about the commitment it belongs to (the amounts of its row).
@@ -652,6 +670,18 @@ mod tests {
         // An upfront fee without its term: unknown, null (never a guess).
         let partial = CommitmentAmounts { term_hours: None, ..a.clone() };
         assert_eq!(commitment_quantity("Fee", true, false, &partial, "USD"), (None, None));
+    }
+
+    #[test]
+    fn a_contracted_unit_price_is_given_only_when_it_prices_the_line_exactly() {
+        use super::contracted_unit_price;
+        use rust_decimal::Decimal;
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        assert_eq!(contracted_unit_price(Some(d("0.0114")), Some(d("24")), d("0.2736")), Some(d("0.0114")));
+        // A tiered or rounded line: rate × quantity is not the cost, so no unit price.
+        assert_eq!(contracted_unit_price(Some(d("0.023")), Some(d("3.3333333")), d("0.07666667")), None);
+        assert_eq!(contracted_unit_price(None, Some(d("1")), d("1")), None);
+        assert_eq!(contracted_unit_price(Some(d("1")), None, d("1")), None);
     }
 
     #[test]
