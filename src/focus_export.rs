@@ -484,8 +484,11 @@ impl<'a> Splitter<'a> {
 /// (a spend commitment measured in the bill's currency: the unused spend, which is the
 /// EffectiveCost; a reservation: the CUR's unused hours, [`X_UNUSED_COMMITMENT_QUANTITY`]; else null),
 /// PricingQuantity that quantity when the pricing unit is the commitment's unit, else 0. Each
-/// amount of the pair sums to the purchase's exactly. `None` for every other line. Pure.
-pub fn unused_commitment_split(line: &ChargeLine) -> Option<(ChargeLine, ChargeLine)> {
+/// amount of the pair sums to the purchase's exactly. `None` for every other line. A `share`
+/// (FOCUS 1.3: one owner's part of a split charge) has its own share of the amounts, but the
+/// stored unused hours are the whole charge's, so a reservation's unused quantity stays null on
+/// it. Pure.
+pub fn unused_commitment_split(line: &ChargeLine, share: bool) -> Option<(ChargeLine, ChargeLine)> {
     let unused = line.effective_cost.filter(|e| !e.is_zero())?;
     if line.charge_category != ChargeCategory::Purchase || line.commitment_discount_id.is_none() {
         return None;
@@ -516,7 +519,8 @@ pub fn unused_commitment_split(line: &ChargeLine) -> Option<(ChargeLine, ChargeL
     f.pricing_currency_contracted_unit_price = None;
     let quantity = match f.commitment_discount_unit.as_deref() {
         Some(unit) if unit == line.billing_currency => Some(unused),
-        Some(_) => line.x_extra.get(X_UNUSED_COMMITMENT_QUANTITY).and_then(|q| q.parse::<Decimal>().ok()),
+        Some(_) if !share => line.x_extra.get(X_UNUSED_COMMITMENT_QUANTITY).and_then(|q| q.parse::<Decimal>().ok()),
+        Some(_) => None,
         None => None,
     };
     if quantity.is_none() {
@@ -557,7 +561,7 @@ fn expand(
     // A purchase carrying its commitment's unused share: the purchase and an Unused usage row.
     let mut i = first;
     while i < out.len() {
-        if let Some((purchase, unused)) = unused_commitment_split(&out[i].rec.line) {
+        if let Some((purchase, unused)) = unused_commitment_split(&out[i].rec.line, out[i].share.is_some()) {
             let mut row = out[i].clone();
             row.rec.line = unused;
             out[i].rec.line = purchase;
@@ -847,6 +851,88 @@ pub async fn export_focus_parquet<W: Write + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An RIFee's unused share as a row of its own: the pair adds back to the fee exactly; the
+    /// unused hours are the stored whole-fee figure, so a share of the fee (FOCUS 1.3) leaves
+    /// them null instead of claiming the whole fee's hours.
+    #[test]
+    fn a_fees_unused_share_adds_back_and_a_share_claims_no_whole_fee_hours() {
+        let d = |s: &str| rust_decimal::Decimal::from_str_exact(s).expect("decimal");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z").expect("ts").to_utc();
+        let mut f = FocusColumns {
+            charge_frequency: Some("Recurring".into()),
+            commitment_discount_unit: Some("Hours".into()),
+            commitment_discount_quantity: Some(d("744")),
+            contracted_unit_price: Some(d("0.035")),
+            ..Default::default()
+        };
+        f.commitment_discount_category = Some("Usage".into());
+        let fee = ChargeLine {
+            billing_account_id: "A".into(),
+            billing_account_name: None,
+            sub_account_id: None,
+            sub_account_name: None,
+            billing_period_start: start,
+            billing_period_end: start,
+            charge_period_start: start,
+            charge_period_end: start,
+            charge_category: ChargeCategory::Purchase,
+            charge_class: None,
+            charge_description: None,
+            service_name: None,
+            service_category: None,
+            provider_name: None,
+            publisher_name: None,
+            invoice_issuer_name: None,
+            region_id: None,
+            resource_id: None,
+            resource_name: None,
+            sku_id: None,
+            billed_cost: d("26.04"),
+            effective_cost: Some(d("43.20")),
+            list_cost: Some(d("80.352")),
+            contracted_cost: Some(d("26.04")),
+            billing_currency: "USD".into(),
+            pricing_quantity: Some(d("744")),
+            pricing_unit: Some("Hours".into()),
+            consumed_quantity: None,
+            consumed_unit: None,
+            commitment_discount_id: Some("ri-1".into()),
+            invoice_id: None,
+            tags: Default::default(),
+            focus: f.boxed(),
+            x_extra: [(X_UNUSED_COMMITMENT_QUANTITY.to_string(), "720".to_string())].into(),
+            source_ref: None,
+        };
+        let (p, u) = unused_commitment_split(&fee, false).expect("split");
+        for (get, name) in [
+            (|l: &ChargeLine| Some(l.billed_cost), "BilledCost"),
+            (|l: &ChargeLine| l.effective_cost, "EffectiveCost"),
+            (|l: &ChargeLine| l.list_cost, "ListCost"),
+            (|l: &ChargeLine| l.contracted_cost, "ContractedCost"),
+        ] as [(fn(&ChargeLine) -> Option<rust_decimal::Decimal>, &str); 4]
+        {
+            let sum = get(&p).unwrap_or_default() + get(&u).unwrap_or_default();
+            assert_eq!(sum, get(&fee).unwrap_or_default(), "{name} adds back");
+        }
+        assert_eq!(p.effective_cost, Some(d("0")));
+        assert_eq!(u.charge_category, ChargeCategory::Usage);
+        let uf = u.focus.as_deref().expect("focus");
+        assert_eq!(uf.text("CommitmentDiscountStatus"), Some("Unused"));
+        assert_eq!(uf.decimal("CommitmentDiscountQuantity"), Some(d("720")));
+        assert_eq!(uf.decimal("ContractedUnitPrice"), None);
+        assert_eq!(u.pricing_quantity, Some(d("720")));
+        // A share: the amounts are its own, the whole fee's unused hours are not.
+        let (_, us) = unused_commitment_split(&fee, true).expect("split");
+        let usf = us.focus.as_deref().expect("focus");
+        assert_eq!((usf.decimal("CommitmentDiscountQuantity"), usf.text("CommitmentDiscountUnit")), (None, None));
+        assert_eq!(us.pricing_quantity, Some(d("0")));
+        // No effective cost to move, or no commitment: one row, as it is.
+        let paid = ChargeLine { effective_cost: Some(d("0")), ..fee.clone() };
+        assert!(unused_commitment_split(&paid, false).is_none());
+        let plain = ChargeLine { commitment_discount_id: None, ..fee };
+        assert!(unused_commitment_split(&plain, false).is_none());
+    }
 
     #[test]
     fn parquet_decimals_are_exact_or_refused() {

@@ -274,10 +274,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .await?
                 }
             };
-            let split = match stats.split_charges {
+            let mut split = match stats.split_charges {
                 0 => String::new(),
                 n => format!("; {n} shared charges written as one row per owner's share"),
             };
+            if stats.unused_commitment_rows > 0 {
+                split.push_str(&format!(
+                    "; {} commitment fees' unused shares written as Unused usage rows of their own",
+                    stats.unused_commitment_rows
+                ));
+            }
             eprintln!(
                 "exported {} lines as FOCUS {} (BilledCost: {}{split})",
                 stats.rows,

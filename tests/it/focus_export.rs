@@ -415,7 +415,14 @@ fn a_cur_commitment_fees_unused_share_is_a_row_of_its_own() {
     let (code, out, err) = run(&db, &["import", "--format", "aws-cur", input.to_str().expect("utf8")]);
     assert_eq!(code, 0, "{out}{err}");
     let csv_path = dir.path().join("focus.csv");
-    export(&db, &csv_path, &[]);
+    let (code, out, err) = run(&db, &["export", "focus", "--out", csv_path.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    // 9 charges, 2 of them fees with an unused share: 11 rows, and the user is told why.
+    assert!(
+        err.contains("exported 11 lines as FOCUS 1.2")
+            && err.contains("2 commitment fees' unused shares written as Unused usage rows of their own"),
+        "{err}"
+    );
     let mut r = csv::Reader::from_path(&csv_path).expect("open export");
     let h = r.headers().expect("header").clone();
     let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n} column"));
