@@ -371,7 +371,10 @@ impl RecordFormat for CurColumns {
         );
         if category == ChargeCategory::Usage || category == ChargeCategory::Purchase {
             let term_hours = match (self.get(rec, C::RiStart).and_then(ts), self.get(rec, C::RiEnd).and_then(ts)) {
-                (Some(a), Some(b)) if b > a => Some(Decimal::from((b - a).num_seconds()) / Decimal::from(3600)),
+                // Whole hours only: a term that is not cannot be given exactly in hours.
+                (Some(a), Some(b)) if b > a && (b - a).num_seconds() % 3600 == 0 => {
+                    Some(Decimal::from((b - a).num_seconds() / 3600))
+                }
                 _ => None,
             };
             let held = CommitmentAmounts {
