@@ -716,7 +716,7 @@ async fn stage(
                 .or_insert_with(|| PeriodContribution { all_invoiced: true, ..Default::default() });
             p.rows += 1;
             p.data_end = Some(p.data_end.map_or(l.charge_period_end, |e| e.max(l.charge_period_end)));
-            if let Err(e) = p.totals.add(&l.billing_currency, l.billed_cost) {
+            if let Err(e) = p.totals.add(&l.billing_currency, l.billed_cost).and_then(|()| p.days.add(l)) {
                 failure = Some(money(e));
                 break;
             }

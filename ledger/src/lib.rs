@@ -6,6 +6,7 @@
 //! as `Decimal` or [`ExactSum`]; no sum is ever computed in floating point (SQLite:
 //! `decimal_sum()`, PostgreSQL: `SUM(numeric)::text`).
 
+pub mod day_totals;
 pub mod db_url;
 pub mod decimal_sum;
 mod load_sql;
@@ -19,6 +20,7 @@ mod sqlite_bulk;
 mod sqlite_read;
 pub use query_sql::{GroupColumn, GroupedRow, Summed};
 
+pub use day_totals::{DayKey, DayTotal, DayTotals, LoadDayTotals};
 pub use db_url::DatabaseUrl;
 pub use load_sql::{CommitDecision, commit_decision};
 
@@ -177,6 +179,9 @@ pub struct PeriodContribution {
     /// The latest ChargePeriodEnd of the period's lines ("data as of", kept per load so
     /// `source_data_end` does not scan the charges).
     pub data_end: Option<DateTime<Utc>>,
+    /// The lines per provider × account × sub account × UTC day × currency (kept per load so
+    /// the reconciler's totals and the accounts' first appearance do not scan the charges).
+    pub days: DayTotals,
 }
 
 /// Everything known about a staged load when it is committed.
@@ -875,7 +880,21 @@ pub trait LedgerStore: ReconcileStore {
 
     /// Per provider, billing account and account (sub account, else the billing account): the
     /// earliest ChargePeriodStart among current charges.
-    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>>;
+    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
+        match self.load_day_totals(None).await? {
+            Some(loads) => Ok(day_totals::first_seen(&loads)),
+            None => self.account_first_seen_scan().await,
+        }
+    }
+
+    /// [`LedgerStore::account_first_seen`] from a grouped scan of the charges (a ledger with
+    /// loads committed before migration 0012).
+    async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>>;
+
+    /// The day totals of every current load (`check` sources included) in billing period
+    /// `period` (`YYYY-MM`; every period when `None`), by source, period and load. `None` when
+    /// one of those loads has none (committed before migration 0012): read the charges then.
+    async fn load_day_totals(&self, period: Option<&str>) -> Result<Option<Vec<LoadDayTotals>>>;
 
     /// Per source and billing period: the latest ChargePeriodEnd among current charges
     /// ("data as of"), sorted by source and period.

@@ -177,6 +177,34 @@ macro_rules! ledger_store_impl {
             Ok(latest.into_iter().map(|((s, p), t)| (s, p, t)).collect())
         }
 
+        async fn load_day_totals(&self, period: Option<&str>) -> Result<Option<Vec<crate::LoadDayTotals>>> {
+            let mut sql = "SELECT s.name, s.role, l.id, lp.period, lp.day_totals FROM load_periods lp \
+                 JOIN loads l ON l.id = lp.load_id JOIN sources s ON s.id = l.source_id WHERE l.state = 'current'"
+                .to_string();
+            if period.is_some() {
+                sql.push_str(" AND lp.period = ?");
+            }
+            sql.push_str(" ORDER BY s.name{C}, lp.period{C}, l.id");
+            let mut query = sqlx::query(q(&sql));
+            if let Some(p) = period {
+                query = query.bind(p);
+            }
+            let mut out = Vec::new();
+            for r in query.fetch_all(&self.pool).await? {
+                let Some(text) = r.try_get::<Option<String>, _>(4)? else { return Ok(None) };
+                let role: String = r.try_get(1)?;
+                out.push(crate::LoadDayTotals {
+                    source: r.try_get(0)?,
+                    role: SourceRole::parse(&role)
+                        .ok_or_else(|| LedgerError::Corrupt(format!("source role '{role}'")))?,
+                    load: r.try_get(2)?,
+                    period: r.try_get(3)?,
+                    rows: crate::day_totals::parse_day_totals(&text)?,
+                });
+            }
+            Ok(Some(out))
+        }
+
         async fn source_roles(&self) -> Result<Vec<(String, SourceRole)>> {
             sqlx::query(q("SELECT name, role FROM sources ORDER BY name{C}"))
                 .fetch_all(&self.pool)
@@ -308,8 +336,8 @@ macro_rules! ledger_store_impl {
             .await?;
             for (p, c) in &sm.periods {
                 sqlx::query(q(
-                    "INSERT INTO load_periods (load_id, period, row_count, totals, invoice_ids, all_invoiced, data_end) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO load_periods (load_id, period, row_count, totals, invoice_ids, all_invoiced, data_end, \
+                     day_totals) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ))
                 .bind(load)
                 .bind(p)
@@ -318,6 +346,7 @@ macro_rules! ledger_store_impl {
                 .bind(set_json(&c.invoice_ids))
                 .bind(c.all_invoiced)
                 .bind(c.data_end.map(costledger_core::format_ts))
+                .bind(c.days.to_json().map_err(|e| LedgerError::State(format!("period {p}: day totals: {e}")))?)
                 .execute(&mut *tx)
                 .await?;
             }

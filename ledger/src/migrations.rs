@@ -74,6 +74,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0011_load_period_data_end.sql"),
         include_str!("../../migrations/postgres/0011_load_period_data_end.sql"),
     ),
+    (
+        12,
+        "load_day_totals",
+        include_str!("../../migrations/sqlite/0012_load_day_totals.sql"),
+        include_str!("../../migrations/postgres/0012_load_day_totals.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

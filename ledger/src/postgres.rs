@@ -325,7 +325,7 @@ fn not_staging(load: LoadId) -> LedgerError {
 super::load_sql::load_helpers!(sqlx::Postgres);
 
 super::load_sql::ledger_store_impl!(PgLedger, {
-    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
+    async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>> {
         let mut v = sqlx::query(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
              MIN(c.charge_period_start) \

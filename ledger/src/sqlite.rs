@@ -410,7 +410,7 @@ fn row_opt_ts(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>> {
 super::load_sql::load_helpers!(sqlx::Sqlite);
 
 super::load_sql::ledger_store_impl!(SqliteLedger, {
-    async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
+    async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>> {
         let mut v = sqlx::query(concat!(
             "SELECT c.provider_name, c.billing_account_id, COALESCE(c.sub_account_id, c.billing_account_id), \
              MIN(c.charge_period_start) FROM charges c JOIN loads l ON ",

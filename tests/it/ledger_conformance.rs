@@ -466,6 +466,16 @@ async fn upgrade_fills_each_load_periods_data_end_from_its_charges() {
             ("legacy".to_string(), "2026-11".to_string(), "2026-11-03T00:00:00Z".to_string()),
         ];
         assert_eq!(ends, want, "{url}");
+        // Loads committed before migration 0012 have no day totals: first appearance (and
+        // the reconciler's totals) are read from the charges, with the same answer.
+        assert_eq!(s.load_day_totals(None).await.expect("day totals"), None, "{url}");
+        let seen = s.account_first_seen().await.expect("first seen");
+        assert_eq!(seen, s.account_first_seen_scan().await.expect("scan"), "{url}");
+        assert_eq!(
+            seen.iter().map(|f| (f.account.as_str(), format_ts(f.at))).collect::<Vec<_>>(),
+            [("acct", "2026-10-02T00:00:00Z".to_string())],
+            "{url}"
+        );
         // A new load of another source writes its own at commit.
         let src = s.ensure_source("fresh", "focus").await.expect("source");
         let mut l = line("2", "USD");
@@ -477,6 +487,14 @@ async fn upgrade_fills_each_load_periods_data_end_from_its_charges() {
             ends.iter().any(|(n, p, t)| n == "fresh" && p == "2026-10" && format_ts(*t) == "2026-10-15T06:00:00Z"),
             "{url}: {ends:?}"
         );
+        assert_eq!(
+            s.load_day_totals(Some("2026-10")).await.expect("day totals"),
+            None,
+            "{url}: the old load lacks them"
+        );
+        let seen = s.account_first_seen().await.expect("first seen");
+        assert_eq!(seen.len(), 2, "{url}: {seen:?}");
+        assert_eq!(seen, s.account_first_seen_scan().await.expect("scan"), "{url}");
     }
 }
 

@@ -525,7 +525,57 @@ async fn converted_totals_need_a_rate_per_month(s: Box<dyn LedgerStore>) {
     assert_eq!(t.rows[0][1], costledger::report::Cell::Money(want.get("USD")));
 }
 
+/// The reconciler's period totals and the accounts' first appearance are read from the loads'
+/// day totals (written at commit) instead of a grouped scan of the charges: the same rows, to
+/// the digit, over primary and check sources, several accounts, sub accounts, days (the UTC day
+/// boundary), currencies, credits, lines without EffectiveCost and a superseded load.
+async fn day_totals_give_the_scans_totals_and_first_seen(s: Box<dyn LedgerStore>) {
+    use costledger::ledger::SourceRole;
+    use costledger::reconcile::checks::PeriodTotals;
+    import(s.as_ref(), "aws", &bill()).await;
+    let varied = |n: usize| {
+        let t = |x: &str| costledger_core::parse_timestamp(x).expect("ts");
+        let mut out = Vec::new();
+        for i in 0..n {
+            let mut l =
+                line(if i % 7 == 3 { "-0.0000000003" } else { "12.3456789" }, if i % 5 == 0 { "EUR" } else { "USD" });
+            l.billing_account_id = format!("B{}", i % 3);
+            l.sub_account_id = if i % 4 == 0 { None } else { Some(format!("S{}", i % 2)) };
+            l.provider_name = if i % 6 == 0 { None } else { Some("TestCloud".into()) };
+            l.charge_period_start = t(["2026-10-05T23:59:59Z", "2026-10-06T00:00:00Z", "2026-10-01T00:00:00Z"][i % 3]);
+            l.charge_period_end = l.charge_period_start + chrono::Duration::hours(1);
+            if i % 2 == 1 {
+                l.effective_cost = None;
+            }
+            out.push(l);
+        }
+        out
+    };
+    let cur = s.ensure_source("drop", "test").await.expect("source");
+    load_lines(s.as_ref(), cur, "x.csv", "k1", &varied(40)).await;
+    // The same scope again, changed: the first load is superseded and no longer counts.
+    load_lines(s.as_ref(), cur, "x.csv", "k2", &varied(37)).await;
+    let chk = s.ensure_source("explorer", "test").await.expect("source");
+    let mut checked = varied(11);
+    checked[4].billing_account_id = "C9".into();
+    load_lines(s.as_ref(), chk, "y", "k3", &checked).await;
+    costledger::ingest::set_source_role(s.as_ref(), "explorer", "test", SourceRole::Check).await.expect("role");
+
+    let p: costledger_core::BillingPeriod = "2026-10".parse().expect("p");
+    assert!(s.load_day_totals(Some("2026-10")).await.expect("day totals").is_some(), "every load keeps them");
+    let fast = PeriodTotals::read(s.as_ref(), p).await.expect("read");
+    let scan = PeriodTotals::read_scan(s.as_ref(), p).await.expect("scan");
+    assert!(fast.rows().len() > 20, "{}", fast.rows().len());
+    assert_eq!(fast.rows(), scan.rows());
+    assert_eq!(fast.billed_by_account().expect("b"), scan.billed_by_account().expect("b"));
+    let seen = s.account_first_seen().await.expect("first seen");
+    assert!(seen.len() >= 6, "{seen:?}");
+    assert_eq!(seen, s.account_first_seen_scan().await.expect("scan"));
+    assert!(!seen.iter().any(|f| f.billing_account_id == "C9"), "a check source's accounts are not the ledger's");
+}
+
 conformance!(
+    day_totals_give_the_scans_totals_and_first_seen,
     conservation_and_reasons_on_the_fixture,
     proportional_thirds_sum_back_exactly,
     proportional_split_without_direct_spend_says_even,

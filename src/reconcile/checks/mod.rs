@@ -9,7 +9,7 @@ use costledger_core::{BillingPeriod, ExactSum};
 use rust_decimal::Decimal;
 
 use crate::config::Config;
-use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerStore, SourceRole, TotalRow};
+use crate::ledger::{AllocationRow, ChargeFilter, Dim, Finding, LedgerStore, LoadDayTotals, SourceRole, TotalRow};
 use crate::reconcile::ReconcileError;
 
 mod anomaly;
@@ -46,8 +46,58 @@ impl PeriodTotals {
     pub async fn read(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
         let check_sources =
             store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
+        match store.load_day_totals(Some(&bp.to_string())).await? {
+            Some(loads) => Ok(PeriodTotals { rows: Self::from_day_totals(&loads)?, check_sources }),
+            // A load committed before the ledger kept day totals: the grouped scan.
+            None => Self::read_scan(store, bp).await,
+        }
+    }
+
+    /// [`PeriodTotals::read`] by a grouped scan of the period's charges.
+    pub async fn read_scan(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
+        let check_sources =
+            store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
         let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
         Ok(PeriodTotals { rows: store.totals(&filter, &BY).await?, check_sources })
+    }
+
+    /// The rows: totals per provider × billing account × source × load × UTC charge day ×
+    /// currency, sorted by those keys.
+    pub fn rows(&self) -> &[TotalRow] {
+        &self.rows
+    }
+
+    /// The rows the grouped scan of the period's charges gives (same keys, same order), from
+    /// the current loads' day totals of that period.
+    pub fn from_day_totals(loads: &[LoadDayTotals]) -> Result<Vec<TotalRow>, ReconcileError> {
+        let mut by: BTreeMap<(Vec<Option<String>>, String), (u64, ExactSum, ExactSum)> = BTreeMap::new();
+        for l in loads {
+            let load = l.load.to_string();
+            for (k, t) in &l.rows {
+                let mut keys = vec![None; BY.len()];
+                keys[PROVIDER] = k.provider.clone();
+                keys[ACCOUNT] = Some(k.billing_account_id.clone());
+                keys[SOURCE] = Some(l.source.clone());
+                keys[LOAD] = Some(load.clone());
+                keys[DAY] = Some(k.day.clone());
+                let e = by.entry((keys, k.currency.clone())).or_default();
+                e.0 += t.rows;
+                e.1.merge(&t.billed_cost)?;
+                if let Some(eff) = &t.effective_cost {
+                    e.2.merge(eff)?;
+                }
+            }
+        }
+        Ok(by
+            .into_iter()
+            .map(|((keys, currency), (rows, billed_cost, effective_cost))| TotalRow {
+                keys,
+                currency,
+                rows,
+                billed_cost,
+                effective_cost,
+            })
+            .collect())
     }
 
     fn key(t: &TotalRow, i: usize) -> &str {

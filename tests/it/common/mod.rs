@@ -147,6 +147,7 @@ pub fn summary_of(lines: &[ChargeLine]) -> LoadSummary {
         p.rows += 1;
         p.data_end = Some(p.data_end.map_or(l.charge_period_end, |e| e.max(l.charge_period_end)));
         p.totals.add(&l.billing_currency, l.billed_cost).expect("add");
+        p.days.add(l).expect("add");
         match &l.invoice_id {
             Some(i) => {
                 p.invoice_ids.insert(i.clone());

@@ -1,0 +1,281 @@
+//! A load's lines summed per billing period × provider × billing account × sub account × UTC
+//! charge day × currency, written with the load's `load_periods` row at commit (migration 0012).
+//!
+//! The reconciler's period totals (conservation, cross-source, overlap) and the accounts'
+//! first appearance (the allocator's new-account rule) are answered from these few rows per
+//! load instead of a grouped scan of every charge. A load committed before migration 0012 has
+//! none (`NULL`): whoever reads them then falls back to the scan, so an old ledger gives the
+//! same answers, only slower, until its loads are re-imported.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use costledger_core::{ChargeLine, ExactSum, MoneyError, format_ts, parse_timestamp};
+
+use crate::{FirstSeen, LedgerError, LoadId, Result, SourceRole};
+
+/// The key of one row: what the lines have in common.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DayKey {
+    pub provider: Option<String>,
+    pub billing_account_id: String,
+    pub sub_account_id: Option<String>,
+    /// UTC day of ChargePeriodStart, `YYYY-MM-DD`.
+    pub day: String,
+    pub currency: String,
+}
+
+/// The lines of one [`DayKey`], summed exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DayTotal {
+    pub rows: u64,
+    pub billed_cost: ExactSum,
+    /// `None` when no line had an EffectiveCost (like SQL `SUM`).
+    pub effective_cost: Option<ExactSum>,
+    /// The earliest ChargePeriodStart of the lines.
+    pub first_start: DateTime<Utc>,
+}
+
+impl DayTotal {
+    fn merge(&mut self, o: &DayTotal) -> std::result::Result<(), MoneyError> {
+        self.rows += o.rows;
+        self.billed_cost.merge(&o.billed_cost)?;
+        if let Some(e) = &o.effective_cost {
+            self.effective_cost.get_or_insert(ExactSum::ZERO).merge(e)?;
+        }
+        self.first_start = self.first_start.min(o.first_start);
+        Ok(())
+    }
+}
+
+/// One load's day totals in one billing period, built line by line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DayTotals {
+    rows: BTreeMap<DayKey, DayTotal>,
+    /// The run of consecutive lines with one key (a bill's lines mostly come grouped), added
+    /// to `rows` when the key changes: one map lookup per run instead of per line.
+    run: Option<(DayKey, i64, DayTotal)>,
+}
+
+/// Days since the epoch of a UTC instant.
+fn day_number(t: DateTime<Utc>) -> i64 {
+    t.timestamp().div_euclid(86_400)
+}
+
+impl DayTotals {
+    pub fn add(&mut self, l: &ChargeLine) -> std::result::Result<(), MoneyError> {
+        let day = day_number(l.charge_period_start);
+        if let Some((k, d, t)) = &mut self.run
+            && *d == day
+            && k.billing_account_id == l.billing_account_id
+            && k.currency == l.billing_currency
+            && k.sub_account_id == l.sub_account_id
+            && k.provider == l.provider_name
+        {
+            t.rows += 1;
+            t.billed_cost.add(l.billed_cost)?;
+            if let Some(e) = l.effective_cost {
+                t.effective_cost.get_or_insert(ExactSum::ZERO).add(e)?;
+            }
+            t.first_start = t.first_start.min(l.charge_period_start);
+            return Ok(());
+        }
+        self.flush()?;
+        let mut billed = ExactSum::ZERO;
+        billed.add(l.billed_cost)?;
+        let effective = l.effective_cost.map(ExactSum::from);
+        self.run = Some((
+            DayKey {
+                provider: l.provider_name.clone(),
+                billing_account_id: l.billing_account_id.clone(),
+                sub_account_id: l.sub_account_id.clone(),
+                day: l.charge_period_start.format("%Y-%m-%d").to_string(),
+                currency: l.billing_currency.clone(),
+            },
+            day,
+            DayTotal { rows: 1, billed_cost: billed, effective_cost: effective, first_start: l.charge_period_start },
+        ));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::result::Result<(), MoneyError> {
+        if let Some((k, _, t)) = self.run.take() {
+            match self.rows.get_mut(&k) {
+                Some(have) => have.merge(&t)?,
+                None => {
+                    self.rows.insert(k, t);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows, sorted by key.
+    pub fn finish(mut self) -> std::result::Result<BTreeMap<DayKey, DayTotal>, MoneyError> {
+        self.flush()?;
+        Ok(self.rows)
+    }
+
+    /// The stored form: a JSON array of `[provider, billing account, sub account, day, currency,
+    /// lines, BilledCost, EffectiveCost, first ChargePeriodStart]`, amounts as canonical text.
+    pub fn to_json(&self) -> std::result::Result<String, MoneyError> {
+        let rows = self.clone().finish()?;
+        let v: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(k, t)| {
+                serde_json::json!([
+                    k.provider,
+                    k.billing_account_id,
+                    k.sub_account_id,
+                    k.day,
+                    k.currency,
+                    t.rows,
+                    t.billed_cost.to_string(),
+                    t.effective_cost.map(|e| e.to_string()),
+                    format_ts(t.first_start),
+                ])
+            })
+            .collect();
+        Ok(serde_json::Value::Array(v).to_string())
+    }
+}
+
+/// Parse the stored form of [`DayTotals::to_json`].
+pub fn parse_day_totals(text: &str) -> Result<Vec<(DayKey, DayTotal)>> {
+    let corrupt = |what: &str| LedgerError::Corrupt(format!("load_periods.day_totals: {what}"));
+    type Row = (Option<String>, String, Option<String>, String, String, u64, String, Option<String>, String);
+    let rows: Vec<Row> = serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
+    rows.into_iter()
+        .map(|(provider, account, sub, day, currency, n, billed, effective, first)| {
+            let sum = |s: &str| s.parse::<ExactSum>().map_err(|e| corrupt(&format!("amount {s}: {e}")));
+            Ok((
+                DayKey { provider, billing_account_id: account, sub_account_id: sub, day, currency },
+                DayTotal {
+                    rows: n,
+                    billed_cost: sum(&billed)?,
+                    effective_cost: effective.as_deref().map(sum).transpose()?,
+                    first_start: parse_timestamp(&first).map_err(|e| corrupt(&format!("timestamp {first}: {e}")))?,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// The day totals of one current load in one billing period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadDayTotals {
+    pub source: String,
+    pub role: SourceRole,
+    pub load: LoadId,
+    /// `YYYY-MM`.
+    pub period: String,
+    pub rows: Vec<(DayKey, DayTotal)>,
+}
+
+/// When each account first appears among the current loads of primary sources: the same
+/// answer as the grouped scan of the charges, from the loads' day totals. Sorted.
+pub fn first_seen(loads: &[LoadDayTotals]) -> Vec<FirstSeen> {
+    let mut first: BTreeMap<(Option<&str>, &str, &str), DateTime<Utc>> = BTreeMap::new();
+    for l in loads.iter().filter(|l| l.role == SourceRole::Primary) {
+        for (k, t) in &l.rows {
+            let account = k.sub_account_id.as_deref().unwrap_or(&k.billing_account_id);
+            let at = first.entry((k.provider.as_deref(), &k.billing_account_id, account)).or_insert(t.first_start);
+            *at = (*at).min(t.first_start);
+        }
+    }
+    first
+        .into_iter()
+        .map(|((provider, billing, account), at)| FirstSeen {
+            provider: provider.map(str::to_owned),
+            billing_account_id: billing.to_owned(),
+            account: account.to_owned(),
+            at,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use costledger_core::ChargeCategory;
+    use rust_decimal::Decimal;
+
+    fn line(account: &str, sub: Option<&str>, start: &str, billed: &str, effective: Option<&str>) -> ChargeLine {
+        let ts = parse_timestamp(start).unwrap();
+        ChargeLine {
+            billing_account_id: account.into(),
+            billing_account_name: None,
+            sub_account_id: sub.map(Into::into),
+            sub_account_name: None,
+            billing_period_start: parse_timestamp("2026-10-01T00:00:00Z").unwrap(),
+            billing_period_end: parse_timestamp("2026-11-01T00:00:00Z").unwrap(),
+            charge_period_start: ts,
+            charge_period_end: ts + chrono::Duration::hours(1),
+            charge_category: ChargeCategory::Usage,
+            charge_class: None,
+            charge_description: None,
+            service_name: None,
+            service_category: None,
+            provider_name: Some("AWS".into()),
+            publisher_name: None,
+            invoice_issuer_name: None,
+            region_id: None,
+            resource_id: None,
+            resource_name: None,
+            sku_id: None,
+            billed_cost: billed.parse::<Decimal>().unwrap(),
+            effective_cost: effective.map(|e| e.parse().unwrap()),
+            list_cost: None,
+            contracted_cost: None,
+            billing_currency: "USD".into(),
+            pricing_quantity: None,
+            pricing_unit: None,
+            consumed_quantity: None,
+            consumed_unit: None,
+            commitment_discount_id: None,
+            invoice_id: None,
+            tags: Default::default(),
+            focus: None,
+            x_extra: Default::default(),
+            source_ref: None,
+        }
+    }
+
+    #[test]
+    fn interleaved_lines_sum_per_key_exactly_and_round_trip() {
+        let mut d = DayTotals::default();
+        for l in [
+            line("A", Some("s1"), "2026-10-01T05:00:00Z", "0.1", None),
+            line("A", Some("s1"), "2026-10-01T01:00:00Z", "0.2", Some("0.15")),
+            line("A", None, "2026-10-01T02:00:00Z", "1", None),
+            // back to the first key: merged with its earlier run
+            line("A", Some("s1"), "2026-10-01T23:59:59Z", "0.0000000001", None),
+            line("A", Some("s1"), "2026-10-02T00:00:00Z", "-3", Some("-3")),
+        ] {
+            d.add(&l).unwrap();
+        }
+        let json = d.to_json().unwrap();
+        let rows = parse_day_totals(&json).unwrap();
+        assert_eq!(rows.len(), 3);
+        let (k, t) = &rows[0];
+        assert_eq!((k.sub_account_id.as_deref(), k.day.as_str()), (None, "2026-10-01"));
+        assert_eq!((t.rows, t.billed_cost.to_string(), t.effective_cost), (1, "1".to_string(), None));
+        let (k, t) = &rows[1];
+        assert_eq!((k.sub_account_id.as_deref(), k.day.as_str()), (Some("s1"), "2026-10-01"));
+        assert_eq!(t.rows, 3);
+        assert_eq!(t.billed_cost.to_string(), "0.3000000001");
+        assert_eq!(t.effective_cost.map(|e| e.to_string()).as_deref(), Some("0.15"));
+        assert_eq!(format_ts(t.first_start), "2026-10-01T01:00:00Z");
+        let (k, t) = &rows[2];
+        assert_eq!(k.day, "2026-10-02");
+        assert_eq!((t.rows, t.billed_cost.to_string()), (1, "-3".to_string()));
+        assert_eq!(d.clone().finish().unwrap().into_iter().collect::<Vec<_>>(), rows);
+    }
+
+    #[test]
+    fn a_damaged_stored_row_is_a_corrupt_ledger_not_a_zero() {
+        let e = parse_day_totals(r#"[["AWS","A",null,"2026-10-01","USD",1,"1.x",null,"2026-10-01T00:00:00Z"]]"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("day_totals") && e.to_string().contains("1.x"), "{e}");
+    }
+}
