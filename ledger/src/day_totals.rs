@@ -201,14 +201,14 @@ mod tests {
     use rust_decimal::Decimal;
 
     fn line(account: &str, sub: Option<&str>, start: &str, billed: &str, effective: Option<&str>) -> ChargeLine {
-        let ts = parse_timestamp(start).unwrap();
+        let ts = parse_timestamp(start).expect("test value");
         ChargeLine {
             billing_account_id: account.into(),
             billing_account_name: None,
             sub_account_id: sub.map(Into::into),
             sub_account_name: None,
-            billing_period_start: parse_timestamp("2026-10-01T00:00:00Z").unwrap(),
-            billing_period_end: parse_timestamp("2026-11-01T00:00:00Z").unwrap(),
+            billing_period_start: parse_timestamp("2026-10-01T00:00:00Z").expect("test value"),
+            billing_period_end: parse_timestamp("2026-11-01T00:00:00Z").expect("test value"),
             charge_period_start: ts,
             charge_period_end: ts + chrono::Duration::hours(1),
             charge_category: ChargeCategory::Usage,
@@ -223,8 +223,8 @@ mod tests {
             resource_id: None,
             resource_name: None,
             sku_id: None,
-            billed_cost: billed.parse::<Decimal>().unwrap(),
-            effective_cost: effective.map(|e| e.parse().unwrap()),
+            billed_cost: billed.parse::<Decimal>().expect("test value"),
+            effective_cost: effective.map(|e| e.parse().expect("test value")),
             list_cost: None,
             contracted_cost: None,
             billing_currency: "USD".into(),
@@ -252,10 +252,10 @@ mod tests {
             line("A", Some("s1"), "2026-10-01T23:59:59Z", "0.0000000001", None),
             line("A", Some("s1"), "2026-10-02T00:00:00Z", "-3", Some("-3")),
         ] {
-            d.add(&l).unwrap();
+            d.add(&l).expect("test value");
         }
-        let json = d.to_json().unwrap();
-        let rows = parse_day_totals(&json).unwrap();
+        let json = d.to_json().expect("test value");
+        let rows = parse_day_totals(&json).expect("test value");
         assert_eq!(rows.len(), 3);
         let (k, t) = &rows[0];
         assert_eq!((k.sub_account_id.as_deref(), k.day.as_str()), (None, "2026-10-01"));
@@ -269,13 +269,13 @@ mod tests {
         let (k, t) = &rows[2];
         assert_eq!(k.day, "2026-10-02");
         assert_eq!((t.rows, t.billed_cost.to_string()), (1, "-3".to_string()));
-        assert_eq!(d.clone().finish().unwrap().into_iter().collect::<Vec<_>>(), rows);
+        assert_eq!(d.clone().finish().expect("test value").into_iter().collect::<Vec<_>>(), rows);
     }
 
     #[test]
     fn a_damaged_stored_row_is_a_corrupt_ledger_not_a_zero() {
         let e = parse_day_totals(r#"[["AWS","A",null,"2026-10-01","USD",1,"1.x",null,"2026-10-01T00:00:00Z"]]"#)
-            .unwrap_err();
+            .expect_err("corrupt");
         assert!(e.to_string().contains("day_totals") && e.to_string().contains("1.x"), "{e}");
     }
 }

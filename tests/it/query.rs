@@ -638,6 +638,8 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         // Today's loader also writes `load_periods.data_end` (migration 11): the column is added
         // for the commit below and dropped again before migrating, so the ledger is schema 9's.
         exec("ALTER TABLE load_periods ADD COLUMN data_end TEXT".into()).await;
+        // …and `load_periods.day_totals` (migration 12).
+        exec("ALTER TABLE load_periods ADD COLUMN day_totals TEXT".into()).await;
         let s = costledger::ledger::open(url.as_str()).await.expect("open");
         // What a schema-9 costledger wrote: one rollup row per day × dimension × SKU, spec v1.
         let source = s.ensure_source("bill", "focus").await.expect("source");
@@ -657,6 +659,7 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         sm.rollup = Some(costledger::ledger::Rollup { spec: v1, rows: Vec::new() });
         s.commit_load(id, &sm).await.expect("commit");
         exec("ALTER TABLE load_periods DROP COLUMN data_end".into()).await;
+        exec("ALTER TABLE load_periods DROP COLUMN day_totals".into()).await;
         let q =
             costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["service".into()], ..Default::default() })
                 .expect("q");

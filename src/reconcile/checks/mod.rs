@@ -70,7 +70,9 @@ impl PeriodTotals {
     /// The rows the grouped scan of the period's charges gives (same keys, same order), from
     /// the current loads' day totals of that period.
     pub fn from_day_totals(loads: &[LoadDayTotals]) -> Result<Vec<TotalRow>, ReconcileError> {
-        let mut by: BTreeMap<(Vec<Option<String>>, String), (u64, ExactSum, ExactSum)> = BTreeMap::new();
+        // (keys, currency) → (lines, BilledCost, EffectiveCost)
+        type Sums = (u64, ExactSum, ExactSum);
+        let mut by: BTreeMap<(Vec<Option<String>>, String), Sums> = BTreeMap::new();
         for l in loads {
             let load = l.load.to_string();
             for (k, t) in &l.rows {
