@@ -11,7 +11,8 @@
 //! [`ledger_store_impl!`] writes each backend's `impl LedgerStore`; the backend module
 //! provides the hooks it names: `D` (its dialect), `CHARGES_OF_L` (how `charges c` joins
 //! `loads l`), `DELETE_LOAD_CHARGES` (delete the charges of load `?1`), `begin_write` (a write
-//! transaction), `scope_lock` (serialise commits of one source scope), `load_row`, `row_ts`,
+//! transaction), `scope_lock` (serialise commits of one source scope), `after_commit` (upkeep
+//! once a load is current), `load_row`, `row_ts`,
 //! `row_opt_ts` (timestamp columns) and `ts_param` (a timestamp as a bind value).
 
 use crate::LoadId;
@@ -395,6 +396,7 @@ macro_rules! ledger_store_impl {
                 .await?;
             }
             tx.commit().await?;
+            after_commit(&self.pool).await;
             Ok(CommitOutcome::Current { superseded: old })
         }
 

@@ -162,8 +162,9 @@ pub async fn commitment_findings(
         grain: Some("month".into()),
         ..Default::default()
     };
-    let c = super::commitments::commitments(store, config, &text).await?;
-    Ok(c.utilisation
+    let minimum = config.checks.commitment_utilization_min;
+    let utilisation = super::commitments::utilisation(store, config, &text).await?;
+    Ok(utilisation
         .iter()
         .filter(|u| u.below_minimum)
         .map(|u| Finding {
@@ -178,7 +179,7 @@ pub async fn commitment_findings(
                 u.commitment,
                 u.commitment_type.as_deref().unwrap_or("commitment"),
                 u.utilisation_percent.map(|p| p.to_string()).unwrap_or_default(),
-                c.utilisation_minimum_percent,
+                minimum,
                 u.unused.to_fixed(2),
                 u.currency
             ),

@@ -36,12 +36,8 @@ pub struct CommitmentsText {
     pub filters: Vec<String>,
 }
 
-/// Utilisation per commitment and coverage per group over the range, exactly.
-pub async fn commitments(
-    store: &dyn crate::ledger::LedgerStore,
-    config: &Config,
-    t: &CommitmentsText,
-) -> Result<Commitments, CommitmentsError> {
+/// The parsed question: the basis and the base query (groups, grain, filters, range).
+fn parse(config: &Config, t: &CommitmentsText) -> Result<(Basis, Query), CommitmentsError> {
     let norm = tag_normaliser(config);
     let basis = match &t.basis {
         None => Basis::default(),
@@ -56,10 +52,28 @@ pub async fn commitments(
         ..Default::default()
     }
     .parse(&norm)?;
-    let usage = Filter::parse("charge_category=Usage", &norm)?;
-    let mut filters = base.filters.clone();
-    filters.push(usage);
+    Ok((basis, base))
+}
 
+/// Utilisation per commitment over the range, exactly: one grouped read of the commitments'
+/// usage and purchase lines (what the reconciler's commitment findings need; coverage, which
+/// reads every usage line, is not computed).
+pub async fn utilisation(
+    store: &dyn crate::ledger::LedgerStore,
+    config: &Config,
+    t: &CommitmentsText,
+) -> Result<Vec<commitments::UtilisationRow>, CommitmentsError> {
+    let (_, base) = parse(config, t)?;
+    let rows = utilisation_rows(store, config, &base).await?;
+    Ok(commitments::utilisation(&rows, config.checks.commitment_utilization_min)?)
+}
+
+async fn utilisation_rows(
+    store: &dyn crate::ledger::LedgerStore,
+    config: &Config,
+    base: &Query,
+) -> Result<Vec<crate::query::aggregate::QueryRow>, CommitmentsError> {
+    let norm = tag_normaliser(config);
     // Utilisation reads a commitment's usage lines and its purchase lines: a purchase's
     // EffectiveCost is 0 in FOCUS, but a CUR keeps a commitment's unused share there.
     let mut uf = base.filters.clone();
@@ -80,8 +94,22 @@ pub async fn commitments(
         currency: None,
         top: None,
     };
-    let u = super::query::query(store, config, &u).await?;
+    Ok(super::query::query(store, config, &u).await?.rows)
+}
 
+/// Utilisation per commitment and coverage per group over the range, exactly.
+pub async fn commitments(
+    store: &dyn crate::ledger::LedgerStore,
+    config: &Config,
+    t: &CommitmentsText,
+) -> Result<Commitments, CommitmentsError> {
+    let norm = tag_normaliser(config);
+    let (basis, base) = parse(config, t)?;
+    let u = utilisation_rows(store, config, &base).await?;
+
+    let usage = Filter::parse("charge_category=Usage", &norm)?;
+    let mut filters = base.filters.clone();
+    filters.push(usage);
     let mut group_by = base.group_by.clone();
     group_by.push(Dimension::CommitmentStatus);
     let c = Query {
@@ -101,7 +129,7 @@ pub async fn commitments(
         basis: basis.metric().name(),
         by: base.group_by.iter().map(Dimension::name).collect(),
         utilisation_minimum_percent: config.checks.commitment_utilization_min,
-        utilisation: commitments::utilisation(&u.rows, config.checks.commitment_utilization_min)?,
+        utilisation: commitments::utilisation(&u, config.checks.commitment_utilization_min)?,
         coverage: commitments::coverage(&c.rows, base.group_by.len())?,
     })
 }
