@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::io::Write;
 
-use costledger_core::{FOCUS_COLUMNS, Totals, canonical, format_ts};
+use costledger_core::{FOCUS_COLUMNS, Totals};
 use futures::StreamExt;
 use rust_decimal::Decimal;
 
@@ -54,18 +54,12 @@ pub struct ExportStats {
 /// A text cell beginning with `=`, `+`, `-`, `@`, tab or CR is prefixed with `'` so a
 /// spreadsheet shows it as text instead of evaluating it.
 pub fn neutralise(s: &str) -> Cow<'_, str> {
-    match s.as_bytes().first() {
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => Cow::Owned(format!("'{s}")),
-        _ => Cow::Borrowed(s),
-    }
+    if formula_like(s) { Cow::Owned(format!("'{s}")) } else { Cow::Borrowed(s) }
 }
 
-fn text(v: &Option<String>) -> Cow<'_, str> {
-    v.as_deref().map(neutralise).unwrap_or(Cow::Borrowed(""))
-}
-
-fn amount(v: Option<Decimal>) -> String {
-    v.map(canonical).unwrap_or_default()
+/// Whether a spreadsheet would evaluate a cell beginning like `s` ([`neutralise`]).
+fn formula_like(s: &str) -> bool {
+    matches!(s.as_bytes().first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'))
 }
 
 /// `x_owner` and `x_allocation_reason` of one charge: an owner and how it was
@@ -123,48 +117,103 @@ impl<'a> LineAllocation<'a> {
     }
 }
 
-fn record<'a>(r: &'a ChargeRecord, alloc: Option<&LineAllocation<'_>>) -> Vec<Cow<'a, str>> {
-    let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
-    let l = &r.line;
-    vec![
-        neutralise(&l.billing_account_id),
-        text(&l.billing_account_name),
-        text(&l.sub_account_id),
-        text(&l.sub_account_name),
-        Cow::Owned(format_ts(l.billing_period_start)),
-        Cow::Owned(format_ts(l.billing_period_end)),
-        Cow::Owned(format_ts(l.charge_period_start)),
-        Cow::Owned(format_ts(l.charge_period_end)),
-        Cow::Borrowed(l.charge_category.as_str()),
-        Cow::Borrowed(l.charge_class.map(|c| c.as_str()).unwrap_or_default()),
-        text(&l.charge_description),
-        text(&l.service_name),
-        text(&l.service_category),
-        text(&l.provider_name),
-        text(&l.publisher_name),
-        text(&l.invoice_issuer_name),
-        text(&l.region_id),
-        text(&l.resource_id),
-        text(&l.resource_name),
-        text(&l.sku_id),
-        Cow::Owned(canonical(l.billed_cost)),
-        Cow::Owned(amount(l.effective_cost)),
-        Cow::Owned(amount(l.list_cost)),
-        Cow::Owned(amount(l.contracted_cost)),
-        neutralise(&l.billing_currency),
-        Cow::Owned(amount(l.pricing_quantity)),
-        text(&l.pricing_unit),
-        Cow::Owned(amount(l.consumed_quantity)),
-        text(&l.consumed_unit),
-        text(&l.commitment_discount_id),
-        text(&l.invoice_id),
-        Cow::Owned(l.tags_json().unwrap_or_default()),
-        Cow::Owned(neutralise(&owner).into_owned()),
-        Cow::Owned(reason),
-        Cow::Owned(r.load_id.to_string()),
-        neutralise(&r.source),
-        text(&l.source_ref),
-    ]
+/// One CSV row's cells, written into one buffer reused from row to row (ends of each cell in
+/// `ends`): no allocation per cell. The bytes are those of `neutralise` / `format_ts` /
+/// `canonical` / the tag JSON, as the golden files hold them.
+#[derive(Default)]
+struct RowCells {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl RowCells {
+    fn end_cell(&mut self) {
+        self.ends.push(self.buf.len());
+    }
+
+    fn text(&mut self, s: &str) {
+        if formula_like(s) {
+            self.buf.push(b'\'');
+        }
+        self.buf.extend_from_slice(s.as_bytes());
+        self.end_cell();
+    }
+
+    fn opt(&mut self, s: &Option<String>) {
+        self.text(s.as_deref().unwrap_or_default());
+    }
+
+    fn raw(&mut self, s: &str) {
+        self.buf.extend_from_slice(s.as_bytes());
+        self.end_cell();
+    }
+
+    fn ts(&mut self, t: chrono::DateTime<chrono::Utc>) {
+        costledger_core::write_ts(&mut self.buf, t);
+        self.end_cell();
+    }
+
+    fn amount(&mut self, d: Option<Decimal>) {
+        if let Some(d) = d {
+            costledger_core::write_canonical(&mut self.buf, d);
+        }
+        self.end_cell();
+    }
+
+    fn cells(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let c = &self.buf[start..end];
+            start = end;
+            c
+        })
+    }
+
+    fn fill(&mut self, r: &ChargeRecord, alloc: Option<&LineAllocation<'_>>) {
+        self.buf.clear();
+        self.ends.clear();
+        let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
+        let l = &r.line;
+        self.text(&l.billing_account_id);
+        self.opt(&l.billing_account_name);
+        self.opt(&l.sub_account_id);
+        self.opt(&l.sub_account_name);
+        self.ts(l.billing_period_start);
+        self.ts(l.billing_period_end);
+        self.ts(l.charge_period_start);
+        self.ts(l.charge_period_end);
+        self.raw(l.charge_category.as_str());
+        self.raw(l.charge_class.map(|c| c.as_str()).unwrap_or_default());
+        self.opt(&l.charge_description);
+        self.opt(&l.service_name);
+        self.opt(&l.service_category);
+        self.opt(&l.provider_name);
+        self.opt(&l.publisher_name);
+        self.opt(&l.invoice_issuer_name);
+        self.opt(&l.region_id);
+        self.opt(&l.resource_id);
+        self.opt(&l.resource_name);
+        self.opt(&l.sku_id);
+        self.amount(Some(l.billed_cost));
+        self.amount(l.effective_cost);
+        self.amount(l.list_cost);
+        self.amount(l.contracted_cost);
+        self.text(&l.billing_currency);
+        self.amount(l.pricing_quantity);
+        self.opt(&l.pricing_unit);
+        self.amount(l.consumed_quantity);
+        self.opt(&l.consumed_unit);
+        self.opt(&l.commitment_discount_id);
+        self.opt(&l.invoice_id);
+        costledger_core::write_map_json(&mut self.buf, &l.tags);
+        self.end_cell();
+        self.text(&owner);
+        self.raw(&reason);
+        let _ = write!(self.buf, "{}", r.load_id);
+        self.end_cell();
+        self.text(&r.source);
+        self.opt(&l.source_ref);
+    }
 }
 
 /// Stream the filtered current charges to `out` as CSV. With an allocator, `x_owner` and
@@ -183,9 +232,11 @@ pub async fn export_csv<W: Write>(
         None => None,
     };
     let mut rows = store.charges(filter);
+    let mut cells = RowCells::default();
     while let Some(r) = rows.next().await {
         let r = r?;
-        w.write_record(record(&r, line_alloc.as_ref()).iter().map(|c| c.as_bytes()))?;
+        cells.fill(&r, line_alloc.as_ref());
+        w.write_record(cells.cells())?;
         stats.rows += 1;
         stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
     }
