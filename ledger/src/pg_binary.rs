@@ -193,6 +193,49 @@ pub(crate) fn write_numeric(out: &mut Vec<u8>, d: Decimal) {
     }
 }
 
+/// Read PostgreSQL's NUMERIC send format into a `Decimal` with the value's display scale —
+/// what sqlx's own conversion gives (zero as `Decimal::ZERO`, other values rescaled to the
+/// display scale), without its `Decimal` power and division per digit group (a tenth of the
+/// client's time in a PostgreSQL export). `None` for what a `Decimal` cannot hold exactly (NaN,
+/// infinities, more than 28 decimal places, 96-bit overflow): the caller falls back to sqlx.
+pub(crate) fn read_numeric(b: &[u8]) -> Option<Decimal> {
+    if b.len() < 8 {
+        return None;
+    }
+    let r = |i: usize| u16::from_be_bytes([b[2 * i], b[2 * i + 1]]);
+    let (ndigits, weight, sign, dscale) = (r(0) as i16, r(1) as i16, r(2), r(3));
+    if ndigits < 0 || b.len() != 8 + 2 * ndigits as usize || !(sign == 0 || sign == 0x4000) || dscale > 28 {
+        return None;
+    }
+    if ndigits == 0 {
+        return Some(Decimal::ZERO);
+    }
+    let mut m: u128 = 0;
+    for i in 0..ndigits as usize {
+        let d = r(4 + i);
+        if d >= 10_000 {
+            return None;
+        }
+        m = m.checked_mul(10_000)?.checked_add(u128::from(d))?;
+    }
+    // value = m × 10^(4 × (weight − ndigits + 1)); as a mantissa at the display scale:
+    let shift = 4 * (i32::from(weight) - i32::from(ndigits) + 1) + i32::from(dscale);
+    if shift >= 0 {
+        m = m.checked_mul(10u128.checked_pow(shift as u32)?)?;
+    } else {
+        let p = 10u128.checked_pow((-shift) as u32)?;
+        if !m.is_multiple_of(p) {
+            return None;
+        }
+        m /= p;
+    }
+    if m >= 1u128 << 96 {
+        return None;
+    }
+    let m = m as i128;
+    Decimal::try_from_i128_with_scale(if sign == 0x4000 { -m } else { m }, u32::from(dscale)).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -263,6 +306,54 @@ mod tests {
         check("1000000000000.0000000001", "1000000000000.0000000001");
         check("0.1", "0.1");
         check("99999.99999", "99999.99999");
+    }
+
+    /// NUMERIC bytes as PostgreSQL sends them, from (ndigits, weight, sign, dscale, digits).
+    fn numeric(weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for v in [digits.len() as u16, weight as u16, sign, dscale].iter().chain(digits) {
+            out.extend_from_slice(&v.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn numerics_read_back_as_sqlx_reads_them() {
+        for text in [
+            "0",
+            "1",
+            "1.5",
+            "-0.5",
+            "10000",
+            "100000000",
+            "12345.6789",
+            "0.0000000001",
+            "0.0000000000000000000000000001",
+            "1234567.1234567890123456789012",
+            "-1234567.1234567890123456789012",
+            "79228162514264337593543950335",
+            "-7.9228162514264337593543950335",
+            "1000000000000.0000000001",
+            "99999.99999",
+        ] {
+            let d = Decimal::from_str(text).expect("decimal");
+            let mut out = Vec::new();
+            write_numeric(&mut out, d);
+            let back = read_numeric(&out).expect("readable");
+            assert_eq!(back, d, "{text}");
+            assert_eq!(back.to_string(), d.normalize().to_string(), "{text}: the display scale");
+        }
+        // A display scale wider than the digits (PostgreSQL keeps a column's declared scale):
+        // 1.50 is [1, 5000] weight 0, dscale 2.
+        let b = numeric(0, 0, 2, &[1, 5000]);
+        assert_eq!(read_numeric(&b).map(|d| d.to_string()).as_deref(), Some("1.50"));
+        // Negative zero and zero with a scale read as Decimal::ZERO, as sqlx reads them.
+        assert_eq!(read_numeric(&numeric(0, 0x4000, 3, &[])), Some(Decimal::ZERO));
+        // What a Decimal cannot hold is left to sqlx (NaN, a 29th decimal place, overflow).
+        assert_eq!(read_numeric(&numeric(0, 0xC000, 0, &[])), None);
+        assert_eq!(read_numeric(&numeric(-8, 0, 29, &[1000])), None);
+        assert_eq!(read_numeric(&numeric(8, 0, 0, &[1])), None);
+        assert_eq!(read_numeric(&[0, 1]), None);
     }
 
     #[test]

@@ -215,9 +215,33 @@ impl ChargeRow for PgRow {
     }
 }
 
+/// A NUMERIC read by [`super::pg_binary::read_numeric`] (sqlx's conversion for what it
+/// cannot read): the same `Decimal`, a tenth of an export's client time less.
+struct FastNumeric(Decimal);
+
+impl sqlx::Type<sqlx::Postgres> for FastNumeric {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <Decimal as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <Decimal as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for FastNumeric {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        if value.format() == sqlx::postgres::PgValueFormat::Binary
+            && let Some(d) = super::pg_binary::read_numeric(value.as_bytes()?)
+        {
+            return Ok(FastNumeric(d));
+        }
+        Ok(FastNumeric(<Decimal as sqlx::Decode<'r, sqlx::Postgres>>::decode(value)?))
+    }
+}
+
 fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
     let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get::<Option<String>, _>(i)?) };
-    let d = |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get::<Option<Decimal>, _>(i)?) };
+    let d = |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get::<Option<FastNumeric>, _>(i)?.map(|n| n.0)) };
     let line = ChargeLine {
         billing_account_id: r.try_get(0)?,
         billing_account_name: s(1)?,
@@ -239,7 +263,7 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
         resource_id: s(17)?,
         resource_name: s(18)?,
         sku_id: s(19)?,
-        billed_cost: r.try_get(20)?,
+        billed_cost: r.try_get::<FastNumeric, _>(20)?.0,
         effective_cost: d(21)?,
         list_cost: d(22)?,
         contracted_cost: d(23)?,
