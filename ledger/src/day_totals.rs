@@ -173,25 +173,37 @@ pub struct LoadDayTotals {
 }
 
 /// When each account first appears among the current loads of primary sources: the same
-/// answer as the grouped scan of the charges, from the loads' day totals. Sorted.
-pub fn first_seen(loads: &[LoadDayTotals]) -> Vec<FirstSeen> {
-    let mut first: BTreeMap<(Option<&str>, &str, &str), DateTime<Utc>> = BTreeMap::new();
-    for l in loads.iter().filter(|l| l.role == SourceRole::Primary) {
-        for (k, t) in &l.rows {
-            let account = k.sub_account_id.as_deref().unwrap_or(&k.billing_account_id);
-            let at = first.entry((k.provider.as_deref(), &k.billing_account_id, account)).or_insert(t.first_start);
-            *at = (*at).min(t.first_start);
+/// answer as the grouped scan of the charges, from the loads' day totals, folded one billing
+/// period at a time (a multi-year ledger's day totals are never all in memory at once).
+#[derive(Debug, Default)]
+pub struct FirstSeenFold {
+    first: BTreeMap<(Option<String>, String, String), DateTime<Utc>>,
+}
+
+impl FirstSeenFold {
+    pub fn add(&mut self, loads: &[LoadDayTotals]) {
+        for l in loads.iter().filter(|l| l.role == SourceRole::Primary) {
+            for (k, t) in &l.rows {
+                let account = k.sub_account_id.as_deref().unwrap_or(&k.billing_account_id);
+                let key = (k.provider.clone(), k.billing_account_id.clone(), account.to_owned());
+                let at = self.first.entry(key).or_insert(t.first_start);
+                *at = (*at).min(t.first_start);
+            }
         }
     }
-    first
-        .into_iter()
-        .map(|((provider, billing, account), at)| FirstSeen {
-            provider: provider.map(str::to_owned),
-            billing_account_id: billing.to_owned(),
-            account: account.to_owned(),
-            at,
-        })
-        .collect()
+
+    /// Sorted, as the scan returns them.
+    pub fn finish(self) -> Vec<FirstSeen> {
+        self.first
+            .into_iter()
+            .map(|((provider, billing_account_id, account), at)| FirstSeen {
+                provider,
+                billing_account_id,
+                account,
+                at,
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

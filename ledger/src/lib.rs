@@ -881,15 +881,23 @@ pub trait LedgerStore: ReconcileStore {
     /// Per provider, billing account and account (sub account, else the billing account): the
     /// earliest ChargePeriodStart among current charges.
     async fn account_first_seen(&self) -> Result<Vec<FirstSeen>> {
-        match self.load_day_totals(None).await? {
-            Some(loads) => Ok(day_totals::first_seen(&loads)),
-            None => self.account_first_seen_scan().await,
+        let periods = self.current_load_periods().await?;
+        let mut fold = day_totals::FirstSeenFold::default();
+        for p in periods {
+            match self.load_day_totals(Some(&p)).await? {
+                Some(loads) => fold.add(&loads),
+                None => return self.account_first_seen_scan().await,
+            }
         }
+        Ok(fold.finish())
     }
 
     /// [`LedgerStore::account_first_seen`] from a grouped scan of the charges (a ledger with
     /// loads committed before migration 0012).
     async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>>;
+
+    /// The billing periods (`YYYY-MM`) current loads contributed lines to, ascending.
+    async fn current_load_periods(&self) -> Result<Vec<String>>;
 
     /// The day totals of every current load (`check` sources included) in billing period
     /// `period` (`YYYY-MM`; every period when `None`), by source, period and load. `None` when

@@ -178,6 +178,16 @@ macro_rules! ledger_store_impl {
             Ok(latest.into_iter().map(|((s, p), t)| (s, p, t)).collect())
         }
 
+        async fn current_load_periods(&self) -> Result<Vec<String>> {
+            let mut periods: Vec<String> = sqlx::query_scalar(q(
+                "SELECT DISTINCT lp.period FROM load_periods lp JOIN loads l ON l.id = lp.load_id WHERE l.state = 'current'",
+            ))
+            .fetch_all(&self.pool)
+            .await?;
+            periods.sort();
+            Ok(periods)
+        }
+
         async fn load_day_totals(&self, period: Option<&str>) -> Result<Option<Vec<crate::LoadDayTotals>>> {
             let mut sql = "SELECT s.name, s.role, l.id, lp.period, lp.day_totals FROM load_periods lp \
                  JOIN loads l ON l.id = lp.load_id JOIN sources s ON s.id = l.source_id WHERE l.state = 'current'"
