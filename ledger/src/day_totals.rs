@@ -3,9 +3,9 @@
 //!
 //! The reconciler's period totals (conservation, cross-source, overlap) and the accounts'
 //! first appearance (the allocator's new-account rule) are answered from these few rows per
-//! load instead of a grouped scan of every charge. A load committed before migration 0012 has
-//! none (`NULL`): whoever reads them then falls back to the scan, so an old ledger gives the
-//! same answers, only slower, until its loads are re-imported.
+//! load instead of a grouped scan of every charge. Migration 0012 fills them for the loads
+//! already in a ledger; a load that still has none (`NULL`) makes its readers fall back to the
+//! scan, with the same answers, only slower.
 
 use std::collections::BTreeMap;
 

@@ -390,11 +390,11 @@ async fn begin_write(pool: &SqlitePool) -> Result<sqlx::Transaction<'static, sql
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// `BEGIN IMMEDIATE` already serialises every commit.
 /// Nothing to keep up after a commit on SQLite (its planner reads no table statistics we
 /// maintain).
 async fn after_commit(_pool: &SqlitePool) {}
 
+/// `BEGIN IMMEDIATE` already serialises every commit.
 async fn scope_lock(_tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, _source_id: i64, _scope: &str) -> Result<()> {
     Ok(())
 }

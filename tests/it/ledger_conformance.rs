@@ -428,11 +428,18 @@ async fn upgrade_fills_each_load_periods_data_end_and_day_totals_from_its_charge
     let charges = |id: bool| {
         let row = |n: u64, bp: &str, bp_end: &str, end: &str| {
             let key = if id { format!("{}, ", 4_294_967_296u64 + n) } else { String::new() };
-            format!("({key}1, {n}, 'acct', '{bp}', '{bp_end}', '2026-10-02T00:00:00Z', '{end}', 'Usage', '1', 'USD')")
+            // Amounts with decimals (1.05, 1.15, 1.25) and one EffectiveCost, so the migration's
+            // exact sums are checked, not just counted.
+            let effective = if n == 1 { "'0.3'" } else { "NULL" };
+            format!(
+                "({key}1, {n}, 'acct', '{bp}', '{bp_end}', '2026-10-02T00:00:00Z', '{end}', 'Usage', '1.{n}5', \
+                 {effective}, 'USD')"
+            )
         };
         format!(
             "INSERT INTO charges ({}load_id, row_no, billing_account_id, billing_period_start, billing_period_end, \
-             charge_period_start, charge_period_end, charge_category, billed_cost, billing_currency) VALUES {}, {}, {}",
+             charge_period_start, charge_period_end, charge_category, billed_cost, effective_cost, billing_currency) \
+             VALUES {}, {}, {}",
             if id { "id, " } else { "" },
             row(0, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "2026-10-30T23:00:00Z"),
             row(1, "2026-10-01T00:00:00Z", "2026-11-01T00:00:00Z", "2026-10-31T01:00:00Z"),
@@ -482,7 +489,7 @@ async fn upgrade_fills_each_load_periods_data_end_and_day_totals_from_its_charge
                         k.currency,
                         t.rows,
                         t.billed_cost,
-                        t.effective_cost,
+                        t.effective_cost.map(|e| e.to_string()),
                         format_ts(t.first_start)
                     )
                 });
@@ -494,11 +501,11 @@ async fn upgrade_fills_each_load_periods_data_end_and_day_totals_from_its_charge
             [
                 (
                     "2026-10".to_string(),
-                    vec!["None acct None 2026-10-02 USD 2 2 None 2026-10-02T00:00:00Z".to_string()]
+                    vec!["None acct None 2026-10-02 USD 2 2.2 Some(\"0.3\") 2026-10-02T00:00:00Z".to_string()]
                 ),
                 (
                     "2026-11".to_string(),
-                    vec!["None acct None 2026-10-02 USD 1 1 None 2026-10-02T00:00:00Z".to_string()]
+                    vec!["None acct None 2026-10-02 USD 1 1.25 None 2026-10-02T00:00:00Z".to_string()]
                 ),
             ],
             "{url}"

@@ -44,10 +44,10 @@ const DAY: usize = 4;
 
 impl PeriodTotals {
     pub async fn read(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
-        let check_sources =
-            store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
         match store.load_day_totals(Some(&bp.to_string())).await? {
-            Some(loads) => Ok(PeriodTotals { rows: Self::from_day_totals(&loads)?, check_sources }),
+            Some(loads) => {
+                Ok(PeriodTotals { rows: Self::from_day_totals(&loads)?, check_sources: check_sources(store).await? })
+            }
             // A load committed before the ledger kept day totals: the grouped scan.
             None => Self::read_scan(store, bp).await,
         }
@@ -55,10 +55,8 @@ impl PeriodTotals {
 
     /// [`PeriodTotals::read`] by a grouped scan of the period's charges.
     pub async fn read_scan(store: &dyn LedgerStore, bp: BillingPeriod) -> Result<PeriodTotals, ReconcileError> {
-        let check_sources =
-            store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect();
         let filter = ChargeFilter { period: Some(bp), include_check_sources: true, ..Default::default() };
-        Ok(PeriodTotals { rows: store.totals(&filter, &BY).await?, check_sources })
+        Ok(PeriodTotals { rows: store.totals(&filter, &BY).await?, check_sources: check_sources(store).await? })
     }
 
     /// The rows: totals per provider × billing account × source × load × UTC charge day ×
@@ -119,6 +117,11 @@ impl PeriodTotals {
         }
         Ok(out)
     }
+}
+
+/// The sources whose role is `check`.
+async fn check_sources(store: &dyn LedgerStore) -> Result<BTreeSet<String>, ReconcileError> {
+    Ok(store.source_roles().await?.into_iter().filter(|(_, r)| *r == SourceRole::Check).map(|(n, _)| n).collect())
 }
 
 pub async fn run_checks(
