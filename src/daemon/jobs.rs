@@ -143,9 +143,12 @@ pub async fn run_tick(shared: Arc<Shared>, spec: Arc<JobSpec>, tick: DateTime<Ut
         }
     };
     let wait = jitter(&key, tick, spec.jitter_secs);
+    // Biased, shutdown first: with no jitter both branches are ready at once, and an unbiased
+    // select started the job after shutdown half the time (`a_job_still_running_makes_its_next_tick_skip` flaked).
     let cancelled = tokio::select! {
-        _ = tokio::time::sleep(wait) => false,
+        biased;
         _ = shared.stopping.cancelled() => true,
+        _ = tokio::time::sleep(wait) => false,
     };
     let started = Instant::now();
     let result = if cancelled {
