@@ -22,7 +22,7 @@ use crate::ledger::{
     CommitOutcome, LedgerError, LedgerStore, LoadFilter, LoadId, LoadRow, LoadState, LoadSummary, NewLoad,
     PeriodContribution, PeriodState, SourceRole,
 };
-use crate::query::rollup::{RollupBuilder, RollupSpec};
+use crate::query::rollup::{HeldRows, ROLLUP_PIECE, RollupBuilder, RollupSpec};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -216,11 +216,11 @@ pub async fn ingest_source(
     cx: &Context,
     progress: Option<Progress<'_>>,
 ) -> Result<Vec<Result<LoadReport, IngestError>>, IngestError> {
-    ingest_source_with(store, source, connector, window, cx, progress, None).await
+    ingest_source_with(store, source, connector, window, cx, progress, &[]).await
 }
 
-/// [`ingest_source`], building each load's daily rollup with `rollup` (without one, queries
-/// over these loads scan their charges until `costledger rollup` builds it).
+/// [`ingest_source`], building each load's rollups with `rollups`, one per kind (a kind not
+/// built: queries that need it scan these loads' charges until `costledger rollup` builds it).
 pub async fn ingest_source_with(
     store: &dyn LedgerStore,
     source: &str,
@@ -228,7 +228,7 @@ pub async fn ingest_source_with(
     window: PeriodWindow,
     cx: &Context,
     progress: Option<Progress<'_>>,
-    rollup: Option<&RollupSpec>,
+    rollups: &[RollupSpec],
 ) -> Result<Vec<Result<LoadReport, IngestError>>, IngestError> {
     let span = info_span!("ingest", source = %source, kind = connector.kind());
     async move {
@@ -252,7 +252,7 @@ pub async fn ingest_source_with(
         let owner = owner_id();
         let mut out = Vec::with_capacity(deliveries.len());
         for d in &deliveries {
-            out.push(load_delivery(store, source, source_id, connector, d, cx, &owner, progress, rollup).await);
+            out.push(load_delivery(store, source, source_id, connector, d, cx, &owner, progress, rollups).await);
         }
         Ok(out)
     }
@@ -270,7 +270,7 @@ pub async fn load_delivery(
     cx: &Context,
     owner: &str,
     progress: Option<Progress<'_>>,
-    rollup: Option<&RollupSpec>,
+    rollups: &[RollupSpec],
 ) -> Result<LoadReport, IngestError> {
     let ledger_err =
         |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
@@ -344,7 +344,7 @@ pub async fn load_delivery(
         let mut staging_cx = cx.clone();
         staging_cx.cancel = stop.clone();
         let staging = async {
-            let r = stage(store, source, load, connector, d, &staging_cx, progress, rollup).await;
+            let r = stage(store, source, load, connector, d, &staging_cx, progress, rollups).await;
             if r.is_err() {
                 // A failed (or cancelled) load needs no key: stop waiting for it.
                 stop.cancel();
@@ -426,7 +426,7 @@ pub async fn load_delivery(
         } else {
             info!(scope = %d.scope, load, key = %d.delivery_key, "staging delivery");
         }
-        (stage(store, source, load, connector, d, cx, progress, rollup).await, None)
+        (stage(store, source, load, connector, d, cx, progress, rollups).await, None)
     };
     // A pending key is the key of the bytes the parser read (reported by the stream), never
     // a separate read's: when the two differ, the file changed while it was read.
@@ -619,9 +619,9 @@ async fn stage(
     d: &Delivery,
     cx: &Context,
     progress: Option<Progress<'_>>,
-    rollup: Option<&RollupSpec>,
+    rollups: &[RollupSpec],
 ) -> Result<(LoadSummary, u64, Vec<String>), IngestError> {
-    let mut rollup = rollup.map(RollupBuilder::new);
+    let mut builders: Vec<RollupBuilder<'_>> = rollups.iter().map(RollupBuilder::new).collect();
     let money =
         |error: MoneyError| IngestError::Money { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut sm = LoadSummary { final_periods: d.final_periods, ..Default::default() };
@@ -695,9 +695,7 @@ async fn stage(
                 failure = Some(money(e));
                 break;
             }
-            if let Some(r) = &mut rollup
-                && let Err(e) = r.add(l)
-            {
+            if let Some(e) = builders.iter_mut().find_map(|r| r.add(l).err()) {
                 failure = Some(money(e));
                 break;
             }
@@ -761,18 +759,20 @@ async fn stage(
         }
         let (lines, errors, spent) = (batch.lines, batch.errors, batch.spent);
         // A full rollup builder writes its rows out as a chunk (rollup rows are additive).
-        let mut chunk = None;
-        if let Some(r) = rollup.as_mut()
-            && r.is_full()
-        {
-            chunk = Some(r.take_rows());
+        let mut chunk: Vec<HeldRows> = Vec::new();
+        for r in builders.iter_mut() {
+            if r.is_full() {
+                chunk.push(r.take_held());
+            }
         }
         in_flight.push(Box::pin(async move {
             if !lines.is_empty() {
                 store.stage_lines(load, first_row, lines, spent).await?;
             }
-            if let Some(rows) = chunk {
-                store.append_rollup(load, &rows).await?;
+            for held in chunk {
+                for piece in held.into_pieces(ROLLUP_PIECE) {
+                    store.append_rollup(load, &piece).await?;
+                }
             }
             store.stage_quarantine(load, &errors).await
         }));
@@ -791,16 +791,26 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
-    let rollup_wanted = rollup.is_some();
-    sm.rollup = rollup.and_then(RollupBuilder::finish);
-    if sm.rollup.is_none() && rollup_wanted {
-        tracing::info!(
-            source,
-            scope = %d.scope,
-            "no daily rollup for this load: its lines are nearly all distinct per day and dimension \
-             (fewer than {} lines per rollup row), so queries over it read the charges",
-            crate::query::rollup::MIN_ROLLUP_COMPRESSION
-        );
+    for b in builders {
+        let kind = b.kind();
+        match b.finish_held() {
+            Some((r, held)) => {
+                // The last rows are written before the commit, a piece at a time (a staging
+                // load's rollup rows are not read until the commit records its spec).
+                for piece in held.into_pieces(ROLLUP_PIECE) {
+                    store.append_rollup(load, &piece).await.map_err(ledger_err)?;
+                }
+                sm.rollups.push(r)
+            }
+            None => tracing::info!(
+                source,
+                scope = %d.scope,
+                "no {} rollup for this load: its lines are nearly all distinct per day and dimension \
+                 (fewer than {} lines per rollup row), so queries that need it read the charges",
+                kind.name(),
+                crate::query::rollup::MIN_ROLLUP_COMPRESSION
+            ),
+        }
     }
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());

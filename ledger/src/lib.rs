@@ -202,22 +202,68 @@ pub struct LoadSummary {
     /// The delivery key, when it was computed during staging (the load was begun with a
     /// placeholder): set on the load at commit, before the duplicate check.
     pub delivery_key: Option<String>,
-    /// The load's daily rollup (its last rows; earlier chunks were appended while staging),
-    /// written in the commit transaction.
-    pub rollup: Option<Rollup>,
+    /// The load's rollups, one per kind built (their last rows; earlier chunks were appended
+    /// while staging), written in the commit transaction.
+    pub rollups: Vec<Rollup>,
 }
 
-/// A load's lines summed per local day over the query dimensions (see migration 0007).
+/// The kinds of daily rollup a load can have (migrations 0007 and 0013): each sums the load's
+/// lines per local day over its own set of dimensions, and records its spec in its own column
+/// of `loads`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RollupKind {
+    /// Every query dimension but the resource, the SKU, the commitment columns and the tags
+    /// not configured (`kind` 0, spec in `loads.rollup_spec`).
+    #[default]
+    Daily,
+    /// Provider, service category, service, SKU, pricing unit, charge category and class,
+    /// pricing category and the commitment columns; no accounts, regions or tags (`kind` 1,
+    /// spec in `loads.pricing_rollup_spec`).
+    Pricing,
+}
+
+impl RollupKind {
+    pub const ALL: [RollupKind; 2] = [RollupKind::Daily, RollupKind::Pricing];
+
+    /// The value of `rollups.kind`.
+    pub fn code(self) -> i16 {
+        match self {
+            RollupKind::Daily => 0,
+            RollupKind::Pricing => 1,
+        }
+    }
+
+    /// The column of `loads` that records the spec of a load's rollup of this kind.
+    pub(crate) fn spec_column(self) -> &'static str {
+        match self {
+            RollupKind::Daily => "rollup_spec",
+            RollupKind::Pricing => "pricing_rollup_spec",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RollupKind::Daily => "daily",
+            RollupKind::Pricing => "pricing",
+        }
+    }
+}
+
+/// A load's lines summed per local day over the dimensions of one [`RollupKind`] (see
+/// migrations 0007 and 0013).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rollup {
+    pub kind: RollupKind,
     /// What the rollup was built with (time zone, tag keys, aliases), as a fingerprint.
     pub spec: String,
     pub rows: Vec<RollupRow>,
 }
 
-/// One day × dimension combination of one load.
+/// One day × dimension combination of one load, in a rollup of `kind`; the columns the kind
+/// does not hold are `None` (`billing_account_id` empty).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RollupRow {
+    pub kind: RollupKind,
     /// Local day of ChargePeriodStart (`YYYY-MM-DD`).
     pub day: String,
     /// `YYYY-MM` of BillingPeriodStart.
@@ -234,6 +280,12 @@ pub struct RollupRow {
     pub billing_currency: String,
     /// The rollup tag keys the lines carry (normalised key → value), as a JSON object.
     pub tags: Option<String>,
+    pub sku_id: Option<String>,
+    pub pricing_category: Option<String>,
+    pub commitment_discount_id: Option<String>,
+    pub commitment_discount_type: Option<String>,
+    pub commitment_discount_category: Option<String>,
+    pub commitment_discount_status: Option<String>,
     pub lines: u64,
     pub billed_cost: ExactSum,
     pub effective_cost: Option<ExactSum>,
@@ -868,10 +920,11 @@ pub trait LedgerStore: ReconcileStore {
         by: &'a [GroupColumn],
         sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>>;
-    /// The rollup rows of current primary loads whose day is in `[from, to)` (`YYYY-MM-DD`),
-    /// grouped by `by` (and the currency) and summed exactly in SQL.
+    /// The rollup rows of `kind` of current primary loads whose day is in `[from, to)`
+    /// (`YYYY-MM-DD`), grouped by `by` (and the currency) and summed exactly in SQL.
     fn grouped_rollups<'a>(
         &'a self,
+        kind: RollupKind,
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
@@ -926,18 +979,24 @@ pub trait LedgerStore: ReconcileStore {
     /// running any more.
     async fn abandon_run(&self, run: i64, reason: &str) -> Result<bool>;
     async fn runs(&self, limit: u32) -> Result<Vec<RunRow>>;
-    /// The rollup rows of current primary loads whose day is in `[from, to)` (`YYYY-MM-DD`).
-    fn rollups<'a>(&'a self, from: Option<String>, to: Option<String>) -> BoxStream<'a, Result<RollupRecord>>;
-    /// Current loads whose rollup was not built with `spec` (none, or another one).
-    async fn loads_without_rollup(&self, spec: &str) -> Result<Vec<LoadId>>;
+    /// The rollup rows of `kind` of current primary loads whose day is in `[from, to)`
+    /// (`YYYY-MM-DD`).
+    fn rollups<'a>(
+        &'a self,
+        kind: RollupKind,
+        from: Option<String>,
+        to: Option<String>,
+    ) -> BoxStream<'a, Result<RollupRecord>>;
+    /// Current loads whose rollup of `kind` was not built with `spec` (none, or another one).
+    async fn loads_without_rollup(&self, kind: RollupKind, spec: &str) -> Result<Vec<LoadId>>;
     /// Add a chunk of rows to a load's rollup (staging, or a rebuild after [`clear_rollup`]);
     /// rollup rows are additive, so one key may be in several chunks. Not visible to queries
     /// until the load is current with its spec recorded.
     ///
     /// [`clear_rollup`]: LedgerStore::clear_rollup
     async fn append_rollup(&self, load: LoadId, rows: &[RollupRow]) -> Result<()>;
-    /// Delete a load's rollup rows and its recorded spec (before a rebuild).
-    async fn clear_rollup(&self, load: LoadId) -> Result<()>;
+    /// Delete a load's rollup rows of `kind` and their recorded spec (before a rebuild).
+    async fn clear_rollup(&self, load: LoadId, kind: RollupKind) -> Result<()>;
     /// Add the last rows of a current load's rollup and record its spec (upgrades, a changed
     /// spec); false if the load is not current.
     async fn complete_rollup(&self, load: LoadId, rollup: &Rollup) -> Result<bool>;

@@ -101,7 +101,9 @@ pub(crate) const ROLLUP_CHUNK: usize = 1_000;
 /// The columns of a rollup row after `load_id`, in the order they are bound and read.
 pub(crate) const ROLLUP_COLUMNS: &str = "day, billing_period, provider_name, billing_account_id, sub_account_id, \
      service_name, service_category, region_id, charge_category, charge_class, pricing_unit, billing_currency, tags, \
-     lines, billed_cost, effective_cost, list_cost, contracted_cost, pricing_quantity, consumed_quantity";
+     lines, billed_cost, effective_cost, list_cost, contracted_cost, pricing_quantity, consumed_quantity, kind, sku_id, \
+     pricing_category, commitment_discount_id, commitment_discount_type, commitment_discount_category, \
+     commitment_discount_status";
 
 /// The scope's previous finished load, as `record_failure` sees it.
 pub(crate) struct PreviousLoad {
@@ -329,7 +331,7 @@ macro_rules! ledger_store_impl {
                 .await?;
                 sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(old).execute(&mut *tx).await?;
             }
-            if let Some(r) = &sm.rollup {
+            for r in &sm.rollups {
                 insert_rollup(&mut tx, load, r).await?;
             }
             sqlx::query(q(
@@ -635,10 +637,16 @@ macro_rules! ledger_store_impl {
             Ok(n > 0)
         }
 
-        fn rollups<'a>(&'a self, from: Option<String>, to: Option<String>) -> BoxStream<'a, Result<RollupRecord>> {
+        fn rollups<'a>(
+            &'a self,
+            kind: RollupKind,
+            from: Option<String>,
+            to: Option<String>,
+        ) -> BoxStream<'a, Result<RollupRecord>> {
             let mut sql = format!(
                 "SELECT s.name, {ROLLUP_COLUMNS_R} FROM rollups r JOIN loads l ON l.id = r.load_id \
-                 JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' AND s.role = 'primary'"
+                 JOIN sources s ON s.id = l.source_id WHERE l.state = 'current' AND s.role = 'primary' AND r.kind = {}",
+                kind.code()
             );
             let mut binds = Vec::new();
             if let Some(f) = from {
@@ -662,10 +670,11 @@ macro_rules! ledger_store_impl {
             )
         }
 
-        async fn loads_without_rollup(&self, spec: &str) -> Result<Vec<LoadId>> {
-            Ok(sqlx::query_scalar(q(
-                "SELECT id FROM loads WHERE state = 'current' AND (rollup_spec IS NULL OR rollup_spec <> ?) ORDER BY id",
-            ))
+        async fn loads_without_rollup(&self, kind: RollupKind, spec: &str) -> Result<Vec<LoadId>> {
+            let c = kind.spec_column();
+            Ok(sqlx::query_scalar(q(&format!(
+                "SELECT id FROM loads WHERE state = 'current' AND ({c} IS NULL OR {c} <> ?) ORDER BY id"
+            )))
             .bind(spec)
             .fetch_all(&self.pool)
             .await?)
@@ -678,10 +687,17 @@ macro_rules! ledger_store_impl {
             Ok(())
         }
 
-        async fn clear_rollup(&self, load: LoadId) -> Result<()> {
+        async fn clear_rollup(&self, load: LoadId, kind: RollupKind) -> Result<()> {
             let mut tx = begin_write(&self.pool).await?;
-            sqlx::query(q("DELETE FROM rollups WHERE load_id = ?")).bind(load).execute(&mut *tx).await?;
-            sqlx::query(q("UPDATE loads SET rollup_spec = NULL WHERE id = ?")).bind(load).execute(&mut *tx).await?;
+            sqlx::query(q("DELETE FROM rollups WHERE load_id = ? AND kind = ?"))
+                .bind(load)
+                .bind(kind.code())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(q(&format!("UPDATE loads SET {} = NULL WHERE id = ?", kind.spec_column())))
+                .bind(load)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(())
         }
@@ -760,7 +776,11 @@ macro_rules! load_helpers {
         /// are additive) and record the spec it was built with.
         async fn insert_rollup(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId, r: &Rollup) -> Result<()> {
             insert_rollup_rows(tx, load, &r.rows).await?;
-            sqlx::query(q("UPDATE loads SET rollup_spec = ? WHERE id = ?")).bind(&r.spec).bind(load).execute(&mut **tx).await?;
+            sqlx::query(q(&format!("UPDATE loads SET {} = ? WHERE id = ?", r.kind.spec_column())))
+                .bind(&r.spec)
+                .bind(load)
+                .execute(&mut **tx)
+                .await?;
             Ok(())
         }
 
@@ -794,7 +814,14 @@ macro_rules! load_helpers {
                         .push_bind(opt(&x.list_cost))
                         .push_bind(opt(&x.contracted_cost))
                         .push_bind(opt(&x.pricing_quantity))
-                        .push_bind(opt(&x.consumed_quantity));
+                        .push_bind(opt(&x.consumed_quantity))
+                        .push_bind(x.kind.code())
+                        .push_bind(x.sku_id.clone())
+                        .push_bind(x.pricing_category.clone())
+                        .push_bind(x.commitment_discount_id.clone())
+                        .push_bind(x.commitment_discount_type.clone())
+                        .push_bind(x.commitment_discount_category.clone())
+                        .push_bind(x.commitment_discount_status.clone());
                 });
                 b.build().execute(&mut **tx).await?;
             }
@@ -804,7 +831,9 @@ macro_rules! load_helpers {
         const ROLLUP_COLUMNS_R: &str = "r.day, r.billing_period, r.provider_name, r.billing_account_id, r.sub_account_id, \
              r.service_name, r.service_category, r.region_id, r.charge_category, r.charge_class, r.pricing_unit, \
              r.billing_currency, r.tags, r.lines, r.billed_cost, r.effective_cost, r.list_cost, r.contracted_cost, \
-             r.pricing_quantity, r.consumed_quantity";
+             r.pricing_quantity, r.consumed_quantity, CAST(r.kind AS BIGINT), r.sku_id, r.pricing_category, \
+             r.commitment_discount_id, r.commitment_discount_type, r.commitment_discount_category, \
+             r.commitment_discount_status";
 
         fn rollup_record<R: sqlx::Row>(r: &R) -> Result<RollupRecord>
         where
@@ -840,6 +869,17 @@ macro_rules! load_helpers {
                     contracted_cost: opt(18)?,
                     pricing_quantity: opt(19)?,
                     consumed_quantity: opt(20)?,
+                    kind: match r.try_get::<i64, _>(21)? {
+                        0 => RollupKind::Daily,
+                        1 => RollupKind::Pricing,
+                        k => return Err(LedgerError::Corrupt(format!("rollup row of unknown kind {k}"))),
+                    },
+                    sku_id: r.try_get(22)?,
+                    pricing_category: r.try_get(23)?,
+                    commitment_discount_id: r.try_get(24)?,
+                    commitment_discount_type: r.try_get(25)?,
+                    commitment_discount_category: r.try_get(26)?,
+                    commitment_discount_status: r.try_get(27)?,
                 },
             })
         }

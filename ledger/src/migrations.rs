@@ -80,6 +80,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0012_load_day_totals.sql"),
         include_str!("../../migrations/postgres/0012_load_day_totals.sql"),
     ),
+    (
+        13,
+        "pricing_rollups",
+        include_str!("../../migrations/sqlite/0013_pricing_rollups.sql"),
+        include_str!("../../migrations/postgres/0013_pricing_rollups.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -156,7 +156,7 @@ impl PgLedger {
             Err(e) => return Box::pin(futures::stream::once(async move { Err(e) })),
         };
         let n = by.len();
-        if table == GroupedTable::Rollups {
+        if matches!(table, GroupedTable::Rollups(_)) {
             return hashed_rollup_read(self.pool.clone(), sql, binds, n);
         }
         let pool = &self.pool;
@@ -567,15 +567,16 @@ super::load_sql::ledger_store_impl!(PgLedger, {
 
     fn grouped_rollups<'a>(
         &'a self,
+        kind: RollupKind,
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
         sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let (w, binds) = rollup_where(from, to);
+        let (w, binds) = rollup_where(kind, from, to);
         let w = Dialect::POSTGRES.render(&w);
         let binds = binds.into_iter().map(Bind::S).collect();
-        self.grouped_read(GroupedTable::Rollups, by, sums, w, binds)
+        self.grouped_read(GroupedTable::Rollups(kind), by, sums, w, binds)
     }
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {

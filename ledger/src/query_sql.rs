@@ -6,7 +6,7 @@
 
 use costledger_core::ExactSum;
 
-use crate::{LedgerError, Result};
+use crate::{LedgerError, Result, RollupKind};
 
 /// A column a grouped read can group by. `ChargePeriodStart` (charges only) comes back as
 /// `YYYY-MM-DDTHH:MM:SSZ` text on both backends; `Day` (rollups only) is the rollup's local day
@@ -32,7 +32,7 @@ pub enum GroupColumn {
     Source,
     /// CommitmentDiscountId.
     Commitment,
-    /// The FOCUS commitment and pricing columns (charges only; rollups do not hold them).
+    /// The FOCUS commitment and pricing columns (charges and pricing rollups).
     CommitmentStatus,
     CommitmentCategory,
     CommitmentType,
@@ -40,19 +40,40 @@ pub enum GroupColumn {
 }
 
 impl GroupColumn {
-    /// Whether the rollups hold this column.
-    pub fn in_rollups(self) -> bool {
-        !matches!(
-            self,
-            GroupColumn::ChargePeriodStart
-                | GroupColumn::Sku
-                | GroupColumn::Resource
-                | GroupColumn::Commitment
-                | GroupColumn::CommitmentStatus
-                | GroupColumn::CommitmentCategory
-                | GroupColumn::CommitmentType
-                | GroupColumn::PricingCategory
-        )
+    /// Whether rollups of `kind` hold this column (see [`RollupKind`]).
+    pub fn in_rollups(self, kind: RollupKind) -> bool {
+        use GroupColumn as G;
+        match kind {
+            RollupKind::Daily => !matches!(
+                self,
+                G::ChargePeriodStart
+                    | G::Sku
+                    | G::Resource
+                    | G::Commitment
+                    | G::CommitmentStatus
+                    | G::CommitmentCategory
+                    | G::CommitmentType
+                    | G::PricingCategory
+            ),
+            RollupKind::Pricing => matches!(
+                self,
+                G::Day
+                    | G::BillingPeriod
+                    | G::Provider
+                    | G::Service
+                    | G::ServiceCategory
+                    | G::ChargeCategory
+                    | G::ChargeClass
+                    | G::Sku
+                    | G::PricingUnit
+                    | G::Source
+                    | G::Commitment
+                    | G::CommitmentStatus
+                    | G::CommitmentCategory
+                    | G::CommitmentType
+                    | G::PricingCategory
+            ),
+        }
     }
 }
 
@@ -61,17 +82,17 @@ impl GroupColumn {
 pub(crate) enum GroupedTable {
     /// `charges c`.
     Charges,
-    /// `rollups r`.
-    Rollups,
+    /// `rollups r` of one kind.
+    Rollups(RollupKind),
 }
 
 impl GroupColumn {
     /// The column's SQL, or `None` when `table` does not hold it.
     fn sql(self, d: &GroupDialect, table: GroupedTable) -> Option<String> {
-        let rollups = table == GroupedTable::Rollups;
+        let rollups = matches!(table, GroupedTable::Rollups(_));
         let plain = |c: &str| Some(format!("{}.{c}", if rollups { "r" } else { "c" }));
         match self {
-            _ if rollups && !self.in_rollups() => None,
+            _ if matches!(table, GroupedTable::Rollups(k) if !self.in_rollups(k)) => None,
             GroupColumn::ChargePeriodStart => Some(format!("{}c.charge_period_start{}", d.ts_text.0, d.ts_text.1)),
             GroupColumn::Day if rollups => Some("r.day".into()),
             GroupColumn::Day => None,
@@ -172,7 +193,7 @@ pub(crate) fn grouped_sql(
         GroupedTable::Charges => {
             ("c", "COUNT(*)".to_string(), d.sum, format!("charges c JOIN loads l ON {}", d.charges_of_l))
         }
-        GroupedTable::Rollups => (
+        GroupedTable::Rollups(_) => (
             "r",
             "CAST(SUM(r.lines) AS BIGINT)".to_string(),
             d.text_sum,
@@ -207,10 +228,10 @@ pub(crate) fn grouped_sql(
     ))
 }
 
-/// The WHERE clause (`?` placeholders) and binds of a grouped rollup read: current loads of
-/// primary sources, rollup days in `[from, to)` (`YYYY-MM-DD`).
-pub(crate) fn rollup_where(from: Option<String>, to: Option<String>) -> (String, Vec<String>) {
-    let mut w = "l.state = 'current' AND s.role = 'primary'".to_string();
+/// The WHERE clause (`?` placeholders) and binds of a grouped rollup read: rollups of `kind` of
+/// current loads of primary sources, rollup days in `[from, to)` (`YYYY-MM-DD`).
+pub(crate) fn rollup_where(kind: RollupKind, from: Option<String>, to: Option<String>) -> (String, Vec<String>) {
+    let mut w = format!("l.state = 'current' AND s.role = 'primary' AND r.kind = {}", kind.code());
     let mut binds = Vec::new();
     for (cond, v) in [(" AND r.day >= ?", from), (" AND r.day < ?", to)] {
         if let Some(v) = v {

@@ -596,13 +596,14 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
 
     fn grouped_rollups<'a>(
         &'a self,
+        kind: RollupKind,
         from: Option<String>,
         to: Option<String>,
         by: &'a [GroupColumn],
         sums: Summed,
     ) -> BoxStream<'a, Result<GroupedRow>> {
-        let (w, binds) = rollup_where(from, to);
-        self.grouped_read(GroupedTable::Rollups, by, sums, w, binds)
+        let (w, binds) = rollup_where(kind, from, to);
+        self.grouped_read(GroupedTable::Rollups(kind), by, sums, w, binds)
     }
 
     async fn try_job_lock(&self, _key: &str) -> Result<Option<Box<dyn JobLock>>> {

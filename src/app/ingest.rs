@@ -54,8 +54,8 @@ pub async fn ingest(
     opts: &Options<'_>,
 ) -> Attempt {
     let cx = context(config, source, opts);
-    let spec = crate::query::rollup::RollupSpec::from_config(config);
-    ingest_source_with(store, source, connector, window(Utc::now()), &cx, opts.progress, Some(&spec)).await
+    let specs = crate::query::rollup::RollupSpec::all(config);
+    ingest_source_with(store, source, connector, window(Utc::now()), &cx, opts.progress, &specs).await
 }
 
 /// For a retrying edge: `Some(retry_after)` when the source, or one of its deliveries, failed

@@ -5,11 +5,11 @@ use futures::StreamExt;
 
 use crate::allocation::normalise_key;
 use crate::config::Config;
-use crate::ledger::{ChargeColumns, ChargeFilter, LedgerError, LedgerStore, LoadId, Summed};
+use crate::ledger::{ChargeColumns, ChargeFilter, LedgerError, LedgerStore, LoadId, RollupKind, Summed};
 use crate::query::aggregate::{
     AggregateError, Aggregator, AnsweredFrom, QueryResult, grouped_columns, grouped_rollup_columns,
 };
-use crate::query::rollup::{RollupBuilder, RollupSpec};
+use crate::query::rollup::{ROLLUP_PIECE, RollupBuilder, RollupSpec};
 use crate::query::{Query, QueryError, QueryText, RangeBy};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,10 +43,10 @@ pub enum ReadPath {
     Charges,
     /// The charges grouped and summed by the database (tests).
     Grouped,
-    /// The rollups, whatever the spec, row by row (tests).
-    Rollups,
-    /// The rollups grouped and summed by the database, whatever the spec (tests).
-    GroupedRollups,
+    /// The rollups of a kind, whatever the spec, row by row (tests).
+    Rollups(RollupKind),
+    /// The rollups of a kind grouped and summed by the database, whatever the spec (tests).
+    GroupedRollups(RollupKind),
 }
 
 /// Run `q` over the current charges of primary sources, from the rollups when they can answer.
@@ -54,11 +54,20 @@ pub async fn query(store: &dyn LedgerStore, config: &Config, q: &Query) -> Resul
     query_via(store, config, q, ReadPath::Auto).await
 }
 
-/// Whether the rollups can answer `q` exactly.
-pub async fn rollups_answer(store: &dyn LedgerStore, config: &Config, q: &Query) -> Result<bool, LedgerError> {
-    let spec = RollupSpec::from_config(config);
-    let dims_held = q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)).all(|d| spec.holds(d));
-    Ok(dims_held && store.loads_without_rollup(&spec.fingerprint()).await?.is_empty())
+/// The first kind of rollup that can answer `q` exactly: it holds every dimension `q` groups
+/// or filters by, and every current load has one built with today's spec.
+pub async fn rollups_answer(
+    store: &dyn LedgerStore,
+    config: &Config,
+    q: &Query,
+) -> Result<Option<RollupKind>, LedgerError> {
+    for spec in RollupSpec::all(config) {
+        let dims_held = q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)).all(|d| spec.holds(d));
+        if dims_held && store.loads_without_rollup(spec.kind, &spec.fingerprint()).await?.is_empty() {
+            return Ok(Some(spec.kind));
+        }
+    }
+    Ok(None)
 }
 
 pub async fn query_via(
@@ -76,26 +85,26 @@ pub async fn query_via(
     let sums = Summed::of(q.metrics.iter().filter_map(|m| m.column()));
     let use_rollups = match path {
         ReadPath::Auto => rollups_answer(store, config, q).await?,
-        ReadPath::Charges | ReadPath::Grouped => false,
-        ReadPath::Rollups | ReadPath::GroupedRollups => true,
+        ReadPath::Charges | ReadPath::Grouped => None,
+        ReadPath::Rollups(k) | ReadPath::GroupedRollups(k) => Some(k),
     };
-    if use_rollups {
+    if let Some(kind) = use_rollups {
         let mut agg = Aggregator::new(q, config.timezone, &norm);
         let day = |d: chrono::NaiveDate| d.format("%Y-%m-%d").to_string();
         let (from, to) = match q.range.by {
             RangeBy::ChargePeriod => (q.range.from.map(day), q.range.to.map(day)),
             RangeBy::BillingPeriod => (None, None),
         };
-        match grouped_rollup_columns(q) {
+        match grouped_rollup_columns(q, kind) {
             // The database groups the rollup rows too.
-            Some(cols) if path != ReadPath::Rollups => {
-                let mut rows = store.grouped_rollups(from, to, &cols, sums);
+            Some(cols) if !matches!(path, ReadPath::Rollups(_)) => {
+                let mut rows = store.grouped_rollups(kind, from, to, &cols, sums);
                 while let Some(r) = rows.next().await {
                     agg.add_grouped(&r?, &cols, true)?;
                 }
             }
             _ => {
-                let mut rows = store.rollups(from, to);
+                let mut rows = store.rollups(kind, from, to);
                 while let Some(r) = rows.next().await {
                     agg.add_rollup(&r?)?;
                 }
@@ -149,43 +158,70 @@ pub async fn query_via(
 /// What [`build_missing_rollups`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RollupBuild {
-    /// Loads whose rollup was built.
-    pub built: Vec<LoadId>,
-    /// Loads whose lines are nearly all distinct per day and dimension: no rollup (it would
-    /// not be smaller than the charges); queries over them read the charges.
-    pub not_worth_it: Vec<LoadId>,
+    /// Loads whose rollup of a kind was built.
+    pub built: Vec<(LoadId, RollupKind)>,
+    /// Loads whose lines are nearly all distinct per day and the kind's dimensions: no rollup
+    /// of that kind (it would not be smaller than the charges); queries that need it read the
+    /// charges.
+    pub not_worth_it: Vec<(LoadId, RollupKind)>,
 }
 
-/// Build the rollup of every current load that has none built with today's spec (a ledger
-/// from before rollups, or a changed time zone, tag list or alias): each load's old rollup is
-/// cleared, its charges are read once, and its rows written in chunks of at most
-/// `MAX_ROLLUP_ROWS`; the spec is recorded with the last chunk, so until then queries read the
-/// charges (an interrupted build is redone the next time).
+/// Build the rollups of every current load that has none of a kind built with today's spec (a
+/// ledger from before rollups or before that kind, or a changed time zone, tag list or alias):
+/// each load's old rollup of those kinds is cleared, its charges are read once for all of them,
+/// and the rows written in chunks of at most `MAX_ROLLUP_ROWS`; each kind's spec is recorded with
+/// its last chunk, so until then queries that need it read the charges (an interrupted build is
+/// redone the next time).
 pub async fn build_missing_rollups(store: &dyn LedgerStore, config: &Config) -> Result<RollupBuild, QueryRunError> {
-    let spec = RollupSpec::from_config(config);
+    let specs = RollupSpec::all(config);
+    // Load → the kinds it lacks.
+    let mut missing: std::collections::BTreeMap<LoadId, Vec<&RollupSpec>> = Default::default();
+    for spec in &specs {
+        for load in store.loads_without_rollup(spec.kind, &spec.fingerprint()).await? {
+            missing.entry(load).or_default().push(spec);
+        }
+    }
     let mut out = RollupBuild::default();
-    for load in store.loads_without_rollup(&spec.fingerprint()).await? {
-        store.clear_rollup(load).await?;
-        let mut b = RollupBuilder::new(&spec);
-        let filter =
-            ChargeFilter { load: Some(load), unordered: true, columns: ChargeColumns::Lean, ..Default::default() };
+    for (load, specs) in missing {
+        let mut builders = Vec::with_capacity(specs.len());
+        for spec in specs {
+            store.clear_rollup(load, spec.kind).await?;
+            builders.push(RollupBuilder::new(spec));
+        }
+        // The pricing rollup reads the commitment and pricing columns a lean read leaves out.
+        let columns = match builders.iter().all(|b| b.kind() == RollupKind::Daily) {
+            true => ChargeColumns::Lean,
+            false => ChargeColumns::All,
+        };
+        let filter = ChargeFilter { load: Some(load), unordered: true, columns, ..Default::default() };
         {
             // Chunks are written while the charges stream (a second connection: WAL on SQLite).
             let mut charges = store.charges(&filter);
             while let Some(rec) = charges.next().await {
-                b.add(&rec?.line).map_err(AggregateError::from)?;
-                if b.is_full() {
-                    store.append_rollup(load, &b.take_rows()).await?;
+                let rec = rec?;
+                for b in builders.iter_mut() {
+                    b.add(&rec.line).map_err(AggregateError::from)?;
+                    if b.is_full() {
+                        for piece in b.take_held().into_pieces(ROLLUP_PIECE) {
+                            store.append_rollup(load, &piece).await?;
+                        }
+                    }
                 }
             }
         }
-        match b.finish() {
-            Some(rollup) => {
-                if store.complete_rollup(load, &rollup).await? {
-                    out.built.push(load);
+        for b in builders {
+            let kind = b.kind();
+            match b.finish_held() {
+                Some((rollup, held)) => {
+                    for piece in held.into_pieces(ROLLUP_PIECE) {
+                        store.append_rollup(load, &piece).await?;
+                    }
+                    if store.complete_rollup(load, &rollup).await? {
+                        out.built.push((load, kind));
+                    }
                 }
+                None => out.not_worth_it.push((load, kind)),
             }
-            None => out.not_worth_it.push(load),
         }
     }
     Ok(out)

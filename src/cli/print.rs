@@ -292,13 +292,19 @@ pub(super) fn print_commitments(
 
 /// What `rollup` (or `migrate`) built, and which loads are not worth a rollup.
 pub(super) fn print_rollup_build(r: &app::query::RollupBuild) {
-    println!("built the daily rollups of {} load(s)", r.built.len());
-    if !r.not_worth_it.is_empty() {
-        println!(
-            "no rollup for load(s) {}: their lines are nearly all distinct per day and dimension (fewer than {} \
-             lines per rollup row), so queries over them read the charges",
-            r.not_worth_it.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", "),
-            crate::query::rollup::MIN_ROLLUP_COMPRESSION
-        );
+    for kind in crate::ledger::RollupKind::ALL {
+        let built = r.built.iter().filter(|(_, k)| *k == kind).count();
+        println!("built the {} rollups of {built} load(s)", kind.name());
+        let skipped: Vec<String> =
+            r.not_worth_it.iter().filter(|(_, k)| *k == kind).map(|(l, _)| l.to_string()).collect();
+        if !skipped.is_empty() {
+            println!(
+                "no {} rollup for load(s) {}: their lines are nearly all distinct per day and dimension (fewer \
+                 than {} lines per rollup row), so queries that need it read the charges",
+                kind.name(),
+                skipped.join(", "),
+                crate::query::rollup::MIN_ROLLUP_COMPRESSION
+            );
+        }
     }
 }

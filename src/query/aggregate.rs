@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::{Dimension, Grain, Metric, MetricKind, Query, RangeBy};
-use crate::ledger::{FxRate, GroupColumn, GroupedRow, RollupRecord, RollupRow};
+use crate::ledger::{FxRate, GroupColumn, GroupedRow, RollupKind, RollupRecord, RollupRow};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AggregateError {
@@ -229,11 +229,11 @@ pub fn grouped_columns(q: &Query, tz: chrono_tz::Tz) -> Option<Vec<GroupColumn>>
 /// The columns a grouped read of the rollups groups by for `q` (whose dimensions the rollups
 /// hold, see `RollupSpec::holds`): the rollups' local day when the grain needs it (the range on
 /// days is applied by the database exactly).
-pub fn grouped_rollup_columns(q: &Query) -> Option<Vec<GroupColumn>> {
+pub fn grouped_rollup_columns(q: &Query, kind: RollupKind) -> Option<Vec<GroupColumn>> {
     let mut cols = Vec::new();
     for d in q.group_by.iter().chain(q.filters.iter().map(|f| &f.dimension)) {
         match group_column(d)? {
-            c if !c.in_rollups() => return None,
+            c if !c.in_rollups(kind) => return None,
             c => cols.push(c),
         }
     }
@@ -332,18 +332,17 @@ impl<'q> Aggregator<'q> {
                 Dimension::Region => s(&r.region_id),
                 Dimension::ChargeCategory => Some(r.charge_category.as_str()),
                 Dimension::ChargeClass => s(&r.charge_class),
-                // Rollups hold neither (`RollupSpec::holds`).
-                Dimension::Sku | Dimension::Resource => None,
+                // Pricing rollups only (`RollupSpec::holds`).
+                Dimension::Sku => s(&r.sku_id),
+                Dimension::Commitment => s(&r.commitment_discount_id),
+                Dimension::CommitmentStatus => s(&r.commitment_discount_status),
+                Dimension::CommitmentCategory => s(&r.commitment_discount_category),
+                Dimension::CommitmentType => s(&r.commitment_discount_type),
+                Dimension::PricingCategory => s(&r.pricing_category),
                 Dimension::PricingUnit => s(&r.pricing_unit),
                 Dimension::Source => Some(rec.source.as_str()),
-                // Rollups do not hold the allocation or the commitments (`RollupSpec::holds`).
-                Dimension::Owner
-                | Dimension::Allocation
-                | Dimension::Commitment
-                | Dimension::CommitmentStatus
-                | Dimension::CommitmentCategory
-                | Dimension::CommitmentType
-                | Dimension::PricingCategory => None,
+                // No rollup holds the resource or the allocation (`RollupSpec::holds`).
+                Dimension::Resource | Dimension::Owner | Dimension::Allocation => None,
                 Dimension::Tag(k) => tags.get(k).map(String::as_str),
             }
         };

@@ -1,7 +1,10 @@
-//! Daily rollups: a load's lines summed per local day over every query dimension but the
-//! resource id and the SKU, with only the configured tag keys. The loader feeds every staged
-//! line to a [`RollupBuilder`]; the ledger writes the rows in the load's commit transaction.
-//! Pure.
+//! Daily rollups, two kinds ([`RollupKind`]): the daily rollup sums a load's lines per local day
+//! over every query dimension but the resource id, the SKU and the commitment columns, with only
+//! the configured tag keys; the pricing rollup sums them per local day over the provider,
+//! service, SKU, pricing unit, charge category and class, pricing category and commitment
+//! columns (no accounts, regions or tags: what explanations and commitment questions group by).
+//! The loader feeds every staged line to one [`RollupBuilder`] per kind; the ledger writes the
+//! rows in the load's commit transaction. Pure.
 
 use std::collections::BTreeMap;
 
@@ -12,12 +15,13 @@ use rustc_hash::FxHashMap;
 use super::Dimension;
 use crate::allocation::normalise_key;
 use crate::config::Config;
-use crate::ledger::{Rollup, RollupRow};
+use crate::ledger::{Rollup, RollupKind, RollupRow};
 
 /// What a rollup is built with. A rollup built with another spec (another time zone, other
 /// tag keys or aliases) is not read: queries scan the charges until it is rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupSpec {
+    pub kind: RollupKind,
     pub tz: chrono_tz::Tz,
     /// Normalised tag keys kept, sorted.
     pub tag_keys: Vec<String>,
@@ -37,13 +41,34 @@ impl RollupSpec {
             .collect();
         tag_keys.sort();
         tag_keys.dedup();
-        RollupSpec { tz: config.timezone, tag_keys, aliases }
+        RollupSpec { kind: RollupKind::Daily, tz: config.timezone, tag_keys, aliases }
+    }
+
+    /// The pricing rollup's spec: the time zone only (it holds no tags).
+    pub fn pricing(config: &Config) -> RollupSpec {
+        RollupSpec { kind: RollupKind::Pricing, tz: config.timezone, tag_keys: Vec::new(), aliases: BTreeMap::new() }
+    }
+
+    /// Every kind's spec, in [`RollupKind::ALL`]'s order (the order a query tries them in).
+    pub fn all(config: &Config) -> Vec<RollupSpec> {
+        RollupKind::ALL
+            .iter()
+            .map(|k| match k {
+                RollupKind::Daily => RollupSpec::from_config(config),
+                RollupKind::Pricing => RollupSpec::pricing(config),
+            })
+            .collect()
     }
 
     /// The text stored with a load's rollup.
     pub fn fingerprint(&self) -> String {
-        let aliases: Vec<String> = self.aliases.iter().map(|(a, k)| format!("{a}>{k}")).collect();
-        format!("v2 tz={} tags={} aliases={}", self.tz.name(), self.tag_keys.join(","), aliases.join(","))
+        match self.kind {
+            RollupKind::Daily => {
+                let aliases: Vec<String> = self.aliases.iter().map(|(a, k)| format!("{a}>{k}")).collect();
+                format!("v2 tz={} tags={} aliases={}", self.tz.name(), self.tag_keys.join(","), aliases.join(","))
+            }
+            RollupKind::Pricing => format!("p1 tz={}", self.tz.name()),
+        }
     }
 
     /// Whether the rollup holds dimension `d` (everything but the resource id, the SKU, the
@@ -52,22 +77,49 @@ impl RollupSpec {
     /// SKUs, an Azure one thousands of meters): with it, a rollup is barely smaller than the
     /// charges and is given up (measured on 1M `sample` lines: 972,852 rows with the SKU, 36,875
     /// without). SKU questions are answered by the database's grouped read of the charges.
+    ///
+    /// The pricing rollup holds the SKU without the accounts, regions and tags that multiply it
+    /// (on the same 1M lines: 93,000 rows; the sample bills 160 SKUs), and the commitment columns
+    /// without the tags and accounts that split every key into covered and on-demand rows.
     pub fn holds(&self, d: &Dimension) -> bool {
-        if d.needs_full_rows() {
-            return false;
-        }
-        match d {
-            Dimension::Resource | Dimension::Sku | Dimension::Owner | Dimension::Allocation => false,
-            Dimension::Tag(k) => self.tag_keys.binary_search(k).is_ok(),
-            _ => true,
+        match self.kind {
+            RollupKind::Daily => {
+                if d.needs_full_rows() {
+                    return false;
+                }
+                match d {
+                    Dimension::Resource | Dimension::Sku | Dimension::Owner | Dimension::Allocation => false,
+                    Dimension::Tag(k) => self.tag_keys.binary_search(k).is_ok(),
+                    _ => true,
+                }
+            }
+            RollupKind::Pricing => matches!(
+                d,
+                Dimension::Provider
+                    | Dimension::ServiceCategory
+                    | Dimension::Service
+                    | Dimension::Sku
+                    | Dimension::PricingUnit
+                    | Dimension::ChargeCategory
+                    | Dimension::ChargeClass
+                    | Dimension::PricingCategory
+                    | Dimension::Commitment
+                    | Dimension::CommitmentType
+                    | Dimension::CommitmentCategory
+                    | Dimension::CommitmentStatus
+                    | Dimension::Source
+            ),
         }
     }
 }
 
-/// At most this many rows are held in memory for one load (about 1.2 KB each with their index):
-/// past it they are written out as a chunk of the load's rollup and summing starts afresh, so
-/// memory stays bounded whatever the bill.
-pub const MAX_ROLLUP_ROWS: usize = 20_000;
+/// At most this many rows are held in memory per kind for one load (about 450 bytes each: key
+/// bytes, sums and index slot): past it they are written out as a chunk of the load's rollup and
+/// summing starts afresh, so memory stays bounded whatever the bill. A bill in no particular
+/// order (the `sample` bills are shuffled across the month) with more distinct keys than this
+/// writes each key once per chunk: 20,000 made 315,870 daily and 2,436,801 pricing rows of
+/// 26,871 and 39,733 keys on 10M lines.
+pub const MAX_ROLLUP_ROWS: usize = 50_000;
 
 /// Charge starts whose local day is remembered (a month of hourly starts is 744).
 const DAY_CACHE: usize = 8_192;
@@ -79,10 +131,11 @@ pub struct RollupBuilder<'s> {
     /// A row's key, written as one contiguous byte string (see [`write_key`]) → the row's index:
     /// a line that joins a row costs one hash and one comparison of its key bytes, instead of a
     /// dozen comparisons of strings scattered over the heap.
-    index: FxHashMap<Box<[u8]>, usize>,
+    /// Each row is held as its key bytes and its sums only (about 400 bytes, a third of a
+    /// decoded row): the texts are decoded from the key when the rows are taken.
+    index: FxHashMap<Box<[u8]>, RowSums>,
     /// The current line's key (reused).
     key: Vec<u8>,
-    rows: Vec<RollupRow>,
     /// Raw tag key → normalised key, when it is a kept key.
     keys: FxHashMap<String, Option<String>>,
     last_day: Option<(DateTime<Utc>, NaiveDate)>,
@@ -114,7 +167,6 @@ impl<'s> RollupBuilder<'s> {
             spec,
             index: FxHashMap::default(),
             key: Vec::new(),
-            rows: Vec::new(),
             keys: FxHashMap::default(),
             last_day: None,
             days: FxHashMap::default(),
@@ -125,6 +177,10 @@ impl<'s> RollupBuilder<'s> {
             min_compression: MIN_ROLLUP_COMPRESSION,
             gave_up: false,
         }
+    }
+
+    pub fn kind(&self) -> RollupKind {
+        self.spec.kind
     }
 
     /// Another give-up threshold (tests: 0 keeps every rollup).
@@ -168,7 +224,7 @@ impl<'s> RollupBuilder<'s> {
             }
         };
         let mut tags: Vec<(&str, &str)> = Vec::new();
-        if !self.spec.tag_keys.is_empty() {
+        if self.spec.kind == RollupKind::Daily && !self.spec.tag_keys.is_empty() {
             for k in l.tags.keys() {
                 if !self.keys.contains_key(k.as_str()) {
                     let n = normalise_key(&self.spec.aliases, k);
@@ -187,47 +243,23 @@ impl<'s> RollupBuilder<'s> {
             tags.sort_unstable();
         }
         let class = l.charge_class.map(|c| c.as_str());
-        write_key(&mut self.key, day, bp, l, class, &tags);
-        let i = match self.index.get(self.key.as_slice()) {
-            Some(&i) => i,
-            None => {
-                let json = (!tags.is_empty()).then(|| {
-                    let m: BTreeMap<&str, &str> = tags.iter().copied().collect();
-                    serde_json::to_string(&m).unwrap_or_default()
-                });
-                self.rows.push(RollupRow {
-                    day: day.format("%Y-%m-%d").to_string(),
-                    billing_period: bp.to_string(),
-                    provider_name: l.provider_name.clone(),
-                    billing_account_id: l.billing_account_id.clone(),
-                    sub_account_id: l.sub_account_id.clone(),
-                    service_name: l.service_name.clone(),
-                    service_category: l.service_category.clone(),
-                    region_id: l.region_id.clone(),
-                    charge_category: l.charge_category.as_str().to_string(),
-                    charge_class: class.map(str::to_string),
-                    pricing_unit: l.pricing_unit.clone(),
-                    billing_currency: l.billing_currency.clone(),
-                    tags: json,
-                    ..Default::default()
-                });
-                let i = self.rows.len() - 1;
-                self.index.insert(self.key.as_slice().into(), i);
-                i
-            }
+        match self.spec.kind {
+            RollupKind::Daily => write_key(&mut self.key, day, bp, l, class, &tags),
+            RollupKind::Pricing => write_pricing_key(&mut self.key, day, bp, l, class),
+        }
+        let r = match self.index.get_mut(self.key.as_slice()) {
+            Some(r) => r,
+            None => self.index.entry(self.key.as_slice().into()).or_default(),
         };
-        let r = &mut self.rows[i];
         r.lines += 1;
-        r.billed_cost.add(l.billed_cost)?;
-        for (sum, v) in [
-            (&mut r.effective_cost, l.effective_cost),
-            (&mut r.list_cost, l.list_cost),
-            (&mut r.contracted_cost, l.contracted_cost),
-            (&mut r.pricing_quantity, l.pricing_quantity),
-            (&mut r.consumed_quantity, l.consumed_quantity),
-        ] {
+        r.sums[0].add(l.billed_cost)?;
+        for (i, v) in [l.effective_cost, l.list_cost, l.contracted_cost, l.pricing_quantity, l.consumed_quantity]
+            .into_iter()
+            .enumerate()
+        {
             if let Some(v) = v {
-                sum.get_or_insert(ExactSum::ZERO).add(v)?;
+                r.present |= 1 << i;
+                r.sums[i + 1].add(v)?;
             }
         }
         Ok(())
@@ -236,15 +268,14 @@ impl<'s> RollupBuilder<'s> {
     /// At least [`MAX_ROLLUP_ROWS`] rows are held: time to [`take_rows`](Self::take_rows) and
     /// write them out.
     pub fn is_full(&mut self) -> bool {
-        if self.gave_up || self.rows.len() < self.cap {
+        if self.gave_up || self.index.len() < self.cap {
             return false;
         }
-        let rows = self.rows.len() as u64;
+        let rows = self.index.len() as u64;
         if self.chunks == 0 && self.lines < self.min_compression.saturating_mul(rows) {
             // Nothing written yet: give up now, with nothing to undo.
             self.gave_up = true;
-            self.take_rows();
-            self.chunks = 0;
+            self.index = FxHashMap::default();
             return false;
         }
         true
@@ -254,11 +285,16 @@ impl<'s> RollupBuilder<'s> {
     /// row of a key), so a load's rollup may hold one key in several chunks: memory stays
     /// bounded by [`MAX_ROLLUP_ROWS`] whatever the bill.
     pub fn take_rows(&mut self) -> Vec<RollupRow> {
-        self.chunks += 1;
-        self.index.clear();
-        let mut rows = std::mem::take(&mut self.rows);
+        let mut rows: Vec<RollupRow> = self.take_held().into_pieces(usize::MAX).flatten().collect();
         rows.sort();
         rows
+    }
+
+    /// The rows so far as they are held (compact), and start afresh: the caller writes them in
+    /// pieces ([`HeldRows::into_pieces`]), so a chunk is never decoded whole.
+    pub fn take_held(&mut self) -> HeldRows {
+        self.chunks += 1;
+        HeldRows { kind: self.spec.kind, rows: std::mem::take(&mut self.index) }
     }
 
     /// The remaining rows, sorted (deterministic), with the spec they were built with; `None`
@@ -267,7 +303,210 @@ impl<'s> RollupBuilder<'s> {
         if self.gave_up {
             return None;
         }
-        Some(Rollup { spec: self.spec.fingerprint(), rows: self.take_rows() })
+        Some(Rollup { kind: self.spec.kind, spec: self.spec.fingerprint(), rows: self.take_rows() })
+    }
+
+    /// The remaining rows as they are held, and the rollup to record at commit (its spec, no
+    /// rows: the caller appends the held rows in pieces first); `None` when given up.
+    pub fn finish_held(mut self) -> Option<(Rollup, HeldRows)> {
+        if self.gave_up {
+            return None;
+        }
+        let held = self.take_held();
+        Some((Rollup { kind: self.spec.kind, spec: self.spec.fingerprint(), rows: Vec::new() }, held))
+    }
+}
+
+/// How many rollup rows are decoded and written at a time ([`HeldRows::into_pieces`]).
+pub const ROLLUP_PIECE: usize = 2_000;
+
+/// A builder's rows, moved out compact (key bytes and sums) to be written.
+pub struct HeldRows {
+    kind: RollupKind,
+    rows: FxHashMap<Box<[u8]>, RowSums>,
+}
+
+impl HeldRows {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows decoded, at most `n` at a time (in the map's order, which is deterministic:
+    /// the hasher has no random seed): only one piece is ever decoded at once.
+    pub fn into_pieces(self, n: usize) -> impl Iterator<Item = Vec<RollupRow>> + Send {
+        let kind = self.kind;
+        let mut it = self.rows.into_iter();
+        std::iter::from_fn(move || {
+            let piece: Vec<RollupRow> = it.by_ref().take(n).map(|(k, s)| s.row(decode_key(kind, &k))).collect();
+            (!piece.is_empty()).then_some(piece)
+        })
+    }
+}
+
+/// One held row's amounts: the line count, BilledCost, then EffectiveCost, ListCost,
+/// ContractedCost, PricingQuantity and ConsumedQuantity, each present when a line had it.
+#[derive(Default)]
+struct RowSums {
+    lines: u64,
+    /// Bit `i`: `sums[i + 1]` had a value.
+    present: u8,
+    sums: [ExactSum; 6],
+}
+
+impl RowSums {
+    /// The row of these sums, its dimensions decoded from its key.
+    fn row(&self, mut r: RollupRow) -> RollupRow {
+        let opt = |i: usize| (self.present & (1 << (i - 1)) != 0).then_some(self.sums[i]);
+        r.lines = self.lines;
+        r.billed_cost = self.sums[0];
+        r.effective_cost = opt(1);
+        r.list_cost = opt(2);
+        r.contracted_cost = opt(3);
+        r.pricing_quantity = opt(4);
+        r.consumed_quantity = opt(5);
+        r
+    }
+}
+
+/// Reads back what [`write_key`] and [`write_pricing_key`] wrote (the builder's own bytes: a
+/// short key reads as empty, never panics).
+struct KeyReader<'a>(&'a [u8]);
+
+impl KeyReader<'_> {
+    fn bytes<const N: usize>(&mut self) -> [u8; N] {
+        let mut out = [0u8; N];
+        if let Some((head, rest)) = self.0.split_first_chunk::<N>() {
+            out = *head;
+            self.0 = rest;
+        }
+        out
+    }
+    fn i32(&mut self) -> i32 {
+        i32::from_le_bytes(self.bytes())
+    }
+    fn u32(&mut self) -> u32 {
+        u32::from_le_bytes(self.bytes())
+    }
+    fn text(&mut self) -> String {
+        let n = (self.u32() as usize).min(self.0.len());
+        let (t, rest) = self.0.split_at(n);
+        self.0 = rest;
+        String::from_utf8_lossy(t).into_owned()
+    }
+    fn opt(&mut self) -> Option<String> {
+        match self.bytes::<1>() {
+            [1] => Some(self.text()),
+            _ => None,
+        }
+    }
+}
+
+/// A held row's dimensions from its key (amounts zero).
+fn decode_key(kind: RollupKind, key: &[u8]) -> RollupRow {
+    let mut k = KeyReader(key);
+    let day = NaiveDate::from_num_days_from_ce_opt(k.i32()).unwrap_or_default();
+    let (year, month) = (k.i32(), k.u32());
+    let period = BillingPeriod::new(year, month).map(|p| p.to_string()).unwrap_or_default();
+    let mut r =
+        RollupRow { kind, day: day.format("%Y-%m-%d").to_string(), billing_period: period, ..Default::default() };
+    match kind {
+        RollupKind::Daily => {
+            r.provider_name = k.opt();
+            r.billing_account_id = k.text();
+            r.sub_account_id = k.opt();
+            r.service_name = k.opt();
+            r.service_category = k.opt();
+            r.region_id = k.opt();
+            r.charge_category = k.text();
+            r.charge_class = k.opt();
+            r.pricing_unit = k.opt();
+            r.billing_currency = k.text();
+            let n = k.u32();
+            let mut tags = BTreeMap::new();
+            for _ in 0..n {
+                let key = k.text();
+                tags.insert(key, k.text());
+            }
+            r.tags = (!tags.is_empty()).then(|| serde_json::to_string(&tags).unwrap_or_default());
+        }
+        RollupKind::Pricing => {
+            r.billing_currency = k.text();
+            r.provider_name = k.opt();
+            r.service_name = k.opt();
+            r.service_category = k.opt();
+            r.charge_category = k.text();
+            r.charge_class = k.opt();
+            r.sku_id = k.opt();
+            r.pricing_unit = k.opt();
+            r.commitment_discount_id = k.opt();
+            r.pricing_category = k.opt();
+            r.commitment_discount_type = k.opt();
+            r.commitment_discount_category = k.opt();
+            r.commitment_discount_status = k.opt();
+        }
+    }
+    r
+}
+
+/// The FOCUS columns the pricing rollup holds beyond a line's core, in key order.
+const PRICING_FOCUS: [&str; 4] =
+    ["PricingCategory", "CommitmentDiscountType", "CommitmentDiscountCategory", "CommitmentDiscountStatus"];
+
+/// Their indices in [`FocusColumns::TEXT`](costledger_core::FocusColumns::TEXT), looked up once.
+fn pricing_focus_index() -> &'static [usize; 4] {
+    static INDEX: std::sync::OnceLock<[usize; 4]> = std::sync::OnceLock::new();
+    INDEX.get_or_init(|| {
+        PRICING_FOCUS
+            .map(|name| costledger_core::FocusColumns::TEXT.iter().position(|c| *c == name).unwrap_or(usize::MAX))
+    })
+}
+
+/// A line's [`PRICING_FOCUS`] values.
+fn pricing_focus(l: &ChargeLine) -> [Option<&str>; 4] {
+    match &l.focus {
+        None => [None; 4],
+        Some(f) => pricing_focus_index().map(|k| f.text_at(k)),
+    }
+}
+
+fn key_text(out: &mut Vec<u8>, s: &str) {
+    // Field texts are far below 4 GiB (the readers cap a field at a few MB).
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn key_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            key_text(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
+/// A pricing rollup row's key, written like [`write_key`]'s: the day, the billing period, the
+/// currency, then each dimension the pricing rollup holds.
+fn write_pricing_key(out: &mut Vec<u8>, day: NaiveDate, bp: BillingPeriod, l: &ChargeLine, class: Option<&str>) {
+    out.clear();
+    out.extend_from_slice(&day.num_days_from_ce().to_le_bytes());
+    out.extend_from_slice(&bp.year.to_le_bytes());
+    out.extend_from_slice(&bp.month.to_le_bytes());
+    key_text(out, &l.billing_currency);
+    key_opt(out, l.provider_name.as_deref());
+    key_opt(out, l.service_name.as_deref());
+    key_opt(out, l.service_category.as_deref());
+    key_text(out, l.charge_category.as_str());
+    key_opt(out, class);
+    key_opt(out, l.sku_id.as_deref());
+    key_opt(out, l.pricing_unit.as_deref());
+    key_opt(out, l.commitment_discount_id.as_deref());
+    for v in pricing_focus(l) {
+        key_opt(out, v);
     }
 }
 
@@ -282,19 +521,8 @@ fn write_key(
     class: Option<&str>,
     tags: &[(&str, &str)],
 ) {
-    fn text(out: &mut Vec<u8>, s: &str) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
-    fn opt(out: &mut Vec<u8>, s: Option<&str>) {
-        match s {
-            Some(s) => {
-                out.push(1);
-                text(out, s);
-            }
-            None => out.push(0),
-        }
-    }
+    let text = key_text;
+    let opt = key_opt;
     out.clear();
     out.extend_from_slice(&day.num_days_from_ce().to_le_bytes());
     out.extend_from_slice(&bp.year.to_le_bytes());
@@ -309,7 +537,7 @@ fn write_key(
     opt(out, class);
     opt(out, l.pricing_unit.as_deref());
     text(out, &l.billing_currency);
-    out.extend_from_slice(&(tags.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(tags.len() as u32).to_le_bytes());
     for (k, v) in tags {
         text(out, k);
         text(out, v);

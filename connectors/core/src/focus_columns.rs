@@ -182,6 +182,12 @@ impl FocusValues {
         out
     }
 
+    /// Text column `k` (index in [`FocusColumns::TEXT`]): for a caller that reads one column
+    /// of every line and looked its index up once.
+    pub fn text_at(&self, k: usize) -> Option<&str> {
+        self.texts.iter().find(|(c, _)| usize::from(*c) == k).map(|(_, v)| &**v)
+    }
+
     /// Text column `name` (FOCUS name).
     pub fn text(&self, name: &str) -> Option<&str> {
         let k = FocusColumns::TEXT.iter().position(|c| *c == name)? as u8;
