@@ -361,10 +361,11 @@ pub enum Command {
         #[command(subcommand)]
         what: ReportWhat,
     },
-    /// Create or upgrade the ledger schema, then build the daily rollups loads lack.
+    /// Create or upgrade the ledger schema, then build the rollups (daily and pricing) loads lack.
     Migrate,
-    /// Build the daily rollup of every current load that lacks one built with this config
-    /// (a ledger from before rollups; a changed timezone, query.rollup_tags or tag alias).
+    /// Build the daily and pricing rollups of every current load that lacks one built with this
+    /// config (a ledger from before rollups or before pricing rollups; a changed timezone,
+    /// query.rollup_tags or tag alias).
     /// Until then, queries read the charges: slower, same answers.
     Rollup,
     /// Validate the config file and report every problem with its path.

@@ -309,7 +309,11 @@ impl<'q> Aggregator<'q> {
         let r = &rec.row;
         let bad = |what: &str| {
             AggregateError::Corrupt(format!(
-                "rollup row with {what} (edited by hand?): set its load's rollup_spec to NULL and run `costledger rollup`"
+                "rollup row with {what} (edited by hand?): set its load's {} to NULL and run `costledger rollup`",
+                match r.kind {
+                    RollupKind::Daily => "rollup_spec",
+                    RollupKind::Pricing => "pricing_rollup_spec",
+                }
             ))
         };
         let day = NaiveDate::parse_from_str(&r.day, "%Y-%m-%d").map_err(|_| bad("a bad day"))?;

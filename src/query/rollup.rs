@@ -543,3 +543,185 @@ fn write_key(
         text(out, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use costledger_core::{ChargeCategory, ChargeClass, FocusColumns};
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn line(amount: &str) -> ChargeLine {
+        let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+        let start = chrono::DateTime::parse_from_rfc3339("2026-10-31T23:30:00Z").expect("ts").to_utc();
+        let period = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z").expect("ts").to_utc();
+        let f = FocusColumns {
+            pricing_category: Some("Committed".into()),
+            commitment_discount_type: Some("Compute Savings Plan".into()),
+            commitment_discount_status: Some("Used".into()),
+            // Present and empty: told apart from absent.
+            commitment_discount_category: Some(String::new()),
+            ..Default::default()
+        };
+        ChargeLine {
+            billing_account_id: "B-1".into(),
+            billing_account_name: None,
+            sub_account_id: Some(String::new()),
+            sub_account_name: None,
+            billing_period_start: period,
+            billing_period_end: period,
+            charge_period_start: start,
+            charge_period_end: start,
+            charge_category: ChargeCategory::Usage,
+            charge_class: Some(ChargeClass::Correction),
+            charge_description: None,
+            service_name: Some("Amazon EC2".into()),
+            service_category: Some("Compute".into()),
+            provider_name: Some("AWS".into()),
+            publisher_name: None,
+            invoice_issuer_name: None,
+            region_id: None,
+            resource_id: Some("i-1".into()),
+            resource_name: None,
+            sku_id: Some("SKU-ü-1".into()),
+            billed_cost: d(amount),
+            effective_cost: Some(d("0.5")),
+            list_cost: None,
+            contracted_cost: None,
+            billing_currency: "EUR".into(),
+            pricing_quantity: Some(d("2")),
+            pricing_unit: Some("Hours".into()),
+            consumed_quantity: None,
+            consumed_unit: None,
+            commitment_discount_id: Some("sp-1".into()),
+            invoice_id: None,
+            tags: [("Team".to_string(), "payments".to_string()), ("Name".to_string(), "web".to_string())].into(),
+            focus: f.boxed(),
+            x_extra: Default::default(),
+            source_ref: None,
+        }
+    }
+
+    fn spec(kind: RollupKind) -> RollupSpec {
+        let config =
+            Config { timezone: chrono_tz::Europe::Berlin, rollup_tags: vec!["team".into()], ..Config::default() };
+        match kind {
+            RollupKind::Daily => RollupSpec::from_config(&config),
+            RollupKind::Pricing => RollupSpec::pricing(&config),
+        }
+    }
+
+    /// Rows are held as key bytes and decoded when taken: every text a kind holds comes back
+    /// as the line had it (absent and empty told apart, non-ASCII intact), the local day and
+    /// the billing period from the key, the amounts summed exactly.
+    #[test]
+    fn held_rows_decode_to_the_lines_dimensions_and_sums() {
+        let s = spec(RollupKind::Daily);
+        let mut b = RollupBuilder::new(&s).with_min_compression(0);
+        b.add(&line("1.25")).expect("add");
+        b.add(&line("0.0000001")).expect("add");
+        let rows = b.finish().expect("kept").rows;
+        let want = RollupRow {
+            kind: RollupKind::Daily,
+            // 23:30 UTC on the 31st is 1 November in Berlin; the billing period stays October.
+            day: "2026-11-01".into(),
+            billing_period: "2026-10".into(),
+            provider_name: Some("AWS".into()),
+            billing_account_id: "B-1".into(),
+            sub_account_id: Some(String::new()),
+            service_name: Some("Amazon EC2".into()),
+            service_category: Some("Compute".into()),
+            region_id: None,
+            charge_category: "Usage".into(),
+            charge_class: Some("Correction".into()),
+            pricing_unit: Some("Hours".into()),
+            billing_currency: "EUR".into(),
+            tags: Some(r#"{"team":"payments"}"#.into()),
+            lines: 2,
+            billed_cost: "1.2500001".parse().expect("sum"),
+            effective_cost: Some("1.0".parse().expect("sum")),
+            pricing_quantity: Some("4".parse().expect("sum")),
+            ..Default::default()
+        };
+        assert_eq!(rows, vec![want]);
+
+        let s = spec(RollupKind::Pricing);
+        let mut b = RollupBuilder::new(&s).with_min_compression(0);
+        b.add(&line("1.25")).expect("add");
+        let mut other = line("2");
+        other.focus = None;
+        b.add(&other).expect("add");
+        let rows = b.finish().expect("kept").rows;
+        assert_eq!(rows.len(), 2, "the FOCUS columns are part of the key: {rows:?}");
+        let with = rows.iter().find(|r| r.pricing_category.is_some()).expect("the committed line's row");
+        let want = RollupRow {
+            kind: RollupKind::Pricing,
+            day: "2026-11-01".into(),
+            billing_period: "2026-10".into(),
+            provider_name: Some("AWS".into()),
+            service_name: Some("Amazon EC2".into()),
+            service_category: Some("Compute".into()),
+            charge_category: "Usage".into(),
+            charge_class: Some("Correction".into()),
+            pricing_unit: Some("Hours".into()),
+            billing_currency: "EUR".into(),
+            sku_id: Some("SKU-ü-1".into()),
+            pricing_category: Some("Committed".into()),
+            commitment_discount_id: Some("sp-1".into()),
+            commitment_discount_type: Some("Compute Savings Plan".into()),
+            commitment_discount_category: Some(String::new()),
+            commitment_discount_status: Some("Used".into()),
+            lines: 1,
+            billed_cost: "1.25".parse().expect("sum"),
+            effective_cost: Some("0.5".parse().expect("sum")),
+            pricing_quantity: Some("2".parse().expect("sum")),
+            ..Default::default()
+        };
+        assert_eq!(with, &want);
+        let without = rows.iter().find(|r| r.pricing_category.is_none()).expect("the other row");
+        assert_eq!(
+            (&without.commitment_discount_type, &without.commitment_discount_status, &without.billed_cost),
+            (&None, &None, &"2".parse().expect("sum"))
+        );
+    }
+
+    /// Held rows are written a piece at a time; the pieces hold every row once.
+    #[test]
+    fn held_rows_come_out_in_pieces_that_hold_every_row_once() {
+        let s = spec(RollupKind::Pricing);
+        let mut b = RollupBuilder::new(&s).with_min_compression(0);
+        let mut l = line("1");
+        for i in 0..25 {
+            l.sku_id = Some(format!("SKU-{i}"));
+            b.add(&l).expect("add");
+        }
+        let (rollup, held) = b.finish_held().expect("kept");
+        assert!(rollup.rows.is_empty());
+        assert_eq!((rollup.kind, rollup.spec.as_str()), (RollupKind::Pricing, "p1 tz=Europe/Berlin"));
+        assert_eq!(held.len(), 25);
+        let pieces: Vec<Vec<RollupRow>> = held.into_pieces(10).collect();
+        assert_eq!(pieces.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, 10, 5]);
+        let mut skus: Vec<String> = pieces.iter().flatten().filter_map(|r| r.sku_id.clone()).collect();
+        skus.sort();
+        skus.dedup();
+        assert_eq!(skus.len(), 25);
+    }
+
+    /// Each kind holds the dimensions its rows carry, and only those.
+    #[test]
+    fn each_kind_holds_what_its_rows_carry() {
+        let (daily, pricing) = (spec(RollupKind::Daily), spec(RollupKind::Pricing));
+        for d in [Dimension::Sku, Dimension::Commitment, Dimension::CommitmentStatus, Dimension::PricingCategory] {
+            assert!(!daily.holds(&d) && pricing.holds(&d), "{d:?}");
+        }
+        for d in [Dimension::BillingAccount, Dimension::SubAccount, Dimension::Region, Dimension::Tag("team".into())] {
+            assert!(daily.holds(&d) && !pricing.holds(&d), "{d:?}");
+        }
+        for d in [Dimension::Service, Dimension::Provider, Dimension::ChargeCategory, Dimension::PricingUnit] {
+            assert!(daily.holds(&d) && pricing.holds(&d), "{d:?}");
+        }
+        for d in [Dimension::Resource, Dimension::Owner, Dimension::Allocation] {
+            assert!(!daily.holds(&d) && !pricing.holds(&d), "{d:?}");
+        }
+    }
+}

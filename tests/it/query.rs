@@ -155,7 +155,7 @@ use std::collections::BTreeMap;
 use chrono::Duration;
 use costledger::app::query::{ReadPath, build_missing_rollups, query_via};
 use costledger::config::Config;
-use costledger::ledger::{FxRate, LedgerStore};
+use costledger::ledger::{FxRate, LedgerStore, RollupKind};
 use costledger::query::QueryText;
 use costledger::query::aggregate::{AnsweredFrom, QueryResult};
 use costledger::query::rollup::{RollupBuilder, RollupSpec};
@@ -241,18 +241,12 @@ prop_compose! {
 }
 
 /// Stage and commit `lines` as one load of `scope`, with the rollup the loader would build.
-async fn load_with_rollup(
-    s: &dyn LedgerStore,
-    spec: Option<&RollupSpec>,
-    scope: &str,
-    key: &str,
-    lines: &[ChargeLine],
-) {
+async fn load_with_rollup(s: &dyn LedgerStore, specs: &[RollupSpec], scope: &str, key: &str, lines: &[ChargeLine]) {
     let source = s.ensure_source("bill", "focus").await.expect("source");
     let id = s.begin_load(&new_load(source, scope, key, "test:1:1")).await.expect("begin");
     s.stage_lines(id, 0, lines.to_vec(), None).await.expect("stage");
     let mut sm = summary_of(lines);
-    if let Some(spec) = spec {
+    for spec in specs {
         // Chunks of 3 rows, appended while staging as the loader does past its cap: a key may
         // be in several chunks, and answers must not change.
         let mut b = RollupBuilder::new(spec).with_cap(3).with_min_compression(0);
@@ -262,7 +256,7 @@ async fn load_with_rollup(
                 s.append_rollup(id, &b.take_rows()).await.expect("append");
             }
         }
-        sm.rollup = b.finish();
+        sm.rollups.extend(b.finish());
     }
     s.commit_load(id, &sm).await.expect("commit");
 }
@@ -294,7 +288,36 @@ fn questions() -> Vec<QueryText> {
     out
 }
 
-/// Questions only the charges can answer (the rollups do not hold these dimensions): the
+/// Questions the pricing rollups answer (SKUs, commitments, pricing categories: what explain
+/// and the commitment reports ask), and the charges otherwise.
+fn pricing_questions() -> Vec<QueryText> {
+    let q = |group_by: &str, grain: &str| QueryText {
+        metrics: vec!["BilledCost,EffectiveCost,ListCost,PricingQuantity,lines".into()],
+        group_by: vec![group_by.into()],
+        grain: Some(grain.into()),
+        ..Default::default()
+    };
+    vec![
+        q("commitment,commitment_type,commitment_category,commitment_status", "month"),
+        QueryText {
+            filters: vec!["commitment!=(none)".into(), "charge_category=Usage,Purchase".into()],
+            ..q("commitment,commitment_status", "day")
+        },
+        q("service,pricing_category", "none"),
+        q("sku", "week"),
+        // What `explain` asks for each of its two periods.
+        QueryText {
+            from: Some("2026-10-20".into()),
+            to: Some("2026-11-03".into()),
+            ..q("service,sku,pricing_unit,charge_category", "billing_period")
+        },
+        // What commitment coverage asks.
+        QueryText { filters: vec!["charge_category=Usage".into()], ..q("service,commitment_status,provider", "week") },
+        QueryText { currency: Some("USD".into()), ..q("sku,charge_class,service_category", "month") },
+    ]
+}
+
+/// Questions no rollup answers (the resource; the region with a pricing category): the
 /// database's grouped read must equal the line-by-line scan.
 fn charge_questions() -> Vec<QueryText> {
     let q = |group_by: &str, grain: &str| QueryText {
@@ -304,14 +327,8 @@ fn charge_questions() -> Vec<QueryText> {
         ..Default::default()
     };
     vec![
-        q("commitment,commitment_type,commitment_category,commitment_status", "month"),
-        QueryText {
-            filters: vec!["commitment!=(none)".into(), "charge_category=Usage".into()],
-            ..q("commitment,commitment_status", "day")
-        },
-        q("service,pricing_category", "none"),
-        q("sku", "week"),
         QueryText { filters: vec!["pricing_category=(none)".into()], ..q("region", "billing_period") },
+        q("resource,sku", "week"),
     ]
 }
 
@@ -326,18 +343,53 @@ async fn charge_answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Ve
     out
 }
 
-async fn answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Vec<QueryResult> {
+async fn answers_to(
+    s: &dyn LedgerStore,
+    cfg: &Config,
+    path: ReadPath,
+    questions: Vec<QueryText>,
+    from_rollups: bool,
+) -> Vec<QueryResult> {
     let mut out = Vec::new();
-    for t in questions() {
+    for t in questions {
         let q = costledger::app::query::parse(cfg, &t).expect("query parses");
         let mut r = query_via(s, cfg, &q, path).await.unwrap_or_else(|e| panic!("{t:?}: {e}"));
-        let rollups = matches!(path, ReadPath::Rollups | ReadPath::GroupedRollups);
-        let want = if rollups { AnsweredFrom::Rollups } else { AnsweredFrom::Charges };
-        assert_eq!(r.answered_from, want);
+        let want = if from_rollups { AnsweredFrom::Rollups } else { AnsweredFrom::Charges };
+        assert_eq!(r.answered_from, want, "{t:?} by {path:?}");
         r.answered_from = AnsweredFrom::Charges;
         out.push(r);
     }
     out
+}
+
+async fn answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Vec<QueryResult> {
+    let rollups = matches!(path, ReadPath::Rollups(_) | ReadPath::GroupedRollups(_));
+    answers_to(s, cfg, path, questions(), rollups).await
+}
+
+async fn pricing_answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath, from_rollups: bool) -> Vec<QueryResult> {
+    answers_to(s, cfg, path, pricing_questions(), from_rollups).await
+}
+
+/// Every way of answering gives the charges' answers, for the daily rollup's questions, the
+/// pricing rollup's and those no rollup holds.
+async fn every_path(s: &dyn LedgerStore, cfg: &Config) {
+    let scanned = answers(s, cfg, ReadPath::Charges).await;
+    assert_eq!(answers(s, cfg, ReadPath::Rollups(RollupKind::Daily)).await, scanned);
+    // The database's grouped sums (of charges, of rollup rows) give the same answers as the
+    // line-by-line scan.
+    assert_eq!(answers(s, cfg, ReadPath::Grouped).await, scanned);
+    assert_eq!(answers(s, cfg, ReadPath::GroupedRollups(RollupKind::Daily)).await, scanned);
+    // SKU, commitment and pricing questions, from the pricing rollups (row by row, grouped by
+    // the database, and as `query` picks them).
+    let scanned = pricing_answers(s, cfg, ReadPath::Charges, false).await;
+    assert_eq!(pricing_answers(s, cfg, ReadPath::Grouped, false).await, scanned);
+    assert_eq!(pricing_answers(s, cfg, ReadPath::Rollups(RollupKind::Pricing), true).await, scanned);
+    assert_eq!(pricing_answers(s, cfg, ReadPath::GroupedRollups(RollupKind::Pricing), true).await, scanned);
+    assert_eq!(pricing_answers(s, cfg, ReadPath::Auto, true).await, scanned);
+    let scanned = charge_answers(s, cfg, ReadPath::Charges).await;
+    assert_eq!(charge_answers(s, cfg, ReadPath::Grouped).await, scanned);
+    assert_eq!(charge_answers(s, cfg, ReadPath::Auto).await, scanned);
 }
 
 /// Every question answered from the rollups (and from the database's grouped sums) equals the
@@ -345,7 +397,7 @@ async fn answers(s: &dyn LedgerStore, cfg: &Config, path: ReadPath) -> Vec<Query
 /// two loads, a superseding load, and a load whose rollup was built afterwards.
 async fn rollup_equals_scan(s: &dyn LedgerStore, lines: Vec<ChargeLine>) {
     let cfg = rollup_config();
-    let spec = RollupSpec::from_config(&cfg);
+    let specs = RollupSpec::all(&cfg);
     let rates: Vec<FxRate> = ["2026-10", "2026-11", "2026-12"]
         .iter()
         .map(|m| FxRate {
@@ -358,33 +410,28 @@ async fn rollup_equals_scan(s: &dyn LedgerStore, lines: Vec<ChargeLine>) {
         .collect();
     s.upsert_fx_rates(&rates).await.expect("fx");
     let (a, b) = lines.split_at(lines.len() / 2);
-    load_with_rollup(s, Some(&spec), "a", "a1", a).await;
-    load_with_rollup(s, Some(&spec), "b", "b1", b).await;
+    load_with_rollup(s, &specs, "a", "a1", a).await;
+    load_with_rollup(s, &specs, "b", "b1", b).await;
     // Superseded: scope a now holds its lines twice over; the old rollup must go with it.
     let twice: Vec<ChargeLine> = a.iter().chain(a).cloned().collect();
-    load_with_rollup(s, Some(&spec), "a", "a2", &twice).await;
-    let scanned = answers(s, &cfg, ReadPath::Charges).await;
-    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, scanned);
-    // The database's grouped sums (of charges, of rollup rows) give the same answers as the
-    // line-by-line scan.
-    assert_eq!(answers(s, &cfg, ReadPath::Grouped).await, scanned);
-    assert_eq!(answers(s, &cfg, ReadPath::GroupedRollups).await, scanned);
-    assert_eq!(charge_answers(s, &cfg, ReadPath::Grouped).await, charge_answers(s, &cfg, ReadPath::Charges).await);
-    assert_eq!(charge_answers(s, &cfg, ReadPath::Auto).await, charge_answers(s, &cfg, ReadPath::Charges).await);
-    // A load without a rollup (an older ledger): the rollups cannot answer until it is built.
-    load_with_rollup(s, None, "c", "c1", b).await;
+    load_with_rollup(s, &specs, "a", "a2", &twice).await;
+    every_path(s, &cfg).await;
+    // A load without rollups (an older ledger): no rollup answers until they are built.
+    load_with_rollup(s, &[], "c", "c1", b).await;
     let q = costledger::app::query::parse(&cfg, &QueryText::default()).expect("q");
-    assert!(!costledger::app::query::rollups_answer(s, &cfg, &q).await.expect("check"));
+    let sku = costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["sku".into()], ..Default::default() })
+        .expect("q");
+    assert_eq!(costledger::app::query::rollups_answer(s, &cfg, &q).await.expect("check"), None);
+    assert_eq!(costledger::app::query::rollups_answer(s, &cfg, &sku).await.expect("check"), None);
     let built = build_missing_rollups(s, &cfg).await.expect("build");
-    assert_eq!(built.built.len(), 1);
-    assert!(costledger::app::query::rollups_answer(s, &cfg, &q).await.expect("check"));
-    let scanned = answers(s, &cfg, ReadPath::Charges).await;
-    assert_eq!(answers(s, &cfg, ReadPath::Rollups).await, scanned);
-    assert_eq!(answers(s, &cfg, ReadPath::GroupedRollups).await, scanned);
-    assert_eq!(answers(s, &cfg, ReadPath::Grouped).await, scanned);
+    assert_eq!(built.built.len(), 2, "both kinds of the one load: {built:?}");
+    assert_eq!(costledger::app::query::rollups_answer(s, &cfg, &q).await.expect("check"), Some(RollupKind::Daily));
+    assert_eq!(costledger::app::query::rollups_answer(s, &cfg, &sku).await.expect("check"), Some(RollupKind::Pricing));
+    every_path(s, &cfg).await;
     // Another time zone is another spec: nothing is answered from the old rollups.
     let other = Config { timezone: chrono_tz::UTC, ..rollup_config() };
-    assert!(!costledger::app::query::rollups_answer(s, &other, &q).await.expect("check"));
+    assert_eq!(costledger::app::query::rollups_answer(s, &other, &q).await.expect("check"), None);
+    assert_eq!(costledger::app::query::rollups_answer(s, &other, &sku).await.expect("check"), None);
 }
 
 proptest! {
@@ -414,13 +461,12 @@ proptest! {
 async fn a_load_that_never_committed_leaves_no_rollup() {
     let (s, _dir) = sqlite_store().await;
     let cfg = rollup_config();
-    let spec = RollupSpec::from_config(&cfg);
-    load_with_rollup(s.as_ref(), Some(&spec), "a", "a1", &[line("10.5", "USD")]).await;
+    load_with_rollup(s.as_ref(), &RollupSpec::all(&cfg), "a", "a1", &[line("10.5", "USD")]).await;
     let source = s.ensure_source("bill", "focus").await.expect("source");
     let id = s.begin_load(&new_load(source, "b", "b1", "test:1:1")).await.expect("begin");
     s.stage_lines(id, 0, vec![line("99", "USD")], None).await.expect("stage");
     // (the process dies here: the load stays staging)
-    for path in [ReadPath::Rollups, ReadPath::Charges] {
+    for path in [ReadPath::Rollups(RollupKind::Daily), ReadPath::Rollups(RollupKind::Pricing), ReadPath::Charges] {
         let q = costledger::app::query::parse(&cfg, &QueryText::default()).expect("q");
         let r = query_via(s.as_ref(), &cfg, &q, path).await.expect("query");
         assert_eq!(r.totals[0].values[0].map(|v| v.to_string()).as_deref(), Some("10.5"), "{path:?}");
@@ -472,7 +518,7 @@ async fn failed_loads_leave_no_rollup_chunks_and_rebuilds_do_not_double() {
             l
         })
         .collect();
-    load_with_rollup(s.as_ref(), Some(&spec), "a", "a1", &lines).await;
+    load_with_rollup(s.as_ref(), std::slice::from_ref(&spec), "a", "a1", &lines).await;
     let source = s.ensure_source("bill", "focus").await.expect("source");
     let id = s.begin_load(&new_load(source, "b", "b1", "test:1:1")).await.expect("begin");
     s.stage_lines(id, 0, lines.clone(), None).await.expect("stage");
@@ -485,15 +531,15 @@ async fn failed_loads_leave_no_rollup_chunks_and_rebuilds_do_not_double() {
     let q = costledger::app::query::parse(&cfg, &QueryText::default()).expect("q");
     let want = query_via(s.as_ref(), &cfg, &q, ReadPath::Charges).await.expect("charges");
     assert_eq!(want.totals[0].values[0].map(|v| v.to_string()).as_deref(), Some("25"));
-    let mut got = query_via(s.as_ref(), &cfg, &q, ReadPath::Rollups).await.expect("rollups");
+    let mut got = query_via(s.as_ref(), &cfg, &q, ReadPath::Rollups(RollupKind::Daily)).await.expect("rollups");
     assert_eq!(got.answered_from, AnsweredFrom::Rollups);
     got.answered_from = AnsweredFrom::Charges;
     assert_eq!(got, want, "the failed load's chunk is gone");
     // A changed spec rebuilds: the old chunks are cleared first, so the sum stays 25.
     let other = Config { timezone: chrono_tz::UTC, ..rollup_config() };
     let built = build_missing_rollups(s.as_ref(), &other).await.expect("build");
-    assert_eq!(built.built.len(), 1);
-    let r = query_via(s.as_ref(), &other, &q, ReadPath::Rollups).await.expect("rollups");
+    assert_eq!(built.built.len(), 2, "the daily and the pricing rollup of load a: {built:?}");
+    let r = query_via(s.as_ref(), &other, &q, ReadPath::Rollups(RollupKind::Daily)).await.expect("rollups");
     assert_eq!(r.totals[0].values[0].map(|v| v.to_string()).as_deref(), Some("25"));
     assert_eq!(r.lines, 10);
 }
@@ -545,7 +591,7 @@ async fn a_bill_with_a_sku_per_line_keeps_its_rollup_and_sku_questions_read_the_
             l
         })
         .collect();
-    load_with_rollup(s.as_ref(), Some(&spec), "a", "a1", &lines).await;
+    load_with_rollup(s.as_ref(), std::slice::from_ref(&spec), "a", "a1", &lines).await;
     let ask = |g: &str| {
         let t = QueryText { group_by: vec![g.into()], ..Default::default() };
         costledger::app::query::parse(&cfg, &t).expect("query parses")
@@ -640,6 +686,19 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         exec("ALTER TABLE load_periods ADD COLUMN data_end TEXT".into()).await;
         // …and `load_periods.day_totals` (migration 12).
         exec("ALTER TABLE load_periods ADD COLUMN day_totals TEXT".into()).await;
+        // …and the rollup kind and pricing columns (migration 13).
+        const PRICING: [&str; 5] = [
+            "pricing_category",
+            "commitment_discount_id",
+            "commitment_discount_type",
+            "commitment_discount_category",
+            "commitment_discount_status",
+        ];
+        exec("ALTER TABLE rollups ADD COLUMN kind SMALLINT NOT NULL DEFAULT 0".into()).await;
+        exec("ALTER TABLE loads ADD COLUMN pricing_rollup_spec TEXT".into()).await;
+        for c in PRICING {
+            exec(format!("ALTER TABLE rollups ADD COLUMN {c} TEXT")).await;
+        }
         let s = costledger::ledger::open(url.as_str()).await.expect("open");
         // What a schema-9 costledger wrote: one rollup row per day × dimension × SKU, spec v1.
         let source = s.ensure_source("bill", "focus").await.expect("source");
@@ -656,15 +715,20 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         }
         let mut sm = summary_of(&lines);
         let v1 = spec.fingerprint().replacen("v2 ", "v1 ", 1);
-        sm.rollup = Some(costledger::ledger::Rollup { spec: v1, rows: Vec::new() });
+        sm.rollups = vec![costledger::ledger::Rollup { kind: RollupKind::Daily, spec: v1, rows: Vec::new() }];
         s.commit_load(id, &sm).await.expect("commit");
-        exec("ALTER TABLE load_periods DROP COLUMN data_end".into()).await;
-        exec("ALTER TABLE load_periods DROP COLUMN day_totals".into()).await;
         let q =
             costledger::app::query::parse(&cfg, &QueryText { group_by: vec!["service".into()], ..Default::default() })
                 .expect("q");
         let before = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
         assert_eq!(before.answered_from, AnsweredFrom::Charges, "{backend:?}: a v1 rollup is not read by this build");
+        exec("ALTER TABLE load_periods DROP COLUMN data_end".into()).await;
+        exec("ALTER TABLE load_periods DROP COLUMN day_totals".into()).await;
+        exec("ALTER TABLE rollups DROP COLUMN kind".into()).await;
+        exec("ALTER TABLE loads DROP COLUMN pricing_rollup_spec".into()).await;
+        for c in PRICING {
+            exec(format!("ALTER TABLE rollups DROP COLUMN {c}")).await;
+        }
         s.migrate().await.expect("migrate to 10");
         let mut after = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
         assert_eq!(after.answered_from, AnsweredFrom::Rollups, "{backend:?}: the upgraded rollup is read");
