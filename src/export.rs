@@ -11,7 +11,7 @@ use futures::StreamExt;
 use rust_decimal::Decimal;
 
 use crate::allocation::{Allocator, Decision, StoredBasis};
-use crate::ledger::{ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
+use crate::ledger::{ChargeColumns, ChargeFilter, ChargeRecord, LedgerError, LedgerStore};
 
 /// Lineage columns written after the FOCUS columns.
 pub const LINEAGE_COLUMNS: [&str; 5] = ["x_owner", "x_allocation_reason", "x_load_id", "x_source", "x_source_ref"];
@@ -231,7 +231,10 @@ pub async fn export_csv<W: Write>(
         Some(a) => Some(LineAllocation::new(store, a).await?),
         None => None,
     };
-    let mut rows = store.charges(filter);
+    // The finance CSV writes the line's core and lineage only: the FOCUS columns beyond the
+    // core are not read (PostgreSQL then sorts narrower rows, costledger decodes fewer).
+    let filter = ChargeFilter { columns: ChargeColumns::Core, ..filter.clone() };
+    let mut rows = store.charges(&filter);
     let mut cells = RowCells::default();
     while let Some(r) = rows.next().await {
         let r = r?;
