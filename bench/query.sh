@@ -2,8 +2,10 @@
 # Query benchmark (not a test): import ROWS synthetic FOCUS lines (`costledger sample`) into
 # SQLite and PostgreSQL, then time `costledger query` — answered from the daily rollups (month ×
 # service, day × tag:team) and from the charges (a resource-level top 10, and month × service
-# forced onto the charges by a filter on the resource; owner: every line allocated) — median of
-# RUNS runs, with peak RSS; then one `export csv` and one `reconcile`.
+# forced onto the charges by a filter on the resource; owner: every line allocated) and from the
+# pricing rollups (SKU × commitment status, `explain`, `commitments`) — median of RUNS runs, with
+# peak RSS; then one `export csv`, one `reconcile`, one with nothing to recompute and one
+# reconciled `report weekly` (written under a temporary directory).
 #
 #   bench/query.sh [ROWS] [RUNS] [POSTGRES_ADMIN_URL]
 #   Defaults: 1000000 lines, 5 runs, postgres://postgres@127.0.0.1:5432/postgres (a database
@@ -40,6 +42,19 @@ q() { # label, url, query arguments…
     'BEGIN { printf "  %-42s %8.3f s (median)  %5d rows  from %-13s peak RSS %6.1f MB\n", l, m, r, f, k / 1024 }'
 }
 
+t() { # label, url, command…  (median of RUNS runs of any read command)
+  local label=$1 url=$2; shift 2
+  local times=() kb=0
+  for _ in $(seq "$RUNS"); do
+    /usr/bin/time -f "%e %M" -o "$OUT/time.txt" $BIN --database "$url" "$@" > /dev/null 2> "$OUT/t.err" || true
+    read -r secs k < <(tail -1 "$OUT/time.txt")
+    times+=("$secs"); [ "$k" -gt "$kb" ] && kb=$k
+  done
+  median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
+  awk -v l="$label" -v m="$median" -v k="$kb" \
+    'BEGIN { printf "  %-42s %8.3f s (median)  peak RSS %6.1f MB\n", l, m, k / 1024 }'
+}
+
 once() { # label, url, command…  (one run: time, lines/s over ROWS, peak RSS)
   local label=$1 url=$2; shift 2
   # `reconcile` exits 1 when it has findings (the synthetic bills have some): timed all the same.
@@ -55,8 +70,13 @@ queries() { # url
   q "resource, top 10 (charges)" "$1" --group-by resource --top 10
   q "month x service, forced onto the charges" "$1" --group-by service --grain month --where 'resource!=no-such'
   q "owner, top 10 (charges, allocated)" "$1" --group-by owner --top 10
+  q "sku x commitment_status by week (pricing)" "$1" --group-by sku,commitment_status --grain week
+  t "explain week on week (pricing rollups)" "$1" explain --from 2026-W42 --to 2026-W43
+  t "commitments of a month (pricing rollups)" "$1" commitments --from 2026-10 --to 2026-10
   once "export csv (all lines)" "$1" export csv
   once "reconcile" "$1" reconcile
+  once "reconcile, nothing to recompute" "$1" reconcile
+  once "report weekly, reconciled" "$1" report weekly --out "$OUT/reports"
 }
 
 rm -f "$OUT"/qbench.db*
