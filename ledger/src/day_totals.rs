@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
+
 use chrono::{DateTime, Utc};
 use costledger_core::{ChargeLine, ExactSum, MoneyError, format_ts, parse_timestamp};
 
@@ -36,25 +38,40 @@ pub struct DayTotal {
     pub first_start: DateTime<Utc>,
 }
 
-impl DayTotal {
-    fn merge(&mut self, o: &DayTotal) -> std::result::Result<(), MoneyError> {
-        self.rows += o.rows;
-        self.billed_cost.merge(&o.billed_cost)?;
-        if let Some(e) = &o.effective_cost {
-            self.effective_cost.get_or_insert(ExactSum::ZERO).merge(e)?;
-        }
-        self.first_start = self.first_start.min(o.first_start);
-        Ok(())
-    }
-}
-
 /// One load's day totals in one billing period, built line by line.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DayTotals {
-    rows: BTreeMap<DayKey, DayTotal>,
-    /// The run of consecutive lines with one key (a bill's lines mostly come grouped), added
-    /// to `rows` when the key changes: one map lookup per run instead of per line.
-    run: Option<(DayKey, i64, DayTotal)>,
+    /// A row's key as one byte string (the day number, then the texts, length-prefixed) → the
+    /// row: a line that joins a row costs one hash and allocates nothing, in whatever order the
+    /// bill's lines come (the `sample` bills are shuffled across the month; a map keyed by the
+    /// texts, with the day formatted per line, cost 0.6 s of a 5.4 s import of a million lines).
+    rows: FxHashMap<Box<[u8]>, (DayKey, DayTotal)>,
+    /// The current line's key (reused).
+    key: Vec<u8>,
+}
+
+/// A row's key as bytes: the day number, then each text length-prefixed (absent and empty told
+/// apart), so no two keys write the same bytes.
+fn write_key(out: &mut Vec<u8>, day: i64, l: &ChargeLine) {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn opt(out: &mut Vec<u8>, s: Option<&str>) {
+        match s {
+            Some(s) => {
+                out.push(1);
+                text(out, s);
+            }
+            None => out.push(0),
+        }
+    }
+    out.clear();
+    out.extend_from_slice(&day.to_le_bytes());
+    opt(out, l.provider_name.as_deref());
+    text(out, &l.billing_account_id);
+    opt(out, l.sub_account_id.as_deref());
+    text(out, &l.billing_currency);
 }
 
 /// Days since the epoch of a UTC instant.
@@ -65,55 +82,41 @@ fn day_number(t: DateTime<Utc>) -> i64 {
 impl DayTotals {
     pub fn add(&mut self, l: &ChargeLine) -> std::result::Result<(), MoneyError> {
         let day = day_number(l.charge_period_start);
-        if let Some((k, d, t)) = &mut self.run
-            && *d == day
-            && k.billing_account_id == l.billing_account_id
-            && k.currency == l.billing_currency
-            && k.sub_account_id == l.sub_account_id
-            && k.provider == l.provider_name
-        {
-            t.rows += 1;
-            t.billed_cost.add(l.billed_cost)?;
-            if let Some(e) = l.effective_cost {
-                t.effective_cost.get_or_insert(ExactSum::ZERO).add(e)?;
-            }
-            t.first_start = t.first_start.min(l.charge_period_start);
-            return Ok(());
-        }
-        self.flush()?;
-        let mut billed = ExactSum::ZERO;
-        billed.add(l.billed_cost)?;
-        let effective = l.effective_cost.map(ExactSum::from);
-        self.run = Some((
-            DayKey {
-                provider: l.provider_name.clone(),
-                billing_account_id: l.billing_account_id.clone(),
-                sub_account_id: l.sub_account_id.clone(),
-                day: l.charge_period_start.format("%Y-%m-%d").to_string(),
-                currency: l.billing_currency.clone(),
-            },
-            day,
-            DayTotal { rows: 1, billed_cost: billed, effective_cost: effective, first_start: l.charge_period_start },
-        ));
-        Ok(())
-    }
-
-    fn flush(&mut self) -> std::result::Result<(), MoneyError> {
-        if let Some((k, _, t)) = self.run.take() {
-            match self.rows.get_mut(&k) {
-                Some(have) => have.merge(&t)?,
-                None => {
-                    self.rows.insert(k, t);
+        write_key(&mut self.key, day, l);
+        match self.rows.get_mut(self.key.as_slice()) {
+            Some((_, t)) => {
+                t.rows += 1;
+                t.billed_cost.add(l.billed_cost)?;
+                if let Some(e) = l.effective_cost {
+                    t.effective_cost.get_or_insert(ExactSum::ZERO).add(e)?;
                 }
+                t.first_start = t.first_start.min(l.charge_period_start);
+            }
+            None => {
+                let mut billed = ExactSum::ZERO;
+                billed.add(l.billed_cost)?;
+                let key = DayKey {
+                    provider: l.provider_name.clone(),
+                    billing_account_id: l.billing_account_id.clone(),
+                    sub_account_id: l.sub_account_id.clone(),
+                    day: l.charge_period_start.format("%Y-%m-%d").to_string(),
+                    currency: l.billing_currency.clone(),
+                };
+                let total = DayTotal {
+                    rows: 1,
+                    billed_cost: billed,
+                    effective_cost: l.effective_cost.map(ExactSum::from),
+                    first_start: l.charge_period_start,
+                };
+                self.rows.insert(self.key.as_slice().into(), (key, total));
             }
         }
         Ok(())
     }
 
     /// The rows, sorted by key.
-    pub fn finish(mut self) -> std::result::Result<BTreeMap<DayKey, DayTotal>, MoneyError> {
-        self.flush()?;
-        Ok(self.rows)
+    pub fn finish(self) -> std::result::Result<BTreeMap<DayKey, DayTotal>, MoneyError> {
+        Ok(self.rows.into_values().collect())
     }
 
     /// The stored form: a JSON array of `[provider, billing account, sub account, day, currency,
