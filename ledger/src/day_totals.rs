@@ -53,19 +53,7 @@ pub struct DayTotals {
 /// A row's key as bytes: the day number, then each text length-prefixed (absent and empty told
 /// apart), so no two keys write the same bytes.
 fn write_key(out: &mut Vec<u8>, day: i64, l: &ChargeLine) {
-    fn text(out: &mut Vec<u8>, s: &str) {
-        out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
-    fn opt(out: &mut Vec<u8>, s: Option<&str>) {
-        match s {
-            Some(s) => {
-                out.push(1);
-                text(out, s);
-            }
-            None => out.push(0),
-        }
-    }
+    use costledger_core::text::{push_key_opt as opt, push_key_text as text};
     out.clear();
     out.extend_from_slice(&day.to_le_bytes());
     opt(out, l.provider_name.as_deref());

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use costledger_core::text::{push_key_opt as key_opt, push_key_text as key_text};
 use costledger_core::{BillingPeriod, ChargeLine, ExactSum, MoneyError};
 use rustc_hash::FxHashMap;
 
@@ -469,22 +470,6 @@ fn pricing_focus(l: &ChargeLine) -> [Option<&str>; 4] {
     match &l.focus {
         None => [None; 4],
         Some(f) => pricing_focus_index().map(|k| f.text_at(k)),
-    }
-}
-
-fn key_text(out: &mut Vec<u8>, s: &str) {
-    // Field texts are far below 4 GiB (the readers cap a field at a few MB).
-    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn key_opt(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => {
-            out.push(1);
-            key_text(out, s);
-        }
-        None => out.push(0),
     }
 }
 

@@ -173,6 +173,27 @@ pub fn valid_endpoint(u: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Append `s` to a map key being written as one byte string: its length (u32, little-endian),
+/// then its bytes, so no two sequences of texts write the same bytes. In-memory keys only (the
+/// loader's rollup and day-total maps); field texts are far below 4 GiB (the readers cap a field
+/// at a few MB).
+pub fn push_key_text(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Append an optional text to a byte-string key: `0` when absent, else `1` and
+/// [`push_key_text`] (absent and empty told apart).
+pub fn push_key_opt(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => {
+            out.push(1);
+            push_key_text(out, s);
+        }
+        None => out.push(0),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
