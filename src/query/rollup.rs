@@ -154,7 +154,19 @@ pub struct RollupBuilder<'s> {
     min_compression: u64,
     /// The rollup would not be much smaller than the charges: given up (no rollup).
     gave_up: bool,
+    /// The early look at two fifths of the cap was taken.
+    probed: bool,
 }
+
+/// When a builder first holds two fifths of its cap, before anything is written, it gives up
+/// if its lines so far number fewer than 1.28 per row: in a bill whose lines come in no
+/// particular order, that many rows after that few lines means more distinct keys than the cap
+/// (K keys shuffled show `K·(1 − e^(−L/K))` after L lines; K ≤ cap needs L ≥ cap·ln(5/3) =
+/// 1.277 × two fifths of the cap), so the rollup would be written in chunks of rows that sum
+/// fewer than [`MIN_ROLLUP_COMPRESSION`] lines each. Giving up there holds 20,000 rows instead of
+/// 50,000: a CUR month with hundreds of thousands of day × SKU keys no longer fills the pricing
+/// builder to its cap first (10 to 25 MB of peak RSS).
+pub const PROBE_LINES_PER_100_ROWS: u64 = 128;
 
 /// A rollup whose first [`MAX_ROLLUP_ROWS`] rows sum fewer than this many lines each is given up
 /// before anything is written: reading it would cost about as much as reading the charges, and
@@ -176,6 +188,7 @@ impl<'s> RollupBuilder<'s> {
             chunks: 0,
             min_compression: MIN_ROLLUP_COMPRESSION,
             gave_up: false,
+            probed: false,
         }
     }
 
@@ -268,10 +281,27 @@ impl<'s> RollupBuilder<'s> {
     /// At least [`MAX_ROLLUP_ROWS`] rows are held: time to [`take_rows`](Self::take_rows) and
     /// write them out.
     pub fn is_full(&mut self) -> bool {
-        if self.gave_up || self.index.len() < self.cap {
+        if self.gave_up {
             return false;
         }
         let rows = self.index.len() as u64;
+        // The early look (see [`PROBE_LINES_PER_100_ROWS`]): at two fifths of the cap, lines
+        // nearly all distinct so far mean more distinct keys than the cap holds.
+        if self.chunks == 0
+            && self.min_compression > 0
+            && !self.probed
+            && rows.saturating_mul(5) >= (self.cap as u64).saturating_mul(2)
+        {
+            self.probed = true;
+            if self.lines.saturating_mul(100) < rows.saturating_mul(PROBE_LINES_PER_100_ROWS) {
+                self.gave_up = true;
+                self.index = FxHashMap::default();
+                return false;
+            }
+        }
+        if self.index.len() < self.cap {
+            return false;
+        }
         if self.chunks == 0 && self.lines < self.min_compression.saturating_mul(rows) {
             // Nothing written yet: give up now, with nothing to undo.
             self.gave_up = true;
