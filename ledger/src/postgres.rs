@@ -239,7 +239,8 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for FastNumeric {
     }
 }
 
-fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
+/// One charge row; `with_focus` as for SQLite's (`ChargeColumns::reads_focus`).
+fn charge_record(r: &PgRow, with_focus: bool) -> Result<ChargeRecord> {
     let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get::<Option<String>, _>(i)?) };
     let d = |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get::<Option<FastNumeric>, _>(i)?.map(|n| n.0)) };
     let line = ChargeLine {
@@ -275,10 +276,13 @@ fn charge_record(r: &PgRow) -> Result<ChargeRecord> {
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
         tags: parse_tags(s(31)?.as_deref())?,
-        focus: focus_columns(
-            std::array::from_fn(|i| s(FOCUS_AT + i)),
-            std::array::from_fn(|i| d(FOCUS_AT + FOCUS_TEXT_COUNT + i)),
-        )?,
+        focus: match with_focus {
+            true => focus_columns(
+                std::array::from_fn(|i| s(FOCUS_AT + i)),
+                std::array::from_fn(|i| d(FOCUS_AT + FOCUS_TEXT_COUNT + i)),
+            )?,
+            false => None,
+        },
         x_extra: parse_tags(s(32)?.as_deref())?,
         source_ref: s(33)?,
     };
@@ -596,11 +600,12 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) }
         );
         let pool = &self.pool;
+        let focus = f.columns.reads_focus();
         Box::pin(
             futures::stream::once(async move {
                 bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
                     .fetch(pool)
-                    .map(|r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row)))
+                    .map(move |r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row, focus)))
             })
             .flatten(),
         )

@@ -178,7 +178,9 @@ fn dec_str(s: Option<&str>) -> Result<Option<Decimal>> {
     s.map(|s| Decimal::from_str_exact(s).map_err(|e| LedgerError::Corrupt(format!("amount '{s}': {e}")))).transpose()
 }
 
-pub(crate) fn charge_record<R: ChargeRow>(r: &R) -> Result<ChargeRecord> {
+/// One charge row; `with_focus`: the read selected the FOCUS columns beyond the core
+/// ([`ChargeColumns::reads_focus`]), else they are NULL and not decoded.
+pub(crate) fn charge_record<R: ChargeRow>(r: &R, with_focus: bool) -> Result<ChargeRecord> {
     let s = |i: usize| -> Result<Option<String>> { Ok(r.text(i)?.map(str::to_owned)) };
     let req_str = |i: usize| -> Result<&str> {
         r.text(i)?.ok_or_else(|| LedgerError::Corrupt(format!("NULL in required column {}", CHARGE_COLUMNS[i])))
@@ -218,10 +220,13 @@ pub(crate) fn charge_record<R: ChargeRow>(r: &R) -> Result<ChargeRecord> {
         commitment_discount_id: s(29)?,
         invoice_id: s(30)?,
         tags: tags(31)?,
-        focus: focus_columns(
-            std::array::from_fn(|i| s(FOCUS_AT + i)),
-            std::array::from_fn(|i| dec_str(r.text(FOCUS_AT + FOCUS_TEXT_COUNT + i)?)),
-        )?,
+        focus: match with_focus {
+            true => focus_columns(
+                std::array::from_fn(|i| s(FOCUS_AT + i)),
+                std::array::from_fn(|i| dec_str(r.text(FOCUS_AT + FOCUS_TEXT_COUNT + i)?)),
+            )?,
+            false => None,
+        },
         x_extra: tags(32)?,
         source_ref: s(33)?,
     };
@@ -577,10 +582,13 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) },
             j = charges_of_l!()
         );
+        let focus = f.columns.reads_focus();
         match &self.bulk {
             // A file: the C-API reader (no per-value copies).
-            Some((path, _)) => Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, |r| charge_record(r))),
-            None => Box::pin(async_stream_rows(&self.pool, sql, binds)),
+            Some((path, _)) => {
+                Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, move |r| charge_record(r, focus)))
+            }
+            None => Box::pin(async_stream_rows(&self.pool, sql, binds, focus)),
         }
     }
 
@@ -616,6 +624,7 @@ fn async_stream_rows(
     pool: &SqlitePool,
     sql: String,
     binds: Vec<String>,
+    focus: bool,
 ) -> impl futures::Stream<Item = Result<ChargeRecord>> + Send + '_ {
     futures::stream::once(async move {
         let stream = sqlx::query(AssertSqlSafe(sql));
@@ -623,7 +632,7 @@ fn async_stream_rows(
         for b in binds {
             q = q.bind(b);
         }
-        q.fetch(pool).map(|r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row)))
+        q.fetch(pool).map(move |r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row, focus)))
     })
     .flatten()
 }
