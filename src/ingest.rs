@@ -806,7 +806,8 @@ async fn stage(
                 source,
                 scope = %d.scope,
                 "no {} rollup for this load: its lines are nearly all distinct per day and dimension \
-                 (fewer than {} lines per rollup row), so queries that need it read the charges",
+                 (a rollup would not be {} times smaller than its charges; see docs/query.md), so \
+                 queries that need it read the charges",
                 kind.name(),
                 crate::query::rollup::MIN_ROLLUP_COMPRESSION
             ),

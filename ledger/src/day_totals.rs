@@ -103,14 +103,15 @@ impl DayTotals {
     }
 
     /// The rows, sorted by key.
-    pub fn finish(self) -> std::result::Result<BTreeMap<DayKey, DayTotal>, MoneyError> {
-        Ok(self.rows.into_values().collect())
+    pub fn finish(self) -> BTreeMap<DayKey, DayTotal> {
+        self.rows.into_values().collect()
     }
 
     /// The stored form: a JSON array of `[provider, billing account, sub account, day, currency,
     /// lines, BilledCost, EffectiveCost, first ChargePeriodStart]`, amounts as canonical text.
-    pub fn to_json(&self) -> std::result::Result<String, MoneyError> {
-        let rows = self.clone().finish()?;
+    pub fn to_json(&self) -> String {
+        let mut rows: Vec<&(DayKey, DayTotal)> = self.rows.values().collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|(k, t)| {
@@ -127,7 +128,7 @@ impl DayTotals {
                 ])
             })
             .collect();
-        Ok(serde_json::Value::Array(v).to_string())
+        serde_json::Value::Array(v).to_string()
     }
 }
 
@@ -257,7 +258,7 @@ mod tests {
         ] {
             d.add(&l).expect("test value");
         }
-        let json = d.to_json().expect("test value");
+        let json = d.to_json();
         let rows = parse_day_totals(&json).expect("test value");
         assert_eq!(rows.len(), 3);
         let (k, t) = &rows[0];
@@ -272,7 +273,7 @@ mod tests {
         let (k, t) = &rows[2];
         assert_eq!(k.day, "2026-10-02");
         assert_eq!((t.rows, t.billed_cost.to_string()), (1, "-3".to_string()));
-        assert_eq!(d.clone().finish().expect("test value").into_iter().collect::<Vec<_>>(), rows);
+        assert_eq!(d.clone().finish().into_iter().collect::<Vec<_>>(), rows);
     }
 
     #[test]

@@ -359,7 +359,7 @@ macro_rules! ledger_store_impl {
                 .bind(set_json(&c.invoice_ids))
                 .bind(c.all_invoiced)
                 .bind(c.data_end.map(costledger_core::format_ts))
-                .bind(c.days.to_json().map_err(|e| LedgerError::State(format!("period {p}: day totals: {e}")))?)
+                .bind(c.days.to_json())
                 .execute(&mut *tx)
                 .await?;
             }

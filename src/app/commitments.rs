@@ -1,5 +1,6 @@
-//! Commitment utilisation and coverage: two cost queries through the query engine (the
-//! commitment dimensions are read from the charges), their rows handed to the pure
+//! Commitment utilisation and coverage: two cost queries through the query engine (answered
+//! from the pricing rollups, which hold the commitment dimensions, or from the charges when the
+//! coverage groups need an account, region, tag or owner), their rows handed to the pure
 //! arithmetic of `commitments`.
 
 use crate::commitments::{self, Basis, Commitments};

@@ -299,8 +299,8 @@ pub(super) fn print_rollup_build(r: &app::query::RollupBuild) {
             r.not_worth_it.iter().filter(|(_, k)| *k == kind).map(|(l, _)| l.to_string()).collect();
         if !skipped.is_empty() {
             println!(
-                "no {} rollup for load(s) {}: their lines are nearly all distinct per day and dimension (fewer \
-                 than {} lines per rollup row), so queries that need it read the charges",
+                "no {} rollup for load(s) {}: their lines are nearly all distinct per day and dimension (a \
+                 rollup would not be {} times smaller than their charges), so queries that need it read the charges",
                 kind.name(),
                 skipped.join(", "),
                 crate::query::rollup::MIN_ROLLUP_COMPRESSION

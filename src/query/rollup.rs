@@ -72,12 +72,12 @@ impl RollupSpec {
         }
     }
 
-    /// Whether the rollup holds dimension `d` (everything but the resource id, the SKU, the
-    /// allocation, the commitment columns and other tags). The SKU is left out because it has
-    /// nearly the cardinality of a resource on real bills (an AWS account bills thousands of
-    /// SKUs, an Azure one thousands of meters): with it, a rollup is barely smaller than the
-    /// charges and is given up (measured on 1M `sample` lines: 972,852 rows with the SKU, 36,875
-    /// without). SKU questions are answered by the database's grouped read of the charges.
+    /// Whether the rollup holds dimension `d`. The daily rollup holds everything but the
+    /// resource id, the SKU, the allocation, the commitment columns and other tags. It leaves the
+    /// SKU out because beside the accounts, regions and tags it has nearly the cardinality of a
+    /// resource on real bills (an AWS account bills thousands of SKUs, an Azure one thousands of
+    /// meters): with it, a rollup is barely smaller than the charges and is given up (measured on
+    /// 1M `sample` lines: 972,852 rows with the SKU, 36,875 without).
     ///
     /// The pricing rollup holds the SKU without the accounts, regions and tags that multiply it
     /// (on the same 1M lines, 120 SKUs: 30,578 rows; on 10M, 39,733), and the commitment columns
