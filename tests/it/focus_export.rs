@@ -25,7 +25,7 @@ const SAMPLE_CRITERIA: &str = "ACCOUNT_NAMING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,RE
 /// Rules of focus-validator 2.2.1 that fail on correct data, each with why. A composite rule
 /// (`…-C-000-…` and the like) fails when one of its children does, so it is listed with the
 /// child that makes it fail.
-const VALIDATOR_DEFECTS: [(&str, &str); 11] = [
+const VALIDATOR_DEFECTS: [(&str, &str); 12] = [
     (
         "BilledCost-C-005-C",
         "'BilledCost MUST be 0 for charges where payments are received by a third party': the model \
@@ -59,7 +59,12 @@ const VALIDATOR_DEFECTS: [(&str, &str); 11] = [
          model's condition is malformed (an 'AND' key instead of a check function), so it applies to \
          every line",
     ),
-    ("CapacityReservationStatus-C-002-C", "composite of CapacityReservationStatus-C-004-C"),
+    (
+        "CapacityReservationStatus-C-003-C",
+        "'MUST be null when CapacityReservationId is null': the same malformed condition (an 'AND' \
+         key), so it applies to every line and fails on any line in a capacity reservation",
+    ),
+    ("CapacityReservationStatus-C-002-C", "composite of CapacityReservationStatus-C-003-C and -C-004-C"),
     ("CapacityReservationStatus-C-000-C", "composite of CapacityReservationStatus-C-002-C"),
     ("InvoiceId-C-000-O", "composite of InvoiceId-C-003-C (fails only when that does)"),
 ];
@@ -68,12 +73,13 @@ const VALIDATOR_DEFECTS: [(&str, &str); 11] = [
 /// account and sub-account names, regions and availability zones, tags, usage measurement,
 /// per-resource billing with resource types, a public price list, several pricing categories
 /// (on-demand, committed, spot), commitment discounts (RIs, Savings Plans) and capacity
-/// reservations. Not claimed yet: unit pricing (SkuPriceDetails is not mapped),
-/// negotiated pricing (ContractedUnitPrice), pricing in another currency than the bill's.
+/// reservations, unit pricing (SkuPriceId from the rate code, SkuMeter from the usage type,
+/// SkuPriceDetails from the product's attributes). Not claimed yet: negotiated pricing
+/// (ContractedUnitPrice), pricing in another currency than the bill's.
 const AWS_CRITERIA: &str = "ACCOUNT_NAMING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,REGION_SUPPORTED,TAGGING_SUPPORTED,\
      USAGE_MEASUREMENT_SUPPORTED,BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED,PUBLIC_PRICE_LIST_SUPPORTED,\
      MULTIPLE_PRICING_CATEGORIES_SUPPORTED,COMMITMENT_DISCOUNT_SUPPORTED,AVAILABILITY_ZONE_SUPPORTED,\
-     RESOURCE_TYPE_ASSIGNMENT_SUPPORTED,CAPACITY_RESERVATION_SUPPORTED";
+     RESOURCE_TYPE_ASSIGNMENT_SUPPORTED,CAPACITY_RESERVATION_SUPPORTED,UNIT_PRICING_SUPPORTED";
 
 /// A CSV carries no types: the validator's CSV reader infers a column of all-digit account ids
 /// (AWS account numbers, EA enrollment numbers) as an integer, though the export writes the
@@ -111,12 +117,14 @@ const AWS_SAMPLE_LIMITS: [(&str, &str); 5] = [
 /// costledger mapped: account and subscription names, regions and availability zones, tags,
 /// usage measurement, per-resource billing with resource types (from the resource id), a public
 /// price list (PayGPrice), several pricing categories (on-demand, spot, reservation, savings
-/// plan), commitment discounts and negotiated pricing (UnitPrice). Not claimed yet: capacity
-/// reservations, unit pricing (SkuPriceId, SkuPriceDetails), pricing currency differences.
+/// plan), commitment discounts, negotiated pricing (UnitPrice) and on-demand capacity
+/// reservations (AdditionalInfo's VMCapacityReservationId). Not claimed: unit pricing (a cost
+/// export has no SkuPriceId, as Microsoft's own FOCUS conversion says, so no SkuPriceDetails
+/// either), pricing currency differences.
 const AZURE_CRITERIA: &str = "ACCOUNT_NAMING_SUPPORTED,SUB_ACCOUNT_SUPPORTED,REGION_SUPPORTED,TAGGING_SUPPORTED,\
      USAGE_MEASUREMENT_SUPPORTED,BILLING_BASED_ON_PROVISIONED_RESOURCES_SUPPORTED,RESOURCE_TYPE_ASSIGNMENT_SUPPORTED,\
      PUBLIC_PRICE_LIST_SUPPORTED,MULTIPLE_PRICING_CATEGORIES_SUPPORTED,COMMITMENT_DISCOUNT_SUPPORTED,\
-     AVAILABILITY_ZONE_SUPPORTED,NEGOTIATED_PRICING_SUPPORTED";
+     AVAILABILITY_ZONE_SUPPORTED,NEGOTIATED_PRICING_SUPPORTED,CAPACITY_RESERVATION_SUPPORTED";
 
 /// What OCI supports, as the validator's applicability criteria, for a cost report costledger
 /// mapped: regions and availability domains, tags, usage measurement, per-resource billing with
@@ -181,6 +189,65 @@ fn the_public_azure_ea_exports_mapped_by_costledger_pass_the_validator() {
     for f in ["EA_ActualCost_Small.csv", "EA_AmortizedCost_Small.csv", "sample-anonymous-ea-export-dataset.csv"] {
         imported_bill_passes(&venv, "azure-export", &fixture(&format!("azure/{f}")), AZURE_CRITERIA, &[]);
     }
+}
+
+/// The exported FOCUS dataset of `input` imported as `format`: the header and every row.
+fn exported_rows(format: &str, input: &Path) -> (csv::StringRecord, Vec<csv::StringRecord>) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let db = sqlite_url(dir.path());
+    let (code, out, err) = run(&db, &["import", "--format", format, input.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    let csv_path = dir.path().join("focus.csv");
+    export(&db, &csv_path, &[]);
+    let mut r = csv::Reader::from_path(&csv_path).expect("open export");
+    let h = r.headers().expect("header").clone();
+    let rows = r.records().map(|r| r.expect("record")).collect();
+    (h, rows)
+}
+
+/// An EA export's on-demand capacity reservation (AdditionalInfo `VMCapacityReservationId`) is
+/// the line's CapacityReservationId; capacity billed to the reservation resource itself is
+/// `Unused`. Every other line has neither column.
+#[test]
+fn an_azure_capacity_reservation_is_mapped_from_additional_info() {
+    let (h, rows) = exported_rows("azure-export", &fixture("azure/EA_ActualCost_Small.csv"));
+    let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n} column"));
+    let (id, status, cost) = (at("CapacityReservationId"), at("CapacityReservationStatus"), at("BilledCost"));
+    let reserved: Vec<String> = rows
+        .iter()
+        .filter(|r| !r[id].is_empty() || !r[status].is_empty())
+        .map(|r| format!("{}|{}|{}", &r[id], &r[status], &r[cost]))
+        .collect();
+    assert_eq!(reserved, vec!["f8b42087-c198-4ad8-8515-fce989cc5fff|Unused|2.64"]);
+}
+
+/// A CUR line's product attributes (instance type, vCPUs, memory, operating system) are its
+/// SkuPriceDetails, FOCUS-defined keys only, and only beside a SkuPriceId: every line of one
+/// SkuPriceId has the same details (the fee's unused share, a row the export writes, included).
+#[test]
+fn a_cur_lines_product_attributes_are_its_sku_price_details() {
+    let (h, rows) = exported_rows("aws-cur", &fixture("aws/cur-commitments-2026-10.csv"));
+    let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n} column"));
+    let (price, details) = (at("SkuPriceId"), at("SkuPriceDetails"));
+    let mut by_price: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &rows {
+        assert!(!r[price].is_empty() || r[details].is_empty(), "details without a SkuPriceId: {r:?}");
+        by_price.entry(r[price].to_string()).or_default().insert(r[details].to_string());
+    }
+    let m5 =
+        r#"{"CoreCount":2,"InstanceSeries":"m5","InstanceType":"m5.large","MemorySize":8,"OperatingSystem":"Linux"}"#;
+    let c5 =
+        r#"{"CoreCount":4,"InstanceSeries":"c5","InstanceType":"c5.xlarge","MemorySize":8,"OperatingSystem":"Linux"}"#;
+    let t3 =
+        r#"{"CoreCount":2,"InstanceSeries":"t3","InstanceType":"t3.micro","MemorySize":1,"OperatingSystem":"Linux"}"#;
+    let one = |s: &str| BTreeSet::from([s.to_string()]);
+    assert_eq!(by_price["SKUM5LARGE0002.6QCMYABX3D.6YS6EN2CT7"], one(m5));
+    assert_eq!(by_price["SKUM5LARGE0002.6QCMYABX3D.2TG2D8R56U"], one(m5));
+    assert_eq!(by_price["SKUC5XLARGE003.JRTCKXETXF.6YS6EN2CT7"], one(c5));
+    assert_eq!(by_price["SKUT3MICRO0001.JRTCKXETXF.6YS6EN2CT7"], one(t3));
+    // The Savings Plan fees' products have no instance attributes; the tax line no SkuPriceId.
+    assert_eq!(by_price["SPSKU00000004.NOUPFRONT.1"], one(""));
+    assert_eq!(by_price[""], one(""));
 }
 
 /// The validator venv; `None` (skip) when the variable is not set.

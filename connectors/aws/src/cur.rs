@@ -41,7 +41,7 @@ use costledger_files::record::first_non_utf8_field;
 use rust_decimal::Decimal;
 
 /// The legacy columns the ledger reads.
-const COLS: [&str; 47] = [
+const COLS: [&str; 53] = [
     "identity/LineItemId",
     "bill/InvoiceId",
     "bill/InvoicingEntity",
@@ -89,6 +89,12 @@ const COLS: [&str; 47] = [
     "reservation/EndTime",
     "reservation/UnusedQuantity",
     "lineItem/UnblendedRate",
+    "product/instanceType",
+    "product/vcpu",
+    "product/memory",
+    "product/operatingSystem",
+    "product/gpu",
+    "product/storageClass",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +146,12 @@ enum C {
     RiEnd,
     RiUnusedQuantity,
     UnblendedRate,
+    InstanceType,
+    Vcpu,
+    Memory,
+    OperatingSystem,
+    Gpu,
+    StorageClass,
 }
 
 const REQUIRED: [C; 7] = [C::Payer, C::BpStart, C::BpEnd, C::Type, C::Start, C::Currency, C::Unblended];
@@ -168,9 +180,33 @@ pub struct CurColumns {
     tags: Vec<(usize, String)>,
     /// CUR 2.0 `resource_tags` map column (JSON text).
     tag_map: Option<usize>,
+    /// CUR 2.0 `product` map column (JSON text): the product attributes without a column of
+    /// their own (`vcpu`, `memory`, `operating_system`, …).
+    product_map: Option<usize>,
 }
 
 impl CurColumns {
+    /// The product attributes that describe a SKU price: the legacy CUR's columns, else CUR
+    /// 2.0's `product_instance_type` column and its `product` map.
+    fn product_attributes(&self, rec: &csv::ByteRecord) -> Result<ProductAttributes, serde_json::Error> {
+        const ATTRS: [C; 6] = [C::InstanceType, C::Vcpu, C::Memory, C::OperatingSystem, C::Gpu, C::StorageClass];
+        if self.product_map.is_none() && ATTRS.iter().all(|c| self.idx[*c as usize].is_none()) {
+            return Ok(ProductAttributes::default());
+        }
+        let mut p = match self.product_map.and_then(|i| rec.get(i)).and_then(|v| std::str::from_utf8(v).ok()) {
+            Some(text) if !text.trim().is_empty() => serde_json::from_str::<ProductAttributes>(text)?,
+            _ => ProductAttributes::default(),
+        };
+        let col = |c: C| self.get(rec, c).map(|v| serde_json::Value::String(v.to_string()));
+        p.instance_type = col(C::InstanceType).or(p.instance_type);
+        p.vcpu = col(C::Vcpu).or(p.vcpu);
+        p.memory = col(C::Memory).or(p.memory);
+        p.operating_system = col(C::OperatingSystem).or(p.operating_system);
+        p.gpu = col(C::Gpu).or(p.gpu);
+        p.storage_class = col(C::StorageClass).or(p.storage_class);
+        Ok(p)
+    }
+
     fn get<'r>(&self, rec: &'r csv::ByteRecord, c: C) -> Option<&'r str> {
         let v = std::str::from_utf8(rec.get(self.idx[c as usize]?)?).ok()?.trim();
         if v.is_empty() { None } else { Some(v) }
@@ -200,6 +236,7 @@ impl RecordFormat for CurColumns {
         let mut idx = [None; COLS.len()];
         let mut tags = Vec::new();
         let mut tag_map = None;
+        let mut product_map = None;
         for (i, n) in names.iter().enumerate() {
             let lower = n.to_ascii_lowercase();
             if let Some(k) = COLS.iter().position(|c| c.eq_ignore_ascii_case(n) || snake(c) == lower) {
@@ -210,6 +247,8 @@ impl RecordFormat for CurColumns {
                 tags.push((i, n["resourceTags/".len()..].to_string()));
             } else if lower == "resource_tags" {
                 tag_map = Some(i);
+            } else if lower == "product" {
+                product_map = Some(i);
             }
         }
         let missing: Vec<&str> =
@@ -217,7 +256,7 @@ impl RecordFormat for CurColumns {
         if !missing.is_empty() {
             return Err(format!("missing required column(s): {}", missing.join(", ")));
         }
-        Ok(CurColumns { names, idx, tags, tag_map })
+        Ok(CurColumns { names, idx, tags, tag_map, product_map })
     }
 
     fn width(&self) -> usize {
@@ -420,6 +459,12 @@ impl RecordFormat for CurColumns {
         // The rate code (`SKU.OfferTermCode.RateCode`) names the SKU's price the line was billed
         // at: its SkuPriceId (FOCUS: null on tax).
         focus.sku_price_id = s(C::RateCode).filter(|_| category != ChargeCategory::Tax);
+        // The product's attributes describe that price (FOCUS: only beside a SkuPriceId).
+        if focus.sku_price_id.is_some() {
+            let product =
+                self.product_attributes(rec).map_err(|e| fail(format!("product is not a JSON object: {e}")))?;
+            focus.sku_price_details = sku_price_details(&product);
+        }
         // AWS's public prices are in USD: on a bill in USD the pricing currency's amounts are
         // the billing currency's. On a bill in another currency they are not known here.
         if currency == "USD" {
@@ -473,6 +518,53 @@ impl RecordFormat for CurColumns {
         };
         Ok((line, rounded))
     }
+}
+
+/// The product attributes of a CUR line that FOCUS defines SKU price properties for (a CUR 2.0
+/// `product` map's keys in snake case or as the legacy columns spell them; other keys ignored).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ProductAttributes {
+    #[serde(default, alias = "instanceType")]
+    pub instance_type: Option<serde_json::Value>,
+    #[serde(default)]
+    pub vcpu: Option<serde_json::Value>,
+    #[serde(default)]
+    pub memory: Option<serde_json::Value>,
+    #[serde(default, alias = "operatingSystem")]
+    pub operating_system: Option<serde_json::Value>,
+    #[serde(default)]
+    pub gpu: Option<serde_json::Value>,
+    #[serde(default, alias = "storageClass")]
+    pub storage_class: Option<serde_json::Value>,
+}
+
+/// SkuPriceDetails from the product's attributes (pure): InstanceType and InstanceSeries (the
+/// family part of `m5.large`, `db.r6g.xlarge` → `r6g`), CoreCount (`vcpu`), MemorySize (`8 GiB`
+/// → 8), GpuCount, OperatingSystem, StorageClass. `None` when the product states none of them.
+pub fn sku_price_details(p: &ProductAttributes) -> Option<String> {
+    use costledger_core::SkuPriceProperty as P;
+    fn text(v: &Option<serde_json::Value>) -> Option<String> {
+        match v {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+    let mut d = costledger_core::SkuPriceDetails::new();
+    let instance_type = text(&p.instance_type);
+    d.set(P::InstanceType, instance_type.as_deref(), None);
+    // `m5.large` → `m5`; RDS, ElastiCache and SageMaker prefix it (`db.`, `cache.`, `ml.`).
+    let series = instance_type.as_deref().and_then(|t| {
+        let parts: Vec<&str> = t.split('.').collect();
+        (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string())
+    });
+    d.set(P::InstanceSeries, series.as_deref(), None);
+    d.set(P::CoreCount, text(&p.vcpu).as_deref(), None);
+    d.set(P::MemorySize, text(&p.memory).as_deref(), Some("GiB"));
+    d.set(P::GpuCount, text(&p.gpu).as_deref(), None);
+    d.set(P::OperatingSystem, text(&p.operating_system).as_deref(), None);
+    d.set(P::StorageClass, text(&p.storage_class).as_deref(), None);
+    d.to_json()
 }
 
 /// ContractedUnitPrice from a line's rate: the rate, when rate × quantity is exactly the
@@ -689,9 +781,60 @@ mod tests {
 
     #[test]
     fn cur2_names() {
+        assert_eq!(snake("product/instanceType"), "product_instance_type");
         assert_eq!(snake("lineItem/UnblendedCost"), "line_item_unblended_cost");
         assert_eq!(snake("bill/BillingPeriodStartDate"), "bill_billing_period_start_date");
         assert_eq!(snake("savingsPlan/SavingsPlanARN"), "savings_plan_savings_plan_a_r_n");
         assert_eq!(snake("pricing/publicOnDemandCost"), "pricing_public_on_demand_cost");
+    }
+
+    fn normalized(csv_text: &str) -> Result<costledger_core::ChargeLine, costledger_core::RowError> {
+        use costledger_files::reader::RecordFormat;
+        let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(csv_text.as_bytes());
+        let mut recs = r.byte_records().map(|r| r.expect("record"));
+        let header = recs.next().expect("header");
+        let cols = super::CurColumns::from_header(&header).expect("a CUR header");
+        cols.normalize(&recs.next().expect("row"), "cur.csv:2").map(|(l, _)| l)
+    }
+
+    /// A line's product attributes are its SKU price's details (FOCUS-defined keys, numbers in
+    /// the spec's units), from the legacy columns and from CUR 2.0's `product` map alike; a tax
+    /// line, which has no SkuPriceId, has none.
+    #[test]
+    fn product_attributes_become_sku_price_details() {
+        let legacy = "bill/PayerAccountId,bill/BillingPeriodStartDate,bill/BillingPeriodEndDate,lineItem/LineItemType,lineItem/UsageStartDate,lineItem/CurrencyCode,lineItem/UnblendedCost,pricing/RateCode,product/instanceType,product/vcpu,product/memory,product/operatingSystem,product/gpu\n\
+            1,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,2026-10-05T00:00:00Z,USD,1.5,SKU1.TERM.RATE,db.r6g.xlarge,4,32 GiB,Linux,NA\n";
+        let line = normalized(legacy).expect("normalized");
+        let f = line.focus.as_ref().map(|f| f.to_columns()).unwrap_or_default();
+        assert_eq!(
+            f.sku_price_details.as_deref(),
+            Some(
+                r#"{"CoreCount":4,"InstanceSeries":"r6g","InstanceType":"db.r6g.xlarge","MemorySize":32,"OperatingSystem":"Linux"}"#
+            )
+        );
+        let cur2 = "bill_payer_account_id,bill_billing_period_start_date,bill_billing_period_end_date,line_item_line_item_type,line_item_usage_start_date,line_item_currency_code,line_item_unblended_cost,pricing_rate_code,product_instance_type,product\n\
+            1,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,2026-10-05T00:00:00Z,USD,1.5,SKU1.TERM.RATE,m5.large,\"{\"\"vcpu\"\":\"\"2\"\",\"\"memory\"\":\"\"0.5 GiB\"\",\"\"operating_system\"\":\"\"Windows\"\",\"\"storage_class\"\":null,\"\"region\"\":\"\"eu-west-1\"\"}\"\n";
+        let line = normalized(cur2).expect("normalized");
+        let f = line.focus.as_ref().map(|f| f.to_columns()).unwrap_or_default();
+        assert_eq!(
+            f.sku_price_details.as_deref(),
+            Some(
+                r#"{"CoreCount":2,"InstanceSeries":"m5","InstanceType":"m5.large","MemorySize":0.5,"OperatingSystem":"Windows"}"#
+            )
+        );
+        let tax = legacy.replace("Usage,2026", "Tax,2026");
+        let line = normalized(&tax).expect("normalized");
+        let f = line.focus.as_ref().map(|f| f.to_columns()).unwrap_or_default();
+        assert_eq!((f.sku_price_id, f.sku_price_details), (None, None));
+    }
+
+    /// A CUR 2.0 `product` map that is not JSON is a clear row error, not dropped details.
+    #[test]
+    fn a_product_map_that_is_not_json_names_the_column() {
+        let cur2 = "bill_payer_account_id,bill_billing_period_start_date,bill_billing_period_end_date,line_item_line_item_type,line_item_usage_start_date,line_item_currency_code,line_item_unblended_cost,pricing_rate_code,product\n\
+            1,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,2026-10-05T00:00:00Z,USD,1.5,SKU1.TERM.RATE,{vcpu: 2}\n";
+        let e = normalized(cur2).expect_err("a bad map");
+        assert!(e.reason.starts_with("product is not a JSON object"), "{}", e.reason);
+        assert_eq!(e.location, "cur.csv:2");
     }
 }

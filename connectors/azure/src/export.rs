@@ -66,9 +66,10 @@ enum C {
     UnitPrice,
     MeterName,
     PricingCurrency,
+    AdditionalInfo,
 }
 
-const N: usize = 35;
+const N: usize = 36;
 
 /// Each concept's header names (lower case), in order of preference.
 const ALTERNATES: [(C, &[&str]); N] = [
@@ -107,6 +108,7 @@ const ALTERNATES: [(C, &[&str]); N] = [
     (C::UnitPrice, &["unitprice"]),
     (C::MeterName, &["metername"]),
     (C::PricingCurrency, &["pricingcurrencycode", "pricingcurrency"]),
+    (C::AdditionalInfo, &["additionalinfo"]),
 ];
 
 /// A date in any shape the exports use: `M/D/YYYY` (EA), `MM/DD/YYYY` (MCA), ISO 8601 with or
@@ -130,6 +132,33 @@ pub fn parse_tags(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let text = if t.is_empty() || t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
     costledger_core::text::parse_tags_json(&text)
         .map_err(|e| format!("Tags is neither a JSON object nor \"key\": \"value\" pairs: {e}"))
+}
+
+/// The on-demand capacity reservation an AdditionalInfo cell names (`VMCapacityReservationId`),
+/// pure. The cell is a JSON object, or its brace-less EA form; only a cell that mentions the key
+/// is parsed (most rows do not), and such a cell that is not JSON is an error.
+pub fn capacity_reservation_id(info: &str) -> Result<Option<String>, String> {
+    const KEY: &str = "VMCapacityReservationId";
+    if !info.contains(KEY) {
+        return Ok(None);
+    }
+    let t = info.trim();
+    let text = if t.starts_with('{') { t.to_string() } else { format!("{{{t}}}") };
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&text).map_err(|e| format!("not a JSON object ({e}), yet it names {KEY}"))?;
+    Ok(map.get(KEY).and_then(|v| v.as_str()).map(str::trim).filter(|v| !v.is_empty()).map(str::to_string))
+}
+
+/// CapacityReservationStatus of a line in a capacity reservation (pure): `Unused` when the
+/// line is billed to the reservation itself (its resource is a
+/// `Microsoft.Compute/capacityReservationGroups/…/capacityReservations/…`: capacity no VM used),
+/// else `Used` (a VM consumed it).
+pub fn capacity_reservation_status(resource_id: Option<&str>) -> &'static str {
+    let id = resource_id.unwrap_or("").to_ascii_lowercase();
+    match id.split_once("/providers/microsoft.compute/capacityreservationgroups/") {
+        Some((_, rest)) if rest.contains("/capacityreservations/") => "Unused",
+        _ => "Used",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -330,6 +359,19 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
         focus.service_subcategory = Some(service_subcategory.to_string());
         focus.sku_meter = s(C::MeterName);
         focus.resource_type = s(C::ResourceId).as_deref().and_then(crate::focus_tables::resource_type);
+        // A VM in an on-demand capacity reservation names it in AdditionalInfo; the
+        // reservation's own (unused) capacity is billed to the reservation resource.
+        if category == ChargeCategory::Usage
+            && let Some(info) = self.get(rec, C::AdditionalInfo)
+        {
+            let id =
+                capacity_reservation_id(info).map_err(|e| fail(format!("{}: {e}", self.name(C::AdditionalInfo))))?;
+            if let Some(id) = id {
+                focus.capacity_reservation_status =
+                    Some(capacity_reservation_status(s(C::ResourceId).as_deref()).to_string());
+                focus.capacity_reservation_id = Some(id);
+            }
+        }
         focus.contracted_unit_price = unit_price;
         focus.list_unit_price = payg;
         // EA prices are in the billing currency; an MCA export names its pricing currency, and
@@ -506,6 +548,37 @@ mod tests {
         assert_eq!(d("2024-03-01T00:00:00.0000000Z").as_deref(), Some("2024-03-01"));
         assert_eq!(d("13/45/2023"), None);
         assert_eq!(d("yesterday"), None);
+    }
+
+    #[test]
+    fn capacity_reservations_from_additional_info() {
+        use super::{capacity_reservation_id, capacity_reservation_status};
+        let vm = r#"{"UsageType":"ComputeHR","VCPUs":2,"VMCapacityReservationId":"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/capacityReservationGroups/g/capacityReservations/cr1"}"#;
+        let id = capacity_reservation_id(vm).expect("parsed");
+        assert_eq!(
+            id.as_deref(),
+            Some(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/capacityReservationGroups/g/capacityReservations/cr1"
+            )
+        );
+        assert_eq!(capacity_reservation_id(r#""VMCapacityReservationId": "cr2","VCPUs": 4"#), Ok(Some("cr2".into())));
+        assert_eq!(capacity_reservation_id(r#"{"UsageType":"ComputeHR","VCPUs":2}"#), Ok(None));
+        assert_eq!(capacity_reservation_id(r#"{"VMCapacityReservationId":""}"#), Ok(None));
+        let e = capacity_reservation_id("VMCapacityReservationId=cr3").expect_err("not JSON");
+        assert!(e.contains("not a JSON object") && e.contains("VMCapacityReservationId"), "{e}");
+        assert_eq!(
+            capacity_reservation_status(Some(
+                "/subscriptions/s/resourceGroups/RG/providers/Microsoft.Compute/capacityReservationGroups/g/capacityReservations/cr1"
+            )),
+            "Unused"
+        );
+        assert_eq!(
+            capacity_reservation_status(Some(
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/vm1"
+            )),
+            "Used"
+        );
+        assert_eq!(capacity_reservation_status(None), "Used");
     }
 
     #[test]

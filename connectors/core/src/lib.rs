@@ -12,6 +12,7 @@ pub mod focus_columns;
 pub mod line;
 pub mod money;
 pub mod period;
+pub mod sku_price;
 pub mod text;
 
 pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow, ReadLimits, SpentLines};
@@ -20,3 +21,4 @@ pub use focus_columns::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT, FocusColumns, Foc
 pub use line::{ChargeCategory, ChargeClass, ChargeLine, DateBounds, FOCUS_COLUMNS, Tags, write_map_json};
 pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, exact_product, parse_amount, write_canonical};
 pub use period::{BillingPeriod, TimeError, format_ts, iso_week_label, parse_timestamp, week_of, write_ts};
+pub use sku_price::{PropertyKind, SkuPriceDetails, SkuPriceProperty};
