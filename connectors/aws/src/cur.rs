@@ -183,14 +183,25 @@ pub struct CurColumns {
     /// CUR 2.0 `product` map column (JSON text): the product attributes without a column of
     /// their own (`vcpu`, `memory`, `operating_system`, …).
     product_map: Option<usize>,
+    /// SkuPriceDetails already worked out, by the exact text they come from (the `product` map
+    /// and the attribute columns): a CUR 2.0 map, the same on every line of a SKU, is parsed
+    /// once per distinct text, not once per line. A map that does not parse is never cached,
+    /// so every line carrying it fails alike. Bounded: cleared past [`MAX_CACHED_PRODUCTS`].
+    details_by_text: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Option<String>>>,
 }
 
+/// Distinct product texts whose SkuPriceDetails a reader keeps (a month's CUR has a few
+/// thousand SKUs).
+const MAX_CACHED_PRODUCTS: usize = 20_000;
+
 impl CurColumns {
+    /// The product attribute columns SkuPriceDetails reads.
+    const ATTRS: [C; 6] = [C::InstanceType, C::Vcpu, C::Memory, C::OperatingSystem, C::Gpu, C::StorageClass];
+
     /// The product attributes that describe a SKU price: the legacy CUR's columns, else CUR
     /// 2.0's `product_instance_type` column and its `product` map.
     fn product_attributes(&self, rec: &csv::ByteRecord) -> Result<ProductAttributes, serde_json::Error> {
-        const ATTRS: [C; 6] = [C::InstanceType, C::Vcpu, C::Memory, C::OperatingSystem, C::Gpu, C::StorageClass];
-        if self.product_map.is_none() && ATTRS.iter().all(|c| self.idx[*c as usize].is_none()) {
+        if self.product_map.is_none() && Self::ATTRS.iter().all(|c| self.idx[*c as usize].is_none()) {
             return Ok(ProductAttributes::default());
         }
         let mut p = match self.product_map.and_then(|i| rec.get(i)).and_then(|v| std::str::from_utf8(v).ok()) {
@@ -205,6 +216,28 @@ impl CurColumns {
         p.gpu = col(C::Gpu).or(p.gpu);
         p.storage_class = col(C::StorageClass).or(p.storage_class);
         Ok(p)
+    }
+
+    /// [`sku_price_details`] of a line's product, through [`Self::details_by_text`] when the
+    /// file has a `product` map (a legacy CUR's few columns are cheaper to read than to look up).
+    fn cached_sku_price_details(&self, rec: &csv::ByteRecord) -> Result<Option<String>, serde_json::Error> {
+        let Some(map) = self.product_map else { return Ok(sku_price_details(&self.product_attributes(rec)?)) };
+        let mut key = Vec::with_capacity(rec.get(map).map_or(0, <[u8]>::len) + 64);
+        for i in std::iter::once(Some(map)).chain(Self::ATTRS.iter().map(|c| self.idx[*c as usize])) {
+            key.extend_from_slice(i.and_then(|i| rec.get(i)).unwrap_or_default());
+            key.push(0x1f);
+        }
+        let key = String::from_utf8_lossy(&key);
+        if let Some(d) = self.details_by_text.borrow().get(key.as_ref()) {
+            return Ok(d.clone());
+        }
+        let d = sku_price_details(&self.product_attributes(rec)?);
+        let mut cache = self.details_by_text.borrow_mut();
+        if cache.len() >= MAX_CACHED_PRODUCTS {
+            cache.clear();
+        }
+        cache.insert(key.into(), d.clone());
+        Ok(d)
     }
 
     fn get<'r>(&self, rec: &'r csv::ByteRecord, c: C) -> Option<&'r str> {
@@ -256,7 +289,7 @@ impl RecordFormat for CurColumns {
         if !missing.is_empty() {
             return Err(format!("missing required column(s): {}", missing.join(", ")));
         }
-        Ok(CurColumns { names, idx, tags, tag_map, product_map })
+        Ok(CurColumns { names, idx, tags, tag_map, product_map, details_by_text: Default::default() })
     }
 
     fn width(&self) -> usize {
@@ -461,9 +494,8 @@ impl RecordFormat for CurColumns {
         focus.sku_price_id = s(C::RateCode).filter(|_| category != ChargeCategory::Tax);
         // The product's attributes describe that price (FOCUS: only beside a SkuPriceId).
         if focus.sku_price_id.is_some() {
-            let product =
-                self.product_attributes(rec).map_err(|e| fail(format!("product is not a JSON object: {e}")))?;
-            focus.sku_price_details = sku_price_details(&product);
+            focus.sku_price_details =
+                self.cached_sku_price_details(rec).map_err(|e| fail(format!("product is not a JSON object: {e}")))?;
         }
         // AWS's public prices are in USD: on a bill in USD the pricing currency's amounts are
         // the billing currency's. On a bill in another currency they are not known here.
@@ -836,5 +868,46 @@ mod tests {
         let e = normalized(cur2).expect_err("a bad map");
         assert!(e.reason.starts_with("product is not a JSON object"), "{}", e.reason);
         assert_eq!(e.location, "cur.csv:2");
+    }
+
+    /// CUR 2.0 `product` maps are parsed once per distinct text: a repeated map gives the same
+    /// details, another SKU's map its own, and a broken map fails on every line that carries
+    /// it, even after a good map of the same SKU (the cache never hides a bad row).
+    #[test]
+    fn product_maps_are_parsed_once_per_text_and_a_bad_one_always_fails() {
+        use costledger_files::reader::RecordFormat;
+        let header = "bill_payer_account_id,bill_billing_period_start_date,bill_billing_period_end_date,line_item_line_item_type,line_item_usage_start_date,line_item_currency_code,line_item_unblended_cost,pricing_rate_code,product_sku,product";
+        let row = |sku: &str, map: &str| {
+            format!(
+                "1,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,Usage,2026-10-05T00:00:00Z,USD,1.5,{sku}.T.R,{sku},\"{}\"",
+                map.replace('"', "\"\"")
+            )
+        };
+        let text = [
+            header.to_string(),
+            row("A", r#"{"vcpu":"2"}"#),
+            row("A", r#"{"vcpu":"2"}"#),
+            row("B", r#"{"vcpu":"8","gpu":"1"}"#),
+            row("A", r#"{"vcpu":"2""#),
+            row("A", r#"{"vcpu":"2""#),
+        ]
+        .join("\n");
+        let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+        let mut recs = r.byte_records().map(|r| r.expect("record"));
+        let cols = super::CurColumns::from_header(&recs.next().expect("header")).expect("a CUR header");
+        let details: Vec<Result<Option<String>, String>> = recs
+            .enumerate()
+            .map(|(i, rec)| {
+                cols.normalize(&rec, &format!("cur.csv:{}", i + 2))
+                    .map(|(l, _)| l.focus.and_then(|f| f.to_columns().sku_price_details))
+                    .map_err(|e| e.reason)
+            })
+            .collect();
+        assert_eq!(details[0], Ok(Some(r#"{"CoreCount":2}"#.to_string())));
+        assert_eq!(details[1], details[0]);
+        assert_eq!(details[2], Ok(Some(r#"{"CoreCount":8,"GpuCount":1}"#.to_string())));
+        for bad in &details[3..] {
+            assert!(bad.as_ref().is_err_and(|e| e.starts_with("product is not a JSON object")), "{bad:?}");
+        }
     }
 }
