@@ -11,9 +11,9 @@ use costledger_core::{
     Batch, BillingPeriod, ChargeLine, Connector, ConnectorError, Context, DateBounds, Delivery, MoneyError,
     PeriodWindow, RowError, Totals, format_ts, parse_amount,
 };
-use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tracing::Instrument as _;
 use tracing::{info, info_span, warn};
@@ -791,15 +791,12 @@ async fn stage(
         return Err(f);
     }
     sm.periods = periods.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
+    let mut last_rows = Vec::new();
     for b in builders {
         let kind = b.kind();
         match b.finish_held() {
             Some((r, held)) => {
-                // The last rows are written before the commit, a piece at a time (a staging
-                // load's rollup rows are not read until the commit records its spec).
-                for piece in held.into_pieces(ROLLUP_PIECE) {
-                    store.append_rollup(load, &piece).await.map_err(ledger_err)?;
-                }
+                last_rows.push(held);
                 sm.rollups.push(r)
             }
             None => tracing::info!(
@@ -813,6 +810,16 @@ async fn stage(
             ),
         }
     }
+    // The last rows are written before the commit (a staging load's rollup rows are not read
+    // until the commit records its spec), a piece at a time, as many pieces at once as staged
+    // batches (rollup rows are additive, each piece its own transaction): the database's
+    // per-row insert work is the floor here, and one connection at a time left a core idle.
+    futures::stream::iter(last_rows.into_iter().flat_map(|held| held.into_pieces(ROLLUP_PIECE)))
+        .map(|piece| async move { store.append_rollup(load, &piece).await })
+        .buffer_unordered(STAGES_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+        .map_err(ledger_err)?;
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

@@ -22,6 +22,10 @@ use super::*;
 pub struct PgLedger {
     pool: PgPool,
     opts: PgConnectOptions,
+    /// COPY payload buffers of staged batches, kept for the next batches: a fresh multi-MB
+    /// buffer per batch meant new pages from the kernel (zeroed) and a regrowth copy each time.
+    /// Holds at most what was in flight at once.
+    copy_bufs: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 /// A session advisory lock on a connection of its own: closing the connection (release, drop,
@@ -315,7 +319,7 @@ impl PgLedger {
             .acquire_timeout(timeout.max(std::time::Duration::from_secs(30)))
             .connect_with(opts.clone())
             .await?;
-        Ok(Self { pool, opts })
+        Ok(Self { pool, opts, copy_bufs: Default::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -483,7 +487,8 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         lines: Vec<ChargeLine>,
         spent: Option<SpentLines>,
     ) -> Result<()> {
-        let mut buf = CopyBuf::with_capacity(lines.len());
+        let spare = self.copy_bufs.lock().ok().and_then(|mut b| b.pop());
+        let mut buf = CopyBuf::reusing(spare, lines.len());
         for (n, l) in lines.iter().enumerate() {
             buf.line(l, load, first_row + n as u64);
         }
@@ -503,6 +508,9 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             return Err(e.into());
         }
         copy.finish().await?;
+        if let Ok(mut spare) = self.copy_bufs.lock() {
+            spare.push(buf);
+        }
         heartbeat(&mut tx, load).await?;
         tx.commit().await?;
         Ok(())
