@@ -250,6 +250,24 @@ fn a_cur_lines_product_attributes_are_its_sku_price_details() {
     assert_eq!(by_price[""], one(""));
 }
 
+/// A GCP detailed export's tier price (`price.effective_price` per `price.pricing_unit_quantity`
+/// of `price.unit`) is the row's ContractedUnitPrice where it prices the row exactly (the
+/// Compute Engine hour); the Cloud Storage row's cost (4E-6, rounded) is not price × quantity,
+/// so it has none, and neither do credits, tax or rows without a price.
+#[test]
+fn a_gcp_tier_price_is_the_contracted_unit_price_only_where_it_prices_the_row() {
+    let (h, rows) = exported_rows("gcp-export", &fixture("gcp/export-2024-03.jsonl"));
+    let at = |n: &str| h.iter().position(|c| c == n).unwrap_or_else(|| panic!("no {n} column"));
+    let (category, service, cup) = (at("ChargeCategory"), at("ServiceName"), at("ContractedUnitPrice"));
+    let mut priced: Vec<String> = rows
+        .iter()
+        .filter(|r| !r[cup].is_empty())
+        .map(|r| format!("{}|{}|{}", &r[category], &r[service], &r[cup]))
+        .collect();
+    priced.sort();
+    assert_eq!(priced, vec!["Usage|Compute Engine|0.731234"]);
+}
+
 /// The validator venv; `None` (skip) when the variable is not set.
 fn validator() -> Option<PathBuf> {
     match std::env::var(VALIDATOR_ENV) {

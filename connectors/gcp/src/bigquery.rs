@@ -110,7 +110,9 @@ fn map_err(e: QueryError, table: &str) -> ConnectorError {
 /// so they arrive as exact decimal text).
 pub fn rows_sql(table: &str, detailed: bool, day: NaiveDate, invoice_month: &str) -> String {
     let resource = if detailed {
-        "resource.name AS resource_name, resource.global_name AS resource_global_name,"
+        "resource.name AS resource_name, resource.global_name AS resource_global_name, \
+         CAST(price.effective_price AS STRING) AS price_effective_price, price.unit AS price_unit, \
+         CAST(price.pricing_unit_quantity AS STRING) AS price_pricing_unit_quantity,"
     } else {
         "CAST(NULL AS STRING) AS resource_name, CAST(NULL AS STRING) AS resource_global_name,"
     };
@@ -356,4 +358,26 @@ fn async_stream<'a>(
         }
         Some((Ok(batch), st))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rows_sql;
+    use crate::files::FLAT_COLUMNS;
+
+    /// The detailed export's price columns are selected, under the names the row reader maps
+    /// (`FLAT_COLUMNS`), from a detailed table only (the standard export has no `price` record:
+    /// selecting it would fail the query).
+    #[test]
+    fn the_row_query_selects_price_columns_from_detailed_tables_only() {
+        let day = chrono::NaiveDate::from_ymd_opt(2024, 3, 1).expect("date");
+        let detailed = rows_sql("p.d.gcp_billing_export_resource_v1_X", true, day, "202403");
+        let standard = rows_sql("p.d.gcp_billing_export_v1_X", false, day, "202403");
+        for c in ["price_effective_price", "price_unit", "price_pricing_unit_quantity"] {
+            assert!(FLAT_COLUMNS.contains(&c));
+            assert!(detailed.contains(&format!(" AS {c}")), "{c} in {detailed}");
+            assert!(!standard.contains(c), "{c} in {standard}");
+        }
+        assert!(!standard.contains("price."), "{standard}");
+    }
 }

@@ -137,6 +137,9 @@ pub fn json_row(line: &str) -> Result<ExportRow, String> {
         usage_unit: field(&o, &["usage", "unit"]),
         usage_pricing_amount: field(&o, &["usage", "amount_in_pricing_units"]),
         usage_pricing_unit: field(&o, &["usage", "pricing_unit"]),
+        price_effective_price: field(&o, &["price", "effective_price"]),
+        price_unit: field(&o, &["price", "unit"]),
+        price_pricing_unit_quantity: field(&o, &["price", "pricing_unit_quantity"]),
         labels: kv_list(&o, &["labels"]),
         project_labels: kv_list(&o, &["project", "labels"]),
         credits,
@@ -151,9 +154,10 @@ fn json_amount(line: &str) -> (Option<String>, Option<String>) {
     }
 }
 
-/// The flattened query's columns (also the CSV header of an extract of it). `zone` and
-/// `cost_at_list` are read when present (older extracts do not have them).
-pub const FLAT_COLUMNS: [&str; 29] = [
+/// The flattened query's columns (also the CSV header of an extract of it). `zone`,
+/// `cost_at_list` and the detailed export's `price_*` are read when present (older extracts and
+/// the standard export do not have them).
+pub const FLAT_COLUMNS: [&str; 32] = [
     "invoice_month",
     "cost_type",
     "billing_account_id",
@@ -179,6 +183,9 @@ pub const FLAT_COLUMNS: [&str; 29] = [
     "usage_unit",
     "usage_pricing_amount",
     "usage_pricing_unit",
+    "price_effective_price",
+    "price_unit",
+    "price_pricing_unit_quantity",
     "labels_json",
     "project_labels_json",
     "credits_json",
@@ -213,6 +220,9 @@ pub fn flat_row(get: &dyn Fn(&str) -> Option<String>) -> Result<ExportRow, Strin
         usage_unit: get("usage_unit"),
         usage_pricing_amount: get("usage_pricing_amount"),
         usage_pricing_unit: get("usage_pricing_unit"),
+        price_effective_price: get("price_effective_price"),
+        price_unit: get("price_unit"),
+        price_pricing_unit_quantity: get("price_pricing_unit_quantity"),
         labels: labels_of(&get("labels_json").unwrap_or_default())?,
         project_labels: labels_of(&get("project_labels_json").unwrap_or_default())?,
         credits: {

@@ -19,7 +19,8 @@
 //! (category Usage, or Spend for the dollar-based kind; type Committed Use Discount; id and
 //! name); tax lines have no pricing quantity. ListCost = `cost_at_list` where the export has it
 //! (null where it does not: an older export or extract), a credit's its amount;
-//! AvailabilityZone = `location.zone`.
+//! AvailabilityZone = `location.zone`; ContractedUnitPrice on usage from the detailed export's
+//! tier price ([`contracted_unit_price`]: only where it prices the row exactly).
 
 use std::collections::BTreeMap;
 
@@ -70,6 +71,12 @@ pub struct ExportRow {
     pub usage_unit: Option<String>,
     pub usage_pricing_amount: Option<String>,
     pub usage_pricing_unit: Option<String>,
+    /// The detailed export's `price.effective_price`: the price of the SKU tier the row was
+    /// charged at, per `price.pricing_unit_quantity` of `price.unit` (absent from the standard
+    /// export).
+    pub price_effective_price: Option<String>,
+    pub price_unit: Option<String>,
+    pub price_pricing_unit_quantity: Option<String>,
     pub labels: Vec<(String, String)>,
     pub project_labels: Vec<(String, String)>,
     pub credits: Vec<Credit>,
@@ -118,6 +125,30 @@ fn some(s: &Option<String>) -> Option<String> {
     s.as_ref().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
+/// ContractedUnitPrice of a usage row from its tier's price (pure): `price` per `per` units
+/// of `price_unit`, only when that unit is the row's pricing unit, the price per one unit is
+/// exact, and it times the PricingQuantity is exactly the row's cost (`cost` is at the
+/// account's prices before credits, the ContractedCost). A row whose cost spans tiers or was
+/// rounded from the price gets none: never a rounded guess.
+pub fn contracted_unit_price(
+    price: Option<Decimal>,
+    per: Option<Decimal>,
+    price_unit: Option<&str>,
+    pricing_unit: Option<&str>,
+    pricing_quantity: Option<Decimal>,
+    cost: Decimal,
+) -> Option<Decimal> {
+    let (price, per, quantity) = (price?, per?, pricing_quantity?);
+    if price_unit? != pricing_unit? || per <= Decimal::ZERO {
+        return None;
+    }
+    let unit = price.checked_div(per)?;
+    if costledger_core::exact_product(unit, per)? != price {
+        return None;
+    }
+    (costledger_core::exact_product(unit, quantity)? == cost).then(|| unit.normalize())
+}
+
 /// One export row → its lines: the charge, then one Credit line per credit. `raw` is kept for
 /// quarantine.
 pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<ChargeLine>, u64), RowError> {
@@ -147,6 +178,9 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
     let usage = amount(&r.usage_amount, "usage.amount", &mut rounded).map_err(fail)?;
     let pricing = amount(&r.usage_pricing_amount, "usage.amount_in_pricing_units", &mut rounded).map_err(fail)?;
     let list = amount(&r.cost_at_list, "cost_at_list", &mut rounded).map_err(fail)?;
+    let price = amount(&r.price_effective_price, "price.effective_price", &mut rounded).map_err(fail)?;
+    let price_per =
+        amount(&r.price_pricing_unit_quantity, "price.pricing_unit_quantity", &mut rounded).map_err(fail)?;
     let cost_type = some(&r.cost_type).unwrap_or_else(|| "regular".into());
     let category = match cost_type.as_str() {
         "regular" => ChargeCategory::Usage,
@@ -189,6 +223,18 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         region_name: region.as_deref().and_then(crate::focus_tables::region_name).map(str::to_string),
         service_subcategory: Some(service_subcategory.to_string()),
         availability_zone: some(&r.zone),
+        contracted_unit_price: if usage_line {
+            contracted_unit_price(
+                price,
+                price_per,
+                some(&r.price_unit).as_deref(),
+                some(&r.usage_pricing_unit).as_deref(),
+                pricing,
+                cost,
+            )
+        } else {
+            None
+        },
         ..Default::default()
     };
     let (pricing, pricing_unit) = if category == ChargeCategory::Tax {
@@ -252,6 +298,7 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         l.list_cost = Some(a);
         let mut f = l.focus.as_deref().map(|f| f.to_columns()).unwrap_or_default();
         f.pricing_category = None;
+        f.contracted_unit_price = None;
         // A committed use discount credit is the commitment's discount on this usage.
         let kind = some(&c.kind).unwrap_or_default();
         if kind.starts_with("COMMITTED_USAGE_DISCOUNT") {
@@ -376,6 +423,50 @@ mod tests {
         let (l, _) = row_lines(&unknown, "t:3", "").expect("kept");
         assert_eq!(l[0].charge_category, ChargeCategory::Adjustment, "unknown cost types are kept, not dropped");
         assert_eq!(l[0].x_extra.get("gcp_cost_type").map(String::as_str), Some("marketplace_fee"));
+    }
+
+    /// The detailed export's tier price is the ContractedUnitPrice (per one pricing unit) only
+    /// where it prices the row exactly; credits never carry it.
+    #[test]
+    fn a_tier_price_that_prices_the_row_exactly_is_its_contracted_unit_price() {
+        let d = |s: &str| Decimal::from_str_exact(s).expect("decimal");
+        let cup = |price: &str, per: &str, unit: &str, q: &str, cost: &str| {
+            contracted_unit_price(Some(d(price)), Some(d(per)), Some(unit), Some("gibibyte hour"), Some(d(q)), d(cost))
+        };
+        // 0.04 per 1 GiB-hour, 120 GiB-hours, cost 4.8: exact.
+        assert_eq!(cup("0.04", "1", "gibibyte hour", "120", "4.8"), Some(d("0.04")));
+        // 1 per 1000000 units → 0.000001 a unit, exact.
+        assert_eq!(cup("1", "1000000", "gibibyte hour", "2500000", "2.5"), Some(d("0.000001")));
+        // A cost spanning two tiers (or rounded) is not price × quantity: none.
+        assert_eq!(cup("0.04", "1", "gibibyte hour", "120", "4.75"), None);
+        // A price in another unit than the row's pricing unit: none.
+        assert_eq!(cup("0.04", "1", "hour", "120", "4.8"), None);
+        // A price per 3 units has no exact price per unit: none.
+        assert_eq!(cup("1", "3", "gibibyte hour", "3", "1"), None);
+        assert_eq!(contracted_unit_price(None, Some(d("1")), Some("h"), Some("h"), Some(d("1")), d("1")), None);
+
+        let row = ExportRow {
+            invoice_month: Some("202403".into()),
+            cost_type: Some("regular".into()),
+            billing_account_id: Some("0123AB-CDEF45-6789AB".into()),
+            usage_start_time: Some("1709251200000000".into()),
+            usage_end_time: Some("1709254800000000".into()),
+            currency: Some("USD".into()),
+            cost: Some("4.8".into()),
+            usage_pricing_amount: Some("120".into()),
+            usage_pricing_unit: Some("gibibyte hour".into()),
+            price_effective_price: Some("0.04".into()),
+            price_unit: Some("gibibyte hour".into()),
+            price_pricing_unit_quantity: Some("1".into()),
+            credits: vec![Credit { kind: Some("FREE_TIER".into()), amount: Some("-0.8".into()), ..Default::default() }],
+            ..Default::default()
+        };
+        let (lines, _) = row_lines(&row, "t:1", "").expect("lines");
+        let cup_of = |l: &ChargeLine| l.focus.as_deref().and_then(|f| f.decimal("ContractedUnitPrice"));
+        assert_eq!(cup_of(&lines[0]), Some(d("0.04")));
+        assert_eq!(cup_of(&lines[1]), None, "a credit has no unit price");
+        let bad = ExportRow { price_effective_price: Some("cheap".into()), ..row };
+        assert!(row_lines(&bad, "t:2", "").expect_err("bad").reason.starts_with("price.effective_price:"));
     }
 
     #[test]
