@@ -368,6 +368,20 @@ pub fn parse_credits_json(s: &str) -> Result<Vec<Credit>, String> {
 mod tests {
     use super::*;
 
+    /// A regular usage row of one hour on 2024-03-01 in `currency`, costing `cost`.
+    fn usage_row(currency: &str, cost: &str) -> ExportRow {
+        ExportRow {
+            invoice_month: Some("202403".into()),
+            cost_type: Some("regular".into()),
+            billing_account_id: Some("0123AB-CDEF45-6789AB".into()),
+            usage_start_time: Some("1709251200000000".into()),
+            usage_end_time: Some("1709254800000000".into()),
+            currency: Some(currency.into()),
+            cost: Some(cost.into()),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn every_credit_type_is_its_own_credit_line() {
         let types = [
@@ -382,18 +396,11 @@ mod tests {
             "FEE_UTILIZATION_OFFSET",
         ];
         let row = ExportRow {
-            invoice_month: Some("202403".into()),
-            cost_type: Some("regular".into()),
-            billing_account_id: Some("0123AB-CDEF45-6789AB".into()),
-            usage_start_time: Some("1709251200000000".into()),
-            usage_end_time: Some("1709254800000000".into()),
-            currency: Some("JPY".into()),
-            cost: Some("1000".into()),
             credits: types
                 .iter()
                 .map(|t| Credit { kind: Some(t.to_string()), amount: Some("-1.5".into()), ..Default::default() })
                 .collect(),
-            ..Default::default()
+            ..usage_row("JPY", "1000")
         };
         let (lines, _) = row_lines(&row, "t:1", "").expect("lines");
         assert_eq!(lines.len(), 10);
@@ -446,20 +453,13 @@ mod tests {
         assert_eq!(contracted_unit_price(None, Some(d("1")), Some("h"), Some("h"), Some(d("1")), d("1")), None);
 
         let row = ExportRow {
-            invoice_month: Some("202403".into()),
-            cost_type: Some("regular".into()),
-            billing_account_id: Some("0123AB-CDEF45-6789AB".into()),
-            usage_start_time: Some("1709251200000000".into()),
-            usage_end_time: Some("1709254800000000".into()),
-            currency: Some("USD".into()),
-            cost: Some("4.8".into()),
             usage_pricing_amount: Some("120".into()),
             usage_pricing_unit: Some("gibibyte hour".into()),
             price_effective_price: Some("0.04".into()),
             price_unit: Some("gibibyte hour".into()),
             price_pricing_unit_quantity: Some("1".into()),
             credits: vec![Credit { kind: Some("FREE_TIER".into()), amount: Some("-0.8".into()), ..Default::default() }],
-            ..Default::default()
+            ..usage_row("USD", "4.8")
         };
         let (lines, _) = row_lines(&row, "t:1", "").expect("lines");
         let cup_of = |l: &ChargeLine| l.focus.as_deref().and_then(|f| f.decimal("ContractedUnitPrice"));
