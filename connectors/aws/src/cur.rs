@@ -433,6 +433,11 @@ impl RecordFormat for CurColumns {
                 x_extra.insert(key.to_string(), v);
             }
         }
+        if category == ChargeCategory::Tax
+            && let Some(sku) = s(C::Sku)
+        {
+            x_extra.insert("aws_ProductSku".to_string(), sku);
+        }
         let marketplace = s(C::BillingEntity).is_some_and(|e| e.contains("Marketplace"));
         let mut focus = focus_columns(
             &kind,
@@ -529,7 +534,8 @@ impl RecordFormat for CurColumns {
             region_id,
             resource_id: s(C::ResourceId),
             resource_name: None,
-            sku_id: s(C::Sku),
+            // FOCUS: a tax line has no SkuId (a CUR may name one; it is kept in x_extra).
+            sku_id: s(C::Sku).filter(|_| category != ChargeCategory::Tax),
             billed_cost: cost,
             effective_cost: Some(effective),
             list_cost: list,
@@ -858,6 +864,21 @@ mod tests {
         let line = normalized(&tax).expect("normalized");
         let f = line.focus.as_ref().map(|f| f.to_columns()).unwrap_or_default();
         assert_eq!((f.sku_price_id, f.sku_price_details), (None, None));
+    }
+
+    /// Regression: a CUR tax line that names a SKU (`product/sku`) kept it as its SkuId, which
+    /// FOCUS forbids on tax (SkuId-C-004-C failed on every such line). The SKU stays in x_extra.
+    #[test]
+    fn a_tax_line_has_no_sku_id_and_keeps_the_curs_sku_in_x_extra() {
+        let cur = "bill/PayerAccountId,bill/BillingPeriodStartDate,bill/BillingPeriodEndDate,lineItem/LineItemType,lineItem/UsageStartDate,lineItem/CurrencyCode,lineItem/UnblendedCost,product/sku\n\
+            1,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,Tax,2026-10-01T00:00:00Z,USD,1.5,TAXSKU01\n";
+        let line = normalized(cur).expect("normalized");
+        assert_eq!(line.charge_category, costledger_core::ChargeCategory::Tax);
+        assert_eq!(line.sku_id, None);
+        assert_eq!(line.x_extra.get("aws_ProductSku").map(String::as_str), Some("TAXSKU01"));
+        let usage = normalized(&cur.replace("Tax,2026", "Usage,2026")).expect("normalized");
+        assert_eq!(usage.sku_id.as_deref(), Some("TAXSKU01"));
+        assert!(!usage.x_extra.contains_key("aws_ProductSku"));
     }
 
     /// A CUR 2.0 `product` map that is not JSON is a clear row error, not dropped details.

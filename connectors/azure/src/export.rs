@@ -333,7 +333,11 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             (C::ResourceGroup, "azure_ResourceGroup"),
             (C::ConsumedService, "azure_ConsumedService"),
             (C::ServiceFamily, "azure_ServiceFamily"),
+            (C::MeterId, "azure_MeterId"),
         ] {
+            if c == C::MeterId && category != ChargeCategory::Tax {
+                continue;
+            }
             if let Some(v) = s(c) {
                 x_extra.insert(key.to_string(), v);
             }
@@ -406,7 +410,8 @@ impl<const A: bool> RecordFormat for AzureColumns<A> {
             region_id: s(C::Location),
             resource_id: s(C::ResourceId),
             resource_name: s(C::ResourceName),
-            sku_id: s(C::MeterId),
+            // FOCUS: a tax line has no SkuId (kept in x_extra when the export names a meter).
+            sku_id: s(C::MeterId).filter(|_| category != ChargeCategory::Tax),
             billed_cost: billed,
             effective_cost: Some(effective),
             list_cost: list,
@@ -579,6 +584,24 @@ mod tests {
             "Used"
         );
         assert_eq!(capacity_reservation_status(None), "Used");
+    }
+
+    /// FOCUS: a tax line has no SkuId; a meter the export names on it stays in x_extra.
+    #[test]
+    fn a_tax_line_has_no_sku_id() {
+        use costledger_files::reader::RecordFormat;
+        let text = "Date,CostInBillingCurrency,BillingCurrencyCode,SubscriptionId,MeterId,ChargeType\n\
+                    2026-10-01,1.50,USD,sub-1,meter-9,Tax\n\
+                    2026-10-01,2.50,USD,sub-1,meter-9,Usage\n";
+        let mut r = csv::ReaderBuilder::new().has_headers(false).from_reader(text.as_bytes());
+        let mut recs = r.byte_records().map(|r| r.expect("record"));
+        let cols = super::ActualColumns::from_header(&recs.next().expect("header")).expect("header");
+        let (tax, _) = cols.normalize(&recs.next().expect("tax"), "a.csv:2").expect("tax line");
+        assert_eq!((tax.charge_category, tax.sku_id.as_deref()), (costledger_core::ChargeCategory::Tax, None));
+        assert_eq!(tax.x_extra.get("azure_MeterId").map(String::as_str), Some("meter-9"));
+        let (usage, _) = cols.normalize(&recs.next().expect("usage"), "a.csv:3").expect("usage line");
+        assert_eq!(usage.sku_id.as_deref(), Some("meter-9"));
+        assert!(!usage.x_extra.contains_key("azure_MeterId"));
     }
 
     #[test]

@@ -202,6 +202,11 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
             x_extra.insert(k.to_string(), v);
         }
     }
+    if category == ChargeCategory::Tax
+        && let Some(sku) = some(&r.sku_id)
+    {
+        x_extra.insert("gcp_sku_id".to_string(), sku);
+    }
     let service = some(&r.service_description);
     let (service_category, service_subcategory) = crate::focus_tables::service_category(service.as_deref());
     let region = some(&r.region).or_else(|| some(&r.location));
@@ -262,7 +267,8 @@ pub fn row_lines(r: &ExportRow, location: &str, raw: &str) -> Result<(Vec<Charge
         region_id: region,
         resource_id: some(&r.resource_global_name).or_else(|| some(&r.resource_name)),
         resource_name: some(&r.resource_name),
-        sku_id: some(&r.sku_id),
+        // FOCUS: a tax line has no SkuId (kept in x_extra when the export names one).
+        sku_id: some(&r.sku_id).filter(|_| category != ChargeCategory::Tax),
         billed_cost: cost,
         effective_cost: Some(cost),
         list_cost: list,
@@ -467,6 +473,17 @@ mod tests {
         assert_eq!(cup_of(&lines[1]), None, "a credit has no unit price");
         let bad = ExportRow { price_effective_price: Some("cheap".into()), ..row };
         assert!(row_lines(&bad, "t:2", "").expect_err("bad").reason.starts_with("price.effective_price:"));
+    }
+
+    /// FOCUS: a tax line has no SkuId; the export's SKU id stays in x_extra.
+    #[test]
+    fn a_tax_row_has_no_sku_id() {
+        let tax = ExportRow { cost_type: Some("tax".into()), sku_id: Some("TAX-SKU".into()), ..usage_row("USD", "1") };
+        let (lines, _) = row_lines(&tax, "t:1", "").expect("lines");
+        assert_eq!((lines[0].charge_category, lines[0].sku_id.as_deref()), (ChargeCategory::Tax, None));
+        assert_eq!(lines[0].x_extra.get("gcp_sku_id").map(String::as_str), Some("TAX-SKU"));
+        let usage = ExportRow { sku_id: Some("CPU-SKU".into()), ..usage_row("USD", "1") };
+        assert_eq!(row_lines(&usage, "t:2", "").expect("lines").0[0].sku_id.as_deref(), Some("CPU-SKU"));
     }
 
     #[test]
