@@ -27,7 +27,7 @@
 //! ListUnitPrice = `pricing/publicOnDemandRate`; AvailabilityZone; ResourceType from the resource
 //! id ([`crate::focus_tables::resource_type`]); CommitmentDiscountQuantity/Unit
 //! ([`commitment_quantity`]); ContractedUnitPrice where the rate prices the line exactly
-//! ([`contracted_unit_price`]); on a USD bill the pricing
+//! ([`costledger_core::exact_unit_price`]); on a USD bill the pricing
 //! currency's amounts (AWS prices in USD). A tax line has no PricingQuantity or PricingUnit.
 
 use std::collections::BTreeMap;
@@ -205,10 +205,10 @@ impl CurColumns {
             return Ok(ProductAttributes::default());
         }
         let mut p = match self.product_map.and_then(|i| rec.get(i)).and_then(|v| std::str::from_utf8(v).ok()) {
-            Some(text) if !text.trim().is_empty() => serde_json::from_str::<ProductAttributes>(text)?,
+            Some(text) if !text.trim().is_empty() => serde_json::from_str::<ProductMap>(text)?.attributes(),
             _ => ProductAttributes::default(),
         };
-        let col = |c: C| self.get(rec, c).map(|v| serde_json::Value::String(v.to_string()));
+        let col = |c: C| self.get(rec, c).map(str::to_string);
         p.instance_type = col(C::InstanceType).or(p.instance_type);
         p.vcpu = col(C::Vcpu).or(p.vcpu);
         p.memory = col(C::Memory).or(p.memory);
@@ -481,7 +481,7 @@ impl RecordFormat for CurColumns {
         // where rate × quantity is exactly the ContractedCost — a CUR's rate can average tiers.
         if matches!(category, ChargeCategory::Usage | ChargeCategory::Purchase) && !negation {
             let rate = if kind == "DiscountedUsage" { focus.list_unit_price } else { amt(C::UnblendedRate)? };
-            focus.contracted_unit_price = contracted_unit_price(rate, quantity, contracted);
+            focus.contracted_unit_price = costledger_core::exact_unit_price(rate, quantity, contracted);
         }
         let (service_category, service_subcategory) =
             crate::focus_tables::service_category(s(C::ProductCode).as_deref());
@@ -558,22 +558,58 @@ impl RecordFormat for CurColumns {
     }
 }
 
-/// The product attributes of a CUR line that FOCUS defines SKU price properties for (a CUR 2.0
-/// `product` map's keys in snake case or as the legacy columns spell them; other keys ignored).
-#[derive(Debug, Default, serde::Deserialize)]
+/// The product attributes of a CUR line that FOCUS defines SKU price properties for, as the
+/// bill's text.
+#[derive(Debug, Default)]
 pub struct ProductAttributes {
+    pub instance_type: Option<String>,
+    pub vcpu: Option<String>,
+    pub memory: Option<String>,
+    pub operating_system: Option<String>,
+    pub gpu: Option<String>,
+    pub storage_class: Option<String>,
+}
+
+/// A CUR 2.0 `product` map's keys that FOCUS defines properties for (snake case, or as the
+/// legacy columns spell them; other keys ignored). Values are kept as their JSON text, so a
+/// number is never read through a float.
+#[derive(Debug, Default, serde::Deserialize)]
+struct ProductMap {
     #[serde(default, alias = "instanceType")]
-    pub instance_type: Option<serde_json::Value>,
+    instance_type: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
-    pub vcpu: Option<serde_json::Value>,
+    vcpu: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
-    pub memory: Option<serde_json::Value>,
+    memory: Option<Box<serde_json::value::RawValue>>,
     #[serde(default, alias = "operatingSystem")]
-    pub operating_system: Option<serde_json::Value>,
+    operating_system: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
-    pub gpu: Option<serde_json::Value>,
+    gpu: Option<Box<serde_json::value::RawValue>>,
     #[serde(default, alias = "storageClass")]
-    pub storage_class: Option<serde_json::Value>,
+    storage_class: Option<Box<serde_json::value::RawValue>>,
+}
+
+impl ProductMap {
+    /// A value's text: a JSON string unquoted, a number as written, `null` absent.
+    fn text(v: &Option<Box<serde_json::value::RawValue>>) -> Option<String> {
+        let raw = v.as_deref()?.get().trim();
+        match raw.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(raw).ok(),
+            Some(b'n') | None => None,
+            Some(_) => Some(raw.to_string()),
+        }
+    }
+
+    fn attributes(&self) -> ProductAttributes {
+        ProductAttributes {
+            instance_type: Self::text(&self.instance_type),
+            vcpu: Self::text(&self.vcpu),
+            memory: Self::text(&self.memory),
+            operating_system: Self::text(&self.operating_system),
+            gpu: Self::text(&self.gpu),
+            storage_class: Self::text(&self.storage_class),
+        }
+    }
 }
 
 /// SkuPriceDetails from the product's attributes (pure): InstanceType and InstanceSeries (the
@@ -581,35 +617,21 @@ pub struct ProductAttributes {
 /// → 8), GpuCount, OperatingSystem, StorageClass. `None` when the product states none of them.
 pub fn sku_price_details(p: &ProductAttributes) -> Option<String> {
     use costledger_core::SkuPriceProperty as P;
-    fn text(v: &Option<serde_json::Value>) -> Option<String> {
-        match v {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        }
-    }
     let mut d = costledger_core::SkuPriceDetails::new();
-    let instance_type = text(&p.instance_type);
-    d.set(P::InstanceType, instance_type.as_deref(), None);
+    let instance_type = p.instance_type.as_deref();
+    d.set(P::InstanceType, instance_type, None);
     // `m5.large` → `m5`; RDS, ElastiCache and SageMaker prefix it (`db.`, `cache.`, `ml.`).
-    let series = instance_type.as_deref().and_then(|t| {
+    let series = instance_type.and_then(|t| {
         let parts: Vec<&str> = t.split('.').collect();
         (parts.len() >= 2).then(|| parts[parts.len() - 2].to_string())
     });
     d.set(P::InstanceSeries, series.as_deref(), None);
-    d.set(P::CoreCount, text(&p.vcpu).as_deref(), None);
-    d.set(P::MemorySize, text(&p.memory).as_deref(), Some("GiB"));
-    d.set(P::GpuCount, text(&p.gpu).as_deref(), None);
-    d.set(P::OperatingSystem, text(&p.operating_system).as_deref(), None);
-    d.set(P::StorageClass, text(&p.storage_class).as_deref(), None);
+    d.set(P::CoreCount, p.vcpu.as_deref(), None);
+    d.set(P::MemorySize, p.memory.as_deref(), Some("GiB"));
+    d.set(P::GpuCount, p.gpu.as_deref(), None);
+    d.set(P::OperatingSystem, p.operating_system.as_deref(), None);
+    d.set(P::StorageClass, p.storage_class.as_deref(), None);
     d.to_json()
-}
-
-/// ContractedUnitPrice from a line's rate: the rate, when rate × quantity is exactly the
-/// contracted cost (pure; else `None`, never a rounded guess).
-pub fn contracted_unit_price(rate: Option<Decimal>, quantity: Option<Decimal>, contracted: Decimal) -> Option<Decimal> {
-    let (r, q) = (rate?, quantity?);
-    (r.checked_mul(q)? == contracted).then_some(r)
 }
 
 /// What a CUR line says about the commitment it belongs to (the amounts of its row).
@@ -806,18 +828,6 @@ mod tests {
     }
 
     #[test]
-    fn a_contracted_unit_price_is_given_only_when_it_prices_the_line_exactly() {
-        use super::contracted_unit_price;
-        use rust_decimal::Decimal;
-        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
-        assert_eq!(contracted_unit_price(Some(d("0.0114")), Some(d("24")), d("0.2736")), Some(d("0.0114")));
-        // A tiered or rounded line: rate × quantity is not the cost, so no unit price.
-        assert_eq!(contracted_unit_price(Some(d("0.023")), Some(d("3.3333333")), d("0.07666667")), None);
-        assert_eq!(contracted_unit_price(None, Some(d("1")), d("1")), None);
-        assert_eq!(contracted_unit_price(Some(d("1")), None, d("1")), None);
-    }
-
-    #[test]
     fn cur2_names() {
         assert_eq!(snake("product/instanceType"), "product_instance_type");
         assert_eq!(snake("lineItem/UnblendedCost"), "line_item_unblended_cost");
@@ -908,7 +918,8 @@ mod tests {
             header.to_string(),
             row("A", r#"{"vcpu":"2"}"#),
             row("A", r#"{"vcpu":"2"}"#),
-            row("B", r#"{"vcpu":"8","gpu":"1"}"#),
+            // A number in the map is read as its text, never through a float.
+            row("B", r#"{"vcpu":8,"gpu":"1","memory":0.75,"operating_system":null}"#),
             row("A", r#"{"vcpu":"2""#),
             row("A", r#"{"vcpu":"2""#),
         ]
@@ -927,6 +938,8 @@ mod tests {
         assert_eq!(details[0], Ok(Some(r#"{"CoreCount":2}"#.to_string())));
         assert_eq!(details[1], details[0]);
         assert_eq!(details[2], Ok(Some(r#"{"CoreCount":8,"GpuCount":1}"#.to_string())));
+        // Two distinct map texts were parsed and kept; the broken one never was kept.
+        assert_eq!(cols.details_by_text.borrow().len(), 2);
         for bad in &details[3..] {
             assert!(bad.as_ref().is_err_and(|e| e.starts_with("product is not a JSON object")), "{bad:?}");
         }

@@ -19,6 +19,8 @@ pub use connector::{Batch, Connector, Context, Delivery, PeriodWindow, ReadLimit
 pub use error::{ConnectorError, RowError};
 pub use focus_columns::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT, FocusColumns, FocusValues};
 pub use line::{ChargeCategory, ChargeClass, ChargeLine, DateBounds, FOCUS_COLUMNS, Tags, write_map_json};
-pub use money::{Amount, ExactSum, MoneyError, Totals, canonical, exact_product, parse_amount, write_canonical};
+pub use money::{
+    Amount, ExactSum, MoneyError, Totals, canonical, exact_product, exact_unit_price, parse_amount, write_canonical,
+};
 pub use period::{BillingPeriod, TimeError, format_ts, iso_week_label, parse_timestamp, week_of, write_ts};
 pub use sku_price::{PropertyKind, SkuPriceDetails, SkuPriceProperty};

@@ -305,7 +305,8 @@ pub fn write_map_json(out: &mut Vec<u8>, m: &BTreeMap<String, String>) -> bool {
     true
 }
 
-fn write_json_str(out: &mut Vec<u8>, s: &str) {
+/// `s` as a JSON string (quoted, escaped) appended to `out`.
+pub(crate) fn write_json_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let mut start = 0;
     for (i, b) in s.bytes().enumerate() {

@@ -236,6 +236,14 @@ fn truncate_for_message(t: &str) -> String {
     }
 }
 
+/// A line's unit price, only when it prices the line exactly: `price` × `quantity` is exactly
+/// `cost` (pure; a rate averaged over tiers, or a cost rounded from the price, gives `None`,
+/// never a rounded guess).
+pub fn exact_unit_price(price: Option<Decimal>, quantity: Option<Decimal>, cost: Decimal) -> Option<Decimal> {
+    let (p, q) = (price?, quantity?);
+    (exact_product(p, q)? == cost).then_some(p)
+}
+
 /// The canonical text of an amount: no exponent, no trailing zeros, no negative zero.
 /// This is what SQLite stores and what exports print.
 /// `a × b` when a `Decimal` holds it exactly (at most [`MAX_SCALE`] places and 96 bits of
@@ -564,6 +572,22 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A unit price is given only when it prices the line exactly (AWS rates, GCP tier prices).
+    #[test]
+    fn a_unit_price_is_given_only_when_it_prices_the_line_exactly() {
+        let d = |s: &str| s.parse::<Decimal>().expect("decimal");
+        assert_eq!(exact_unit_price(Some(d("0.0114")), Some(d("24")), d("0.2736")), Some(d("0.0114")));
+        // A tiered or rounded line: price × quantity is not the cost, so no unit price.
+        assert_eq!(exact_unit_price(Some(d("0.023")), Some(d("3.3333333")), d("0.07666667")), None);
+        // A product with more decimals than a Decimal holds is not rounded into a match
+        // (1.0000000000000000000000000001 × 0.1 rounds to 0.1 in 28 places).
+        let p = d("1.0000000000000000000000000001");
+        assert_eq!(p.checked_mul(d("0.1")), Some(d("0.1")), "the rounding this guards against");
+        assert_eq!(exact_unit_price(Some(p), Some(d("0.1")), d("0.1")), None);
+        assert_eq!(exact_unit_price(None, Some(d("1")), d("1")), None);
+        assert_eq!(exact_unit_price(Some(d("1")), None, d("1")), None);
+    }
 
     #[test]
     fn exact_products_or_none() {

@@ -13,7 +13,8 @@ use std::str::FromStr;
 
 use rust_decimal::Decimal;
 
-use crate::money::canonical;
+use crate::line::write_json_str;
+use crate::money::write_canonical;
 
 /// The value type of a FOCUS-defined SKU price property.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,25 +131,22 @@ impl SkuPriceDetails {
         if self.values.is_empty() {
             return None;
         }
-        let mut out = String::from("{");
+        let mut out = vec![b'{'];
         for (i, (k, v)) in self.values.iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            out.push_str(&json_string(k));
-            out.push(':');
+            write_json_str(&mut out, k);
+            out.push(b':');
             match v {
-                Value::Number(d) => out.push_str(&canonical(*d)),
-                Value::Text(s) => out.push_str(&json_string(s)),
+                Value::Number(d) => write_canonical(&mut out, *d),
+                Value::Text(s) => write_json_str(&mut out, s),
             }
         }
-        out.push('}');
-        Some(out)
+        out.push(b'}');
+        // Only JSON punctuation, escaped UTF-8 text and ASCII digits were written.
+        String::from_utf8(out).ok()
     }
-}
-
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ pub fn contracted_unit_price(
     if costledger_core::exact_product(unit, per)? != price {
         return None;
     }
-    (costledger_core::exact_product(unit, quantity)? == cost).then(|| unit.normalize())
+    costledger_core::exact_unit_price(Some(unit), Some(quantity), cost).map(|u| u.normalize())
 }
 
 /// One export row → its lines: the charge, then one Credit line per credit. `raw` is kept for
