@@ -6,6 +6,7 @@
 //! as `Decimal` or [`ExactSum`]; no sum is ever computed in floating point (SQLite:
 //! `decimal_sum()`, PostgreSQL: `SUM(numeric)::text`).
 
+mod contexts;
 pub mod day_totals;
 pub mod db_url;
 pub mod decimal_sum;
@@ -1197,6 +1198,8 @@ pub(crate) fn to_i64(v: u64) -> i64 {
 }
 
 /// The export order, shared by both backends (NULLs first, byte-wise text comparison).
+/// PostgreSQL sorts by the same key through its contexts' ranks (`CONTEXT_RANKS` in
+/// `postgres.rs`): a change here changes that too (the conformance suite checks the order).
 pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "billing_period_start",
     "provider_name",
@@ -1275,6 +1278,15 @@ pub(crate) const CHARGE_COLUMNS: [&str; 61] = [
     "pricing_currency_list_unit_price",
 ];
 
+/// The columns of `charge_rows` a writer fills, in order: [`CHARGE_COLUMNS`] without the
+/// columns stored in `charge_contexts` (migration 0014), then `ctx_id`.
+pub(crate) fn row_columns() -> &'static [&'static str] {
+    static COLS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    COLS.get_or_init(|| {
+        CHARGE_COLUMNS.iter().copied().filter(|c| !contexts::is_context_column(c)).chain(["ctx_id"]).collect()
+    })
+}
+
 /// The line's core columns that may be NULL (every FOCUS column after them may be too).
 const NULLABLE_CORE: [&str; 24] = [
     "billing_account_name",
@@ -1304,6 +1316,11 @@ const NULLABLE_CORE: [&str; 24] = [
 ];
 
 /// The charge columns that may be NULL: the line's optional values, then its FOCUS columns.
+/// The columns of the `charges` view, in the order reads and writes use (upgrade tests).
+pub fn charge_columns() -> &'static [&'static str] {
+    &CHARGE_COLUMNS
+}
+
 pub fn nullable_columns() -> impl Iterator<Item = &'static str> {
     NULLABLE_CORE.iter().chain(&CHARGE_COLUMNS[FOCUS_AT..]).copied()
 }

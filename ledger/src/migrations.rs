@@ -86,6 +86,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0013_pricing_rollups.sql"),
         include_str!("../../migrations/postgres/0013_pricing_rollups.sql"),
     ),
+    (
+        14,
+        "charge_contexts",
+        include_str!("../../migrations/sqlite/0014_charge_contexts.sql"),
+        include_str!("../../migrations/postgres/0014_charge_contexts.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -21,7 +21,8 @@ const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// Fields per charge row (`CHARGE_COLUMNS`).
-const FIELDS: i16 = super::CHARGE_COLUMNS.len() as i16;
+/// Fields of a `charge_rows` row: the charge columns without the 13 context columns, plus `ctx_id`.
+const FIELDS: i16 = (super::CHARGE_COLUMNS.len() - super::contexts::CONTEXT_COLUMNS.len() + 1) as i16;
 
 /// A binary COPY payload: header, rows, trailer.
 pub(crate) struct CopyBuf {
@@ -96,25 +97,14 @@ impl CopyBuf {
         }
     }
 
-    /// One row, fields in `CHARGE_COLUMNS` order.
-    pub(crate) fn line(&mut self, l: &ChargeLine, load: LoadId, row_no: u64) {
+    /// One `charge_rows` row (columns of [`super::row_columns`]) of line `l` in context `ctx`.
+    pub(crate) fn line(&mut self, l: &ChargeLine, load: LoadId, row_no: u64, ctx: i64) {
         self.buf.extend_from_slice(&FIELDS.to_be_bytes());
-        self.text(Some(&l.billing_account_id));
-        self.text(l.billing_account_name.as_deref());
-        self.text(l.sub_account_id.as_deref());
-        self.text(l.sub_account_name.as_deref());
-        self.ts(l.billing_period_start);
-        self.ts(l.billing_period_end);
         self.ts(l.charge_period_start);
         self.ts(l.charge_period_end);
         self.text(Some(l.charge_category.as_str()));
         self.text(l.charge_class.map(|c| c.as_str()));
         self.text(l.charge_description.as_deref());
-        self.text(l.service_name.as_deref());
-        self.text(l.service_category.as_deref());
-        self.text(l.provider_name.as_deref());
-        self.text(l.publisher_name.as_deref());
-        self.text(l.invoice_issuer_name.as_deref());
         self.text(l.region_id.as_deref());
         self.text(l.resource_id.as_deref());
         self.text(l.resource_name.as_deref());
@@ -123,13 +113,11 @@ impl CopyBuf {
         self.numeric(l.effective_cost);
         self.numeric(l.list_cost);
         self.numeric(l.contracted_cost);
-        self.text(Some(&l.billing_currency));
         self.numeric(l.pricing_quantity);
         self.text(l.pricing_unit.as_deref());
         self.numeric(l.consumed_quantity);
         self.text(l.consumed_unit.as_deref());
         self.text(l.commitment_discount_id.as_deref());
-        self.text(l.invoice_id.as_deref());
         self.map(&l.tags);
         self.map(&l.x_extra);
         self.text(l.source_ref.as_deref());
@@ -150,6 +138,7 @@ impl CopyBuf {
                 }
             }
         }
+        self.int8(ctx);
     }
 }
 

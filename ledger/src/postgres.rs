@@ -14,6 +14,7 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
+use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts, pg_ts_key};
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
 use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
@@ -26,6 +27,8 @@ pub struct PgLedger {
     /// buffer per batch meant new pages from the kernel (zeroed) and a regrowth copy each time.
     /// Holds at most what was in flight at once.
     copy_bufs: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Context ids by value ([`crate::contexts`]), shared by the batches being staged.
+    contexts: tokio::sync::Mutex<Contexts>,
 }
 
 /// A session advisory lock on a connection of its own: closing the connection (release, drop,
@@ -245,8 +248,11 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for FastNumeric {
 
 /// One charge row; `with_focus` as for SQLite's (`ChargeColumns::reads_focus`).
 fn charge_record(r: &PgRow, with_focus: bool) -> Result<ChargeRecord> {
-    let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get::<Option<String>, _>(i)?) };
-    let d = |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get::<Option<FastNumeric>, _>(i)?.map(|n| n.0)) };
+    // Unchecked: the statement is ours (`charge_select`: TEXT and NUMERIC columns, or NULL), so
+    // sqlx's per-value type-compatibility check — a tenth of an export's client time — can go.
+    let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get_unchecked::<Option<String>, _>(i)?) };
+    let d =
+        |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get_unchecked::<Option<FastNumeric>, _>(i)?.map(|n| n.0)) };
     let line = ChargeLine {
         billing_account_id: r.try_get(0)?,
         billing_account_name: s(1)?,
@@ -319,7 +325,7 @@ impl PgLedger {
             .acquire_timeout(timeout.max(std::time::Duration::from_secs(30)))
             .connect_with(opts.clone())
             .await?;
-        Ok(Self { pool, opts, copy_bufs: Default::default() })
+        Ok(Self { pool, opts, copy_bufs: Default::default(), contexts: Default::default() })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -358,7 +364,90 @@ super::reconcile_sql::reconcile_impl!(PgLedger);
 // Hooks of the shared load/run SQL (`load_sql.rs`).
 const D: Dialect = Dialect::POSTGRES;
 const CHARGES_OF_L: &str = "c.load_id = l.id";
-const DELETE_LOAD_CHARGES: &str = "DELETE FROM charges WHERE load_id = ?1";
+/// Each charge context's rank in the export order ([`ORDER_COLUMNS`]): `r1` over billing
+/// period, provider, billing account and sub account, `r2` over the service (equal values, equal
+/// rank; text in byte order, NULL first). The export sorts the charge rows by these integers
+/// instead of their text — the sort then carries and compares no context text (the planner joins
+/// the contexts back after sorting, in parallel workers): `export csv` of 1M lines ~40% faster.
+/// Computed in the export's own statement, so its snapshot is the rows'.
+const CONTEXT_RANKS: &str = "unnest(\
+     (SELECT array_agg(id ORDER BY id) FROM charge_contexts), \
+     (SELECT array_agg(r ORDER BY id) FROM (SELECT id, rank() OVER (ORDER BY billing_period_start, \
+        provider_name COLLATE \"C\" NULLS FIRST, billing_account_id COLLATE \"C\", \
+        sub_account_id COLLATE \"C\" NULLS FIRST) AS r FROM charge_contexts) z), \
+     (SELECT array_agg(r ORDER BY id) FROM (SELECT id, rank() OVER (ORDER BY service_name COLLATE \"C\" NULLS FIRST) AS r \
+        FROM charge_contexts) z))";
+
+const DELETE_LOAD_CHARGES: &str = "DELETE FROM charge_rows WHERE load_id = ?1";
+
+impl PgLedger {
+    /// The context id of each line ([`crate::contexts`]): cached, else found among the stored
+    /// contexts of its billing period (read once), else inserted. An inserted context commits
+    /// at once (its own statement): a context is never deleted, so a batch that fails after it
+    /// leaves an unreferenced row, never a dangling id.
+    async fn context_ids(&self, lines: &[ChargeLine]) -> Result<Vec<i64>> {
+        let mut cache = self.contexts.lock().await;
+        let mut key = ContextKey::default();
+        let mut ids = Vec::with_capacity(lines.len());
+        for l in lines {
+            let (start, end) = (pg_ts_key(l.billing_period_start), pg_ts_key(l.billing_period_end));
+            let hit = cache.get(key.set(&start, &end, &context_texts(l)));
+            let id = match hit {
+                Some(id) => id,
+                None => self.resolve_context(&mut cache, &key, l).await?,
+            };
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    async fn resolve_context(&self, cache: &mut Contexts, key: &ContextKey, l: &ChargeLine) -> Result<i64> {
+        if !cache.period_loaded(key.period()) {
+            let sql = format!(
+                "SELECT id, {} FROM charge_contexts WHERE billing_period_start = $1",
+                CONTEXT_COLUMNS.join(", ")
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql)).bind(l.billing_period_start).fetch_all(&self.pool).await?;
+            let mut k = ContextKey::default();
+            for r in rows {
+                // Row: id, then CONTEXT_COLUMNS (the two timestamps at 5 and 6).
+                let v = |i: usize| r.try_get::<Option<&str>, _>(i);
+                let texts = [v(1)?, v(2)?, v(3)?, v(4)?, v(7)?, v(8)?, v(9)?, v(10)?, v(11)?, v(12)?, v(13)?];
+                let start = pg_ts_key(r.try_get(5)?);
+                let end = pg_ts_key(r.try_get(6)?);
+                let id: i64 = r.try_get(0)?;
+                cache.insert(k.set(&start, &end, &texts), id);
+            }
+            cache.mark_period_loaded(key.period());
+            if let Some(id) = cache.get(key.bytes()) {
+                return Ok(id);
+            }
+        }
+        let sql = format!(
+            "INSERT INTO charge_contexts ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+            CONTEXT_COLUMNS.join(", ")
+        );
+        let t = context_texts(l);
+        let id: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(t[0])
+            .bind(t[1])
+            .bind(t[2])
+            .bind(t[3])
+            .bind(l.billing_period_start)
+            .bind(l.billing_period_end)
+            .bind(t[4])
+            .bind(t[5])
+            .bind(t[6])
+            .bind(t[7])
+            .bind(t[8])
+            .bind(t[9])
+            .bind(t[10])
+            .fetch_one(&self.pool)
+            .await?;
+        cache.insert(key.bytes(), id);
+        Ok(id)
+    }
+}
 
 async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
     Ok(pool.begin().await?)
@@ -378,7 +467,7 @@ const STALE_STATS_TENTHS: i64 = 1;
 async fn after_commit(pool: &PgPool) {
     let stale: Result<Vec<String>> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables \
-         WHERE schemaname = current_schema() AND relname IN ('charges', 'rollups', 'loads', 'load_periods') \
+         WHERE schemaname = current_schema() AND relname IN ('charge_rows', 'charge_contexts', 'rollups', 'loads', 'load_periods') \
            AND n_mod_since_analyze >= $1 AND n_mod_since_analyze * 10 >= $2 * GREATEST(n_live_tup, 1) \
          ORDER BY relname",
     )
@@ -487,10 +576,11 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         lines: Vec<ChargeLine>,
         spent: Option<SpentLines>,
     ) -> Result<()> {
+        let ctx = self.context_ids(&lines).await?;
         let spare = self.copy_bufs.lock().ok().and_then(|mut b| b.pop());
         let mut buf = CopyBuf::reusing(spare, lines.len());
-        for (n, l) in lines.iter().enumerate() {
-            buf.line(l, load, first_row + n as u64);
+        for (n, (l, ctx)) in lines.iter().zip(ctx).enumerate() {
+            buf.line(l, load, first_row + n as u64, ctx);
         }
         match spent {
             Some(spent) => spent.give(lines),
@@ -501,7 +591,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         // Staged rows need no flush of their own: the load only becomes visible through the
         // (synchronous) commit_load transaction, whose WAL flush covers every earlier record.
         sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        let stmt = format!("COPY charges ({}) FROM STDIN (FORMAT binary)", CHARGE_COLUMNS.join(", "));
+        let stmt = format!("COPY charge_rows ({}) FROM STDIN (FORMAT binary)", row_columns().join(", "));
         let mut copy = tx.copy_in_raw(&stmt).await?;
         if let Err(e) = copy.send(buf.as_slice()).await {
             let _ = copy.abort(e.to_string()).await;
@@ -594,19 +684,18 @@ super::load_sql::ledger_store_impl!(PgLedger, {
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
         let cols = charge_select(f.columns, "NULL::text");
-        let order: Vec<String> = ORDER_COLUMNS
-            .iter()
-            .map(|c| match *c {
-                "billing_period_start" | "charge_period_start" | "load_id" | "row_no" => format!("c.{c} NULLS FIRST"),
-                _ => format!("c.{c} COLLATE \"C\" NULLS FIRST"),
-            })
-            .collect();
-        let sql = format!(
-            "SELECT {}, s.name FROM charges c JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-             WHERE {w}{}",
-            cols,
-            if f.unordered { String::new() } else { format!(" ORDER BY {}", order.join(", ")) }
-        );
+        let sql = if f.unordered {
+            format!(
+                "SELECT {cols}, s.name FROM charges c JOIN loads l ON l.id = c.load_id \
+                 JOIN sources s ON s.id = l.source_id WHERE {w}"
+            )
+        } else {
+            format!(
+                "SELECT {cols}, s.name FROM charges c JOIN {CONTEXT_RANKS} AS k(id, r1, r2) ON k.id = c.ctx_id \
+                 JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+                 WHERE {w} ORDER BY k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no"
+            )
+        };
         let pool = &self.pool;
         let focus = f.columns.reads_focus();
         Box::pin(

@@ -18,6 +18,7 @@ use rust_decimal::Decimal;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
+use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts};
 use super::load_sql::Dialect;
 use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
@@ -48,7 +49,7 @@ const GROUPED: GroupDialect = GroupDialect {
 
 /// Delete the charges of load `?1`.
 const DELETE_LOAD_CHARGES: &str =
-    "DELETE FROM charges WHERE id BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295";
+    "DELETE FROM charge_rows WHERE id BETWEEN ?1 * 4294967296 AND ?1 * 4294967296 + 4294967295";
 
 /// Rows per load in the key space (the low 32 bits of a charge's rowid).
 const KEY_SPAN: i64 = 1 << 32;
@@ -67,6 +68,8 @@ pub struct SqliteLedger {
     pool: SqlitePool,
     /// The raw bulk-staging connection (file databases only; opened at the first batch).
     bulk: Option<(std::path::PathBuf, Arc<Mutex<Option<BulkConn>>>)>,
+    /// Context ids by value for the sqlx staging path (the bulk connection keeps its own).
+    contexts: tokio::sync::Mutex<Contexts>,
 }
 
 fn ts(s: &str) -> Result<DateTime<Utc>> {
@@ -82,9 +85,9 @@ fn now() -> String {
 }
 
 fn insert_sql(rows: usize) -> String {
-    let cols = CHARGE_COLUMNS.join(", ");
-    let one = format!("({})", vec!["?"; CHARGE_COLUMNS.len() + 1].join(", "));
-    let mut sql = format!("INSERT INTO charges ({cols}, id) VALUES ");
+    let cols = row_columns().join(", ");
+    let one = format!("({})", vec!["?"; row_columns().len() + 1].join(", "));
+    let mut sql = format!("INSERT INTO charge_rows ({cols}, id) VALUES ");
     sql.push_str(&vec![one; rows].join(", "));
     sql
 }
@@ -267,7 +270,7 @@ impl SqliteLedger {
             .connect_with(opts.clone())
             .await?;
         let bulk = (!memory).then(|| (opts.get_filename().to_path_buf(), Arc::new(Mutex::new(None))));
-        Ok(Self { pool, bulk })
+        Ok(Self { pool, bulk, contexts: Default::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -306,71 +309,131 @@ impl SqliteLedger {
     /// The sqlx path (multi-row VALUES), used for in-memory databases.
     async fn stage_lines_sqlx(&self, load: LoadId, first_row: u64, lines: &[ChargeLine]) -> Result<()> {
         let mut row_no = to_i64(first_row);
+        let mut cache = self.contexts.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in lines.chunks(ROWS_PER_INSERT) {
-            let owned;
-            let sql: &str = if chunk.len() == ROWS_PER_INSERT {
-                full_insert_sql()
-            } else {
-                owned = insert_sql(chunk.len());
-                &owned
-            };
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for l in chunk {
-                q = q
-                    .bind(&l.billing_account_id)
-                    .bind(&l.billing_account_name)
-                    .bind(&l.sub_account_id)
-                    .bind(&l.sub_account_name)
-                    .bind(format_ts(l.billing_period_start))
-                    .bind(format_ts(l.billing_period_end))
-                    .bind(format_ts(l.charge_period_start))
-                    .bind(format_ts(l.charge_period_end))
-                    .bind(l.charge_category.as_str())
-                    .bind(l.charge_class.map(|c| c.as_str()))
-                    .bind(&l.charge_description)
-                    .bind(&l.service_name)
-                    .bind(&l.service_category)
-                    .bind(&l.provider_name)
-                    .bind(&l.publisher_name)
-                    .bind(&l.invoice_issuer_name)
-                    .bind(&l.region_id)
-                    .bind(&l.resource_id)
-                    .bind(&l.resource_name)
-                    .bind(&l.sku_id)
-                    .bind(canonical(l.billed_cost))
-                    .bind(l.effective_cost.map(canonical))
-                    .bind(l.list_cost.map(canonical))
-                    .bind(l.contracted_cost.map(canonical))
-                    .bind(&l.billing_currency)
-                    .bind(l.pricing_quantity.map(canonical))
-                    .bind(&l.pricing_unit)
-                    .bind(l.consumed_quantity.map(canonical))
-                    .bind(&l.consumed_unit)
-                    .bind(&l.commitment_discount_id)
-                    .bind(&l.invoice_id)
-                    .bind(l.tags_json())
-                    .bind(l.x_extra_json())
-                    .bind(&l.source_ref)
-                    .bind(load)
-                    .bind(row_no);
-                let texts = l.focus.as_deref().map(|f| f.texts()).unwrap_or_default();
-                for t in texts {
-                    q = q.bind(t.map(str::to_string));
+        let staged = async {
+            let ctx = context_ids_sqlx(&mut tx, &mut cache, lines).await?;
+            for (chunk, ctx) in lines.chunks(ROWS_PER_INSERT).zip(ctx.chunks(ROWS_PER_INSERT)) {
+                let owned;
+                let sql: &str = if chunk.len() == ROWS_PER_INSERT {
+                    full_insert_sql()
+                } else {
+                    owned = insert_sql(chunk.len());
+                    &owned
+                };
+                let mut q = sqlx::query(AssertSqlSafe(sql));
+                for (l, ctx) in chunk.iter().zip(ctx) {
+                    q = q
+                        .bind(format_ts(l.charge_period_start))
+                        .bind(format_ts(l.charge_period_end))
+                        .bind(l.charge_category.as_str())
+                        .bind(l.charge_class.map(|c| c.as_str()))
+                        .bind(&l.charge_description)
+                        .bind(&l.region_id)
+                        .bind(&l.resource_id)
+                        .bind(&l.resource_name)
+                        .bind(&l.sku_id)
+                        .bind(canonical(l.billed_cost))
+                        .bind(l.effective_cost.map(canonical))
+                        .bind(l.list_cost.map(canonical))
+                        .bind(l.contracted_cost.map(canonical))
+                        .bind(l.pricing_quantity.map(canonical))
+                        .bind(&l.pricing_unit)
+                        .bind(l.consumed_quantity.map(canonical))
+                        .bind(&l.consumed_unit)
+                        .bind(&l.commitment_discount_id)
+                        .bind(l.tags_json())
+                        .bind(l.x_extra_json())
+                        .bind(&l.source_ref)
+                        .bind(load)
+                        .bind(row_no);
+                    let texts = l.focus.as_deref().map(|f| f.texts()).unwrap_or_default();
+                    for t in texts {
+                        q = q.bind(t.map(str::to_string));
+                    }
+                    let decimals = l.focus.as_deref().map(|f| f.decimals()).unwrap_or_default();
+                    for d in decimals {
+                        q = q.bind(d.map(canonical));
+                    }
+                    q = q.bind(*ctx).bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
+                    row_no += 1;
                 }
-                let decimals = l.focus.as_deref().map(|f| f.decimals()).unwrap_or_default();
-                for d in decimals {
-                    q = q.bind(d.map(canonical));
-                }
-                q = q.bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
-                row_no += 1;
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
+            heartbeat(&mut tx, load).await
         }
-        heartbeat(&mut tx, load).await?;
-        tx.commit().await?;
-        Ok(())
+        .await;
+        match staged {
+            Ok(()) => Ok(tx.commit().await?),
+            Err(e) => {
+                // Contexts inserted by this transaction roll back with it.
+                cache.clear();
+                Err(e)
+            }
+        }
     }
+}
+
+/// The context id of each line ([`crate::contexts`]) inside the staging transaction: cached,
+/// else found among the stored contexts of its billing period (read once), else inserted.
+async fn context_ids_sqlx(
+    tx: &mut sqlx::SqliteConnection,
+    cache: &mut Contexts,
+    lines: &[ChargeLine],
+) -> Result<Vec<i64>> {
+    let mut key = ContextKey::default();
+    let mut ids = Vec::with_capacity(lines.len());
+    for l in lines {
+        let (start, end) = (format_ts(l.billing_period_start), format_ts(l.billing_period_end));
+        let texts = context_texts(l);
+        if let Some(id) = cache.get(key.set(start.as_bytes(), end.as_bytes(), &texts)) {
+            ids.push(id);
+            continue;
+        }
+        if !cache.period_loaded(key.period()) {
+            let sql = format!(
+                "SELECT id, {} FROM charge_contexts WHERE billing_period_start = ?",
+                CONTEXT_COLUMNS.join(", ")
+            );
+            let rows = sqlx::query(AssertSqlSafe(sql)).bind(&start).fetch_all(&mut *tx).await?;
+            let mut k = ContextKey::default();
+            for r in &rows {
+                let v = |i: usize| r.try_get::<Option<&str>, _>(i + 1);
+                let texts = [v(0)?, v(1)?, v(2)?, v(3)?, v(6)?, v(7)?, v(8)?, v(9)?, v(10)?, v(11)?, v(12)?];
+                let (s, e) = (v(4)?.unwrap_or_default(), v(5)?.unwrap_or_default());
+                cache.insert(k.set(s.as_bytes(), e.as_bytes(), &texts), r.try_get(0)?);
+            }
+            cache.mark_period_loaded(key.period());
+            if let Some(id) = cache.get(key.bytes()) {
+                ids.push(id);
+                continue;
+            }
+        }
+        let sql = format!(
+            "INSERT INTO charge_contexts ({}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            CONTEXT_COLUMNS.join(", ")
+        );
+        let t = texts;
+        let id: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(t[0])
+            .bind(t[1])
+            .bind(t[2])
+            .bind(t[3])
+            .bind(&start)
+            .bind(&end)
+            .bind(t[4])
+            .bind(t[5])
+            .bind(t[6])
+            .bind(t[7])
+            .bind(t[8])
+            .bind(t[9])
+            .bind(t[10])
+            .fetch_one(&mut *tx)
+            .await?;
+        cache.insert(key.bytes(), id);
+        ids.push(id);
+    }
+    Ok(ids)
 }
 
 mod rec {

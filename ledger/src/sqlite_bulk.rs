@@ -12,14 +12,23 @@ use std::ptr;
 use costledger_core::{ChargeLine, write_canonical, write_map_json, write_ts};
 use libsqlite3_sys as ffi;
 
+use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts, is_context_column};
 use super::sqlite::charge_key;
-use super::{CHARGE_COLUMNS, FOCUS_AT, LoadId};
+use super::{CHARGE_COLUMNS, FOCUS_AT, LoadId, row_columns};
 use costledger_core::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT};
 
 pub(crate) struct BulkConn {
     db: *mut ffi::sqlite3,
     insert: *mut ffi::sqlite3_stmt,
     heartbeat: *mut ffi::sqlite3_stmt,
+    /// The stored contexts of one billing period (`?1`), and the insert of a new context.
+    ctx_select: *mut ffi::sqlite3_stmt,
+    ctx_insert: *mut ffi::sqlite3_stmt,
+    /// Context ids by value ([`crate::contexts`]); cleared when a batch rolls back.
+    contexts: Contexts,
+    /// Which of the line's core parameters are context columns (stored in `charge_contexts`,
+    /// not bound to the row insert).
+    context_param: [bool; LINE_PARAMS],
 }
 
 // SAFETY: the connection and its statements are only ever used by one thread at a time (the
@@ -32,6 +41,8 @@ impl Drop for BulkConn {
         unsafe {
             ffi::sqlite3_finalize(self.insert);
             ffi::sqlite3_finalize(self.heartbeat);
+            ffi::sqlite3_finalize(self.ctx_select);
+            ffi::sqlite3_finalize(self.ctx_insert);
             ffi::sqlite3_close(self.db);
         }
     }
@@ -57,7 +68,15 @@ impl BulkConn {
                 ptr::null(),
             )
         };
-        let mut conn = BulkConn { db, insert: ptr::null_mut(), heartbeat: ptr::null_mut() };
+        let mut conn = BulkConn {
+            db,
+            insert: ptr::null_mut(),
+            heartbeat: ptr::null_mut(),
+            ctx_select: ptr::null_mut(),
+            ctx_insert: ptr::null_mut(),
+            contexts: Contexts::default(),
+            context_param: std::array::from_fn(|i| is_context_column(CHARGE_COLUMNS[i])),
+        };
         if rc != ffi::SQLITE_OK {
             return Err(format!("cannot open {} for bulk staging: {}", path.display(), conn.errmsg()));
         }
@@ -66,9 +85,24 @@ impl BulkConn {
             "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -4096",
         )?;
-        let cols = CHARGE_COLUMNS.join(", ");
-        let marks = vec!["?"; CHARGE_COLUMNS.len() + 1].join(", ");
-        conn.insert = conn.prepare(&format!("INSERT INTO charges ({cols}, id) VALUES ({marks})"))?;
+        // Parameters keep their numbers in `CHARGE_COLUMNS` (the context columns' numbers go
+        // unused), then the rowid (`ID_PARAM`) and the context id (`CTX_PARAM`).
+        let row = &row_columns()[..row_columns().len() - 1];
+        let marks: Vec<String> = row
+            .iter()
+            .map(|c| format!("?{}", CHARGE_COLUMNS.iter().position(|x| x == c).map_or(0, |i| i + 1)))
+            .collect();
+        conn.insert = conn.prepare(&format!(
+            "INSERT INTO charge_rows ({}, id, ctx_id) VALUES ({}, ?{ID_PARAM}, ?{CTX_PARAM})",
+            row.join(", "),
+            marks.join(", ")
+        ))?;
+        let ctx_cols = CONTEXT_COLUMNS.join(", ");
+        conn.ctx_select =
+            conn.prepare(&format!("SELECT id, {ctx_cols} FROM charge_contexts WHERE billing_period_start = ?1"))?;
+        let ctx_marks: Vec<String> = (1..=CONTEXT_COLUMNS.len()).map(|i| format!("?{i}")).collect();
+        conn.ctx_insert =
+            conn.prepare(&format!("INSERT INTO charge_contexts ({ctx_cols}) VALUES ({})", ctx_marks.join(", ")))?;
         conn.heartbeat = conn.prepare("UPDATE loads SET heartbeat_at = ?1 WHERE id = ?2 AND state = 'staging'")?;
         Ok(conn)
     }
@@ -120,6 +154,8 @@ impl BulkConn {
             }
             other => {
                 let _ = self.exec("ROLLBACK");
+                // Contexts inserted in this transaction are gone with it.
+                self.contexts.clear();
                 other
             }
         }
@@ -157,6 +193,7 @@ impl BulkConn {
         r: &Rendered,
         now: &str,
     ) -> Result<Staged, String> {
+        let ctx = self.context_ids(lines, r)?;
         let s = self.insert;
         // Checking the batch's first and last keys covers every row in between.
         let first_key = charge_key(load, first_row)?;
@@ -216,13 +253,13 @@ impl BulkConn {
                     *slot = r.field(n, LINE_FIELDS + k);
                 }
             }
-            // SAFETY: `s` is a valid prepared statement with 62 parameters; every text pointer
+            // SAFETY: `s` is a valid prepared statement with 63 parameters; every text pointer
             // (into `lines` and `r`, borrowed for the whole call) outlives the steps below, and
             // lengths are exact. A value equal to the previous line's is not bound again:
             // SQLite keeps bindings across resets, and the previous pointer is still valid.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
-                    if *v != bound[i] {
+                    if *v != bound[i] && !self.context_param[i] {
                         self.bind_text(i + 1, *v)?;
                         bound[i] = *v;
                     }
@@ -234,7 +271,8 @@ impl BulkConn {
                     }
                 }
                 ffi::sqlite3_bind_int64(s, 36, first_row + n as i64);
-                ffi::sqlite3_bind_int64(s, CHARGE_COLUMNS.len() as c_int + 1, first_key + n as i64);
+                ffi::sqlite3_bind_int64(s, ID_PARAM as c_int, first_key + n as i64);
+                ffi::sqlite3_bind_int64(s, CTX_PARAM as c_int, ctx[n]);
                 let rc = ffi::sqlite3_step(s);
                 if rc != ffi::SQLITE_DONE {
                     return Err(format!("inserting a charge: {}", self.errmsg()));
@@ -258,6 +296,120 @@ impl BulkConn {
     }
 }
 
+impl BulkConn {
+    /// The context id of each line ([`crate::contexts`]), inside the batch's transaction:
+    /// cached, else found among the stored contexts of its billing period (read once), else
+    /// inserted. The key's timestamps are the rendered (stored) text.
+    fn context_ids(&mut self, lines: &[ChargeLine], r: &Rendered) -> Result<Vec<i64>, String> {
+        let mut key = ContextKey::default();
+        let mut ids = Vec::with_capacity(lines.len());
+        for (n, l) in lines.iter().enumerate() {
+            let (start, end) = (r.field(n, 0).unwrap_or_default(), r.field(n, 1).unwrap_or_default());
+            let texts = context_texts(l);
+            if let Some(id) = self.contexts.get(key.set(start, end, &texts)) {
+                ids.push(id);
+                continue;
+            }
+            if !self.contexts.period_loaded(key.period()) {
+                self.load_contexts(start)?;
+                self.contexts.mark_period_loaded(key.period());
+                if let Some(id) = self.contexts.get(key.bytes()) {
+                    ids.push(id);
+                    continue;
+                }
+            }
+            let id = self.insert_context(start, end, &texts)?;
+            self.contexts.insert(key.bytes(), id);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Cache the stored contexts of the billing period starting at `start` (stored text).
+    fn load_contexts(&mut self, start: &[u8]) -> Result<(), String> {
+        let q = self.ctx_select;
+        let mut key = ContextKey::default();
+        // SAFETY: valid statement; `start` outlives the steps; column pointers are read before
+        // the next step and copied into the key.
+        unsafe {
+            ffi::sqlite3_bind_text(q, 1, start.as_ptr() as *const c_char, start.len() as c_int, ffi::SQLITE_STATIC());
+            let result = loop {
+                match ffi::sqlite3_step(q) {
+                    ffi::SQLITE_ROW => {
+                        let col = |i: c_int| -> Option<&[u8]> {
+                            if ffi::sqlite3_column_type(q, i) == ffi::SQLITE_NULL {
+                                return None;
+                            }
+                            let p = ffi::sqlite3_column_text(q, i);
+                            let n = ffi::sqlite3_column_bytes(q, i);
+                            Some(if p.is_null() { &[] } else { std::slice::from_raw_parts(p, n as usize) })
+                        };
+                        let text = |i: c_int| col(i).map(|b| std::str::from_utf8(b).unwrap_or("\u{fffd}"));
+                        let texts = [
+                            text(1),
+                            text(2),
+                            text(3),
+                            text(4),
+                            text(7),
+                            text(8),
+                            text(9),
+                            text(10),
+                            text(11),
+                            text(12),
+                            text(13),
+                        ];
+                        let (s, e) = (col(5).unwrap_or_default(), col(6).unwrap_or_default());
+                        let id = ffi::sqlite3_column_int64(q, 0);
+                        self.contexts.insert(key.set(s, e, &texts), id);
+                    }
+                    ffi::SQLITE_DONE => break Ok(()),
+                    _ => break Err(format!("reading the charge contexts: {}", self.errmsg())),
+                }
+            };
+            ffi::sqlite3_reset(q);
+            ffi::sqlite3_clear_bindings(q);
+            result
+        }
+    }
+
+    /// Store a new context; its id.
+    fn insert_context(&mut self, start: &[u8], end: &[u8], texts: &[Option<&str>; 11]) -> Result<i64, String> {
+        let q = self.ctx_insert;
+        let mut values: [Option<&[u8]>; 13] = [None; 13];
+        let mut t = texts.iter();
+        for (i, v) in values.iter_mut().enumerate() {
+            *v = match i {
+                4 => Some(start),
+                5 => Some(end),
+                _ => t.next().copied().flatten().map(str::as_bytes),
+            };
+        }
+        // SAFETY: valid statement; every bound slice outlives the step; bindings are cleared
+        // before returning.
+        unsafe {
+            for (i, v) in values.iter().enumerate() {
+                match v {
+                    Some(v) => ffi::sqlite3_bind_text(
+                        q,
+                        i as c_int + 1,
+                        v.as_ptr() as *const c_char,
+                        v.len() as c_int,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                    None => ffi::sqlite3_bind_null(q, i as c_int + 1),
+                };
+            }
+            let rc = ffi::sqlite3_step(q);
+            ffi::sqlite3_reset(q);
+            ffi::sqlite3_clear_bindings(q);
+            if rc != ffi::SQLITE_DONE {
+                return Err(format!("storing a charge context: {}", self.errmsg()));
+            }
+            Ok(ffi::sqlite3_last_insert_rowid(self.db))
+        }
+    }
+}
+
 /// The formatted values of a batch (timestamps, amounts, tags and extra columns as the
 /// ledger's text), built on the caller's thread so the staging thread only binds and steps.
 pub(crate) struct Rendered {
@@ -271,6 +423,9 @@ const LINE_FIELDS: usize = 12;
 const FIELDS: usize = LINE_FIELDS + FOCUS_DECIMAL_COUNT;
 /// Text parameters of the line's core (before load_id and row_no).
 const LINE_PARAMS: usize = 34;
+/// The row insert's parameter numbers of the rowid and the context id.
+const ID_PARAM: usize = CHARGE_COLUMNS.len() + 1;
+const CTX_PARAM: usize = CHARGE_COLUMNS.len() + 2;
 /// Parameters of the FOCUS columns (after row_no).
 const FOCUS_PARAMS: usize = FOCUS_TEXT_COUNT + FOCUS_DECIMAL_COUNT;
 

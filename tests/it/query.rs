@@ -681,6 +681,21 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
                 }
             }
         };
+        let exec_many = |sql: String| {
+            let (backend, url) = (backend, url.clone());
+            async move {
+                match backend {
+                    Backend::Sqlite => {
+                        let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("sql");
+                    }
+                    Backend::Postgres => {
+                        let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await.expect("sql");
+                    }
+                }
+            }
+        };
         // Today's loader also writes `load_periods.data_end` (migration 11): the column is added
         // for the commit below and dropped again before migrating, so the ledger is schema 9's.
         exec("ALTER TABLE load_periods ADD COLUMN data_end TEXT".into()).await;
@@ -699,6 +714,15 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         for c in PRICING {
             exec(format!("ALTER TABLE rollups ADD COLUMN {c} TEXT")).await;
         }
+        // …and charge contexts (migration 14): schema 9's `charges` table is set aside, empty
+        // contexts and rows behind a `charges` view are made by migration 14's own text, and the
+        // rows go back into the table before migrating.
+        let (contexts_sql, id_col) = match backend {
+            Backend::Sqlite => (include_str!("../../migrations/sqlite/0014_charge_contexts.sql"), "id, "),
+            Backend::Postgres => (include_str!("../../migrations/postgres/0014_charge_contexts.sql"), ""),
+        };
+        exec_many("ALTER TABLE charges RENAME TO charges_v9".into()).await;
+        exec_many(format!("CREATE TABLE charges AS SELECT * FROM charges_v9 WHERE 1 = 0; {contexts_sql}")).await;
         let s = costledger::ledger::open(url.as_str()).await.expect("open");
         // What a schema-9 costledger wrote: one rollup row per day × dimension × SKU, spec v1.
         let source = s.ensure_source("bill", "focus").await.expect("source");
@@ -722,6 +746,12 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
                 .expect("q");
         let before = query_via(s.as_ref(), &cfg, &q, ReadPath::Auto).await.expect("query");
         assert_eq!(before.answered_from, AnsweredFrom::Charges, "{backend:?}: a v1 rollup is not read by this build");
+        let cols = costledger::ledger::charge_columns().join(", ");
+        exec_many(format!(
+            "INSERT INTO charges_v9 ({id_col}{cols}) SELECT {id_col}{cols} FROM charges; DROP VIEW charges; \
+             DROP TABLE charge_rows; DROP TABLE charge_contexts; ALTER TABLE charges_v9 RENAME TO charges"
+        ))
+        .await;
         exec("ALTER TABLE load_periods DROP COLUMN data_end".into()).await;
         exec("ALTER TABLE load_periods DROP COLUMN day_totals".into()).await;
         exec("ALTER TABLE rollups DROP COLUMN kind".into()).await;

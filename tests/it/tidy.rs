@@ -73,6 +73,29 @@ fn no_sql_or_sqlx_outside_the_ledger_crate() {
 }
 
 #[test]
+fn only_the_writers_name_the_charge_storage_tables() {
+    // Reads see the `charges` view; the tables behind it (migration 0014) are the writers'.
+    const WRITERS: [&str; 5] = [
+        "ledger/src/contexts.rs",
+        "ledger/src/migrations.rs",
+        "ledger/src/postgres.rs",
+        "ledger/src/sqlite.rs",
+        "ledger/src/sqlite_bulk.rs",
+    ];
+    let mut hits = Vec::new();
+    for dir in ["src", "ledger"] {
+        for (rel, text) in files(dir, &[".rs"]) {
+            if WRITERS.contains(&rel.as_str()) {
+                continue;
+            }
+            hits.extend(code_hits(&rel, &text, "charge_rows"));
+            hits.extend(code_hits(&rel, &text, "charge_contexts"));
+        }
+    }
+    assert_none("the charge storage tables named outside their writers (read the `charges` view)", hits);
+}
+
+#[test]
 fn no_unsafe_outside_the_sqlite_c_api_modules() {
     const ALLOWED: [&str; 3] = ["ledger/src/sqlite_bulk.rs", "ledger/src/sqlite_read.rs", "ledger/src/decimal_sum.rs"];
     let mut hits = Vec::new();
