@@ -476,6 +476,17 @@ async fn after_commit(pool: &PgPool) {
     .fetch_all(pool)
     .await
     .map_err(LedgerError::from);
+    // The small tables the charge reads join (contexts, loads, sources) never reach the
+    // threshold, but without their statistics the planner sorted the export's rows with their
+    // context text again (19.7 s against 14.5 s on 1M lines): refreshed with the charges (ms).
+    let stale = stale.map(|mut t| {
+        if t.iter().any(|t| t == "charge_rows") {
+            t.extend(["charge_contexts", "loads", "sources"].map(String::from));
+            t.sort();
+            t.dedup();
+        }
+        t
+    });
     match stale {
         Ok(tables) => {
             for t in tables {
