@@ -1211,7 +1211,7 @@ pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "row_no",
 ];
 
-/// The charge table's columns in the order every write and read uses: the line's core, its
+/// The `charges` view's columns in the order every read uses (writers: [`row_columns`]): the line's core, its
 /// load and position, then the FOCUS columns of [`costledger_core::FocusColumns`] (text, then
 /// decimal, in that type's order; a test checks it).
 pub(crate) const CHARGE_COLUMNS: [&str; 61] = [
@@ -1315,12 +1315,12 @@ const NULLABLE_CORE: [&str; 24] = [
     "tags",
 ];
 
-/// The charge columns that may be NULL: the line's optional values, then its FOCUS columns.
-/// The columns of the `charges` view, in the order reads and writes use (upgrade tests).
+/// The columns of the `charges` view, in the order reads use (upgrade tests).
 pub fn charge_columns() -> &'static [&'static str] {
     &CHARGE_COLUMNS
 }
 
+/// The charge columns that may be NULL: the line's optional values, then its FOCUS columns.
 pub fn nullable_columns() -> impl Iterator<Item = &'static str> {
     NULLABLE_CORE.iter().chain(&CHARGE_COLUMNS[FOCUS_AT..]).copied()
 }

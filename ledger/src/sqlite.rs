@@ -363,14 +363,15 @@ impl SqliteLedger {
             heartbeat(&mut tx, load).await
         }
         .await;
-        match staged {
-            Ok(()) => Ok(tx.commit().await?),
-            Err(e) => {
-                // Contexts inserted by this transaction roll back with it.
-                cache.clear();
-                Err(e)
-            }
+        let done = match staged {
+            Ok(()) => tx.commit().await.map_err(LedgerError::from),
+            Err(e) => Err(e),
+        };
+        if done.is_err() {
+            // Contexts inserted by this transaction rolled back with it.
+            cache.clear();
         }
+        done
     }
 }
 

@@ -148,10 +148,14 @@ impl BulkConn {
             ffi::sqlite3_clear_bindings(self.heartbeat);
         }
         match r {
-            Ok(Staged::Done) => {
-                self.exec("COMMIT")?;
-                Ok(Staged::Done)
-            }
+            Ok(Staged::Done) => match self.exec("COMMIT") {
+                Ok(()) => Ok(Staged::Done),
+                Err(e) => {
+                    let _ = self.exec("ROLLBACK");
+                    self.contexts.clear();
+                    Err(e)
+                }
+            },
             other => {
                 let _ = self.exec("ROLLBACK");
                 // Contexts inserted in this transaction are gone with it.
