@@ -117,18 +117,81 @@ impl<'a> LineAllocation<'a> {
     }
 }
 
-/// One CSV row's cells, written into one buffer reused from row to row (ends of each cell in
-/// `ends`): no allocation per cell. The bytes are those of `neutralise` / `format_ts` /
-/// `canonical` / the tag JSON, as the golden files hold them.
+/// Whether a CSV cell needs quotes (RFC 4180: it holds the delimiter, the quote, CR or LF).
+/// Branch-free over 16-byte blocks (the tail copied into a zeroed one), which the compiler
+/// turns into a few vector compares per block: most cells need no quotes.
+fn needs_quotes(cell: &[u8]) -> bool {
+    fn block(c: &[u8; 16]) -> u8 {
+        c.iter().fold(0, |m, &b| m | ((b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n')) as u8)
+    }
+    let mut chunks = cell.chunks_exact(16);
+    let mut any = 0;
+    for c in &mut chunks {
+        any |= block(c.try_into().expect("a 16-byte chunk"));
+    }
+    let tail = chunks.remainder();
+    let mut last = [0u8; 16];
+    last[..tail.len()].copy_from_slice(tail);
+    any | block(&last) != 0
+}
+
+/// The finance CSV's rows, written straight into one output buffer (flushed to the writer
+/// every [`RowCells::FLUSH_AT`] bytes): no allocation and no CSV state machine per cell. A cell
+/// is written, then quoted in place in the rare case it holds a delimiter, quote, CR or LF
+/// (quotes doubled, as RFC 4180 and the `csv` crate do); each row ends in CRLF. The bytes are
+/// those of `neutralise` / `format_ts` / `canonical` / the tag JSON, as the golden files hold
+/// them.
 #[derive(Default)]
 struct RowCells {
     buf: Vec<u8>,
-    ends: Vec<usize>,
+    /// Where the current cell starts in `buf`.
+    start: usize,
+    /// A copy of a cell being quoted (reused).
+    scratch: Vec<u8>,
 }
 
 impl RowCells {
+    const FLUSH_AT: usize = 1 << 16;
+
+    /// Ends the cell begun at `self.start`; `check` is false for cells that cannot hold a
+    /// byte needing quotes (amounts, timestamps, ids, enum names).
+    fn end_cell_checked(&mut self, check: bool) {
+        if check && needs_quotes(&self.buf[self.start..]) {
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&self.buf[self.start..]);
+            self.buf.truncate(self.start);
+            self.buf.push(b'"');
+            for &b in &self.scratch {
+                if b == b'"' {
+                    self.buf.push(b'"');
+                }
+                self.buf.push(b);
+            }
+            self.buf.push(b'"');
+        }
+        self.buf.push(b',');
+        self.start = self.buf.len();
+    }
+
     fn end_cell(&mut self) {
-        self.ends.push(self.buf.len());
+        self.end_cell_checked(true);
+    }
+
+    /// Replaces the last cell's delimiter by the row's CRLF.
+    fn end_row(&mut self) {
+        self.buf.pop();
+        self.buf.extend_from_slice(b"\r\n");
+        self.start = self.buf.len();
+    }
+
+    /// Writes the buffered rows once they pass [`Self::FLUSH_AT`] bytes (or always with `all`).
+    fn flush_to(&mut self, out: &mut impl Write, all: bool) -> std::io::Result<()> {
+        if all || self.buf.len() >= Self::FLUSH_AT {
+            out.write_all(&self.buf)?;
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(())
     }
 
     fn text(&mut self, s: &str) {
@@ -143,6 +206,7 @@ impl RowCells {
         self.text(s.as_deref().unwrap_or_default());
     }
 
+    /// A cell written as is (no formula prefix): names costledger makes.
     fn raw(&mut self, s: &str) {
         self.buf.extend_from_slice(s.as_bytes());
         self.end_cell();
@@ -150,28 +214,26 @@ impl RowCells {
 
     fn ts(&mut self, t: chrono::DateTime<chrono::Utc>) {
         costledger_core::write_ts(&mut self.buf, t);
-        self.end_cell();
+        self.end_cell_checked(false);
     }
 
     fn amount(&mut self, d: Option<Decimal>) {
         if let Some(d) = d {
             costledger_core::write_canonical(&mut self.buf, d);
         }
-        self.end_cell();
+        self.end_cell_checked(false);
     }
 
-    fn cells(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let c = &self.buf[start..end];
-            start = end;
-            c
-        })
+    /// The header row: the column names as they are.
+    fn header(&mut self, names: impl IntoIterator<Item = &'static str>) {
+        for n in names {
+            self.raw(n);
+        }
+        self.end_row();
     }
 
+    /// Appends one charge's row.
     fn fill(&mut self, r: &ChargeRecord, alloc: Option<&LineAllocation<'_>>) {
-        self.buf.clear();
-        self.ends.clear();
         let (owner, reason) = alloc.map(|a| a.columns(&r.line)).unwrap_or_default();
         let l = &r.line;
         self.text(&l.billing_account_id);
@@ -182,8 +244,10 @@ impl RowCells {
         self.ts(l.billing_period_end);
         self.ts(l.charge_period_start);
         self.ts(l.charge_period_end);
-        self.raw(l.charge_category.as_str());
-        self.raw(l.charge_class.map(|c| c.as_str()).unwrap_or_default());
+        self.buf.extend_from_slice(l.charge_category.as_str().as_bytes());
+        self.end_cell_checked(false);
+        self.buf.extend_from_slice(l.charge_class.map(|c| c.as_str()).unwrap_or_default().as_bytes());
+        self.end_cell_checked(false);
         self.opt(&l.charge_description);
         self.opt(&l.service_name);
         self.opt(&l.service_category);
@@ -210,9 +274,10 @@ impl RowCells {
         self.text(&owner);
         self.raw(&reason);
         let _ = write!(self.buf, "{}", r.load_id);
-        self.end_cell();
+        self.end_cell_checked(false);
         self.text(&r.source);
         self.opt(&l.source_ref);
+        self.end_row();
     }
 }
 
@@ -224,8 +289,9 @@ pub async fn export_csv<W: Write>(
     alloc: Option<&Allocator>,
     out: W,
 ) -> Result<ExportStats, ExportError> {
-    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(out);
-    w.write_record(FOCUS_COLUMNS.iter().chain(LINEAGE_COLUMNS.iter()))?;
+    let mut out = out;
+    let mut cells = RowCells::default();
+    cells.header(FOCUS_COLUMNS.iter().chain(LINEAGE_COLUMNS.iter()).copied());
     let mut stats = ExportStats::default();
     let line_alloc = match alloc {
         Some(a) => Some(LineAllocation::new(store, a).await?),
@@ -235,21 +301,45 @@ pub async fn export_csv<W: Write>(
     // core are not read (PostgreSQL then sorts narrower rows, costledger decodes fewer).
     let filter = ChargeFilter { columns: ChargeColumns::Core, ..filter.clone() };
     let mut rows = store.charges(&filter);
-    let mut cells = RowCells::default();
     while let Some(r) = rows.next().await {
         let r = r?;
         cells.fill(&r, line_alloc.as_ref());
-        w.write_record(cells.cells())?;
+        cells.flush_to(&mut out, false)?;
         stats.rows += 1;
         stats.totals.add(&r.line.billing_currency, r.line.billed_cost)?;
     }
-    w.flush()?;
+    cells.flush_to(&mut out, true)?;
+    out.flush()?;
     Ok(stats)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::neutralise;
+    use super::{RowCells, neutralise};
+
+    /// The hand-written row writer quotes exactly as the `csv` crate does (RFC 4180, CRLF).
+    #[test]
+    fn rows_are_quoted_as_the_csv_crate_quotes_them() {
+        let rows: [&[&str]; 4] = [
+            &["plain", "", "a,b", "say \"hi\"", "line\nbreak", "cr\rhere", "{\"team\":\"x\"}", "é,ü"],
+            &["", "", ""],
+            &["\"", ",", "\r\n", "\"\""],
+            &["trailing", ""],
+        ];
+        let mut ours = RowCells::default();
+        let mut theirs =
+            csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).flexible(true).from_writer(Vec::new());
+        for row in rows {
+            for cell in row {
+                ours.raw(cell);
+            }
+            ours.end_row();
+            theirs.write_record(row).unwrap();
+        }
+        let mut out = Vec::new();
+        ours.flush_to(&mut out, true).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), String::from_utf8(theirs.into_inner().unwrap()).unwrap());
+    }
 
     #[test]
     fn formula_injection_is_neutralised() {

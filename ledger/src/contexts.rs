@@ -52,9 +52,28 @@ pub(crate) fn context_texts(l: &ChargeLine) -> [Option<&str>; 11] {
     ]
 }
 
+/// A context's values as read back: what a read that names contexts by id fills a line's
+/// context fields from.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ContextValues {
+    pub(crate) billing_account_id: String,
+    pub(crate) billing_account_name: Option<String>,
+    pub(crate) sub_account_id: Option<String>,
+    pub(crate) sub_account_name: Option<String>,
+    pub(crate) billing_period_start: DateTime<Utc>,
+    pub(crate) billing_period_end: DateTime<Utc>,
+    pub(crate) service_name: Option<String>,
+    pub(crate) service_category: Option<String>,
+    pub(crate) provider_name: Option<String>,
+    pub(crate) publisher_name: Option<String>,
+    pub(crate) invoice_issuer_name: Option<String>,
+    pub(crate) billing_currency: String,
+    pub(crate) invoice_id: Option<String>,
+}
+
 /// Contexts cached per writer before the cache starts over (a bill has hundreds; this bounds
 /// the memory of a ledger with years of periods at a few MB).
-const MAX_CACHED: usize = 50_000;
+pub(crate) const MAX_CACHED: usize = 50_000;
 
 /// A context's value as bytes: both timestamps in the backend's stored form (`start`, `end`),
 /// then each text with a presence byte and its length. Equal bytes, equal context.

@@ -427,10 +427,23 @@ pub const LEAN_SKIPPED: [&str; 10] = [
 
 /// The select list of a charge read (`null` is the backend's typed NULL).
 pub(crate) fn charge_select(columns: ChargeColumns, null: &str) -> String {
+    select_list(columns, null, true)
+}
+
+/// [`charge_select`] with `null` in place of every context column ([`contexts::CONTEXT_COLUMNS`]):
+/// for a read that fills them from the context its row names (`ctx_id`).
+pub(crate) fn charge_select_without_contexts(columns: ChargeColumns, null: &str) -> String {
+    select_list(columns, null, false)
+}
+
+fn select_list(columns: ChargeColumns, null: &str, contexts: bool) -> String {
     CHARGE_COLUMNS
         .iter()
         .enumerate()
         .map(|(i, c)| {
+            if !contexts && contexts::is_context_column(c) {
+                return null.to_string();
+            }
             let read = match columns {
                 ChargeColumns::All => true,
                 ChargeColumns::Lean => !LEAN_SKIPPED.contains(c) && i < FOCUS_AT,

@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts, pg_ts_key};
+use super::contexts::{CONTEXT_COLUMNS, ContextKey, ContextValues, Contexts, MAX_CACHED, context_texts, pg_ts_key};
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
 use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
@@ -246,30 +246,118 @@ impl<'r> sqlx::Decode<'r, sqlx::Postgres> for FastNumeric {
     }
 }
 
-/// One charge row; `with_focus` as for SQLite's (`ChargeColumns::reads_focus`).
-fn charge_record(r: &PgRow, with_focus: bool) -> Result<ChargeRecord> {
+/// Where each of [`CONTEXT_COLUMNS`] is in a read of the `charges` view (its place in
+/// [`CHARGE_COLUMNS`]; checked by a test).
+const VIEW_CONTEXT_AT: [usize; 13] = [0, 1, 2, 3, 4, 5, 11, 12, 13, 14, 15, 24, 30];
+/// Where each of [`CONTEXT_COLUMNS`] is in `SELECT id, <CONTEXT_COLUMNS> FROM charge_contexts`.
+const TABLE_CONTEXT_AT: [usize; 13] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13];
+/// Where an ordered charge read has the row's `ctx_id` (after the source name).
+const CTX_AT: usize = SOURCE_AT + 1;
+
+/// A context's values from a row holding [`CONTEXT_COLUMNS`] at `at`.
+fn context_values(r: &PgRow, at: [usize; 13]) -> Result<ContextValues> {
+    let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get_unchecked::<Option<String>, _>(at[i])?) };
+    Ok(ContextValues {
+        billing_account_id: r.try_get(at[0])?,
+        billing_account_name: s(1)?,
+        sub_account_id: s(2)?,
+        sub_account_name: s(3)?,
+        billing_period_start: r.try_get(at[4])?,
+        billing_period_end: r.try_get(at[5])?,
+        service_name: s(6)?,
+        service_category: s(7)?,
+        provider_name: s(8)?,
+        publisher_name: s(9)?,
+        invoice_issuer_name: s(10)?,
+        billing_currency: r.try_get(at[11])?,
+        invoice_id: s(12)?,
+    })
+}
+
+/// The contexts an ordered charge read names by id ([`crate::contexts`]), read on a
+/// connection of their own (the read's holds its result stream; a second connection from the
+/// pool could wait on the pool forever when every pooled connection is such a read). A miss
+/// loads every context of that id's billing period — the read is ordered by billing period
+/// first, so each period is loaded once; at most [`MAX_CACHED`] contexts are kept. The lookup
+/// runs after the read's statement began, so it sees every context the read's rows name
+/// (contexts are committed before the rows naming them, and never deleted).
+struct ContextReader {
+    opts: PgConnectOptions,
+    conn: Option<sqlx::PgConnection>,
+    by_id: rustc_hash::FxHashMap<i64, ContextValues>,
+}
+
+impl ContextReader {
+    fn new(opts: PgConnectOptions) -> Self {
+        Self { opts, conn: None, by_id: Default::default() }
+    }
+
+    async fn get(&mut self, id: i64) -> Result<&ContextValues> {
+        if !self.by_id.contains_key(&id) {
+            self.load_period_of(id).await?;
+        }
+        self.by_id
+            .get(&id)
+            .ok_or_else(|| LedgerError::Corrupt(format!("a charge row names context {id}, which does not exist")))
+    }
+
+    async fn load_period_of(&mut self, id: i64) -> Result<()> {
+        use sqlx::Connection;
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => self.conn.insert(sqlx::PgConnection::connect_with(&self.opts).await?),
+        };
+        if self.by_id.len() >= MAX_CACHED {
+            self.by_id.clear();
+        }
+        let sql = format!(
+            "SELECT id, {} FROM charge_contexts WHERE billing_period_start = \
+             (SELECT billing_period_start FROM charge_contexts WHERE id = $1)",
+            CONTEXT_COLUMNS.join(", ")
+        );
+        for r in sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_all(conn).await? {
+            self.by_id.insert(r.try_get(0)?, context_values(&r, TABLE_CONTEXT_AT)?);
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if let Some(c) = self.conn.take() {
+            let _ = sqlx::Connection::close(c).await;
+        }
+    }
+}
+
+/// One charge row; `with_focus` as for SQLite's (`ChargeColumns::reads_focus`). `ctx`: the
+/// row's context when the read named it by id (its columns then read NULL), else the context
+/// columns are read from the row.
+fn charge_record(r: &PgRow, with_focus: bool, ctx: Option<&ContextValues>) -> Result<ChargeRecord> {
     // Unchecked: the statement is ours (`charge_select`: TEXT and NUMERIC columns, or NULL), so
     // sqlx's per-value type-compatibility check — a tenth of an export's client time — can go.
     let s = |i: usize| -> Result<Option<String>> { Ok(r.try_get_unchecked::<Option<String>, _>(i)?) };
     let d =
         |i: usize| -> Result<Option<Decimal>> { Ok(r.try_get_unchecked::<Option<FastNumeric>, _>(i)?.map(|n| n.0)) };
+    let c = match ctx {
+        Some(c) => c.clone(),
+        None => context_values(r, VIEW_CONTEXT_AT)?,
+    };
     let line = ChargeLine {
-        billing_account_id: r.try_get(0)?,
-        billing_account_name: s(1)?,
-        sub_account_id: s(2)?,
-        sub_account_name: s(3)?,
-        billing_period_start: r.try_get(4)?,
-        billing_period_end: r.try_get(5)?,
+        billing_account_id: c.billing_account_id,
+        billing_account_name: c.billing_account_name,
+        sub_account_id: c.sub_account_id,
+        sub_account_name: c.sub_account_name,
+        billing_period_start: c.billing_period_start,
+        billing_period_end: c.billing_period_end,
         charge_period_start: r.try_get(6)?,
         charge_period_end: r.try_get(7)?,
         charge_category: ChargeCategory::from_str(r.try_get(8)?).map_err(LedgerError::Corrupt)?,
         charge_class: s(9)?.map(|c| ChargeClass::from_str(&c)).transpose().map_err(LedgerError::Corrupt)?,
         charge_description: s(10)?,
-        service_name: s(11)?,
-        service_category: s(12)?,
-        provider_name: s(13)?,
-        publisher_name: s(14)?,
-        invoice_issuer_name: s(15)?,
+        service_name: c.service_name,
+        service_category: c.service_category,
+        provider_name: c.provider_name,
+        publisher_name: c.publisher_name,
+        invoice_issuer_name: c.invoice_issuer_name,
         region_id: s(16)?,
         resource_id: s(17)?,
         resource_name: s(18)?,
@@ -278,13 +366,13 @@ fn charge_record(r: &PgRow, with_focus: bool) -> Result<ChargeRecord> {
         effective_cost: d(21)?,
         list_cost: d(22)?,
         contracted_cost: d(23)?,
-        billing_currency: r.try_get(24)?,
+        billing_currency: c.billing_currency,
         pricing_quantity: d(25)?,
         pricing_unit: s(26)?,
         consumed_quantity: d(27)?,
         consumed_unit: s(28)?,
         commitment_discount_id: s(29)?,
-        invoice_id: s(30)?,
+        invoice_id: c.invoice_id,
         tags: parse_tags(s(31)?.as_deref())?,
         focus: match with_focus {
             true => focus_columns(
@@ -694,26 +782,49 @@ super::load_sql::ledger_store_impl!(PgLedger, {
 
     fn charges<'a>(&'a self, f: &'a ChargeFilter) -> BoxStream<'a, Result<ChargeRecord>> {
         let (w, binds) = filter_sql(f);
-        let cols = charge_select(f.columns, "NULL::text");
-        let sql = if f.unordered {
-            format!(
-                "SELECT {cols}, s.name FROM charges c JOIN loads l ON l.id = c.load_id \
-                 JOIN sources s ON s.id = l.source_id WHERE {w}"
-            )
-        } else {
-            format!(
-                "SELECT {cols}, s.name FROM charges c JOIN {CONTEXT_RANKS} AS k(id, r1, r2) ON k.id = c.ctx_id \
-                 JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-                 WHERE {w} ORDER BY k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no"
-            )
-        };
         let pool = &self.pool;
         let focus = f.columns.reads_focus();
+        if f.unordered {
+            let cols = charge_select(f.columns, "NULL::text");
+            let sql = format!(
+                "SELECT {cols}, s.name FROM charges c JOIN loads l ON l.id = c.load_id \
+                 JOIN sources s ON s.id = l.source_id WHERE {w}"
+            );
+            return Box::pin(
+                futures::stream::once(async move {
+                    bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
+                        .fetch(pool)
+                        .map(move |r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row, focus, None)))
+                })
+                .flatten(),
+            );
+        }
+        // In the export order, by each context's rank; the rows name their context by id and
+        // the client fills its columns (`ContextReader`): no context text is sent per row and
+        // the server joins no contexts after its sort (an export's client time ~15% less).
+        let cols = charge_select_without_contexts(f.columns, "NULL::text");
+        let sql = format!(
+            "SELECT {cols}, s.name, c.ctx_id FROM charges c JOIN {CONTEXT_RANKS} AS k(id, r1, r2) ON k.id = c.ctx_id \
+             JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
+             WHERE {w} ORDER BY k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no"
+        );
+        let reader = ContextReader::new(self.opts.clone());
         Box::pin(
             futures::stream::once(async move {
-                bind_all(sqlx::query(AssertSqlSafe(sql)), binds)
-                    .fetch(pool)
-                    .map(move |r| r.map_err(LedgerError::from).and_then(|row| charge_record(&row, focus)))
+                let rows = bind_all(sqlx::query(AssertSqlSafe(sql)), binds).fetch(pool);
+                futures::stream::unfold((rows, reader), move |(mut rows, mut reader)| async move {
+                    let Some(row) = rows.next().await else {
+                        reader.close().await;
+                        return None;
+                    };
+                    let rec = async {
+                        let row = row?;
+                        let ctx = reader.get(row.try_get(CTX_AT)?).await?;
+                        charge_record(&row, focus, Some(ctx))
+                    }
+                    .await;
+                    Some((rec, (rows, reader)))
+                })
             })
             .flatten(),
         )
@@ -732,3 +843,21 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         }
     }
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn context_columns_are_where_the_reads_look_for_them() {
+        for (i, c) in CONTEXT_COLUMNS.iter().enumerate() {
+            assert_eq!(CHARGE_COLUMNS[VIEW_CONTEXT_AT[i]], *c, "view read");
+            assert_eq!(TABLE_CONTEXT_AT[i], i + 1, "SELECT id, <CONTEXT_COLUMNS>");
+        }
+        let ordered = charge_select_without_contexts(ChargeColumns::All, "NULL");
+        for (i, c) in CHARGE_COLUMNS.iter().enumerate() {
+            let want = if VIEW_CONTEXT_AT.contains(&i) { "NULL".to_string() } else { format!("c.{c}") };
+            assert_eq!(ordered.split(", ").nth(i), Some(want.as_str()));
+        }
+    }
+}
