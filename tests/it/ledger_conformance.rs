@@ -358,6 +358,13 @@ async fn exports_in_the_documented_order_across_contexts(s: Box<dyn LedgerStore>
                 l.sub_account_name = if k % 2 == 0 { None } else { Some(String::new()) };
                 l.service_name = services[(i + j + k) % 3].map(str::to_string);
                 l.invoice_issuer_name = (j == 1).then(|| "Issuer".to_string());
+                l.billing_account_name = (k != 1).then(|| format!("Account {a}"));
+                l.service_category = (i != 2).then(|| format!("Category {i}"));
+                l.publisher_name = (j != 0).then(|| format!("Publisher {j}"));
+                l.invoice_id = (k != 3).then(|| format!("INV-{i}{k}"));
+                if j == 2 {
+                    l.billing_currency = "EUR".into();
+                }
                 l.charge_period_start = t(&format!("2026-10-{:02}T00:00:00Z", 28 - (i * 7 + j * 3 + k) % 27));
                 if (i + k) % 2 == 1 {
                     l.billing_period_start = t("2026-09-01T00:00:00Z");
@@ -403,6 +410,19 @@ async fn exports_in_the_documented_order_across_contexts(s: Box<dyn LedgerStore>
         );
         assert_eq!((&r.line.service_name, &r.line.invoice_issuer_name), (&l.service_name, &l.invoice_issuer_name));
         assert_eq!((r.line.billing_period_start, r.line.billed_cost), (l.billing_period_start, l.billed_cost));
+        // Every other context column too (PostgreSQL's ordered read fills them from the context
+        // its row names, not from the row).
+        let rest = |l: &ChargeLine| {
+            (
+                l.billing_account_name.clone(),
+                l.billing_period_end,
+                l.service_category.clone(),
+                l.publisher_name.clone(),
+                l.billing_currency.clone(),
+                l.invoice_id.clone(),
+            )
+        };
+        assert_eq!(rest(&r.line), rest(l));
     }
 }
 
@@ -445,6 +465,37 @@ conformance!(
     exports_in_the_documented_order_across_contexts,
     a_context_from_a_rolled_back_batch_is_stored_again,
 );
+
+/// PostgreSQL's ordered charge read fills each row's context from the context it names: a
+/// context deleted by hand makes the read fail with what is wrong, never a line with empty
+/// account or currency.
+#[tokio::test]
+async fn postgres_reports_a_charge_naming_a_missing_context() {
+    use sqlx::Connection;
+    let Some(url) = pg_schema_url().await else { return };
+    let s = costledger::ledger::open(&url).await.expect("open");
+    s.migrate().await.expect("migrate");
+    let src = s.ensure_source("a", "test").await.expect("source");
+    let mut other = line("2", "EUR");
+    other.billing_account_id = "B".into();
+    load_lines(s.as_ref(), src, "a", "k1", &[line("1", "USD"), other]).await;
+    let rows: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    assert_eq!(rows.len(), 2);
+    let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let gone: i64 = sqlx::query_scalar("DELETE FROM charge_contexts WHERE billing_account_id = 'B' RETURNING id")
+        .fetch_one(&mut c)
+        .await
+        .expect("delete a context");
+    let rows: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    let err = rows.into_iter().find_map(|r| r.err()).expect("the read fails").to_string();
+    assert_eq!(
+        err,
+        format!(
+            "ledger data is not what costledger wrote (a charge row names context {gone}, which does not exist); \
+             was the database changed by hand?"
+        )
+    );
+}
 
 /// Charges written under schema 3 (keyed by a (load_id, row_no) primary key) are all still
 /// there, found, summed and deletable after migration 4 re-keys them.
