@@ -125,6 +125,11 @@ pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
 /// Batches being written at once by one load (bounded: memory stays at a few batches).
 const STAGES_IN_FLIGHT: usize = 2;
 
+/// Pieces of a load's last rollup rows written at once: the client has nothing else to do
+/// then, and each piece waits on the database's per-row work and round trips. With the
+/// statistics refresh beside them, within PostgreSQL's pool of 4 connections.
+const LAST_ROLLUP_WRITERS: usize = 3;
+
 /// `host:pid:nonce`: identifies the process staging a load (or running a job).
 pub fn owner_id() -> String {
     crate::ledger::process_owner()
@@ -814,12 +819,14 @@ async fn stage(
     // until the commit records its spec), a piece at a time, as many pieces at once as staged
     // batches (rollup rows are additive, each piece its own transaction): the database's
     // per-row insert work is the floor here, and one connection at a time left a core idle.
-    futures::stream::iter(last_rows.into_iter().flat_map(|held| held.into_pieces(ROLLUP_PIECE)))
+    // Beside them, the backend's upkeep of the staged lines (PostgreSQL: ANALYZE of the charges,
+    // which the import otherwise waited for after the commit): the client is mostly idle here.
+    let last = futures::stream::iter(last_rows.into_iter().flat_map(|held| held.into_pieces(ROLLUP_PIECE)))
         .map(|piece| async move { store.append_rollup(load, &piece).await })
-        .buffer_unordered(STAGES_IN_FLIGHT)
-        .try_collect::<()>()
-        .await
-        .map_err(ledger_err)?;
+        .buffer_unordered(LAST_ROLLUP_WRITERS)
+        .try_collect::<()>();
+    let (last, ()) = tokio::join!(last, store.lines_staged(load));
+    last.map_err(ledger_err)?;
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());
     Ok((sm, records, read_keys))

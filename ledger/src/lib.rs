@@ -906,6 +906,10 @@ pub trait LedgerStore: ReconcileStore {
         spent: Option<SpentLines>,
     ) -> Result<()>;
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
+    /// Every line of staging load `load` is staged (its last rollup rows may still be being
+    /// written): a backend may do now, beside them, upkeep its commit would otherwise wait for
+    /// (PostgreSQL: the planner statistics of the charges). Best effort: never an error.
+    async fn lines_staged(&self, _load: LoadId) {}
     /// One short transaction: the staging load becomes current for its scope, the previous
     /// current one superseded, the billing periods updated.
     async fn commit_load(&self, load: LoadId, summary: &LoadSummary) -> Result<CommitOutcome>;

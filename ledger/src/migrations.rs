@@ -92,6 +92,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0014_charge_contexts.sql"),
         include_str!("../../migrations/postgres/0014_charge_contexts.sql"),
     ),
+    (
+        15,
+        "charge_statistics",
+        include_str!("../../migrations/sqlite/0015_charge_statistics.sql"),
+        include_str!("../../migrations/postgres/0015_charge_statistics.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

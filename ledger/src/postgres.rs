@@ -546,6 +546,9 @@ async fn begin_write(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::P
 const STALE_STATS_ROWS: i64 = 50_000;
 const STALE_STATS_TENTHS: i64 = 1;
 
+/// The tables a load fills, whose statistics [`refresh_stats`] keeps fresh.
+const LOAD_TABLES: &[&str] = &["charge_contexts", "charge_rows", "load_periods", "loads", "rollups"];
+
 /// Refresh the planner's statistics of the tables a load fills when they are stale (at least
 /// [`STALE_STATS_ROWS`] and a tenth of the rows changed since the last ANALYZE). Autovacuum
 /// would do it, but later (or never, where it is off), and until then the planner believes a
@@ -553,14 +556,29 @@ const STALE_STATS_TENTHS: i64 = 1;
 /// weekly 32.9 s at 10M lines, 11 s after ANALYZE, which took 0.9 s). Best effort: a failure
 /// (e.g. a role that does not own the tables) is logged, never an error of the commit.
 async fn after_commit(pool: &PgPool) {
+    refresh_stats(pool, LOAD_TABLES).await;
+}
+
+/// Every line of a load is staged: its charge rows are what they will be when it commits, so
+/// their statistics are refreshed now, beside the load's last rollup rows, instead of after the
+/// commit (where the import waited for it: 0.7 s of an 11 s import of 1M lines on a slow
+/// hour). The charge rows are then no longer stale when the commit looks.
+async fn lines_staged(pool: &PgPool) {
+    refresh_stats(pool, &["charge_rows"]).await;
+}
+
+/// ANALYZE those of `tables` that are stale; with `charge_rows`, also the small tables the
+/// charge reads join.
+async fn refresh_stats(pool: &PgPool, tables: &[&str]) {
     let stale: Result<Vec<String>> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables \
-         WHERE schemaname = current_schema() AND relname IN ('charge_rows', 'charge_contexts', 'rollups', 'loads', 'load_periods') \
+         WHERE schemaname = current_schema() AND relname = ANY($3) \
            AND n_mod_since_analyze >= $1 AND n_mod_since_analyze * 10 >= $2 * GREATEST(n_live_tup, 1) \
          ORDER BY relname",
     )
     .bind(STALE_STATS_ROWS)
     .bind(STALE_STATS_TENTHS)
+    .bind(tables)
     .fetch_all(pool)
     .await
     .map_err(LedgerError::from);
@@ -579,7 +597,7 @@ async fn after_commit(pool: &PgPool) {
         Ok(tables) => {
             for t in tables {
                 let started = std::time::Instant::now();
-                // The names come from the fixed list above.
+                // The names come from the fixed lists above.
                 match sqlx::query(AssertSqlSafe(format!("ANALYZE {t}"))).execute(pool).await {
                     Ok(_) => {
                         tracing::info!(table = %t, ms = started.elapsed().as_millis() as u64, "planner statistics refreshed")
@@ -666,6 +684,10 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
             .fetch_all(&self.pool)
             .await?)
+    }
+
+    async fn lines_staged(&self, _load: LoadId) {
+        lines_staged(&self.pool).await
     }
 
     async fn stage_lines(

@@ -199,7 +199,8 @@ impl ChargeLine {
             ("ChargePeriodStart", self.charge_period_start),
             ("ChargePeriodEnd", self.charge_period_end),
         ] {
-            let y = t.year();
+            // The UTC calendar year straight from the stored instant (no offset arithmetic).
+            let y = t.naive_utc().year();
             if y < bounds.first_year || y > bounds.last_year {
                 return Err(format!(
                     "{name} {} is outside the years {}–{} that bills are accepted for \
@@ -232,6 +233,12 @@ impl ChargeLine {
 
     /// The first column whose text holds a NUL byte.
     fn nul_column(&self) -> Option<&'static str> {
+        // Every line is checked and nearly none holds a NUL: one pass folds the smallest byte
+        // of every text (no call or early exit per column), and only a 0 there looks for the
+        // column to name.
+        if !self.any_nul() {
+            return None;
+        }
         let has = |s: &str| memchr_nul(s.as_bytes());
         let opt = |s: &Option<String>| s.as_deref().is_some_and(has);
         let texts: [(&'static str, bool); 19] = [
@@ -278,6 +285,54 @@ impl ChargeLine {
 
 fn memchr_nul(b: &[u8]) -> bool {
     b.contains(&0)
+}
+
+/// The smallest byte of `b` folded into `m` (a NUL makes it 0): a loop the compiler vectorises.
+fn min_byte(m: u8, b: &str) -> u8 {
+    b.as_bytes().iter().fold(m, |m, &c| m.min(c))
+}
+
+impl ChargeLine {
+    /// Whether any text of the line (the columns, FOCUS texts, tags, x_extra, lineage) holds a
+    /// NUL byte.
+    fn any_nul(&self) -> bool {
+        let mut m = min_byte(u8::MAX, &self.billing_account_id);
+        m = min_byte(m, &self.billing_currency);
+        for t in [
+            &self.billing_account_name,
+            &self.sub_account_id,
+            &self.sub_account_name,
+            &self.charge_description,
+            &self.service_name,
+            &self.service_category,
+            &self.provider_name,
+            &self.publisher_name,
+            &self.invoice_issuer_name,
+            &self.region_id,
+            &self.resource_id,
+            &self.resource_name,
+            &self.sku_id,
+            &self.pricing_unit,
+            &self.consumed_unit,
+            &self.commitment_discount_id,
+            &self.invoice_id,
+            &self.source_ref,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            m = min_byte(m, t);
+        }
+        if let Some(f) = &self.focus {
+            for t in f.texts().into_iter().flatten() {
+                m = min_byte(m, t);
+            }
+        }
+        for (k, v) in self.tags.iter().chain(self.x_extra.iter()) {
+            m = min_byte(min_byte(m, k), v);
+        }
+        m == 0
+    }
 }
 
 fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
@@ -359,5 +414,121 @@ mod json_tests {
         let mut none = Vec::new();
         assert!(!write_map_json(&mut none, &BTreeMap::new()));
         assert!(none.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn line() -> ChargeLine {
+        let t = |d: u32| Utc.with_ymd_and_hms(2026, 10, d, 0, 0, 0).single().expect("date");
+        let s = |v: &str| Some(v.to_string());
+        let mut focus = crate::FocusValues::default();
+        focus.push_text(0, "focus text".into());
+        ChargeLine {
+            billing_account_id: "acct".into(),
+            billing_account_name: s("name"),
+            sub_account_id: s("sub"),
+            sub_account_name: s("sub name"),
+            billing_period_start: t(1),
+            billing_period_end: t(31),
+            charge_period_start: t(2),
+            charge_period_end: t(3),
+            charge_category: ChargeCategory::Usage,
+            charge_class: None,
+            charge_description: s("a description long enough to span more than one vector block"),
+            service_name: s("svc"),
+            service_category: s("Compute"),
+            provider_name: s("AWS"),
+            publisher_name: s("AWS"),
+            invoice_issuer_name: s("AWS"),
+            region_id: s("eu-west-1"),
+            resource_id: s("i-1"),
+            resource_name: s("web"),
+            sku_id: s("sku"),
+            billed_cost: Decimal::ONE,
+            effective_cost: None,
+            list_cost: None,
+            contracted_cost: None,
+            billing_currency: "USD".into(),
+            pricing_quantity: None,
+            pricing_unit: s("Hours"),
+            consumed_quantity: None,
+            consumed_unit: s("Hours"),
+            commitment_discount_id: s("sp-1"),
+            invoice_id: s("inv"),
+            tags: [("team".to_string(), "web".to_string())].into(),
+            focus: Some(Box::new(focus)),
+            x_extra: [("x".to_string(), "y".to_string())].into(),
+            source_ref: s("bill.csv:2"),
+        }
+    }
+
+    /// The one-pass NUL scan finds a NUL in every text a line has, wherever in the text, and
+    /// the check then names the column.
+    #[test]
+    fn a_nul_byte_in_any_text_is_found_and_named() {
+        assert_eq!(line().check(&DateBounds::default()), Ok(()));
+        type Put = fn(&mut ChargeLine, String);
+        let cases: Vec<(&str, Put)> = vec![
+            ("BillingAccountId", |l, v| l.billing_account_id = v),
+            ("BillingAccountName", |l, v| l.billing_account_name = Some(v)),
+            ("SubAccountId", |l, v| l.sub_account_id = Some(v)),
+            ("SubAccountName", |l, v| l.sub_account_name = Some(v)),
+            ("ChargeDescription", |l, v| l.charge_description = Some(v)),
+            ("ServiceName", |l, v| l.service_name = Some(v)),
+            ("ServiceCategory", |l, v| l.service_category = Some(v)),
+            ("ProviderName", |l, v| l.provider_name = Some(v)),
+            ("PublisherName", |l, v| l.publisher_name = Some(v)),
+            ("InvoiceIssuerName", |l, v| l.invoice_issuer_name = Some(v)),
+            ("RegionId", |l, v| l.region_id = Some(v)),
+            ("ResourceId", |l, v| l.resource_id = Some(v)),
+            ("ResourceName", |l, v| l.resource_name = Some(v)),
+            ("SkuId", |l, v| l.sku_id = Some(v)),
+            ("BillingCurrency", |l, v| l.billing_currency = v),
+            ("PricingUnit", |l, v| l.pricing_unit = Some(v)),
+            ("ConsumedUnit", |l, v| l.consumed_unit = Some(v)),
+            ("CommitmentDiscountId", |l, v| l.commitment_discount_id = Some(v)),
+            ("InvoiceId", |l, v| l.invoice_id = Some(v)),
+            (crate::FocusColumns::TEXT[0], |l, v| {
+                let mut f = crate::FocusValues::default();
+                f.push_text(0, v.into());
+                l.focus = Some(Box::new(f));
+            }),
+            ("Tags", |l, v| {
+                l.tags.insert("owner".into(), v);
+            }),
+            ("Tags", |l, v| {
+                l.tags.insert(v, "x".into());
+            }),
+            ("a provider column kept in x_extra", |l, v| {
+                l.x_extra.insert("k".into(), v);
+            }),
+            ("the source reference", |l, v| l.source_ref = Some(v)),
+        ];
+        for (name, put) in cases {
+            for text in ["\0", "a\0", "\0b", "a text of more than thirty-two bytes, then\0 a NUL"] {
+                let mut l = line();
+                put(&mut l, text.to_string());
+                assert_eq!(
+                    l.check(&DateBounds::default()),
+                    Err(format!("{name} contains a NUL byte (0x00), which no ledger column can store")),
+                    "{name} = {text:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn dates_outside_the_accepted_years_are_refused_at_the_year_boundary() {
+        let bounds = DateBounds { first_year: 2026, last_year: 2026 };
+        let mut l = line();
+        assert_eq!(l.check(&bounds), Ok(()));
+        l.charge_period_end = Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).single().expect("date");
+        assert!(l.check(&bounds).is_err_and(|e| e.starts_with("ChargePeriodEnd 2027-01-01T00:00:00Z is outside")));
+        l.charge_period_end = Utc.with_ymd_and_hms(2026, 12, 31, 23, 59, 59).single().expect("date");
+        assert_eq!(l.check(&bounds), Ok(()));
     }
 }
