@@ -125,10 +125,16 @@ pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
 /// Batches being written at once by one load (bounded: memory stays at a few batches).
 const STAGES_IN_FLIGHT: usize = 2;
 
-/// Pieces of a load's last rollup rows written at once: the client has nothing else to do
-/// then, and each piece waits on the database's per-row work and round trips. With the
-/// statistics refresh beside them, within PostgreSQL's pool of 4 connections.
-const LAST_ROLLUP_WRITERS: usize = 3;
+/// Pieces of a load's last rollup rows written at once on PostgreSQL: the client has nothing
+/// else to do then, and each piece waits on the server's per-row work and round trips. With
+/// the statistics refresh beside them, within its pool of 4 connections. SQLite has one writer
+/// at a time: a third connection there only added its page cache (peak RSS +10 to +20 MB).
+fn last_rollup_writers(backend: crate::ledger::Backend) -> usize {
+    match backend {
+        crate::ledger::Backend::Postgres => 3,
+        crate::ledger::Backend::Sqlite => STAGES_IN_FLIGHT,
+    }
+}
 
 /// `host:pid:nonce`: identifies the process staging a load (or running a job).
 pub fn owner_id() -> String {
@@ -823,7 +829,7 @@ async fn stage(
     // which the import otherwise waited for after the commit): the client is mostly idle here.
     let last = futures::stream::iter(last_rows.into_iter().flat_map(|held| held.into_pieces(ROLLUP_PIECE)))
         .map(|piece| async move { store.append_rollup(load, &piece).await })
-        .buffer_unordered(LAST_ROLLUP_WRITERS)
+        .buffer_unordered(last_rollup_writers(store.backend()))
         .try_collect::<()>();
     let (last, ()) = tokio::join!(last, store.lines_staged(load));
     last.map_err(ledger_err)?;
