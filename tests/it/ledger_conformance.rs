@@ -836,3 +836,52 @@ async fn a_large_commit_refreshes_the_planner_statistics_on_postgres() {
     }
     assert!(fresh, "the charges' statistics were refreshed after the large commit");
 }
+
+/// PostgreSQL: once every line of a load is staged (`lines_staged`), the charges' statistics
+/// are refreshed before the commit — beside the load's last rollup rows, instead of making the
+/// import wait for them after it — and they leave out the columns no read filters, joins or
+/// groups on (migration 0015: amounts, free text, lineage), while keeping those reads group on.
+#[tokio::test]
+async fn staged_lines_refresh_the_charges_statistics_before_the_commit_on_postgres() {
+    use sqlx::Connection;
+    let Some(url) = pg_schema_url().await else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let s = costledger::ledger::open(&url).await.expect("open");
+    s.migrate().await.expect("migrate");
+    let columns_with_stats = || async {
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+        let cols: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_stats WHERE schemaname = current_schema() \
+             AND tablename = 'charge_rows' ORDER BY attname",
+        )
+        .fetch_all(&mut c)
+        .await
+        .expect("stats");
+        cols
+    };
+    let src = s.ensure_source("big", "test").await.expect("source");
+    let load = s.begin_load(&new_load(src, "big.csv", "k1", "test:1:1")).await.expect("begin");
+    let lines: Vec<ChargeLine> = (0..50_000).map(|i| line(&format!("0.{i:05}"), "USD")).collect();
+    for (i, chunk) in lines.chunks(5_000).enumerate() {
+        s.stage_lines(load, i as u64 * 5_000, chunk.to_vec(), None).await.expect("stage");
+    }
+    // The counters of the staging transactions reach the statistics system asynchronously.
+    let mut cols = Vec::new();
+    for _ in 0..40 {
+        s.lines_staged(load).await;
+        cols = columns_with_stats().await;
+        if !cols.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(cols.iter().any(|c| c == "charge_period_start"), "refreshed before the commit: {cols:?}");
+    assert!(cols.iter().any(|c| c == "ctx_id") && cols.iter().any(|c| c == "load_id"), "{cols:?}");
+    for left_out in ["billed_cost", "effective_cost", "x_source_ref", "tags", "row_no", "charge_description"] {
+        assert!(!cols.iter().any(|c| c == left_out), "{left_out} has statistics: {cols:?}");
+    }
+    assert!(matches!(s.commit_load(load, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Current { .. }));
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "12499.75");
+}
