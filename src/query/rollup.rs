@@ -136,8 +136,9 @@ pub struct RollupBuilder<'s> {
     index: FxHashMap<Box<[u8]>, RowSums>,
     /// The current line's key (reused).
     key: Vec<u8>,
-    /// Raw tag key → normalised key, when it is a kept key.
-    keys: FxHashMap<String, Option<String>>,
+    /// Raw tag key → the index of its normalised key in the spec's `tag_keys`, when it is a
+    /// kept key (an index, so one lookup per tag both fills and reads this).
+    keys: FxHashMap<String, Option<usize>>,
     last_day: Option<(DateTime<Utc>, NaiveDate)>,
     /// Local day of each charge start seen (hourly bills repeat a few hundred starts a month;
     /// the time-zone conversion was the builder's largest cost). Cleared past [`DAY_CACHE`].
@@ -238,19 +239,21 @@ impl<'s> RollupBuilder<'s> {
         };
         let mut tags: Vec<(&str, &str)> = Vec::new();
         if self.spec.kind == RollupKind::Daily && !self.spec.tag_keys.is_empty() {
-            for k in l.tags.keys() {
-                if !self.keys.contains_key(k.as_str()) {
-                    let n = normalise_key(&self.spec.aliases, k);
-                    let keep = self.spec.tag_keys.binary_search(&n).is_ok().then_some(n);
-                    self.keys.insert(k.clone(), keep);
-                }
-            }
+            let spec = self.spec;
             for (k, v) in &l.tags {
+                let keep = match self.keys.get(k.as_str()) {
+                    Some(keep) => *keep,
+                    None => {
+                        let keep = spec.tag_keys.binary_search(&normalise_key(&spec.aliases, k)).ok();
+                        self.keys.insert(k.clone(), keep);
+                        keep
+                    }
+                };
                 // The first tag of a normalised key wins (as the allocator reads them).
-                if let Some(Some(nk)) = self.keys.get(k.as_str())
-                    && !tags.iter().any(|(x, _)| x == nk)
+                if let Some(nk) = keep.map(|i| spec.tag_keys[i].as_str())
+                    && !tags.iter().any(|(x, _)| *x == nk)
                 {
-                    tags.push((nk.as_str(), v.as_str()));
+                    tags.push((nk, v.as_str()));
                 }
             }
             tags.sort_unstable();
