@@ -233,41 +233,52 @@ impl ChargeLine {
 
     /// The first column whose text holds a NUL byte.
     fn nul_column(&self) -> Option<&'static str> {
+        let texts: [(&'static str, Option<&str>); 19] = [
+            ("BillingAccountId", Some(self.billing_account_id.as_str())),
+            ("BillingAccountName", self.billing_account_name.as_deref()),
+            ("SubAccountId", self.sub_account_id.as_deref()),
+            ("SubAccountName", self.sub_account_name.as_deref()),
+            ("ChargeDescription", self.charge_description.as_deref()),
+            ("ServiceName", self.service_name.as_deref()),
+            ("ServiceCategory", self.service_category.as_deref()),
+            ("ProviderName", self.provider_name.as_deref()),
+            ("PublisherName", self.publisher_name.as_deref()),
+            ("InvoiceIssuerName", self.invoice_issuer_name.as_deref()),
+            ("RegionId", self.region_id.as_deref()),
+            ("ResourceId", self.resource_id.as_deref()),
+            ("ResourceName", self.resource_name.as_deref()),
+            ("SkuId", self.sku_id.as_deref()),
+            ("BillingCurrency", Some(self.billing_currency.as_str())),
+            ("PricingUnit", self.pricing_unit.as_deref()),
+            ("ConsumedUnit", self.consumed_unit.as_deref()),
+            ("CommitmentDiscountId", self.commitment_discount_id.as_deref()),
+            ("InvoiceId", self.invoice_id.as_deref()),
+        ];
+        let focus = self.focus.as_ref().map(|f| f.texts());
         // Every line is checked and nearly none holds a NUL: one pass folds the smallest byte
-        // of every text (no call or early exit per column), and only a 0 there looks for the
-        // column to name.
-        if !self.any_nul() {
+        // of every text (no call or early exit per text); only a 0 there looks for the column
+        // to name.
+        let mut m = u8::MAX;
+        for t in texts.iter().filter_map(|(_, t)| *t) {
+            m = min_byte(m, t);
+        }
+        for t in focus.iter().flatten().flatten() {
+            m = min_byte(m, t);
+        }
+        if let Some(t) = &self.source_ref {
+            m = min_byte(m, t);
+        }
+        for (k, v) in self.tags.iter().chain(&self.x_extra) {
+            m = min_byte(min_byte(m, k), v);
+        }
+        if m != 0 {
             return None;
         }
-        let has = |s: &str| memchr_nul(s.as_bytes());
-        let opt = |s: &Option<String>| s.as_deref().is_some_and(has);
-        let texts: [(&'static str, bool); 19] = [
-            ("BillingAccountId", has(&self.billing_account_id)),
-            ("BillingAccountName", opt(&self.billing_account_name)),
-            ("SubAccountId", opt(&self.sub_account_id)),
-            ("SubAccountName", opt(&self.sub_account_name)),
-            ("ChargeDescription", opt(&self.charge_description)),
-            ("ServiceName", opt(&self.service_name)),
-            ("ServiceCategory", opt(&self.service_category)),
-            ("ProviderName", opt(&self.provider_name)),
-            ("PublisherName", opt(&self.publisher_name)),
-            ("InvoiceIssuerName", opt(&self.invoice_issuer_name)),
-            ("RegionId", opt(&self.region_id)),
-            ("ResourceId", opt(&self.resource_id)),
-            ("ResourceName", opt(&self.resource_name)),
-            ("SkuId", opt(&self.sku_id)),
-            ("BillingCurrency", has(&self.billing_currency)),
-            ("PricingUnit", opt(&self.pricing_unit)),
-            ("ConsumedUnit", opt(&self.consumed_unit)),
-            ("CommitmentDiscountId", opt(&self.commitment_discount_id)),
-            ("InvoiceId", opt(&self.invoice_id)),
-        ];
-        if let Some((name, _)) = texts.iter().find(|(_, nul)| *nul) {
+        let has = |s: &str| s.as_bytes().contains(&0);
+        if let Some((name, _)) = texts.iter().find(|(_, t)| t.is_some_and(has)) {
             return Some(name);
         }
-        if let Some(f) = &self.focus
-            && let Some(i) = f.texts().iter().position(|t| t.is_some_and(has))
-        {
+        if let Some(i) = focus.and_then(|f| f.iter().position(|t| t.is_some_and(has))) {
             return Some(crate::FocusColumns::TEXT[i]);
         }
         if self.tags.iter().any(|(k, v)| has(k) || has(v)) {
@@ -276,63 +287,16 @@ impl ChargeLine {
         if self.x_extra.iter().any(|(k, v)| has(k) || has(v)) {
             return Some("a provider column kept in x_extra");
         }
-        if opt(&self.source_ref) {
+        if self.source_ref.as_deref().is_some_and(has) {
             return Some("the source reference");
         }
         None
     }
 }
 
-fn memchr_nul(b: &[u8]) -> bool {
-    b.contains(&0)
-}
-
 /// The smallest byte of `b` folded into `m` (a NUL makes it 0): a loop the compiler vectorises.
 fn min_byte(m: u8, b: &str) -> u8 {
     b.as_bytes().iter().fold(m, |m, &c| m.min(c))
-}
-
-impl ChargeLine {
-    /// Whether any text of the line (the columns, FOCUS texts, tags, x_extra, lineage) holds a
-    /// NUL byte.
-    fn any_nul(&self) -> bool {
-        let mut m = min_byte(u8::MAX, &self.billing_account_id);
-        m = min_byte(m, &self.billing_currency);
-        for t in [
-            &self.billing_account_name,
-            &self.sub_account_id,
-            &self.sub_account_name,
-            &self.charge_description,
-            &self.service_name,
-            &self.service_category,
-            &self.provider_name,
-            &self.publisher_name,
-            &self.invoice_issuer_name,
-            &self.region_id,
-            &self.resource_id,
-            &self.resource_name,
-            &self.sku_id,
-            &self.pricing_unit,
-            &self.consumed_unit,
-            &self.commitment_discount_id,
-            &self.invoice_id,
-            &self.source_ref,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            m = min_byte(m, t);
-        }
-        if let Some(f) = &self.focus {
-            for t in f.texts().into_iter().flatten() {
-                m = min_byte(m, t);
-            }
-        }
-        for (k, v) in self.tags.iter().chain(self.x_extra.iter()) {
-            m = min_byte(min_byte(m, k), v);
-        }
-        m == 0
-    }
 }
 
 fn map_json(m: &BTreeMap<String, String>) -> Option<String> {
