@@ -5,7 +5,8 @@
 # forced onto the charges by a filter on the resource; owner: every line allocated) and from the
 # pricing rollups (SKU × commitment status, `explain`, `commitments`) — median of RUNS runs, with
 # peak RSS; then one `export csv`, one `reconcile`, one with nothing to recompute and one
-# reconciled `report weekly` (written under a temporary directory).
+# reconciled `report weekly` (written under a temporary directory). On PostgreSQL, psql's own
+# `\copy` of the charges (to /dev/null, as the export's output is) and the export's time over it.
 #
 #   bench/query.sh [ROWS] [RUNS] [POSTGRES_ADMIN_URL]
 #   Defaults: 1000000 lines, 5 runs, postgres://postgres@127.0.0.1:5432/postgres (a database
@@ -60,8 +61,16 @@ once() { # label, url, command…  (one run: time, lines/s over ROWS, peak RSS)
   # `reconcile` exits 1 when it has findings (the synthetic bills have some): timed all the same.
   /usr/bin/time -f "%e %M" -o "$OUT/time.txt" $BIN --database "$url" "$@" > /dev/null 2> "$OUT/once.err" || true
   read -r secs kb < <(tail -1 "$OUT/time.txt")
+  LAST_SECS=$secs
   awk -v l="$label" -v s="$secs" -v k="$kb" -v r="$ROWS" \
     'BEGIN { printf "  %-42s %8.2f s %10.0f lines/s   peak RSS %6.1f MB\n", l, s, r / s, k / 1024 }'
+}
+
+copy_reference() { # PostgreSQL url: psql's own \copy of the charges, the export target's yardstick
+  /usr/bin/time -f "%e" -o "$OUT/time.txt" psql "$1" -qc '\copy (SELECT * FROM charges) TO STDOUT CSV' > /dev/null
+  read -r secs < <(tail -1 "$OUT/time.txt")
+  awk -v s="$secs" -v e="$EXPORT_SECS" -v r="$ROWS" \
+    'BEGIN { printf "  %-42s %8.2f s %10.0f lines/s   export csv / \\copy = %.2f\n", "psql \\copy (SELECT * FROM charges)", s, r / s, e / s }'
 }
 
 queries() { # url
@@ -74,6 +83,7 @@ queries() { # url
   t "explain week on week (pricing rollups)" "$1" explain --from 2026-W42 --to 2026-W43
   t "commitments of a month (pricing rollups)" "$1" commitments --from 2026-10 --to 2026-10
   once "export csv (all lines)" "$1" export csv
+  EXPORT_SECS=$LAST_SECS
   once "reconcile" "$1" reconcile
   once "reconcile, nothing to recompute" "$1" reconcile
   once "report weekly, reconciled" "$1" report weekly --out "$OUT/reports"
@@ -86,6 +96,7 @@ if psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS costledger_qbench" && psql "$PG
   PG_URL="${PG_ADMIN%/*}/costledger_qbench?sslmode=disable"
   import "postgres import $ROWS (with rollups)" "$PG_URL"
   queries "$PG_URL"
+  copy_reference "$PG_URL"
 else
   echo "PostgreSQL not reachable at $PG_ADMIN: skipped"
 fi

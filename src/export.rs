@@ -118,21 +118,33 @@ impl<'a> LineAllocation<'a> {
 }
 
 /// Whether a CSV cell needs quotes (RFC 4180: it holds the delimiter, the quote, CR or LF).
-/// Branch-free over 16-byte blocks (the tail copied into a zeroed one), which the compiler
-/// turns into a few vector compares per block: most cells need no quotes.
+/// Short cells (most of them) are looked up byte by byte in a table; longer ones are tested
+/// branch-free over 16-byte blocks, which the compiler turns into a few vector compares per
+/// block, the last block overlapping the one before rather than copying the tail.
 fn needs_quotes(cell: &[u8]) -> bool {
+    const SPECIAL: [bool; 256] = {
+        let mut t = [false; 256];
+        t[b',' as usize] = true;
+        t[b'"' as usize] = true;
+        t[b'\r' as usize] = true;
+        t[b'\n' as usize] = true;
+        t
+    };
     fn block(c: &[u8; 16]) -> u8 {
         c.iter().fold(0, |m, &b| m | ((b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n')) as u8)
+    }
+    if cell.len() < 16 {
+        return cell.iter().any(|&b| SPECIAL[b as usize]);
     }
     let mut chunks = cell.chunks_exact(16);
     let mut any = 0;
     for c in &mut chunks {
         any |= block(c.try_into().expect("a 16-byte chunk"));
     }
-    let tail = chunks.remainder();
-    let mut last = [0u8; 16];
-    last[..tail.len()].copy_from_slice(tail);
-    any | block(&last) != 0
+    if !chunks.remainder().is_empty() {
+        any |= block(cell[cell.len() - 16..].try_into().expect("the last 16 bytes"));
+    }
+    any != 0
 }
 
 /// The finance CSV's rows, written straight into one output buffer (flushed to the writer
@@ -340,6 +352,21 @@ mod tests {
         ours.flush_to(&mut out, true).expect("ours writes");
         let theirs = theirs.into_inner().expect("csv flushes");
         assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&theirs));
+    }
+
+    /// Every length around the 16-byte blocks, the special byte at every place, and none.
+    #[test]
+    fn a_cell_needs_quotes_exactly_when_it_holds_a_delimiter_quote_or_line_break() {
+        for len in 0..50 {
+            assert!(!super::needs_quotes(&vec![b'a'; len]), "plain, {len} bytes");
+            for at in 0..len {
+                for special in [b',', b'"', b'\r', b'\n'] {
+                    let mut cell = vec![b'a'; len];
+                    cell[at] = special;
+                    assert!(super::needs_quotes(&cell), "{:?} at {at} of {len}", special as char);
+                }
+            }
+        }
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub(crate) struct Dialect {
     for_update: &'static str,
     for_update_of_p: &'static str,
     collate_c: &'static str,
+    /// Rollup rows per multi-row INSERT ([`Dialect::rollup_chunk`]).
+    rollup_chunk: usize,
 }
 
 impl Dialect {
@@ -34,6 +36,7 @@ impl Dialect {
         for_update: "",
         for_update_of_p: "",
         collate_c: "",
+        rollup_chunk: 100,
     };
     pub(crate) const POSTGRES: Dialect = Dialect {
         numbered: true,
@@ -41,7 +44,17 @@ impl Dialect {
         for_update: " FOR UPDATE",
         for_update_of_p: " FOR UPDATE OF p",
         collate_c: " COLLATE \"C\"",
+        rollup_chunk: 1_000,
     };
+
+    /// Rollup rows per multi-row INSERT (28 binds a row: under both backends' bind limits).
+    /// PostgreSQL: 1,000, fewer round trips. SQLite: 100 — it compiles each statement into a
+    /// program that grows with its binds and keeps it, prepared, per connection: a 1,000-row
+    /// INSERT held ~15 MB, which came on top of the import's peak RSS when the load's last
+    /// rollup rows were written.
+    pub(crate) fn rollup_chunk(&self) -> usize {
+        self.rollup_chunk
+    }
 
     /// The SQL text for this backend: tokens replaced, placeholders numbered where needed
     /// (`?N` keeps its number; bare `?` are numbered in order). Our SQL has no `?` or braces
@@ -94,9 +107,6 @@ pub fn commit_decision(current: Option<(LoadId, &str)>, key: &str) -> CommitDeci
         other => CommitDecision::Supersede { old: other.map(|(id, _)| id) },
     }
 }
-
-/// Rollup rows per multi-row INSERT (21 binds each: under both backends' bind limits).
-pub(crate) const ROLLUP_CHUNK: usize = 1_000;
 
 /// The columns of a rollup row after `load_id`, in the order they are bound and read.
 pub(crate) const ROLLUP_COLUMNS: &str = "day, billing_period, provider_name, billing_account_id, sub_account_id, \
@@ -789,7 +799,8 @@ macro_rules! load_helpers {
             load: LoadId,
             rows: &[crate::RollupRow],
         ) -> Result<()> {
-            for chunk in rows.chunks(crate::load_sql::ROLLUP_CHUNK) {
+            let full = D.rollup_chunk();
+            for chunk in rows.chunks(full) {
                 let mut b: sqlx::QueryBuilder<$db> =
                     sqlx::QueryBuilder::new(format!("INSERT INTO rollups (load_id, {}) ", crate::load_sql::ROLLUP_COLUMNS));
                 b.push_values(chunk, |mut v, x| {
@@ -823,7 +834,9 @@ macro_rules! load_helpers {
                         .push_bind(x.commitment_discount_category.clone())
                         .push_bind(x.commitment_discount_status.clone());
                 });
-                b.build().execute(&mut **tx).await?;
+                // A chunk of the full size is prepared once and kept; a shorter last chunk (any
+                // length) is not kept, or each length would hold a prepared statement of its own.
+                b.build().persistent(chunk.len() == full).execute(&mut **tx).await?;
             }
             Ok(())
         }

@@ -497,6 +497,75 @@ async fn postgres_reports_a_charge_naming_a_missing_context() {
     );
 }
 
+/// A PostgreSQL charge read that its reader stops early (a consumer that failed, a cancelled
+/// request) gives its connections back — the pooled one of its statement and the context
+/// reader's own: more early stops than the pool has connections, then full reads in both
+/// orders, each with every charge, in the ledger's order, exactly.
+#[tokio::test]
+async fn postgres_charge_reads_stopped_early_give_their_connection_back() {
+    let Some(url) = pg_schema_url().await else { return };
+    let s = costledger::ledger::open(&url).await.expect("open");
+    s.migrate().await.expect("migrate");
+    let src = s.ensure_source("a", "test").await.expect("source");
+    // More lines than one handed-over batch, in an order the read must restore.
+    let lines: Vec<ChargeLine> = (0..1_500)
+        .map(|i| {
+            let mut l = line(&format!("{}.{:03}", i % 7, i), if i % 3 == 0 { "EUR" } else { "USD" });
+            l.billing_account_id = format!("acct-{}", 2 - i % 3);
+            l
+        })
+        .collect();
+    load_lines(s.as_ref(), src, "a", "k1", &lines).await;
+    let within = |what: &'static str| move || panic!("{what} did not finish within 60 s: a read kept its connection");
+    for unordered in [false, true] {
+        let filter = ChargeFilter { unordered, ..ChargeFilter::default() };
+        for _ in 0..10 {
+            let first: Vec<_> = tokio::time::timeout(Duration::from_secs(60), s.charges(&filter).take(3).collect())
+                .await
+                .unwrap_or_else(|_| within("an early-stopped read")());
+            assert_eq!(first.len(), 3);
+            assert!(first.iter().all(|r| r.is_ok()));
+        }
+    }
+    let all = |unordered: bool| {
+        let filter = ChargeFilter { unordered, ..ChargeFilter::default() };
+        let s = &s;
+        async move {
+            let rows: Vec<_> = tokio::time::timeout(Duration::from_secs(60), s.charges(&filter).collect::<Vec<_>>())
+                .await
+                .unwrap_or_else(|_| within("a full read")());
+            rows.into_iter().map(|r| r.expect("a charge")).collect::<Vec<_>>()
+        }
+    };
+    let ordered = all(false).await;
+    let mut unordered = all(true).await;
+    assert_eq!(ordered.len(), 1_500);
+    // The ledger's order: billing account first, then the row's place in the load.
+    let keys: Vec<_> = ordered.iter().map(|r| (r.line.billing_account_id.clone(), r.row_no)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+    unordered.sort_by_key(|r| r.row_no);
+    let mut by_row = ordered.clone();
+    by_row.sort_by_key(|r| r.row_no);
+    for (a, b) in by_row.iter().zip(&unordered) {
+        assert_eq!(a.line, b.line);
+        assert_eq!(a.line, lines[a.row_no as usize]);
+    }
+    for currency in ["EUR", "USD"] {
+        let mut read = costledger_core::ExactSum::ZERO;
+        let mut loaded = costledger_core::ExactSum::ZERO;
+        for r in ordered.iter().filter(|r| r.line.billing_currency == currency) {
+            read.add(r.line.billed_cost).expect("sum");
+        }
+        for l in lines.iter().filter(|l| l.billing_currency == currency) {
+            loaded.add(l.billed_cost).expect("sum");
+        }
+        assert_eq!(read, loaded, "{currency}");
+        assert_eq!(total(s.as_ref(), currency).await, loaded, "{currency}");
+    }
+}
+
 /// Charges written under schema 3 (keyed by a (load_id, row_no) primary key) are all still
 /// there, found, summed and deletable after migration 4 re-keys them.
 #[tokio::test]

@@ -456,6 +456,70 @@ proptest! {
     }
 }
 
+/// Rollup rows go to the database in multi-row INSERTs of a fixed size per backend (SQLite 100,
+/// PostgreSQL 1,000) and a shorter last one, not kept prepared: a load's rows of any count
+/// around those sizes, appended while staging and written at commit, are each counted once.
+async fn rollup_rows_of_any_count_are_written_once(s: &dyn LedgerStore) {
+    let cfg = rollup_config();
+    let spec = RollupSpec::from_config(&cfg);
+    let source = s.ensure_source("bill", "focus").await.expect("source");
+    let mut loaded = 0;
+    for (i, n) in [1usize, 99, 100, 101, 999, 1_000, 1_001, 2_345].into_iter().enumerate() {
+        // One rollup row per line: each line its own sub account.
+        let lines: Vec<ChargeLine> = (0..n)
+            .map(|j| {
+                let mut l = line(&format!("0.{:04}", j % 10_000 + 1), "USD");
+                l.sub_account_id = Some(format!("S{i}-{j}"));
+                l
+            })
+            .collect();
+        let id = s.begin_load(&new_load(source, &format!("s{i}"), "k", "test:1:1")).await.expect("begin");
+        s.stage_lines(id, 0, lines.clone(), None).await.expect("stage");
+        let (staged, last) = lines.split_at(n / 3);
+        let mut b = RollupBuilder::new(&spec).with_min_compression(0);
+        for l in staged {
+            b.add(l).expect("add");
+        }
+        s.append_rollup(id, &b.take_rows()).await.expect("append");
+        for l in last {
+            b.add(l).expect("add");
+        }
+        let mut sm = summary_of(&lines);
+        sm.rollups.extend(b.finish());
+        s.commit_load(id, &sm).await.expect("commit");
+        loaded += n as u64;
+        let q = costledger::app::query::parse(
+            &cfg,
+            &QueryText {
+                metrics: vec!["BilledCost,lines".into()],
+                group_by: vec!["sub_account".into()],
+                ..Default::default()
+            },
+        )
+        .expect("query");
+        let want = query_via(s, &cfg, &q, ReadPath::Charges).await.expect("charges");
+        assert_eq!(want.lines, loaded);
+        for path in [ReadPath::Rollups(RollupKind::Daily), ReadPath::GroupedRollups(RollupKind::Daily)] {
+            let mut got = query_via(s, &cfg, &q, path).await.expect("rollups");
+            assert_eq!(got.answered_from, AnsweredFrom::Rollups, "{n} rows by {path:?}");
+            got.answered_from = AnsweredFrom::Charges;
+            assert_eq!(got, want, "{n} rows by {path:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn rollup_rows_of_any_count_are_written_once_on_sqlite() {
+    let (s, _dir) = sqlite_store().await;
+    rollup_rows_of_any_count_are_written_once(s.as_ref()).await;
+}
+
+#[tokio::test]
+async fn rollup_rows_of_any_count_are_written_once_on_postgres() {
+    let Some(s) = pg_store().await else { return };
+    rollup_rows_of_any_count_are_written_once(s.as_ref()).await;
+}
+
 /// A load that crashed mid-staging has no rollup rows, and queries never see its lines.
 #[tokio::test]
 async fn a_load_that_never_committed_leaves_no_rollup() {
