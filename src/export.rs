@@ -118,82 +118,81 @@ impl<'a> LineAllocation<'a> {
 }
 
 /// Whether a CSV cell needs quotes (RFC 4180: it holds the delimiter, the quote, CR or LF).
-/// Short cells (most of them) are looked up byte by byte in a table; longer ones are tested
-/// branch-free over 16-byte blocks, which the compiler turns into a few vector compares per
-/// block, the last block overlapping the one before rather than copying the tail.
+/// Eight bytes at a time (a word compared with each of the four bytes at once: the classic
+/// test for a zero byte in `word ^ repeated byte`, exact for "any"), the last word overlapping
+/// the one before rather than copying the tail; cells shorter than a word byte by byte.
 fn needs_quotes(cell: &[u8]) -> bool {
-    const SPECIAL: [bool; 256] = {
-        let mut t = [false; 256];
-        t[b',' as usize] = true;
-        t[b'"' as usize] = true;
-        t[b'\r' as usize] = true;
-        t[b'\n' as usize] = true;
-        t
-    };
-    fn block(c: &[u8; 16]) -> u8 {
-        c.iter().fold(0, |m, &b| m | ((b == b',') | (b == b'"') | (b == b'\r') | (b == b'\n')) as u8)
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SPECIAL: [u8; 4] = [b',', b'"', b'\r', b'\n'];
+    fn any_special(word: u64) -> u64 {
+        SPECIAL.iter().fold(0, |m, &b| {
+            let x = word ^ (ONES * u64::from(b));
+            m | (x.wrapping_sub(ONES) & !x & HIGHS)
+        })
     }
-    if cell.len() < 16 {
-        return cell.iter().any(|&b| SPECIAL[b as usize]);
+    if cell.len() < 8 {
+        return cell.iter().any(|b| SPECIAL.contains(b));
     }
-    let mut chunks = cell.chunks_exact(16);
+    let word = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    let mut chunks = cell.chunks_exact(8);
     let mut any = 0;
     for c in &mut chunks {
-        any |= block(c.try_into().expect("a 16-byte chunk"));
+        any |= any_special(word(c));
     }
     if !chunks.remainder().is_empty() {
-        any |= block(cell[cell.len() - 16..].try_into().expect("the last 16 bytes"));
+        any |= any_special(word(&cell[cell.len() - 8..]));
     }
     any != 0
 }
 
 /// The finance CSV's rows, written straight into one output buffer (flushed to the writer
-/// every [`RowCells::FLUSH_AT`] bytes): no allocation and no CSV state machine per cell. A cell
-/// is written, then quoted in place in the rare case it holds a delimiter, quote, CR or LF
-/// (quotes doubled, as RFC 4180 and the `csv` crate do); each row ends in CRLF. The bytes are
-/// those of `neutralise` / `format_ts` / `canonical` / the tag JSON, as the golden files hold
-/// them.
+/// every [`RowCells::FLUSH_AT`] bytes): no allocation and no CSV state machine per cell. A text
+/// is tested for the bytes that need quotes where it is (not after it was copied: reading back
+/// bytes just written stalled on every word) and written quoted, quotes doubled, as RFC 4180
+/// and the `csv` crate do, only when it holds one; each row ends in CRLF. The bytes are those
+/// of `neutralise` / `format_ts` / `canonical` / the tag JSON, as the golden files hold them.
 #[derive(Default)]
 struct RowCells {
     buf: Vec<u8>,
-    /// Where the current cell starts in `buf`.
-    start: usize,
-    /// A copy of a cell being quoted (reused).
+    /// A cell built before it is written (the tag JSON; reused).
     scratch: Vec<u8>,
 }
 
 impl RowCells {
     const FLUSH_AT: usize = 1 << 16;
 
-    /// Ends the cell begun at `self.start`; `check` is false for cells that cannot hold a
-    /// byte needing quotes (amounts, timestamps, ids, enum names).
-    fn end_cell_checked(&mut self, check: bool) {
-        if check && needs_quotes(&self.buf[self.start..]) {
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&self.buf[self.start..]);
-            self.buf.truncate(self.start);
+    /// Appends one cell — `prefix` then `cell` — quoted when `cell` needs quotes, and the
+    /// delimiter.
+    fn cell(&mut self, prefix: &[u8], cell: &[u8]) {
+        if needs_quotes(cell) {
             self.buf.push(b'"');
-            for &b in &self.scratch {
-                if b == b'"' {
+            self.buf.extend_from_slice(prefix);
+            // A run at a time, each up to and including a quote, which is doubled.
+            for run in cell.split_inclusive(|&b| b == b'"') {
+                self.buf.extend_from_slice(run);
+                if run.last() == Some(&b'"') {
                     self.buf.push(b'"');
                 }
-                self.buf.push(b);
             }
             self.buf.push(b'"');
+        } else {
+            self.buf.extend_from_slice(prefix);
+            self.buf.extend_from_slice(cell);
         }
         self.buf.push(b',');
-        self.start = self.buf.len();
     }
 
-    fn end_cell(&mut self) {
-        self.end_cell_checked(true);
+    /// Ends a cell written into the buffer that cannot hold a byte needing quotes (amounts,
+    /// timestamps, ids, enum names).
+    fn end_plain_cell(&mut self) {
+        self.buf.push(b',');
     }
 
     /// Replaces the last cell's delimiter by the row's CRLF.
     fn end_row(&mut self) {
         self.buf.pop();
         self.buf.extend_from_slice(b"\r\n");
-        self.start = self.buf.len();
     }
 
     /// Writes the buffered rows once they pass [`Self::FLUSH_AT`] bytes (or always with `all`).
@@ -201,17 +200,13 @@ impl RowCells {
         if all || self.buf.len() >= Self::FLUSH_AT {
             out.write_all(&self.buf)?;
             self.buf.clear();
-            self.start = 0;
         }
         Ok(())
     }
 
     fn text(&mut self, s: &str) {
-        if formula_like(s) {
-            self.buf.push(b'\'');
-        }
-        self.buf.extend_from_slice(s.as_bytes());
-        self.end_cell();
+        let prefix: &[u8] = if formula_like(s) { b"'" } else { b"" };
+        self.cell(prefix, s.as_bytes());
     }
 
     fn opt(&mut self, s: &Option<String>) {
@@ -220,20 +215,28 @@ impl RowCells {
 
     /// A cell written as is (no formula prefix): names costledger makes.
     fn raw(&mut self, s: &str) {
-        self.buf.extend_from_slice(s.as_bytes());
-        self.end_cell();
+        self.cell(b"", s.as_bytes());
     }
 
     fn ts(&mut self, t: chrono::DateTime<chrono::Utc>) {
         costledger_core::write_ts(&mut self.buf, t);
-        self.end_cell_checked(false);
+        self.end_plain_cell();
     }
 
     fn amount(&mut self, d: Option<Decimal>) {
         if let Some(d) = d {
             costledger_core::write_canonical(&mut self.buf, d);
         }
-        self.end_cell_checked(false);
+        self.end_plain_cell();
+    }
+
+    /// The tags as a JSON object (built aside, then written as a cell: it holds quotes).
+    fn tags(&mut self, tags: &std::collections::BTreeMap<String, String>) {
+        let mut json = std::mem::take(&mut self.scratch);
+        json.clear();
+        costledger_core::write_map_json(&mut json, tags);
+        self.cell(b"", &json);
+        self.scratch = json;
     }
 
     /// The header row: the column names as they are.
@@ -257,9 +260,9 @@ impl RowCells {
         self.ts(l.charge_period_start);
         self.ts(l.charge_period_end);
         self.buf.extend_from_slice(l.charge_category.as_str().as_bytes());
-        self.end_cell_checked(false);
+        self.end_plain_cell();
         self.buf.extend_from_slice(l.charge_class.map(|c| c.as_str()).unwrap_or_default().as_bytes());
-        self.end_cell_checked(false);
+        self.end_plain_cell();
         self.opt(&l.charge_description);
         self.opt(&l.service_name);
         self.opt(&l.service_category);
@@ -281,12 +284,11 @@ impl RowCells {
         self.opt(&l.consumed_unit);
         self.opt(&l.commitment_discount_id);
         self.opt(&l.invoice_id);
-        costledger_core::write_map_json(&mut self.buf, &l.tags);
-        self.end_cell();
+        self.tags(&l.tags);
         self.text(&owner);
         self.raw(&reason);
         let _ = write!(self.buf, "{}", r.load_id);
-        self.end_cell_checked(false);
+        self.end_plain_cell();
         self.text(&r.source);
         self.opt(&l.source_ref);
         self.end_row();
