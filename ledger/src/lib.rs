@@ -1214,9 +1214,12 @@ pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// The export order, shared by both backends (NULLs first, byte-wise text comparison).
-/// PostgreSQL sorts by the same key through its contexts' ranks (`CONTEXT_RANKS` in
-/// `postgres.rs`): a change here changes that too (the conformance suite checks the order).
+/// The export order, shared by both backends (NULLs first, byte-wise text comparison). Both
+/// sort by the same key through their contexts' ranks (`CONTEXT_RANKS` in `sqlite.rs` and
+/// `postgres.rs`: the four context columns before the charge's start, then the service): a
+/// change here changes those too (a unit test checks they name these columns in this order,
+/// the conformance suite checks the order read back).
+#[cfg(test)]
 pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "billing_period_start",
     "provider_name",

@@ -452,7 +452,7 @@ super::reconcile_sql::reconcile_impl!(PgLedger);
 // Hooks of the shared load/run SQL (`load_sql.rs`).
 const D: Dialect = Dialect::POSTGRES;
 const CHARGES_OF_L: &str = "c.load_id = l.id";
-/// Each charge context's rank in the export order ([`ORDER_COLUMNS`]): `r1` over billing
+/// Each charge context's rank in the export order (`ORDER_COLUMNS` in `lib.rs`): `r1` over billing
 /// period, provider, billing account and sub account, `r2` over the service (equal values, equal
 /// rank; text in byte order, NULL first). The export sorts the charge rows by these integers
 /// instead of their text — the sort then carries and compares no context text (the planner joins
@@ -875,6 +875,16 @@ super::load_sql::ledger_store_impl!(PgLedger, {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ranks name the export order's context columns in its order (`ORDER_COLUMNS`).
+    #[test]
+    fn context_ranks_follow_the_export_order() {
+        let at = |c: &str| CONTEXT_RANKS.find(c).unwrap_or_else(|| panic!("{c} is not ranked"));
+        let ranked: Vec<usize> =
+            crate::ORDER_COLUMNS.iter().filter(|c| crate::contexts::is_context_column(c)).map(|c| at(c)).collect();
+        assert_eq!(ranked.len(), 5);
+        assert!(ranked.windows(2).all(|w| w[0] < w[1]), "{ranked:?}");
+    }
 
     #[test]
     fn context_columns_are_where_the_reads_look_for_them() {
