@@ -1426,6 +1426,19 @@ pub(crate) fn parse_tags(s: Option<&str>) -> Result<BTreeMap<String, String>> {
 mod tests {
     use super::*;
 
+    /// Both backends' context ranks name the export order's context columns in its order
+    /// ([`ORDER_COLUMNS`]).
+    #[test]
+    fn context_ranks_follow_the_export_order() {
+        for (backend, ranks) in [("SQLite", sqlite::CONTEXT_RANKS), ("PostgreSQL", postgres::CONTEXT_RANKS)] {
+            let at = |c: &str| ranks.find(c).unwrap_or_else(|| panic!("{backend}: {c} is not ranked"));
+            let ranked: Vec<usize> =
+                ORDER_COLUMNS.iter().filter(|c| contexts::is_context_column(c)).map(|c| at(c)).collect();
+            assert_eq!(ranked.len(), 5, "{backend}");
+            assert!(ranked.windows(2).all(|w| w[0] < w[1]), "{backend}: {ranked:?}");
+        }
+    }
+
     /// Regression: findings sort by check name (golden reports depend on it); the enum once
     /// sorted by declaration order and reordered the findings table.
     #[test]

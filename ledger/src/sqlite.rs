@@ -52,7 +52,7 @@ const GROUPED: GroupDialect = GroupDialect {
 /// equal rank; text in byte order, NULL first — SQLite's own order of those columns). The
 /// export sorts by these integers and the charge's own columns instead of six texts per row:
 /// the sorter compares integers first (as PostgreSQL's export does, `postgres.rs`).
-const CONTEXT_RANKS: &str = "(SELECT id, \
+pub(crate) const CONTEXT_RANKS: &str = "(SELECT id, \
      rank() OVER (ORDER BY billing_period_start, provider_name, billing_account_id, sub_account_id) AS r1, \
      rank() OVER (ORDER BY service_name) AS r2 FROM charge_contexts)";
 
@@ -720,19 +720,4 @@ fn not_staging(load: LoadId) -> LedgerError {
     LedgerError::State(format!(
         "load {load} is no longer staging (swept as stale by another process?); nothing of it was committed"
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The ranks name the export order's context columns in its order (`ORDER_COLUMNS`).
-    #[test]
-    fn context_ranks_follow_the_export_order() {
-        let at = |c: &str| CONTEXT_RANKS.find(c).unwrap_or_else(|| panic!("{c} is not ranked"));
-        let ranked: Vec<usize> =
-            crate::ORDER_COLUMNS.iter().filter(|c| crate::contexts::is_context_column(c)).map(|c| at(c)).collect();
-        assert_eq!(ranked.len(), 5);
-        assert!(ranked.windows(2).all(|w| w[0] < w[1]), "{ranked:?}");
-    }
 }
