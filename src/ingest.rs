@@ -128,9 +128,9 @@ const STAGES_IN_FLIGHT: usize = 2;
 /// Pieces of a load's last rollup rows written at once on PostgreSQL: the client has nothing
 /// else to do then, and each piece waits on the server's per-row work and round trips. With
 /// the statistics refresh beside them, within its pool of 4 connections. SQLite has one writer
-/// at a time, so a second connection gained nothing but its own copy of the prepared 1,000-row
-/// rollup INSERT and its page cache: the import's peak RSS came at its very end, +15 to +18 MB
-/// when that connection opened (10M lines: 148–164 MB).
+/// at a time, so a second connection gained nothing but its own prepared rollup INSERT and page
+/// cache: with 1,000-row INSERTs the import's peak RSS came at its very end, +15 to +18 MB
+/// (10M lines: 148–164 MB; see `Dialect::rollup_chunk`).
 fn last_rollup_writers(backend: crate::ledger::Backend) -> usize {
     match backend {
         crate::ledger::Backend::Postgres => 3,

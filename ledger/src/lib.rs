@@ -1231,6 +1231,11 @@ pub(crate) const ORDER_COLUMNS: [&str; 8] = [
     "row_no",
 ];
 
+/// The export's ORDER BY in both backends' ordered charge read: each context's ranks (`k`, a
+/// backend's `CONTEXT_RANKS`) in place of its columns of `ORDER_COLUMNS`, the charge's own
+/// columns as they are.
+pub(crate) const RANKED_EXPORT_ORDER: &str = "k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no";
+
 /// The `charges` view's columns in the order every read uses (writers: [`row_columns`]): the line's core, its
 /// load and position, then the FOCUS columns of [`costledger_core::FocusColumns`] (text, then
 /// decimal, in that type's order; a test checks it).
@@ -1437,6 +1442,20 @@ mod tests {
             assert_eq!(ranked.len(), 5, "{backend}");
             assert!(ranked.windows(2).all(|w| w[0] < w[1]), "{backend}: {ranked:?}");
         }
+        // The ORDER BY: the four context columns before the charge's start are rank r1, the
+        // service r2, the charge's own columns themselves.
+        let mut order: Vec<String> = Vec::new();
+        for c in ORDER_COLUMNS {
+            let term = match c {
+                "service_name" => "k.r2".to_string(),
+                c if contexts::is_context_column(c) => "k.r1".to_string(),
+                c => format!("c.{c}"),
+            };
+            if order.last() != Some(&term) {
+                order.push(term);
+            }
+        }
+        assert_eq!(RANKED_EXPORT_ORDER, order.join(", "));
     }
 
     /// Regression: findings sort by check name (golden reports depend on it); the enum once

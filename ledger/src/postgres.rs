@@ -830,7 +830,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
         let sql = format!(
             "SELECT {cols}, s.name, c.ctx_id FROM charges c LEFT JOIN {CONTEXT_RANKS} AS k(id, r1, r2) ON k.id = c.ctx_id \
              JOIN loads l ON l.id = c.load_id JOIN sources s ON s.id = l.source_id \
-             WHERE {w} ORDER BY k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no"
+             WHERE {w} ORDER BY {RANKED_EXPORT_ORDER}"
         );
         let reader = ContextReader::new(self.opts.clone());
         Box::pin(

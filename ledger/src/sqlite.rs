@@ -657,7 +657,7 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
             format!(
                 "SELECT {cols}, s.name FROM charges c LEFT JOIN {CONTEXT_RANKS} k ON k.id = c.ctx_id \
                  JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
-                 WHERE {w} ORDER BY k.r1, c.charge_period_start, k.r2, c.load_id, c.row_no",
+                 WHERE {w} ORDER BY {RANKED_EXPORT_ORDER}",
                 j = charges_of_l!()
             )
         };
