@@ -25,8 +25,6 @@ pub(crate) struct Dialect {
     for_update: &'static str,
     for_update_of_p: &'static str,
     collate_c: &'static str,
-    /// Rollup rows per multi-row INSERT ([`Dialect::rollup_chunk`]).
-    rollup_chunk: usize,
 }
 
 impl Dialect {
@@ -36,7 +34,6 @@ impl Dialect {
         for_update: "",
         for_update_of_p: "",
         collate_c: "",
-        rollup_chunk: 100,
     };
     pub(crate) const POSTGRES: Dialect = Dialect {
         numbered: true,
@@ -44,17 +41,7 @@ impl Dialect {
         for_update: " FOR UPDATE",
         for_update_of_p: " FOR UPDATE OF p",
         collate_c: " COLLATE \"C\"",
-        rollup_chunk: 1_000,
     };
-
-    /// Rollup rows per multi-row INSERT (28 binds a row: under both backends' bind limits).
-    /// PostgreSQL: 1,000, fewer round trips. SQLite: 100 — it compiles each statement into a
-    /// program that grows with its binds and keeps it, prepared, per connection: a 1,000-row
-    /// INSERT held ~15 MB, which came on top of the import's peak RSS when the load's last
-    /// rollup rows were written.
-    pub(crate) fn rollup_chunk(&self) -> usize {
-        self.rollup_chunk
-    }
 
     /// The SQL text for this backend: tokens replaced, placeholders numbered where needed
     /// (`?N` keeps its number; bare `?` are numbered in order). Our SQL has no `?` or braces
@@ -761,48 +748,27 @@ macro_rules! ledger_store_impl {
 
 pub(crate) use ledger_store_impl;
 
-/// Module-level helpers the methods share (expanded once per backend, beside its hooks).
-macro_rules! load_helpers {
+/// Rollup rows written as multi-row INSERTs of [`ROLLUP_CHUNK`] rows (SQLite; PostgreSQL writes
+/// them by binary COPY).
+macro_rules! rollup_inserts {
     ($db:ty) => {
-        /// This backend's SQL text for `sql` (see [`crate::load_sql::Dialect::render`]).
-        fn q(sql: &str) -> sqlx::AssertSqlSafe<String> {
-            sqlx::AssertSqlSafe(D.render(sql))
-        }
-
-        /// Keep a staging load alive; fails when it was swept meanwhile.
-        async fn heartbeat(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId) -> Result<()> {
-            let n = sqlx::query(q("UPDATE loads SET heartbeat_at = {NOW} WHERE id = ? AND state = 'staging'"))
-                .bind(load)
-                .execute(&mut **tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                return Err(not_staging(load));
-            }
-            Ok(())
-        }
-
-        /// Add the last rows of `load`'s rollup (earlier chunks may be there already: rollup rows
-        /// are additive) and record the spec it was built with.
-        async fn insert_rollup(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId, r: &Rollup) -> Result<()> {
-            insert_rollup_rows(tx, load, &r.rows).await?;
-            sqlx::query(q(&format!("UPDATE loads SET {} = ? WHERE id = ?", r.kind.spec_column())))
-                .bind(&r.spec)
-                .bind(load)
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
-        }
+        /// Rollup rows per multi-row INSERT (28 binds a row). SQLite compiles each statement into
+        /// a program that grows with its binds and keeps it, prepared, per connection: a
+        /// 1,000-row INSERT held ~15 MB, which came on top of the import's peak RSS when the
+        /// load's last rollup rows were written; 100 rows hold a tenth of it.
+        const ROLLUP_CHUNK: usize = 100;
 
         async fn insert_rollup_rows(
             tx: &mut sqlx::Transaction<'_, $db>,
             load: LoadId,
             rows: &[crate::RollupRow],
         ) -> Result<()> {
-            let full = D.rollup_chunk();
+            let full = ROLLUP_CHUNK;
             for chunk in rows.chunks(full) {
-                let mut b: sqlx::QueryBuilder<$db> =
-                    sqlx::QueryBuilder::new(format!("INSERT INTO rollups (load_id, {}) ", crate::load_sql::ROLLUP_COLUMNS));
+                let mut b: sqlx::QueryBuilder<$db> = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO rollups (load_id, {}) ",
+                    crate::load_sql::ROLLUP_COLUMNS
+                ));
                 b.push_values(chunk, |mut v, x| {
                     let opt = |s: &Option<costledger_core::ExactSum>| s.map(|a| a.to_string());
                     v.push_bind(load)
@@ -838,6 +804,43 @@ macro_rules! load_helpers {
                 // length) is not kept, or each length would hold a prepared statement of its own.
                 b.build().persistent(chunk.len() == full).execute(&mut **tx).await?;
             }
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use rollup_inserts;
+
+/// Module-level helpers the methods share (expanded once per backend, beside its hooks).
+macro_rules! load_helpers {
+    ($db:ty) => {
+        /// This backend's SQL text for `sql` (see [`crate::load_sql::Dialect::render`]).
+        fn q(sql: &str) -> sqlx::AssertSqlSafe<String> {
+            sqlx::AssertSqlSafe(D.render(sql))
+        }
+
+        /// Keep a staging load alive; fails when it was swept meanwhile.
+        async fn heartbeat(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId) -> Result<()> {
+            let n = sqlx::query(q("UPDATE loads SET heartbeat_at = {NOW} WHERE id = ? AND state = 'staging'"))
+                .bind(load)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(not_staging(load));
+            }
+            Ok(())
+        }
+
+        /// Add the last rows of `load`'s rollup (earlier chunks may be there already: rollup rows
+        /// are additive) and record the spec it was built with.
+        async fn insert_rollup(tx: &mut sqlx::Transaction<'_, $db>, load: LoadId, r: &Rollup) -> Result<()> {
+            insert_rollup_rows(tx, load, &r.rows).await?;
+            sqlx::query(q(&format!("UPDATE loads SET {} = ? WHERE id = ?", r.kind.spec_column())))
+                .bind(&r.spec)
+                .bind(load)
+                .execute(&mut **tx)
+                .await?;
             Ok(())
         }
 

@@ -9,10 +9,10 @@
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
-use costledger_core::{ChargeLine, write_map_json};
+use costledger_core::{ChargeLine, ExactSum, write_map_json};
 use rust_decimal::Decimal;
 
-use super::LoadId;
+use super::{LoadId, RollupRow};
 
 /// The binary COPY signature, flags (none) and header-extension length (none).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -139,6 +139,69 @@ impl CopyBuf {
             }
         }
         self.int8(ctx);
+    }
+}
+
+/// Fields of a `rollups` row: `load_id`, then [`crate::load_sql::ROLLUP_COLUMNS`].
+const ROLLUP_FIELDS: i16 = 28;
+
+impl CopyBuf {
+    fn int2(&mut self, v: i16) {
+        self.buf.extend_from_slice(&2i32.to_be_bytes());
+        self.buf.extend_from_slice(&v.to_be_bytes());
+    }
+
+    /// An exact sum as its decimal text (the `rollups` amounts are TEXT, as on SQLite).
+    fn sum(&mut self, v: Option<&ExactSum>) {
+        match v {
+            Some(v) => {
+                let at = self.buf.len();
+                self.buf.extend_from_slice(&[0; 4]);
+                v.write_text(&mut self.buf);
+                let len = (self.buf.len() - at - 4) as i32;
+                self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            None => self.null(),
+        }
+    }
+
+    /// A payload of `rows` for `load` (columns: `load_id`, then
+    /// [`crate::load_sql::ROLLUP_COLUMNS`]).
+    pub(crate) fn rollup_rows(load: LoadId, rows: &[RollupRow]) -> Vec<u8> {
+        let mut b = CopyBuf::reusing(None, 0);
+        b.buf.reserve(rows.len() * 400);
+        for r in rows {
+            b.buf.extend_from_slice(&ROLLUP_FIELDS.to_be_bytes());
+            b.int8(load);
+            b.text(Some(&r.day));
+            b.text(Some(&r.billing_period));
+            b.text(r.provider_name.as_deref());
+            b.text(Some(&r.billing_account_id));
+            b.text(r.sub_account_id.as_deref());
+            b.text(r.service_name.as_deref());
+            b.text(r.service_category.as_deref());
+            b.text(r.region_id.as_deref());
+            b.text(Some(&r.charge_category));
+            b.text(r.charge_class.as_deref());
+            b.text(r.pricing_unit.as_deref());
+            b.text(Some(&r.billing_currency));
+            b.text(r.tags.as_deref());
+            b.int8(i64::try_from(r.lines).unwrap_or(i64::MAX));
+            b.sum(Some(&r.billed_cost));
+            b.sum(r.effective_cost.as_ref());
+            b.sum(r.list_cost.as_ref());
+            b.sum(r.contracted_cost.as_ref());
+            b.sum(r.pricing_quantity.as_ref());
+            b.sum(r.consumed_quantity.as_ref());
+            b.int2(r.kind.code());
+            b.text(r.sku_id.as_deref());
+            b.text(r.pricing_category.as_deref());
+            b.text(r.commitment_discount_id.as_deref());
+            b.text(r.commitment_discount_type.as_deref());
+            b.text(r.commitment_discount_category.as_deref());
+            b.text(r.commitment_discount_status.as_deref());
+        }
+        b.finish()
     }
 }
 

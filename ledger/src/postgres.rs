@@ -707,6 +707,31 @@ fn not_staging(load: LoadId) -> LedgerError {
 
 super::load_sql::load_helpers!(sqlx::Postgres);
 
+/// Rollup rows by binary COPY: a load's last rollup rows are written while the import waits
+/// (tens of thousands for a month's bill); as multi-row INSERTs of bound parameters they took
+/// 0.45–0.67 s of a 7 s import of 1M lines.
+async fn insert_rollup_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    load: LoadId,
+    rows: &[crate::RollupRow],
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    static STMT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let stmt = STMT.get_or_init(|| {
+        format!("COPY rollups (load_id, {}) FROM STDIN (FORMAT binary)", crate::load_sql::ROLLUP_COLUMNS)
+    });
+    let buf = CopyBuf::rollup_rows(load, rows);
+    let mut copy = tx.copy_in_raw(stmt).await?;
+    if let Err(e) = copy.send(buf.as_slice()).await {
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e.into());
+    }
+    copy.finish().await?;
+    Ok(())
+}
+
 super::load_sql::ledger_store_impl!(PgLedger, {
     async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>> {
         let mut v = sqlx::query(

@@ -490,6 +490,7 @@ fn row_opt_ts(r: &SqliteRow, i: usize) -> Result<Option<DateTime<Utc>>> {
 }
 
 super::load_sql::load_helpers!(sqlx::Sqlite);
+super::load_sql::rollup_inserts!(sqlx::Sqlite);
 
 super::load_sql::ledger_store_impl!(SqliteLedger, {
     async fn account_first_seen_scan(&self) -> Result<Vec<FirstSeen>> {

@@ -331,6 +331,51 @@ pub fn write_canonical(out: &mut Vec<u8>, d: Decimal) {
     out.extend_from_slice(&buf[at..]);
 }
 
+/// `d` as a count of 1e-28 units. A mantissa below 2^64 times a power below 2^64 (a scale of
+/// 9 or more, or a small mantissa) is one 64 × 64-bit multiplication; the rest goes through
+/// 256-bit arithmetic. Every line adds to a dozen sums, so this is on the import's hot path.
+fn units(d: Decimal) -> I256 {
+    let m = d.mantissa();
+    let k = MAX_SCALE - d.scale();
+    if let Ok(small) = u64::try_from(m.unsigned_abs())
+        && k <= 19
+    {
+        let p = 10u64.pow(k);
+        let wide = u128::from(small) * u128::from(p);
+        // < 2^128: an I256 with the mantissa's sign.
+        let w = I256::from(wide);
+        return if m < 0 { -w } else { w };
+    }
+    I256::from(m) * pow10(k)
+}
+
+/// `v` in decimal.
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&buf[i..]);
+}
+
+/// `v` in decimal, zero-padded on the left to `width` digits (`v` < 10^width, width ≤ 20).
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut v = v;
+    for i in (20 - width..20).rev() {
+        buf[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&buf[20 - width..]);
+}
+
 /// An exact running sum: a signed 256-bit count of 1e-28 units (range ±5.7e48).
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ExactSum(I256);
@@ -339,9 +384,35 @@ impl ExactSum {
     pub const ZERO: ExactSum = ExactSum(I256::ZERO);
 
     pub fn add(&mut self, d: Decimal) -> Result<(), MoneyError> {
-        let wide = I256::from(d.mantissa()) * pow10(MAX_SCALE - d.scale());
-        self.0 = self.0.checked_add(wide).ok_or(MoneyError::SumOverflow)?;
+        self.0 = self.0.checked_add(units(d)).ok_or(MoneyError::SumOverflow)?;
         Ok(())
+    }
+
+    /// The exact text of [`Display`](fmt::Display) (no exponent, no trailing zeros), appended
+    /// to `out` without a `String` in between.
+    pub fn write_text(&self, out: &mut Vec<u8>) {
+        let (hi, lo) = self.0.unsigned_abs().into_words();
+        if hi != 0 {
+            out.extend_from_slice(self.render().as_bytes());
+            return;
+        }
+        // |value| < 2^128 units: the whole part is lo / 10^28 (< 2^35), the fraction
+        // lo % 10^28 (< 2^94), written as two 14-digit halves.
+        const UNIT: u128 = 10u128.pow(MAX_SCALE);
+        const HALF: u128 = 10u128.pow(MAX_SCALE / 2);
+        if self.0 < 0 {
+            out.push(b'-');
+        }
+        let (whole, frac) = (lo / UNIT, lo % UNIT);
+        push_u64(out, whole as u64);
+        if frac != 0 {
+            out.push(b'.');
+            let at = out.len();
+            push_padded(out, (frac / HALF) as u64, (MAX_SCALE / 2) as usize);
+            push_padded(out, (frac % HALF) as u64, (MAX_SCALE / 2) as usize);
+            let keep = out[at..].iter().rposition(|b| *b != b'0').map_or(0, |i| i + 1);
+            out.truncate(at + keep);
+        }
     }
 
     pub fn merge(&mut self, other: &ExactSum) -> Result<(), MoneyError> {
@@ -466,7 +537,10 @@ impl ExactSum {
 impl fmt::Display for ExactSum {
     /// The exact value: no exponent, no trailing zeros.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.render())
+        let mut text = Vec::with_capacity(48);
+        self.write_text(&mut text);
+        // Digits, '-' and '.': ASCII.
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -602,6 +676,53 @@ mod tests {
 
     fn p(s: &str) -> Amount {
         parse_amount(s).expect("parses").expect("present")
+    }
+
+    /// The fast paths of `ExactSum::add` and `ExactSum::write_text` give what the 256-bit
+    /// arithmetic and `render` give, for every scale and mantissa size, both signs, and sums
+    /// past 2^128 units (which take the slow path).
+    #[test]
+    fn exact_sum_fast_paths_match_the_wide_arithmetic() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut sum = ExactSum::ZERO;
+        let mut reference = I256::ZERO;
+        for i in 0..50_000u32 {
+            let hi = if i % 7 == 0 { u128::from(next() >> 32) << 64 } else { 0 };
+            let m = (hi | u128::from(next() >> (next() % 64))) as i128;
+            let m = if next() % 2 == 0 { -m } else { m };
+            let scale = (next() % 29) as u32;
+            let d = Decimal::from_i128_with_scale(m, scale);
+            let want = I256::from(d.mantissa()) * pow10(MAX_SCALE - d.scale());
+            assert_eq!(units(d), want, "{d}");
+            sum.add(d).expect("in range");
+            reference += want;
+            assert_eq!(sum.0, reference);
+            let one = ExactSum(want);
+            let mut text = Vec::new();
+            one.write_text(&mut text);
+            assert_eq!(String::from_utf8(text).expect("utf-8"), one.render(), "{d}");
+        }
+        for v in [
+            I256::ZERO,
+            I256::ONE,
+            -I256::ONE,
+            I256::from(10u128.pow(28)),
+            -I256::from(10u128.pow(28)) - I256::ONE,
+            I256::from(u128::MAX),
+            I256::from(u128::MAX) + I256::ONE,
+            -I256::from(u128::MAX) - I256::from(7),
+            I256::MAX,
+        ] {
+            let mut text = Vec::new();
+            ExactSum(v).write_text(&mut text);
+            assert_eq!(String::from_utf8(text).expect("utf-8"), ExactSum(v).render(), "{v}");
+        }
     }
 
     #[test]
