@@ -122,15 +122,24 @@ enum Keyed {
 /// Called after every staged batch with the running record count of the current delivery.
 pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
 
-/// Batches being written at once by one load (bounded: memory stays at a few batches).
-const STAGES_IN_FLIGHT: usize = 2;
+/// Batches being written at once by one load (bounded: memory stays at a few batches). On
+/// PostgreSQL a batch waits on the server's work (on a connection, and a core, of its own): with
+/// two in flight the parser and the import loop slept a third of the time waiting for a slot,
+/// three took 1M lines from 6.6–8.3 s to 6.1–7.5 s (same hour, alternating runs) at 127–135 MB.
+/// SQLite writes one batch at a time: a third batch held only adds memory (139 → 150–158 MB).
+fn stages_in_flight(backend: crate::ledger::Backend) -> usize {
+    match backend {
+        crate::ledger::Backend::Postgres => 3,
+        crate::ledger::Backend::Sqlite => 2,
+    }
+}
 
 /// Pieces of a load's last rollup rows written at once on PostgreSQL: the client has nothing
 /// else to do then, and each piece waits on the server's per-row work and round trips. With
 /// the statistics refresh beside them, within its pool of 4 connections. SQLite has one writer
 /// at a time, so a second connection gained nothing but its own prepared rollup INSERT and page
 /// cache: with 1,000-row INSERTs the import's peak RSS came at its very end, +15 to +18 MB
-/// (10M lines: 148–164 MB; see `Dialect::rollup_chunk`).
+/// (10M lines: 148–164 MB; it now writes 100-row INSERTs).
 fn last_rollup_writers(backend: crate::ledger::Backend) -> usize {
     match backend {
         crate::ledger::Backend::Postgres => 3,
@@ -648,12 +657,12 @@ async fn stage(
     let ledger_err =
         |error: LedgerError| IngestError::Ledger { source_name: source.to_string(), scope: d.scope.clone(), error };
     let mut stream = connector.fetch(d, cx);
-    // Up to STAGES_IN_FLIGHT batches are being written while the next one is read and
+    // Up to `stages_in_flight` batches are being written while the next one is read and
     // summarised, so encoding one batch overlaps the database working on the previous one.
     let mut in_flight: FuturesUnordered<BoxFuture<'_, Result<(), LedgerError>>> = FuturesUnordered::new();
     let mut failure: Option<IngestError> = None;
     loop {
-        while in_flight.len() >= STAGES_IN_FLIGHT {
+        while in_flight.len() >= stages_in_flight(store.backend()) {
             if let Some(Err(e)) = in_flight.next().await {
                 failure = Some(ledger_err(e));
                 break;

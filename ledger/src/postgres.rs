@@ -570,12 +570,7 @@ impl BatchWriter {
         // Staged rows need no flush of their own: the load only becomes visible through the
         // (synchronous) commit_load transaction, whose WAL flush covers every earlier record.
         sqlx::query("SET LOCAL synchronous_commit = off").execute(&mut *tx).await?;
-        let mut copy = tx.copy_in_raw(stmt).await?;
-        if let Err(e) = copy.send(buf.as_slice()).await {
-            let _ = copy.abort(e.to_string()).await;
-            return Err(e.into());
-        }
-        copy.finish().await?;
+        copy_payload(tx.copy_in_raw(stmt).await?, &buf).await?;
         if let Ok(mut spare) = self.copy_bufs.lock() {
             spare.push(buf);
         }
@@ -723,10 +718,24 @@ async fn insert_rollup_rows(
         format!("COPY rollups (load_id, {}) FROM STDIN (FORMAT binary)", crate::load_sql::ROLLUP_COLUMNS)
     });
     let buf = CopyBuf::rollup_rows(load, rows);
-    let mut copy = tx.copy_in_raw(stmt).await?;
-    if let Err(e) = copy.send(buf.as_slice()).await {
-        let _ = copy.abort(e.to_string()).await;
-        return Err(e.into());
+    copy_payload(tx.copy_in_raw(stmt).await?, &buf).await
+}
+
+/// CopyData messages of at most this many bytes. sqlx copies a message into the connection's
+/// write buffer before sending it and keeps the buffer's capacity: a batch sent as one message
+/// grew the buffer of every pooled connection to the batch's size (megabytes each).
+const COPY_PIECE: usize = 256 << 10;
+
+/// Send a binary COPY payload in [`COPY_PIECE`]s and finish the COPY (abort it on a failed send).
+async fn copy_payload<C>(mut copy: sqlx::postgres::PgCopyIn<C>, payload: &[u8]) -> Result<()>
+where
+    C: std::ops::DerefMut<Target = sqlx::PgConnection>,
+{
+    for piece in payload.chunks(COPY_PIECE) {
+        if let Err(e) = copy.send(piece).await {
+            let _ = copy.abort(e.to_string()).await;
+            return Err(e.into());
+        }
     }
     copy.finish().await?;
     Ok(())
