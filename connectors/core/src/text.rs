@@ -34,9 +34,6 @@ pub fn opt_string(cell: &str) -> Option<String> {
 /// value" and are kept as an empty string. Nested objects/arrays are an error.
 pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(t) = opt(cell) else { return Ok(BTreeMap::new()) };
-    if let Some(tags) = plain_tags(t) {
-        return Ok(tags);
-    }
     // Straight into the map (no intermediate `serde_json::Value`): this runs for every line.
     let tags: TagMap = serde_json::from_str(t).map_err(|e| {
         if e.is_data() && e.to_string().starts_with(NESTED) {
@@ -51,44 +48,6 @@ pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 const NESTED: &str = "Tags value of key";
-
-/// The usual Tags cell — compact JSON of plain strings, `{"k":"v","k2":"v2"}`: no whitespace,
-/// escape or control character — read without a JSON parser (a tenth of the parser thread's
-/// time went to serde here). `None` for anything else, which [`parse_tags_json`] reads with
-/// serde_json (what this returns is what serde_json gives for the same text: a later duplicate
-/// key wins).
-fn plain_tags(t: &str) -> Option<BTreeMap<String, String>> {
-    let inner = t.strip_prefix('{')?.strip_suffix('}')?;
-    let mut out = BTreeMap::new();
-    if inner.is_empty() {
-        return Some(out);
-    }
-    let mut rest = inner.as_bytes();
-    // A JSON string of plain characters at the start of `b`: its text and what follows it.
-    // (A quote byte is never part of a multi-byte UTF-8 character.)
-    fn string(b: &[u8]) -> Option<(&[u8], &[u8])> {
-        let b = b.strip_prefix(b"\"")?;
-        for (i, &c) in b.iter().enumerate() {
-            match c {
-                b'"' => return Some((&b[..i], &b[i + 1..])),
-                b'\\' => return None,
-                c if c < 0x20 => return None,
-                _ => {}
-            }
-        }
-        None
-    }
-    loop {
-        let (k, after) = string(rest)?;
-        let (v, after) = string(after.strip_prefix(b":")?)?;
-        // Both are whole UTF-8 sequences: they sit between ASCII quotes of a `str`.
-        out.insert(std::str::from_utf8(k).ok()?.to_string(), std::str::from_utf8(v).ok()?.to_string());
-        if after.is_empty() {
-            return Some(out);
-        }
-        rest = after.strip_prefix(b",")?;
-    }
-}
 
 /// A JSON object of scalar values: strings as they are, null as "", booleans and numbers as
 /// their JSON text.
@@ -263,71 +222,6 @@ mod tests {
         assert!(e.starts_with("Tags is not a JSON object: expected"), "{e}");
         let e = parse_tags_json(r#"{"a":"b"} x"#).expect_err("trailing");
         assert!(e.starts_with("Tags is not a JSON object: trailing characters"), "{e}");
-    }
-
-    /// The plain-string fast path reads what serde_json reads, and declines the rest.
-    #[test]
-    fn plain_tags_read_as_serde_json_reads_them() {
-        let serde = |t: &str| serde_json::from_str::<TagMap>(t).ok().map(|m| m.0);
-        for t in
-            [r#"{}"#, r#"{"team":"payments"}"#, r#"{"a":"1","b":"","c":"é ü"}"#, r#"{"a":"1","a":"2"}"#, r#"{"":""}"#]
-        {
-            assert_eq!(plain_tags(t), serde(t), "{t}");
-            assert!(plain_tags(t).is_some(), "{t}");
-        }
-        for t in [
-            r#"{"a":"b",}"#,
-            r#"{"a":"b" }"#,
-            r#"{ "a":"b"}"#,
-            r#"{"a":1}"#,
-            r#"{"a":"\u0041"}"#,
-            r#"{"a":"x\"y"}"#,
-            "{\"a\":\"tab\there\"}",
-            r#"{"a":"b""c":"d"}"#,
-            r#"{"a""b"}"#,
-            r#"{"a":"b"#,
-            r#"{"a":null}"#,
-        ] {
-            assert_eq!(plain_tags(t), None, "{t}");
-        }
-        // Pseudo-random objects of random keys and values (plain text, sometimes a quote,
-        // backslash, tab or space), sometimes with one byte overwritten by a structural one:
-        // whatever the fast path accepts, serde_json reads the same.
-        let chars = ['a', 'b', 'é', '1', ':', ',', '{', '}', ' ', '"', '\\', '\t'];
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
-        let mut accepted = 0;
-        for _ in 0..100_000 {
-            let mut text = |next: &mut dyn FnMut() -> u64| -> String {
-                let n = (next() % 5) as usize;
-                // Mostly the first 9 (plain) characters; the last three one time in 8.
-                (0..n)
-                    .map(|_| {
-                        let r = next();
-                        chars[if r % 8 == 0 { (r >> 8) as usize % chars.len() } else { (r >> 8) as usize % 9 }]
-                    })
-                    .collect()
-            };
-            let pairs = (next() % 4) as usize;
-            let body: Vec<String> =
-                (0..pairs).map(|_| format!("\"{}\":\"{}\"", text(&mut next), text(&mut next))).collect();
-            let mut t: Vec<char> = format!("{{{}}}", body.join(",")).chars().collect();
-            if next() % 8 == 0 {
-                let at = (next() as usize) % t.len();
-                t[at] = ['"', ',', ':', '{', '}', ' '][(next() % 6) as usize];
-            }
-            let t: String = t.into_iter().collect();
-            if let Some(m) = plain_tags(&t) {
-                accepted += 1;
-                assert_eq!(Some(m), serde(&t), "{t}");
-            }
-        }
-        assert!(accepted > 30_000, "the generator reaches the fast path ({accepted})");
     }
 
     #[test]
