@@ -798,7 +798,11 @@ super::load_sql::ledger_store_impl!(PgLedger, {
     ) -> Result<()> {
         // The batch is encoded and written on a task of its own: the socket is then written as
         // fast as the server reads it, not only when the import's loop (busy summing the next
-        // batch) next polls this future, and the encoding runs beside that loop.
+        // batch) next polls this future, and the encoding runs beside that loop. If this future
+        // is dropped, the task still ends its transaction, and leaves nothing behind: its
+        // heartbeat (last before its commit) fails once the load is no longer staging, and a
+        // failure recorded meanwhile first updates the load's row — waiting for the batch's lock
+        // on it — then deletes the load's rows, which then include the batch's.
         let writer =
             BatchWriter { pool: self.pool.clone(), copy_bufs: self.copy_bufs.clone(), contexts: self.contexts.clone() };
         tokio::spawn(writer.write(load, first_row, lines, spent)).await.map_err(|e| {
