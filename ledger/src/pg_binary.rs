@@ -71,15 +71,18 @@ impl CopyBuf {
         self.int8(pg_micros(t));
     }
 
+    /// A field whose value `write` appends, after its length (filled in afterwards).
+    fn written(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        write(&mut self.buf);
+        let len = (self.buf.len() - at - 4) as i32;
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
     fn numeric(&mut self, d: Option<Decimal>) {
         match d {
-            Some(d) => {
-                let at = self.buf.len();
-                self.buf.extend_from_slice(&[0; 4]);
-                write_numeric(&mut self.buf, d);
-                let len = (self.buf.len() - at - 4) as i32;
-                self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            }
+            Some(d) => self.written(|b| write_numeric(b, d)),
             None => self.null(),
         }
     }
@@ -143,7 +146,18 @@ impl CopyBuf {
 }
 
 /// Fields of a `rollups` row: `load_id`, then [`crate::load_sql::ROLLUP_COLUMNS`].
-const ROLLUP_FIELDS: i16 = 28;
+const ROLLUP_FIELDS: i16 = {
+    let cols = crate::load_sql::ROLLUP_COLUMNS.as_bytes();
+    let (mut i, mut commas) = (0, 0);
+    while i < cols.len() {
+        if cols[i] == b',' {
+            commas += 1;
+        }
+        i += 1;
+    }
+    // load_id, and one more column than commas.
+    commas + 2
+};
 
 impl CopyBuf {
     fn int2(&mut self, v: i16) {
@@ -154,13 +168,7 @@ impl CopyBuf {
     /// An exact sum as its decimal text (the `rollups` amounts are TEXT, as on SQLite).
     fn sum(&mut self, v: Option<&ExactSum>) {
         match v {
-            Some(v) => {
-                let at = self.buf.len();
-                self.buf.extend_from_slice(&[0; 4]);
-                v.write_text(&mut self.buf);
-                let len = (self.buf.len() - at - 4) as i32;
-                self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
-            }
+            Some(v) => self.written(|b| v.write_text(b)),
             None => self.null(),
         }
     }
@@ -186,7 +194,7 @@ impl CopyBuf {
             b.text(r.pricing_unit.as_deref());
             b.text(Some(&r.billing_currency));
             b.text(r.tags.as_deref());
-            b.int8(i64::try_from(r.lines).unwrap_or(i64::MAX));
+            b.int8(super::to_i64(r.lines));
             b.sum(Some(&r.billed_cost));
             b.sum(r.effective_cost.as_ref());
             b.sum(r.list_cost.as_ref());

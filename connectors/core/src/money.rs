@@ -354,17 +354,7 @@ fn units(d: Decimal) -> I256 {
 /// `v` in decimal.
 fn push_u64(out: &mut Vec<u8>, v: u64) {
     let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[i..]);
+    out.extend_from_slice(crate::text::u64_digits(v, &mut buf).as_bytes());
 }
 
 /// `v` in decimal, zero-padded on the left to `width` digits (`v` < 10^width, width ≤ 20).

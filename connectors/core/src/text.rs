@@ -24,6 +24,23 @@ fn visible(b: u8) -> bool {
     b > b' ' && b < 0x7f
 }
 
+/// `v` in decimal, written into `buf` (the digits of a u64 fit in 20 bytes), without the
+/// formatting machinery: for what runs once per line.
+pub fn u64_digits(v: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    let mut v = v;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    // ASCII digits only.
+    std::str::from_utf8(&buf[at..]).unwrap_or_default()
+}
+
 /// Like [`opt`] but owned.
 pub fn opt_string(cell: &str) -> Option<String> {
     opt(cell).map(str::to_string)

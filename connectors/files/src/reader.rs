@@ -375,21 +375,11 @@ impl<'a> Batcher<'a> {
 /// `file:line`, without the formatting machinery (once per record).
 fn location(file: &str, line: u64) -> String {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = line;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let mut s = String::with_capacity(file.len() + 1 + digits.len() - at);
+    let digits = costledger_core::text::u64_digits(line, &mut digits);
+    let mut s = String::with_capacity(file.len() + 1 + digits.len());
     s.push_str(file);
     s.push(':');
-    // ASCII digits only.
-    s.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    s.push_str(digits);
     s
 }
 
