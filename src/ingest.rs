@@ -842,7 +842,8 @@ async fn stage(
         .map(|piece| async move { store.append_rollup(load, &piece).await })
         .buffer_unordered(last_rollup_writers(store.backend()))
         .try_collect::<()>();
-    let (last, ()) = tokio::join!(last, store.lines_staged(load));
+    let (last, staged) = tokio::join!(last, store.lines_staged(load));
+    staged.map_err(ledger_err)?;
     last.map_err(ledger_err)?;
     let digest = hasher.finalize();
     sm.checksum = format!("sha256:{}", digest.iter().map(|b| format!("{b:02x}")).collect::<String>());

@@ -907,9 +907,13 @@ pub trait LedgerStore: ReconcileStore {
     ) -> Result<()>;
     async fn stage_quarantine(&self, load: LoadId, rows: &[RowError]) -> Result<()>;
     /// Every line of staging load `load` is staged (its last rollup rows may still be being
-    /// written): a backend may do now, beside them, upkeep its commit would otherwise wait for
-    /// (PostgreSQL: the planner statistics of the charges). Best effort: never an error.
-    async fn lines_staged(&self, _load: LoadId) {}
+    /// written): a backend ends what still streams the lines (PostgreSQL: its COPY lanes, whose
+    /// rows commit here — an error means the load must fail), then may do now, beside the last
+    /// rollup rows, upkeep its commit would otherwise wait for (PostgreSQL: the planner
+    /// statistics of the charges; best effort, never an error).
+    async fn lines_staged(&self, _load: LoadId) -> Result<()> {
+        Ok(())
+    }
     /// One short transaction: the staging load becomes current for its scope, the previous
     /// current one superseded, the billing periods updated.
     async fn commit_load(&self, load: LoadId, summary: &LoadSummary) -> Result<CommitOutcome>;

@@ -275,6 +275,9 @@ macro_rules! ledger_store_impl {
         }
 
         async fn commit_load(&self, load: LoadId, sm: &LoadSummary) -> Result<CommitOutcome> {
+            // Whatever still streams the load's lines ends (and commits) first: a load commits
+            // with every line it staged, whether or not `lines_staged` was called.
+            self.finish_staging(load).await?;
             let mut tx = begin_write(&self.pool).await?;
             let (state, source_id, scope, key): (String, i64, String, String) =
                 sqlx::query_as(q("SELECT state, source_id, scope, delivery_key FROM loads WHERE id = ?{FOR_UPDATE}"))
@@ -410,6 +413,7 @@ macro_rules! ledger_store_impl {
         }
 
         async fn fail_load(&self, load: LoadId, error: &str) -> Result<bool> {
+            self.end_staging(load);
             let mut tx = begin_write(&self.pool).await?;
             let n = sqlx::query(q(
                 "UPDATE loads SET state = 'failed', finished_at = {NOW}, error = ? WHERE id = ? AND state = 'staging'",
@@ -435,6 +439,7 @@ macro_rules! ledger_store_impl {
         }
 
         async fn record_failure(&self, load: LoadId, error: &str, fingerprint: &str) -> Result<Option<LoadId>> {
+            self.end_staging(load);
             let mut tx = begin_write(&self.pool).await?;
             let n = sqlx::query(q(
                 "UPDATE loads SET state = 'failed', finished_at = {NOW}, error = ?, delivery_key = ? \
@@ -478,6 +483,7 @@ macro_rules! ledger_store_impl {
         }
 
         async fn discard_load(&self, load: LoadId) -> Result<()> {
+            self.end_staging(load);
             let mut tx = begin_write(&self.pool).await?;
             let staging: Option<i64> =
                 sqlx::query_scalar(q("SELECT id FROM loads WHERE id = ? AND state = 'staging'{FOR_UPDATE}"))

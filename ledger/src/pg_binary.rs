@@ -15,7 +15,10 @@ use rust_decimal::Decimal;
 use super::{LoadId, RollupRow};
 
 /// The binary COPY signature, flags (none) and header-extension length (none).
-const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end-of-data marker of a binary COPY stream (a field count of -1).
+pub(crate) const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01T00:00:00Z).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -41,9 +44,23 @@ impl CopyBuf {
         CopyBuf { buf }
     }
 
+    /// Rows only, without the stream's header: a piece of a longer COPY stream, which sends
+    /// [`HEADER`] once before its first piece and [`TRAILER`] after its last.
+    pub(crate) fn rows_reusing(spare: Option<Vec<u8>>, rows: usize) -> CopyBuf {
+        let mut buf = spare.unwrap_or_default();
+        buf.clear();
+        buf.reserve(rows * 800);
+        CopyBuf { buf }
+    }
+
     /// The payload, closed with the end-of-data marker.
     pub(crate) fn finish(mut self) -> Vec<u8> {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        self.buf.extend_from_slice(TRAILER);
+        self.buf
+    }
+
+    /// The rows written (for a buffer from [`rows_reusing`](Self::rows_reusing)).
+    pub(crate) fn into_rows(self) -> Vec<u8> {
         self.buf
     }
 

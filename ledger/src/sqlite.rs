@@ -246,6 +246,14 @@ pub(crate) fn charge_record<R: ChargeRow>(r: &R, with_focus: bool) -> Result<Cha
 }
 
 impl SqliteLedger {
+    /// A load ended without its commit: nothing of SQLite's staging outlives a batch.
+    fn end_staging(&self, _load: LoadId) {}
+
+    /// Every line of a load is staged: nothing of SQLite's staging outlives a batch.
+    async fn finish_staging(&self, _load: LoadId) -> Result<()> {
+        Ok(())
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         let memory = url.contains(":memory:") || url.contains("mode=memory");
         let opts = SqliteConnectOptions::from_str(url)?

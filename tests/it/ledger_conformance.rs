@@ -943,7 +943,7 @@ async fn staged_lines_refresh_the_charges_statistics_before_the_commit_on_postgr
     // The counters of the staging transactions reach the statistics system asynchronously.
     let mut cols = Vec::new();
     for _ in 0..40 {
-        s.lines_staged(load).await;
+        s.lines_staged(load).await.expect("every line staged");
         cols = columns_with_stats().await;
         if !cols.is_empty() {
             break;
@@ -968,4 +968,72 @@ async fn staged_lines_refresh_the_charges_statistics_before_the_commit_on_postgr
     assert_eq!(bounds, Some(31), "histogram bounds of the resource ids (statistics target 30)");
     assert!(matches!(s.commit_load(load, &summary_of(&lines)).await.expect("commit"), CommitOutcome::Current { .. }));
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "12499.75");
+}
+
+/// PostgreSQL streams a load's rows through COPY lanes that stay open until every line is
+/// staged (one COPY per lane, not one per batch): the rows are invisible until then, a load
+/// committed without `lines_staged` still keeps every line, and a failed load's lanes roll
+/// back and close their connections (no transaction left open on the charges).
+#[tokio::test]
+async fn copy_lanes_commit_with_their_load_and_roll_back_with_its_failure_on_postgres() {
+    use sqlx::Connection;
+    let Some(url) = pg_schema_url().await else {
+        eprintln!("skipped: {PG_ENV} is not set");
+        return;
+    };
+    let s = costledger::ledger::open(&url).await.expect("open");
+    s.migrate().await.expect("migrate");
+    let mut probe = sqlx::PgConnection::connect(&url).await.expect("postgres");
+    // Backends holding a lock on this test's own `charge_rows` (its schema): the open lanes.
+    let mut lanes = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             WHERE c.relname = 'charge_rows' AND c.relnamespace = current_schema()::regnamespace",
+        )
+        .fetch_one(&mut probe)
+        .await
+        .expect("locks")
+    };
+    let src = s.ensure_source("t", "test").await.expect("source");
+    let lines: Vec<ChargeLine> = (0..3_000).map(|i| line(&format!("0.{i:04}"), "USD")).collect();
+    let stage_three_at_once = async |load| {
+        let (a, b, c) = tokio::join!(
+            s.stage_lines(load, 0, lines[..1_000].to_vec(), None),
+            s.stage_lines(load, 1_000, lines[1_000..2_000].to_vec(), None),
+            s.stage_lines(load, 2_000, lines[2_000..].to_vec(), None),
+        );
+        a.and(b).and(c).expect("stage");
+    };
+    // The rows of a load any transaction can see (whatever the load's state).
+    let mut reader = sqlx::PgConnection::connect(&url).await.expect("postgres");
+    let mut visible = async |load: i64| -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM charge_rows WHERE load_id = $1")
+            .bind(load)
+            .fetch_one(&mut reader)
+            .await
+            .expect("count")
+    };
+
+    let failed = s.begin_load(&new_load(src, "a", "k1", "test:1:1")).await.expect("begin");
+    stage_three_at_once(failed).await;
+    assert_eq!(lanes().await, 3, "three batches at once stream through three lanes");
+    assert_eq!(visible(failed).await, 0, "nothing is visible while staging");
+    assert!(s.fail_load(failed, "boom").await.expect("fail"));
+    let mut open = lanes().await;
+    for _ in 0..100 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = lanes().await;
+    }
+    assert_eq!(open, 0, "a failed load's lanes roll back and close");
+    assert_eq!(visible(failed).await, 0);
+
+    let load = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
+    stage_three_at_once(load).await;
+    s.commit_load(load, &summary_of(&lines)).await.expect("commit without lines_staged");
+    assert_eq!(visible(load).await, 3_000, "every line of every lane");
+    assert_eq!(total(s.as_ref(), "USD").await.to_string(), "449.85");
+    assert_eq!(lanes().await, 0, "the committed lanes are closed");
 }
