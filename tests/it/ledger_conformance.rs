@@ -1029,6 +1029,20 @@ async fn copy_lanes_commit_with_their_load_and_roll_back_with_its_failure_on_pos
     }
     assert_eq!(open, 0, "a failed load's lanes roll back and close");
     assert_eq!(visible(failed).await, 0);
+    // A batch staged into the failed load opens a lane, fails on the load's heartbeat, and its
+    // lane is closed with it (no caller is left to fail the load again).
+    let err = s.stage_lines(failed, 3_000, lines[..10].to_vec(), None).await.expect_err("a failed load takes no lines");
+    assert!(err.to_string().contains("is no longer staging"), "{err}");
+    let mut open = lanes().await;
+    for _ in 0..100 {
+        if open == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        open = lanes().await;
+    }
+    assert_eq!(open, 0, "the lane of a failed batch is closed");
+    assert_eq!(visible(failed).await, 0);
 
     let load = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
     stage_three_at_once(load).await;
