@@ -985,14 +985,22 @@ async fn copy_lanes_commit_with_their_load_and_roll_back_with_its_failure_on_pos
     s.migrate().await.expect("migrate");
     let mut probe = sqlx::PgConnection::connect(&url).await.expect("postgres");
     // Backends holding a lock on this test's own `charge_rows` (its schema): the open lanes.
-    let mut lanes = async || -> i64 {
-        sqlx::query_scalar(
-            "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
-             WHERE c.relname = 'charge_rows' AND c.relnamespace = current_schema()::regnamespace",
-        )
-        .fetch_one(&mut probe)
-        .await
-        .expect("locks")
+    // `settle`: poll until none is left (lanes abort on their own tasks), for up to 10 s.
+    let mut lanes = async |settle: bool| -> i64 {
+        for _ in 0..100 {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(DISTINCT l.pid) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+                 WHERE c.relname = 'charge_rows' AND c.relnamespace = current_schema()::regnamespace",
+            )
+            .fetch_one(&mut probe)
+            .await
+            .expect("locks");
+            if !settle || open == 0 {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("lanes still open after 10 s")
     };
     let src = s.ensure_source("t", "test").await.expect("source");
     let lines: Vec<ChargeLine> = (0..3_000).map(|i| line(&format!("0.{i:04}"), "USD")).collect();
@@ -1016,32 +1024,16 @@ async fn copy_lanes_commit_with_their_load_and_roll_back_with_its_failure_on_pos
 
     let failed = s.begin_load(&new_load(src, "a", "k1", "test:1:1")).await.expect("begin");
     stage_three_at_once(failed).await;
-    assert_eq!(lanes().await, 3, "three batches at once stream through three lanes");
+    assert_eq!(lanes(false).await, 3, "three batches at once stream through three lanes");
     assert_eq!(visible(failed).await, 0, "nothing is visible while staging");
     assert!(s.fail_load(failed, "boom").await.expect("fail"));
-    let mut open = lanes().await;
-    for _ in 0..100 {
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        open = lanes().await;
-    }
-    assert_eq!(open, 0, "a failed load's lanes roll back and close");
+    assert_eq!(lanes(true).await, 0, "a failed load's lanes roll back and close");
     assert_eq!(visible(failed).await, 0);
     // A batch staged into the failed load opens a lane, fails on the load's heartbeat, and its
     // lane is closed with it (no caller is left to fail the load again).
     let err = s.stage_lines(failed, 3_000, lines[..10].to_vec(), None).await.expect_err("a failed load takes no lines");
     assert!(err.to_string().contains("is no longer staging"), "{err}");
-    let mut open = lanes().await;
-    for _ in 0..100 {
-        if open == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        open = lanes().await;
-    }
-    assert_eq!(open, 0, "the lane of a failed batch is closed");
+    assert_eq!(lanes(true).await, 0, "the lane of a failed batch is closed");
     assert_eq!(visible(failed).await, 0);
 
     let load = s.begin_load(&new_load(src, "a", "k2", "test:1:1")).await.expect("begin");
@@ -1049,5 +1041,5 @@ async fn copy_lanes_commit_with_their_load_and_roll_back_with_its_failure_on_pos
     s.commit_load(load, &summary_of(&lines)).await.expect("commit without lines_staged");
     assert_eq!(visible(load).await, 3_000, "every line of every lane");
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "449.85");
-    assert_eq!(lanes().await, 0, "the committed lanes are closed");
+    assert_eq!(lanes(false).await, 0, "the committed lanes are closed");
 }
