@@ -123,9 +123,10 @@ enum Keyed {
 pub type Progress<'a> = &'a (dyn Fn(&Delivery, u64) + Sync);
 
 /// Batches being written at once by one load (bounded: memory stays at a few batches). On
-/// PostgreSQL a batch waits on the server's work (on a connection, and a core, of its own): with
-/// two in flight the parser and the import loop slept a third of the time waiting for a slot,
-/// three took 1M lines from 6.6–8.3 s to 6.1–7.5 s (same hour, alternating runs) at 127–135 MB.
+/// PostgreSQL a batch waits until its rows are sent down one of the load's COPY lanes (each a
+/// connection, and a server core, of its own; see `Lanes` in the ledger): with two in flight the
+/// parser and the import loop slept a third of the time waiting for a slot, three took 1M lines
+/// from 6.6–8.3 s to 6.1–7.5 s (same hour, alternating runs, before the lanes) at 127–135 MB.
 /// SQLite writes one batch at a time: a third batch held only adds memory (139 → 150–158 MB).
 fn stages_in_flight(backend: crate::ledger::Backend) -> usize {
     match backend {

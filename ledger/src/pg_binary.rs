@@ -27,25 +27,16 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// Fields of a `charge_rows` row: the charge columns without the 13 context columns, plus `ctx_id`.
 const FIELDS: i16 = (super::CHARGE_COLUMNS.len() - super::contexts::CONTEXT_COLUMNS.len() + 1) as i16;
 
-/// A binary COPY payload: header, rows, trailer.
+/// A binary COPY payload (header, rows, trailer), or rows only.
 pub(crate) struct CopyBuf {
     buf: Vec<u8>,
 }
 
 impl CopyBuf {
-    /// A payload for `rows` lines, written into `spare` (an earlier payload's buffer, kept
-    /// with its capacity) when given. About 780 bytes a line for a full FOCUS line: 4 bytes of
-    /// length per field (61) and the values.
-    pub(crate) fn reusing(spare: Option<Vec<u8>>, rows: usize) -> CopyBuf {
-        let mut buf = spare.unwrap_or_default();
-        buf.clear();
-        buf.reserve(HEADER.len() + rows * 800 + 2);
-        buf.extend_from_slice(HEADER);
-        CopyBuf { buf }
-    }
-
-    /// Rows only, without the stream's header: a piece of a longer COPY stream, which sends
-    /// [`HEADER`] once before its first piece and [`TRAILER`] after its last.
+    /// Rows only, without the stream's header (a piece of a load's COPY stream, which sends
+    /// [`HEADER`] once before its first piece and [`TRAILER`] after its last), written into
+    /// `spare` (an earlier piece's buffer, kept with its capacity) when given. About 780 bytes
+    /// a line for a full FOCUS line: 4 bytes of length per field (61) and the values.
     pub(crate) fn rows_reusing(spare: Option<Vec<u8>>, rows: usize) -> CopyBuf {
         let mut buf = spare.unwrap_or_default();
         buf.clear();
@@ -193,8 +184,8 @@ impl CopyBuf {
     /// A payload of `rows` for `load` (columns: `load_id`, then
     /// [`crate::load_sql::ROLLUP_COLUMNS`]).
     pub(crate) fn rollup_rows(load: LoadId, rows: &[RollupRow]) -> Vec<u8> {
-        let mut b = CopyBuf::reusing(None, 0);
-        b.buf.reserve(rows.len() * 400);
+        let mut b = CopyBuf { buf: Vec::with_capacity(HEADER.len() + rows.len() * 400 + TRAILER.len()) };
+        b.buf.extend_from_slice(HEADER);
         for r in rows {
             b.buf.extend_from_slice(&ROLLUP_FIELDS.to_be_bytes());
             b.int8(load);

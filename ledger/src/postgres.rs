@@ -822,25 +822,16 @@ async fn run_lane(
             return;
         };
         match msg {
-            Some(LaneMsg::Rows(rows, done)) => {
-                let mut sent = Ok(());
-                for piece in rows.chunks(COPY_PIECE) {
-                    if let Err(e) = copy.send(piece).await {
-                        sent = Err(e);
-                        break;
-                    }
+            Some(LaneMsg::Rows(rows, done)) => match send_pieces(&mut copy, &rows).await {
+                Ok(()) => {
+                    let _ = done.send((rows, Ok(())));
                 }
-                match sent {
-                    Ok(()) => {
-                        let _ = done.send((rows, Ok(())));
-                    }
-                    Err(e) => {
-                        let _ = copy.abort(e.to_string()).await;
-                        let _ = done.send((rows, Err(e.into())));
-                        return;
-                    }
+                Err(e) => {
+                    let _ = copy.abort(e.to_string()).await;
+                    let _ = done.send((rows, Err(e.into())));
+                    return;
                 }
-            }
+            },
             Some(LaneMsg::Finish(done)) => {
                 let ended = async {
                     copy.send(super::pg_binary::TRAILER).await?;
@@ -1018,13 +1009,22 @@ async fn copy_payload<C>(mut copy: sqlx::postgres::PgCopyIn<C>, payload: &[u8]) 
 where
     C: std::ops::DerefMut<Target = sqlx::PgConnection>,
 {
-    for piece in payload.chunks(COPY_PIECE) {
-        if let Err(e) = copy.send(piece).await {
-            let _ = copy.abort(e.to_string()).await;
-            return Err(e.into());
-        }
+    if let Err(e) = send_pieces(&mut copy, payload).await {
+        let _ = copy.abort(e.to_string()).await;
+        return Err(e.into());
     }
     copy.finish().await?;
+    Ok(())
+}
+
+/// Send `payload` down a COPY in [`COPY_PIECE`]s.
+async fn send_pieces<C>(copy: &mut sqlx::postgres::PgCopyIn<C>, payload: &[u8]) -> std::result::Result<(), sqlx::Error>
+where
+    C: std::ops::DerefMut<Target = sqlx::PgConnection>,
+{
+    for piece in payload.chunks(COPY_PIECE) {
+        copy.send(piece).await?;
+    }
     Ok(())
 }
 
