@@ -331,6 +331,17 @@ pub fn write_canonical(out: &mut Vec<u8>, d: Decimal) {
     out.extend_from_slice(&buf[at..]);
 }
 
+/// 10^0 … 10^[`MAX_SCALE`]: a lookup where [`units`] took a power per amount summed.
+const POW10_TO_MAX_SCALE: [u128; MAX_SCALE as usize + 1] = {
+    let mut t = [1u128; MAX_SCALE as usize + 1];
+    let mut i = 1;
+    while i < t.len() {
+        t[i] = t[i - 1] * 10;
+        i += 1;
+    }
+    t
+};
+
 /// `d` as a count of 1e-28 units. A mantissa below 2^64 (nearly every amount) times the power
 /// of ten (below 2^94) is two 64 × 64-bit multiplications; the rest goes through 256-bit
 /// arithmetic. Every line adds to a dozen sums, so this is on the import's hot path.
@@ -338,7 +349,7 @@ fn units(d: Decimal) -> I256 {
     let m = d.mantissa();
     let k = MAX_SCALE - d.scale();
     if let Ok(small) = u64::try_from(m.unsigned_abs()) {
-        let p = 10u128.pow(k);
+        let p = POW10_TO_MAX_SCALE.get(k as usize).copied().unwrap_or_else(|| 10u128.pow(k));
         let (p_hi, p_lo) = ((p >> 64) as u64, p as u64);
         let low = u128::from(small) * u128::from(p_lo);
         let high = u128::from(small) * u128::from(p_hi);
