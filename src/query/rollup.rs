@@ -588,6 +588,7 @@ fn write_key(out: &mut Vec<u8>, bp: BillingPeriod, l: &ChargeLine, class: Option
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
     use costledger_core::{ChargeCategory, ChargeClass, FocusColumns};
     use rust_decimal::Decimal;
 
@@ -725,6 +726,39 @@ mod tests {
             (&without.commitment_discount_type, &without.commitment_discount_status, &without.billed_cost),
             (&None, &None, &"2".parse().expect("sum"))
         );
+    }
+
+    /// Rows of the same dimensions on different days share one interned key, and each row
+    /// decodes to its own day: three days of two services hold two keys and six rows.
+    #[test]
+    fn rows_of_one_dimension_set_share_its_key_across_days() {
+        let s = spec(RollupKind::Daily);
+        let mut b = RollupBuilder::new(&s).with_min_compression(0);
+        let mut l = line("1");
+        for day in 1..=3 {
+            for service in ["Amazon EC2", "Amazon S3"] {
+                l.charge_period_start = Utc.with_ymd_and_hms(2026, 10, day, 12, 0, 0).single().expect("start");
+                l.service_name = Some(service.into());
+                b.add(&l).expect("add");
+                b.add(&l).expect("add");
+            }
+        }
+        assert_eq!((b.dims.len(), b.rows.len()), (2, 6));
+        let rows = b.finish().expect("kept").rows;
+        let got: Vec<(&str, Option<&str>, u64)> =
+            rows.iter().map(|r| (r.day.as_str(), r.service_name.as_deref(), r.lines)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("2026-10-01", Some("Amazon EC2"), 2),
+                ("2026-10-01", Some("Amazon S3"), 2),
+                ("2026-10-02", Some("Amazon EC2"), 2),
+                ("2026-10-02", Some("Amazon S3"), 2),
+                ("2026-10-03", Some("Amazon EC2"), 2),
+                ("2026-10-03", Some("Amazon S3"), 2),
+            ]
+        );
+        assert!(rows.iter().all(|r| r.billed_cost == "2".parse().expect("sum")));
     }
 
     /// Held rows are written a piece at a time; the pieces hold every row once.
