@@ -116,8 +116,8 @@ impl RollupSpec {
 }
 
 /// At most this many rows are held in memory per kind for one load (about 250 bytes each: sums
-/// and index slot, plus their dimensions' key bytes, shared by the rows of every day): past it they are written out as a chunk of the load's rollup and
-/// summing starts afresh, so memory stays bounded whatever the bill. A bill in no particular
+/// and index slot, plus their dimensions' key bytes, shared by the rows of every day): past it
+/// they are written out as a chunk of the load's rollup and summing starts afresh, so memory stays bounded whatever the bill. A bill in no particular
 /// order (the `sample` bills are shuffled across the month) with more distinct keys than this
 /// writes each key once per chunk: 20,000 made 315,870 daily and 2,436,801 pricing rows of
 /// 26,871 and 39,733 keys on 10M lines.
@@ -134,8 +134,8 @@ pub struct RollupBuilder<'s> {
     /// [`write_key`]), interned: a line costs one hash and one comparison of its key bytes in a
     /// table of the distinct dimension sets, which repeat over the days and so number a few
     /// thousand where the rows number tens of thousands. That table stays in the CPU's cache;
-    /// one table of every row's key bytes and sums did not, and its lookups (three cache misses
-    /// a line on shuffled bills) were a fifth of the client's import time. Texts are decoded
+    /// one table of every row's key bytes and sums did not, and its lookups (two or three cache
+    /// misses a line on shuffled bills) were a fifth of the client's import time. Texts are decoded
     /// from these bytes when rows are taken.
     dims: IndexSet<Box<[u8]>, FxBuildHasher>,
     /// A row's key ([`row_key`]: its day and its dimensions' index in `dims`) → its sums, in the
