@@ -119,8 +119,8 @@ impl RollupSpec {
 /// and index slot, plus their dimensions' key bytes, shared by the rows of every day): past it
 /// they are written out as a chunk of the load's rollup and summing starts afresh, so memory
 /// stays bounded whatever the bill. A bill in no particular order (the `sample` bills are
-/// shuffled across the month) with more distinct keys than this writes each key once per chunk: 20,000 made 315,870 daily and 2,436,801 pricing rows of
-/// 26,871 and 39,733 keys on 10M lines.
+/// shuffled across the month) with more distinct keys than this writes each key once per chunk:
+/// 20,000 made 315,870 daily and 2,436,801 pricing rows of 26,871 and 39,733 keys on 10M lines.
 pub const MAX_ROLLUP_ROWS: usize = 50_000;
 
 /// Charge starts whose local day is remembered (a month of hourly starts is 744).
