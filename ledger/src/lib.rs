@@ -10,6 +10,7 @@ mod contexts;
 pub mod day_totals;
 pub mod db_url;
 pub mod decimal_sum;
+mod kinds;
 mod load_sql;
 pub mod migrations;
 mod pg_binary;
@@ -1308,11 +1309,17 @@ pub(crate) const CHARGE_COLUMNS: [&str; 61] = [
 ];
 
 /// The columns of `charge_rows` a writer fills, in order: [`CHARGE_COLUMNS`] without the
-/// columns stored in `charge_contexts` (migration 0014), then `ctx_id`.
+/// columns stored in `charge_contexts` (migration 0014) and `charge_kinds` (0016), then
+/// `ctx_id` and `kind_id`.
 pub(crate) fn row_columns() -> &'static [&'static str] {
     static COLS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
     COLS.get_or_init(|| {
-        CHARGE_COLUMNS.iter().copied().filter(|c| !contexts::is_context_column(c)).chain(["ctx_id"]).collect()
+        CHARGE_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| !contexts::is_context_column(c) && !kinds::is_kind_column(c))
+            .chain(["ctx_id", "kind_id"])
+            .collect()
     })
 }
 

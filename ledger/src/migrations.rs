@@ -98,6 +98,12 @@ pub const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../../migrations/sqlite/0015_charge_statistics.sql"),
         include_str!("../../migrations/postgres/0015_charge_statistics.sql"),
     ),
+    (
+        16,
+        "charge_kinds",
+        include_str!("../../migrations/sqlite/0016_charge_kinds.sql"),
+        include_str!("../../migrations/postgres/0016_charge_kinds.sql"),
+    ),
 ];
 
 pub fn migrator(backend: Backend) -> Migrator {

@@ -23,9 +23,13 @@ pub(crate) const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01T00:00:00Z).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// Fields per charge row (`CHARGE_COLUMNS`).
-/// Fields of a `charge_rows` row: the charge columns without the 13 context columns, plus `ctx_id`.
-const FIELDS: i16 = (super::CHARGE_COLUMNS.len() - super::contexts::CONTEXT_COLUMNS.len() + 1) as i16;
+/// Fields of a `charge_rows` row: the charge columns without the 13 context and 19 kind
+/// columns, plus `ctx_id` and `kind_id`.
+const FIELDS: i16 =
+    (super::CHARGE_COLUMNS.len() - super::contexts::CONTEXT_COLUMNS.len() - super::kinds::KIND_COUNT + 2) as i16;
+
+/// FOCUS text columns stored in the row (not kind columns).
+const FOCUS_ROW_TEXTS: usize = costledger_core::FOCUS_TEXT_COUNT - (super::kinds::KIND_COUNT - 5);
 
 /// A binary COPY payload (header, rows, trailer), or rows only.
 pub(crate) struct CopyBuf {
@@ -108,15 +112,13 @@ impl CopyBuf {
         }
     }
 
-    /// One `charge_rows` row (columns of [`super::row_columns`]) of line `l` in context `ctx`.
-    pub(crate) fn line(&mut self, l: &ChargeLine, load: LoadId, row_no: u64, ctx: i64) {
+    /// One `charge_rows` row (columns of [`super::row_columns`]) of line `l` in context `ctx`
+    /// and kind `kind`.
+    pub(crate) fn line(&mut self, l: &ChargeLine, load: LoadId, row_no: u64, ctx: i64, kind: i64) {
         self.buf.extend_from_slice(&FIELDS.to_be_bytes());
         self.ts(l.charge_period_start);
         self.ts(l.charge_period_end);
-        self.text(Some(l.charge_category.as_str()));
-        self.text(l.charge_class.map(|c| c.as_str()));
         self.text(l.charge_description.as_deref());
-        self.text(l.region_id.as_deref());
         self.text(l.resource_id.as_deref());
         self.text(l.resource_name.as_deref());
         self.text(l.sku_id.as_deref());
@@ -125,9 +127,7 @@ impl CopyBuf {
         self.numeric(l.list_cost);
         self.numeric(l.contracted_cost);
         self.numeric(l.pricing_quantity);
-        self.text(l.pricing_unit.as_deref());
         self.numeric(l.consumed_quantity);
-        self.text(l.consumed_unit.as_deref());
         self.text(l.commitment_discount_id.as_deref());
         self.map(&l.tags);
         self.map(&l.x_extra);
@@ -136,20 +136,23 @@ impl CopyBuf {
         self.int8(row_no as i64);
         match l.focus.as_deref() {
             Some(f) => {
-                for t in f.texts() {
-                    self.text(t);
+                for (t, kind) in f.texts().into_iter().zip(super::kinds::focus_kind_slots()) {
+                    if kind.is_none() {
+                        self.text(t);
+                    }
                 }
                 for d in f.decimals() {
                     self.numeric(d);
                 }
             }
             None => {
-                for _ in 0..costledger_core::FOCUS_TEXT_COUNT + costledger_core::FOCUS_DECIMAL_COUNT {
+                for _ in 0..FOCUS_ROW_TEXTS + costledger_core::FOCUS_DECIMAL_COUNT {
                     self.null();
                 }
             }
         }
         self.int8(ctx);
+        self.int8(kind);
     }
 }
 
@@ -326,6 +329,13 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn a_row_has_one_field_per_column_the_copy_names() {
+        assert_eq!(FIELDS as usize, crate::row_columns().len());
+        let focus_in_row = crate::row_columns().iter().filter(|c| crate::CHARGE_COLUMNS[crate::FOCUS_AT..].contains(c));
+        assert_eq!(FOCUS_ROW_TEXTS + costledger_core::FOCUS_DECIMAL_COUNT, focus_in_row.count());
+    }
 
     /// Decode the NUMERIC send format back to decimal text (the test's independent reading).
     fn decode(b: &[u8]) -> String {

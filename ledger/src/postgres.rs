@@ -16,6 +16,7 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use std::sync::Arc;
 
 use super::contexts::{CONTEXT_COLUMNS, ContextKey, ContextValues, Contexts, MAX_CACHED, context_texts, pg_ts_key};
+use super::kinds::{KIND_COLUMNS, KIND_COUNT, KindKey, Kinds, kind_texts};
 use super::load_sql::Dialect;
 use super::pg_binary::CopyBuf;
 use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
@@ -30,6 +31,8 @@ pub struct PgLedger {
     copy_bufs: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     /// Context ids by value ([`crate::contexts`]), shared by the batches being staged.
     contexts: Arc<tokio::sync::Mutex<Contexts>>,
+    /// Kind ids by value ([`crate::kinds`]), shared by the batches being staged.
+    kinds: Arc<tokio::sync::Mutex<Kinds>>,
     /// The COPY lanes of each load being staged by this process ([`Lanes`]).
     staging: Arc<std::sync::Mutex<rustc_hash::FxHashMap<LoadId, Arc<Lanes>>>>,
 }
@@ -421,6 +424,7 @@ impl PgLedger {
             opts,
             copy_bufs: Default::default(),
             contexts: Default::default(),
+            kinds: Default::default(),
             staging: Default::default(),
         })
     }
@@ -558,11 +562,92 @@ async fn resolve_context(pool: &PgPool, cache: &mut Contexts, key: &ContextKey, 
     Ok(id)
 }
 
+/// The kind id of each line ([`crate::kinds`]): cached, else found among the stored kinds
+/// (read once), else stored — every kind a batch misses in one statement. Stored kinds commit
+/// at once (their own statement): a kind is never deleted, so a batch that fails after it
+/// leaves an unreferenced row, never a dangling id.
+async fn kind_ids(pool: &PgPool, kinds: &tokio::sync::Mutex<Kinds>, lines: &[ChargeLine]) -> Result<Vec<i64>> {
+    let mut cache = kinds.lock().await;
+    let mut key = KindKey::default();
+    let mut ids = Vec::with_capacity(lines.len());
+    let mut misses = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        match cache.get(key.set(&kind_texts(l))) {
+            Some(id) => ids.push(id),
+            None => {
+                ids.push(0);
+                misses.push(n);
+            }
+        }
+    }
+    if misses.is_empty() {
+        return Ok(ids);
+    }
+    // This batch's kinds by value, beside the cache (which may start over while filled).
+    let mut found: rustc_hash::FxHashMap<Box<[u8]>, i64> = Default::default();
+    if !cache.loaded() {
+        let rows = sqlx::query(AssertSqlSafe(super::kinds::select_stored_sql())).fetch_all(pool).await?;
+        for r in &rows {
+            let texts: [Option<&str>; KIND_COUNT] = kind_row_texts(r)?;
+            let k = key.set(&texts);
+            cache.insert(k, r.try_get(0)?);
+            found.insert(k.into(), r.try_get(0)?);
+        }
+        cache.mark_loaded();
+    }
+    // The kinds still missing, each once.
+    let mut new: Vec<[Option<&str>; KIND_COUNT]> = Vec::new();
+    let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
+    for &n in &misses {
+        let texts = kind_texts(&lines[n]);
+        let k = key.set(&texts);
+        if !found.contains_key(k) && seen.insert(k.to_vec()) {
+            new.push(texts);
+        }
+    }
+    if !new.is_empty() {
+        let cols = KIND_COLUMNS.join(", ");
+        let arrays: Vec<String> = (1..=KIND_COUNT).map(|i| format!("${i}::text[]")).collect();
+        let sql = format!(
+            "INSERT INTO charge_kinds ({cols}) SELECT * FROM unnest({}) RETURNING id, {cols}",
+            arrays.join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for c in 0..KIND_COUNT {
+            q = q.bind(new.iter().map(|t| t[c]).collect::<Vec<Option<&str>>>());
+        }
+        // Each stored kind is matched back by its values (the order of RETURNING is not promised).
+        for r in &q.fetch_all(pool).await? {
+            let texts = kind_row_texts(r)?;
+            let k = key.set(&texts);
+            cache.insert(k, r.try_get(0)?);
+            found.insert(k.into(), r.try_get(0)?);
+        }
+    }
+    for n in misses {
+        let k = key.set(&kind_texts(&lines[n]));
+        ids[n] = *found.get(k).ok_or_else(|| {
+            LedgerError::State("a charge kind stored for this batch was not returned by the server".into())
+        })?;
+    }
+    Ok(ids)
+}
+
+/// The kind columns of a row `id, <KIND_COLUMNS>`.
+fn kind_row_texts(r: &PgRow) -> Result<[Option<&str>; KIND_COUNT]> {
+    let mut t: [Option<&str>; KIND_COUNT] = [None; KIND_COUNT];
+    for (i, slot) in t.iter_mut().enumerate() {
+        *slot = r.try_get::<Option<&str>, _>(i + 1)?;
+    }
+    Ok(t)
+}
+
 /// What a staged batch needs of the ledger, owned, to be written on a task of its own.
 struct BatchWriter {
     pool: PgPool,
     copy_bufs: Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
     contexts: Arc<tokio::sync::Mutex<Contexts>>,
+    kinds: Arc<tokio::sync::Mutex<Kinds>>,
     lanes: Arc<Lanes>,
 }
 
@@ -577,10 +662,11 @@ impl BatchWriter {
         spent: Option<SpentLines>,
     ) -> Result<()> {
         let ctx = context_ids(&self.pool, &self.contexts, &lines).await?;
+        let kind = kind_ids(&self.pool, &self.kinds, &lines).await?;
         let spare = self.copy_bufs.lock().ok().and_then(|mut b| b.pop());
         let mut buf = CopyBuf::rows_reusing(spare, lines.len());
-        for (n, (l, ctx)) in lines.iter().zip(ctx).enumerate() {
-            buf.line(l, load, first_row + n as u64, ctx);
+        for (n, ((l, ctx), kind)) in lines.iter().zip(ctx).zip(kind).enumerate() {
+            buf.line(l, load, first_row + n as u64, ctx, kind);
         }
         match spent {
             Some(spent) => spent.give(lines),
@@ -868,7 +954,7 @@ const STALE_STATS_ROWS: i64 = 50_000;
 const STALE_STATS_TENTHS: i64 = 1;
 
 /// The tables a load fills, whose statistics [`refresh_stats`] keeps fresh.
-const LOAD_TABLES: &[&str] = &["charge_contexts", "charge_rows", "load_periods", "loads", "rollups"];
+const LOAD_TABLES: &[&str] = &["charge_contexts", "charge_kinds", "charge_rows", "load_periods", "loads", "rollups"];
 
 /// Refresh the planner's statistics of the tables a load fills when they are stale (at least
 /// [`STALE_STATS_ROWS`] and a tenth of the rows changed since the last ANALYZE). Autovacuum
@@ -903,12 +989,12 @@ async fn refresh_stats(pool: &PgPool, tables: &[&str]) {
     .fetch_all(pool)
     .await
     .map_err(LedgerError::from);
-    // The small tables the charge reads join (contexts, loads, sources) never reach the
+    // The small tables the charge reads join (contexts, kinds, loads, sources) never reach the
     // threshold, but without their statistics the planner sorted the export's rows with their
     // context text again (19.7 s against 14.5 s on 1M lines): refreshed with the charges (ms).
     let stale = stale.map(|mut t| {
         if t.iter().any(|t| t == "charge_rows") {
-            t.extend(["charge_contexts", "loads", "sources"].map(String::from));
+            t.extend(["charge_contexts", "charge_kinds", "loads", "sources"].map(String::from));
             t.sort();
             t.dedup();
         }
@@ -1099,6 +1185,7 @@ super::load_sql::ledger_store_impl!(PgLedger, {
             pool: self.pool.clone(),
             copy_bufs: self.copy_bufs.clone(),
             contexts: self.contexts.clone(),
+            kinds: self.kinds.clone(),
             lanes,
         };
         let written = tokio::spawn(writer.write(load, first_row, lines, spent)).await.map_err(|e| {

@@ -19,6 +19,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, Row, SqlitePool};
 
 use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts};
+use super::kinds::{KIND_COLUMNS, KIND_COUNT, KindKey, Kinds, focus_kind_slots, kind_texts};
 use super::load_sql::Dialect;
 use super::query_sql::{GroupDialect, GroupedTable, Summed, grouped_row, grouped_sql, rollup_where};
 use super::sqlite_bulk::{BulkConn, Rendered, Staged};
@@ -79,6 +80,8 @@ pub struct SqliteLedger {
     bulk: Option<(std::path::PathBuf, Arc<Mutex<Option<BulkConn>>>)>,
     /// Context ids by value for the sqlx staging path (the bulk connection keeps its own).
     contexts: tokio::sync::Mutex<Contexts>,
+    /// Kind ids by value for the sqlx staging path (the bulk connection keeps its own).
+    kinds: tokio::sync::Mutex<Kinds>,
 }
 
 fn ts(s: &str) -> Result<DateTime<Utc>> {
@@ -287,7 +290,7 @@ impl SqliteLedger {
             .connect_with(opts.clone())
             .await?;
         let bulk = (!memory).then(|| (opts.get_filename().to_path_buf(), Arc::new(Mutex::new(None))));
-        Ok(Self { pool, bulk, contexts: Default::default() })
+        Ok(Self { pool, bulk, contexts: Default::default(), kinds: Default::default() })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -327,10 +330,13 @@ impl SqliteLedger {
     async fn stage_lines_sqlx(&self, load: LoadId, first_row: u64, lines: &[ChargeLine]) -> Result<()> {
         let mut row_no = to_i64(first_row);
         let mut cache = self.contexts.lock().await;
+        let mut kinds = self.kinds.lock().await;
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let staged = async {
             let ctx = context_ids_sqlx(&mut tx, &mut cache, lines).await?;
-            for (chunk, ctx) in lines.chunks(ROWS_PER_INSERT).zip(ctx.chunks(ROWS_PER_INSERT)) {
+            let kind = kind_ids_sqlx(&mut tx, &mut kinds, lines).await?;
+            let rows = lines.chunks(ROWS_PER_INSERT).zip(ctx.chunks(ROWS_PER_INSERT)).zip(kind.chunks(ROWS_PER_INSERT));
+            for ((chunk, ctx), kind) in rows {
                 let owned;
                 let sql: &str = if chunk.len() == ROWS_PER_INSERT {
                     full_insert_sql()
@@ -339,14 +345,11 @@ impl SqliteLedger {
                     &owned
                 };
                 let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (l, ctx) in chunk.iter().zip(ctx) {
+                for ((l, ctx), kind) in chunk.iter().zip(ctx).zip(kind) {
                     q = q
                         .bind(format_ts(l.charge_period_start))
                         .bind(format_ts(l.charge_period_end))
-                        .bind(l.charge_category.as_str())
-                        .bind(l.charge_class.map(|c| c.as_str()))
                         .bind(&l.charge_description)
-                        .bind(&l.region_id)
                         .bind(&l.resource_id)
                         .bind(&l.resource_name)
                         .bind(&l.sku_id)
@@ -355,9 +358,7 @@ impl SqliteLedger {
                         .bind(l.list_cost.map(canonical))
                         .bind(l.contracted_cost.map(canonical))
                         .bind(l.pricing_quantity.map(canonical))
-                        .bind(&l.pricing_unit)
                         .bind(l.consumed_quantity.map(canonical))
-                        .bind(&l.consumed_unit)
                         .bind(&l.commitment_discount_id)
                         .bind(l.tags_json())
                         .bind(l.x_extra_json())
@@ -365,14 +366,16 @@ impl SqliteLedger {
                         .bind(load)
                         .bind(row_no);
                     let texts = l.focus.as_deref().map(|f| f.texts()).unwrap_or_default();
-                    for t in texts {
-                        q = q.bind(t.map(str::to_string));
+                    for (t, k) in texts.into_iter().zip(focus_kind_slots()) {
+                        if k.is_none() {
+                            q = q.bind(t.map(str::to_string));
+                        }
                     }
                     let decimals = l.focus.as_deref().map(|f| f.decimals()).unwrap_or_default();
                     for d in decimals {
                         q = q.bind(d.map(canonical));
                     }
-                    q = q.bind(*ctx).bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
+                    q = q.bind(*ctx).bind(*kind).bind(charge_key(load, row_no).map_err(LedgerError::Bulk)?);
                     row_no += 1;
                 }
                 q.execute(&mut *tx).await?;
@@ -385,8 +388,9 @@ impl SqliteLedger {
             Err(e) => Err(e),
         };
         if done.is_err() {
-            // Contexts inserted by this transaction rolled back with it.
+            // Contexts and kinds inserted by this transaction rolled back with it.
             cache.clear();
+            kinds.clear();
         }
         done
     }
@@ -448,6 +452,46 @@ async fn context_ids_sqlx(
             .bind(t[10])
             .fetch_one(&mut *tx)
             .await?;
+        cache.insert(key.bytes(), id);
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The kind id of each line ([`crate::kinds`]) inside the staging transaction: cached, else
+/// found among the stored kinds (read once), else inserted.
+async fn kind_ids_sqlx(tx: &mut sqlx::SqliteConnection, cache: &mut Kinds, lines: &[ChargeLine]) -> Result<Vec<i64>> {
+    let mut key = KindKey::default();
+    let mut ids = Vec::with_capacity(lines.len());
+    for l in lines {
+        let texts = kind_texts(l);
+        if let Some(id) = cache.get(key.set(&texts)) {
+            ids.push(id);
+            continue;
+        }
+        if !cache.loaded() {
+            let rows = sqlx::query(AssertSqlSafe(super::kinds::select_stored_sql())).fetch_all(&mut *tx).await?;
+            let mut k = KindKey::default();
+            for r in &rows {
+                let mut t: [Option<&str>; KIND_COUNT] = [None; KIND_COUNT];
+                for (i, slot) in t.iter_mut().enumerate() {
+                    *slot = r.try_get::<Option<&str>, _>(i + 1)?;
+                }
+                cache.insert(k.set(&t), r.try_get(0)?);
+            }
+            cache.mark_loaded();
+            if let Some(id) = cache.get(key.bytes()) {
+                ids.push(id);
+                continue;
+            }
+        }
+        let marks = vec!["?"; KIND_COUNT].join(", ");
+        let sql = format!("INSERT INTO charge_kinds ({}) VALUES ({marks}) RETURNING id", KIND_COLUMNS.join(", "));
+        let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
+        for t in texts {
+            q = q.bind(t);
+        }
+        let id: i64 = q.fetch_one(&mut *tx).await?;
         cache.insert(key.bytes(), id);
         ids.push(id);
     }

@@ -13,6 +13,7 @@ use costledger_core::{ChargeLine, write_canonical, write_map_json, write_ts};
 use libsqlite3_sys as ffi;
 
 use super::contexts::{CONTEXT_COLUMNS, ContextKey, Contexts, context_texts, is_context_column};
+use super::kinds::{KIND_COLUMNS, KIND_COUNT, KindKey, Kinds, focus_kind_slots, is_kind_column, kind_texts};
 use super::sqlite::charge_key;
 use super::{CHARGE_COLUMNS, FOCUS_AT, LoadId, row_columns};
 use costledger_core::{FOCUS_DECIMAL_COUNT, FOCUS_TEXT_COUNT};
@@ -24,11 +25,16 @@ pub(crate) struct BulkConn {
     /// The stored contexts of one billing period (`?1`), and the insert of a new context.
     ctx_select: *mut ffi::sqlite3_stmt,
     ctx_insert: *mut ffi::sqlite3_stmt,
+    /// The stored kinds, and the insert of a new kind.
+    kind_select: *mut ffi::sqlite3_stmt,
+    kind_insert: *mut ffi::sqlite3_stmt,
     /// Context ids by value ([`crate::contexts`]); cleared when a batch rolls back.
     contexts: Contexts,
-    /// Which of the line's core parameters are context columns (stored in `charge_contexts`,
-    /// not bound to the row insert).
-    context_param: [bool; LINE_PARAMS],
+    /// Kind ids by value ([`crate::kinds`]); cleared when a batch rolls back.
+    kinds: Kinds,
+    /// Which of the line's core parameters are context or kind columns (stored in
+    /// `charge_contexts` or `charge_kinds`, not bound to the row insert).
+    not_in_row: [bool; LINE_PARAMS],
 }
 
 // SAFETY: the connection and its statements are only ever used by one thread at a time (the
@@ -43,6 +49,8 @@ impl Drop for BulkConn {
             ffi::sqlite3_finalize(self.heartbeat);
             ffi::sqlite3_finalize(self.ctx_select);
             ffi::sqlite3_finalize(self.ctx_insert);
+            ffi::sqlite3_finalize(self.kind_select);
+            ffi::sqlite3_finalize(self.kind_insert);
             ffi::sqlite3_close(self.db);
         }
     }
@@ -74,8 +82,13 @@ impl BulkConn {
             heartbeat: ptr::null_mut(),
             ctx_select: ptr::null_mut(),
             ctx_insert: ptr::null_mut(),
+            kind_select: ptr::null_mut(),
+            kind_insert: ptr::null_mut(),
             contexts: Contexts::default(),
-            context_param: std::array::from_fn(|i| is_context_column(CHARGE_COLUMNS[i])),
+            kinds: Kinds::default(),
+            not_in_row: std::array::from_fn(|i| {
+                is_context_column(CHARGE_COLUMNS[i]) || is_kind_column(CHARGE_COLUMNS[i])
+            }),
         };
         if rc != ffi::SQLITE_OK {
             return Err(format!("cannot open {} for bulk staging: {}", path.display(), conn.errmsg()));
@@ -85,15 +98,16 @@ impl BulkConn {
             "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
              PRAGMA cache_size = -4096",
         )?;
-        // Parameters keep their numbers in `CHARGE_COLUMNS` (the context columns' numbers go
-        // unused), then the rowid (`ID_PARAM`) and the context id (`CTX_PARAM`).
-        let row = &row_columns()[..row_columns().len() - 1];
+        // Parameters keep their numbers in `CHARGE_COLUMNS` (the context and kind columns'
+        // numbers go unused), then the rowid (`ID_PARAM`), the context id (`CTX_PARAM`) and the
+        // kind id (`KIND_PARAM`).
+        let row = &row_columns()[..row_columns().len() - 2];
         let marks: Vec<String> = row
             .iter()
             .map(|c| format!("?{}", CHARGE_COLUMNS.iter().position(|x| x == c).map_or(0, |i| i + 1)))
             .collect();
         conn.insert = conn.prepare(&format!(
-            "INSERT INTO charge_rows ({}, id, ctx_id) VALUES ({}, ?{ID_PARAM}, ?{CTX_PARAM})",
+            "INSERT INTO charge_rows ({}, id, ctx_id, kind_id) VALUES ({}, ?{ID_PARAM}, ?{CTX_PARAM}, ?{KIND_PARAM})",
             row.join(", "),
             marks.join(", ")
         ))?;
@@ -103,6 +117,13 @@ impl BulkConn {
         let ctx_marks: Vec<String> = (1..=CONTEXT_COLUMNS.len()).map(|i| format!("?{i}")).collect();
         conn.ctx_insert =
             conn.prepare(&format!("INSERT INTO charge_contexts ({ctx_cols}) VALUES ({})", ctx_marks.join(", ")))?;
+        conn.kind_select = conn.prepare(&super::kinds::select_stored_sql())?;
+        let kind_marks: Vec<String> = (1..=KIND_COUNT).map(|i| format!("?{i}")).collect();
+        conn.kind_insert = conn.prepare(&format!(
+            "INSERT INTO charge_kinds ({}) VALUES ({})",
+            KIND_COLUMNS.join(", "),
+            kind_marks.join(", ")
+        ))?;
         conn.heartbeat = conn.prepare("UPDATE loads SET heartbeat_at = ?1 WHERE id = ?2 AND state = 'staging'")?;
         Ok(conn)
     }
@@ -153,13 +174,15 @@ impl BulkConn {
                 Err(e) => {
                     let _ = self.exec("ROLLBACK");
                     self.contexts.clear();
+                    self.kinds.clear();
                     Err(e)
                 }
             },
             other => {
                 let _ = self.exec("ROLLBACK");
-                // Contexts inserted in this transaction are gone with it.
+                // Contexts and kinds inserted in this transaction are gone with it.
                 self.contexts.clear();
+                self.kinds.clear();
                 other
             }
         }
@@ -198,6 +221,7 @@ impl BulkConn {
         now: &str,
     ) -> Result<Staged, String> {
         let ctx = self.context_ids(lines, r)?;
+        let kind = self.kind_ids(lines)?;
         let s = self.insert;
         // Checking the batch's first and last keys covers every row in between.
         let first_key = charge_key(load, first_row)?;
@@ -257,19 +281,19 @@ impl BulkConn {
                     *slot = r.field(n, LINE_FIELDS + k);
                 }
             }
-            // SAFETY: `s` is a valid prepared statement with 63 parameters; every text pointer
+            // SAFETY: `s` is a valid prepared statement with `KIND_PARAM` parameters; every text pointer
             // (into `lines` and `r`, borrowed for the whole call) outlives the steps below, and
             // lengths are exact. A value equal to the previous line's is not bound again:
             // SQLite keeps bindings across resets, and the previous pointer is still valid.
             unsafe {
                 for (i, v) in vals.iter().enumerate() {
-                    if *v != bound[i] && !self.context_param[i] {
+                    if *v != bound[i] && !self.not_in_row[i] {
                         self.bind_text(i + 1, *v)?;
                         bound[i] = *v;
                     }
                 }
                 for (k, v) in focus.iter().enumerate() {
-                    if *v != bound_focus[k] {
+                    if *v != bound_focus[k] && focus_kind_slots().get(k).is_none_or(Option::is_none) {
                         self.bind_text(FOCUS_AT + k + 1, *v)?;
                         bound_focus[k] = *v;
                     }
@@ -277,6 +301,7 @@ impl BulkConn {
                 ffi::sqlite3_bind_int64(s, 36, first_row + n as i64);
                 ffi::sqlite3_bind_int64(s, ID_PARAM as c_int, first_key + n as i64);
                 ffi::sqlite3_bind_int64(s, CTX_PARAM as c_int, ctx[n]);
+                ffi::sqlite3_bind_int64(s, KIND_PARAM as c_int, kind[n]);
                 let rc = ffi::sqlite3_step(s);
                 if rc != ffi::SQLITE_DONE {
                     return Err(format!("inserting a charge: {}", self.errmsg()));
@@ -376,6 +401,92 @@ impl BulkConn {
         }
     }
 
+    /// The kind id of each line ([`crate::kinds`]), inside the batch's transaction: cached, else
+    /// found among the stored kinds (read once), else inserted.
+    fn kind_ids(&mut self, lines: &[ChargeLine]) -> Result<Vec<i64>, String> {
+        let mut key = KindKey::default();
+        let mut ids = Vec::with_capacity(lines.len());
+        for l in lines {
+            let texts = kind_texts(l);
+            if let Some(id) = self.kinds.get(key.set(&texts)) {
+                ids.push(id);
+                continue;
+            }
+            if !self.kinds.loaded() {
+                self.load_kinds()?;
+                self.kinds.mark_loaded();
+                if let Some(id) = self.kinds.get(key.bytes()) {
+                    ids.push(id);
+                    continue;
+                }
+            }
+            let id = self.insert_kind(&texts)?;
+            self.kinds.insert(key.bytes(), id);
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    /// Cache the stored kinds.
+    fn load_kinds(&mut self) -> Result<(), String> {
+        let q = self.kind_select;
+        let mut key = KindKey::default();
+        // SAFETY: valid statement; column pointers are read before the next step and copied
+        // into the key.
+        unsafe {
+            let result = loop {
+                match ffi::sqlite3_step(q) {
+                    ffi::SQLITE_ROW => {
+                        let text = |i: c_int| -> Option<&str> {
+                            if ffi::sqlite3_column_type(q, i) == ffi::SQLITE_NULL {
+                                return None;
+                            }
+                            let p = ffi::sqlite3_column_text(q, i);
+                            let n = ffi::sqlite3_column_bytes(q, i);
+                            let b = if p.is_null() { &[][..] } else { std::slice::from_raw_parts(p, n as usize) };
+                            Some(std::str::from_utf8(b).unwrap_or("\u{fffd}"))
+                        };
+                        let texts: [Option<&str>; KIND_COUNT] = std::array::from_fn(|i| text(i as c_int + 1));
+                        let id = ffi::sqlite3_column_int64(q, 0);
+                        self.kinds.insert(key.set(&texts), id);
+                    }
+                    ffi::SQLITE_DONE => break Ok(()),
+                    _ => break Err(format!("reading the charge kinds: {}", self.errmsg())),
+                }
+            };
+            ffi::sqlite3_reset(q);
+            result
+        }
+    }
+
+    /// Store a new kind; its id.
+    fn insert_kind(&mut self, texts: &[Option<&str>; KIND_COUNT]) -> Result<i64, String> {
+        let q = self.kind_insert;
+        // SAFETY: valid statement; every bound slice outlives the step; bindings are cleared
+        // before returning.
+        unsafe {
+            for (i, v) in texts.iter().enumerate() {
+                match v {
+                    Some(v) => ffi::sqlite3_bind_text(
+                        q,
+                        i as c_int + 1,
+                        v.as_ptr() as *const c_char,
+                        v.len() as c_int,
+                        ffi::SQLITE_STATIC(),
+                    ),
+                    None => ffi::sqlite3_bind_null(q, i as c_int + 1),
+                };
+            }
+            let rc = ffi::sqlite3_step(q);
+            ffi::sqlite3_reset(q);
+            ffi::sqlite3_clear_bindings(q);
+            if rc != ffi::SQLITE_DONE {
+                return Err(format!("storing a charge kind: {}", self.errmsg()));
+            }
+            Ok(ffi::sqlite3_last_insert_rowid(self.db))
+        }
+    }
+
     /// Store a new context; its id.
     fn insert_context(&mut self, start: &[u8], end: &[u8], texts: &[Option<&str>; 11]) -> Result<i64, String> {
         let q = self.ctx_insert;
@@ -430,6 +541,8 @@ const LINE_PARAMS: usize = 34;
 /// The row insert's parameter numbers of the rowid and the context id.
 const ID_PARAM: usize = CHARGE_COLUMNS.len() + 1;
 const CTX_PARAM: usize = CHARGE_COLUMNS.len() + 2;
+/// The row insert's parameter number of the kind id.
+const KIND_PARAM: usize = CHARGE_COLUMNS.len() + 3;
 /// Parameters of the FOCUS columns (after row_no).
 const FOCUS_PARAMS: usize = FOCUS_TEXT_COUNT + FOCUS_DECIMAL_COUNT;
 

@@ -446,6 +446,117 @@ async fn a_context_from_a_rolled_back_batch_is_stored_again(s: Box<dyn LedgerSto
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "2.5");
 }
 
+/// Charge kinds (migration 0016): lines that differ only in their kind columns — NULL against
+/// empty, case, one column at a time, core fields and FOCUS columns — read back exactly as
+/// written, from one batch that stores every kind at once; a second load through a new ledger
+/// handle (a writer with an empty cache) finds the stored kinds instead of storing them again.
+/// On SQLite files (the C-API bulk path), in memory (the sqlx path) and PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_keep_every_value_apart_and_are_stored_once() {
+    use costledger_core::{ChargeClass, FocusColumns};
+    use sqlx::Connection;
+    let focus_at = |name: &str| FocusColumns::TEXT.iter().position(|c| *c == name).expect("FOCUS column");
+    let mut lines = Vec::new();
+    let values = [None, Some(""), Some("x"), Some("X")];
+    for (i, v) in values.iter().enumerate() {
+        let v = v.map(str::to_string);
+        let mut l = line(&format!("{}.5", i + 1), "USD");
+        l.region_id = v.clone();
+        lines.push(l);
+        let mut l = line(&format!("-{}.25", i + 1), "USD");
+        l.pricing_unit = v.clone();
+        l.charge_class = (i % 2 == 1).then_some(ChargeClass::Correction);
+        lines.push(l);
+        let mut l = line(&format!("{}.125", i + 1), "USD");
+        l.consumed_unit = v.clone();
+        l.pricing_unit = Some("Hours".into());
+        lines.push(l);
+        for name in
+            ["RegionName", "AvailabilityZone", "CommitmentDiscountStatus", "SubAccountType", "ServiceSubcategory"]
+        {
+            let mut l = line(&format!("{}.0625", i + 1), "USD");
+            let mut texts: [Option<String>; costledger_core::FOCUS_TEXT_COUNT] = Default::default();
+            texts[focus_at(name)] = v.clone();
+            // A FOCUS column that is not a kind column, kept in the row beside them.
+            texts[focus_at("SkuMeter")] = Some(format!("meter {name}"));
+            l.focus = FocusColumns::from_columns(texts, Default::default()).boxed();
+            lines.push(l);
+        }
+    }
+    // Distinct kinds: the plain line's kind, and each variation's own (a NULL one equals the
+    // plain kind only where nothing else differs).
+    let kind_of = |l: &ChargeLine| {
+        let f = l.focus.as_deref().map(|f| f.texts()).unwrap_or_default();
+        let focus: Vec<Option<String>> = f
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| FocusColumns::TEXT[*k] != "SkuMeter")
+            .map(|(_, t)| t.map(str::to_string))
+            .collect();
+        (
+            l.charge_category.as_str(),
+            l.charge_class.map(|c| c.as_str()),
+            l.region_id.clone(),
+            l.pricing_unit.clone(),
+            l.consumed_unit.clone(),
+            focus,
+        )
+    };
+    let distinct: std::collections::BTreeSet<_> = lines.iter().map(kind_of).collect();
+    assert!(distinct.len() > 20, "{}", distinct.len());
+    let check = |rows: Vec<costledger::ledger::Result<costledger::ledger::ChargeRecord>>, lines: &[ChargeLine]| {
+        let mut rows: Vec<_> = rows.into_iter().map(|r| r.expect("row")).collect();
+        rows.sort_by_key(|r| (r.load_id, r.row_no));
+        assert_eq!(rows.len(), lines.len() * 2);
+        for (r, l) in rows.iter().zip(lines.iter().chain(lines)) {
+            assert_eq!(&r.line, l, "row {} of load {}", r.row_no, r.load_id);
+        }
+    };
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut urls = vec![format!("sqlite://{}", dir.path().join("kinds.db").display()), "sqlite::memory:".to_string()];
+    if let Some(pg) = pg_schema_url().await {
+        urls.push(pg);
+    }
+    for url in urls {
+        let memory = url.contains(":memory:");
+        let kinds_stored = || async {
+            if url.starts_with("postgres") {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+        };
+        let s = costledger::ledger::open(&url).await.expect("open");
+        s.migrate().await.expect("migrate");
+        let src = s.ensure_source("a", "test").await.expect("source");
+        load_lines(s.as_ref(), src, "a", "k1", &lines).await;
+        if !memory {
+            assert_eq!(kinds_stored().await, distinct.len() as i64, "{url}: one kind per distinct value");
+        }
+        // The same lines again: through a new handle (its cache empty), except in memory, where
+        // a new handle would be a new database.
+        let second = if memory { s } else { costledger::ledger::open(&url).await.expect("reopen") };
+        let src = second.ensure_source("b", "test").await.expect("source");
+        load_lines(second.as_ref(), src, "b", "k2", &lines).await;
+        if !memory {
+            assert_eq!(
+                kinds_stored().await,
+                distinct.len() as i64,
+                "{url}: the stored kinds were found, not stored again"
+            );
+        }
+        check(second.charges(&ChargeFilter::default()).collect().await, &lines);
+    }
+}
+
 conformance!(
     million_tiny_amounts_sum_exactly,
     large_totals_stay_exact,
@@ -563,6 +674,137 @@ async fn postgres_charge_reads_stopped_early_give_their_connection_back() {
         }
         assert_eq!(read, loaded, "{currency}");
         assert_eq!(total(s.as_ref(), currency).await, loaded, "{currency}");
+    }
+}
+
+/// Charges written under schema 15 (the kind columns in each row) keep every value after
+/// migration 16 moves them into `charge_kinds`: NULL apart from empty, case apart, equal kinds
+/// stored once; a kind stored after the upgrade gets an id past the moved ones.
+#[tokio::test]
+async fn upgrade_to_charge_kinds_keeps_every_value() {
+    use costledger::ledger::Backend;
+    use costledger::ledger::migrations::migrator_upto;
+    use sqlx::Connection;
+    // row_no, then charge_class, region_id, RegionName, pricing_unit, CommitmentDiscountStatus.
+    type Row = (
+        i64,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+        Option<&'static str>,
+    );
+    let rows: [Row; 6] = [
+        (0, None, None, Some(""), Some("Hours"), None),
+        (1, Some("Correction"), Some(""), None, Some("hours"), None),
+        (2, None, Some("x"), None, None, Some("Used")),
+        (3, None, Some("X"), None, None, Some("Used")),
+        (4, None, None, None, None, None),
+        (5, None, None, Some(""), Some("Hours"), None),
+    ];
+    let sql_text = |v: Option<&str>| v.map_or("NULL".to_string(), |v| format!("'{v}'"));
+    let legacy = |sqlite: bool| {
+        let values: Vec<String> = rows
+            .iter()
+            .map(|(n, class, region, name, unit, status)| {
+                format!(
+                    "({}1, 1, {n}, '2026-10-0{}T00:00:00Z', '2026-10-0{}T01:00:00Z', 'Usage', '1.{n}', {}, {}, {}, {}, {})",
+                    if sqlite { format!("{}, ", 4294967296i64 + n) } else { String::new() },
+                    n + 1,
+                    n + 1,
+                    sql_text(*class),
+                    sql_text(*region),
+                    sql_text(*name),
+                    sql_text(*unit),
+                    sql_text(*status)
+                )
+            })
+            .collect();
+        vec![
+            "INSERT INTO sources (name, kind, created_at) VALUES ('legacy', 'focus', '2026-10-01T00:00:00Z')".to_string(),
+            "INSERT INTO loads (source_id, scope, delivery_key, state, owner, started_at, heartbeat_at, row_count) \
+             VALUES (1, 'a.csv', 'k1', 'current', 'o', '2026-10-01T00:00:00Z', '2026-10-01T00:00:00Z', 6)"
+                .to_string(),
+            // The first context of a fresh database: id 1 on both backends.
+            "INSERT INTO charge_contexts (billing_account_id, billing_period_start, billing_period_end, billing_currency) \
+             VALUES ('acct', '2026-10-01T00:00:00Z', '2026-11-01T00:00:00Z', 'USD')"
+                .to_string(),
+            format!(
+                "INSERT INTO charge_rows ({}load_id, ctx_id, row_no, charge_period_start, charge_period_end, \
+                 charge_category, billed_cost, charge_class, region_id, region_name, pricing_unit, \
+                 commitment_discount_status) VALUES {}",
+                if sqlite { "id, " } else { "" },
+                values.join(", ")
+            ),
+        ]
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lite = format!("sqlite://{}?mode=rwc", dir.path().join("v15.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&lite).await.expect("sqlite");
+    // Migration 12 sums with the ledger's exact aggregate.
+    costledger::ledger::decimal_sum::register(&mut c).await.expect("decimal_sum");
+    migrator_upto(Backend::Sqlite, 15).run(&mut c).await.expect("schema 15");
+    for q in legacy(true) {
+        sqlx::query(sqlx::AssertSqlSafe(q.clone())).execute(&mut c).await.expect(&q);
+    }
+    c.close().await.expect("close");
+    let mut urls = vec![lite.clone()];
+    if let Some(pg) = pg_schema_url().await {
+        let mut c = sqlx::PgConnection::connect(&pg).await.expect("postgres");
+        migrator_upto(Backend::Postgres, 15).run(&mut c).await.expect("schema 15");
+        for q in legacy(false) {
+            sqlx::query(sqlx::AssertSqlSafe(q.clone())).execute(&mut c).await.expect(&q);
+        }
+        urls.push(pg);
+    }
+    for url in urls {
+        let kinds_stored = || async {
+            if url.starts_with("postgres") {
+                let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            } else {
+                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
+                    .fetch_one(&mut c)
+                    .await
+                    .expect("count")
+            }
+        };
+        let s = costledger::ledger::open(&url).await.expect("open");
+        s.migrate().await.expect("migrate to the latest schema");
+        let read: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+        let mut read: Vec<_> = read.into_iter().map(|r| r.expect("row")).collect();
+        read.sort_by_key(|r| r.row_no);
+        let o = |v: Option<&str>| v.map(str::to_string);
+        let got: Vec<_> = read
+            .iter()
+            .map(|r| {
+                let f = |name: &str| o(r.line.focus.as_deref().and_then(|f| f.text(name)));
+                let l = &r.line;
+                (
+                    r.row_no,
+                    o(l.charge_class.map(|c| c.as_str())),
+                    l.region_id.clone(),
+                    f("RegionName"),
+                    l.pricing_unit.clone(),
+                    f("CommitmentDiscountStatus"),
+                )
+            })
+            .collect();
+        let want: Vec<_> = rows.iter().map(|(n, a, b, c, d, e)| (*n, o(*a), o(*b), o(*c), o(*d), o(*e))).collect();
+        assert_eq!(got, want, "{url}");
+        assert_eq!(total(s.as_ref(), "USD").await.to_string(), "7.5", "{url}");
+        assert_eq!(kinds_stored().await, 5, "{url}: rows 0 and 5 share their kind");
+        // A kind new after the upgrade is stored beside the moved ones; a moved one is found.
+        let mut new = line("3", "USD");
+        new.region_id = Some("new".into());
+        let src = s.ensure_source("other", "test").await.expect("source");
+        load_lines(s.as_ref(), src, "b", "k2", &[new, line("4", "USD")]).await;
+        assert_eq!(kinds_stored().await, 6, "{url}");
+        assert_eq!(total(s.as_ref(), "USD").await.to_string(), "14.5", "{url}");
     }
 }
 

@@ -850,15 +850,24 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         for c in PRICING {
             exec(format!("ALTER TABLE rollups ADD COLUMN {c} TEXT")).await;
         }
-        // …and charge contexts (migration 14): schema 9's `charges` table is set aside, empty
-        // contexts and rows behind a `charges` view are made by migration 14's own text, and the
-        // rows go back into the table before migrating.
-        let (contexts_sql, id_col) = match backend {
-            Backend::Sqlite => (include_str!("../../migrations/sqlite/0014_charge_contexts.sql"), "id, "),
-            Backend::Postgres => (include_str!("../../migrations/postgres/0014_charge_contexts.sql"), ""),
+        // …and charge contexts and kinds (migrations 14 and 16): schema 9's `charges` table is
+        // set aside, empty contexts, kinds and rows behind a `charges` view are made by those
+        // migrations' own text, and the rows go back into the table before migrating.
+        let (contexts_sql, kinds_sql, id_col) = match backend {
+            Backend::Sqlite => (
+                include_str!("../../migrations/sqlite/0014_charge_contexts.sql"),
+                include_str!("../../migrations/sqlite/0016_charge_kinds.sql"),
+                "id, ",
+            ),
+            Backend::Postgres => (
+                include_str!("../../migrations/postgres/0014_charge_contexts.sql"),
+                include_str!("../../migrations/postgres/0016_charge_kinds.sql"),
+                "",
+            ),
         };
         exec_many("ALTER TABLE charges RENAME TO charges_v9".into()).await;
-        exec_many(format!("CREATE TABLE charges AS SELECT * FROM charges_v9 WHERE 1 = 0; {contexts_sql}")).await;
+        exec_many(format!("CREATE TABLE charges AS SELECT * FROM charges_v9 WHERE 1 = 0; {contexts_sql}; {kinds_sql}"))
+            .await;
         let s = costledger::ledger::open(url.as_str()).await.expect("open");
         // What a schema-9 costledger wrote: one rollup row per day × dimension × SKU, spec v1.
         let source = s.ensure_source("bill", "focus").await.expect("source");
@@ -885,7 +894,8 @@ async fn a_rollup_built_with_the_sku_is_still_read_after_the_upgrade() {
         let cols = costledger::ledger::charge_columns().join(", ");
         exec_many(format!(
             "INSERT INTO charges_v9 ({id_col}{cols}) SELECT {id_col}{cols} FROM charges; DROP VIEW charges; \
-             DROP TABLE charge_rows; DROP TABLE charge_contexts; ALTER TABLE charges_v9 RENAME TO charges"
+             DROP TABLE charge_rows; DROP TABLE charge_contexts; DROP TABLE charge_kinds; \
+             ALTER TABLE charges_v9 RENAME TO charges"
         ))
         .await;
         exec("ALTER TABLE load_periods DROP COLUMN data_end".into()).await;
