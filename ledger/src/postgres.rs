@@ -498,68 +498,111 @@ pub(crate) const CONTEXT_RANKS: &str = "unnest(\
 const DELETE_LOAD_CHARGES: &str = "DELETE FROM charge_rows WHERE load_id = ?1";
 
 /// The context id of each line ([`crate::contexts`]): cached, else found among the stored
-/// contexts of its billing period (read once), else inserted. An inserted context commits
-/// at once (its own statement): a context is never deleted, so a batch that fails after it
-/// leaves an unreferenced row, never a dangling id.
+/// contexts of its billing period (read once), else stored — every context a batch misses in
+/// one statement. Stored contexts commit at once (their own statement): a context is never
+/// deleted, so a batch that fails after it leaves an unreferenced row, never a dangling id.
 async fn context_ids(pool: &PgPool, contexts: &tokio::sync::Mutex<Contexts>, lines: &[ChargeLine]) -> Result<Vec<i64>> {
     let mut cache = contexts.lock().await;
     let mut key = ContextKey::default();
-    let mut ids = Vec::with_capacity(lines.len());
-    for l in lines {
+    let line_key = |key: &mut ContextKey, l: &ChargeLine| {
         let (start, end) = (pg_ts_key(l.billing_period_start), pg_ts_key(l.billing_period_end));
-        let hit = cache.get(key.set(&start, &end, &context_texts(l)));
-        let id = match hit {
-            Some(id) => id,
-            None => resolve_context(pool, &mut cache, &key, l).await?,
-        };
-        ids.push(id);
+        key.set(&start, &end, &context_texts(l));
+    };
+    let mut ids = Vec::with_capacity(lines.len());
+    let mut misses = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        line_key(&mut key, l);
+        match cache.get(key.bytes()) {
+            Some(id) => ids.push(id),
+            None => {
+                ids.push(0);
+                misses.push(n);
+            }
+        }
+    }
+    if misses.is_empty() {
+        return Ok(ids);
+    }
+    // This batch's contexts by value, beside the cache (which may start over while filled).
+    let mut found: rustc_hash::FxHashMap<Box<[u8]>, i64> = Default::default();
+    let mut k = ContextKey::default();
+    for &n in &misses {
+        let l = &lines[n];
+        line_key(&mut key, l);
+        if cache.period_loaded(key.period()) {
+            continue;
+        }
+        let sql =
+            format!("SELECT id, {} FROM charge_contexts WHERE billing_period_start = $1", CONTEXT_COLUMNS.join(", "));
+        for r in &sqlx::query(AssertSqlSafe(sql)).bind(l.billing_period_start).fetch_all(pool).await? {
+            let id: i64 = r.try_get(0)?;
+            context_row_key(&mut k, r)?;
+            cache.insert(k.bytes(), id);
+            found.insert(k.bytes().into(), id);
+        }
+        cache.mark_period_loaded(key.period());
+    }
+    // The contexts still missing, each once.
+    let mut new: Vec<usize> = Vec::new();
+    let mut seen: rustc_hash::FxHashSet<Vec<u8>> = Default::default();
+    for &n in &misses {
+        line_key(&mut key, &lines[n]);
+        if !found.contains_key(key.bytes()) && seen.insert(key.bytes().to_vec()) {
+            new.push(n);
+        }
+    }
+    if !new.is_empty() {
+        let cols = CONTEXT_COLUMNS.join(", ");
+        let arrays: Vec<String> = CONTEXT_COLUMNS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                format!("${}::{}[]", i + 1, if c.starts_with("billing_period_") { "timestamptz" } else { "text" })
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO charge_contexts ({cols}) SELECT * FROM unnest({}) RETURNING id, {cols}",
+            arrays.join(", ")
+        );
+        let texts: Vec<[Option<&str>; 11]> = new.iter().map(|&n| context_texts(&lines[n])).collect();
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        let mut t = 0;
+        for c in CONTEXT_COLUMNS {
+            q = match c {
+                "billing_period_start" => {
+                    q.bind(new.iter().map(|&n| lines[n].billing_period_start).collect::<Vec<_>>())
+                }
+                "billing_period_end" => q.bind(new.iter().map(|&n| lines[n].billing_period_end).collect::<Vec<_>>()),
+                _ => {
+                    t += 1;
+                    q.bind(texts.iter().map(|v| v[t - 1]).collect::<Vec<Option<&str>>>())
+                }
+            };
+        }
+        // Each stored context is matched back by its values (the order of RETURNING is not
+        // promised).
+        for r in &q.fetch_all(pool).await? {
+            let id: i64 = r.try_get(0)?;
+            context_row_key(&mut k, r)?;
+            cache.insert(k.bytes(), id);
+            found.insert(k.bytes().into(), id);
+        }
+    }
+    for n in misses {
+        line_key(&mut key, &lines[n]);
+        ids[n] = *found.get(key.bytes()).ok_or_else(|| {
+            LedgerError::State("a charge context stored for this batch was not returned by the server".into())
+        })?;
     }
     Ok(ids)
 }
 
-async fn resolve_context(pool: &PgPool, cache: &mut Contexts, key: &ContextKey, l: &ChargeLine) -> Result<i64> {
-    if !cache.period_loaded(key.period()) {
-        let sql =
-            format!("SELECT id, {} FROM charge_contexts WHERE billing_period_start = $1", CONTEXT_COLUMNS.join(", "));
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(l.billing_period_start).fetch_all(pool).await?;
-        let mut k = ContextKey::default();
-        for r in rows {
-            // Row: id, then CONTEXT_COLUMNS (the two timestamps at 5 and 6).
-            let v = |i: usize| r.try_get::<Option<&str>, _>(i);
-            let texts = [v(1)?, v(2)?, v(3)?, v(4)?, v(7)?, v(8)?, v(9)?, v(10)?, v(11)?, v(12)?, v(13)?];
-            let start = pg_ts_key(r.try_get(5)?);
-            let end = pg_ts_key(r.try_get(6)?);
-            let id: i64 = r.try_get(0)?;
-            cache.insert(k.set(&start, &end, &texts), id);
-        }
-        cache.mark_period_loaded(key.period());
-        if let Some(id) = cache.get(key.bytes()) {
-            return Ok(id);
-        }
-    }
-    let sql = format!(
-        "INSERT INTO charge_contexts ({}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
-        CONTEXT_COLUMNS.join(", ")
-    );
-    let t = context_texts(l);
-    let id: i64 = sqlx::query_scalar(AssertSqlSafe(sql))
-        .bind(t[0])
-        .bind(t[1])
-        .bind(t[2])
-        .bind(t[3])
-        .bind(l.billing_period_start)
-        .bind(l.billing_period_end)
-        .bind(t[4])
-        .bind(t[5])
-        .bind(t[6])
-        .bind(t[7])
-        .bind(t[8])
-        .bind(t[9])
-        .bind(t[10])
-        .fetch_one(pool)
-        .await?;
-    cache.insert(key.bytes(), id);
-    Ok(id)
+/// The key of a row `id, <CONTEXT_COLUMNS>` (the two timestamps at 5 and 6).
+fn context_row_key(k: &mut ContextKey, r: &PgRow) -> Result<()> {
+    let v = |i: usize| r.try_get::<Option<&str>, _>(i);
+    let texts = [v(1)?, v(2)?, v(3)?, v(4)?, v(7)?, v(8)?, v(9)?, v(10)?, v(11)?, v(12)?, v(13)?];
+    k.set(&pg_ts_key(r.try_get(5)?), &pg_ts_key(r.try_get(6)?), &texts);
+    Ok(())
 }
 
 /// The kind id of each line ([`crate::kinds`]): cached, else found among the stored kinds
