@@ -75,6 +75,33 @@ pub(crate) fn kind_texts(l: &ChargeLine) -> [Option<&str>; KIND_COUNT] {
     t
 }
 
+/// For each column of `CHARGE_COLUMNS` (and any column after them), its place in
+/// [`KIND_COLUMNS`] when it is a kind column.
+fn charge_column_kind_slots() -> &'static [Option<usize>] {
+    static SLOTS: std::sync::OnceLock<Vec<Option<usize>>> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| crate::CHARGE_COLUMNS.iter().map(|c| KIND_COLUMNS.iter().position(|k| k == c)).collect())
+}
+
+/// A charge row read without its kind columns (`charge_select_without_kinds`), with them
+/// filled from the kind the row names.
+pub(crate) struct KindFilled<'a, R> {
+    pub(crate) row: &'a R,
+    pub(crate) kind: &'a [Option<String>; KIND_COUNT],
+}
+
+impl<R: crate::ChargeRow> crate::ChargeRow for KindFilled<'_, R> {
+    fn text(&self, i: usize) -> crate::Result<Option<&str>> {
+        match charge_column_kind_slots().get(i).copied().flatten() {
+            Some(k) => Ok(self.kind[k].as_deref()),
+            None => self.row.text(i),
+        }
+    }
+
+    fn int(&self, i: usize) -> crate::Result<i64> {
+        self.row.int(i)
+    }
+}
+
 /// Kinds cached per writer before the cache starts over (a bill has tens to thousands).
 pub(crate) const MAX_CACHED: usize = 50_000;
 

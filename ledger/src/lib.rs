@@ -428,21 +428,27 @@ pub const LEAN_SKIPPED: [&str; 10] = [
 
 /// The select list of a charge read (`null` is the backend's typed NULL).
 pub(crate) fn charge_select(columns: ChargeColumns, null: &str) -> String {
-    select_list(columns, null, true)
+    select_list(columns, null, true, true)
 }
 
 /// [`charge_select`] with `null` in place of every context column ([`contexts::CONTEXT_COLUMNS`]):
 /// for a read that fills them from the context its row names (`ctx_id`).
 pub(crate) fn charge_select_without_contexts(columns: ChargeColumns, null: &str) -> String {
-    select_list(columns, null, false)
+    select_list(columns, null, false, true)
 }
 
-fn select_list(columns: ChargeColumns, null: &str, contexts: bool) -> String {
+/// [`charge_select`] with `null` in place of every kind column ([`kinds::KIND_COLUMNS`]): for a
+/// read that fills them from the kind its row names (`kind_id`).
+pub(crate) fn charge_select_without_kinds(columns: ChargeColumns, null: &str) -> String {
+    select_list(columns, null, true, false)
+}
+
+fn select_list(columns: ChargeColumns, null: &str, contexts: bool, kinds: bool) -> String {
     CHARGE_COLUMNS
         .iter()
         .enumerate()
         .map(|(i, c)| {
-            if !contexts && contexts::is_context_column(c) {
+            if (!contexts && contexts::is_context_column(c)) || (!kinds && kinds::is_kind_column(c)) {
                 return null.to_string();
             }
             let read = match columns {

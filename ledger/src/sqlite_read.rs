@@ -14,6 +14,7 @@ use std::ptr;
 use futures::{Stream, StreamExt};
 use libsqlite3_sys as ffi;
 
+use super::kinds::{KIND_COLUMNS, KIND_COUNT, KindFilled};
 use super::{ChargeRow, LedgerError, Result};
 
 /// Rows per batch sent to the reader.
@@ -142,6 +143,54 @@ impl ChargeRow for RawRow<'_> {
     fn int(&self, i: usize) -> Result<i64> {
         // SAFETY: as above.
         Ok(unsafe { ffi::sqlite3_column_int64(self.stmt, i as c_int) })
+    }
+}
+
+/// The kinds an ordered charge read names by id ([`crate::kinds`]), so that its rows carry no
+/// kind text through SQLite's sorter. Read from the file on the first row (a connection of its
+/// own, whose snapshot begins after the read's: every kind a row names was committed with or
+/// before that row, and kinds are never deleted), all at once — a ledger has tens to thousands.
+pub(crate) struct KindReader {
+    path: PathBuf,
+    by_id: std::cell::RefCell<Option<rustc_hash::FxHashMap<i64, [Option<String>; KIND_COUNT]>>>,
+}
+
+impl KindReader {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self { path, by_id: Default::default() }
+    }
+
+    /// `decode` of the row `r` naming kind `id`, its kind columns filled from that kind.
+    pub(crate) fn decode<R: ChargeRow, T>(
+        &self,
+        r: &R,
+        id: i64,
+        decode: impl FnOnce(&KindFilled<'_, R>) -> Result<T>,
+    ) -> Result<T> {
+        if self.by_id.borrow().is_none() {
+            let loaded = self.load()?;
+            *self.by_id.borrow_mut() = Some(loaded);
+        }
+        let by_id = self.by_id.borrow();
+        let kind = by_id
+            .as_ref()
+            .and_then(|m| m.get(&id))
+            .ok_or_else(|| LedgerError::Corrupt(format!("a charge row names kind {id}, which does not exist")))?;
+        decode(&KindFilled { row: r, kind })
+    }
+
+    fn load(&self) -> Result<rustc_hash::FxHashMap<i64, [Option<String>; KIND_COUNT]>> {
+        let sql = format!("SELECT id, {} FROM charge_kinds", KIND_COLUMNS.join(", "));
+        let mut conn = ReadConn::open(&self.path, &sql, &[])?;
+        let mut by_id = rustc_hash::FxHashMap::default();
+        while let Some(r) = conn.step()? {
+            let mut kind: [Option<String>; KIND_COUNT] = Default::default();
+            for (i, slot) in kind.iter_mut().enumerate() {
+                *slot = r.text(i + 1)?.map(str::to_owned);
+            }
+            by_id.insert(r.int(0)?, kind);
+        }
+        Ok(by_id)
     }
 }
 

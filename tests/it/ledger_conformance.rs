@@ -608,6 +608,37 @@ async fn postgres_reports_a_charge_naming_a_missing_context() {
     );
 }
 
+/// SQLite's ordered charge read fills each row's kind columns from the kind it names
+/// (`KindReader`): a kind deleted by hand makes the read fail with what is wrong, never a line
+/// with an empty category or region.
+#[tokio::test]
+async fn sqlite_reports_a_charge_naming_a_missing_kind() {
+    use sqlx::Connection;
+    let (s, dir) = sqlite_store().await;
+    let src = s.ensure_source("a", "test").await.expect("source");
+    let mut other = line("2", "EUR");
+    other.region_id = Some("gone-1".into());
+    load_lines(s.as_ref(), src, "a", "k1", &[line("1", "USD"), other]).await;
+    let rows: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    let regions: Vec<_> = rows.into_iter().map(|r| r.expect("row").line.region_id).collect();
+    assert_eq!(regions, vec![None, Some("gone-1".to_string())]);
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let mut c = sqlx::SqliteConnection::connect(&url).await.expect("connect");
+    let gone: i64 = sqlx::query_scalar("DELETE FROM charge_kinds WHERE region_id = 'gone-1' RETURNING id")
+        .fetch_one(&mut c)
+        .await
+        .expect("delete a kind");
+    let rows: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
+    let err = rows.into_iter().find_map(|r| r.err()).expect("the read fails").to_string();
+    assert_eq!(
+        err,
+        format!(
+            "ledger data is not what costledger wrote (a charge row names kind {gone}, which does not exist); \
+             was the database changed by hand?"
+        )
+    );
+}
+
 /// A PostgreSQL charge read that its reader stops early (a consumer that failed, a cancelled
 /// request) gives its connections back — the pooled one of its statement and the context
 /// reader's own: more early stops than the pool has connections, then full reads in both
