@@ -88,16 +88,7 @@ impl ContextKey {
             k.extend_from_slice(&(t.len() as u32).to_le_bytes());
             k.extend_from_slice(t);
         }
-        for t in texts {
-            match t {
-                None => k.push(0),
-                Some(t) => {
-                    k.push(1);
-                    k.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                    k.extend_from_slice(t.as_bytes());
-                }
-            }
-        }
+        push_key_texts(k, texts);
         k
     }
 
@@ -109,6 +100,21 @@ impl ContextKey {
     pub(crate) fn period(&self) -> &[u8] {
         let n = u32::from_le_bytes([self.0[0], self.0[1], self.0[2], self.0[3]]) as usize;
         &self.0[4..4 + n]
+    }
+}
+
+/// Append `texts` to a key: each with a presence byte and its length, so that a missing value,
+/// an empty one and a value split differently across fields all make different keys.
+pub(crate) fn push_key_texts(k: &mut Vec<u8>, texts: &[Option<&str>]) {
+    for t in texts {
+        match t {
+            None => k.push(0),
+            Some(t) => {
+                k.push(1);
+                k.extend_from_slice(&(t.len() as u32).to_le_bytes());
+                k.extend_from_slice(t.as_bytes());
+            }
+        }
     }
 }
 

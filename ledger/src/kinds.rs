@@ -105,26 +105,15 @@ impl<R: crate::ChargeRow> crate::ChargeRow for KindFilled<'_, R> {
 /// Kinds cached per writer before the cache starts over (a bill has tens to thousands).
 pub(crate) const MAX_CACHED: usize = 50_000;
 
-/// A kind's value as bytes: each text with a presence byte and its length. Equal bytes, equal
-/// kind.
+/// A kind's value as bytes (`push_key_texts`). Equal bytes, equal kind.
 #[derive(Default)]
 pub(crate) struct KindKey(Vec<u8>);
 
 impl KindKey {
     pub(crate) fn set(&mut self, texts: &[Option<&str>; KIND_COUNT]) -> &[u8] {
-        let k = &mut self.0;
-        k.clear();
-        for t in texts {
-            match t {
-                None => k.push(0),
-                Some(t) => {
-                    k.push(1);
-                    k.extend_from_slice(&(t.len() as u32).to_le_bytes());
-                    k.extend_from_slice(t.as_bytes());
-                }
-            }
-        }
-        k
+        self.0.clear();
+        crate::contexts::push_key_texts(&mut self.0, texts);
+        &self.0
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {

@@ -508,18 +508,10 @@ async fn context_ids(pool: &PgPool, contexts: &tokio::sync::Mutex<Contexts>, lin
         let (start, end) = (pg_ts_key(l.billing_period_start), pg_ts_key(l.billing_period_end));
         key.set(&start, &end, &context_texts(l));
     };
-    let mut ids = Vec::with_capacity(lines.len());
-    let mut misses = Vec::new();
-    for (n, l) in lines.iter().enumerate() {
+    let (mut ids, misses) = cached_or_missing(lines, |l| {
         line_key(&mut key, l);
-        match cache.get(key.bytes()) {
-            Some(id) => ids.push(id),
-            None => {
-                ids.push(0);
-                misses.push(n);
-            }
-        }
-    }
+        cache.get(key.bytes())
+    });
     if misses.is_empty() {
         return Ok(ids);
     }
@@ -597,6 +589,25 @@ async fn context_ids(pool: &PgPool, contexts: &tokio::sync::Mutex<Contexts>, lin
     Ok(ids)
 }
 
+/// Each line's id as `cached` finds it (0 where it does not), and the lines it does not find.
+fn cached_or_missing(
+    lines: &[ChargeLine],
+    mut cached: impl FnMut(&ChargeLine) -> Option<i64>,
+) -> (Vec<i64>, Vec<usize>) {
+    let mut ids = Vec::with_capacity(lines.len());
+    let mut misses = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        match cached(l) {
+            Some(id) => ids.push(id),
+            None => {
+                ids.push(0);
+                misses.push(n);
+            }
+        }
+    }
+    (ids, misses)
+}
+
 /// The key of a row `id, <CONTEXT_COLUMNS>` (the two timestamps at 5 and 6).
 fn context_row_key(k: &mut ContextKey, r: &PgRow) -> Result<()> {
     let v = |i: usize| r.try_get::<Option<&str>, _>(i);
@@ -612,17 +623,7 @@ fn context_row_key(k: &mut ContextKey, r: &PgRow) -> Result<()> {
 async fn kind_ids(pool: &PgPool, kinds: &tokio::sync::Mutex<Kinds>, lines: &[ChargeLine]) -> Result<Vec<i64>> {
     let mut cache = kinds.lock().await;
     let mut key = KindKey::default();
-    let mut ids = Vec::with_capacity(lines.len());
-    let mut misses = Vec::new();
-    for (n, l) in lines.iter().enumerate() {
-        match cache.get(key.set(&kind_texts(l))) {
-            Some(id) => ids.push(id),
-            None => {
-                ids.push(0);
-                misses.push(n);
-            }
-        }
-    }
+    let (mut ids, misses) = cached_or_missing(lines, |l| cache.get(key.set(&kind_texts(l))));
     if misses.is_empty() {
         return Ok(ids);
     }

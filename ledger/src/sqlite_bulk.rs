@@ -461,35 +461,12 @@ impl BulkConn {
 
     /// Store a new kind; its id.
     fn insert_kind(&mut self, texts: &[Option<&str>; KIND_COUNT]) -> Result<i64, String> {
-        let q = self.kind_insert;
-        // SAFETY: valid statement; every bound slice outlives the step; bindings are cleared
-        // before returning.
-        unsafe {
-            for (i, v) in texts.iter().enumerate() {
-                match v {
-                    Some(v) => ffi::sqlite3_bind_text(
-                        q,
-                        i as c_int + 1,
-                        v.as_ptr() as *const c_char,
-                        v.len() as c_int,
-                        ffi::SQLITE_STATIC(),
-                    ),
-                    None => ffi::sqlite3_bind_null(q, i as c_int + 1),
-                };
-            }
-            let rc = ffi::sqlite3_step(q);
-            ffi::sqlite3_reset(q);
-            ffi::sqlite3_clear_bindings(q);
-            if rc != ffi::SQLITE_DONE {
-                return Err(format!("storing a charge kind: {}", self.errmsg()));
-            }
-            Ok(ffi::sqlite3_last_insert_rowid(self.db))
-        }
+        let values: [Option<&[u8]>; KIND_COUNT] = texts.map(|t| t.map(str::as_bytes));
+        self.insert_texts(self.kind_insert, &values, "storing a charge kind")
     }
 
     /// Store a new context; its id.
     fn insert_context(&mut self, start: &[u8], end: &[u8], texts: &[Option<&str>; 11]) -> Result<i64, String> {
-        let q = self.ctx_insert;
         let mut values: [Option<&[u8]>; 13] = [None; 13];
         let mut t = texts.iter();
         for (i, v) in values.iter_mut().enumerate() {
@@ -499,8 +476,14 @@ impl BulkConn {
                 _ => t.next().copied().flatten().map(str::as_bytes),
             };
         }
-        // SAFETY: valid statement; every bound slice outlives the step; bindings are cleared
-        // before returning.
+        self.insert_texts(self.ctx_insert, &values, "storing a charge context")
+    }
+
+    /// Run the insert `q` of this connection with `values` bound to its parameters in order;
+    /// the new row's id.
+    fn insert_texts(&self, q: *mut ffi::sqlite3_stmt, values: &[Option<&[u8]>], what: &str) -> Result<i64, String> {
+        // SAFETY: `q` is a valid statement of this connection with `values.len()` parameters;
+        // every bound slice outlives the step; bindings are cleared before returning.
         unsafe {
             for (i, v) in values.iter().enumerate() {
                 match v {
@@ -518,7 +501,7 @@ impl BulkConn {
             ffi::sqlite3_reset(q);
             ffi::sqlite3_clear_bindings(q);
             if rc != ffi::SQLITE_DONE {
-                return Err(format!("storing a charge context: {}", self.errmsg()));
+                return Err(format!("{what}: {}", self.errmsg()));
             }
             Ok(ffi::sqlite3_last_insert_rowid(self.db))
         }

@@ -446,6 +446,19 @@ async fn a_context_from_a_rolled_back_batch_is_stored_again(s: Box<dyn LedgerSto
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "2.5");
 }
 
+/// Rows of `charge_kinds` in the ledger at `url`.
+async fn kinds_stored(url: &str) -> i64 {
+    use sqlx::Connection;
+    let sql = "SELECT count(*) FROM charge_kinds";
+    if url.starts_with("postgres") {
+        let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.expect("count")
+    } else {
+        let mut c = sqlx::SqliteConnection::connect(url).await.expect("sqlite");
+        sqlx::query_scalar::<_, i64>(sql).fetch_one(&mut c).await.expect("count")
+    }
+}
+
 /// Charge kinds (migration 0016): lines that differ only in their kind columns — NULL against
 /// empty, case, one column at a time, core fields and FOCUS columns — read back exactly as
 /// written, from one batch that stores every kind at once; a second load through a new ledger
@@ -454,7 +467,6 @@ async fn a_context_from_a_rolled_back_batch_is_stored_again(s: Box<dyn LedgerSto
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kinds_keep_every_value_apart_and_are_stored_once() {
     use costledger_core::{ChargeClass, FocusColumns};
-    use sqlx::Connection;
     let focus_at = |name: &str| FocusColumns::TEXT.iter().position(|c| *c == name).expect("FOCUS column");
     let mut lines = Vec::new();
     let values = [None, Some(""), Some("x"), Some("X")];
@@ -519,21 +531,7 @@ async fn kinds_keep_every_value_apart_and_are_stored_once() {
     }
     for url in urls {
         let memory = url.contains(":memory:");
-        let kinds_stored = || async {
-            if url.starts_with("postgres") {
-                let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("count")
-            } else {
-                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("count")
-            }
-        };
+        let kinds_stored = || kinds_stored(&url);
         let s = costledger::ledger::open(&url).await.expect("open");
         s.migrate().await.expect("migrate");
         let src = s.ensure_source("a", "test").await.expect("source");
@@ -789,21 +787,7 @@ async fn upgrade_to_charge_kinds_keeps_every_value() {
         urls.push(pg);
     }
     for url in urls {
-        let kinds_stored = || async {
-            if url.starts_with("postgres") {
-                let mut c = sqlx::PgConnection::connect(&url).await.expect("postgres");
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("count")
-            } else {
-                let mut c = sqlx::SqliteConnection::connect(&url).await.expect("sqlite");
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM charge_kinds")
-                    .fetch_one(&mut c)
-                    .await
-                    .expect("count")
-            }
-        };
+        let kinds_stored = || kinds_stored(&url);
         let s = costledger::ledger::open(&url).await.expect("open");
         s.migrate().await.expect("migrate to the latest schema");
         let read: Vec<_> = s.charges(&ChargeFilter::default()).collect().await;
