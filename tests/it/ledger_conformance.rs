@@ -426,14 +426,15 @@ async fn exports_in_the_documented_order_across_contexts(s: Box<dyn LedgerStore>
     }
 }
 
-/// A context first seen in a batch that rolls back (its load is no longer staging) is not
-/// remembered by the writer: the next load with the same context stores it again and reads it
-/// back (SQLite inserts contexts in the batch's transaction).
+/// A context and a kind first seen in a batch that rolls back (its load is no longer staging)
+/// are not remembered by the writer: the next load with the same context and kind stores them
+/// again and reads them back (SQLite inserts both in the batch's transaction).
 async fn a_context_from_a_rolled_back_batch_is_stored_again(s: Box<dyn LedgerStore>) {
     let src = s.ensure_source("t", "test").await.expect("source");
     let mut l = line("2.5", "USD");
     l.billing_account_id = "ONLY-IN-A-FAILED-BATCH".into();
     l.service_name = Some("Rolled back".into());
+    l.region_id = Some("rolled-back-1".into());
     let gone = s.begin_load(&new_load(src, "a", "k1", "test:1:1")).await.expect("begin");
     s.fail_load(gone, "failed before staging").await.expect("fail");
     assert!(s.stage_lines(gone, 0, vec![l.clone()], None).await.is_err(), "a failed load takes no lines");
@@ -443,6 +444,7 @@ async fn a_context_from_a_rolled_back_batch_is_stored_again(s: Box<dyn LedgerSto
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].billing_account_id, "ONLY-IN-A-FAILED-BATCH");
     assert_eq!(rows[0].service_name.as_deref(), Some("Rolled back"));
+    assert_eq!(rows[0].region_id.as_deref(), Some("rolled-back-1"));
     assert_eq!(total(s.as_ref(), "USD").await.to_string(), "2.5");
 }
 
